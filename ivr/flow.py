@@ -1,0 +1,397 @@
+"""The menu engine: (menu, call state, what the caller did) -> the next Step.
+
+Pure functions over the dataclasses of `ivr.menu`: no Flask, no Twilio, no Redis, so
+every path of a call can be unit-tested in microseconds. The call's position travels in
+a `CallState` that the web layer writes into the next webhook URL (signed by Twilio), so
+no session store is needed. Every function also returns the events that happened, for
+the web layer to emit.
+
+Rules that keep a caller from being left in silence or cut off:
+- silence or an answer we do not understand re-asks the question, up to
+  `menu.max_attempts` times, then transfers to the default (national) line;
+- 0 or an emergency word at any question transfers to the emergency line;
+- a busy, unanswered or failed target is followed by the hotline's next target, then its
+  fallback hotline, then the default line; a closed hotline is skipped;
+- when every line failed, the caller hears the numbers to call, twice and slowly, can
+  press a key to hear them again, and is told goodbye before the call hangs up;
+- a call has a step limit, so no loop goes on forever.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from ivr import speech
+from ivr.menu import Hotline, Menu, Node
+
+ANSWERED = {"completed", "answered"}  # DialCallStatus values where someone took the call
+
+
+class Phase(StrEnum):
+    """Which question a webhook answers; also the last part of its URL."""
+
+    MENU = "menu"
+    DIAL = "dial"
+    NUMBERS = "numbers"
+
+
+class EventKind(StrEnum):
+    CALL_STARTED = "call_started"
+    MENU_ANSWERED = "menu_answered"
+    NO_INPUT = "no_input"
+    INVALID_INPUT = "invalid_input"
+    LANGUAGE_CHANGED = "language_changed"
+    TRANSFER_STARTED = "transfer_started"
+    TRANSFER_ENDED = "transfer_ended"
+    NUMBERS_GIVEN = "numbers_given"
+    STEP_LIMIT = "step_limit"
+    CALL_ENDED = "call_ended"
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """Something that happened in a call, before the web layer adds the CallSid."""
+
+    kind: EventKind
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallState:
+    """Where a call is; written into the next webhook URL, so keep it small."""
+
+    lang: str
+    phase: Phase = Phase.MENU
+    node: str = ""  # the question being asked (menu phase)
+    attempt: int = 0  # answers at this question that led nowhere
+    hotline: str = ""  # the hotline being dialed (dial phase)
+    target: int = 0  # index into that hotline's dial list
+    tried: tuple[str, ...] = ()  # hotlines given up on, in order
+    step: int = 0  # webhook steps so far in this call
+
+    def to_params(self) -> dict[str, str]:
+        """Query-string parameters; empty fields are left out."""
+        params = {"l": self.lang, "s": str(self.step)}
+        if self.phase is Phase.MENU:
+            params |= {"n": self.node, "a": str(self.attempt)}
+        else:
+            params |= {"h": self.hotline, "t": str(self.target)}
+        if self.tried:
+            params["tr"] = ".".join(self.tried)
+        return params
+
+    @classmethod
+    def from_params(cls, phase: Phase, params, menu: Menu) -> CallState:
+        """Rebuild a state from a webhook's query string; unknown values fall back safely.
+
+        The URL is signed by Twilio, but the menu may have been changed since it was
+        written, so a node or hotline that no longer exists restarts at a safe place.
+        """
+        lang = params.get("l", "")
+        tried = tuple(h for h in params.get("tr", "").split(".") if h in menu.hotlines)
+        return cls(
+            lang=lang if lang in menu.languages else menu.languages[0],
+            phase=phase,
+            node=params.get("n", "") if params.get("n") in menu.nodes else menu.start,
+            attempt=_small_int(params.get("a")),
+            hotline=params.get("h", "") if params.get("h") in menu.hotlines else "",
+            target=_small_int(params.get("t")),
+            tried=tried,
+            step=_small_int(params.get("s")),
+        )
+
+
+def _small_int(raw) -> int:
+    return int(raw) if raw and re.fullmatch(r"\d{1,4}", str(raw)) else 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the caller did at a question, as Twilio reports it."""
+
+    digits: str = ""
+    speech: str = ""
+    confidence: float | None = None
+
+    @property
+    def silent(self) -> bool:
+        return not self.digits.strip() and not self.speech.strip()
+
+
+# --- what the caller hears next: rendered to TwiML by ivr.twiml -----------------------
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+    voice: str
+    language: str
+    slow: bool = False  # numbers a caller should write down
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: int = 1
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Say the prompts while listening; the answer (or silence) is posted to `resume`.
+
+    With `goodbye` set, silence ends the call with those words instead of coming back.
+    """
+
+    prompts: tuple[Say | Pause, ...]
+    resume: CallState
+    speech_language: str
+    hints: tuple[str, ...] = ()
+    timeout: int = 6
+    speech: bool = True
+    goodbye: tuple[Say, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Say the prompts, then ring one target; the dial status is posted to `resume`."""
+
+    prompts: tuple[Say, ...]
+    target: str
+    resume: CallState
+    ring_timeout: int
+
+
+@dataclass(frozen=True)
+class Hangup:
+    prompts: tuple[Say, ...] = ()
+
+
+Step = Ask | Transfer | Hangup
+
+
+@dataclass(frozen=True)
+class Result:
+    step: Step
+    events: tuple[FlowEvent, ...] = ()
+
+
+# --- the webhooks' entry points -------------------------------------------------------
+
+
+def start(menu: Menu, now: datetime) -> Result:
+    """A new call: greet the caller and ask the first question in the first language."""
+    lang = menu.languages[0]
+    state = CallState(lang=lang, node=menu.start, step=1)
+    started = FlowEvent(EventKind.CALL_STARTED, {"lang": lang})
+    return _ask(menu, state, greet=True, events=(started,))
+
+
+def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result:
+    """The caller answered (or did not answer) the question `state.node`."""
+    state = replace(state, step=state.step + 1)
+    if state.step > menu.step_limit:
+        return _wind_up(menu, state)
+    node = menu.nodes[state.node]
+    if given.silent:
+        return _retry(menu, state, node, "no_input", EventKind.NO_INPUT, now)
+    key, kind = _understand(menu, state, node, given)
+    if key is None:
+        return _retry(menu, state, node, "invalid", EventKind.INVALID_INPUT, now, given)
+    answered = FlowEvent(EventKind.MENU_ANSWERED, {
+        "node": node.id, "input": kind, "option": key, "attempt": state.attempt,
+    })
+    if key == menu.repeat_key:
+        return _ask(menu, state, events=(answered,))
+    if key == menu.emergency_key:
+        return _transfer(menu, state, menu.emergency_hotline, now, events=(answered,))
+    if key == menu.language_key and node.offers_language:
+        other = menu.other_language(state.lang)
+        changed = FlowEvent(EventKind.LANGUAGE_CHANGED, {"lang": other})
+        return _ask(menu, replace(state, lang=other, attempt=0), events=(answered, changed))
+    option = node.option(key)
+    if option.next:
+        return _ask(menu, replace(state, node=option.next, attempt=0), events=(answered,))
+    return _transfer(menu, state, option.hotline, now, events=(answered,))
+
+
+def dial_result(
+    menu: Menu, state: CallState, status: str, duration: int, now: datetime
+) -> Result:
+    """Twilio reports how the <Dial> to `state.hotline`'s target ended."""
+    state = replace(state, step=state.step + 1)
+    ended = FlowEvent(EventKind.TRANSFER_ENDED, {
+        "hotline": state.hotline, "target": state.target, "status": status,
+        "duration": duration,
+    })
+    if status in ANSWERED:
+        return Result(Hangup(_says(menu, state.lang, "goodbye")), (ended,))
+    if state.step > menu.step_limit or not state.hotline:
+        result = _wind_up(menu, state)
+        return Result(result.step, (ended, *result.events))
+    return _transfer(menu, state, state.hotline, now, target=state.target + 1, events=(ended,))
+
+
+def numbers_answer(menu: Menu, state: CallState, given: Answer) -> Result:
+    """After the numbers were read: a key press reads them again, anything else ends."""
+    state = replace(state, step=state.step + 1)
+    if given.silent or state.step > menu.step_limit:
+        return Result(Hangup(_says(menu, state.lang, "goodbye")))
+    return _numbers(menu, state, intro=False)
+
+
+# --- the pieces -----------------------------------------------------------------------
+
+
+def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
+    """(key, "dtmf" or "speech") for the caller's answer, or (None, kind) if not understood."""
+    valid = {o.key for o in node.options} | {menu.emergency_key, menu.repeat_key}
+    if node.offers_language:
+        valid.add(menu.language_key)
+    digits = given.digits.strip()
+    if digits:
+        return (digits if digits in valid else None), "dtmf"
+    if given.confidence is not None and given.confidence < menu.min_confidence:
+        return None, "speech"
+    lang = state.lang
+    # Danger first: an emergency word wins over any other word in the same sentence.
+    if speech.best_match(given.speech, [(menu.emergency_key, menu.emergency_words.get(lang, ()))]):
+        return menu.emergency_key, "speech"
+    candidates = [(o.key, o.speech.get(lang, ())) for o in node.options]
+    if node.offers_language:
+        candidates.append((menu.language_key, menu.language_words.get(lang, ())))
+    key = speech.best_match(given.speech, candidates) or speech.spoken_digit(given.speech)
+    return (key if key in valid else None), "speech"
+
+
+def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None) -> Result:
+    """Ask again after silence or a wrong answer; after too many, go to the default line."""
+    attempt = state.attempt + 1
+    detail = {"node": node.id, "attempt": attempt}
+    if given is not None:
+        detail["input"] = "dtmf" if given.digits.strip() else "speech"
+    event = FlowEvent(kind, detail)
+    lead = _says(menu, state.lang, prompt_key)
+    if attempt >= menu.max_attempts:
+        return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
+    return _ask(menu, replace(state, attempt=attempt), lead=lead, events=(event,))
+
+
+def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
+    node = menu.nodes[state.node]
+    lang = state.lang
+    prompts = list(lead)
+    if greet and node.greeting:
+        prompts += _says(menu, lang, node.greeting)
+    offer = _says(menu, menu.other_language(lang), "language_offer") if node.offers_language else ()
+    # The caller of the first language hears the offer before the menu (they may not
+    # understand it); one who already switched hears the way back after it.
+    first = lang == menu.languages[0]
+    question = _says(menu, lang, node.prompt)
+    prompts += [*offer, *question] if first else [*question, *offer]
+    hints = [w for o in node.options for w in o.speech.get(lang, ())]
+    hints += menu.emergency_words.get(lang, ())
+    if node.offers_language:
+        hints += menu.language_words.get(lang, ())
+    step = Ask(
+        prompts=tuple(prompts),
+        resume=replace(state, phase=Phase.MENU, hotline="", target=0),
+        speech_language=menu.voices[lang].speech_language,
+        hints=tuple(dict.fromkeys(hints)),
+        timeout=menu.gather_timeout,
+    )
+    return Result(step, tuple(events))
+
+
+def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=()) -> Result:
+    """Ring the first reachable target along the hotline's fallback chain.
+
+    A hotline that is closed, or whose targets all failed, is given up on: the caller is
+    told its number, and the chain moves to its fallback, then to the default hotline.
+    """
+    lang, prompts, tried = state.lang, list(lead), state.tried
+    hotline: Hotline | None = menu.hotlines[hotline_id]
+    while hotline is not None:
+        if hotline.hours.is_open(now) and target < len(hotline.dial):
+            if target == 0:
+                prompts += _says(menu, lang, "transfer", hotline=hotline.names[lang])
+            else:  # the same hotline's next target: say why the ringing starts again
+                prompts += _says(menu, lang, "still_trying")
+            resume = replace(state, phase=Phase.DIAL, hotline=hotline.id, target=target,
+                             tried=tried)
+            started = FlowEvent(EventKind.TRANSFER_STARTED, {
+                "hotline": hotline.id, "target": target,
+            })
+            step = Transfer(tuple(prompts), hotline.dial[target], resume, menu.ring_timeout)
+            return Result(step, (*events, started))
+        tried = (*tried, hotline.id)
+        given_up, hotline, target = hotline, _next_in_chain(menu, hotline, tried), 0
+        if hotline is not None:  # at the chain's end the numbers below say it all
+            prompts += _says(menu, lang, "unreachable", hotline=_cap(given_up.names[lang]),
+                             number=spoken_number(given_up.say), slow=True)
+    result = _numbers(menu, replace(state, phase=Phase.NUMBERS, tried=tried), lead=prompts)
+    return Result(result.step, (*events, *result.events))
+
+
+def _next_in_chain(menu: Menu, hotline: Hotline, tried) -> Hotline | None:
+    for hid in (hotline.fallback, menu.default_hotline):
+        if hid and hid not in tried:
+            return menu.hotlines[hid]
+    return None
+
+
+def _numbers(menu, state, *, lead=(), intro=True) -> Result:
+    """Read the numbers of the lines we tried, twice and slowly; a key reads them again."""
+    lang = state.lang
+    listed = list(dict.fromkeys([*state.tried, menu.default_hotline]))
+    items = []
+    for hid in listed:
+        h = menu.hotlines[hid]
+        items += _says(menu, lang, "numbers_item", hotline=_cap(h.names[lang]),
+                       number=spoken_number(h.say), slow=True)
+    prompts = [*lead, *(_says(menu, lang, "numbers_intro") if intro else ())]
+    prompts += [*items, Pause(1), *items, *_says(menu, lang, "numbers_again")]
+    step = Ask(
+        prompts=tuple(prompts),
+        resume=replace(state, phase=Phase.NUMBERS),
+        speech_language=menu.voices[lang].speech_language,
+        timeout=menu.gather_timeout,
+        speech=False,
+        goodbye=_says(menu, lang, "goodbye"),
+    )
+    event = FlowEvent(EventKind.NUMBERS_GIVEN, {"hotlines": listed})
+    return Result(step, (event,) if intro else ())
+
+
+def _wind_up(menu: Menu, state: CallState) -> Result:
+    """The step limit is reached: give the default line's number and end the call."""
+    h = menu.hotlines[menu.default_hotline]
+    prompts = _says(menu, state.lang, "numbers_item", hotline=_cap(h.names[state.lang]),
+                    number=spoken_number(h.say), slow=True)
+    prompts += _says(menu, state.lang, "goodbye")
+    return Result(Hangup(prompts), (FlowEvent(EventKind.STEP_LIMIT, {"step": state.step}),))
+
+
+def _says(menu: Menu, lang: str, key: str, slow: bool = False, **values: str) -> tuple[Say]:
+    voice = menu.voices[lang]
+    return (Say(menu.text(lang, key, **values), voice.voice, voice.say_language, slow),)
+
+
+def _cap(name: str) -> str:
+    """A hotline name at the start of a sentence: "la Fiscalía" -> "La Fiscalía"."""
+    return name[:1].upper() + name[1:]
+
+
+def spoken_number(number: str) -> str:
+    """Digits a caller can write down: "01 8000 522 020" -> "0 1, 8 0 0 0, 5 2 2, 0 2 0"."""
+    return ", ".join(" ".join(group) for group in number.split())
+
+
+def safe_transfer(menu: Menu, lang: str) -> Result:
+    """Last resort when something broke: straight to the default line's first target."""
+    lang = lang if lang in menu.languages else menu.languages[0]
+    hotline = menu.hotlines[menu.default_hotline]
+    state = CallState(lang=lang, phase=Phase.DIAL, hotline=hotline.id, step=menu.step_limit)
+    prompts = _says(menu, lang, "transfer", hotline=hotline.names[lang])
+    return Result(Transfer(prompts, hotline.dial[0], state, menu.ring_timeout))

@@ -1,0 +1,469 @@
+"""Load and check the menu tree, the hotline directory and the prompts.
+
+Everything the call flow needs becomes frozen dataclasses here, once, at start-up, so a
+webhook never reads a file or a database to route a caller. `load()` raises `ConfigError`
+listing every problem it found; `check()` also returns the warnings and the spoken-seconds
+figure of every path (what `ivr config check` prints).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config"
+PROMPTS_DIR = ROOT / "prompts"
+BOGOTA = ZoneInfo("America/Bogota")
+
+DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# Placeholders each prompt may use; any other one is a configuration error.
+PROMPT_PLACEHOLDERS: dict[str, set[str]] = {
+    "transfer": {"hotline"},
+    "unreachable": {"hotline", "number"},
+    "numbers_item": {"hotline", "number"},
+}
+# Prompts the engine itself says, whatever the menu tree looks like.
+ENGINE_PROMPTS = [
+    "language_offer", "no_input", "invalid", "transfer", "unreachable",
+    "still_trying", "numbers_intro", "numbers_item", "numbers_again", "goodbye",
+]
+SIP_URI = re.compile(r"^sips?:[^@\s]+@[^\s]+$")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists every reason, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"- {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    """Weekly opening windows in Bogotá time; no windows means open 24/7."""
+
+    windows: tuple[tuple[int, time, time], ...] = ()
+
+    def is_open(self, now: datetime) -> bool:
+        if not self.windows:
+            return True
+        local = now.astimezone(BOGOTA)
+        return any(
+            day == local.weekday() and start <= local.time() < end
+            for day, start, end in self.windows
+        )
+
+
+@dataclass(frozen=True)
+class Hotline:
+    id: str
+    names: dict[str, str]
+    dial: tuple[str, ...]
+    say: str
+    hours: OpeningHours = OpeningHours()
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    speech: dict[str, tuple[str, ...]]
+    next: str | None = None
+    hotline: str | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    prompt: str
+    options: tuple[Option, ...]
+    greeting: str | None = None
+    offers_language: bool = False
+
+    def option(self, key: str) -> Option | None:
+        return next((o for o in self.options if o.key == key), None)
+
+
+@dataclass(frozen=True)
+class Voice:
+    voice: str
+    say_language: str
+    speech_language: str
+
+
+@dataclass(frozen=True)
+class Menu:
+    """The whole routing configuration, as the call flow sees it."""
+
+    start: str
+    languages: tuple[str, ...]
+    nodes: dict[str, Node]
+    hotlines: dict[str, Hotline]
+    prompts: dict[str, dict[str, str]]  # language -> key -> text
+    voices: dict[str, Voice]
+    emergency_words: dict[str, tuple[str, ...]]
+    language_words: dict[str, tuple[str, ...]]
+    default_hotline: str = "national"
+    emergency_hotline: str = "emergency"
+    emergency_key: str = "0"
+    repeat_key: str = "*"
+    language_key: str = "9"
+    max_attempts: int = 3
+    gather_timeout: int = 6
+    ring_timeout: int = 25
+    min_confidence: float = 0.3
+    step_limit: int = 40
+    budget_seconds: float = 30
+    words_per_minute: int = 150
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def text(self, language: str, key: str, **values: str) -> str:
+        """The prompt `key` in `language`, placeholders filled."""
+        return self.prompts[language][key].format(**values)
+
+    def other_language(self, language: str) -> str:
+        """The language a caller switches to with the language key."""
+        others = [lang for lang in self.languages if lang != language]
+        return others[0] if others else language
+
+
+def is_dialable(target: str) -> bool:
+    """True for what Twilio's <Dial> can reach: an E.164 number or a SIP URI."""
+    return bool(E164.match(target) or SIP_URI.match(target))
+
+
+def load(
+    config_dir: Path | str = CONFIG_DIR,
+    prompts_dir: Path | str = PROMPTS_DIR,
+    prompt_overrides: dict[str, dict[str, str]] | None = None,
+) -> Menu:
+    """Read and check the shipped files (and any overrides); raise ConfigError if broken."""
+    config_dir, prompts_dir = Path(config_dir), Path(prompts_dir)
+    problems: list[str] = []
+    menu_raw = _read_toml(config_dir / "menu.toml", problems)
+    hotlines_raw = _read_toml(config_dir / "hotlines.toml", problems)
+    languages = tuple(menu_raw.get("languages", ["es", "en"]))
+    prompts = {
+        lang: {k: v for k, v in _read_toml(prompts_dir / f"{lang}.toml", problems).items()}
+        for lang in languages
+    }
+    for lang, texts in (prompt_overrides or {}).items():
+        prompts.setdefault(lang, {}).update(texts)
+    if problems:
+        raise ConfigError(problems)
+    menu = _build(menu_raw, hotlines_raw, prompts, languages, problems)
+    warnings = _validate(menu, problems) if menu else []
+    if problems:
+        raise ConfigError(problems)
+    return replace(menu, warnings=tuple(warnings))
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        problems.append(f"{path}: file not found")
+    except tomllib.TOMLDecodeError as e:
+        problems.append(f"{path}: not valid TOML: {e}")
+    return {}
+
+
+def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
+    hotlines = {}
+    for hid, raw in hotlines_raw.items():
+        if not isinstance(raw, dict):
+            problems.append(f"hotline {hid}: expected a table")
+            continue
+        dial = raw.get("dial") or []
+        if isinstance(dial, str):
+            dial = [dial]
+        hotlines[hid] = Hotline(
+            id=hid,
+            names=dict(raw.get("name", {})),
+            dial=tuple(str(t).strip() for t in dial),
+            say=str(raw.get("say", "")).strip(),
+            hours=_parse_hours(hid, raw.get("hours", "24/7"), problems),
+            fallback=raw.get("fallback"),
+        )
+    nodes = {}
+    for nid, raw in (menu_raw.get("nodes") or {}).items():
+        options = []
+        seen_keys: set[str] = set()
+        for i, opt in enumerate(raw.get("options", [])):
+            key = str(opt.get("key", ""))
+            where = f"node {nid}, option {i + 1}"
+            if not re.fullmatch(r"[0-9]", key):
+                problems.append(f"{where}: key must be one digit, got {key!r}")
+            if key in seen_keys:
+                problems.append(f"{where}: duplicate key {key}")
+            seen_keys.add(key)
+            if bool(opt.get("next")) == bool(opt.get("hotline")):
+                problems.append(f"{where}: needs exactly one of `next` or `hotline`")
+            speech = {lang: tuple(words) for lang, words in (opt.get("speech") or {}).items()}
+            options.append(Option(key, speech, opt.get("next"), opt.get("hotline")))
+        nodes[nid] = Node(
+            id=nid,
+            prompt=raw.get("prompt", ""),
+            options=tuple(options),
+            greeting=raw.get("greeting"),
+            offers_language=bool(raw.get("offers_language", False)),
+        )
+    voices = {}
+    for lang in languages:
+        v = (menu_raw.get("voices") or {}).get(lang)
+        if not v:
+            problems.append(f"voices.{lang}: missing voice settings for language {lang}")
+            continue
+        voices[lang] = Voice(v.get("voice", ""), v.get("say_language", lang),
+                             v.get("speech_language", lang))
+    settings = {
+        k: menu_raw[k]
+        for k in (
+            "start", "default_hotline", "emergency_hotline", "emergency_key", "repeat_key",
+            "language_key", "max_attempts", "gather_timeout", "ring_timeout",
+            "min_confidence", "step_limit", "budget_seconds", "words_per_minute",
+        )
+        if k in menu_raw
+    }
+    if "start" not in settings:
+        problems.append("menu.toml: `start` (the first node) is missing")
+        return None
+    return Menu(
+        languages=languages,
+        nodes=nodes,
+        hotlines=hotlines,
+        prompts=prompts,
+        voices=voices,
+        emergency_words=_words(menu_raw.get("emergency_words")),
+        language_words=_words(menu_raw.get("language_words")),
+        **settings,
+    )
+
+
+def _words(raw) -> dict[str, tuple[str, ...]]:
+    return {lang: tuple(words) for lang, words in (raw or {}).items()}
+
+
+def _parse_hours(hid: str, raw, problems: list[str]) -> OpeningHours:
+    """"24/7" or ["mon-fri 07:00-19:00", "sat 08:00-12:00"] -> OpeningHours."""
+    if raw in ("24/7", None, []):
+        return OpeningHours()
+    windows = []
+    for spec in [raw] if isinstance(raw, str) else raw:
+        m = re.fullmatch(r"\s*(\w{3})(?:-(\w{3}))?\s+(\d\d):(\d\d)-(\d\d):(\d\d)\s*", str(spec))
+        if not m or m[1] not in DAYS or (m[2] and m[2] not in DAYS):
+            problems.append(f"hotline {hid}: hours {spec!r} must look like 'mon-fri 07:00-19:00'")
+            continue
+        first, last = DAYS.index(m[1]), DAYS.index(m[2] or m[1])
+        try:
+            start, end = time(int(m[3]), int(m[4])), time(int(m[5]), int(m[6]))
+        except ValueError:
+            problems.append(f"hotline {hid}: hours {spec!r} has an impossible time")
+            continue
+        if end <= start:
+            problems.append(f"hotline {hid}: hours {spec!r} must end after they start")
+        days = range(first, last + 1) if first <= last else [*range(first, 7), *range(last + 1)]
+        windows.extend((d, start, end) for d in days)
+    return OpeningHours(tuple(windows))
+
+
+def _validate(menu: Menu, problems: list[str]) -> list[str]:
+    """Append every problem; return the warnings (usable, but an operator should act)."""
+    warnings: list[str] = []
+    for hid in (menu.default_hotline, menu.emergency_hotline):
+        if hid not in menu.hotlines:
+            problems.append(f"menu.toml: hotline {hid!r} is not in hotlines.toml")
+    for h in menu.hotlines.values():
+        for lang in menu.languages:
+            if not h.names.get(lang, "").strip():
+                problems.append(f"hotline {h.id}: missing name.{lang}")
+        if not h.dial:
+            problems.append(f"hotline {h.id}: `dial` needs at least one number or SIP URI")
+        if not re.fullmatch(r"[\d ]+", h.say):
+            problems.append(f"hotline {h.id}: `say` must be the digits a caller can dial")
+        if h.fallback and h.fallback not in menu.hotlines:
+            problems.append(f"hotline {h.id}: fallback {h.fallback!r} is not a hotline")
+        for target in h.dial:
+            if target.startswith("+") and not E164.match(target):
+                problems.append(f"hotline {h.id}: {target!r} is not a valid E.164 number")
+            elif target.startswith("sip") and not SIP_URI.match(target):
+                problems.append(f"hotline {h.id}: {target!r} is not a valid SIP URI")
+            elif not is_dialable(target):
+                warnings.append(
+                    f"hotline {h.id}: {target!r} is a national short code or local number "
+                    "Twilio cannot dial (error 13224); give an E.164 number or a SIP route"
+                )
+    for h in menu.hotlines.values():
+        chain, hid = [], h.id
+        while hid and hid in menu.hotlines and hid not in chain:
+            chain.append(hid)
+            hid = menu.hotlines[hid].fallback
+        if hid in chain:
+            problems.append(f"hotline {h.id}: fallback cycle {' -> '.join([*chain, hid])}")
+
+    for lang in menu.languages:
+        texts = menu.prompts.get(lang, {})
+        needed = set(ENGINE_PROMPTS) | {n.prompt for n in menu.nodes.values()}
+        needed |= {n.greeting for n in menu.nodes.values() if n.greeting}
+        for key in sorted(needed):
+            text = texts.get(key)
+            if text is None:
+                problems.append(f"prompts/{lang}: missing prompt {key!r}")
+            elif not str(text).strip():
+                problems.append(f"prompts/{lang}: prompt {key!r} is empty")
+        for key, text in texts.items():
+            allowed = PROMPT_PLACEHOLDERS.get(key, set())
+            try:
+                used = {f for _, f, _, _ in string.Formatter().parse(str(text)) if f is not None}
+            except ValueError as e:
+                problems.append(f"prompts/{lang}: prompt {key!r}: {e}")
+                continue
+            for name in sorted(used - allowed):
+                problems.append(
+                    f"prompts/{lang}: prompt {key!r} has unknown placeholder {{{name}}}"
+                )
+
+    if menu.start not in menu.nodes:
+        problems.append(f"menu.toml: start node {menu.start!r} does not exist")
+        return warnings
+    for node in menu.nodes.values():
+        if not node.options:
+            problems.append(f"node {node.id}: has no options")
+        for opt in node.options:
+            if opt.next and opt.next not in menu.nodes:
+                problems.append(f"node {node.id}, key {opt.key}: unknown node {opt.next!r}")
+            if opt.hotline and opt.hotline not in menu.hotlines:
+                problems.append(f"node {node.id}, key {opt.key}: unknown hotline {opt.hotline!r}")
+            if opt.key in (menu.emergency_key, menu.language_key if node.offers_language else ""):
+                problems.append(f"node {node.id}: key {opt.key} is reserved")
+            for lang in menu.languages:
+                prompt = menu.prompts.get(lang, {}).get(node.prompt, "")
+                if prompt and offering_sentence(prompt, opt.key) is None:
+                    problems.append(
+                        f"prompts/{lang}: prompt {node.prompt!r} never names key {opt.key}"
+                    )
+                if not opt.speech.get(lang):
+                    problems.append(f"node {node.id}, key {opt.key}: no speech words for {lang}")
+    reachable, stack = set(), [menu.start]
+    while stack:
+        nid = stack.pop()
+        if nid in reachable or nid not in menu.nodes:
+            continue
+        reachable.add(nid)
+        stack.extend(o.next for o in menu.nodes[nid].options if o.next)
+    for nid in sorted(set(menu.nodes) - reachable):
+        problems.append(f"node {nid}: unreachable from the start node {menu.start!r}")
+    for nid in sorted(reachable):
+        if not _reaches_hotline(menu, nid, set()):
+            problems.append(f"node {nid}: no path from here ends at a hotline")
+    if not problems:
+        for path in spoken_paths(menu):
+            if path.seconds > menu.budget_seconds:
+                warnings.append(
+                    f"path {path.label}: {path.seconds:.1f} spoken seconds before the transfer, "
+                    f"over the {menu.budget_seconds:g} s budget"
+                )
+    return warnings
+
+
+def _reaches_hotline(menu: Menu, nid: str, seen: set[str]) -> bool:
+    if nid in seen:
+        return False
+    seen.add(nid)
+    return any(
+        o.hotline or (o.next in menu.nodes and _reaches_hotline(menu, o.next, seen))
+        for o in menu.nodes[nid].options
+    )
+
+
+# --- spoken-seconds budget ---------------------------------------------------------
+
+
+def offering_sentence(prompt: str, key: str) -> int | None:
+    """Index of the first sentence of `prompt` that names `key` as a digit, or None."""
+    for i, sentence in enumerate(sentences(prompt)):
+        if re.search(rf"(?<![\d]){re.escape(key)}(?![\d])", sentence):
+            return i
+    return None
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def word_count(text: str) -> int:
+    return len(re.findall(r"[\w']+", text))
+
+
+@dataclass(frozen=True)
+class SpokenPath:
+    language: str
+    keys: tuple[str, ...]
+    hotline: str
+    words: int
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.language} {' '.join(self.keys)} -> {self.hotline}"
+
+
+def spoken_paths(menu: Menu) -> list[SpokenPath]:
+    """Every path from the greeting to a transfer, with the words a caller hears first.
+
+    A caller who presses (or says) their option as soon as it is offered cuts the prompt
+    there (Twilio's <Gather> barge-in), so a step counts the prompt up to and including
+    the sentence that offers the option taken; a language switch at the start counts the
+    greeting and the offer before the menu is heard again in the other language.
+    """
+    paths = []
+    first = menu.languages[0]
+    start = menu.nodes[menu.start]
+    greeting = [menu.prompts[first][start.greeting]] if start.greeting else []
+    for lang in menu.languages:
+        # The first language's menu starts with the offer of the other one (see flow._ask).
+        heard, keys = [*greeting], []
+        if start.offers_language:
+            heard.append(menu.prompts[menu.other_language(first)]["language_offer"])
+        if lang != first:
+            keys.append(menu.language_key)
+        _walk(menu, menu.start, lang, heard, keys, (), paths)
+    emergency = menu.hotlines[menu.emergency_hotline]
+    for lang in menu.languages:  # 0 is offered in the first sentence of the main menu
+        prompt = menu.prompts[lang][start.prompt]
+        idx = offering_sentence(prompt, menu.emergency_key)
+        if idx is not None:
+            offer = [menu.prompts[menu.other_language(first)]["language_offer"]]
+            if lang != first or not start.offers_language:
+                offer = []
+            heard = [*greeting, *offer, *sentences(prompt)[: idx + 1]]
+            paths.append(_spoken(menu, lang, (menu.emergency_key,), emergency, heard))
+    return paths
+
+
+def _walk(menu, nid, lang, heard, keys, visited, paths):
+    node = menu.nodes[nid]
+    visited = (*visited, nid)
+    prompt = menu.prompts[lang][node.prompt]
+    for opt in node.options:
+        idx = offering_sentence(prompt, opt.key) or 0
+        step_heard = [*heard, *sentences(prompt)[: idx + 1]]
+        if opt.hotline:
+            hotline = menu.hotlines[opt.hotline]
+            paths.append(_spoken(menu, lang, (*keys, opt.key), hotline, step_heard))
+        elif opt.next and opt.next not in visited:
+            _walk(menu, opt.next, lang, step_heard, [*keys, opt.key], visited, paths)
+
+
+def _spoken(menu: Menu, lang: str, keys, hotline: Hotline, heard: list[str]) -> SpokenPath:
+    heard = [*heard, menu.text(lang, "transfer", hotline=hotline.names[lang])]
+    words = sum(word_count(t) for t in heard)
+    return SpokenPath(lang, tuple(keys), hotline.id, words, words * 60 / menu.words_per_minute)

