@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
+from ivr import events, settings
 from ivr import menu as menu_config
 
-# Settings read from the environment (the names Procfile platforms and `ivr dev` set).
-ENV_SETTINGS = (
-    "TWILIO_AUTH_TOKEN", "SECRET_KEY", "REDIS_URL", "PUBLIC_BASE_URL", "RUTA_ENV",
-    "RUTA_CONFIG_DIR", "RUTA_PROMPTS_DIR",
-)
 REQUIRED_IN_PRODUCTION = ("TWILIO_AUTH_TOKEN", "SECRET_KEY")
 
 
@@ -23,17 +17,7 @@ class StartupError(RuntimeError):
 def create_app(config: dict | None = None) -> Flask:
     """Build the web app: settings, the menu (checked), and the blueprints."""
     app = Flask(__name__)
-    app.config.from_mapping(
-        RUTA_ENV="production",  # "development" only under `ivr dev` and the tests
-        TWILIO_AUTH_TOKEN="",
-        SECRET_KEY="",
-        REDIS_URL="",
-        PUBLIC_BASE_URL="",  # e.g. https://ruta.example.org: the URL Twilio signs
-        RUTA_CONFIG_DIR=str(menu_config.CONFIG_DIR),
-        RUTA_PROMPTS_DIR=str(menu_config.PROMPTS_DIR),
-    )
-    app.config.update({k: os.environ[k] for k in ENV_SETTINGS if k in os.environ})
-    app.config.update(config or {})
+    app.config.update(settings.load(config))
     if app.config["RUTA_ENV"] == "production":
         missing = [k for k in REQUIRED_IN_PRODUCTION if not app.config[k]]
         if missing:
@@ -47,6 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
     except menu_config.ConfigError as e:
         raise StartupError(f"Ruta will not start: {e}") from e
     app.extensions["ruta.menu"] = menu
+    events.init_app(app)
 
     from ivr import voice
 

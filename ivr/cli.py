@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import click
+from rq import Queue
 
 from ivr import menu as menu_config
+from ivr import settings, store
+from ivr.events import Spool
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
-QUEUE = "ruta"
 
 
 @click.group()
@@ -61,7 +66,8 @@ def config_check(config_dir, prompts_dir):
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--url", help="A running Ruta (e.g. http://127.0.0.1:5000); default: in-process.")
-@click.option("--token", envvar="TWILIO_AUTH_TOKEN", help="The auth token the server checks.")
+@click.option("--token", envvar="TWILIO_AUTH_TOKEN",
+              help="The auth token the server checks (default: the running `ivr dev`'s).")
 @click.option("--from", "caller", default="+573001234567", show_default=True,
               help='Caller ID Twilio would send ("anonymous" works too).')
 @click.pass_context
@@ -80,6 +86,7 @@ def call(ctx, url, token, caller):
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     if url:
+        token = token or _dev_env().get("TWILIO_AUTH_TOKEN")
         if not token:
             raise click.UsageError("--token (or TWILIO_AUTH_TOKEN) is needed to sign requests")
         simulated = SimulatedCall(url, token, caller=caller)
@@ -87,8 +94,14 @@ def call(ctx, url, token, caller):
         from ivr import create_app
 
         token = secrets.token_hex(16)
+        # Signed for our own made-up URL, whatever PUBLIC_BASE_URL this shell exports.
+        # Events go to the Redis we know of (they then show in reports), else a temp spool.
+        redis_url = os.environ.get("REDIS_URL") or _dev_env().get("REDIS_URL", "")
         app = create_app({"RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": token,
-                          "SECRET_KEY": secrets.token_hex(16)})
+                          "SECRET_KEY": secrets.token_hex(16), "PUBLIC_BASE_URL": "",
+                          "REDIS_URL": redis_url,
+                          "RUTA_SPOOL_DIR": os.environ.get("RUTA_SPOOL_DIR")
+                          or tempfile.mkdtemp(prefix="ruta-call-spool-")})
         url = "http://ruta.local"
         simulated = SimulatedCall(url, token, transport=flask_transport(app), caller=caller)
     transcript = simulated.run(moves, dial_results, on_line=lambda line: click.echo(str(line)))
@@ -120,14 +133,18 @@ def dev(port, host):
     children = [
         subprocess.Popen([_tool(bin_dir, "gunicorn"), "--bind", f"{host}:{port}",
                           "--workers", "2", "--timeout", "10", "ivr:create_app()"], env=env),
-        subprocess.Popen([_tool(bin_dir, "rq"), "worker", "--url", env["REDIS_URL"], QUEUE],
+        subprocess.Popen([_tool(bin_dir, "rq"), "worker", "--worker-class",
+                          "workers.worker.RutaWorker", "--url", env["REDIS_URL"], store.QUEUE],
                          env=env),
     ]
     base = f"http://{host}:{port}"
+    DEV_DIR.mkdir(exist_ok=True)
+    (DEV_DIR / "env").write_text(
+        "".join(f"{k}={env[k]}\n" for k in ("REDIS_URL", "TWILIO_AUTH_TOKEN")))
     click.echo(f"\nRuta is running at {base}  (Twilio's Voice URL would be {base}/voice)")
     click.echo("Place a simulated call from another terminal:")
-    click.echo(f"  .venv/bin/ivr call --url {base} --token {env['TWILIO_AUTH_TOKEN']} "
-               "--press 2 --dial-result busy")
+    click.echo(f"  .venv/bin/ivr call --url {base} --press 2 --dial-result busy")
+    click.echo("and see it counted:\n  .venv/bin/ivr report")
     click.echo("Stop with Ctrl-C.\n")
 
     def stop(*_):
@@ -151,6 +168,142 @@ def dev(port, host):
                 child.kill()
         if redis_server:
             redis_server.stop()
+        (DEV_DIR / "env").unlink(missing_ok=True)
+
+
+def _dev_env() -> dict[str, str]:
+    """REDIS_URL and TWILIO_AUTH_TOKEN of a running `ivr dev`, if any."""
+    path = DEV_DIR / "env"
+    if not path.exists():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def _redis():
+    """A decoding client on REDIS_URL, or on the running `ivr dev`'s Redis."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or _dev_env().get("REDIS_URL")
+    if not url:
+        raise click.UsageError("set REDIS_URL (or start `ivr dev`, whose Redis is used)")
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+# --- ivr report ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--day", help="YYYY-MM-DD in America/Bogota (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def report(day, as_json):
+    """A day's totals: calls by category, language, outcome and hotline."""
+    from ivr.outcomes import day_of
+
+    day = day or day_of(time.time())
+    try:
+        datetime.strptime(day, "%Y-%m-%d")
+    except ValueError as e:
+        raise click.UsageError(f"--day must look like 2026-01-31, got {day!r}") from e
+    totals = day_totals(store.Store(_redis()).day_counters(day))
+    if as_json:
+        click.echo(json.dumps({"day": day, **totals}, indent=2, sort_keys=True))
+        return
+    click.echo(f"{day} (America/Bogota): {totals['calls']} calls")
+    if not totals["calls"]:
+        click.echo("No calls yet — place one with `ivr call`.")
+    for group in ("category", "lang", "outcome", "hangup"):
+        click.echo(f"  by {group}:")
+        for name, n in sorted(totals[group].items(), key=lambda kv: -kv[1]):
+            click.echo(f"    {name:<24}{n:>6}")
+    click.echo("  transfers by hotline (dial results):")
+    for hotline, row in sorted(totals["hotline"].items()):
+        results = ", ".join(f"{k} {v}" for k, v in sorted(row["results"].items()))
+        click.echo(f"    {hotline:<24}{row['transfers']:>6}  ({results or 'no result yet'})")
+
+
+def day_totals(counters: dict[str, int]) -> dict:
+    """Group a day's flat counters ("outcome:transferred": 3...) for people."""
+    totals = {"calls": counters.get("calls", 0), "category": {}, "lang": {}, "outcome": {},
+              "hotline": {}, "hangup": {}}
+    for name, n in counters.items():
+        kind, _, value = name.partition(":")
+        if kind in ("category", "lang", "outcome", "hangup") and n:
+            totals[kind][value] = n
+        elif kind == "transfer":
+            totals["hotline"].setdefault(value, {"transfers": 0, "results": {}})["transfers"] = n
+        elif kind == "dial":
+            hotline, _, status = value.partition(":")
+            row = totals["hotline"].setdefault(hotline, {"transfers": 0, "results": {}})
+            row["results"][status] = n
+    return totals
+
+
+# --- ivr spool, ivr jobs, ivr events -------------------------------------------------
+
+
+@main.group()
+def spool():
+    """Events kept on disk while Redis was down."""
+
+
+@spool.command("status")
+def spool_status():
+    """How many events wait in the spool."""
+    folder = settings.load()["RUTA_SPOOL_DIR"]
+    click.echo(f"{Spool(folder).size()} events waiting in {folder}")
+
+
+@spool.command("replay")
+def spool_replay():
+    """Send the spooled events to Redis now (the worker also does it on its own)."""
+    r = _redis()
+    moved = Spool(settings.load()["RUTA_SPOOL_DIR"]).replay(r, Queue(store.QUEUE, connection=r))
+    click.echo(f"replayed {moved} events")
+
+
+@main.group()
+def jobs():
+    """RQ jobs that write events: the failed ones."""
+
+
+@jobs.command("failed")
+def jobs_failed():
+    """List jobs that failed after their retries (their events are still waiting)."""
+    r = _redis()
+    queue = Queue(store.QUEUE, connection=r)
+    ids = queue.failed_job_registry.get_job_ids()
+    backlog = store.Store(r).backlog()
+    click.echo(f"{len(ids)} failed job(s); {backlog['waiting']} events waiting to be written")
+    for job in queue.job_class.fetch_many(ids, connection=r):
+        if job:
+            result = job.latest_result()
+            error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
+            click.echo(f"  {job.id}  {job.func_name}  {error[0] if error else ''}")
+
+
+@jobs.command("requeue")
+def jobs_requeue():
+    """Run every failed job again."""
+    queue = Queue(store.QUEUE, connection=_redis())
+    ids = queue.failed_job_registry.get_job_ids()
+    for job_id in ids:
+        queue.failed_job_registry.requeue(job_id)
+    click.echo(f"requeued {len(ids)} job(s)")
+
+
+@main.group("events")
+def events_group():
+    """The event stream."""
+
+
+@events_group.command("dead")
+@click.option("--count", default=20, show_default=True)
+def events_dead(count):
+    """Entries that could not be written, with the reason (newest first)."""
+    entries = store.Store(_redis()).dead_letters(count)
+    click.echo(f"{len(entries)} dead letter(s)")
+    for entry_id, fields in entries:
+        click.echo(f"  {entry_id}  {fields.get('reason', '')}: {fields.get('e', '')[:120]}")
 
 
 def _tool(bin_dir: Path, name: str) -> str:

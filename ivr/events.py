@@ -1,15 +1,185 @@
-"""What happened in a call, on its way out of the web process."""
+"""Events on their way out of the web process: to a Redis stream, or to the spool.
+
+`Emitter.emit()` costs a webhook one Redis round trip: the call's events are appended to
+the `ruta:events` stream in one pipeline, together with a `SET NX PX` flag; only the
+request that sets the flag (a few times a second at most) also enqueues an RQ drain job
+(`workers.outcomes.drain`), which writes the events to the call records and counters.
+
+When Redis cannot be reached the call goes on exactly as normal: the events are
+appended to a local spool file (one JSON object a line, fsync'd) and Redis is not tried
+again for a moment. `Spool.replay()` (run by the worker on its own, and by
+`ivr spool replay`) puts them back on the stream; the writer skips events it has seen,
+so a replay never counts anything twice.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import hmac
 import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
 
-from ivr.flow import FlowEvent
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+
+from ivr import store
+from ivr.outcomes import Event
 
 log = logging.getLogger(__name__)
 
+DRAIN_JOB = "workers.outcomes.drain"  # by name: web code never imports job code
+DRAIN_EVERY_MS = 200  # at most one drain job enqueued per this many ms
+REDIS_DOWN_PAUSE = 2.0  # seconds to spool without trying Redis after a failure
+ANONYMOUS = "anonymous"
 
-def emit(call_sid: str, happened: tuple[FlowEvent, ...]) -> None:
-    """Hand the call's events on (logged for now; written to Redis by the workers next)."""
-    for event in happened:
-        log.debug("call %s: %s %s", call_sid, event.kind.value, event.detail)
+
+def init_app(app) -> None:
+    """Give the app its Redis client and Emitter (app.extensions["ruta.emitter"]).
+
+    The web's client fails fast and never retries: a webhook must not wait on a sick
+    Redis, it spools instead. Connections are pooled, so an emit is one round trip.
+    """
+    spool = Spool(app.config["RUTA_SPOOL_DIR"])
+    client = None
+    if app.config["REDIS_URL"]:
+        client = redis.Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=0.3, socket_timeout=0.5,
+            retry=RedisRetry(NoBackoff(), 0), health_check_interval=30,
+        )
+    app.extensions["ruta.redis"] = client
+    app.extensions["ruta.emitter"] = Emitter(client, spool)
+    secret = app.config["CALLER_ID_KEY"] or hmac.new(
+        str(app.config["SECRET_KEY"]).encode(), b"ruta caller pseudonym", hashlib.sha256
+    ).hexdigest()
+    app.extensions["ruta.caller_key"] = secret.encode()
+
+
+def caller_pseudonym(number: str | None, key: bytes) -> str:
+    """A keyed pseudonym for a caller ID: the same caller gets the same one, nobody can
+    turn it back into the number without the key. Withheld numbers are "anonymous"."""
+    digits = re.sub(r"[^\d]", "", number or "")
+    if len(digits) < 5:  # "anonymous", "unknown", "restricted", empty...
+        return ANONYMOUS
+    return "c_" + hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+class Spool:
+    """Append-only files of events that could not reach Redis, one per process."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def path(self) -> Path:
+        return self.directory / f"events-{os.getpid()}.jsonl"
+
+    def append(self, events: Iterable[Event]) -> None:
+        """Write the events durably (fsync) before the webhook answers."""
+        data = "".join(e.to_json() + "\n" for e in events).encode()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path()
+        while True:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A replay may have taken this file away between open and lock: start over.
+                if os.path.exists(path) and os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                    return
+            finally:
+                os.close(fd)
+
+    def files(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return sorted(self.directory.glob("events-*.jsonl*"))
+
+    def size(self) -> int:
+        """Events waiting in the spool (lines in its files)."""
+        total = 0
+        for path in self.files():
+            with path.open("rb") as f:
+                total += sum(1 for _ in f)
+        return total
+
+    def replay(self, r: redis.Redis, queue: Queue | None = None) -> int:
+        """Move spooled events to the Redis stream; return how many lines were moved.
+
+        Each file is first renamed (new events go to a fresh file), then locked (so a
+        writer that opened it just before finishes first), then copied to the stream and
+        removed. If Redis fails half way the renamed file stays, and the next replay
+        sends all of it again: the writer skips what it has already seen.
+        """
+        moved = 0
+        for path in self.files():
+            taking = path
+            if not path.name.endswith(".replaying"):
+                taking = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.replaying")
+                try:
+                    path.rename(taking)
+                except FileNotFoundError:
+                    continue
+            with taking.open("rb") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+                lines = [line.rstrip(b"\n") for line in f if line.strip()]
+            pipe = r.pipeline(transaction=False)
+            for line in lines:
+                # Lines are not parsed here: the writer files bad ones in the dead letters.
+                pipe.xadd(store.EVENTS, {"e": line})
+            pipe.execute()
+            taking.unlink(missing_ok=True)  # a concurrent replay may have sent it too
+            moved += len(lines)
+        if moved and queue is not None:
+            enqueue_drain(queue)
+        return moved
+
+
+def enqueue_drain(queue: Queue) -> None:
+    """Ask a worker to write the waiting events (retried, then kept in RQ's failed list)."""
+    queue.enqueue(DRAIN_JOB, retry=Retry(max=3, interval=[1, 5, 15]), job_timeout=120,
+                  result_ttl=60, failure_ttl=7 * 24 * 3600)
+
+
+class Emitter:
+    """Sends a webhook's events to Redis, or to the spool when Redis is down."""
+
+    def __init__(self, r: redis.Redis | None, spool: Spool):
+        self.r = r  # None: no Redis configured, everything goes to the spool
+        self.queue = Queue(store.QUEUE, connection=r) if r is not None else None
+        self.spool = spool
+        self._redis_down_until = 0.0
+        self._lock = threading.Lock()
+
+    def emit(self, events: list[Event]) -> str:
+        """Hand the events on; returns where they went: "redis" or "spool"."""
+        if not events:
+            return "none"
+        if self.r is None or time.monotonic() < self._redis_down_until:
+            self.spool.append(events)
+            return "spool"
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            for event in events:
+                pipe.xadd(store.EVENTS, {"e": event.to_json()})
+            pipe.set(store.DRAIN_SCHEDULED, 1, nx=True, px=DRAIN_EVERY_MS)
+            scheduled = pipe.execute()[-1]
+            if scheduled:
+                enqueue_drain(self.queue)
+            return "redis"
+        except redis.RedisError as e:
+            # Some events may have reached the stream: the writer skips duplicates.
+            with self._lock:
+                self._redis_down_until = time.monotonic() + REDIS_DOWN_PAUSE
+            log.warning("Redis unreachable (%s); spooling %d events", type(e).__name__,
+                        len(events))
+            self.spool.append(events)
+            return "spool"

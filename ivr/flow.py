@@ -71,10 +71,11 @@ class CallState:
     target: int = 0  # index into that hotline's dial list
     tried: tuple[str, ...] = ()  # hotlines given up on, in order
     step: int = 0  # webhook steps so far in this call
+    started: int = 0  # unix time the call started: every event of a call gets its day
 
     def to_params(self) -> dict[str, str]:
         """Query-string parameters; empty fields are left out."""
-        params = {"l": self.lang, "s": str(self.step)}
+        params = {"l": self.lang, "s": str(self.step), "t0": str(self.started)}
         if self.phase is Phase.MENU:
             params |= {"n": self.node, "a": str(self.attempt)}
         else:
@@ -101,6 +102,7 @@ class CallState:
             target=_small_int(params.get("t")),
             tried=tried,
             step=_small_int(params.get("s")),
+            started=int(raw_started) if (raw_started := params.get("t0", "")).isdigit() else 0,
         )
 
 
@@ -183,7 +185,7 @@ class Result:
 def start(menu: Menu, now: datetime) -> Result:
     """A new call: greet the caller and ask the first question in the first language."""
     lang = menu.languages[0]
-    state = CallState(lang=lang, node=menu.start, step=1)
+    state = CallState(lang=lang, node=menu.start, step=1, started=int(now.timestamp()))
     started = FlowEvent(EventKind.CALL_STARTED, {"lang": lang})
     return _ask(menu, state, greet=True, events=(started,))
 
@@ -191,7 +193,7 @@ def start(menu: Menu, now: datetime) -> Result:
 def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result:
     """The caller answered (or did not answer) the question `state.node`."""
     state = replace(state, step=state.step + 1)
-    if state.step > menu.step_limit:
+    if state.step > menu.step_limit and given.digits.strip() != menu.emergency_key:
         return _wind_up(menu, state)
     node = menu.nodes[state.node]
     if given.silent:
@@ -199,8 +201,11 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     key, kind = _understand(menu, state, node, given)
     if key is None:
         return _retry(menu, state, node, "invalid", EventKind.INVALID_INPUT, now, given)
+    option = node.option(key)
+    category = "emergency" if key == menu.emergency_key else option.category if option else ""
     answered = FlowEvent(EventKind.MENU_ANSWERED, {
         "node": node.id, "input": kind, "option": key, "attempt": state.attempt,
+        **({"category": category} if category else {}),
     })
     if key == menu.repeat_key:
         return _ask(menu, state, events=(answered,))
@@ -210,7 +215,6 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
         other = menu.other_language(state.lang)
         changed = FlowEvent(EventKind.LANGUAGE_CHANGED, {"lang": other})
         return _ask(menu, replace(state, lang=other, attempt=0), events=(answered, changed))
-    option = node.option(key)
     if option.next:
         return _ask(menu, replace(state, node=option.next, attempt=0), events=(answered,))
     return _transfer(menu, state, option.hotline, now, events=(answered,))
@@ -227,17 +231,27 @@ def dial_result(
     })
     if status in ANSWERED:
         return Result(Hangup(_says(menu, state.lang, "goodbye")), (ended,))
-    if state.step > menu.step_limit or not state.hotline:
+    if state.step > menu.step_limit:
         result = _wind_up(menu, state)
         return Result(result.step, (ended, *result.events))
+    if not state.hotline:  # the line was removed from the directory mid-call
+        return _transfer(menu, state, menu.default_hotline, now, events=(ended,))
     return _transfer(menu, state, state.hotline, now, target=state.target + 1, events=(ended,))
 
 
-def numbers_answer(menu: Menu, state: CallState, given: Answer) -> Result:
-    """After the numbers were read: a key press reads them again, anything else ends."""
+def numbers_answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result:
+    """After the numbers were read: 0 tries the emergency line again, another key reads
+    the numbers again, silence ends the call."""
     state = replace(state, step=state.step + 1)
     if given.silent or state.step > menu.step_limit:
         return Result(Hangup(_says(menu, state.lang, "goodbye")))
+    if given.digits.strip() == menu.emergency_key:
+        answered = FlowEvent(EventKind.MENU_ANSWERED, {
+            "node": "numbers", "input": "dtmf", "option": menu.emergency_key,
+            "category": "emergency",
+        })
+        return _transfer(menu, replace(state, tried=()), menu.emergency_hotline, now,
+                         events=(answered,))
     return _numbers(menu, state, intro=False)
 
 
@@ -258,7 +272,13 @@ def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
     # Danger first: an emergency word wins over any other word in the same sentence.
     if speech.best_match(given.speech, [(menu.emergency_key, menu.emergency_words.get(lang, ()))]):
         return menu.emergency_key, "speech"
-    candidates = [(o.key, o.speech.get(lang, ())) for o in node.options]
+    # Options marked `priority` (a child's safety) win when any of their words is heard;
+    # otherwise the option matching most words wins, earlier options on a tie.
+    first = [o for o in node.options if o.priority]
+    key = speech.best_match(given.speech, [(o.key, o.speech.get(lang, ())) for o in first])
+    if key:
+        return key, "speech"
+    candidates = [(o.key, o.speech.get(lang, ())) for o in node.options if not o.priority]
     if node.offers_language:
         candidates.append((menu.language_key, menu.language_words.get(lang, ())))
     key = speech.best_match(given.speech, candidates) or speech.spoken_digit(given.speech)
@@ -271,10 +291,11 @@ def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None
     detail = {"node": node.id, "attempt": attempt}
     if given is not None:
         detail["input"] = "dtmf" if given.digits.strip() else "speech"
-    event = FlowEvent(kind, detail)
     lead = _says(menu, state.lang, prompt_key)
     if attempt >= menu.max_attempts:
+        event = FlowEvent(kind, {**detail, "gave_up": True, "category": "unclear"})
         return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
+    event = FlowEvent(kind, detail)
     return _ask(menu, replace(state, attempt=attempt), lead=lead, events=(event,))
 
 

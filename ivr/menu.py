@@ -77,6 +77,8 @@ class Option:
     speech: dict[str, tuple[str, ...]]
     next: str | None = None
     hotline: str | None = None
+    category: str = ""  # what the call is about, for reports ("child", "labour"...)
+    priority: bool = False  # heard at all, it wins over the other options' words
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,8 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
             if bool(opt.get("next")) == bool(opt.get("hotline")):
                 problems.append(f"{where}: needs exactly one of `next` or `hotline`")
             speech = {lang: tuple(words) for lang, words in (opt.get("speech") or {}).items()}
-            options.append(Option(key, speech, opt.get("next"), opt.get("hotline")))
+            options.append(Option(key, speech, opt.get("next"), opt.get("hotline"),
+                                  str(opt.get("category", "")), bool(opt.get("priority"))))
         nodes[nid] = Node(
             id=nid,
             prompt=raw.get("prompt", ""),
@@ -441,11 +444,13 @@ def spoken_paths(menu: Menu) -> list[SpokenPath]:
         prompt = menu.prompts[lang][start.prompt]
         idx = offering_sentence(prompt, menu.emergency_key)
         if idx is not None:
-            offer = [menu.prompts[menu.other_language(first)]["language_offer"]]
-            if lang != first or not start.offers_language:
-                offer = []
-            heard = [*greeting, *offer, *sentences(prompt)[: idx + 1]]
-            paths.append(_spoken(menu, lang, (menu.emergency_key,), emergency, heard))
+            heard, keys = [*greeting], [menu.emergency_key]
+            if start.offers_language:
+                heard.append(menu.prompts[menu.other_language(first)]["language_offer"])
+            if lang != first:
+                keys.insert(0, menu.language_key)
+            heard += sentences(prompt)[: idx + 1]
+            paths.append(_spoken(menu, lang, tuple(keys), emergency, heard))
     return paths
 
 

@@ -15,13 +15,13 @@ from functools import lru_cache
 NUMBER_WORDS = {
     "cero": "0", "uno": "1", "una": "1", "dos": "2", "tres": "3", "cuatro": "4",
     "cinco": "5", "seis": "6", "siete": "7", "ocho": "8", "nueve": "9",
-    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
 }
 # Words that may surround a spoken digit ("marco el dos", "press one", "number 3").
 DIGIT_FILLERS = {
     "marco", "marcar", "marque", "el", "la", "numero", "opcion", "press", "number",
-    "option", "the", "i", "choose", "quiero",
+    "option", "the", "i", "choose", "quiero", "por", "favor", "please", "es", "is", "it",
 }
 PREFIX_MIN = 4  # a keyword stem this long also matches words that start with it
 
@@ -35,8 +35,8 @@ def tokens(text: str) -> list[str]:
 
 def stem(word: str) -> str:
     """Drop plural and gender endings: ninos/ninas/nino -> nin, menores -> menor."""
-    if len(word) > 4 and word.endswith("es"):
-        word = word[:-2]
+    if len(word) > 4 and word.endswith("es") and word[-3] not in "aeiou":
+        word = word[:-2]  # menores -> menor, but refugees -> refugee
     elif len(word) > 3 and word.endswith("s"):
         word = word[:-1]
     if len(word) > 3 and word[-1] in "aoe":
@@ -53,11 +53,13 @@ def _same(said: str, keyword: str) -> bool:
     return said == keyword or (len(keyword) >= PREFIX_MIN and said.startswith(keyword))
 
 
-def _contains(said: list[str], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    return n > 0 and any(
-        all(_same(said[i + j], phrase[j]) for j in range(n)) for i in range(len(said) - n + 1)
-    )
+def _matched_words(said: list[str], phrase: tuple[str, ...]) -> set[int]:
+    """Positions of the spoken words that `phrase` matches (all its occurrences)."""
+    n, hits = len(phrase), set()
+    for i in range(len(said) - n + 1 if n else 0):
+        if all(_same(said[i + j], phrase[j]) for j in range(n)):
+            hits.update(range(i, i + n))
+    return hits
 
 
 def spoken_digit(text: str) -> str | None:
@@ -70,16 +72,18 @@ def spoken_digit(text: str) -> str | None:
 
 
 def best_match(text: str, candidates: list[tuple[str, tuple[str, ...]]]) -> str | None:
-    """The key of the candidate whose words the caller said most; None if no word matched.
+    """The key of the candidate that matches the most spoken words; None if none matched.
 
-    `candidates` is (key, words) in priority order: on a tie the earlier one wins, so the
-    caller of the flow lists the emergency words first and then the options in menu order
-    (a child who works is routed to child protection).
+    A spoken word counts once however many keywords it matches ("trabajar" is both
+    "trabajo" and "trabajar"). `candidates` is (key, words) in priority order: on a tie
+    the earlier one wins.
     """
     said = [stem(w) for w in tokens(text)]
     best_key, best_score = None, 0
     for key, words in candidates:
-        score = sum(1 for w in words if _contains(said, _phrase(w)))
-        if score > best_score:
-            best_key, best_score = key, score
+        covered: set[int] = set()
+        for word in words:
+            covered |= _matched_words(said, _phrase(word))
+        if len(covered) > best_score:
+            best_key, best_score = key, len(covered)
     return best_key

@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, request, url_for
 
 from ivr import events, flow, twiml
-from ivr.flow import Answer, CallState, Phase
+from ivr.flow import Answer, Ask, CallState, Phase
 from ivr.menu import Menu
+from ivr.outcomes import FINAL_CALL_STATUSES, Event
 from ivr.security import twilio_signed
 
 log = logging.getLogger(__name__)
@@ -53,24 +54,51 @@ def _resume_url(state: CallState) -> str:
     return base + path if base else path
 
 
-def _respond(result: flow.Result) -> Response:
-    # The one place where what happened in a call leaves the web process.
-    events.emit(request.form.get("CallSid", ""), result.events)
-    return Response(twiml.render(result.step, _resume_url), mimetype="text/xml")
+def _respond(result: flow.Result, before: CallState | None = None) -> Response:
+    """TwiML for the step; the step's events leave for Redis (or the spool) here."""
+    step = result.step
+    after = getattr(step, "resume", None) or before
+    number = (before.step + 1) if before else 1
+    asked = after.node if isinstance(step, Ask) and after.phase is Phase.MENU else ""
+    _emit([
+        _event(f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked, e.detail)
+        for i, e in enumerate(result.events)
+    ])
+    return Response(twiml.render(step, _resume_url), mimetype="text/xml")
+
+
+def _event(suffix, kind, step, started, lang, asked, data) -> Event:
+    """An event whose id is the same each time Twilio repeats this request."""
+    sid = request.form.get("CallSid", "")
+    now = _now().timestamp()
+    return Event(id=f"{sid}:{suffix}", call=sid, kind=kind, step=step, at=now,
+                 started=float(started or now), lang=lang, asked=asked, data=data)
+
+
+def _emit(happened: list[Event]) -> None:
+    if happened and request.form.get("CallSid"):  # no CallSid: nothing to file it under
+        current_app.extensions["ruta.emitter"].emit(happened)
 
 
 @bp.post("")
 @twilio_signed
 def incoming():
-    """A new call on our number."""
-    return _respond(flow.start(current_menu(), _now()))
+    """A new call on our number. The caller ID becomes a pseudonym here, and only here."""
+    result = flow.start(current_menu(), _now())
+    caller = events.caller_pseudonym(request.form.get("From"),
+                                     current_app.extensions["ruta.caller_key"])
+    started = result.events[0]
+    result = flow.Result(result.step, (flow.FlowEvent(started.kind, {
+        **started.detail, "caller": caller}), *result.events[1:]))
+    return _respond(result)
 
 
 @bp.post("/menu")
 @twilio_signed
 def menu():
     """The caller's answer to a question, or the Redirect that follows silence."""
-    return _respond(flow.answer(current_menu(), _state(Phase.MENU), _answer(), _now()))
+    state = _state(Phase.MENU)
+    return _respond(flow.answer(current_menu(), state, _answer(), _now()), state)
 
 
 @bp.post("/dial")
@@ -80,26 +108,29 @@ def dial():
     status = request.form.get("DialCallStatus", "failed")
     duration = request.form.get("DialCallDuration", "0")
     seconds = int(duration) if duration.isdigit() else 0
-    return _respond(flow.dial_result(current_menu(), _state(Phase.DIAL), status, seconds, _now()))
+    state = _state(Phase.DIAL)
+    return _respond(flow.dial_result(current_menu(), state, status, seconds, _now()), state)
 
 
 @bp.post("/numbers")
 @twilio_signed
 def numbers():
     """A key pressed after the numbers were read: read them again."""
-    return _respond(flow.numbers_answer(current_menu(), _state(Phase.NUMBERS), _answer()))
+    state = _state(Phase.NUMBERS)
+    return _respond(flow.numbers_answer(current_menu(), state, _answer(), _now()), state)
 
 
 @bp.post("/status")
 @twilio_signed
 def status():
     """Twilio's status callback: the call's final state and length."""
-    duration = request.form.get("CallDuration", "")
-    ended = flow.FlowEvent(flow.EventKind.CALL_ENDED, {
-        "status": request.form.get("CallStatus", ""),
-        "duration": int(duration) if duration.isdigit() else 0,
-    })
-    events.emit(request.form.get("CallSid", ""), (ended,))
+    call_status = request.form.get("CallStatus", "")
+    if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
+        raw = request.form.get("CallDuration", "")
+        duration = int(raw) if raw.isdigit() and len(raw) < 7 else 0
+        started = _now().timestamp() - duration
+        _emit([_event("end", flow.EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
+                      {"status": call_status, "duration": duration})])
     return Response(status=204)
 
 

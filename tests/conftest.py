@@ -35,13 +35,15 @@ def redis_client(redis_server):
 
 
 @pytest.fixture
-def app_config(redis_server):
+def app_config(redis_server, tmp_path):
     return {
+        "RUTA_SPOOL_DIR": str(tmp_path / "spool"),
         "RUTA_ENV": "development",
         "TESTING": True,
         "TWILIO_AUTH_TOKEN": TOKEN,
         "SECRET_KEY": "test-secret-key",
         "REDIS_URL": redis_server.url,
+        "PUBLIC_BASE_URL": "",  # whatever the shell exports
     }
 
 

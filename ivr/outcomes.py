@@ -1,0 +1,246 @@
+"""A call's record and its outcome, folded from its events in any order. Pure: no Redis.
+
+Twilio's callbacks and our spool replays can deliver a call's events late, twice, or out
+of order. So a record keeps, for each fact, the step it came from, and everything a
+supervisor counts (outcome, category, language, where the caller hung up...) is derived
+from the whole record each time. The store counts a derived value when it first appears
+and moves the count when it changes, so the day's counters converge on the truth once
+every event has arrived, whatever their order, and a repeated event changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+BOGOTA = ZoneInfo("America/Bogota")
+ANSWERED = {"completed", "answered"}
+# Status-callback values that end a call (others, like ringing, are not events).
+FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+TRANSFER_SECONDS_BUCKET = 5  # histogram width for "seconds from answer to transfer"
+
+
+class Outcome(StrEnum):
+    IN_PROGRESS = "in_progress"
+    TRANSFERRED = "transferred"
+    EMERGENCY_TRANSFERRED = "emergency_transferred"
+    TRANSFER_FAILED = "transfer_failed"
+    ABANDONED_IN_MENU = "abandoned_in_menu"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of one call, as the web app saw it. `id` is stable for a Twilio request."""
+
+    id: str
+    call: str
+    kind: str
+    step: int
+    at: float  # unix seconds when the webhook ran
+    started: float  # unix seconds when the call started: decides the call's day
+    lang: str = ""
+    asked: str = ""  # the question being asked after this step, "" if none
+    data: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        """Parse a stored event; raises ValueError with the reason if it is not one."""
+        try:
+            obj = json.loads(raw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"not JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        missing = [k for k in ("id", "call", "kind", "step", "at", "started") if k not in obj]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        try:
+            return cls(
+                id=str(obj["id"]), call=str(obj["call"]), kind=str(obj["kind"]),
+                step=int(obj["step"]), at=float(obj["at"]), started=float(obj["started"]),
+                lang=str(obj.get("lang", "")), asked=str(obj.get("asked", "")),
+                data=dict(obj.get("data") or {}),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad field: {e}") from e
+
+
+def day_of(unix: float) -> str:
+    """The Bogotá calendar day of a moment: counters are per day in America/Bogota."""
+    return datetime.fromtimestamp(unix, BOGOTA).strftime("%Y-%m-%d")
+
+
+def hour_of(unix: float) -> int:
+    return datetime.fromtimestamp(unix, BOGOTA).hour
+
+
+@dataclass
+class CallRecord:
+    """What we know of one call; stored as a Redis hash of strings (see `to_fields`)."""
+
+    call: str
+    day: str = ""
+    started: float = 0.0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    caller: str = ""  # keyed pseudonym, never the number
+    lang: str = ""
+    lang_step: int = -1
+    asked: str = ""  # the last question asked, and the step that asked it
+    asked_step: int = -1
+    category: str = ""  # from the earliest answer that has one
+    category_step: int = 1 << 30
+    path: dict[int, str] = field(default_factory=dict)  # step -> "node:key"
+    nodes: set[str] = field(default_factory=set)  # questions the caller reached
+    transfers: dict[int, str] = field(default_factory=dict)  # step -> hotline
+    dials: dict[int, str] = field(default_factory=dict)  # step -> "hotline:status"
+    first_transfer_at: float = 0.0
+    talk_seconds: int = 0
+    status: str = ""  # the call's final CallStatus, once the status callback came
+    duration: int = 0
+    no_input: int = 0
+    invalid_input: int = 0
+    seen: set[str] = field(default_factory=set)  # events applied (id without the CallSid)
+    counted: dict[str, str] = field(default_factory=dict)  # dimension -> value counted
+
+    # --- folding events -----------------------------------------------------------
+
+    def apply(self, event: Event) -> bool:
+        """Fold one event in; False (and no change) if it was applied before."""
+        seen_as = event.id.removeprefix(f"{event.call}:")  # the call's own ids, kept short
+        if seen_as in self.seen:
+            return False
+        self.seen.add(seen_as)
+        if not self.day:
+            self.day, self.started = day_of(event.started), event.started
+        self.first_seen = min(self.first_seen or event.at, event.at)
+        self.last_seen = max(self.last_seen, event.at)
+        if event.lang and event.step >= self.lang_step:
+            self.lang, self.lang_step = event.lang, event.step
+        if event.asked:
+            self.nodes.add(event.asked)
+            if event.step >= self.asked_step:
+                self.asked, self.asked_step = event.asked, event.step
+        data = event.data
+        if data.get("category") and event.step < self.category_step:
+            self.category, self.category_step = str(data["category"]), event.step
+        match event.kind:
+            case "call_started":
+                self.caller = str(data.get("caller", ""))
+            case "menu_answered":
+                self.path[event.step] = f"{data.get('node', '')}:{data.get('option', '')}"
+            case "no_input":
+                self.no_input += 1
+            case "invalid_input":
+                self.invalid_input += 1
+            case "transfer_started":
+                self.transfers[event.step] = str(data.get("hotline", ""))
+                if not self.first_transfer_at or event.at < self.first_transfer_at:
+                    self.first_transfer_at = event.at
+            case "transfer_ended":
+                self.dials[event.step] = f"{data.get('hotline', '')}:{data.get('status', '')}"
+                self.talk_seconds += int(data.get("duration") or 0)
+            case "call_ended":
+                self.status = str(data.get("status", ""))
+                self.duration = int(data.get("duration") or 0)
+        return True
+
+    # --- what supervisors count -------------------------------------------------------
+
+    @property
+    def outcome(self) -> Outcome:
+        if any(d.rsplit(":", 1)[1] in ANSWERED for d in self.dials.values()):
+            if self.category == "emergency":
+                return Outcome.EMERGENCY_TRANSFERRED
+            return Outcome.TRANSFERRED
+        if not self.status:
+            return Outcome.IN_PROGRESS
+        if self.transfers:
+            return Outcome.TRANSFER_FAILED
+        return Outcome.ABANDONED_IN_MENU
+
+    def dimensions(self) -> dict[str, str]:
+        """The values this call adds to the day's counters (empty: not counted)."""
+        outcome = self.outcome
+        seconds = ""
+        if self.first_transfer_at and self.started:
+            waited = max(0, int(self.first_transfer_at - self.started))
+            seconds = str(min(waited // TRANSFER_SECONDS_BUCKET * TRANSFER_SECONDS_BUCKET, 300))
+        return {
+            "outcome": outcome.value,
+            "category": self.category or ("none" if self.status else ""),
+            "lang": self.lang,
+            "hangup": self.asked if outcome is Outcome.ABANDONED_IN_MENU else "",
+            "to_transfer": seconds,
+        }
+
+    # --- storage as a flat hash -------------------------------------------------------
+
+    def to_fields(self) -> dict[str, str]:
+        fields = {
+            "day": self.day, "started": f"{self.started:.3f}",
+            "first_seen": f"{self.first_seen:.3f}", "last_seen": f"{self.last_seen:.3f}",
+            "caller": self.caller, "lang": self.lang, "lang_step": str(self.lang_step),
+            "asked": self.asked, "asked_step": str(self.asked_step),
+            "category": self.category, "category_step": str(self.category_step),
+            "path": _steps_to_str(self.path), "nodes": ",".join(sorted(self.nodes)),
+            "transfers": _steps_to_str(self.transfers), "dials": _steps_to_str(self.dials),
+            "first_transfer_at": f"{self.first_transfer_at:.3f}",
+            "talk_seconds": str(self.talk_seconds), "status": self.status,
+            "duration": str(self.duration), "no_input": str(self.no_input),
+            "invalid_input": str(self.invalid_input), "outcome": self.outcome.value,
+            "seen": ",".join(sorted(self.seen)),
+        }
+        fields |= {f"c:{dim}": value for dim, value in self.counted.items()}
+        return fields
+
+    @classmethod
+    def from_fields(cls, call: str, fields: dict[str, str]) -> CallRecord:
+        if not fields:
+            return cls(call=call)
+        get = fields.get
+        return cls(
+            call=call, day=get("day", ""), started=float(get("started", 0)),
+            first_seen=float(get("first_seen", 0)), last_seen=float(get("last_seen", 0)),
+            caller=get("caller", ""), lang=get("lang", ""),
+            lang_step=int(get("lang_step", -1)), asked=get("asked", ""),
+            asked_step=int(get("asked_step", -1)), category=get("category", ""),
+            category_step=int(get("category_step", 1 << 30)),
+            path=_str_to_steps(get("path", "")),
+            nodes=set(filter(None, get("nodes", "").split(","))),
+            transfers=_str_to_steps(get("transfers", "")),
+            dials=_str_to_steps(get("dials", "")),
+            first_transfer_at=float(get("first_transfer_at", 0)),
+            talk_seconds=int(get("talk_seconds", 0)), status=get("status", ""),
+            duration=int(get("duration", 0)), no_input=int(get("no_input", 0)),
+            invalid_input=int(get("invalid_input", 0)),
+            seen=set(filter(None, get("seen", "").split(","))),
+            counted={k[2:]: v for k, v in fields.items() if k.startswith("c:")},
+        )
+
+    # --- readable views ---------------------------------------------------------------
+
+    def path_text(self) -> str:
+        """The answers in order: "welcome:4 > report:1"."""
+        return " > ".join(self.path[s] for s in sorted(self.path))
+
+    def hotlines_text(self) -> str:
+        return " > ".join(self.dials[s] for s in sorted(self.dials))
+
+
+def _steps_to_str(steps: dict[int, str]) -> str:
+    return "|".join(f"{s}={v}" for s, v in sorted(steps.items()))
+
+
+def _str_to_steps(raw: str) -> dict[int, str]:
+    out = {}
+    for part in filter(None, raw.split("|")):
+        step, _, value = part.partition("=")
+        out[int(step)] = value
+    return out

@@ -1,0 +1,34 @@
+"""One source of settings for the web app, the worker and the `ivr` command.
+
+Defaults, then the environment (the names a Procfile platform sets), then overrides.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ivr import menu
+
+DEFAULTS: dict[str, object] = {
+    "RUTA_ENV": "production",  # "development" only under `ivr dev` and the tests
+    "TWILIO_AUTH_TOKEN": "",  # checks X-Twilio-Signature
+    "SECRET_KEY": "",  # signs staff sessions
+    "CALLER_ID_KEY": "",  # keys the caller pseudonyms; derived from SECRET_KEY if unset
+    "REDIS_URL": "",
+    "PUBLIC_BASE_URL": "",  # e.g. https://ruta.example.org: the URL Twilio signs
+    "RUTA_CONFIG_DIR": str(menu.CONFIG_DIR),
+    "RUTA_PROMPTS_DIR": str(menu.PROMPTS_DIR),
+    "RUTA_SPOOL_DIR": "spool",  # where events wait while Redis is down
+    "RUTA_RETENTION_DAYS": 180,  # call records and events; day counters stay
+}
+
+
+def load(overrides: dict | None = None) -> dict:
+    """The settings: defaults < environment < overrides, with numbers as numbers."""
+    settings = dict(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        if name in os.environ:
+            raw = os.environ[name]
+            settings[name] = int(raw) if isinstance(default, int) else raw
+    settings.update(overrides or {})
+    return settings

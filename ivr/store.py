@@ -1,0 +1,194 @@
+"""Every Redis key Ruta uses, and every read and write of call data.
+
+Nobody else formats a key string. The layout:
+
+    ruta:events              stream: events emitted by the web app, not yet written
+                             (consumer group "writers"; an entry is deleted once written)
+    ruta:events:dead         stream: entries that could not be used, with the reason
+    ruta:log                 stream: every event written, once (trimmed to the retention)
+    ruta:call:<CallSid>      hash: one call's record (ivr.outcomes.CallRecord)
+    ruta:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
+    ruta:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
+    ruta:drain:scheduled     flag: a drain job was enqueued in the last moments
+    ruta:drain:lock          lock: the one drain writing right now
+
+Days are America/Bogota days. Call records, day indexes and the log expire after the
+retention period (RUTA_RETENTION_DAYS, default 180); the day counters stay.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+
+import redis
+
+from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of
+
+EVENTS = "ruta:events"
+DEAD_LETTER = "ruta:events:dead"
+LOG = "ruta:log"
+WRITERS = "writers"  # the consumer group that writes events
+DRAIN_SCHEDULED = "ruta:drain:scheduled"
+DRAIN_LOCK = "ruta:drain:lock"
+QUEUE = "ruta"  # the RQ queue our workers listen on
+
+
+def call_key(call_sid: str) -> str:
+    return f"ruta:call:{call_sid}"
+
+
+def day_calls_key(day: str) -> str:
+    return f"ruta:calls:{day}"
+
+
+def day_key(day: str) -> str:
+    return f"ruta:day:{day}"
+
+
+class LostLock(Exception):
+    """Another drain took the write lock: this one must stop without writing."""
+
+
+def text_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same server as `client` that returns str, not bytes."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "decode_responses": True}
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
+
+
+class Store:
+    """Reads and writes call data; `r` must decode responses (see `text_client`)."""
+
+    def __init__(self, r: redis.Redis, retention_days: int = 180):
+        self.r = r
+        self.retention = timedelta(days=retention_days)
+
+    # --- writing (the drain job) ----------------------------------------------------
+
+    def write_batch(
+        self,
+        events: list[Event],
+        done_ids: list[str],
+        lock_token: str | bytes | None,
+        dead: list[tuple[str, str, str]] = (),
+    ) -> int:
+        """Fold `events` into call records and day counters, in one transaction.
+
+        The same transaction acknowledges and deletes the stream entries `done_ids`, and
+        files `dead` (entry id, raw, reason) in the dead-letter stream, so a batch is
+        written entirely or not at all. It runs only while this drain still holds the
+        write lock (WATCH), so two drains never fold the same call at once. Events
+        already applied are skipped: returns how many were new.
+        """
+        sids = list(dict.fromkeys(e.call for e in events))
+        read = self.r.pipeline(transaction=False)
+        for sid in sids:
+            read.hgetall(call_key(sid))
+        raws = read.execute()
+        records = {sid: CallRecord.from_fields(sid, f) for sid, f in zip(sids, raws, strict=True)}
+
+        counters: dict[str, Counter] = defaultdict(Counter)
+        new_events = []
+        for event in events:
+            record = records[event.call]
+            nodes_before = set(record.nodes)
+            if not record.apply(event):
+                continue
+            new_events.append(event)
+            day = counters[record.day]
+            day.update(f"asked:{node}" for node in record.nodes - nodes_before)
+            data = event.data
+            match event.kind:
+                case "call_started":
+                    day.update(["calls", f"hour:{hour_of(record.started):02d}"])
+                case "transfer_started":
+                    day[f"transfer:{data.get('hotline', '')}"] += 1
+                case "transfer_ended":
+                    day[f"dial:{data.get('hotline', '')}:{data.get('status', '')}"] += 1
+                case "no_input" | "invalid_input":
+                    day[event.kind] += 1
+        touched = {e.call: records[e.call] for e in new_events}
+        for record in touched.values():
+            day = counters[record.day]
+            for dim, value in record.dimensions().items():
+                old = record.counted.get(dim, "")
+                if value != old:  # move this call's count from the old value to the new
+                    if old:
+                        day[f"{dim}:{old}"] -= 1
+                    if value:
+                        day[f"{dim}:{value}"] += 1
+                    record.counted[dim] = value
+
+        with self.r.pipeline() as pipe:
+            try:
+                if lock_token is not None:
+                    pipe.watch(DRAIN_LOCK)
+                    if _as_text(pipe.get(DRAIN_LOCK)) != _as_text(lock_token):
+                        raise LostLock
+                pipe.multi()
+                for sid, record in touched.items():
+                    keep_until = self._expiry(record.day)
+                    pipe.hset(call_key(sid), mapping=record.to_fields())
+                    pipe.expireat(call_key(sid), keep_until)
+                    pipe.zadd(day_calls_key(record.day), {sid: record.started})
+                    pipe.expireat(day_calls_key(record.day), keep_until)
+                for day, counts in counters.items():
+                    for name, delta in counts.items():
+                        if delta:
+                            pipe.hincrby(day_key(day), name, delta)
+                for event in new_events:
+                    pipe.xadd(LOG, {"e": event.to_json()})
+                for entry_id, raw, reason in dead:
+                    pipe.xadd(DEAD_LETTER, {"entry": entry_id, "e": raw or "", "reason": reason})
+                if done_ids:
+                    pipe.xack(EVENTS, WRITERS, *done_ids)
+                    pipe.xdel(EVENTS, *done_ids)
+                pipe.execute()
+            except redis.WatchError as e:
+                raise LostLock from e
+        return len(new_events)
+
+    def trim_log(self) -> None:
+        """Drop logged events older than the retention period."""
+        cutoff_ms = int((datetime.now(BOGOTA) - self.retention).timestamp() * 1000)
+        self.r.xtrim(LOG, minid=cutoff_ms, approximate=True)
+
+    def _expiry(self, day: str) -> int:
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BOGOTA)
+        return int((start + timedelta(days=1) + self.retention).timestamp())
+
+    # --- reading (reports, the command line) ------------------------------------------
+
+    def day_counters(self, day: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(day_key(day)).items()}
+
+    def call(self, call_sid: str) -> CallRecord | None:
+        fields = self.r.hgetall(call_key(call_sid))
+        return CallRecord.from_fields(call_sid, fields) if fields else None
+
+    def calls_on(self, day: str, offset: int = 0, limit: int = 50) -> list[CallRecord]:
+        """The day's calls, newest first."""
+        sids = self.r.zrevrange(day_calls_key(day), offset, offset + limit - 1)
+        read = self.r.pipeline(transaction=False)
+        for sid in sids:
+            read.hgetall(call_key(sid))
+        found = zip(sids, read.execute(), strict=True)
+        return [CallRecord.from_fields(sid, fields) for sid, fields in found if fields]
+
+    def dead_letters(self, count: int = 100) -> list[tuple[str, dict]]:
+        return self.r.xrevrange(DEAD_LETTER, count=count)
+
+    def backlog(self) -> dict[str, int]:
+        """Events waiting to be written: in the stream, and of those, delivered but unacked."""
+        waiting = self.r.xlen(EVENTS)
+        try:
+            pending = self.r.xpending(EVENTS, WRITERS)["pending"]
+        except redis.ResponseError:  # no group yet: nothing was ever drained
+            pending = 0
+        return {"waiting": waiting, "pending": pending}
+
+
+def _as_text(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,372 @@
+"""The Twilio webhooks, one request at a time: the TwiML a caller's phone call follows,
+and who may call the webhooks at all (X-Twilio-Signature).
+
+Every request is signed with twilio's own RequestValidator and every answer is parsed
+with ElementTree; nothing is mocked except, once, a flow function made to fail on
+purpose to show that a bug still ends in a transfer, not in silence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+import ivr
+import ivr.flow
+from ivr import create_app
+
+NATIONAL = "+5718000522020"
+E164_OR_SHORT_CODE = re.compile(r"^(\+[1-9]\d{6,14}|\d{3,6})$")
+PUBLIC = "https://ruta.example.org"
+MENU = "/voice/menu?l=es&s=1&n=welcome&a=0"  # the first question, as /voice names it
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def query(url: str) -> dict[str, str]:
+    """The query-string parameters of a TwiML URL, one value each."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def says(element: ET.Element, path: str = ".//Say") -> list[ET.Element]:
+    return element.findall(path)
+
+
+def text(say: ET.Element) -> str:
+    """What a <Say> speaks (also when the words sit inside <prosody>)."""
+    return "".join(say.itertext()).strip()
+
+
+def is_twiml(body: str) -> bool:
+    try:
+        return ET.fromstring(body).tag == "Response"
+    except ET.ParseError:
+        return False
+
+
+def signed_post(client, validator, url: str, params: dict, signed_url: str | None = None):
+    """POST `params` to `url` with a valid signature over `signed_url` (default: `url`)."""
+    signature = validator.compute_signature(signed_url or url, params)
+    return client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+
+
+# --- POST /voice: the first question ------------------------------------------------
+
+
+def test_incoming_call_is_asked_by_keypad_or_voice_in_colombian_spanish(twilio):
+    response = twilio.twiml("/voice")
+    gather = response.find("./Gather[@action]")
+    assert gather is not None
+    assert gather.get("input") == "dtmf speech"
+    assert gather.get("language") == "es-CO"
+    assert gather.get("numDigits") == "1"
+    assert gather.get("method") == "POST"
+    hints = [h.strip() for h in gather.get("hints", "").split(",")]
+    # Words of each option, an emergency word and the way to English are all hinted.
+    for word in ("niño", "trabajo", "venezolano", "denunciar", "emergencia", "english"):
+        assert word in hints
+
+
+def test_the_question_url_carries_the_call_position(twilio):
+    action = twilio.twiml("/voice").find("./Gather").get("action")
+    assert urlsplit(action).path == "/voice/menu"
+    position = query(action)
+    assert position["n"] == "welcome"
+    assert position["l"] == "es"
+    assert position["a"] == "0"
+    assert position["s"] == "1"
+
+
+def test_greeting_and_menu_in_spanish_voice_with_the_english_offer_in_english(twilio):
+    response = twilio.twiml("/voice")
+    spoken = says(response, "./Gather/Say[@language]")
+    assert len(spoken) == len(says(response, "./Gather/Say"))  # every Say has a language
+    by_text = {text(s): s.get("language") for s in spoken}
+    assert by_text["For English, press 9."] == "en-US"
+    spanish = [t for t, lang in by_text.items() if lang == "es-US"]
+    assert any("confidencial" in t for t in spanish)  # the greeting
+    assert any("marque 2" in t for t in spanish)  # the menu
+    assert all(lang in ("es-US", "en-US") for lang in by_text.values())
+
+
+def test_silence_is_followed_by_a_redirect_to_the_same_question(twilio):
+    response = twilio.twiml("/voice")
+    verbs = [child.tag for child in response]
+    assert verbs == ["Gather", "Redirect"]
+    redirect = response.find("./Redirect")
+    assert redirect.get("method") == "POST"
+    assert redirect.text.strip() == response.find("./Gather").get("action")
+
+
+def test_following_the_redirect_without_an_answer_asks_again(twilio):
+    redirect = twilio.twiml("/voice").find("./Redirect").text.strip()
+    again = twilio.twiml(redirect)  # Twilio follows it with no Digits, no SpeechResult
+    gather = again.find("./Gather[@action]")
+    assert gather is not None
+    first = says(gather, "./Say")[0]
+    assert text(first) == "No escuché su respuesta."
+    assert first.get("language") == "es-US"
+    assert any("marque 1" in text(s) for s in says(gather, "./Say"))
+    assert query(gather.get("action"))["a"] == "1"  # the attempt is counted
+    assert again.find("./Redirect") is not None
+
+
+def test_nine_switches_to_english_with_the_way_back_in_spanish(twilio):
+    response = twilio.twiml(MENU, Digits="9")
+    gather = response.find("./Gather[@action]")
+    assert gather.get("language") == "en-US"
+    by_text = {text(s): s.get("language") for s in says(gather, "./Say")}
+    assert by_text["Para español, marque 9."] == "es-US"
+    assert any("press 2" in t and lang == "en-US" for t, lang in by_text.items())
+    assert query(gather.get("action"))["l"] == "en"
+
+
+# --- transfers -------------------------------------------------------------------------
+
+
+def test_choosing_an_option_dials_the_hotline(twilio):
+    response = twilio.twiml(MENU, Digits="2")
+    assert response.find("./Gather") is None
+    dial = response.find("./Dial[@action]")
+    assert dial is not None
+    assert dial.get("answerOnBridge") == "true"
+    assert int(dial.get("timeout")) > 0
+    assert dial.get("method") == "POST"
+    assert urlsplit(dial.get("action")).path == "/voice/dial"
+    position = query(dial.get("action"))
+    assert position["h"] == "labour"
+    assert position["t"] == "0"
+    number = response.find("./Dial/Number")
+    assert number.text.strip() == "120"
+    assert E164_OR_SHORT_CODE.match(number.text.strip())
+    sentence = response.find("./Say[@language]")
+    assert text(sentence).startswith("Le comunico con la línea del Ministerio del Trabajo")
+    assert sentence.get("language") == "es-US"
+
+
+@pytest.mark.parametrize("key, number", [("1", "144"), ("3", NATIONAL), ("5", NATIONAL),
+                                         ("0", "123")])
+def test_every_dial_target_is_an_e164_number_or_a_short_code(twilio, key, number):
+    response = twilio.twiml(MENU, Digits=key)
+    target = response.find("./Dial/Number").text.strip()
+    assert target == number
+    assert E164_OR_SHORT_CODE.match(target)
+    assert response.find("./Dial").get("answerOnBridge") == "true"
+
+
+def test_a_sip_route_is_dialed_as_sip(app_config, twilio, tmp_path):
+    config_dir = tmp_path / "config"
+    shutil.copytree(REPO / "config", config_dir)
+    hotlines = config_dir / "hotlines.toml"
+    original = hotlines.read_text(encoding="utf-8")
+    changed = original.replace('dial = ["120"]', 'dial = ["sip:labour@carrier.example"]')
+    assert changed != original
+    hotlines.write_text(changed, encoding="utf-8")
+    app = create_app({**app_config, "RUTA_CONFIG_DIR": str(config_dir)})
+    twilio.client = app.test_client()
+
+    response = twilio.twiml(MENU, Digits="2")
+    assert response.find("./Dial/Number") is None
+    assert response.find("./Dial/Sip").text.strip() == "sip:labour@carrier.example"
+    assert response.find("./Dial").get("answerOnBridge") == "true"
+
+
+def test_a_busy_hotline_is_followed_by_the_national_line(twilio):
+    dial_url = twilio.twiml(MENU, Digits="2").find("./Dial").get("action")
+    response = twilio.twiml(urlsplit(dial_url).path + "?" + urlsplit(dial_url).query,
+                            DialCallStatus="busy", DialCallDuration="0")
+    assert response.find("./Dial/Number").text.strip() == NATIONAL
+    spoken = [text(s) for s in says(response, "./Say")]
+    assert any("no contesta" in t and "1 2 0" in t for t in spoken)
+
+
+def test_an_answered_transfer_ends_with_goodbye(twilio):
+    dial_url = twilio.twiml(MENU, Digits="2").find("./Dial").get("action")
+    response = twilio.twiml(urlsplit(dial_url).path + "?" + urlsplit(dial_url).query,
+                            DialCallStatus="completed", DialCallDuration="95")
+    assert [child.tag for child in response] == ["Say", "Hangup"]
+    assert text(response.find("./Say")).startswith("Gracias por llamar")
+    assert response.find("./Dial") is None
+
+
+def test_status_callback_answers_204_without_twiml(twilio):
+    resp = twilio.post("/voice/status", CallStatus="completed", CallDuration="42")
+    assert resp.status_code == 204
+    assert resp.get_data() == b""
+
+
+# --- signatures ------------------------------------------------------------------------
+
+
+def test_missing_signature_is_refused_without_twiml(client, twilio):
+    resp = client.post("http://ruta.test/voice", data=twilio.params())
+    assert resp.status_code == 403
+    assert not is_twiml(resp.get_data(as_text=True))
+
+
+def test_forged_signature_is_refused(twilio):
+    resp = twilio.post("/voice", signature="bm90IGEgcmVhbCBzaWduYXR1cmU=")
+    assert resp.status_code == 403
+    assert not is_twiml(resp.get_data(as_text=True))
+
+
+def test_signature_with_the_wrong_token_is_refused(client, twilio):
+    params = twilio.params()
+    resp = signed_post(client, RequestValidator("some-other-account-token"),
+                       "http://ruta.test/voice", params)
+    assert resp.status_code == 403
+    assert signed_post(client, twilio.validator, "http://ruta.test/voice",
+                       params).status_code == 200
+
+
+def test_tampered_digits_are_refused(client, twilio):
+    url = "http://ruta.test" + MENU
+    signature = twilio.validator.compute_signature(url, twilio.params(Digits="5"))
+    resp = client.post(url, data=twilio.params(Digits="0"),
+                       headers={"X-Twilio-Signature": signature})
+    assert resp.status_code == 403
+    assert not is_twiml(resp.get_data(as_text=True))
+
+
+def test_tampered_position_in_the_query_string_is_refused(twilio):
+    tampered = MENU.replace("n=welcome", "n=report")
+    resp = twilio.post(tampered, signed_url="http://ruta.test" + MENU, Digits="1")
+    assert resp.status_code == 403
+    assert not is_twiml(resp.get_data(as_text=True))
+    # The same request signed as sent goes through.
+    assert twilio.post(tampered, Digits="1").status_code == 200
+
+
+def test_behind_a_proxy_the_public_url_is_the_one_checked(app_config, twilio):
+    app = create_app({**app_config, "PUBLIC_BASE_URL": PUBLIC})
+    client = app.test_client()
+    params = twilio.params()
+    internal = "http://internal:8000/voice"
+
+    resp = signed_post(client, twilio.validator, internal, params, signed_url=PUBLIC + "/voice")
+    assert resp.status_code == 200
+    response = ET.fromstring(resp.get_data(as_text=True))
+    action = response.find("./Gather").get("action")
+    assert action.startswith(PUBLIC + "/voice/menu?")
+    assert response.find("./Redirect").text.strip() == action
+
+    refused = signed_post(client, twilio.validator, internal, params)
+    assert refused.status_code == 403
+
+
+def test_behind_a_proxy_every_webhook_url_is_absolute_on_the_public_base(app_config, twilio):
+    app = create_app({**app_config, "PUBLIC_BASE_URL": PUBLIC + "/"})
+    client = app.test_client()
+    action = ET.fromstring(signed_post(
+        client, twilio.validator, "http://internal:8000/voice", twilio.params(),
+        signed_url=PUBLIC + "/voice").get_data(as_text=True)).find("./Gather").get("action")
+    parts = urlsplit(action)
+    assert (parts.scheme, parts.netloc) == ("https", "ruta.example.org")
+
+    # Twilio posts the answer to that URL; the proxy hands it on as http://internal:8000.
+    resp = signed_post(client, twilio.validator,
+                       "http://internal:8000" + parts.path + "?" + parts.query,
+                       twilio.params(Digits="2"), signed_url=action)
+    assert resp.status_code == 200
+    dial = ET.fromstring(resp.get_data(as_text=True)).find("./Dial[@action]")
+    assert dial.get("action").startswith(PUBLIC + "/voice/dial?")
+    assert dial.find("./Number").text.strip() == "120"
+
+
+# --- caller ID is optional ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("caller", ["+573001234567", "anonymous", "unknown", None])
+def test_a_hidden_caller_id_routes_like_any_number(client, twilio, caller):
+    def params(**extra):
+        p = twilio.params(**extra)
+        if caller is None:
+            del p["From"]
+        else:
+            p["From"] = caller
+        return p
+
+    first = signed_post(client, twilio.validator, "http://ruta.test/voice", params())
+    assert first.status_code == 200
+    gather = ET.fromstring(first.get_data(as_text=True)).find("./Gather[@action]")
+    assert query(gather.get("action"))["n"] == "welcome"
+
+    url = "http://ruta.test" + urlsplit(gather.get("action")).path + "?" + urlsplit(
+        gather.get("action")).query
+    second = signed_post(client, twilio.validator, url, params(Digits="2"))
+    assert second.status_code == 200
+    assert ET.fromstring(second.get_data(as_text=True)).find("./Dial/Number").text == "120"
+
+
+# --- start-up ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", [("TWILIO_AUTH_TOKEN",), ("SECRET_KEY",),
+                                     ("TWILIO_AUTH_TOKEN", "SECRET_KEY")])
+def test_production_refuses_to_start_without_its_secrets(redis_server, missing):
+    config = {"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": "a-token",
+              "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url}
+    config.update({name: "" for name in missing})
+    with pytest.raises(ivr.StartupError) as raised:
+        create_app(config)
+    for name in missing:
+        assert name in str(raised.value)
+    for name in {"TWILIO_AUTH_TOKEN", "SECRET_KEY"} - set(missing):
+        assert name not in str(raised.value)
+
+
+def test_production_starts_with_its_secrets(redis_server):
+    app = create_app({"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": "a-token",
+                      "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url})
+    assert app.config["RUTA_ENV"] == "production"
+
+
+# --- prompts are text, not markup ---------------------------------------------------------
+
+
+def test_markup_characters_in_a_prompt_are_spoken_as_written(app_config, twilio, tmp_path):
+    greeting = 'Línea "Ruta" <24 h> & \'confidencial\': R&D </Say><Hangup/>'
+    prompts_dir = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts_dir)
+    es = prompts_dir / "es.toml"
+    original = es.read_text(encoding="utf-8")
+    changed, count = re.subn(r"(?m)^greeting = .*$",
+                             lambda _: "greeting = " + json.dumps(greeting, ensure_ascii=False),
+                             original)
+    assert count == 1
+    es.write_text(changed, encoding="utf-8")
+    app = create_app({**app_config, "RUTA_PROMPTS_DIR": str(prompts_dir)})
+    twilio.client = app.test_client()
+
+    response = twilio.twiml("/voice")
+    assert [child.tag for child in response] == ["Gather", "Redirect"]  # no injected Hangup
+    first = response.find("./Gather/Say")
+    assert text(first) == greeting
+    assert response.find(".//Hangup") is None
+
+
+# --- a bug must not cut a caller off ------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang, sentence", [
+    ("es", "Le comunico con la Línea Nacional contra la Trata de Personas"),
+    ("en", "Connecting you to the National Anti-Trafficking Line"),
+])
+def test_a_failing_flow_hands_the_caller_to_the_national_line(twilio, monkeypatch, lang,
+                                                              sentence):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug in the menu engine")
+
+    monkeypatch.setattr(ivr.flow, "answer", broken)
+    response = twilio.twiml(MENU.replace("l=es", f"l={lang}"), Digits="2")
+    assert response.find("./Dial/Number").text.strip() == NATIONAL
+    assert response.find("./Dial").get("answerOnBridge") == "true"
+    assert response.find("./Dial").get("action")
+    assert text(response.find("./Say")).startswith(sentence)

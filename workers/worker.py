@@ -1,0 +1,54 @@
+"""The RQ worker Ruta runs: `rq worker -w workers.worker.RutaWorker ruta`.
+
+A `SimpleWorker` (jobs run in the worker process: our drain jobs are our own code, and a
+fork per job would cost more than the job), which every few seconds also sweeps:
+- replays the local event spool into Redis once Redis answers again;
+- starts a drain when events wait with no drain coming (an enqueue lost with Redis, or
+  entries left by a drain that was killed), so they are written within a minute, not at
+  RQ's ten-minute maintenance.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq import Queue, SimpleWorker
+
+from ivr import events, settings, store
+from workers import outcomes
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 10
+
+
+class RutaWorker(SimpleWorker):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", SWEEP_SECONDS)
+        super().__init__(*args, **kwargs)
+        self.spool = events.Spool(settings.load()["RUTA_SPOOL_DIR"])
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # Wake up when idle so the sweep runs (RQ's default waits about 400 s).
+        return SWEEP_SECONDS
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        try:
+            sweep(self.connection, self.spool)
+        except redis.RedisError as e:
+            log.warning("sweep skipped, Redis unreachable: %s", e)
+
+
+def sweep(connection: redis.Redis, spool: events.Spool) -> None:
+    """Replay the spool, and start a drain if events wait with none coming."""
+    queue = Queue(store.QUEUE, connection=connection)
+    moved = spool.replay(connection, queue)
+    if moved:
+        log.info("replayed %d spooled events", moved)
+    r = outcomes._text_client(connection)
+    outcomes.ensure_group(r)
+    if outcomes.work_waiting(r) and r.set(store.DRAIN_SCHEDULED, 1, nx=True, px=1000):
+        events.enqueue_drain(queue)
