@@ -120,6 +120,7 @@ def dev(port, host):
     from ivr.redis_server import RedisServer
 
     env = dict(os.environ, RUTA_ENV="development")
+    env.setdefault("RUTA_SPOOL_DIR", str(DEV_DIR / "spool"))  # shared by web and worker
     for name in ("TWILIO_AUTH_TOKEN", "SECRET_KEY"):
         if not env.get(name):
             env[name] = secrets.token_hex(16)
