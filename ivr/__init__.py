@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ivr import events, settings
+from ivr import events, security, settings, store
 from ivr import menu as menu_config
 
 REQUIRED_IN_PRODUCTION = ("TWILIO_AUTH_TOKEN", "SECRET_KEY")
@@ -32,8 +32,13 @@ def create_app(config: dict | None = None) -> Flask:
         raise StartupError(f"Ruta will not start: {e}") from e
     app.extensions["ruta.menu"] = menu
     events.init_app(app)
+    store.init_app(app)
+    security.init_app(app)
 
-    from ivr import voice
+    from ivr import admin, reports, voice
 
     app.register_blueprint(voice.bp)
+    security.csrf.exempt(voice.bp)  # Twilio proves itself with its signature instead
+    app.register_blueprint(reports.bp)
+    app.register_blueprint(admin.bp)
     return app

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -11,14 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import click
 from rq import Queue
 
 from ivr import menu as menu_config
-from ivr import settings, store
+from ivr import security, settings, store
 from ivr.events import Spool
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
 
@@ -194,49 +195,60 @@ def _redis():
 
 
 @main.command()
-@click.option("--day", help="YYYY-MM-DD in America/Bogota (default: today).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def report(day, as_json):
-    """A day's totals: calls by category, language, outcome and hotline."""
-    from ivr.outcomes import day_of
+@click.option("--day", help="One day, YYYY-MM-DD (America/Bogota).")
+@click.option("--from", "start", help="First day, YYYY-MM-DD.")
+@click.option("--to", "end", help="Last day, YYYY-MM-DD (default: today).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="table and json: the summary; csv: every call.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def report(day, start, end, fmt, as_json):
+    """Calls of a day or range (default: today): the numbers supervisors see."""
+    from ivr.reports import CSV_COLUMNS, build_summary, call_row
+    from ivr.summary import RangeError, parse_range
 
-    day = day or day_of(time.time())
+    if day:
+        start = end = day
     try:
-        datetime.strptime(day, "%Y-%m-%d")
-    except ValueError as e:
-        raise click.UsageError(f"--day must look like 2026-01-31, got {day!r}") from e
-    totals = day_totals(store.Store(_redis()).day_counters(day))
-    if as_json:
-        click.echo(json.dumps({"day": day, **totals}, indent=2, sort_keys=True))
+        days = parse_range(start, end, None if (start or end) else "today")
+    except RangeError as e:
+        raise click.UsageError(str(e)) from e
+    s = store.Store(_redis())
+    fmt = "json" if as_json else fmt
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for record in s.iter_calls(days):
+            writer.writerow(call_row(record))
         return
-    click.echo(f"{day} (America/Bogota): {totals['calls']} calls")
-    if not totals["calls"]:
+    config = settings.load()
+    menu = menu_config.load(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
+    summary = build_summary(s, menu, days, float(config["RUTA_HEALTH_FAILED_SHARE"]))
+    if fmt == "json":
+        click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        return
+    head = summary.headline()
+    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    click.echo(f"{span} (America/Bogota): {summary.calls} calls")
+    if not summary.calls:
         click.echo("No calls yet — place one with `ivr call`.")
-    for group in ("category", "lang", "outcome", "hangup"):
-        click.echo(f"  by {group}:")
-        for name, n in sorted(totals[group].items(), key=lambda kv: -kv[1]):
+        return
+    click.echo(f"  reached a hotline {head['reached_hotline']} ({head['reached_hotline_pct']}%), "
+               f"transfer failed {head['transfer_failed']} ({head['transfer_failed_pct']}%), "
+               f"hung up in the menu {head['hung_up_in_menu']} ({head['hung_up_in_menu_pct']}%)")
+    groups = {
+        "category": {c: sum(v) for c, v in summary.categories.items()},
+        "language": summary.languages,
+        "outcome": summary.outcomes,
+        "hung up at question": {q: h for q, _, h in summary.funnel if h},
+    }
+    for title, counts in groups.items():
+        click.echo(f"  by {title}:")
+        for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
             click.echo(f"    {name:<24}{n:>6}")
     click.echo("  transfers by hotline (dial results):")
-    for hotline, row in sorted(totals["hotline"].items()):
-        results = ", ".join(f"{k} {v}" for k, v in sorted(row["results"].items()))
-        click.echo(f"    {hotline:<24}{row['transfers']:>6}  ({results or 'no result yet'})")
-
-
-def day_totals(counters: dict[str, int]) -> dict:
-    """Group a day's flat counters ("outcome:transferred": 3...) for people."""
-    totals = {"calls": counters.get("calls", 0), "category": {}, "lang": {}, "outcome": {},
-              "hotline": {}, "hangup": {}}
-    for name, n in counters.items():
-        kind, _, value = name.partition(":")
-        if kind in ("category", "lang", "outcome", "hangup") and n:
-            totals[kind][value] = n
-        elif kind == "transfer":
-            totals["hotline"].setdefault(value, {"transfers": 0, "results": {}})["transfers"] = n
-        elif kind == "dial":
-            hotline, _, status = value.partition(":")
-            row = totals["hotline"].setdefault(hotline, {"transfers": 0, "results": {}})
-            row["results"][status] = n
-    return totals
+    for row in summary.hotlines:
+        results = ", ".join(f"{k} {v}" for k, v in sorted(row.results.items()))
+        click.echo(f"    {row.hotline:<24}{row.transfers:>6}  ({results or 'no result yet'})")
 
 
 # --- ivr spool, ivr jobs, ivr events -------------------------------------------------
@@ -311,3 +323,82 @@ def _tool(bin_dir: Path, name: str) -> str:
     """A console script of this virtualenv (falls back to PATH)."""
     path = bin_dir / name
     return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+# --- ivr users, ivr tokens -------------------------------------------------------------
+
+
+def _staff_store() -> store.Store:
+    return store.Store(_redis())
+
+
+@main.group()
+def users():
+    """Staff accounts: supervisors read reports, admins also change the menu."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(security.ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def users_add(name, role, password_stdin):
+    """Add a staff account (or reset its password and role)."""
+    if not re.fullmatch(r"[\w.@-]{1,64}", name):
+        raise click.UsageError("NAME: letters, digits, . @ _ - (at most 64)")
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        raise click.UsageError("the password must have at least 10 characters")
+    _staff_store().save_user(name, role, security.hash_password(password))
+    click.echo(f"user {name} saved with role {role}")
+
+
+@users.command("list")
+def users_list():
+    """Every staff account and its role."""
+    found = _staff_store().users()
+    if not found:
+        click.echo("no users yet: add one with `ivr users add NAME --role admin`")
+    for name, fields in found:
+        click.echo(f"{name:<24}{fields.get('role', '?'):<12}since {fields.get('created', '?')}")
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name):
+    """Remove a staff account (its sessions end at their next request)."""
+    if not _staff_store().remove_user(name):
+        raise click.ClickException(f"no user named {name}")
+    click.echo(f"user {name} removed")
+
+
+@main.group()
+def tokens():
+    """API tokens for /api/reports/* (sent as Authorization: Bearer TOKEN)."""
+
+
+@tokens.command("add")
+@click.argument("name")
+def tokens_add(name):
+    """Create a read-only reports token; it is printed once and not kept in clear."""
+    token, token_hash = security.new_api_token()
+    s = _staff_store()
+    s.remove_token(name)
+    s.save_token(name, "supervisor", token_hash)
+    click.echo(token)
+
+
+@tokens.command("list")
+def tokens_list():
+    for name in _staff_store().tokens():
+        click.echo(name)
+
+
+@tokens.command("remove")
+@click.argument("name")
+def tokens_remove(name):
+    if not _staff_store().remove_token(name):
+        raise click.ClickException(f"no token named {name}")
+    click.echo(f"token {name} removed")

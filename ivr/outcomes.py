@@ -20,7 +20,7 @@ BOGOTA = ZoneInfo("America/Bogota")
 ANSWERED = {"completed", "answered"}
 # Status-callback values that end a call (others, like ringing, are not events).
 FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
-TRANSFER_SECONDS_BUCKET = 5  # histogram width for "seconds from answer to transfer"
+MAX_COUNTED_WAIT = 600  # seconds to transfer above this are counted as this
 
 
 class Outcome(StrEnum):
@@ -80,6 +80,11 @@ def hour_of(unix: float) -> int:
     return datetime.fromtimestamp(unix, BOGOTA).hour
 
 
+def hour_of_day(unix: float) -> str:
+    """The Bogotá hour of a moment, "YYYY-MM-DDTHH": the health strip's buckets."""
+    return datetime.fromtimestamp(unix, BOGOTA).strftime("%Y-%m-%dT%H")
+
+
 @dataclass
 class CallRecord:
     """What we know of one call; stored as a Redis hash of strings (see `to_fields`)."""
@@ -117,7 +122,9 @@ class CallRecord:
         if seen_as in self.seen:
             return False
         self.seen.add(seen_as)
-        if not self.day:
+        # The call's start (and so its day) comes from the webhooks' events, which all
+        # carry the exact start; the status callback's is an estimate: never use it.
+        if not self.day and event.kind != "call_ended":
             self.day, self.started = day_of(event.started), event.started
         self.first_seen = min(self.first_seen or event.at, event.at)
         self.last_seen = max(self.last_seen, event.at)
@@ -128,8 +135,12 @@ class CallRecord:
             if event.step >= self.asked_step:
                 self.asked, self.asked_step = event.asked, event.step
         data = event.data
-        if data.get("category") and event.step < self.category_step:
-            self.category, self.category_step = str(data["category"]), event.step
+        category = str(data.get("category") or "")
+        # The earliest answer says what the call is about, but an emergency at any
+        # question makes it an emergency call (whatever order the events arrive in).
+        if category and self.category != "emergency" and (
+                category == "emergency" or event.step < self.category_step):
+            self.category, self.category_step = category, event.step
         match event.kind:
             case "call_started":
                 self.caller = str(data.get("caller", ""))
@@ -168,10 +179,10 @@ class CallRecord:
     def dimensions(self) -> dict[str, str]:
         """The values this call adds to the day's counters (empty: not counted)."""
         outcome = self.outcome
-        seconds = ""
+        seconds = ""  # a histogram by the second: the dashboard reads the median from it
         if self.first_transfer_at and self.started:
-            waited = max(0, int(self.first_transfer_at - self.started))
-            seconds = str(min(waited // TRANSFER_SECONDS_BUCKET * TRANSFER_SECONDS_BUCKET, 300))
+            seconds = str(min(max(0, int(self.first_transfer_at - self.started)),
+                              MAX_COUNTED_WAIT))
         return {
             "outcome": outcome.value,
             "category": self.category or ("none" if self.status else ""),
@@ -231,7 +242,16 @@ class CallRecord:
         return " > ".join(self.path[s] for s in sorted(self.path))
 
     def hotlines_text(self) -> str:
-        return " > ".join(self.dials[s] for s in sorted(self.dials))
+        """Transfers and how they ended: "labour:busy > national:completed"."""
+        ended = " > ".join(self.dials[s] for s in sorted(self.dials))
+        ringing = [h for s, h in sorted(self.transfers.items()) if s > max(self.dials, default=0)]
+        return " > ".join(filter(None, [ended, *(f"{h}:ringing" for h in ringing)]))
+
+    @property
+    def seconds_to_transfer(self) -> int | None:
+        if not (self.first_transfer_at and self.started):
+            return None
+        return max(0, int(self.first_transfer_at - self.started))
 
 
 def _steps_to_str(steps: dict[int, str]) -> str:

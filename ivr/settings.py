@@ -20,6 +20,7 @@ DEFAULTS: dict[str, object] = {
     "RUTA_PROMPTS_DIR": str(menu.PROMPTS_DIR),
     "RUTA_SPOOL_DIR": "spool",  # where events wait while Redis is down
     "RUTA_RETENTION_DAYS": 180,  # call records and events; day counters stay
+    "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
 }
 
 
@@ -29,6 +30,6 @@ def load(overrides: dict | None = None) -> dict:
     for name, default in DEFAULTS.items():
         if name in os.environ:
             raw = os.environ[name]
-            settings[name] = int(raw) if isinstance(default, int) else raw
+            settings[name] = type(default)(raw) if isinstance(default, int | float) else raw
     settings.update(overrides or {})
     return settings

@@ -9,6 +9,12 @@ Nobody else formats a key string. The layout:
     ruta:call:<CallSid>      hash: one call's record (ivr.outcomes.CallRecord)
     ruta:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
     ruta:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
+    ruta:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
+    ruta:hour:<YYYY-MM-DDTHH> hash: dial results in that hour (the 24-hour health strip)
+    ruta:user:<name>         hash: a staff account (role, password hash)
+    ruta:users               set: staff account names
+    ruta:token:<sha256>      hash: an API token's name and role (the token is not kept)
+    ruta:tokens              hash: API token name -> its sha256
     ruta:drain:scheduled     flag: a drain job was enqueued in the last moments
     ruta:drain:lock          lock: the one drain writing right now
 
@@ -23,7 +29,7 @@ from datetime import datetime, timedelta
 
 import redis
 
-from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of
+from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day
 
 EVENTS = "ruta:events"
 DEAD_LETTER = "ruta:events:dead"
@@ -44,6 +50,36 @@ def day_calls_key(day: str) -> str:
 
 def day_key(day: str) -> str:
     return f"ruta:day:{day}"
+
+
+def day_callers_key(day: str) -> str:
+    return f"ruta:callers:{day}"
+
+
+def hour_key(hour: str) -> str:
+    """`hour` is "YYYY-MM-DDTHH" in Bogotá time."""
+    return f"ruta:hour:{hour}"
+
+
+def user_key(name: str) -> str:
+    return f"ruta:user:{name}"
+
+
+def token_key(token_hash: str) -> str:
+    return f"ruta:token:{token_hash}"
+
+
+USERS = "ruta:users"
+TOKENS = "ruta:tokens"
+HOUR_KEEP_SECONDS = 3 * 24 * 3600
+
+
+def init_app(app) -> None:
+    """The staff pages' Store (app.extensions["ruta.store"]), or None without Redis."""
+    url = app.config["REDIS_URL"]
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5) if url else None
+    app.extensions["ruta.store"] = (
+        Store(client, int(app.config["RUTA_RETENTION_DAYS"])) if client else None)
 
 
 class LostLock(Exception):
@@ -89,7 +125,9 @@ class Store:
         raws = read.execute()
         records = {sid: CallRecord.from_fields(sid, f) for sid, f in zip(sids, raws, strict=True)}
 
-        counters: dict[str, Counter] = defaultdict(Counter)
+        counters: dict[str, Counter] = defaultdict(Counter)  # day -> counter deltas
+        hours: dict[str, Counter] = defaultdict(Counter)  # hour -> dial result deltas
+        callers: dict[str, set[str]] = defaultdict(set)  # day -> pseudonyms
         new_events = []
         for event in events:
             record = records[event.call]
@@ -103,14 +141,21 @@ class Store:
             match event.kind:
                 case "call_started":
                     day.update(["calls", f"hour:{hour_of(record.started):02d}"])
+                    if record.caller and record.caller != "anonymous":
+                        day["identified"] += 1
+                        callers[record.day].add(record.caller)
                 case "transfer_started":
                     day[f"transfer:{data.get('hotline', '')}"] += 1
                 case "transfer_ended":
-                    day[f"dial:{data.get('hotline', '')}:{data.get('status', '')}"] += 1
+                    result = f"dial:{data.get('hotline', '')}:{data.get('status', '')}"
+                    day[result] += 1
+                    hours[hour_of_day(event.at)][result] += 1
                 case "no_input" | "invalid_input":
                     day[event.kind] += 1
         touched = {e.call: records[e.call] for e in new_events}
         for record in touched.values():
+            if not record.day:  # only its status callback so far: counted once it has a day
+                continue
             day = counters[record.day]
             for dim, value in record.dimensions().items():
                 old = record.counted.get(dim, "")
@@ -132,12 +177,20 @@ class Store:
                     keep_until = self._expiry(record.day)
                     pipe.hset(call_key(sid), mapping=record.to_fields())
                     pipe.expireat(call_key(sid), keep_until)
-                    pipe.zadd(day_calls_key(record.day), {sid: record.started})
-                    pipe.expireat(day_calls_key(record.day), keep_until)
+                    if record.day:
+                        pipe.zadd(day_calls_key(record.day), {sid: record.started})
+                        pipe.expireat(day_calls_key(record.day), keep_until)
                 for day, counts in counters.items():
                     for name, delta in counts.items():
                         if delta:
                             pipe.hincrby(day_key(day), name, delta)
+                for day, pseudonyms in callers.items():
+                    pipe.pfadd(day_callers_key(day), *pseudonyms)
+                    pipe.expireat(day_callers_key(day), self._expiry(day))
+                for hour, counts in hours.items():
+                    for name, delta in counts.items():
+                        pipe.hincrby(hour_key(hour), name, delta)
+                    pipe.expire(hour_key(hour), HOUR_KEEP_SECONDS)
                 for event in new_events:
                     pipe.xadd(LOG, {"e": event.to_json()})
                 for entry_id, raw, reason in dead:
@@ -156,6 +209,9 @@ class Store:
         self.r.xtrim(LOG, minid=cutoff_ms, approximate=True)
 
     def _expiry(self, day: str) -> int:
+        """End of the retention period of a day's data (from today if no day yet)."""
+        if not day:
+            return int((datetime.now(BOGOTA) + self.retention).timestamp())
         start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BOGOTA)
         return int((start + timedelta(days=1) + self.retention).timestamp())
 
@@ -176,6 +232,112 @@ class Store:
             read.hgetall(call_key(sid))
         found = zip(sids, read.execute(), strict=True)
         return [CallRecord.from_fields(sid, fields) for sid, fields in found if fields]
+
+    def counters_for(self, days: list[str]) -> dict[str, dict[str, int]]:
+        """Each day's counters, in one round trip."""
+        read = self.r.pipeline(transaction=False)
+        for day in days:
+            read.hgetall(day_key(day))
+        found = zip(days, read.execute(), strict=True)
+        return {day: {k: int(v) for k, v in fields.items()} for day, fields in found}
+
+    def unique_callers(self, days: list[str]) -> int:
+        """Distinct caller pseudonyms over the days (HyperLogLog: within about 1%)."""
+        return self.r.pfcount(*[day_callers_key(d) for d in days]) if days else 0
+
+    def recent_dials(self, hours: list[str]) -> dict[str, int]:
+        """Dial results ("dial:<hotline>:<status>") summed over the given hours."""
+        read = self.r.pipeline(transaction=False)
+        for hour in hours:
+            read.hgetall(hour_key(hour))
+        total: Counter = Counter()
+        for fields in read.execute():
+            total.update({k: int(v) for k, v in fields.items()})
+        return dict(total)
+
+    def calls_page(self, days_newest_first: list[str], offset: int, limit: int):
+        """One page of the calls of these days, newest first, and the total count."""
+        read = self.r.pipeline(transaction=False)
+        for day in days_newest_first:
+            read.zcard(day_calls_key(day))
+        sizes = read.execute()
+        total, picked = sum(sizes), []
+        skip = offset
+        for day, size in zip(days_newest_first, sizes, strict=True):
+            if len(picked) >= limit:
+                break
+            if skip >= size:
+                skip -= size
+                continue
+            want = limit - len(picked)
+            picked += self.r.zrevrange(day_calls_key(day), skip, skip + want - 1)
+            skip = 0
+        return self._records(picked), total
+
+    def iter_calls(self, days: list[str], chunk: int = 500):
+        """Every call of the days, oldest first, read `chunk` at a time (flat memory)."""
+        for day in days:
+            start = 0
+            while True:
+                sids = self.r.zrange(day_calls_key(day), start, start + chunk - 1)
+                if not sids:
+                    break
+                yield from self._records(sids)
+                start += chunk
+
+    def _records(self, sids: list[str]) -> list[CallRecord]:
+        read = self.r.pipeline(transaction=False)
+        for sid in sids:
+            read.hgetall(call_key(sid))
+        found = zip(sids, read.execute(), strict=True)
+        return [CallRecord.from_fields(sid, fields) for sid, fields in found if fields]
+
+    # --- staff accounts and API tokens ------------------------------------------------
+
+    def save_user(self, name: str, role: str, password_hash: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(user_key(name), mapping={"role": role, "password": password_hash,
+                                           "created": f"{datetime.now(BOGOTA):%Y-%m-%d %H:%M}"})
+        pipe.sadd(USERS, name)
+        pipe.execute()
+
+    def user(self, name: str) -> dict[str, str] | None:
+        return self.r.hgetall(user_key(name)) or None
+
+    def users(self) -> list[tuple[str, dict[str, str]]]:
+        names = sorted(self.r.smembers(USERS))
+        read = self.r.pipeline(transaction=False)
+        for name in names:
+            read.hgetall(user_key(name))
+        return list(zip(names, read.execute(), strict=True))
+
+    def remove_user(self, name: str) -> bool:
+        pipe = self.r.pipeline()
+        pipe.delete(user_key(name))
+        pipe.srem(USERS, name)
+        return bool(pipe.execute()[0])
+
+    def save_token(self, name: str, role: str, token_hash: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(token_key(token_hash), mapping={"name": name, "role": role})
+        pipe.hset(TOKENS, name, token_hash)
+        pipe.execute()
+
+    def token(self, token_hash: str) -> dict[str, str] | None:
+        return self.r.hgetall(token_key(token_hash)) or None
+
+    def tokens(self) -> list[str]:
+        return sorted(self.r.hkeys(TOKENS))
+
+    def remove_token(self, name: str) -> bool:
+        token_hash = self.r.hget(TOKENS, name)
+        if not token_hash:
+            return False
+        pipe = self.r.pipeline()
+        pipe.delete(token_key(token_hash))
+        pipe.hdel(TOKENS, name)
+        pipe.execute()
+        return True
 
     def dead_letters(self, count: int = 100) -> list[tuple[str, dict]]:
         return self.r.xrevrange(DEAD_LETTER, count=count)

@@ -11,6 +11,7 @@ fork per job would cost more than the job), which every few seconds also sweeps:
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from rq import Queue, SimpleWorker
@@ -25,14 +26,36 @@ SWEEP_SECONDS = 10
 
 class RutaWorker(SimpleWorker):
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("maintenance_interval", SWEEP_SECONDS)
         super().__init__(*args, **kwargs)
+        # `rq worker` always passes its own --maintenance-interval (600 s): ours wins.
+        self.maintenance_interval = SWEEP_SECONDS
         self.spool = events.Spool(settings.load()["RUTA_SPOOL_DIR"])
 
     @property
     def dequeue_timeout(self) -> int:
         # Wake up when idle so the sweep runs (RQ's default waits about 400 s).
         return SWEEP_SECONDS
+
+    def execute_job(self, job, queue):
+        """Run a job; if Redis goes away meanwhile, wait for it instead of quitting.
+
+        RQ's own bookkeeping after a job needs Redis, and an error there makes the
+        worker exit, leaving nobody to replay the spool when Redis is back. The job's
+        events stay in the stream, so the next drain writes them.
+        """
+        try:
+            return super().execute_job(job, queue)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            self.log.warning("Redis went away during job %s (%s); waiting for it", job.id, e)
+            self._wait_for_redis()
+
+    def _wait_for_redis(self) -> None:
+        while not self._stop_requested:
+            try:
+                self.connection.ping()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(1)
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()

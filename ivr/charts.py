@@ -1,0 +1,319 @@
+"""Charts for the supervisors' dashboard, drawn on the server as inline SVG. Pure: no I/O.
+
+No JavaScript, no CDN, no build step: each function returns one `<svg>` element as
+markupsafe.Markup, ready for a template (`{{ chart }}`). The SVG has a viewBox and
+width="100%", so it scales to its container; the viewBox is 400 units wide so that text
+of 12-13 units stays about 11-12 px on a 360 px phone. On a wide screen give the
+container a max-width (e.g. `.ruta-chart { max-width: 40rem }`) or the text grows too.
+
+Every label and series name is escaped. Each chart carries a <title> and a <desc> that
+states its data in words (aria-labelledby points at both) for screen readers, and every
+bar has a <title> tooltip with its number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+
+from markupsafe import Markup, escape
+
+SVG_NS = "http://www.w3.org/2000/svg"
+WIDTH = 400  # viewBox width; ~0.9 px per unit on a 360 px phone
+PAD = 8
+FONT = 13  # labels, legend, totals
+SMALL = 12  # axis ticks and x labels
+PLOT_H = 160  # height of a column chart's plotting area
+BAR_H = 14  # thickness of a horizontal bar
+TEXT = "#222222"
+MUTED = "#555555"
+GRID = "#E2E2E2"
+AXIS = "#888888"
+
+# Colour-blind-safe fixed colours, so a series keeps its colour across every chart. Each
+# group (one chart shows one group) was checked for distinctness under simulated protan-,
+# deuteran- and tritanopia; no two names share a colour.
+SERIES_COLORS: dict[str, str] = {
+    # Call categories: the Okabe-Ito palette, with greys for "no real category".
+    "child": "#E69F00",
+    "labour": "#56B4E9",
+    "migrant": "#009E73",
+    "report": "#0072B2",
+    "other": "#CC79A7",
+    "emergency": "#D55E00",
+    "unclear": "#444444",
+    "none": "#CCCCCC",
+    # Outcomes: Paul Tol's "vibrant" colours; the failures warm.
+    "transferred": "#009988",
+    "emergency_transferred": "#33BBEE",
+    "transfer_failed": "#AA2211",
+    "abandoned_in_menu": "#EE9944",
+    "in_progress": "#DDDDDD",
+    # Dial results: answered in blues; busy / no-answer / failed warm and of clearly
+    # different lightness, so a hotline that fails stands out to every viewer.
+    "completed": "#4477AA",
+    "answered": "#66CCEE",
+    "busy": "#DDAA33",
+    "no-answer": "#EE6677",
+    "failed": "#994400",
+    "canceled": "#BBBBBB",
+}
+# For names not above (Paul Tol's "muted" palette), picked by a stable hash of the name.
+FALLBACK_COLORS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77",
+                   "#CC6677", "#882255", "#AA4499")
+REACHED_COLOR = "#56B4E9"  # funnel: callers who reached a question
+HUNG_UP_COLOR = "#D55E00"  # funnel: callers who hung up there
+COLUMN_COLOR = "#0072B2"  # simple columns
+
+
+def color_for(name: str) -> str:
+    """The colour of a series: fixed for known names, a stable hash-picked one otherwise."""
+    if name in SERIES_COLORS:
+        return SERIES_COLORS[name]
+    return FALLBACK_COLORS[zlib.crc32(name.encode()) % len(FALLBACK_COLORS)]
+
+
+def stacked_columns(labels: list[str], series: dict[str, list[int]], title: str, *,
+                    names: Mapping[str, str] | None = None) -> Markup:
+    """Vertical columns, one per label (e.g. a day), stacked by series, with legend and y-axis."""
+    data = _series(series, len(labels))
+    totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
+    if not any(totals):
+        return _no_data(title)
+    colors, shown = _palette(data), _display(data, names)
+    cols = [[(data[s][i], colors[s], f"{labels[i]} · {shown[s]}: {data[s][i]}")
+             for s in data] for i in range(len(labels))]
+    parts = [f"{label}: {total}{_breakdown(data, shown, i)}"
+             for i, (label, total) in enumerate(zip(labels, totals, strict=True))]
+    desc = f"{title}, {_span(labels)}: {'; '.join(parts)}."
+    legend, y = _legend([(shown[s], colors[s]) for s in data], PAD)
+    body, height = _column_plot(labels, cols, y + 6)
+    return _svg("stacked_columns", title, desc, height, legend + body)
+
+
+def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
+                 names: Mapping[str, str] | None = None) -> Markup:
+    """Horizontal bars, one per row (e.g. a hotline), stacked by series, each ending in a total."""
+    data = _series(series, len(rows))
+    totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
+    if not any(totals):
+        return _no_data(title)
+    colors, shown = _palette(data), _display(data, names)
+    parts = [f"{row}: {total}{_breakdown(data, shown, i)}"
+             for i, (row, total) in enumerate(zip(rows, totals, strict=True))]
+    desc = f"{title}: {'; '.join(parts)}."
+    legend, y = _legend([(shown[s], colors[s]) for s in data], PAD)
+    y += 4
+    # Leave room after the longest bar for its total.
+    peak = max(totals)
+    bar_max = WIDTH - 2 * PAD - _text_width(str(peak), FONT) - 6
+    out = [legend]
+    for i, row in enumerate(rows):
+        out.append(_text(PAD, y + FONT, _fit(row, WIDTH - 2 * PAD, FONT), cls="row"))
+        y += FONT + 5
+        x = float(PAD)
+        for s in data:
+            w = data[s][i] / peak * bar_max
+            if w:
+                tip = f"{row} · {shown[s]}: {data[s][i]}"
+                out.append(_rect(x, y, w, BAR_H, colors[s], tip))
+            x += w
+        out.append(_text(x + 4, y + BAR_H - 3, str(totals[i]), cls="total"))
+        y += BAR_H + 10
+    return _svg("stacked_bars", title, desc, y, "".join(out))
+
+
+def funnel(rows: list[tuple[str, int, int]], title: str) -> Markup:
+    """Per menu question: a bar for the callers who reached it, its hung-up part drawn inside."""
+    clean = [(str(label), max(0, int(r)), min(max(0, int(h)), max(0, int(r))))
+             for label, r, h in rows]  # more hang-ups than arrivals cannot be drawn
+    top = max((r for _, r, _ in clean), default=0)
+    if not top:
+        return _no_data(title)
+    desc = f"{title}: " + "; ".join(f"{label}: {r} reached, {h} hung up"
+                                    for label, r, h in clean) + "."
+    legend, y = _legend([("reached", REACHED_COLOR), ("hung up here", HUNG_UP_COLOR)], PAD)
+    y += 4
+    bar_max = WIDTH - 2 * PAD
+    out = [legend]
+    for label, reached, hung in clean:
+        # The numbers sit right-aligned on the label's line, so the bar can use the full width.
+        numbers = f"{reached} reached · {hung} hung up" + (
+            f" ({round(100 * hung / reached)}%)" if reached else "")
+        room = WIDTH - 2 * PAD - _text_width(numbers, FONT) - 8
+        out.append(_text(PAD, y + FONT, _fit(label, room, FONT), cls="row"))
+        out.append(_text(WIDTH - PAD, y + FONT, numbers, anchor="end", cls="total"))
+        y += FONT + 5
+        w_reached, w_hung = reached / top * bar_max, hung / top * bar_max
+        if w_reached:
+            out.append(_rect(PAD, y, w_reached, BAR_H, REACHED_COLOR,
+                             f"{label} · reached: {reached}", cls="seg reached"))
+        if w_hung:  # at the bar's end: the callers lost at this question
+            out.append(_rect(PAD + w_reached - w_hung, y, w_hung, BAR_H, HUNG_UP_COLOR,
+                             f"{label} · hung up: {hung}", cls="seg hung"))
+        y += BAR_H + 10
+    return _svg("funnel", title, desc, y, "".join(out))
+
+
+def columns(labels: list[str], values: list[int], title: str) -> Markup:
+    """Simple vertical columns (e.g. calls by hour of day), with a y-axis."""
+    counts = _counts(values, len(labels), "values")
+    if not any(counts):
+        return _no_data(title)
+    cols = [[(v, COLUMN_COLOR, f"{label}: {v}")] for label, v in zip(labels, counts, strict=True)]
+    desc = f"{title}, {_span(labels)}: " + "; ".join(
+        f"{label}: {v}" for label, v in zip(labels, counts, strict=True)) + "."
+    body, height = _column_plot(labels, cols, PAD + 4)
+    return _svg("columns", title, desc, height, body)
+
+
+# --- data ------------------------------------------------------------------------------
+
+def _counts(values: Sequence[int], n: int, what: str) -> list[int]:
+    """Values as non-negative ints; a count below zero cannot be drawn, so it shows as 0."""
+    if len(values) != n:
+        raise ValueError(f"{what} has {len(values)} values for {n} labels")
+    return [max(0, int(v)) for v in values]
+
+
+def _series(series: Mapping[str, Sequence[int]], n: int) -> dict[str, list[int]]:
+    return {str(name): _counts(vals, n, f"series {name!r}") for name, vals in series.items()}
+
+
+def _display(data: Mapping[str, object], names: Mapping[str, str] | None) -> dict[str, str]:
+    return {s: (names or {}).get(s, s) for s in data}
+
+
+def _palette(data: Mapping[str, object]) -> dict[str, str]:
+    """Colours for one chart: known names fixed, unknown ones hash-picked but not repeated."""
+    colors = {s: SERIES_COLORS[s] for s in data if s in SERIES_COLORS}
+    used = set(colors.values())
+    for s in data:
+        if s not in colors:
+            start = zlib.crc32(s.encode())
+            picks = [FALLBACK_COLORS[(start + k) % len(FALLBACK_COLORS)]
+                     for k in range(len(FALLBACK_COLORS))]
+            colors[s] = next((c for c in picks if c not in used), picks[0])
+            used.add(colors[s])
+    return {s: colors[s] for s in data}
+
+
+def _breakdown(data: Mapping[str, list[int]], shown: Mapping[str, str], i: int) -> str:
+    parts = [f"{shown[s]} {vals[i]}" for s, vals in data.items() if vals[i]]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _span(labels: Sequence[str]) -> str:
+    return labels[0] if len(labels) == 1 else f"from {labels[0]} to {labels[-1]}"
+
+
+def _nice_axis(peak: int) -> tuple[int, int]:
+    """(top, step): a round step (1, 2 or 5 × 10^n) giving 3 to 5 gridlines from 0 to top."""
+    step = 1
+    while math.ceil(peak / step) > 4:  # next of 1, 2, 5, 10, 20, 50...
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
+    return max(2, math.ceil(peak / step)) * step, step
+
+
+def _thinned(n: int, label_width: float, plot_width: float) -> list[int]:
+    """Indices of the x labels to print: every k-th from the first, so none overlap."""
+    fit = max(1, int(plot_width // (label_width + 8)))
+    step = math.ceil(n / fit) if n else 1
+    return list(range(0, n, step))
+
+
+# --- drawing ---------------------------------------------------------------------------
+
+def _column_plot(labels: Sequence[str], cols: list[list[tuple[int, str, str]]],
+                 top_y: float) -> tuple[str, float]:
+    """Gridlines, y ticks, stacked columns and thinned x labels; returns (svg, bottom y)."""
+    top, step = _nice_axis(max(sum(v for v, _, _ in col) for col in cols))
+    x0 = PAD + _text_width(str(top), SMALL) + 6
+    x1 = WIDTH - PAD
+    base = top_y + SMALL / 2 + PLOT_H  # room above the top gridline for its tick text
+    out = []
+    for v in range(0, top + 1, step):
+        y = base - v / top * PLOT_H
+        out.append(f'<line x1="{_f(x0)}" y1="{_f(y)}" x2="{_f(x1)}" y2="{_f(y)}" '
+                   f'stroke="{AXIS if v == 0 else GRID}" stroke-width="1"/>')
+        out.append(_text(x0 - 4, y + SMALL * 0.35, str(v), anchor="end", size=SMALL,
+                         fill=MUTED, cls="tick"))
+    slot = (x1 - x0) / len(cols)
+    bar_w = slot * 0.75
+    for i, col in enumerate(cols):
+        x, y = x0 + i * slot + (slot - bar_w) / 2, base
+        for value, color, tip in col:
+            if value:
+                h = value / top * PLOT_H
+                y -= h
+                out.append(_rect(x, y, bar_w, h, color, tip))
+    label_w = max(_text_width(str(label), SMALL) for label in labels)
+    for i in _thinned(len(labels), label_w, x1 - x0):
+        # Centred under its column, but kept inside the viewBox at both ends.
+        cx = min(max(x0 + (i + 0.5) * slot, label_w / 2 + 2), WIDTH - label_w / 2 - 2)
+        out.append(_text(cx, base + SMALL + 4, str(labels[i]), anchor="middle", size=SMALL,
+                         fill=MUTED, cls="xlabel"))
+    return "".join(out), base + SMALL + 10
+
+
+def _legend(items: list[tuple[str, str]], y: float) -> tuple[str, float]:
+    """Swatch + name items flowing in rows across the width; returns (svg, y below it)."""
+    out, x, line = [], float(PAD), FONT + 4
+    for name, color in items:
+        w = 14 + _text_width(name, FONT) + 12
+        if x > PAD and x + w > WIDTH - PAD:
+            x, y = float(PAD), y + line
+        out.append(f'<rect class="key" x="{_f(x)}" y="{_f(y + 2)}" width="10" height="10" '
+                   f'fill="{color}"/>')
+        out.append(_text(x + 14, y + 11, name, cls="legend"))
+        x += w
+    return "".join(out), y + line + 2
+
+
+def _svg(kind: str, title: str, desc: str, height: float, body: str) -> Markup:
+    # ids from the content: stable output, and distinct for different charts on one page.
+    uid = "chart-" + hashlib.sha1(f"{kind}\0{title}\0{desc}".encode()).hexdigest()[:10]
+    return Markup(
+        f'<svg xmlns="{SVG_NS}" class="ruta-chart" viewBox="0 0 {WIDTH} {_f(height)}" '
+        f'width="100%" role="img" aria-labelledby="{uid}-t {uid}-d" '
+        f'font-family="inherit" font-size="{FONT}" fill="{TEXT}">'
+        f'<title id="{uid}-t">{escape(title)}</title><desc id="{uid}-d">{escape(desc)}</desc>'
+        f"{body}</svg>")
+
+
+def _no_data(title: str) -> Markup:
+    body = _text(WIDTH / 2, 30, "No data", anchor="middle", fill=MUTED, cls="empty")
+    return _svg("empty", title, f"{title}: no data.", 48, body)
+
+
+def _rect(x: float, y: float, w: float, h: float, color: str, tip: str,
+          cls: str = "seg") -> str:
+    # A thin white outline keeps neighbouring segments apart even when colours are close,
+    # but it would swallow a sliver (a year of days gives columns under 1 unit wide).
+    outline = ' stroke="#FFFFFF" stroke-width="0.5"' if min(w, h) >= 3 else ""
+    return (f'<rect class="{cls}" x="{_f(x)}" y="{_f(y)}" width="{_f(w)}" height="{_f(h)}" '
+            f'fill="{color}"{outline}><title>{escape(tip)}</title></rect>')
+
+
+def _text(x: float, y: float, s: str, *, anchor: str = "start", size: int = FONT,
+          fill: str = TEXT, cls: str = "") -> str:
+    return (f'<text class="{cls}" x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}" '
+            f'font-size="{size}" fill="{fill}">{escape(s)}</text>')
+
+
+def _text_width(s: str, size: float) -> float:
+    """A generous estimate of rendered width (we cannot measure fonts on the server)."""
+    return len(s) * size * 0.6
+
+
+def _fit(s: str, width: float, size: float) -> str:
+    """The text cut with an ellipsis to fit `width` (the full text is in the tooltip/desc)."""
+    fits = max(1, int(width // (size * 0.6)))
+    return s if len(s) <= fits else s[: fits - 1] + "…"
+
+
+def _f(x: float) -> str:
+    """A coordinate with 2 decimals at most: small SVG, proportions kept within 0.01 unit."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")

@@ -1,0 +1,250 @@
+"""Supervisors: login, the dashboard, the calls table, CSV export and the JSON API."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from ivr import charts
+from ivr.menu import Menu
+from ivr.outcomes import BOGOTA, CallRecord
+from ivr.security import current_staff, limiter, password_matches, staff_required
+from ivr.store import Store
+from ivr.summary import ANSWERED_DIALS, RangeError, Summary, last_hours, parse_range, summarize
+
+bp = Blueprint("reports", __name__)
+PER_PAGE = 25
+MAX_PER_PAGE = 500
+CSV_COLUMNS = [
+    "call_sid", "started", "language", "category", "path", "hotlines", "outcome",
+    "call_status", "duration_s", "talk_s", "seconds_to_transfer", "no_input",
+    "invalid_input", "caller",
+]
+
+
+def _store() -> Store:
+    store = current_app.extensions["ruta.store"]
+    if store is None:
+        abort(503, "Redis is not configured (REDIS_URL)")
+    return store
+
+
+def _menu() -> Menu:
+    return current_app.extensions["ruta.menu"]
+
+
+def questions_in_order(menu: Menu) -> list[str]:
+    """The menu's questions from the first one on (the funnel's order)."""
+    order, queue = [], [menu.start]
+    while queue:
+        node = queue.pop(0)
+        if node not in order and node in menu.nodes:
+            order.append(node)
+            queue += [o.next for o in menu.nodes[node].options if o.next]
+    return order
+
+
+def build_summary(store: Store, menu: Menu, days: list[str], threshold: float) -> Summary:
+    """Read only counters: a 30-day summary is 30 small hashes plus 24 hourly ones."""
+    return summarize(
+        days, store.counters_for(days), store.unique_callers(days),
+        store.recent_dials(last_hours(24)), questions_in_order(menu), threshold,
+    )
+
+
+def call_row(record: CallRecord) -> dict:
+    """One call as supervisors see it (table, CSV, API): never a phone number."""
+    started = datetime.fromtimestamp(record.started, BOGOTA) if record.started else None
+    return {
+        "call_sid": record.call,
+        "started": started.isoformat(timespec="seconds") if started else "",
+        "language": record.lang,
+        "category": record.category or "",
+        "path": record.path_text(),
+        "hotlines": record.hotlines_text(),
+        "outcome": record.outcome.value,
+        "call_status": record.status,
+        "duration_s": record.duration,
+        "talk_s": record.talk_seconds,
+        "seconds_to_transfer": record.seconds_to_transfer,
+        "no_input": record.no_input,
+        "invalid_input": record.invalid_input,
+        "caller": record.caller,
+    }
+
+
+def _days() -> list[str]:
+    """The range asked for (?from=&to= or ?range=today|7|30); a bad one is a 400."""
+    try:
+        return parse_range(request.args.get("from"), request.args.get("to"),
+                           request.args.get("range"))
+    except RangeError as e:
+        abort(400, str(e))
+
+
+def _page_args() -> tuple[int, int]:
+    try:
+        page = max(1, int(request.args.get("page", 1)))
+        per_page = min(MAX_PER_PAGE, max(1, int(request.args.get("per_page", PER_PAGE))))
+    except ValueError:
+        abort(400, "page and per_page must be whole numbers")
+    return page, per_page
+
+
+# --- login -------------------------------------------------------------------------
+
+
+class LoginForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("5 per minute;30 per hour", methods=["POST"],
+               deduct_when=lambda response: response.status_code == 401)
+def login():
+    """Staff log in; only failed attempts count toward the slow-down."""
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = _store().user(form.name.data)
+        if user and password_matches(user["password"], form.password.data):
+            session.clear()
+            session["user"] = form.name.data
+            session.permanent = True
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("login.html", form=form,
+                               error="Wrong name or password."), 401
+    return render_template("login.html", form=form, error=None)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("reports.dashboard")
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("reports.login"))
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for("reports.dashboard"))
+
+
+# --- the dashboard -------------------------------------------------------------------
+
+
+@bp.get("/reports")
+@staff_required()
+def dashboard():
+    """A range's headline numbers, charts, health strip and the calls table."""
+    days = _days()
+    page, per_page = _page_args()
+    store = _store()
+    summary = build_summary(store, _menu(), days,
+                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]))
+    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    return render_template(
+        "reports.html",
+        summary=summary,
+        headline=summary.headline(),
+        charts=_charts(summary) if summary.calls else None,
+        rows=[call_row(r) for r in records],
+        total=total,
+        page=page,
+        pages=max(1, -(-total // per_page)),
+        range_args={k: v for k, v in request.args.items() if k in ("from", "to", "range")},
+        staff=current_staff(),
+        threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
+    )
+
+
+def _charts(summary: Summary) -> dict:
+    labels = [d[5:] for d in summary.days]  # "11-22"
+    rows = [h.hotline for h in summary.hotlines]
+    results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED_DIALS)
+                            for h in summary.hotlines]}
+    for status in ("busy", "no-answer", "failed", "canceled"):
+        results[status] = [h.results.get(status, 0) for h in summary.hotlines]
+    return {
+        "per_day": charts.stacked_columns(labels, summary.categories,
+                                          "Calls per day, by what they were about"),
+        "hotlines": charts.stacked_bars(rows, results, "Transfers per hotline, by result"),
+        "funnel": charts.funnel(summary.funnel, "Callers at each question, and who hung up"),
+        "by_hour": charts.columns([f"{h:02d}" for h in range(24)], summary.by_hour,
+                                  "Calls by hour of day (Bogotá)"),
+    }
+
+
+# --- export and API --------------------------------------------------------------------
+
+
+@bp.get("/reports/calls.csv")
+@staff_required()
+def calls_csv():
+    """The range's calls as CSV, oldest first, streamed: memory stays flat."""
+    days = _days()
+    store = _store()
+
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for record in store.iter_calls(days):
+            writer.writerow(call_row(record))
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"ruta-calls-{days[0]}-to-{days[-1]}.csv"
+    return Response(stream_with_context(rows()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.get("/api/reports/summary")
+@staff_required(api=True)
+def api_summary():
+    days = _days()
+    summary = build_summary(_store(), _menu(), days,
+                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]))
+    return summary.to_dict()
+
+
+@bp.get("/api/reports/calls")
+@staff_required(api=True)
+def api_calls():
+    days = _days()
+    page, per_page = _page_args()
+    records, total = _store().calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    return {"from": days[0], "to": days[-1], "total": total, "page": page,
+            "per_page": per_page, "calls": [call_row(r) for r in records]}
+
+
+@bp.errorhandler(400)
+def bad_request(error):
+    if request.path.startswith("/api/"):
+        return {"error": error.description}, 400
+    return render_template("error.html", message=error.description, staff=current_staff()), 400

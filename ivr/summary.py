@@ -1,0 +1,204 @@
+"""What supervisors read: a date range's numbers, from day counters. Pure: no Redis.
+
+The dashboard, the JSON API and `ivr report` all show this one summary, so a number
+means the same everywhere. It reads only counters (never scans calls), so 30 days cost
+30 small hashes whatever the number of calls.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+
+from ivr.outcomes import BOGOTA, Outcome
+
+MAX_RANGE_DAYS = 366
+FAILED_DIALS = ("busy", "no-answer", "failed", "canceled")
+ANSWERED_DIALS = ("completed", "answered")
+
+
+class RangeError(ValueError):
+    """A date range a person typed that we cannot use; the message says why."""
+
+
+def today() -> date:
+    return datetime.now(BOGOTA).date()
+
+
+def parse_range(start: str | None, end: str | None, preset: str | None = None) -> list[str]:
+    """The days from `start` to `end` (YYYY-MM-DD, inclusive, Bogotá), or a preset:
+    "today", "7" or "30" days ending today. Default: the last 7 days."""
+    last = today()
+    if start or end:
+        try:
+            first = date.fromisoformat(start) if start else None
+            last = date.fromisoformat(end) if end else last
+        except ValueError as e:
+            raise RangeError("dates must look like 2026-01-31") from e
+        first = first or last
+    elif preset == "today":
+        first = last
+    else:
+        n = {"7": 7, "30": 30}.get(preset or "7")
+        if n is None:
+            raise RangeError("range must be today, 7 or 30")
+        first = last - timedelta(days=n - 1)
+    if first > last:
+        raise RangeError("the first day is after the last day")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise RangeError(f"a range is at most {MAX_RANGE_DAYS} days")
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def last_hours(n: int = 24, now: datetime | None = None) -> list[str]:
+    """The last `n` Bogotá hours as "YYYY-MM-DDTHH", the current one included."""
+    now = (now or datetime.now(BOGOTA)).astimezone(BOGOTA)
+    return [(now - timedelta(hours=i)).strftime("%Y-%m-%dT%H") for i in range(n)]
+
+
+@dataclass
+class HotlineRow:
+    hotline: str
+    transfers: int = 0
+    results: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Health:
+    hotline: str
+    attempts: int
+    failed: int
+    flagged: bool
+
+    @property
+    def failed_share(self) -> float:
+        return self.failed / self.attempts if self.attempts else 0.0
+
+
+@dataclass
+class Summary:
+    days: list[str]
+    calls: int
+    outcomes: dict[str, int]
+    emergency_transfers: int
+    median_seconds_to_transfer: int | None
+    repeat_calls: int
+    categories: dict[str, list[int]]  # category -> calls per day
+    languages: dict[str, int]
+    hotlines: list[HotlineRow]
+    funnel: list[tuple[str, int, int]]  # (question, callers who reached it, hung up there)
+    by_hour: list[int]
+    health: list[Health]
+
+    @property
+    def reached(self) -> int:
+        return (self.outcomes.get(Outcome.TRANSFERRED, 0)
+                + self.outcomes.get(Outcome.EMERGENCY_TRANSFERRED, 0))
+
+    def share(self, n: int) -> float:
+        """n as a percentage of the calls (0 when there were none)."""
+        return 100.0 * n / self.calls if self.calls else 0.0
+
+    def headline(self) -> dict[str, float | int | None]:
+        failed = self.outcomes.get(Outcome.TRANSFER_FAILED, 0)
+        abandoned = self.outcomes.get(Outcome.ABANDONED_IN_MENU, 0)
+        return {
+            "calls": self.calls,
+            "reached_hotline": self.reached,
+            "reached_hotline_pct": round(self.share(self.reached), 1),
+            "transfer_failed": failed,
+            "transfer_failed_pct": round(self.share(failed), 1),
+            "hung_up_in_menu": abandoned,
+            "hung_up_in_menu_pct": round(self.share(abandoned), 1),
+            "in_progress": self.outcomes.get(Outcome.IN_PROGRESS, 0),
+            "emergency_transfers": self.emergency_transfers,
+            "median_seconds_to_transfer": self.median_seconds_to_transfer,
+            "repeat_calls": self.repeat_calls,
+        }
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["health"] = [{**asdict(h), "failed_share": round(h.failed_share, 3)}
+                         for h in self.health]
+        out["funnel"] = [{"question": q, "reached": r, "hung_up": h} for q, r, h in self.funnel]
+        return {"from": self.days[0], "to": self.days[-1], **self.headline(), **{
+            k: v for k, v in out.items() if k not in ("days", "calls")}}
+
+
+def summarize(
+    days: list[str],
+    counters: dict[str, dict[str, int]],
+    unique_callers: int,
+    recent_dials: dict[str, int],
+    questions: list[str],
+    health_threshold: float = 0.3,
+    health_min_attempts: int = 3,
+) -> Summary:
+    """Add up the days' counters. `questions` orders the funnel (menu order)."""
+    total: Counter = Counter()
+    for day in days:
+        total.update(counters.get(day, {}))
+    by_prefix: dict[str, dict[str, int]] = {}
+    for name, n in total.items():
+        prefix, _, rest = name.partition(":")
+        if rest and n:
+            by_prefix.setdefault(prefix, {})[rest] = n
+    categories = sorted(by_prefix.get("category", {}))
+    per_day = {
+        c: [counters.get(day, {}).get(f"category:{c}", 0) for day in days] for c in categories
+    }
+    hotlines: dict[str, HotlineRow] = {}
+    for hotline, n in by_prefix.get("transfer", {}).items():
+        hotlines.setdefault(hotline, HotlineRow(hotline)).transfers = n
+    for key, n in by_prefix.get("dial", {}).items():
+        hotline, _, status = key.partition(":")
+        hotlines.setdefault(hotline, HotlineRow(hotline)).results[status] = n
+    asked, hung = by_prefix.get("asked", {}), by_prefix.get("hangup", {})
+    funnel_order = [q for q in questions if q in asked or q in hung]
+    funnel_order += sorted((set(asked) | set(hung)) - set(funnel_order))
+    return Summary(
+        days=days,
+        calls=total.get("calls", 0),
+        outcomes=by_prefix.get("outcome", {}),
+        emergency_transfers=by_prefix.get("outcome", {}).get(Outcome.EMERGENCY_TRANSFERRED, 0),
+        median_seconds_to_transfer=_median({int(k): n for k, n in
+                                            by_prefix.get("to_transfer", {}).items()}),
+        repeat_calls=max(0, total.get("identified", 0) - unique_callers),
+        categories=per_day,
+        languages=by_prefix.get("lang", {}),
+        hotlines=sorted(hotlines.values(), key=lambda h: -h.transfers),
+        funnel=[(q, asked.get(q, 0), hung.get(q, 0)) for q in funnel_order],
+        by_hour=[total.get(f"hour:{h:02d}", 0) for h in range(24)],
+        health=_health(recent_dials, health_threshold, health_min_attempts),
+    )
+
+
+def _median(histogram: dict[int, int]) -> int | None:
+    """The median of a {value: count} histogram."""
+    n = sum(histogram.values())
+    if not n:
+        return None
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen * 2 >= n:
+            return value
+    return None
+
+
+def _health(recent_dials: dict[str, int], threshold: float, min_attempts: int) -> list[Health]:
+    """Each hotline's dial results over the last hours; flagged when too many failed."""
+    attempts: Counter = Counter()
+    failed: Counter = Counter()
+    for key, n in recent_dials.items():
+        _, hotline, status = key.split(":", 2)
+        attempts[hotline] += n
+        if status in FAILED_DIALS:
+            failed[hotline] += n
+    rows = [
+        Health(h, attempts[h], failed[h],
+               attempts[h] >= min_attempts and failed[h] / attempts[h] > threshold)
+        for h in sorted(attempts)
+    ]
+    return sorted(rows, key=lambda h: (not h.flagged, h.hotline))
