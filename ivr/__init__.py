@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, current_app
 
 from ivr import events, security, settings, store
 from ivr import menu as menu_config
+from ivr.versions import LiveMenu
 
 REQUIRED_IN_PRODUCTION = ("TWILIO_AUTH_TOKEN", "SECRET_KEY")
+
+
+def current_menu() -> menu_config.Menu:
+    """The menu this request is served with (the newest published version)."""
+    return current_app.extensions["ruta.live_menu"].get()
 
 
 class StartupError(RuntimeError):
@@ -27,13 +33,17 @@ def create_app(config: dict | None = None) -> Flask:
                 "secret key is any long random string). For a local try, run `ivr dev`."
             )
     try:
-        menu = menu_config.load(app.config["RUTA_CONFIG_DIR"], app.config["RUTA_PROMPTS_DIR"])
+        shipped = menu_config.read_shipped(app.config["RUTA_CONFIG_DIR"],
+                                           app.config["RUTA_PROMPTS_DIR"])
+        menu = menu_config.build(shipped, app.config["RUTA_MENU_OVERRIDES"])
     except menu_config.ConfigError as e:
         raise StartupError(f"Ruta will not start: {e}") from e
-    app.extensions["ruta.menu"] = menu
+    app.extensions["ruta.shipped"] = shipped
     events.init_app(app)
     store.init_app(app)
     security.init_app(app)
+    # The newest version an administrator published, else the shipped files.
+    app.extensions["ruta.live_menu"] = LiveMenu(shipped, app.extensions["ruta.redis"], menu)
 
     from ivr import admin, reports, voice
 

@@ -1,18 +1,361 @@
-"""Administrators: what callers hear and where they are sent (read-only for now)."""
+"""Administrators: change what callers hear and where they go, safely, without a deploy.
+
+Edits go to a draft (ivr.versions); publishing checks the whole configuration exactly as
+the loader does and refuses a broken draft with each problem next to its field. Every
+page here needs the admin role; every form carries a CSRF token (Flask-WTF, app-wide).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+import csv
+import hashlib
+import io
+import json
+import re
+from collections import OrderedDict
 
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr import current_menu, store, twiml
+from ivr.flow import question
+from ivr.menu import HOTLINE_FIELDS, field_of, word_count
 from ivr.security import current_staff, staff_required
+from ivr.simulator import Move, SimulatedCall, flask_transport
+from ivr.versions import ConfigVersions, PublishError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+PREVIEW_TOKEN = "preview-only-token"  # signs the preview app's requests; never served
+MAX_TRY_MOVES = 30
+
+
+@bp.before_request
+@staff_required("admin")
+def admins_only():
+    """Every page of this blueprint is for admins (supervisors get 403)."""
+
+
+def versions() -> ConfigVersions:
+    r = current_app.extensions["ruta.store"].r
+    return ConfigVersions(r, current_app.extensions["ruta.shipped"],
+                          bool(int(current_app.config["RUTA_TWO_PERSON_RULE"])))
+
+
+def _render(template: str, **context):
+    v = versions()
+    return render_template(template, staff=current_staff(), live=v.version(v.latest()),
+                           live_number=v.latest(), draft=v.draft(),
+                           two_person_rule=v.two_person_rule, **context)
+
+
+def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for problem in problems:
+        grouped.setdefault(field_of(problem), []).append(problem)
+    return grouped
+
+
+# --- overview, prompts, hotlines -----------------------------------------------------
 
 
 @bp.get("")
-@staff_required("admin")
 def index():
-    """The live prompts side by side per language, and the hotline directory."""
-    menu = current_app.extensions["ruta.menu"]
-    keys = sorted({k for texts in menu.prompts.values() for k in texts})
-    return render_template("admin.html", menu=menu, keys=keys, staff=current_staff())
+    """Where things stand: the live version, the draft, what to do next."""
+    v = versions()
+    draft = v.draft()
+    problems = v.check(draft["doc"])[1] if draft else []
+    changes = _draft_changes(v, draft) if draft else []
+    return _render("admin/index.html", problems=problems, changes=changes)
+
+
+def _draft_changes(v: ConfigVersions, draft: dict) -> list[tuple[str, str, str]]:
+    from ivr.versions import effective
+
+    before = effective(v.shipped, v.document(v.latest()))
+    after = effective(v.shipped, draft["doc"])
+    return [(k, before.get(k, ""), after.get(k, "")) for k in sorted(after)
+            if before.get(k) != after.get(k)]
+
+
+@bp.route("/prompts", methods=["GET", "POST"])
+def prompts():
+    """Every prompt, per language side by side, with the shipped text to compare."""
+    v = versions()
+    doc = v.draft_or_live()
+    shipped = v.shipped.prompts
+    languages = list(shipped)
+    keys = sorted({k for texts in shipped.values() for k in texts})
+    if request.method == "POST":
+        texts: dict[str, dict[str, str]] = {lang: {} for lang in languages}
+        for lang in languages:
+            for key in keys:
+                value = request.form.get(f"prompt:{lang}:{key}")
+                if value is None:
+                    continue
+                value = value.replace("\r\n", "\n").strip()
+                if value != shipped[lang].get(key, "").strip():
+                    texts[lang][key] = value
+        doc = {**doc, "prompts": texts}
+        v.save_draft(doc, current_staff().name)
+        flash("Draft saved. It is not live until you publish it.")
+        return redirect(url_for("admin.prompts"))
+    menu, problems = v.check(doc)
+    current = {lang: {**shipped[lang], **(doc.get("prompts", {}).get(lang) or {})}
+               for lang in languages}
+    return _render("admin/prompts.html", languages=languages, keys=keys, shipped=shipped,
+                   current=current, problems=_problems_by_field(problems),
+                   previews=_previews(menu, current) if menu else {})
+
+
+def _previews(menu, current) -> dict[str, str]:
+    """The TwiML a caller would get for each prompt (a question: its whole <Gather>)."""
+    out = {}
+    asking = {n.prompt: n.id for n in menu.nodes.values()}
+    for lang, texts in current.items():
+        voice = menu.voices[lang]
+        for key, text in texts.items():
+            if key in asking:
+                step = question(menu, lang, asking[key])
+                out[f"{lang}:{key}"] = twiml.render(step, lambda s: "/voice/menu?…")
+            else:
+                response = VoiceResponse()
+                response.say(text, voice=voice.voice, language=voice.say_language)
+                out[f"{lang}:{key}"] = str(response)
+    return out
+
+
+@bp.route("/hotlines", methods=["GET", "POST"])
+def hotlines():
+    """The hotline directory (dial targets, number said, hours, fallback) and voices."""
+    v = versions()
+    doc = v.draft_or_live()
+    shipped = v.shipped
+    if request.method == "POST":
+        lines: dict[str, dict] = {}
+        for hid, fields in shipped.hotlines.items():
+            edited = {
+                "dial": [t.strip() for t in
+                         re.split(r"[\n,]", request.form.get(f"hotline:{hid}:dial", ""))
+                         if t.strip()],
+                "say": request.form.get(f"hotline:{hid}:say", "").strip(),
+                "hours": _hours_from_text(request.form.get(f"hotline:{hid}:hours", "")),
+                "fallback": request.form.get(f"hotline:{hid}:fallback", "").strip(),
+            }
+            original = {"dial": fields.get("dial", []), "say": fields.get("say", ""),
+                        "hours": fields.get("hours", "24/7"),
+                        "fallback": fields.get("fallback", "")}
+            changed = {k: val for k, val in edited.items() if val != original[k]}
+            if changed:
+                lines[hid] = changed
+        voices: dict[str, dict] = {}
+        for lang, fields in (shipped.menu.get("voices") or {}).items():
+            edited = {name: request.form.get(f"voice:{lang}:{name}", "").strip()
+                      for name in ("voice", "say_language", "speech_language")}
+            changed = {k: val for k, val in edited.items() if val != fields.get(k, "")}
+            if changed:
+                voices[lang] = changed
+        v.save_draft({**doc, "hotlines": lines, "voices": voices}, current_staff().name)
+        flash("Draft saved. It is not live until you publish it.")
+        return redirect(url_for("admin.hotlines"))
+    _, problems = v.check(doc)
+    current = {hid: {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
+               for hid, fields in shipped.hotlines.items()}
+    voices = {lang: {**fields, **(doc.get("voices", {}).get(lang) or {})}
+              for lang, fields in (shipped.menu.get("voices") or {}).items()}
+    return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
+                   voices=voices, fields=HOTLINE_FIELDS, hours_text=_hours_text,
+                   problems=_problems_by_field(problems))
+
+
+def _hours_from_text(text: str):
+    """ "24/7" or "mon-fri 07:00-19:00; sat 08:00-12:00" -> what hotlines.toml holds."""
+    parts = [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
+    if not parts or parts == ["24/7"]:
+        return "24/7"
+    return parts
+
+
+def _hours_text(hours) -> str:
+    return hours if isinstance(hours, str) else "; ".join(hours)
+
+
+# --- publish, approve, discard ---------------------------------------------------------
+
+
+@bp.post("/publish")
+def publish():
+    v = versions()
+    try:
+        number = v.publish(current_staff().name, request.form.get("note", ""))
+    except PublishError as e:
+        for problem in e.problems:
+            flash(problem, "error")
+        return redirect(url_for("admin.index"))
+    if number is None:
+        flash("Waiting for a second administrator to approve it (two-person rule).")
+    else:
+        flash(f"Version {number} is live: callers hear it from their next call.")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/approve")
+def approve():
+    try:
+        number = versions().approve(current_staff().name)
+        flash(f"Approved: version {number} is live.")
+    except PublishError as e:
+        for problem in e.problems:
+            flash(problem, "error")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/discard")
+def discard():
+    versions().discard_draft(current_staff().name)
+    flash("Draft discarded.")
+    return redirect(url_for("admin.index"))
+
+
+# --- history, diff, rollback -------------------------------------------------------------
+
+
+@bp.get("/history")
+def history():
+    v = versions()
+    latest = v.latest()
+    try:
+        old = int(request.args.get("from", max(latest - 1, 0)))
+        new = int(request.args.get("to", latest))
+        diff = v.diff(old, new)
+    except (ValueError, KeyError):
+        flash("Pick two versions that exist.", "error")
+        old, new, diff = max(latest - 1, 0), latest, v.diff(max(latest - 1, 0), latest)
+    return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff,
+                   text_diff=v.text_diff)
+
+
+@bp.post("/rollback")
+def rollback():
+    v = versions()
+    try:
+        number = v.rollback(int(request.form.get("version", "-1")), current_staff().name,
+                            request.form.get("note", ""))
+        flash(f"Rolled back: version {number} is live.")
+    except (PublishError, ValueError) as e:
+        for problem in getattr(e, "problems", [str(e)]):
+            flash(problem, "error")
+    return redirect(url_for("admin.history"))
+
+
+# --- audit log ---------------------------------------------------------------------------
+
+
+@bp.get("/audit")
+def audit():
+    entries = current_app.extensions["ruta.store"].r.xrevrange(store.AUDIT, count=500)
+    return _render("admin/audit.html", entries=entries)
+
+
+@bp.get("/audit.csv")
+def audit_csv():
+    r = current_app.extensions["ruta.store"].r
+
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["at", "who", "action", "detail"])
+        last = "-"
+        while True:  # oldest first, 500 at a time
+            batch = r.xrange(store.AUDIT, min=last, count=500)
+            batch = [e for e in batch if e[0] != last]
+            if not batch:
+                break
+            for entry_id, fields in batch:
+                writer.writerow([fields.get("at"), fields.get("who"), fields.get("action"),
+                                 fields.get("detail")])
+                last = entry_id
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(rows(), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="ruta-audit.csv"'})
+
+
+# --- try the call --------------------------------------------------------------------------
+
+_preview_apps: OrderedDict[str, object] = OrderedDict()
+
+
+def _preview_app(doc: dict):
+    """A private app serving the draft, with no Redis and no events: the real webhook
+    code, reached only through its test client, signed here with a token of its own."""
+    from ivr import create_app
+
+    key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    if key not in _preview_apps:
+        _preview_apps[key] = create_app({
+            "RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": PREVIEW_TOKEN,
+            "SECRET_KEY": current_app.config["SECRET_KEY"], "REDIS_URL": "",
+            "PUBLIC_BASE_URL": "", "RUTA_PREVIEW": True, "RUTA_MENU_OVERRIDES": doc,
+            "RUTA_CONFIG_DIR": current_app.config["RUTA_CONFIG_DIR"],
+            "RUTA_PROMPTS_DIR": current_app.config["RUTA_PROMPTS_DIR"],
+        })
+        while len(_preview_apps) > 4:
+            _preview_apps.popitem(last=False)
+    return _preview_apps[key]
+
+
+@bp.route("/try", methods=["GET", "POST"])
+def try_call():
+    """Play a call against the draft: a keypad and a speech box, one move at a time."""
+    v = versions()
+    doc = v.draft_or_live()
+    _, problems = v.check(doc)
+    try:
+        moves = json.loads(request.form.get("moves", "[]"))[:MAX_TRY_MOVES]
+        dials = json.loads(request.form.get("dials", "[]"))[:MAX_TRY_MOVES]
+    except ValueError:
+        moves, dials = [], []
+    if request.method == "POST" and not request.form.get("restart"):
+        if request.form.get("press") is not None:
+            moves.append(["press", request.form["press"][:1]])
+        elif request.form.get("say", "").strip():
+            moves.append(["say", request.form["say"].strip()[:200]])
+        elif request.form.get("silent"):
+            moves.append(["silent", ""])
+        dial_result = request.form.get("dial_result", "completed")
+        dials = [dial_result] * MAX_TRY_MOVES
+    elif request.form.get("restart"):
+        moves, dials = [], []
+    transcript, seconds = None, None
+    if not problems:
+        call = SimulatedCall("http://preview.ruta", PREVIEW_TOKEN,
+                             transport=flask_transport(_preview_app(doc)), caller="anonymous")
+        transcript = call.run([Move(kind, value) for kind, value in moves],
+                              dials or ["completed"])
+        seconds = _seconds_before_transfer(transcript, current_menu().words_per_minute)
+    return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,
+                   seconds=seconds, problems=problems, moves_json=json.dumps(moves),
+                   dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
+
+
+def _seconds_before_transfer(transcript, words_per_minute: int) -> float | None:
+    """Spoken seconds before the first transfer, if the call got there."""
+    words = 0
+    for line in transcript.lines:
+        if line.who == "dial":
+            return round(words * 60 / words_per_minute, 1)
+        if line.who == "ruta" and not line.text.startswith("("):
+            words += word_count(line.text)
+    return None

@@ -22,6 +22,7 @@ from ivr import menu as menu_config
 from ivr import security, settings, store
 from ivr.events import Spool
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
+from ivr.versions import audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
 
@@ -332,6 +333,11 @@ def _staff_store() -> store.Store:
     return store.Store(_redis())
 
 
+def _operator() -> str:
+    """Who ran an `ivr` command, for the audit log."""
+    return f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
+
+
 @main.group()
 def users():
     """Staff accounts: supervisors read reports, admins also change the menu."""
@@ -351,7 +357,9 @@ def users_add(name, role, password_stdin):
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 10:
         raise click.UsageError("the password must have at least 10 characters")
-    _staff_store().save_user(name, role, security.hash_password(password))
+    s = _staff_store()
+    s.save_user(name, role, security.hash_password(password))
+    audit(s.r, _operator(), "user saved", f"{name} ({role})")
     click.echo(f"user {name} saved with role {role}")
 
 
@@ -369,8 +377,10 @@ def users_list():
 @click.argument("name")
 def users_remove(name):
     """Remove a staff account (its sessions end at their next request)."""
-    if not _staff_store().remove_user(name):
+    s = _staff_store()
+    if not s.remove_user(name):
         raise click.ClickException(f"no user named {name}")
+    audit(s.r, _operator(), "user removed", name)
     click.echo(f"user {name} removed")
 
 
@@ -387,6 +397,7 @@ def tokens_add(name):
     s = _staff_store()
     s.remove_token(name)
     s.save_token(name, "supervisor", token_hash)
+    audit(s.r, _operator(), "API token created", name)
     click.echo(token)
 
 
@@ -399,6 +410,114 @@ def tokens_list():
 @tokens.command("remove")
 @click.argument("name")
 def tokens_remove(name):
-    if not _staff_store().remove_token(name):
+    s = _staff_store()
+    if not s.remove_token(name):
         raise click.ClickException(f"no token named {name}")
+    audit(s.r, _operator(), "API token removed", name)
     click.echo(f"token {name} removed")
+
+
+# --- ivr prompts: the admin page's draft / publish / history, as files ---------------------
+
+
+def _versions():
+    from ivr.versions import ConfigVersions
+
+    config = settings.load()
+    shipped = menu_config.read_shipped(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
+    return ConfigVersions(_redis(), shipped, bool(int(config["RUTA_TWO_PERSON_RULE"])))
+
+
+@main.group()
+def prompts():
+    """Prompts as files, so a change can be reviewed in a pull request."""
+
+
+@prompts.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+def prompts_export(directory):
+    """Write the live prompts to DIRECTORY/<language>.toml."""
+    v = _versions()
+    doc = v.document(v.latest())
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang, texts in v.shipped.prompts.items():
+        merged = {**texts, **(doc.get("prompts", {}).get(lang) or {})}
+        # A JSON string is a valid TOML basic string: no TOML writer needed.
+        body = "".join(f"{key} = {json.dumps(text, ensure_ascii=False)}\n"
+                       for key, text in sorted(merged.items()))
+        (folder / f"{lang}.toml").write_text(
+            f"# Ruta prompts ({lang}), version {v.latest()}\n{body}", encoding="utf-8")
+    click.echo(f"wrote version {v.latest()}'s prompts to {folder}")
+
+
+@prompts.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def prompts_import(directory):
+    """Put the prompts of DIRECTORY/<language>.toml into the draft (not live yet)."""
+    import tomllib
+
+    v = _versions()
+    texts: dict[str, dict[str, str]] = {}
+    for lang, shipped in v.shipped.prompts.items():
+        path = Path(directory) / f"{lang}.toml"
+        if not path.exists():
+            continue
+        try:
+            found = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise click.ClickException(f"{path}: not valid TOML: {e}") from e
+        texts[lang] = {k: str(t) for k, t in found.items() if str(t) != shipped.get(k)}
+    doc = {**v.draft_or_live(), "prompts": texts}
+    v.save_draft(doc, _operator())
+    _, problems = v.check(doc)
+    click.echo(f"draft saved from {directory}")
+    for problem in problems:
+        click.echo(f"  error: {problem}", err=True)
+    if problems:
+        click.echo("fix these before `ivr prompts publish`", err=True)
+
+
+@prompts.command("publish")
+@click.option("--note", required=True, help="What changed, and why.")
+def prompts_publish(note):
+    """Publish the draft (checked exactly as the admin page does)."""
+    from ivr.versions import PublishError
+
+    try:
+        number = _versions().publish(_operator(), note)
+    except PublishError as e:
+        for problem in e.problems:
+            click.echo(f"  error: {problem}", err=True)
+        raise click.ClickException("not published") from e
+    click.echo("waiting for a second admin's approval" if number is None
+               else f"version {number} is live")
+
+
+@prompts.command("history")
+def prompts_history():
+    """Every published version, newest first."""
+    v = _versions()
+    found = v.history()
+    if not found:
+        click.echo("nothing published: callers hear the shipped files (version 0)")
+    latest = v.latest()
+    for ver in found:
+        live = " (live)" if ver.number == latest else ""
+        click.echo(f"{ver.number:>4}{live:<7} {ver.at}  {ver.author:<16} {ver.note}")
+
+
+@prompts.command("rollback")
+@click.argument("number", type=int)
+@click.option("--note", required=True, help="Why.")
+def prompts_rollback(number, note):
+    """Make version NUMBER live again (as a new version)."""
+    from ivr.versions import PublishError
+
+    try:
+        new = _versions().rollback(number, _operator(), note)
+    except PublishError as e:
+        for problem in e.problems:
+            click.echo(f"  error: {problem}", err=True)
+        raise click.ClickException("not rolled back") from e
+    click.echo(f"version {new} is live (a copy of version {number})")

@@ -56,7 +56,8 @@ def init_app(app) -> None:
             retry=RedisRetry(NoBackoff(), 0), health_check_interval=30,
         )
     app.extensions["ruta.redis"] = client
-    app.extensions["ruta.emitter"] = Emitter(client, spool)
+    # An admin's "try the call" preview is not a call: its events are not kept.
+    app.extensions["ruta.emitter"] = None if app.config["RUTA_PREVIEW"] else Emitter(client, spool)
     secret = app.config["CALLER_ID_KEY"] or hmac.new(
         str(app.config["SECRET_KEY"]).encode(), b"ruta caller pseudonym", hashlib.sha256
     ).hexdigest()

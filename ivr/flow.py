@@ -409,6 +409,11 @@ def spoken_number(number: str) -> str:
     return ", ".join(" ".join(group) for group in number.split())
 
 
+def question(menu: Menu, lang: str, node: str, greet: bool = False) -> Ask:
+    """The step that asks `node` in `lang` (the admin page shows its TwiML)."""
+    return _ask(menu, CallState(lang=lang, node=node, step=1), greet=greet).step
+
+
 def safe_transfer(menu: Menu, lang: str) -> Result:
     """Last resort when something broke: straight to the default line's first target."""
     lang = lang if lang in menu.languages else menu.languages[0]

@@ -8,6 +8,7 @@ figure of every path (what `ivr config check` prints).
 
 from __future__ import annotations
 
+import copy
 import re
 import string
 import tomllib
@@ -141,30 +142,101 @@ def is_dialable(target: str) -> bool:
     return bool(E164.match(target) or SIP_URI.match(target))
 
 
-def load(
-    config_dir: Path | str = CONFIG_DIR,
-    prompts_dir: Path | str = PROMPTS_DIR,
-    prompt_overrides: dict[str, dict[str, str]] | None = None,
-) -> Menu:
-    """Read and check the shipped files (and any overrides); raise ConfigError if broken."""
+@dataclass(frozen=True)
+class Shipped:
+    """The files as shipped, parsed once; administrators' overrides apply on top."""
+
+    menu: dict
+    hotlines: dict
+    prompts: dict[str, dict[str, str]]
+
+
+# What an administrator may override (see ivr/versions.py): the rest stays in the files.
+HOTLINE_FIELDS = ("dial", "say", "hours", "fallback")
+VOICE_FIELDS = ("voice", "say_language", "speech_language")
+
+
+def read_shipped(config_dir: Path | str = CONFIG_DIR,
+                 prompts_dir: Path | str = PROMPTS_DIR) -> Shipped:
+    """Parse the shipped files; raise ConfigError if one is missing or not TOML."""
     config_dir, prompts_dir = Path(config_dir), Path(prompts_dir)
     problems: list[str] = []
     menu_raw = _read_toml(config_dir / "menu.toml", problems)
     hotlines_raw = _read_toml(config_dir / "hotlines.toml", problems)
-    languages = tuple(menu_raw.get("languages", ["es", "en"]))
-    prompts = {
-        lang: {k: v for k, v in _read_toml(prompts_dir / f"{lang}.toml", problems).items()}
-        for lang in languages
-    }
-    for lang, texts in (prompt_overrides or {}).items():
-        prompts.setdefault(lang, {}).update(texts)
+    languages = menu_raw.get("languages", ["es", "en"])
+    prompts = {lang: _read_toml(prompts_dir / f"{lang}.toml", problems) for lang in languages}
     if problems:
         raise ConfigError(problems)
+    return Shipped(menu_raw, hotlines_raw, prompts)
+
+
+def load(
+    config_dir: Path | str = CONFIG_DIR,
+    prompts_dir: Path | str = PROMPTS_DIR,
+    overrides: dict | None = None,
+) -> Menu:
+    """Read and check the shipped files (and any overrides); raise ConfigError if broken."""
+    return build(read_shipped(config_dir, prompts_dir), overrides)
+
+
+def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False) -> Menu:
+    """The menu from the shipped files with an administrator's overrides applied.
+
+    Raises ConfigError with every problem. `strict` (a publish) also refuses what is
+    only a warning for shipped files: a path over the spoken-seconds budget.
+    """
+    overrides = overrides or {}
+    problems: list[str] = []
+    menu_raw = copy.deepcopy(shipped.menu)
+    hotlines_raw = copy.deepcopy(shipped.hotlines)
+    prompts = {lang: dict(texts) for lang, texts in shipped.prompts.items()}
+    for lang, texts in (overrides.get("prompts") or {}).items():
+        if lang not in prompts:
+            problems.append(f"prompts/{lang}: no such language")
+            continue
+        prompts[lang].update(texts)
+    for hid, fields in (overrides.get("hotlines") or {}).items():
+        if hid not in hotlines_raw:
+            problems.append(f"hotline {hid}: no such hotline in hotlines.toml")
+            continue
+        hotlines_raw[hid].update({k: v for k, v in fields.items() if k in HOTLINE_FIELDS})
+        if not hotlines_raw[hid].get("fallback"):
+            hotlines_raw[hid].pop("fallback", None)
+    for lang, fields in (overrides.get("voices") or {}).items():
+        voices = menu_raw.setdefault("voices", {})
+        if lang not in voices:
+            problems.append(f"voices.{lang}: no such language")
+            continue
+        voices[lang].update({k: v for k, v in fields.items() if k in VOICE_FIELDS})
+    languages = tuple(menu_raw.get("languages", ["es", "en"]))
     menu = _build(menu_raw, hotlines_raw, prompts, languages, problems)
     warnings = _validate(menu, problems) if menu else []
+    if strict:
+        problems += [w for w in warnings if w.startswith("path ")]
     if problems:
         raise ConfigError(problems)
     return replace(menu, warnings=tuple(warnings))
+
+
+def field_of(problem: str) -> str:
+    """The form field a problem belongs to, e.g. "prompt:en:greeting", "hotline:icbf:dial".
+
+    The admin page shows each problem next to its field; "" means the whole config.
+    """
+    patterns = [
+        (r"prompts/(\w+): (?:missing )?prompt '([^']+)'", "prompt:{0}:{1}"),
+        (r"path (\w+) .*", "language:{0}"),
+        (r"hotline (\w+): hours", "hotline:{0}:hours"),
+        (r"hotline (\w+): (?:fallback|no such)", "hotline:{0}:fallback"),
+        (r"hotline (\w+): `say`", "hotline:{0}:say"),
+        (r"hotline (\w+): ", "hotline:{0}:dial"),
+        (r"voices\.(\w+)", "voice:{0}"),
+    ]
+    for pattern, field_id in patterns:
+        m = re.match(pattern, problem)
+        if m:
+            return field_id.format(*m.groups())
+    return ""
 
 
 def _read_toml(path: Path, problems: list[str]) -> dict:
@@ -299,6 +371,9 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
                 problems.append(f"hotline {h.id}: {target!r} is not a valid E.164 number")
             elif target.startswith("sip") and not SIP_URI.match(target):
                 problems.append(f"hotline {h.id}: {target!r} is not a valid SIP URI")
+            elif not is_dialable(target) and not re.fullmatch(r"\d{3,12}", target):
+                problems.append(f"hotline {h.id}: {target!r} is not an E.164 number "
+                                "(+57...), a SIP URI or a national number")
             elif not is_dialable(target):
                 warnings.append(
                     f"hotline {h.id}: {target!r} is a national short code or local number "

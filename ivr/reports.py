@@ -22,12 +22,13 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts
+from ivr import charts, current_menu
 from ivr.menu import Menu
 from ivr.outcomes import BOGOTA, CallRecord
 from ivr.security import current_staff, limiter, password_matches, staff_required
 from ivr.store import Store
 from ivr.summary import ANSWERED_DIALS, RangeError, Summary, last_hours, parse_range, summarize
+from ivr.versions import audit
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
@@ -47,7 +48,7 @@ def _store() -> Store:
 
 
 def _menu() -> Menu:
-    return current_app.extensions["ruta.menu"]
+    return current_menu()
 
 
 def questions_in_order(menu: Menu) -> list[str]:
@@ -128,7 +129,9 @@ def login():
             session.clear()
             session["user"] = form.name.data
             session.permanent = True
+            audit(_store().r, form.name.data, "login", request.remote_addr or "")
             return redirect(_safe_next(request.args.get("next")))
+        audit(_store().r, form.name.data[:64], "login failed", request.remote_addr or "")
         return render_template("login.html", form=form,
                                error="Wrong name or password."), 401
     return render_template("login.html", form=form, error=None)

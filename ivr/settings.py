@@ -21,6 +21,9 @@ DEFAULTS: dict[str, object] = {
     "RUTA_SPOOL_DIR": "spool",  # where events wait while Redis is down
     "RUTA_RETENTION_DAYS": 180,  # call records and events; day counters stay
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
+    "RUTA_TWO_PERSON_RULE": 0,  # 1: a publish needs a second admin's approval
+    "RUTA_PREVIEW": False,  # set only for the admin page's "try the call" apps
+    "RUTA_MENU_OVERRIDES": None,  # a draft to serve instead of the live version (preview)
 }
 
 
@@ -30,6 +33,11 @@ def load(overrides: dict | None = None) -> dict:
     for name, default in DEFAULTS.items():
         if name in os.environ:
             raw = os.environ[name]
-            settings[name] = type(default)(raw) if isinstance(default, int | float) else raw
+            if isinstance(default, bool):
+                settings[name] = raw.strip().lower() in ("1", "true", "yes")
+            elif isinstance(default, int | float):
+                settings[name] = type(default)(raw)
+            else:
+                settings[name] = raw
     settings.update(overrides or {})
     return settings

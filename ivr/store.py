@@ -15,6 +15,11 @@ Nobody else formats a key string. The layout:
     ruta:users               set: staff account names
     ruta:token:<sha256>      hash: an API token's name and role (the token is not kept)
     ruta:tokens              hash: API token name -> its sha256
+    ruta:config:version      the configuration version web processes serve (0: files)
+    ruta:config:seq          the last version number given out
+    ruta:config:v:<n>        hash: version n (overrides document, author, time, note)
+    ruta:config:draft        JSON: the administrators' draft
+    ruta:audit               stream: who published, rolled back, logged in... (kept)
     ruta:drain:scheduled     flag: a drain job was enqueued in the last moments
     ruta:drain:lock          lock: the one drain writing right now
 
@@ -71,6 +76,15 @@ def token_key(token_hash: str) -> str:
 
 USERS = "ruta:users"
 TOKENS = "ruta:tokens"
+CONFIG_VERSION = "ruta:config:version"
+CONFIG_VERSION_SEQ = "ruta:config:seq"
+CONFIG_DRAFT = "ruta:config:draft"
+AUDIT = "ruta:audit"
+
+
+def config_version_key(number: int) -> str:
+    return f"ruta:config:v:{number}"
+
 HOUR_KEEP_SECONDS = 3 * 24 * 3600
 
 

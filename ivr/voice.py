@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, request, url_for
 
-from ivr import events, flow, twiml
+from ivr import current_menu, events, flow, twiml
 from ivr.flow import Answer, Ask, CallState, Phase
 from ivr.menu import Menu
 from ivr.outcomes import FINAL_CALL_STATUSES, Event
@@ -23,12 +23,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 
-def current_menu() -> Menu:
-    return current_app.extensions["ruta.menu"]
-
-
-def _state(phase: Phase) -> CallState:
-    return CallState.from_params(phase, request.args, current_menu())
+def _state(phase: Phase, menu: Menu) -> CallState:
+    return CallState.from_params(phase, request.args, menu)
 
 
 def _answer() -> Answer:
@@ -76,8 +72,9 @@ def _event(suffix, kind, step, started, lang, asked, data) -> Event:
 
 
 def _emit(happened: list[Event]) -> None:
-    if happened and request.form.get("CallSid"):  # no CallSid: nothing to file it under
-        current_app.extensions["ruta.emitter"].emit(happened)
+    emitter = current_app.extensions["ruta.emitter"]
+    if emitter and happened and request.form.get("CallSid"):  # no CallSid: no call to file
+        emitter.emit(happened)
 
 
 @bp.post("")
@@ -97,8 +94,9 @@ def incoming():
 @twilio_signed
 def menu():
     """The caller's answer to a question, or the Redirect that follows silence."""
-    state = _state(Phase.MENU)
-    return _respond(flow.answer(current_menu(), state, _answer(), _now()), state)
+    menu = current_menu()  # once per request: a new version may arrive meanwhile
+    state = _state(Phase.MENU, menu)
+    return _respond(flow.answer(menu, state, _answer(), _now()), state)
 
 
 @bp.post("/dial")
@@ -108,16 +106,18 @@ def dial():
     status = request.form.get("DialCallStatus", "failed")
     duration = request.form.get("DialCallDuration", "0")
     seconds = int(duration) if duration.isdigit() else 0
-    state = _state(Phase.DIAL)
-    return _respond(flow.dial_result(current_menu(), state, status, seconds, _now()), state)
+    menu = current_menu()
+    state = _state(Phase.DIAL, menu)
+    return _respond(flow.dial_result(menu, state, status, seconds, _now()), state)
 
 
 @bp.post("/numbers")
 @twilio_signed
 def numbers():
     """A key pressed after the numbers were read: read them again."""
-    state = _state(Phase.NUMBERS)
-    return _respond(flow.numbers_answer(current_menu(), state, _answer(), _now()), state)
+    menu = current_menu()
+    state = _state(Phase.NUMBERS, menu)
+    return _respond(flow.numbers_answer(menu, state, _answer(), _now()), state)
 
 
 @bp.post("/status")

@@ -309,7 +309,7 @@ def test_missing_file_is_reported(tmp_path):
 def test_prompt_override_is_checked_like_a_file():
     """An override that empties a prompt is refused like an empty prompt in the file."""
     with pytest.raises(ConfigError) as caught:
-        menu_config.load(prompt_overrides={"es": {"goodbye": "  "}})
+        menu_config.load(overrides={"prompts": {"es": {"goodbye": "  "}}})
     assert "prompts/es: prompt 'goodbye' is empty" in caught.value.problems
 
 

@@ -1,0 +1,283 @@
+"""Administrators' changes: a draft, numbered immutable versions, rollback, audit.
+
+What an administrator can change is an *overrides* document over the shipped files:
+
+    {"prompts":  {"es": {"greeting": "..."}, "en": {...}},
+     "hotlines": {"labour": {"dial": ["+57..."], "say": "120", "hours": "24/7",
+                             "fallback": "national"}},
+     "voices":   {"es": {"voice": "...", "say_language": "...", "speech_language": "..."}}}
+
+Edits go into the draft. Publishing builds the whole menu exactly as the loader does
+(`ivr.menu.build`, strictly: a path over the spoken-seconds budget is refused too) and
+stores the document as the next version; a version is never changed afterwards, and a
+rollback publishes an old version's document again as a new one. Every web process
+serves the newest version from its next call on (`LiveMenu`), and keeps what it has if
+Redis is unreachable. With the two-person rule a publish waits for a second admin.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis
+
+from ivr import store
+from ivr.menu import ConfigError, Menu, Shipped, build
+from ivr.outcomes import BOGOTA
+
+log = logging.getLogger(__name__)
+CHECK_EVERY = 1.0  # seconds between two looks at the version counter, per process
+RAISE_TO = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end"""
+
+
+class PublishError(Exception):
+    """The draft cannot go live; `problems` says why (each a ConfigError line)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Version:
+    number: int
+    author: str
+    at: str
+    note: str
+    kind: str  # "publish" or "rollback"
+    approved_by: str = ""
+
+
+def now_text() -> str:
+    return datetime.now(BOGOTA).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def normalize(doc: dict) -> dict:
+    """Keep only what may be overridden, dropping empty sections (stable to compare)."""
+    out = {}
+    for section in ("prompts", "hotlines", "voices"):
+        entries = {k: dict(v) for k, v in (doc.get(section) or {}).items() if v}
+        if entries:
+            out[section] = entries
+    return out
+
+
+def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
+    """Every overridable value, flattened to "prompt es greeting" -> text: for diffs."""
+    flat: dict[str, str] = {}
+    for lang, texts in shipped.prompts.items():
+        merged = {**texts, **(doc.get("prompts", {}).get(lang) or {})}
+        for key, text in merged.items():
+            flat[f"prompt {lang} {key}"] = str(text)
+    for hid, fields in shipped.hotlines.items():
+        merged = {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
+        for name in ("dial", "say", "hours", "fallback"):
+            value = merged.get(name, "24/7" if name == "hours" else "")
+            text = ", ".join(value) if isinstance(value, list) else str(value)
+            flat[f"hotline {hid} {name}"] = text
+    for lang, fields in (shipped.menu.get("voices") or {}).items():
+        merged = {**fields, **(doc.get("voices", {}).get(lang) or {})}
+        for name, value in merged.items():
+            flat[f"voice {lang} {name}"] = str(value)
+    return flat
+
+
+class ConfigVersions:
+    """Drafts, versions and the audit log, in Redis (keys from ivr.store)."""
+
+    def __init__(self, r: redis.Redis, shipped: Shipped, two_person_rule: bool = False):
+        self.r = r  # decodes responses
+        self.shipped = shipped
+        self.two_person_rule = two_person_rule
+
+    # --- reading ------------------------------------------------------------------
+
+    def latest(self) -> int:
+        return int(self.r.get(store.CONFIG_VERSION) or 0)
+
+    def document(self, number: int) -> dict:
+        """Version `number`'s overrides ({} for version 0, the shipped files)."""
+        if number == 0:
+            return {}
+        raw = self.r.hget(store.config_version_key(number), "doc")
+        if raw is None:
+            raise KeyError(f"no version {number}")
+        return json.loads(raw)
+
+    def version(self, number: int) -> Version | None:
+        fields = self.r.hgetall(store.config_version_key(number))
+        if not fields:
+            return None
+        return Version(number, fields.get("author", ""), fields.get("at", ""),
+                       fields.get("note", ""), fields.get("kind", ""),
+                       fields.get("approved_by", ""))
+
+    def history(self) -> list[Version]:
+        """Every version, newest first."""
+        found = (self.version(n) for n in range(self.latest(), 0, -1))
+        return [v for v in found if v]
+
+    def draft(self) -> dict | None:
+        """{"doc", "base", "author", "at", "pending_note", "pending_by"} or None."""
+        raw = self.r.get(store.CONFIG_DRAFT)
+        return json.loads(raw) if raw else None
+
+    def draft_or_live(self) -> dict:
+        """What the admin page edits: the draft, or else a copy of the live version."""
+        draft = self.draft()
+        return draft["doc"] if draft else self.document(self.latest())
+
+    def diff(self, old: int, new: int) -> list[tuple[str, str, str]]:
+        """(what, before, after) for every value that differs between two versions."""
+        before = effective(self.shipped, self.document(old))
+        after = effective(self.shipped, self.document(new))
+        return [(k, before.get(k, ""), after.get(k, ""))
+                for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+    @staticmethod
+    def text_diff(before: str, after: str) -> str:
+        return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                              lineterm="", n=0))
+
+    # --- checking -----------------------------------------------------------------
+
+    def check(self, doc: dict) -> tuple[Menu | None, list[str]]:
+        """The menu this document gives, or the problems that stop it going live."""
+        try:
+            return build(self.shipped, doc, strict=True), []
+        except ConfigError as e:
+            return None, e.problems
+
+    # --- changing -----------------------------------------------------------------
+
+    def save_draft(self, doc: dict, author: str) -> None:
+        """Keep the edits (even broken ones: they are shown with their problems)."""
+        current = self.draft()
+        draft = {"doc": normalize(doc), "base": current["base"] if current else self.latest(),
+                 "author": author, "at": now_text()}
+        self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+        self.audit(author, "draft saved", "")
+
+    def discard_draft(self, author: str) -> None:
+        if self.r.delete(store.CONFIG_DRAFT):
+            self.audit(author, "draft discarded", "")
+
+    def publish(self, author: str, note: str) -> int | None:
+        """Publish the draft: returns the new version, or None when it now waits for a
+        second admin's approval (two-person rule). Raises PublishError if broken."""
+        note = (note or "").strip()
+        if not note:
+            raise PublishError(["a short note saying what changed is required"])
+        draft = self.draft()
+        if draft is None:
+            raise PublishError(["there is no draft to publish"])
+        _, problems = self.check(draft["doc"])
+        if problems:
+            raise PublishError(problems)
+        if self.two_person_rule:
+            draft |= {"pending_note": note, "pending_by": author}
+            self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+            self.audit(author, "publish requested", note)
+            return None
+        return self._new_version(draft["doc"], author, note, "publish", clear_draft=True)
+
+    def approve(self, approver: str) -> int:
+        """A second admin approves the pending draft, which goes live."""
+        draft = self.draft()
+        if not draft or not draft.get("pending_by"):
+            raise PublishError(["no publish is waiting for approval"])
+        if draft["pending_by"] == approver:
+            raise PublishError(["the two-person rule needs another admin to approve"])
+        _, problems = self.check(draft["doc"])
+        if problems:
+            raise PublishError(problems)
+        return self._new_version(draft["doc"], draft["pending_by"], draft["pending_note"],
+                                 "publish", clear_draft=True, approved_by=approver)
+
+    def rollback(self, number: int, author: str, note: str) -> int:
+        """Publish version `number`'s document again, as a new version."""
+        note = (note or "").strip()
+        if not note:
+            raise PublishError(["a short note saying why is required"])
+        try:
+            doc = self.document(number)
+        except KeyError as e:
+            raise PublishError([f"there is no version {number}"]) from e
+        _, problems = self.check(doc)
+        if problems:  # the shipped files changed since: that old version no longer loads
+            raise PublishError(problems)
+        return self._new_version(doc, author, f"rollback to version {number}: {note}",
+                                 "rollback", clear_draft=False)
+
+    def _new_version(self, doc, author, note, kind, clear_draft, approved_by="") -> int:
+        number = self.r.incr(store.CONFIG_VERSION_SEQ)
+        pipe = self.r.pipeline()
+        pipe.hset(store.config_version_key(number), mapping={
+            "doc": json.dumps(normalize(doc), ensure_ascii=False), "author": author,
+            "at": now_text(), "note": note, "kind": kind, "approved_by": approved_by,
+        })
+        # Web processes watch this counter; it moves only once the version is stored,
+        # and only forward (two admins publishing at once: the higher number wins).
+        pipe.eval(RAISE_TO, 1, store.CONFIG_VERSION, number)
+        if clear_draft:
+            pipe.delete(store.CONFIG_DRAFT)
+        pipe.execute()
+        self.audit(author, kind, f"version {number}: {note}"
+                   + (f" (approved by {approved_by})" if approved_by else ""))
+        return number
+
+    # --- audit --------------------------------------------------------------------
+
+    def audit(self, who: str, action: str, detail: str) -> None:
+        audit(self.r, who, action, detail)
+
+
+def audit(r: redis.Redis, who: str, action: str, detail: str = "") -> None:
+    """Record who did what (publish, rollback, user change, login...). Kept for ever."""
+    r.xadd(store.AUDIT, {"at": now_text(), "who": who, "action": action, "detail": detail})
+
+
+class LiveMenu:
+    """The menu a web process serves: the newest published version, checked at most once
+    a second, parsed once per version; the last good one if Redis is unreachable."""
+
+    def __init__(self, shipped: Shipped, r: redis.Redis | None, fallback: Menu):
+        self.shipped = shipped
+        self.r = r
+        self.menu, self.version = fallback, 0
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> Menu:
+        if self.r is None or time.monotonic() - self._checked_at < CHECK_EVERY:
+            return self.menu
+        with self._lock:
+            if time.monotonic() - self._checked_at >= CHECK_EVERY:
+                self._checked_at = time.monotonic()
+                self._refresh()
+        return self.menu
+
+    def _refresh(self) -> None:
+        try:
+            latest = int(self.r.get(store.CONFIG_VERSION) or 0)
+            if latest == self.version:
+                return
+            raw = self.r.hget(store.config_version_key(latest), "doc") if latest else "{}"
+            self.menu, self.version = build(self.shipped, json.loads(raw or "{}")), latest
+            log.info("now serving configuration version %d", latest)
+        except redis.RedisError as e:
+            log.warning("cannot check the configuration version (%s); keeping %d",
+                        type(e).__name__, self.version)
+        except ConfigError as e:
+            log.error("configuration version %s does not load; keeping %d: %s",
+                      latest, self.version, e)
+            self.version = latest  # do not retry it every second
