@@ -316,8 +316,9 @@ def events_dead(count):
     """Entries that could not be written, with the reason (newest first)."""
     entries = store.Store(_redis()).dead_letters(count)
     click.echo(f"{len(entries)} dead letter(s)")
-    for entry_id, fields in entries:
-        click.echo(f"  {entry_id}  {fields.get('reason', '')}: {fields.get('e', '')[:120]}")
+    for _, fields in entries:  # "entry": the id it had in the events stream
+        click.echo(f"  {fields.get('entry', '')}  {fields.get('reason', '')}: "
+                   f"{fields.get('e', '')[:120]}")
 
 
 def _tool(bin_dir: Path, name: str) -> str:

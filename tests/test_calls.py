@@ -182,7 +182,8 @@ def test_when_every_line_fails_the_numbers_are_read_and_the_call_ends_politely(
     assert call.dialed == targets
     for item in [*items, NATIONAL_ITEM]:
         assert said(call, item) == 4  # twice, then twice again after pressing 1
-    assert said(call, "Para escucharlos otra vez, marque 1. Si alguien está en peligro, marque 0.") == 2
+    again = "Para escucharlos otra vez, marque 1. Si alguien está en peligro, marque 0."
+    assert said(call, again) == 2
     assert said(call, "No pudimos comunicarle. Tome nota de estos números.") == 1
     # Silence after the numbers: goodbye, then Ruta hangs up.
     assert ruta_lines(call)[-1].text == "Gracias por llamar. Cuídese mucho. Hasta luego."
