@@ -41,7 +41,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["ruta.shipped"] = shipped
     events.init_app(app)
     store.init_app(app)
-    security.init_app(app)
     # The newest version an administrator published, else the shipped files.
     app.extensions["ruta.live_menu"] = LiveMenu(shipped, app.extensions["ruta.redis"], menu)
 
@@ -51,4 +50,5 @@ def create_app(config: dict | None = None) -> Flask:
     security.csrf.exempt(voice.bp)  # Twilio proves itself with its signature instead
     app.register_blueprint(reports.bp)
     app.register_blueprint(admin.bp)
+    security.init_app(app)
     return app

@@ -42,21 +42,29 @@ def twilio_signed(view):
 # --- staff: supervisors and administrators ---------------------------------------------
 
 ROLES = ("supervisor", "admin")  # an admin may also read reports
+LOGIN_LIMIT = "5 per minute;30 per hour"  # failed logins, per client address
 csrf = CSRFProtect()
-limiter = Limiter(get_remote_address, key_prefix="ruta:limits")
 
 
 def init_app(app) -> None:
-    """Cookies, CSRF on every form, and the slow-down of repeated failed logins."""
+    """Cookies, CSRF on every form, and the slow-down of repeated failed logins.
+
+    Call after the blueprints are registered: the login view gets its limit here, from
+    a limiter of this app's own, kept in this app's Redis.
+    """
     development = app.config["RUTA_ENV"] == "development"
     app.config.setdefault("SESSION_COOKIE_SECURE", not development)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=8))
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] or "memory://")
-    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)  # Redis down: do not 500
     csrf.init_app(app)
-    limiter.init_app(app)
+    limiter = Limiter(get_remote_address, app=app, key_prefix="ruta:limits",
+                      storage_uri=app.config["REDIS_URL"] or "memory://",
+                      swallow_errors=True)  # Redis down: do not turn logins into 500s
+    app.extensions["ruta.limiter"] = limiter
+    app.view_functions["reports.login"] = limiter.limit(
+        LOGIN_LIMIT, methods=["POST"], deduct_when=lambda response: response.status_code == 401
+    )(app.view_functions["reports.login"])
 
 
 def hash_password(password: str) -> str:
