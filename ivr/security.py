@@ -104,7 +104,7 @@ def current_staff() -> Staff | None:
         return g.ruta_staff
     staff, store = None, current_app.extensions["ruta.store"]
     auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
+    if auth.startswith("Bearer ") and request.path.startswith("/api/"):  # tokens: API only
         found = store.token(token_hash(auth.removeprefix("Bearer ").strip()))
         if found:
             staff = Staff(found["name"], found["role"], "token")

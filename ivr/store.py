@@ -269,6 +269,12 @@ class Store:
             total.update({k: int(v) for k, v in fields.items()})
         return dict(total)
 
+    def count_calls(self, days: list[str]) -> int:
+        read = self.r.pipeline(transaction=False)
+        for day in days:
+            read.zcard(day_calls_key(day))
+        return sum(read.execute())
+
     def calls_page(self, days_newest_first: list[str], offset: int, limit: int):
         """One page of the calls of these days, newest first, and the total count."""
         read = self.r.pipeline(transaction=False)

@@ -1,0 +1,645 @@
+"""bench/reports: what supervisors wait for over a month of calls, against raw floors.
+
+Loads N simulated calls (default 1,000,000) spread over the last D days (default 30,
+Bogotá days up to now) into a fresh redis-server, then times what the staff pages read:
+
+- the dashboard summary of the D days (`reports.build_summary`: counters only), target
+  under 200 ms; floor: the raw pipelined HGETALL of the D day hashes alone;
+- the first page of the calls table, newest first (`Store.calls_page` + `call_row`),
+  target under 100 ms; floor: the same round trips (ZCARDs, ZREVRANGE, HGETALLs) raw;
+- one day's CSV export through the web export's own code (the `calls_csv` view's stream:
+  `Store.iter_calls` + `call_row` + csv) into a sink that only counts bytes, in rows/s,
+  with its tracemalloc peak for the whole day and for its first tenth (flat memory);
+  floor: raw ZRANGE + pipelined HGETALL of the same day, without building rows.
+
+Loading 1M calls through `Store.write_batch` (one read and one transaction per 500
+events) would take far longer than the reads we measure, so the calls are loaded by a
+bulk equivalent: each call's events are folded into a `CallRecord` exactly as
+write_batch folds them, and the same keys get the same values through big
+non-transactional pipelines, with the day and hour counters summed in Python first. The
+event log stream (ruta:log) is skipped. To prove the equivalence, the first 2,000 calls
+also go through the REAL `Store.write_batch` (time-ordered batches of 500 events, with
+repeated deliveries) into db 1 and through the bulk path into db 2, and every key is
+compared. The last line is key=value pairs for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ivr import menu as menu_config  # noqa: E402
+from ivr import store  # noqa: E402
+from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day  # noqa: E402
+from ivr.redis_server import RedisServer  # noqa: E402
+from ivr.summary import parse_range, today  # noqa: E402
+
+CHUNK = 2_000  # calls generated (and written) per task; the equivalence sample is chunk 0
+RUNS = 20
+SEED = 11
+DIAL_STATUSES = ["completed", "busy", "no-answer", "failed", "canceled"]
+DIAL_WEIGHTS = [76, 9, 10, 4, 1]
+# What callers pick at the first question (keys of config/menu.toml): 0 is the emergency
+# key, * repeats the question.
+WELCOME_KEYS = ["1", "2", "3", "4", "5", "0", "*"]
+WELCOME_WEIGHTS = [23, 26, 14, 12, 18, 5, 2]
+REPORT_KEYS = ["1", "2", "0", "*"]
+REPORT_WEIGHTS = [58, 35, 5, 2]
+# Calls by Bogotá hour of day (relative weights, 10 = busiest).
+HOUR_WEIGHTS = [2, 1, 1, 1, 1, 2, 4, 6, 8, 9, 10, 10, 9, 9, 9, 9, 8, 8, 7, 7, 6, 5, 4, 3]
+
+# Set in the parent before the pool forks, so every process simulates the same calls.
+G: dict = {}
+
+
+# --- simulated calls ----------------------------------------------------------------------
+
+
+def caller_for(rng: random.Random, n_total: int) -> str:
+    """A caller pseudonym (as ivr.events.caller_pseudonym makes them); some call again."""
+    if rng.random() < 0.07:
+        return "anonymous"
+    k = rng.randrange(max(1, int(n_total * 0.8)))
+    return f"c_{(k * 0x9E3779B97F4A7C15) & ((1 << 80) - 1):020x}"
+
+
+def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int,
+                  now: float) -> list[Event]:
+    """One call's events as the webhooks emit them (ivr.voice + ivr.flow with the shipped
+    menu): ids "<sid>:<step>.<n>", `asked` the question asked after the step, events of
+    one webhook share its step, the status callback's event is "<sid>:end"."""
+    sid = f"CA{i:032x}"
+    out: list[Event] = []
+    state = {"lang": menu.languages[0], "step": 1, "t": started}
+
+    def request(asked: str, *happened: tuple[str, dict]) -> None:
+        step, at = state["step"], round(state["t"], 3)
+        for n, (kind, data) in enumerate(happened):
+            out.append(Event(id=f"{sid}:{step}.{n}", call=sid, kind=kind, step=step, at=at,
+                             started=started, lang=state["lang"], asked=asked, data=data))
+
+    def later(lo: float, hi: float) -> None:
+        state["t"] += rng.uniform(lo, hi)
+        state["step"] += 1
+
+    request(menu.start, ("call_started", {"lang": state["lang"],
+                                          "caller": caller_for(rng, n_total)}))
+    if rng.random() < 0.12:  # an English speaker presses 9
+        later(8, 20)
+        state["lang"] = menu.other_language(state["lang"])
+        request(menu.start, ("menu_answered", {"node": menu.start, "input": "dtmf",
+                                               "option": menu.language_key, "attempt": 0}),
+                ("language_changed", {"lang": state["lang"]}))
+    node, attempt, transfer = menu.start, 0, None
+    while transfer is None:
+        roll = rng.random()
+        hang_up = 0.07 if node == menu.start else 0.12
+        if roll < hang_up:  # hangs up at this question: the call ends in the menu
+            break
+        later(12, 30)
+        if roll < hang_up + 0.13:  # silence or a key/word we do not understand
+            attempt += 1
+            kind = "no_input" if rng.random() < 0.55 else "invalid_input"
+            detail = {"node": node, "attempt": attempt}
+            if kind == "invalid_input":
+                detail["input"] = "dtmf" if rng.random() < 0.6 else "speech"
+            if attempt >= menu.max_attempts:
+                detail |= {"gave_up": True, "category": "unclear"}
+                transfer = menu.default_hotline
+                request("", (kind, detail), ("transfer_started",
+                                             {"hotline": transfer, "target": 0}))
+            else:
+                request(node, (kind, detail))
+            continue
+        keys, weights = ((WELCOME_KEYS, WELCOME_WEIGHTS) if node == menu.start
+                         else (REPORT_KEYS, REPORT_WEIGHTS))
+        key = rng.choices(keys, weights)[0]
+        option = menu.nodes[node].option(key)
+        category = ("emergency" if key == menu.emergency_key
+                    else option.category if option else "")
+        answered = ("menu_answered", {
+            "node": node, "input": "speech" if rng.random() < 0.4 else "dtmf", "option": key,
+            "attempt": attempt, **({"category": category} if category else {})})
+        if key == menu.repeat_key:
+            request(node, answered)
+        elif option is not None and option.next:
+            node, attempt = option.next, 0
+            request(node, answered)
+        else:
+            transfer = menu.emergency_hotline if key == menu.emergency_key else option.hotline
+            request("", answered, ("transfer_started", {"hotline": transfer, "target": 0}))
+
+    if transfer is not None:  # ring the hotline's targets, then its fallback chain
+        hotline, target, tried = menu.hotlines[transfer], 0, []
+        while True:
+            status = rng.choices(DIAL_STATUSES, DIAL_WEIGHTS)[0]
+            talk = rng.randint(40, 1200) if status == "completed" else 0
+            ring = {"completed": (4, 20), "busy": (1, 4), "no-answer": (25, 27),
+                    "failed": (0.5, 2), "canceled": (3, 20)}[status]
+            later(ring[0] + talk, ring[1] + talk)
+            ended = ("transfer_ended", {"hotline": hotline.id, "target": target,
+                                        "status": status, "duration": talk})
+            if status in ("completed", "canceled"):  # talked, or the caller gave up ringing
+                request("", ended)
+                break
+            target += 1
+            if target >= len(hotline.dial):
+                tried.append(hotline.id)
+                nxt = next((h for h in (hotline.fallback, menu.default_hotline)
+                            if h and h not in tried), None)
+                if nxt is None:  # chain exhausted: the numbers are read out
+                    request("", ended, ("numbers_given", {"hotlines": list(dict.fromkeys(
+                        [*tried, menu.default_hotline]))}))
+                    state["t"] += rng.uniform(30, 60)
+                    break
+                hotline, target = menu.hotlines[nxt], 0
+            request("", ended, ("transfer_started", {"hotline": hotline.id,
+                                                     "target": target}))
+    end = round(state["t"] + rng.uniform(1, 4), 3)
+    if rng.random() > 0.003:  # now and then Twilio's status callback never arrives
+        out.append(Event(id=f"{sid}:end", call=sid, kind="call_ended", step=1 << 20, at=end,
+                         started=started, data={"status": "completed",
+                                                "duration": int(end - started)}))
+    return [e for e in out if e.at <= now]  # a call still going has not sent the rest
+
+
+def chunk_calls(chunk: int) -> list[list[Event]]:
+    """The calls of one chunk; the same whichever process makes them."""
+    n_total, now, first = G["calls"], G["now"], G["first"]
+    rng = random.Random(SEED * 1_000_003 + chunk)
+    calls = []
+    for i in range(chunk * CHUNK, min(n_total, (chunk + 1) * CHUNK)):
+        while True:  # more calls by day than by night
+            started = round(first + rng.random() * (now - first), 3)
+            hour = int((started - 5 * 3600) % 86400 // 3600)  # Bogotá is UTC-5, no DST
+            if rng.random() * 10 < HOUR_WEIGHTS[hour]:
+                break
+        calls.append(simulate_call(i, started, rng, G["menu"], n_total, now))
+    return calls
+
+
+# --- the bulk write path ---------------------------------------------------------------------
+
+
+def fold(calls: list[list[Event]]):
+    """Each call's record and the counter deltas, exactly as Store.write_batch derives
+    them when it sees all of a call's events."""
+    records: list[CallRecord] = []
+    counters: dict[str, Counter] = defaultdict(Counter)
+    hours: dict[str, Counter] = defaultdict(Counter)
+    callers: dict[str, set[str]] = defaultdict(set)
+    for events in calls:
+        record = CallRecord(call=events[0].call)
+        for event in events:
+            record.apply(event)
+        day = counters[record.day]
+        day.update(f"asked:{node}" for node in record.nodes)
+        for event in events:
+            kind, data = event.kind, event.data
+            if kind == "call_started":
+                day["calls"] += 1
+                day[f"hour:{hour_of(record.started):02d}"] += 1
+                if record.caller and record.caller != "anonymous":
+                    day["identified"] += 1
+                    callers[record.day].add(record.caller)
+            elif kind == "transfer_started":
+                day[f"transfer:{data.get('hotline', '')}"] += 1
+            elif kind == "transfer_ended":
+                result = f"dial:{data.get('hotline', '')}:{data.get('status', '')}"
+                day[result] += 1
+                hours[hour_of_day(event.at)][result] += 1
+            elif kind in ("no_input", "invalid_input"):
+                day[kind] += 1
+        for dim, value in record.dimensions().items():
+            if value:
+                day[f"{dim}:{value}"] += 1
+                record.counted[dim] = value
+        records.append(record)
+    return records, counters, hours, callers
+
+
+def write_calls(r: redis.Redis, records, callers, expiry) -> None:
+    """Call hashes, day indexes and caller HyperLogLogs, in one pipeline."""
+    pipe = r.pipeline(transaction=False)
+    days = set()
+    for record in records:
+        key = store.call_key(record.call)
+        pipe.hset(key, mapping=record.to_fields())
+        pipe.expireat(key, expiry(record.day))
+        pipe.zadd(store.day_calls_key(record.day), {record.call: record.started})
+        days.add(record.day)
+    for day in days:
+        pipe.expireat(store.day_calls_key(day), expiry(day))
+    for day, pseudonyms in callers.items():
+        pipe.pfadd(store.day_callers_key(day), *pseudonyms)
+        pipe.expireat(store.day_callers_key(day), expiry(day))
+    pipe.execute()
+
+
+def write_counters(r: redis.Redis, counters, hours) -> None:
+    pipe = r.pipeline(transaction=False)
+    for day, counts in counters.items():
+        for name, delta in counts.items():
+            if delta:
+                pipe.hincrby(store.day_key(day), name, delta)
+    for hour, counts in hours.items():
+        for name, delta in counts.items():
+            pipe.hincrby(store.hour_key(hour), name, delta)
+        pipe.expire(store.hour_key(hour), store.HOUR_KEEP_SECONDS)
+    pipe.execute()
+
+
+def merge(into: dict[str, Counter], more: dict[str, Counter]) -> None:
+    for key, counts in more.items():
+        into.setdefault(key, Counter()).update(counts)
+
+
+def load_chunk(chunk: int, r: redis.Redis | None = None):
+    """Simulate, fold and write one chunk; the counters go back to the caller to sum."""
+    calls = chunk_calls(chunk)
+    records, counters, hours, callers = fold(calls)
+    write_calls(r or G["r"], records, callers, G["expiry"])
+    return len(calls), sum(map(len, calls)), dict(counters), dict(hours)
+
+
+def pool_init(url: str) -> None:
+    G["r"] = redis.Redis.from_url(url)
+
+
+# --- the real write path, for the equivalence check --------------------------------------
+
+
+def real_write(r_text: redis.Redis, calls: list[list[Event]], batch: int) -> tuple[int, float]:
+    """The calls' events through Store.write_batch, as the drain delivers them: in time
+    order, `batch` at a time, 3% of them delivered a second time later on."""
+    rng = random.Random(SEED)
+    stream = sorted((e for events in calls for e in events), key=lambda e: e.at)
+    for e in rng.sample(stream, len(stream) * 3 // 100):
+        stream.insert(rng.randrange(stream.index(e) + 1, len(stream) + 1), e)
+    real = store.Store(r_text)
+    t0 = time.perf_counter()
+    for n in range(0, len(stream), batch):
+        real.write_batch(stream[n:n + batch], [], None)
+    return len(stream), time.perf_counter() - t0
+
+
+def compare_dbs(real: redis.Redis, bulk: redis.Redis) -> tuple[list[str], int, int]:
+    """Every key but the log, real vs bulk: (differences, keys compared, zero fields)."""
+    real_keys = {k for k in real.scan_iter(count=1000) if k != store.LOG}
+    bulk_keys = set(bulk.scan_iter(count=1000))
+    problems = [f"only in real path: {k}" for k in sorted(real_keys - bulk_keys)[:5]]
+    problems += [f"only in bulk path: {k}" for k in sorted(bulk_keys - real_keys)[:5]]
+    zero_fields = 0
+    for key in sorted(real_keys & bulk_keys):
+        kind = real.type(key)
+        if kind != bulk.type(key):
+            problems.append(f"{key}: type {kind} vs {bulk.type(key)}")
+            continue
+        if kind == "hash":
+            a, b = real.hgetall(key), bulk.hgetall(key)
+            if key.startswith(("ruta:day:", "ruta:hour:")):
+                # A count moved between two batches (in_progress -> transferred) leaves a
+                # field at 0 in the real path; the bulk path never writes it. Same numbers.
+                zero_fields += sum(1 for v in a.values() if v == "0")
+                a = {k: v for k, v in a.items() if v != "0"}
+            same = a == b
+        elif kind == "zset":
+            same = (real.zrange(key, 0, -1, withscores=True)
+                    == bulk.zrange(key, 0, -1, withscores=True))
+        elif kind == "string":  # HyperLogLog
+            same = real.pfcount(key) == bulk.pfcount(key)
+        else:
+            same = False
+        if not same:
+            problems.append(f"{key}: {kind} values differ")
+        if abs(real.ttl(key) - bulk.ttl(key)) > 5:
+            problems.append(f"{key}: TTL {real.ttl(key)} vs {bulk.ttl(key)}")
+    return problems, len(real_keys | bulk_keys), zero_fields
+
+
+# --- timing helpers ----------------------------------------------------------------------------
+
+
+def timed(*fns, runs: int = RUNS, warmup: int = 2) -> list[tuple[float, float, object]]:
+    """[(median ms, p95 ms, last result)] of each function, run in turns (a floor and
+    what it is the floor of see the same machine), after `warmup` unmeasured rounds."""
+    times: list[list[float]] = [[] for _ in fns]
+    out: list[object] = [None] * len(fns)
+    for n in range(warmup + runs):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            out[i] = fn()
+            if n >= warmup:
+                times[i].append((time.perf_counter() - t0) * 1000)
+    stats = []
+    for ts, result in zip(times, out, strict=True):
+        ts.sort()
+        stats.append((statistics.median(ts), ts[math.ceil(0.95 * len(ts)) - 1], result))
+    return stats
+
+
+class Sink:
+    """A download that discards what it gets and counts it."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.bytes = self.rows = 0
+        self.stop_after = stop_after
+
+    def take(self, chunks) -> None:
+        for chunk in chunks:
+            self.bytes += len(chunk)
+            self.rows += chunk.count(b"\n")
+            if self.stop_after and self.bytes >= self.stop_after:
+                break
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+
+
+def make_exporter(url: str, tmp: Path):
+    """export(day, sink): the web export's own stream for ?from=day&to=day, and its name.
+
+    The `calls_csv` view is called under a request context with the staff check peeled
+    off (functools.wraps keeps the view as __wrapped__); if the app cannot be built here,
+    an inline copy of the view's loop is used and says so."""
+    try:
+        from ivr import create_app, reports
+
+        app = create_app({"RUTA_ENV": "development", "REDIS_URL": url, "SECRET_KEY": "bench",
+                          "RUTA_SPOOL_DIR": str(tmp / "spool")})
+        view = reports.calls_csv.__wrapped__
+
+        def export(day: str, sink: Sink) -> None:
+            with app.test_request_context(f"/reports/calls.csv?from={day}&to={day}"):
+                sink.take(view().iter_encoded())
+
+        return export, "the calls_csv view's stream (iter_calls + call_row + csv.DictWriter)"
+    except Exception as e:  # noqa: BLE001 - fall back, and say why
+        import csv
+        import io
+
+        from ivr.reports import CSV_COLUMNS, call_row
+
+        text_store = store.Store(redis.Redis.from_url(url, decode_responses=True))
+
+        def rows(day: str):
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for record in text_store.iter_calls([day]):
+                writer.writerow(call_row(record))
+                if buffer.tell() > 64 * 1024:
+                    yield buffer.getvalue().encode()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue().encode()
+
+        def export(day: str, sink: Sink) -> None:
+            sink.take(rows(day))
+
+        return export, f"an inline copy of calls_csv's loop (app failed: {e!r})"
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--procs", type=int, default=2,
+                        help="processes simulating and writing calls (1 = no multiprocessing)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ruta-bench-reports-"))
+    server = RedisServer(tmp / "redis").start()
+    try:
+        ok = run(server, args, tmp)
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+def run(server: RedisServer, args, tmp: Path) -> bool:
+    url = server.url  # db 0
+    base = url.rsplit("/", 1)[0]
+    r = redis.Redis.from_url(url)
+    menu = menu_config.load()
+    now_dt = datetime.now(BOGOTA)
+    first_day = now_dt.date() - timedelta(days=args.days - 1)
+    G.update(calls=args.calls, now=round(now_dt.timestamp(), 3), menu=menu,
+             first=datetime.combine(first_day, datetime.min.time(), BOGOTA).timestamp(),
+             expiry=store.Store(None)._expiry)  # the retention write_batch uses (180 days)
+    print(f"{args.calls:,} simulated calls over {args.days} Bogotá days "
+          f"({first_day} to {now_dt.date()}, up to {now_dt:%H:%M}), redis-server "
+          f"{r.info('server')['redis_version']} on port {server.port}, no persistence",
+          flush=True)
+
+    # --- 1. the bulk path equals the real write path (on the first chunk) ---------------
+    sample = chunk_calls(0)
+    real_db = redis.Redis.from_url(f"{base}/1", decode_responses=True)
+    bulk_db = redis.Redis.from_url(f"{base}/2", decode_responses=True)
+    from workers.outcomes import BATCH
+
+    n_events, real_s = real_write(real_db, sample, BATCH)
+    _, _, counters, hours = load_chunk(0, redis.Redis.from_url(f"{base}/2"))
+    write_counters(bulk_db, counters, hours)
+    problems, keys, zeros = compare_dbs(real_db, bulk_db)
+    same = not problems
+    print(f"real Store.write_batch on {len(sample):,} calls: {n_events:,} events in batches "
+          f"of {BATCH} (time order, 3% delivered twice) at {n_events / real_s:,.0f} events/s "
+          f"= {len(sample) / real_s:,.0f} calls/s")
+    print(f"bulk == real write path on {len(sample):,} calls: {'yes' if same else 'no'} "
+          f"({keys:,} keys compared: call hashes, day indexes, day and hour counters, "
+          f"caller HLLs, TTLs; the real path also left {zeros} counter fields at 0 where a "
+          f"call's count moved between batches, which the bulk path does not write)")
+    for p in problems[:10]:
+        print(f"  DIFFERENT {p}")
+    real_db.flushdb()
+    bulk_db.flushdb()
+    if not same:
+        print(f"RESULT calls={args.calls} pass=no equivalent=no")
+        return False
+
+    # --- 2. bulk load -----------------------------------------------------------------------
+    empty = int(r.info("memory")["used_memory"])
+    chunks = range(math.ceil(args.calls / CHUNK))
+    counters, hours = {}, {}
+    loaded = events = 0
+    t0 = time.perf_counter()
+    if args.procs > 1:
+        with multiprocessing.get_context("fork").Pool(args.procs, pool_init, (url,)) as pool:
+            for n, e, c, h in pool.imap_unordered(load_chunk, chunks):
+                loaded, events = loaded + n, events + e
+                merge(counters, c)
+                merge(hours, h)
+    else:
+        pool_init(url)
+        for chunk in chunks:
+            n, e, c, h = load_chunk(chunk)
+            loaded, events = loaded + n, events + e
+            merge(counters, c)
+            merge(hours, h)
+    write_counters(r, counters, hours)
+    load_s = time.perf_counter() - t0
+    load_rate = loaded / load_s
+    used = int(r.info("memory")["used_memory"]) - empty
+    per_call = used / loaded
+    some = [store.call_key(f"CA{i:032x}") for i in range(0, loaded, max(1, loaded // 500))]
+    hash_bytes = statistics.mean(r.memory_usage(k) or 0 for k in some)
+    print(f"bulk load: {loaded:,} calls ({events:,} events) in {load_s:.1f} s = "
+          f"{load_rate:,.0f} calls/s with {args.procs} process(es) simulating and writing; "
+          f"ruta:log (the event log stream) skipped")
+    print(f"redis memory: {used / 2**20:,.0f} MiB used = {per_call:,.0f} bytes per call "
+          f"(call hash about {hash_bytes:,.0f} B; plus day index and counters; no event log)")
+
+    # --- 3. the dashboard summary -------------------------------------------------------------
+    from ivr import reports
+
+    text = redis.Redis.from_url(url, decode_responses=True)
+    staff_store = store.Store(text)
+    days = parse_range((today() - timedelta(days=args.days - 1)).isoformat(),
+                       today().isoformat())
+    threshold = 0.3  # RUTA_HEALTH_FAILED_SHARE's default
+
+    def floor_summary():
+        read = text.pipeline(transaction=False)
+        for day in days:
+            read.hgetall(store.day_key(day))
+        return read.execute()
+
+    (floor_p50, floor_p95, _), (sum_p50, sum_p95, summary) = timed(
+        floor_summary, lambda: reports.build_summary(staff_store, menu, days, threshold))
+    head = summary.headline()
+    fields = sum(len(h) for h in floor_summary())
+    print(f"summary of {len(days)} days (build_summary, {RUNS} runs): median "
+          f"{sum_p50:.2f} ms, p95 {sum_p95:.2f} ms (target 200 ms); floor (pipelined "
+          f"HGETALL of the {len(days)} day hashes, {fields:,} fields): median "
+          f"{floor_p50:.2f} ms, p95 {floor_p95:.2f} ms; ratio {sum_p50 / floor_p50:.1f}x")
+    outcomes_total = sum(summary.outcomes.values())
+    print(f"  it says: {head['calls']:,} calls, reached a hotline "
+          f"{head['reached_hotline_pct']}%, transfer failed {head['transfer_failed_pct']}%, "
+          f"hung up in menu {head['hung_up_in_menu_pct']}%, in progress "
+          f"{head['in_progress']}, emergency transfers {head['emergency_transfers']:,}, "
+          f"median {head['median_seconds_to_transfer']} s to transfer, repeat calls "
+          f"{head['repeat_calls']:,}, languages {summary.languages}")
+    summary_ok = summary.calls == loaded and outcomes_total == loaded
+
+    # --- 4. the first page of the calls table ---------------------------------------------------
+    newest_first = list(reversed(days))
+
+    def page():
+        records, total = staff_store.calls_page(newest_first, 0, 25)
+        return [reports.call_row(rec) for rec in records], total
+
+    def floor_page():
+        read = text.pipeline(transaction=False)
+        for day in newest_first:
+            read.zcard(store.day_calls_key(day))
+        sizes, sids = read.execute(), []
+        for day, size in zip(newest_first, sizes, strict=True):
+            if len(sids) >= 25:
+                break
+            if size:
+                sids += text.zrevrange(store.day_calls_key(day), 0, 25 - len(sids) - 1)
+        read = text.pipeline(transaction=False)
+        for sid in sids:
+            read.hgetall(store.call_key(sid))
+        return read.execute()
+
+    total = sum(text.zcard(store.day_calls_key(d)) for d in days)
+    (pfloor_p50, pfloor_p95, _), (page_p50, page_p95, (rows, _)), (only_p50, _, _), \
+        (last_p50, _, _) = timed(
+            floor_page, page, lambda: staff_store.calls_page(newest_first, 0, 25),
+            lambda: staff_store.calls_page(newest_first, total - 25, 25))
+    print(f"calls table, first page of 25 of {total:,} (calls_page + call_row, {RUNS} runs): "
+          f"median {page_p50:.2f} ms, p95 {page_p95:.2f} ms (target 100 ms); calls_page "
+          f"alone {only_p50:.2f} ms; floor (ZCARD x{len(days)}, ZREVRANGE, 25 HGETALL, "
+          f"raw): median {pfloor_p50:.2f} ms, p95 {pfloor_p95:.2f} ms; ratio "
+          f"{page_p50 / pfloor_p50:.1f}x; last page {last_p50:.2f} ms")
+    page_ok = len(rows) == 25 and total == loaded
+
+    # --- 5. one day's CSV export -----------------------------------------------------------------
+    export, how = make_exporter(url, tmp)
+    day = days[-2] if len(days) > 1 else days[-1]  # yesterday: a whole day
+    day_calls = text.zcard(store.day_calls_key(day))
+
+    def floor_csv():
+        n, start = 0, 0
+        while True:
+            sids = text.zrange(store.day_calls_key(day), start, start + 499)
+            if not sids:
+                return n
+            read = text.pipeline(transaction=False)
+            for sid in sids:
+                read.hgetall(store.call_key(sid))
+            n += len(read.execute())
+            start += 500
+
+    def export_all() -> Sink:
+        sink = Sink()
+        export(day, sink)
+        return sink
+
+    csv_runs = 5
+    (f_p50, _, floor_rows), (c_p50, _, sink) = timed(floor_csv, export_all, runs=csv_runs,
+                                                     warmup=1)
+    floor_rate = floor_rows / (f_p50 / 1000)
+    csv_rows, csv_bytes = sink.rows - 1, sink.bytes  # minus the header line
+    csv_rate = csv_rows / (c_p50 / 1000)
+    print(f"CSV export of {day} via {how}: {csv_rows:,} rows, {csv_bytes / 2**20:.1f} MiB in "
+          f"{c_p50:.0f} ms (median of {csv_runs}) = {csv_rate:,.0f} rows/s; floor (ZRANGE "
+          f"500 at a time + pipelined HGETALL, no rows built): {floor_rate:,.0f} rows/s; "
+          f"ratio {csv_rate / floor_rate:.2f}")
+
+    def peak_kb(stop_after: int | None) -> tuple[float, int]:
+        part = Sink(stop_after)
+        tracemalloc.start()
+        export(day, part)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak / 1024, part.rows
+
+    peak_kb(csv_bytes // 10)  # warm: anything allocated once per process is made now
+    small_kb, small_rows = peak_kb(csv_bytes // 10)
+    full_kb, full_rows = peak_kb(None)
+    flat = full_kb <= small_kb * 1.25 + 64
+    print(f"CSV memory (tracemalloc peak): first tenth ({small_rows - 1:,} rows) {small_kb:,.0f} "
+          f"KiB, whole day ({full_rows - 1:,} rows) {full_kb:,.0f} KiB: "
+          f"{'flat' if flat else 'GROWS with the rows'}")
+    csv_ok = csv_rows == day_calls and flat
+
+    ok = (summary_ok and page_ok and csv_ok and sum_p50 < 200 and page_p50 < 100)
+    checks = {"summary counts every call": summary_ok, "page has 25 rows of all calls": page_ok,
+              "CSV has every row, flat memory": csv_ok}
+    for name, good in checks.items():
+        if not good:
+            print(f"FAILED: {name}")
+    print(f"RESULT calls={loaded} load_calls_per_s={load_rate:.0f} "
+          f"summary_ms_p50={sum_p50:.2f} summary_ms_p95={sum_p95:.2f} summary_ms_target=200 "
+          f"summary_floor_ms_p50={floor_p50:.2f} page_ms_p50={page_p50:.2f} "
+          f"page_ms_p95={page_p95:.2f} page_ms_target=100 page_floor_ms_p50={pfloor_p50:.2f} "
+          f"csv_rows_per_s={csv_rate:.0f} csv_floor_rows_per_s={floor_rate:.0f} "
+          f"csv_peak_kb_small={small_kb:.0f} csv_peak_kb_full={full_kb:.0f} "
+          f"bytes_per_call={per_call:.0f} equivalent=yes pass={'yes' if ok else 'no'}")
+    return ok
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""bench/webhook: the full signed webhook path against a bare Flask floor, one run.
+
+Both apps run under the Procfile's gunicorn settings (2 sync workers) on loopback and
+are loaded by wrk (Debian's package) with the same connections and duration. Ours gets
+real Twilio-signed POSTs (signature computed with twilio's RequestValidator for the URL
+wrk calls) for the first question (/voice) and for a menu answer (/voice/menu, Digits=2:
+a transfer), and emits its events to a real Redis. Prints requests/s and latency for
+each, the ratio to the floor, and a RESULT line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ivr.redis_server import RedisServer, free_port  # noqa: E402
+
+TOKEN = "bench-token-0123456789"
+BASE_PARAMS = {
+    "CallSid": "CA" + "b" * 32, "AccountSid": "AC" + "0" * 32, "From": "+573001234567",
+    "To": "+576015550100", "CallStatus": "in-progress", "ApiVersion": "2010-04-01",
+    "Direction": "inbound",
+}
+
+
+def wrk_script(path: str, body: str, signature: str, folder: Path) -> Path:
+    script = folder / f"{abs(hash(path))}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.path = {lua_string(path)}\n"
+        f"wrk.body = {lua_string(body)}\n"
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f'wrk.headers["X-Twilio-Signature"] = {lua_string(signature)}\n'
+    )
+    return script
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def serve(app: str, port: int, env: dict) -> subprocess.Popen:
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    process = subprocess.Popen(
+        [str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--timeout", "10",
+         "--log-level", "warning", app],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz-none", timeout=0.5)
+        except urllib.error.HTTPError:
+            return process  # it answers (404 is fine)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{app} did not start")
+
+
+def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/webhook needs wrk: apt-get install wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="ruta-bench-webhook-"))
+    redis_server = RedisServer(tmp / "redis").start()
+    env = dict(os.environ, RUTA_ENV="development", TWILIO_AUTH_TOKEN=TOKEN,
+               SECRET_KEY="bench", REDIS_URL=redis_server.url, PUBLIC_BASE_URL="",
+               RUTA_SPOOL_DIR=str(tmp / "spool"))
+    processes = []
+    try:
+        floor_port, our_port = free_port(), free_port()
+        processes.append(serve("bench.floor_app:create_app()", floor_port, env))
+        processes.append(serve("ivr:create_app()", our_port, env))
+        validator = RequestValidator(TOKEN)
+        scripts = {}
+        for name, path, extra in [
+            ("voice", "/voice", {}),
+            ("answer", "/voice/menu?l=es&s=1&t0=1795380000&n=welcome&a=0", {"Digits": "2"}),
+        ]:
+            params = {**BASE_PARAMS, **extra}
+            url = f"http://127.0.0.1:{our_port}{path}"
+            signature = validator.compute_signature(url, params)
+            scripts[name] = wrk_script(path, urllib.parse.urlencode(params), signature, tmp)
+        floor_script = wrk_script("/voice", urllib.parse.urlencode(BASE_PARAMS), "-", tmp)
+        run_wrk(floor_port, floor_script, args.connections, 2)  # warm up both
+        run_wrk(our_port, scripts["voice"], args.connections, 2)
+        floor = run_wrk(floor_port, floor_script, args.connections, args.seconds)
+        print(f"floor  (bare Flask + VoiceResponse): {floor['rps']:,.0f} req/s, "
+              f"p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms")
+        results = {}
+        for name, script in scripts.items():
+            results[name] = run_wrk(our_port, script, args.connections, args.seconds)
+            r = results[name]
+            print(f"ruta {name:<7} (signed, flow, TwiML, events): {r['rps']:,.0f} req/s, "
+                  f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, non-2xx {r['non2xx']}, "
+                  f"ratio {r['rps'] / floor['rps']:.2f}")
+        worst = min(r["rps"] for r in results.values()) / floor["rps"]
+        p99 = max(r["p99"] for r in results.values())
+        errors = sum(r["non2xx"] for r in results.values())
+        ok = worst >= 0.9 and p99 < 25 and errors == 0
+        print(f"RESULT floor_rps={floor['rps']:.0f} voice_rps={results['voice']['rps']:.0f} "
+              f"answer_rps={results['answer']['rps']:.0f} ratio={worst:.3f} target_ratio=0.9 "
+              f"p99_ms={p99:.1f} target_p99_ms=25 non2xx={errors} "
+              f"connections={args.connections} pass={'yes' if ok else 'no'}")
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,651 @@
+"""The supervisors' pages in a real browser: Chromium (Debian's) driven by Playwright,
+against the app served on a real port, with calls played through the webhooks and
+written to a real Redis by the real drain.
+
+Screenshots of the dashboard (desktop and phone) are saved under test-output/.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import http.cookiejar
+import io
+import json
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install "
+                "chromium); CI installs it", allow_module_level=True)
+
+import redis  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from playwright.sync_api import Error as PlaywrightError  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from ivr import create_app, security, store  # noqa: E402
+from ivr.cli import main as ivr_main  # noqa: E402
+from ivr.outcomes import BOGOTA, Event  # noqa: E402
+from ivr.redis_server import free_port  # noqa: E402
+from ivr.reports import CSV_COLUMNS  # noqa: E402
+from ivr.simulator import Move  # noqa: E402
+from workers.outcomes import Drainer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "test-output"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run"]
+PHONE = "+573001234567"
+PHONE_DIGITS = "3001234567"  # must never reach a supervisor, in any form
+PASSWORD = "correct horse battery"
+CHART_TITLES = [
+    "Calls per day, by what they were about",
+    "Transfers per hotline, by result",
+    "Callers at each question, and who hung up",
+    "Calls by hour of day (Bogotá)",
+]
+
+# Today's calls: (caller's moves, hotlines' answers, category, outcome, hotlines text).
+TODAY = [
+    ([Move("press", "1")], [], "child", "transferred", "icbf:completed"),
+    ([Move("say", "es sobre mi hija de doce años")], [], "child", "transferred",
+     "icbf:completed"),
+    ([Move("press", "2")], ["busy", "completed"], "labour", "transferred",
+     "labour:busy > national:completed"),
+    ([Move("press", "0")], ["failed"] * 3, "emergency", "transfer_failed",
+     "emergency:failed > police:failed > national:failed"),
+    ([], [], "", "abandoned_in_menu", ""),
+]
+# Calls ten days ago (same shape).
+OLD = [
+    ([Move("press", "3")], [], "migrant", "transferred", "national:completed"),
+    ([Move("press", "4")], [], "report", "abandoned_in_menu", ""),
+]
+OLD_DAYS = 10
+
+
+# --- the browser and the served app -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def serve(app):
+    """Serve `app` on a real port in a daemon thread; returns (base URL, stop)."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        thread.join(5)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+def base(app):
+    url, stop = serve(app)
+    yield url
+    stop()
+
+
+@pytest.fixture
+def context(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()
+
+
+# --- seeding --------------------------------------------------------------------------------
+
+
+@functools.cache
+def password_hash(password: str) -> str:
+    return security.hash_password(password)  # scrypt: slow on purpose, so only once
+
+
+def add_user(app, name: str, role: str, password: str = PASSWORD) -> None:
+    app.extensions["ruta.store"].save_user(name, role, password_hash(password))
+
+
+def drain(url: str) -> None:
+    stats = Drainer(store.text_client(redis.Redis.from_url(url))).run(5)
+    assert stats.dead == 0
+
+
+def play(simulate, calls) -> list[tuple[str, tuple]]:
+    """Play each call through the webhooks; returns [(CallSid, the call's row of TODAY/OLD)]."""
+    placed = []
+    for spec in calls:
+        moves, dials = spec[0], spec[1]
+        transcript = simulate(list(moves), list(dials), caller=PHONE)
+        placed.append((transcript.call_sid, spec))
+    return placed
+
+
+def seed_old(simulate, redis_client, days_ago: int = OLD_DAYS) -> list[tuple[str, tuple]]:
+    """Play OLD through the webhooks, then write their events as if `days_ago` days ago."""
+    assert redis_client.xlen(store.EVENTS) == 0
+    placed = play(simulate, OLD)
+    entries = redis_client.xrange(store.EVENTS)
+    shift = days_ago * 86400
+    events = [dataclasses.replace(e, at=e.at - shift, started=e.started - shift)
+              for e in (Event.from_json(fields["e"]) for _, fields in entries)]
+    redis_client.xdel(store.EVENTS, *[entry_id for entry_id, _ in entries])
+    store.Store(redis_client).write_batch(events, [], None)
+    return placed
+
+
+@pytest.fixture
+def seeded(simulate, redis_client, redis_server):
+    """Five calls today and two ten days ago, all from PHONE, in Redis."""
+    old = seed_old(simulate, redis_client)
+    today = play(simulate, TODAY)
+    drain(redis_server.url)
+    assert redis_client.xlen(store.EVENTS) == 0
+    return {"today": today, "old": old}
+
+
+def bogota_day(days_ago: int = 0) -> str:
+    return (datetime.now(BOGOTA) - timedelta(days=days_ago)).strftime("%Y-%m-%d")
+
+
+# --- what a person does and sees -------------------------------------------------------------
+
+
+def log_in(page, base: str, name: str, password: str = PASSWORD, path: str = "/login"):
+    """Fill and send the login form; returns the response of the page it lands on."""
+    page.goto(base + path)
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password)
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Log in").click()
+    return nav.value
+
+
+def stat(page, name: str) -> str:
+    """A headline number as shown, e.g. "60.0%"."""
+    return page.locator(f'[data-stat="{name}"] .n').inner_text().strip()
+
+
+def table_rows(page) -> dict[str, list[str]]:
+    """The calls table: CallSid -> the cells' texts."""
+    rows = {}
+    for row in page.locator("table.calls tbody tr").all():
+        rows[row.get_attribute("data-call")] = [c.strip() for c in
+                                                row.locator("td").all_inner_texts()]
+    return rows
+
+
+def screenshot(page, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / name), full_page=True)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fetch(url: str, data: dict | None = None, headers: dict | None = None,
+          opener=None) -> tuple[int, dict, str]:
+    """GET (or POST a form) without following redirects: (status, headers, body)."""
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    opener = opener or urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+# --- 1. the dashboard -----------------------------------------------------------------------
+
+
+def test_supervisor_logs_in_and_sees_the_days_numbers_charts_and_calls(app, base, page,
+                                                                      seeded):
+    add_user(app, "marta", "supervisor")
+    landed = log_in(page, base, "marta")
+    assert landed.status == 200
+    assert urllib.parse.urlsplit(page.url).path == "/reports"
+    assert page.locator("header .who").inner_text() == "marta · supervisor"
+
+    # The last 7 days by default: today's five calls, not the two of ten days ago.
+    assert page.locator("h1").inner_text() == f"Calls from {bogota_day(6)} to {bogota_day()}"
+    assert page.locator('[data-stat="calls"]').inner_text().split() == ["5", "calls"]
+    assert stat(page, "reached") == "60.0%"
+    assert "reached a hotline (3)" in page.locator('[data-stat="reached"]').inner_text()
+    assert stat(page, "failed") == "20.0%"
+    assert "transfer failed (1)" in page.locator('[data-stat="failed"]').inner_text()
+    assert stat(page, "hung-up") == "20.0%"
+    assert "hung up in the menu (1)" in page.locator('[data-stat="hung-up"]').inner_text()
+    assert stat(page, "emergency") == "0"  # the emergency call reached nobody
+    assert stat(page, "repeat") == "4"  # five calls from one number
+
+    # The four charts, each an SVG with its title, drawn from these calls.
+    charts = page.locator("section.charts figure svg")
+    assert charts.count() == 4
+    titles = [charts.nth(i).locator(":scope > title").text_content() for i in range(4)]
+    assert titles == CHART_TITLES
+    for i in range(4):
+        box = charts.nth(i).bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 50, (titles[i], box)
+    per_day = charts.nth(0).locator(":scope > desc").text_content()
+    for category in ("child", "labour", "emergency"):
+        assert category in per_day
+    hotlines = charts.nth(1).locator(":scope > desc").text_content()
+    for hotline in ("icbf", "labour", "national", "emergency", "police"):
+        assert hotline in hotlines
+
+    # The calls table: one row per call, newest first, with what happened.
+    assert "(5, newest first)" in page.locator(".table-head h2").inner_text()
+    rows = table_rows(page)
+    assert set(rows) == {sid for sid, _ in seeded["today"]}
+    times = [cells[0] for cells in rows.values()]
+    assert times == sorted(times, reverse=True)  # newest first
+    for sid, (_, _, category, outcome, hotlines_text) in seeded["today"]:
+        time_cell, lang, about, _path, hotline_cell, outcome_cell, *_, caller = rows[sid]
+        assert time_cell.startswith(bogota_day() + " "), time_cell
+        assert lang == "es"
+        assert about == category
+        assert hotline_cell == hotlines_text
+        assert outcome_cell == outcome.replace("_", " ")
+        assert caller.startswith("c_")
+    body = page.locator("body").inner_text()
+    assert PHONE_DIGITS not in body and PHONE_DIGITS not in page.content()
+    screenshot(page, "dashboard-desktop.png")
+
+
+# --- 2. the date range ------------------------------------------------------------------------
+
+
+def test_switching_the_range_counts_the_right_days(app, base, page, seeded):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    old_day = bogota_day(OLD_DAYS)
+
+    page.get_by_role("link", name="7 days").click()
+    page.wait_for_url("**/reports?range=7")
+    assert page.get_by_role("link", name="7 days").get_attribute("aria-current") == "page"
+    assert stat(page, "calls") == "5"
+    assert not set(table_rows(page)) & {sid for sid, _ in seeded["old"]}
+
+    page.get_by_role("link", name="30 days").click()
+    page.wait_for_url("**/reports?range=30")
+    assert page.get_by_role("link", name="30 days").get_attribute("aria-current") == "page"
+    assert page.locator("h1").inner_text() == f"Calls from {bogota_day(29)} to {bogota_day()}"
+    assert stat(page, "calls") == "7"
+    assert stat(page, "reached") == "57.1%"  # 4 of 7
+    assert stat(page, "hung-up") == "28.6%"  # 2 of 7
+    order = list(table_rows(page))  # newest first: today's calls, then the old ones
+    assert set(order[:5]) == {sid for sid, _ in seeded["today"]}
+    assert set(order[5:]) == {sid for sid, _ in seeded["old"]}
+
+    page.get_by_role("link", name="Today").click()
+    page.wait_for_url("**/reports?range=today")
+    assert stat(page, "calls") == "5"
+
+    # A custom range, typed in the form: just the day ten days ago.
+    page.get_by_label("From", exact=True).fill(old_day)
+    page.get_by_label("To", exact=True).fill(old_day)
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(f"**/reports?from={old_day}&to={old_day}")
+    assert page.locator("h1").inner_text() == f"Calls from {old_day} to {old_day}"
+    assert stat(page, "calls") == "2"
+    assert stat(page, "reached") == "50.0%"
+    rows = table_rows(page)
+    assert set(rows) == {sid for sid, _ in seeded["old"]}
+    for sid, (_, _, category, outcome, _) in seeded["old"]:
+        assert rows[sid][0].startswith(old_day + " ")
+        assert rows[sid][2] == category
+        assert rows[sid][5] == outcome.replace("_", " ")
+
+    # The first day after the last: the error page says why.
+    page.get_by_label("From", exact=True).fill(bogota_day())
+    page.get_by_label("To", exact=True).fill(old_day)
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Show").click()
+    assert nav.value.status == 400
+    assert page.get_by_role("alert").inner_text() == "the first day is after the last day"
+
+    # A date that is not one.
+    response = page.goto(base + "/reports?from=2026-02-30&to=2026-03-01")
+    assert response.status == 400
+    assert page.locator("h1").inner_text() == "That did not work"
+    assert page.get_by_role("alert").inner_text() == "dates must look like 2026-01-31"
+    page.get_by_role("link", name="Back to the reports").click()
+    page.wait_for_url("**/reports")
+    assert stat(page, "calls") == "5"
+
+
+# --- 3. the CSV -------------------------------------------------------------------------------
+
+
+def download_csv(page) -> tuple[str, str]:
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download CSV").click()
+    download = info.value
+    return download.suggested_filename, Path(download.path()).read_text(encoding="utf-8")
+
+
+def test_csv_download_has_the_ranges_calls_and_no_phone_number(app, base, page, seeded):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    want = {sid: spec for sid, spec in seeded["today"] + seeded["old"]}
+
+    # The default range (7 days): today's five calls, oldest first.
+    name, text = download_csv(page)
+    assert name == f"ruta-calls-{bogota_day(6)}-to-{bogota_day()}.csv"
+    reader = csv.DictReader(io.StringIO(text))
+    assert reader.fieldnames == CSV_COLUMNS
+    rows = list(reader)
+    assert sorted(r["call_sid"] for r in rows) == sorted(sid for sid, _ in seeded["today"])
+    assert PHONE_DIGITS not in text
+
+    # 30 days: the two old calls too, first.
+    page.get_by_role("link", name="30 days").click()
+    page.wait_for_url("**/reports?range=30")
+    name, text = download_csv(page)
+    assert name == f"ruta-calls-{bogota_day(29)}-to-{bogota_day()}.csv"
+    assert PHONE_DIGITS not in text
+    assert PHONE_DIGITS not in text.replace(" ", "").replace("-", "")
+    reader = csv.DictReader(io.StringIO(text))
+    assert reader.fieldnames == CSV_COLUMNS
+    rows = list(reader)
+    # Oldest first: the two old calls, then today's (calls are timed to the second).
+    assert {r["call_sid"] for r in rows[:2]} == {sid for sid, _ in seeded["old"]}
+    assert {r["call_sid"] for r in rows[2:]} == {sid for sid, _ in seeded["today"]}
+    started = [datetime.fromisoformat(r["started"]) for r in rows]
+    assert started == sorted(started)
+    callers = set()
+    for row in rows:
+        _, _, category, outcome, hotlines_text = want[row["call_sid"]]
+        assert row["category"] == category, row
+        assert row["outcome"] == outcome, row
+        assert row["hotlines"] == hotlines_text, row
+        assert row["language"] == "es"
+        assert row["call_status"] == "completed"
+        callers.add(row["caller"])
+    assert len(callers) == 1 and callers.pop().startswith("c_")  # one pseudonym, no number
+    old_day = bogota_day(OLD_DAYS)
+    assert [r["started"][:10] for r in rows[:2]] == [old_day, old_day]
+    assert all(r["started"].endswith("-05:00") for r in rows)  # Bogotá time
+
+
+# --- 4. roles ---------------------------------------------------------------------------------
+
+
+def test_a_supervisor_is_refused_the_admin_pages(app, base, page):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    assert page.get_by_role("link", name="Reports").is_visible()
+    assert page.get_by_role("link", name="Admin").count() == 0
+    for path in ("/admin", "/admin/prompts", "/admin/hotlines"):
+        response = page.goto(base + path)
+        assert response.status == 403, path
+        assert "Forbidden" in page.locator("body").inner_text()
+        assert page.locator("textarea").count() == 0
+
+
+def test_an_admin_sees_the_prompts(app, base, page):
+    add_user(app, "ana", "admin")
+    log_in(page, base, "ana")
+    assert page.locator("header .who").inner_text() == "ana · admin"
+    page.get_by_role("link", name="Admin", exact=True).click()
+    page.wait_for_url("**/admin")
+    assert page.locator("h1").inner_text() == "Administration"
+    page.get_by_role("navigation", name="Administration").get_by_role(
+        "link", name="Prompts").click()
+    page.wait_for_url("**/admin/prompts")
+    assert page.locator("h1").inner_text() == "What callers hear"
+    shipped = app.extensions["ruta.shipped"].prompts
+    prompt = page.locator("fieldset#prompt-main_menu")
+    for lang in ("es", "en"):
+        text = prompt.get_by_label(lang, exact=True)
+        assert text.input_value() == shipped[lang]["main_menu"].strip()
+    keys = {k for texts in shipped.values() for k in texts}
+    assert page.locator("fieldset.prompt").count() == len(keys) >= 10
+
+
+# --- 5. without logging in ------------------------------------------------------------------
+
+
+def test_pages_and_api_need_a_login_or_a_token(app, base, page, seeded, redis_server):
+    for path in ("/reports", "/reports/calls.csv", "/reports?range=30", "/admin"):
+        status, headers, _ = fetch(base + path)
+        assert status == 302, path
+        location = urllib.parse.urlsplit(headers["Location"])
+        assert location.path == "/login", path
+        assert urllib.parse.parse_qs(location.query)["next"] == [path], path
+    for path in ("/api/reports/summary", "/api/reports/calls"):
+        status, headers, body = fetch(base + path)
+        assert status == 401, path
+        assert headers["Content-Type"] == "application/json"
+        assert "Bearer" in json.loads(body)["error"]
+        assert "calls" not in json.loads(body)
+
+    # In the browser: the login page, and after it the page asked for.
+    page.goto(base + "/reports?range=30")
+    assert urllib.parse.urlsplit(page.url).path == "/login"
+    assert page.locator("h1").inner_text() == "Log in"
+    add_user(app, "marta", "supervisor")
+    page.get_by_label("Name").fill("marta")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/reports?range=30")
+    assert stat(page, "calls") == "7"
+
+    # An API token made with `ivr tokens add`.
+    result = CliRunner(env={"REDIS_URL": redis_server.url}).invoke(
+        ivr_main, ["tokens", "add", "dashboards"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert token.startswith("ruta_")
+    status, _, body = fetch(base + "/api/reports/summary?range=30",
+                            headers={"Authorization": f"Bearer {token}"})
+    assert status == 200
+    summary = json.loads(body)
+    assert (summary["calls"], summary["reached_hotline"]) == (7, 4)
+    assert summary["outcomes"] == {"transferred": 4, "transfer_failed": 1,
+                                   "abandoned_in_menu": 2}
+    status, _, body = fetch(base + "/api/reports/calls?range=30",
+                            headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and json.loads(body)["total"] == 7
+    assert PHONE_DIGITS not in body
+    for bad in (token[:-1] + ("A" if token[-1] != "A" else "B"), "", "ruta_nope"):
+        status, _, body = fetch(base + "/api/reports/summary",
+                                headers={"Authorization": f"Bearer {bad}"})
+        assert status == 401, bad
+        assert "calls" not in json.loads(body)
+
+
+# --- 6. login security ----------------------------------------------------------------------
+
+
+def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, browser):
+    app = create_app(app_config)  # a fresh app; Redis (and its limiter keys) was just emptied
+    assert not redis_client.keys("*ruta:limits*")
+    add_user(app, "marta", "supervisor")
+    base, stop = serve(app)
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+
+        def fails(name, password):
+            response = log_in(page, base, name, password)
+            assert response.status == 401
+            assert page.get_by_role("alert").inner_text() == "Wrong name or password."
+            assert page.get_by_label("Name").input_value() == name  # kept, to fix a typo
+            assert page.get_by_label("Password").input_value() == ""
+            assert urllib.parse.urlsplit(page.url).path == "/login"
+
+        fails("marta", "not the password")
+        for _ in range(3):
+            fails("nobody", PASSWORD)
+        # Logging in successfully does not count: twice, after four failures.
+        for _ in range(2):
+            ctx.clear_cookies()
+            assert log_in(page, base, "marta").status == 200
+            assert urllib.parse.urlsplit(page.url).path == "/reports"
+        ctx.clear_cookies()
+        fails("marta", "still not it")  # the fifth failure in the minute
+        # The sixth attempt in the minute is refused, even with the right password.
+        response = log_in(page, base, "marta", PASSWORD)
+        assert response.status == 429
+        assert "Too Many Requests" in page.locator("body").inner_text()
+        assert page.goto(base + "/reports").url.startswith(base + "/login")
+        assert redis_client.keys("*ruta:limits*")  # counted in Redis, shared by every worker
+    finally:
+        ctx.close()
+        stop()
+
+
+def test_login_form_without_csrf_token_is_refused(app, base):
+    add_user(app, "marta", "supervisor")
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(jar))
+    status, _, body = fetch(base + "/login", opener=opener)
+    assert status == 200 and 'name="csrf_token"' in body
+    # The right name and password, but no token: refused, and not logged in.
+    status, headers, body = fetch(base + "/login", {"name": "marta", "password": PASSWORD},
+                                  opener=opener)
+    assert status == 400
+    assert "CSRF" in body
+    assert "Location" not in headers
+    assert fetch(base + "/reports", opener=opener)[0] == 302
+    # A made-up token is refused too.
+    status, _, _ = fetch(base + "/login", {"name": "marta", "password": PASSWORD,
+                                           "csrf_token": "made-up"}, opener=opener)
+    assert status == 400
+    assert fetch(base + "/reports", opener=opener)[0] == 302
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(app, base, page, context):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    cookies = {c["name"]: c for c in context.cookies()}
+    assert set(cookies) == {"session"}
+    assert cookies["session"]["httpOnly"] is True
+    assert cookies["session"]["sameSite"] == "Lax"
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+    # Logging out (a form with its CSRF token) ends the session.
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+    assert page.goto(base + "/reports").url.startswith(base + "/login")
+
+
+def test_a_removed_account_is_out_at_its_next_request(app, base, page):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    assert app.extensions["ruta.store"].remove_user("marta")
+    page.reload()
+    assert urllib.parse.urlsplit(page.url).path == "/login"
+
+
+@pytest.mark.parametrize("next_path", [
+    pytest.param("//{elsewhere}/reports", id="double-slash"),
+    pytest.param("/\\{elsewhere}/reports", id="backslash"),
+    pytest.param("/\t/{elsewhere}/reports", id="tab-then-slash"),
+    pytest.param("/\n/{elsewhere}/reports", id="newline-then-slash"),
+])
+def test_login_next_stays_on_this_site(app, base, page, next_path):
+    """After logging in, ?next= may only lead to a page of this site, and the login
+    still works whatever ?next= holds. `elsewhere` is this same server under another
+    name (localhost instead of 127.0.0.1): another site as far as the browser knows."""
+    add_user(app, "marta", "supervisor")
+    here = urllib.parse.urlsplit(base).netloc
+    elsewhere = here.replace("127.0.0.1", "localhost")
+    visited = []
+    page.on("request", lambda request: visited.append(request.url))
+    landed = None
+    try:
+        landed = log_in(page, base, "marta",
+                        path="/login?next=" + urllib.parse.quote(next_path.format(
+                            elsewhere=elsewhere)))
+    except PlaywrightError as e:  # the navigation failed: `visited` tells where it went
+        print(e)
+    hosts = {urllib.parse.urlsplit(url).netloc for url in visited}
+    assert hosts == {here}, f"the login sent the browser to {hosts - {here}}: {visited}"
+    assert landed is not None and landed.status < 500, (
+        f"logging in with this ?next= answers HTTP {landed and landed.status}")
+
+
+# --- 7. a phone -----------------------------------------------------------------------------
+
+
+def test_dashboard_fits_a_phone_and_the_table_scrolls_in_its_box(app, browser, base, seeded):
+    add_user(app, "marta", "supervisor")
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                              has_touch=True)
+    try:
+        page = ctx.new_page()
+        log_in(page, base, "marta")
+        page.goto(base + "/reports?range=30")
+        assert stat(page, "calls") == "7"
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[1] == 390
+        assert width[0] <= width[1], f"the page scrolls sideways: {width}"
+        box = page.locator("section.card .scroll").last
+        table = box.locator("table.calls")
+        sizes = box.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert sizes[0] > sizes[1], "the calls table fits: nothing to scroll"
+        assert box.bounding_box()["width"] <= 390
+        assert table.bounding_box()["width"] > 390
+        for i in range(4):
+            chart = page.locator("section.charts svg").nth(i).bounding_box()
+            assert chart["x"] >= 0 and chart["x"] + chart["width"] <= 390
+        screenshot(page, "dashboard-phone.png")
+        # The table scrolls sideways inside its box; the page stays put.
+        caller = box.locator("th", has_text="Caller")
+        assert caller.bounding_box()["x"] > 390  # off screen until the box is scrolled
+        box.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+        assert box.evaluate("e => e.scrollLeft") > 0
+        assert page.evaluate("[window.scrollX, document.documentElement.scrollLeft]") == [0, 0]
+        header = caller.bounding_box()
+        assert header["x"] >= 0 and header["x"] + header["width"] <= 390
+    finally:
+        ctx.close()
+
+
+# --- 8. no calls ------------------------------------------------------------------------------
+
+
+def test_no_calls_yet(app, base, page):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    empty = page.locator("section.empty")
+    assert empty.locator("h2").inner_text() == "No calls yet"
+    assert "ivr call" in empty.inner_text()
+    assert stat(page, "calls") == "0"
+    assert stat(page, "reached") == "0.0%"
+    assert page.locator("section.charts").count() == 0
+    assert page.locator("table.calls").count() == 0
+    assert "(0, newest first)" in page.locator(".table-head h2").inner_text()
+    _, text = download_csv(page)
+    assert list(csv.reader(io.StringIO(text))) == [CSV_COLUMNS]
