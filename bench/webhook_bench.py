@@ -11,6 +11,7 @@ each, the ratio to the floor, and a RESULT line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ BASE_PARAMS = {
 
 
 def wrk_script(path: str, body: str, signature: str, folder: Path) -> Path:
-    script = folder / f"{abs(hash(path))}.lua"
+    script = folder / f"{hashlib.sha256((path + signature).encode()).hexdigest()[:12]}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.path = {lua_string(path)}\n"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from functools import lru_cache
+from xml.sax.saxutils import escape
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
@@ -15,7 +18,28 @@ UrlFor = Callable[[CallState], str]
 
 
 def render(step: Step, url_for: UrlFor) -> str:
-    """TwiML for `step`; `url_for` turns the state to resume at into an absolute URL."""
+    """TwiML for `step`; `url_for` turns the state to resume at into a URL.
+
+    A question's TwiML is the same for every caller but for the URL that carries the
+    call's position, so it is built once per distinct step and the URL is put in after.
+    """
+    resume = getattr(step, "resume", None)
+    if resume is None:
+        return _build(step, url_for)
+    shape = replace(step, resume=None)
+    xml = _cached(shape)
+    return xml.replace(URL_MARK, escape(url_for(resume), {'"': "&quot;"}))
+
+
+URL_MARK = "__ruta_resume_url__"
+
+
+@lru_cache(maxsize=2048)
+def _cached(shape: Step) -> str:
+    return _build(shape, lambda _: URL_MARK)
+
+
+def _build(step: Step, url_for: UrlFor) -> str:
     response = VoiceResponse()
     match step:
         case Ask():
