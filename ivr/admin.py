@@ -28,7 +28,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import current_menu, store, twiml
 from ivr.flow import question
-from ivr.menu import HOTLINE_FIELDS, field_of, word_count
+from ivr.menu import HOTLINE_FIELDS, field_of, offering_sentence, sentences, word_count
+from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.simulator import Move, SimulatedCall, flask_transport
 from ivr.versions import ConfigVersions, PublishError
@@ -249,7 +250,8 @@ def rollback():
     try:
         number = v.rollback(int(request.form.get("version", "-1")), current_staff().name,
                             request.form.get("note", ""))
-        flash(f"Rolled back: version {number} is live.")
+        flash(f"Rolled back: version {number} is live." if number is not None else
+              "The rollback waits for a second administrator's approval (two-person rule).")
     except (PublishError, ValueError) as e:
         for problem in getattr(e, "problems", [str(e)]):
             flash(problem, "error")
@@ -280,8 +282,8 @@ def audit_csv():
             if not batch:
                 break
             for entry_id, fields in batch:
-                writer.writerow([fields.get("at"), fields.get("who"), fields.get("action"),
-                                 fields.get("detail")])
+                writer.writerow([csv_safe(fields.get(k, "")) for k in
+                                 ("at", "who", "action", "detail")])
                 last = entry_id
             yield buffer.getvalue()
             buffer.seek(0)
@@ -351,11 +353,28 @@ def try_call():
 
 
 def _seconds_before_transfer(transcript, words_per_minute: int) -> float | None:
-    """Spoken seconds before the first transfer, if the call got there."""
-    words = 0
+    """Spoken seconds before the first transfer, counted as the 30-second budget counts
+    them (ivr.menu.spoken_paths): a caller who presses a key stops the prompt at the
+    sentence that offers it; one who speaks or waits heard it all."""
+    words, heard = 0, []  # `heard`: what Ruta said since the caller's last move
     for line in transcript.lines:
-        if line.who == "dial":
-            return round(words * 60 / words_per_minute, 1)
         if line.who == "ruta" and not line.text.startswith("("):
-            words += word_count(line.text)
+            heard.append(line.text)
+        elif line.who == "caller":
+            key = line.text.removeprefix("presses ") if line.text.startswith("presses ") else ""
+            words += _words_until_offer(heard, key)
+            heard = []
+        elif line.who == "dial":
+            return round((words + sum(word_count(t) for t in heard)) * 60 / words_per_minute, 1)
     return None
+
+
+def _words_until_offer(heard: list[str], key: str) -> int:
+    """Words up to the sentence that offers `key` (all of them if none does)."""
+    total = 0
+    for text in heard:
+        offered = offering_sentence(text, key) if key else None
+        if offered is not None:
+            return total + sum(word_count(t) for t in sentences(text)[: offered + 1])
+        total += word_count(text)
+    return total

@@ -521,4 +521,5 @@ def prompts_rollback(number, note):
         for problem in e.problems:
             click.echo(f"  error: {problem}", err=True)
         raise click.ClickException("not rolled back") from e
-    click.echo(f"version {new} is live (a copy of version {number})")
+    click.echo("waiting for a second admin's approval" if new is None
+               else f"version {new} is live (a copy of version {number})")

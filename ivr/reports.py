@@ -93,6 +93,14 @@ def call_row(record: CallRecord) -> dict:
     }
 
 
+def csv_safe(value):
+    """A cell a spreadsheet will not run: text starting with = + - @ (or a tab or CR) is
+    prefixed with an apostrophe. Numbers stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _days() -> list[str]:
     """The range asked for (?from=&to= or ?range=today|7|30); a bad one is a 400."""
     try:
@@ -230,7 +238,7 @@ def calls_csv():
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for record in store.iter_calls(days):
-            writer.writerow(call_row(record))
+            writer.writerow({k: csv_safe(v) for k, v in call_row(record).items()})
             if buffer.tell() > 64 * 1024:
                 yield buffer.getvalue()
                 buffer.seek(0)

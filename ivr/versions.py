@@ -203,8 +203,9 @@ class ConfigVersions:
         return self._new_version(draft["doc"], draft["pending_by"], draft["pending_note"],
                                  "publish", clear_draft=True, approved_by=approver)
 
-    def rollback(self, number: int, author: str, note: str) -> int:
-        """Publish version `number`'s document again, as a new version."""
+    def rollback(self, number: int, author: str, note: str) -> int | None:
+        """Publish version `number`'s document again, as a new version (with the
+        two-person rule: put it in the draft, waiting for a second admin)."""
         note = (note or "").strip()
         if not note:
             raise PublishError(["a short note saying why is required"])
@@ -215,8 +216,14 @@ class ConfigVersions:
         _, problems = self.check(doc)
         if problems:  # the shipped files changed since: that old version no longer loads
             raise PublishError(problems)
-        return self._new_version(doc, author, f"rollback to version {number}: {note}",
-                                 "rollback", clear_draft=False)
+        note = f"rollback to version {number}: {note}"
+        if self.two_person_rule:
+            draft = {"doc": normalize(doc), "base": self.latest(), "author": author,
+                     "at": now_text(), "pending_note": note, "pending_by": author}
+            self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+            self.audit(author, "rollback requested", note)
+            return None
+        return self._new_version(doc, author, note, "rollback", clear_draft=False)
 
     def _new_version(self, doc, author, note, kind, clear_draft, approved_by="") -> int:
         number = self.r.incr(store.CONFIG_VERSION_SEQ)

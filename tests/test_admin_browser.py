@@ -1,0 +1,299 @@
+"""The administrators' pages in a real browser: Debian's Chromium driven by Playwright,
+against the app served on a real port (werkzeug), with Twilio-signed calls placed over
+HTTP against that same running server, which is never restarted.
+
+Screenshots of /admin/prompts and /admin/try are saved under test-output/.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install "
+                "chromium); CI installs it", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from werkzeug.security import generate_password_hash  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from ivr.menu import read_shipped  # noqa: E402
+from ivr.redis_server import free_port  # noqa: E402
+from ivr.simulator import Move, SimulatedCall  # noqa: E402
+from ivr.versions import ConfigVersions  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "test-output"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run"]
+PASSWORD = "correct horse battery"
+# Real scrypt at a low cost, so a login takes milliseconds (the cost is read from the hash).
+QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
+SHIPPED = read_shipped()
+ES_GREETING = SHIPPED.prompts["es"]["greeting"]
+EN_GREETING = SHIPPED.prompts["en"]["greeting"]
+LABOUR = "Le comunico con la línea del Ministerio del Trabajo. No cuelgue."
+NATIONAL = "Le comunico con la Línea Nacional contra la Trata de Personas. No cuelgue."
+
+
+# --- the browser and the served app (as in test_browser.py) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def serve(app):
+    """Serve `app` on a real port in a daemon thread; returns (base URL, stop)."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        thread.join(5)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+def base(app):
+    url, stop = serve(app)
+    yield url
+    stop()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield ctx.new_page()
+    ctx.close()
+
+
+def add_user(app, name: str, role: str) -> None:
+    app.extensions["ruta.store"].save_user(name, role, QUICK_HASH)
+
+
+def log_in(page, base: str, name: str):
+    page.goto(base + "/login")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+
+
+def click_and_wait(page, locator):
+    with page.expect_navigation():
+        locator.click()
+
+
+def screenshot(page, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / name), full_page=True)
+
+
+# --- calls over HTTP, against the same running server -----------------------------------
+
+
+def greeting(base: str, app) -> str:
+    """Place a signed call over HTTP; the first thing the caller hears."""
+    call = SimulatedCall(base, app.config["TWILIO_AUTH_TOKEN"])  # http_transport
+    return call.run([]).lines[0].text
+
+
+def greeting_within(base: str, app, expected: str, seconds: float = 3.0) -> str:
+    """Call until the greeting is `expected` (the server looks for a new version at most
+    once a second); return the last greeting heard."""
+    deadline = time.monotonic() + seconds
+    while True:
+        heard = greeting(base, app)
+        if heard == expected or time.monotonic() > deadline:
+            return heard
+        time.sleep(0.1)
+
+
+def prompt_field(page, lang: str, key: str):
+    return page.locator(f'textarea[name="prompt:{lang}:{key}"]')
+
+
+def flash(page, kind: str = "status"):
+    """The flash messages: role "status" (done) or "alert" (refused)."""
+    return page.locator(f'main > p.flash[role="{kind}"]')
+
+
+# --- 1. edit, see the problem, fix, publish, callers hear it, roll back ----------------------
+
+
+def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change(
+        app, base, page, redis_client):
+    # The deployment has been in use: bob published version 1 (a shorter goodbye).
+    versions = ConfigVersions(app.extensions["ruta.store"].r, app.extensions["ruta.shipped"])
+    versions.save_draft({"prompts": {"es": {"goodbye": "Gracias por llamar. Cuídese."}}},
+                        "bob")
+    assert versions.publish("bob", "shorter goodbye") == 1
+    assert greeting(base, app) == ES_GREETING  # the server is serving, and keeps running
+
+    add_user(app, "ana", "admin")
+    log_in(page, base, "ana")
+    click_and_wait(page, page.locator("header nav").get_by_role("link", name="Admin"))
+    expect(page.locator("h1")).to_have_text("Administration")
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Prompts"))
+    expect(page.locator("h1")).to_have_text("What callers hear")
+
+    # Edit the Spanish greeting, and (by mistake) empty the English one.
+    new = "Línea Ruta. Le escuchamos, es confidencial."
+    expect(prompt_field(page, "es", "greeting")).to_have_value(ES_GREETING)
+    prompt_field(page, "es", "greeting").fill(new)
+    prompt_field(page, "en", "greeting").fill("")
+    click_and_wait(page, page.get_by_role("button", name="Save to draft"))
+    expect(flash(page)).to_have_text("Draft saved. It is not live until you publish it.")
+    expect(prompt_field(page, "es", "greeting")).to_have_value(new)
+
+    # The problem is shown right under the emptied field, and only there.
+    english = prompt_field(page, "en", "greeting")
+    expect(english).to_have_attribute("aria-invalid", "true")
+    problems = page.locator('[id="prompt:en:greeting-problems"]')
+    expect(problems).to_have_text("prompts/en: prompt 'greeting' is empty")
+    expect(problems).to_be_visible()
+    field_box, list_box = english.bounding_box(), problems.bounding_box()
+    assert 0 <= list_box["y"] - (field_box["y"] + field_box["height"]) < 40
+    assert abs(list_box["x"] - field_box["x"]) < 40  # same column: the English one
+    expect(prompt_field(page, "es", "greeting")).not_to_have_attribute("aria-invalid", "true")
+    expect(page.locator("[aria-invalid]")).to_have_count(1)
+    english.scroll_into_view_if_needed()
+    screenshot(page, "admin-prompts.png")
+
+    # Publishing is refused, saying why.
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Overview"))
+    expect(page.locator("h3.error")).to_have_text("It cannot be published yet:")
+    page.get_by_label("What changed, and why (required)").fill("friendlier greeting")
+    click_and_wait(page, page.get_by_role("button", name="Publish"))
+    expect(flash(page, "alert")).to_have_text(["prompts/en: prompt 'greeting' is empty"])
+    assert int(redis_client.get("ruta:config:version")) == 1
+    assert greeting(base, app) == ES_GREETING
+
+    # Fix it, publish with a note: the next call hears the new greeting.
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Prompts"))
+    prompt_field(page, "en", "greeting").fill(EN_GREETING)
+    click_and_wait(page, page.get_by_role("button", name="Save to draft"))
+    expect(page.locator("[aria-invalid]")).to_have_count(0)
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Overview"))
+    expect(page.locator("h3.error")).to_have_count(0)
+    changes = page.locator("table.diff tbody tr")
+    expect(changes).to_have_count(1)
+    expect(changes.locator("td")).to_have_text(["prompt es greeting", ES_GREETING, new])
+    publish = page.get_by_role("button", name="Publish")
+    note = page.get_by_label("What changed, and why (required)")
+    publish.click()  # no note: the browser itself asks for one, nothing is sent
+    assert note.evaluate("e => e.validity.valueMissing") is True
+    assert int(redis_client.get("ruta:config:version")) == 1
+    note.fill("friendlier greeting")
+    click_and_wait(page, publish)
+    expect(flash(page)).to_have_text("Version 2 is live: callers hear it from their next call.")
+    expect(page.locator(".status-line")).to_contain_text(
+        "Live: version 2 (ana, ")
+    assert greeting_within(base, app, new) == new
+
+    # History: roll back to version 1, and the next call hears the old greeting again.
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="History"))
+    rows = page.locator("table.versions tbody tr")
+    expect(rows).to_have_count(3)  # versions 2 and 1, then 0: the shipped files
+    expect(rows.nth(0).locator("td").nth(3)).to_have_text("friendlier greeting")
+    expect(rows.nth(1).locator("td").nth(3)).to_have_text("shorter goodbye")
+    expect(page.locator("table.diff tbody tr").locator("td")).to_have_text(
+        ["prompt es greeting", ES_GREETING, new])
+    page.get_by_label("Why roll back to version 1").fill("the old greeting tested better")
+    click_and_wait(page, page.get_by_role("button", name="Roll back to 1"))
+    expect(flash(page)).to_have_text("Rolled back: version 3 is live.")
+    expect(rows).to_have_count(4)
+    expect(rows.nth(0).locator("td").nth(0)).to_have_text("3 (live)")
+    expect(rows.nth(0).locator("td").nth(3)).to_have_text(
+        "rollback to version 1: the old greeting tested better")
+    assert greeting_within(base, app, ES_GREETING) == ES_GREETING
+    goodbye = SimulatedCall(base, app.config["TWILIO_AUTH_TOKEN"]).run(
+        [Move("press", "2")]).lines[-1].text
+    assert goodbye == "Gracias por llamar. Cuídese."  # version 1 is whole again
+
+
+def test_history_offers_a_rollback_to_the_shipped_files_after_the_first_publish(
+        app, base, page):
+    """After the very first publish, the history offers a rollback to version 0, the
+    shipped files, so an administrator can undo it from the page."""
+    add_user(app, "ana", "admin")
+    log_in(page, base, "ana")
+    page.goto(base + "/admin/prompts")
+    prompt_field(page, "es", "greeting").fill("Línea Ruta. Texto nuevo.")
+    click_and_wait(page, page.get_by_role("button", name="Save to draft"))
+    page.goto(base + "/admin")
+    page.get_by_label("What changed, and why (required)").fill("new greeting")
+    click_and_wait(page, page.get_by_role("button", name="Publish"))
+    expect(flash(page)).to_have_text("Version 1 is live: callers hear it from their next call.")
+    page.goto(base + "/admin/history")
+    expect(page.get_by_role("button", name="Roll back to 0")).to_have_count(1, timeout=1000)
+
+
+# --- 2. try the call -------------------------------------------------------------------------
+
+
+def test_try_the_call_panel_plays_a_busy_labour_line(app, base, page, redis_client):
+    add_user(app, "ana", "admin")
+    log_in(page, base, "ana")
+    page.goto(base + "/admin")
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Try the call"))
+    expect(page.locator("h1")).to_have_text("Try the call")
+    lines = page.locator("section.transcript li")
+    expect(lines.first).to_contain_text(ES_GREETING)
+    events = redis_client.xlen("ruta:events")
+
+    page.get_by_label("When a hotline is dialled, it").select_option(label="is busy")
+    keypad = page.get_by_role("group", name="Keypad")
+    click_and_wait(page, keypad.get_by_role("button", name="2", exact=True))
+    texts = [" ".join(t.split()) for t in lines.all_inner_texts()]
+    labour = next(i for i, t in enumerate(texts) if t.endswith(LABOUR))
+    assert texts[labour + 1].startswith("dial 120 "), texts
+    assert texts[labour + 2] == "hotline busy", texts
+    national = next(i for i, t in enumerate(texts) if t.endswith(NATIONAL))
+    assert national > labour + 2
+    assert texts[national + 1].startswith("dial +5718000522020 "), texts
+    expect(page.locator("section.transcript")).to_contain_text(
+        "Dialled: 120, +5718000522020")
+    expect(page.locator("section.transcript .stat-line")).to_contain_text(
+        "spoken before the transfer started")
+    expect(page.get_by_label("When a hotline is dialled, it")).to_have_value("busy")
+    assert redis_client.xlen("ruta:events") == events  # a preview is not a call
+    screenshot(page, "admin-try.png")
+
+    # Hanging up starts again from the greeting.
+    click_and_wait(page, page.get_by_role("button", name="Hang up and start again"))
+    expect(page.locator("section.transcript")).not_to_contain_text("Dialled")
+    expect(lines.first).to_contain_text(ES_GREETING)
+
+
+# --- 3. a supervisor -------------------------------------------------------------------------
+
+
+def test_a_supervisor_cannot_reach_the_admin_pages(app, base, page):
+    add_user(app, "marta", "supervisor")
+    log_in(page, base, "marta")
+    expect(page.locator("header .who")).to_have_text("marta · supervisor")
+    expect(page.get_by_role("link", name="Reports")).to_be_visible()
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    for path in ("/admin", "/admin/prompts", "/admin/try", "/admin/history"):
+        response = page.goto(base + path)
+        assert response.status == 403, path
+        expect(page.locator("body")).to_contain_text("Forbidden")
+        expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+        expect(page.locator("textarea, form")).to_have_count(0)
