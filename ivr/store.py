@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import redis
 
@@ -123,6 +124,7 @@ class Store:
         done_ids: list[str],
         lock_token: str | bytes | None,
         dead: list[tuple[str, str, str]] = (),
+        raws: list[str] | None = None,
     ) -> int:
         """Fold `events` into call records and day counters, in one transaction.
 
@@ -130,14 +132,16 @@ class Store:
         files `dead` (entry id, raw, reason) in the dead-letter stream, so a batch is
         written entirely or not at all. It runs only while this drain still holds the
         write lock (WATCH), so two drains never fold the same call at once. Events
-        already applied are skipped: returns how many were new.
+        already applied are skipped: returns how many were new. `raws`, the events' JSON
+        as read from the stream, saves encoding them again for the log.
         """
         sids = list(dict.fromkeys(e.call for e in events))
         read = self.r.pipeline(transaction=False)
         for sid in sids:
             read.hgetall(call_key(sid))
-        raws = read.execute()
-        records = {sid: CallRecord.from_fields(sid, f) for sid, f in zip(sids, raws, strict=True)}
+        stored = dict(zip(sids, read.execute(), strict=True))  # what Redis holds now
+        records = {sid: CallRecord.from_fields(sid, fields) for sid, fields in stored.items()}
+        raw_of = {id(e): raw for e, raw in zip(events, raws, strict=True)} if raws else {}
 
         counters: dict[str, Counter] = defaultdict(Counter)  # day -> counter deltas
         hours: dict[str, Counter] = defaultdict(Counter)  # hour -> dial result deltas
@@ -188,12 +192,17 @@ class Store:
                         raise LostLock
                 pipe.multi()
                 for sid, record in touched.items():
-                    keep_until = self._expiry(record.day)
-                    pipe.hset(call_key(sid), mapping=record.to_fields())
-                    pipe.expireat(call_key(sid), keep_until)
-                    if record.day:
-                        pipe.zadd(day_calls_key(record.day), {sid: record.started})
-                        pipe.expireat(day_calls_key(record.day), keep_until)
+                    before = stored[sid]
+                    fields = record.to_fields()
+                    # Only what changed: most batches touch a few fields of a call.
+                    pipe.hset(call_key(sid), mapping={
+                        k: v for k, v in fields.items() if before.get(k) != v})
+                    if before.get("day") != record.day or not before:  # new, or now dated
+                        keep_until = self._expiry(record.day)
+                        pipe.expireat(call_key(sid), keep_until)
+                        if record.day:
+                            pipe.zadd(day_calls_key(record.day), {sid: record.started})
+                            pipe.expireat(day_calls_key(record.day), keep_until)
                 for day, counts in counters.items():
                     for name, delta in counts.items():
                         if delta:
@@ -205,8 +214,9 @@ class Store:
                     for name, delta in counts.items():
                         pipe.hincrby(hour_key(hour), name, delta)
                     pipe.expire(hour_key(hour), HOUR_KEEP_SECONDS)
-                for event in new_events:
-                    pipe.xadd(LOG, {"e": event.to_json()})
+                for event in new_events:  # (the plain command: redis-py's xadd() is slower)
+                    pipe.execute_command("XADD", LOG, "*", "e",
+                                         raw_of.get(id(event)) or event.to_json())
                 for entry_id, raw, reason in dead:
                     pipe.xadd(DEAD_LETTER, {"entry": entry_id, "e": raw or "", "reason": reason})
                 if done_ids:
@@ -226,8 +236,7 @@ class Store:
         """End of the retention period of a day's data (from today if no day yet)."""
         if not day:
             return int((datetime.now(BOGOTA) + self.retention).timestamp())
-        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BOGOTA)
-        return int((start + timedelta(days=1) + self.retention).timestamp())
+        return _day_end(day) + int(self.retention.total_seconds())
 
     # --- reading (reports, the command line) ------------------------------------------
 
@@ -370,6 +379,12 @@ class Store:
         except redis.ResponseError:  # no group yet: nothing was ever drained
             pending = 0
         return {"waiting": waiting, "pending": pending}
+
+
+@lru_cache(maxsize=1024)
+def _day_end(day: str) -> int:
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BOGOTA)
+    return int((start + timedelta(days=1)).timestamp())
 
 
 def _as_text(value) -> str | None:

@@ -34,7 +34,7 @@ from ivr.outcomes import Event
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+BATCH = 1000
 LOCK_SECONDS = 15  # a drain that dies holds the lock (and its entries) this long at most
 CLAIM_IDLE_MS = (LOCK_SECONDS + 5) * 1000  # older pending entries belong to a dead drain
 MAX_SECONDS = 60  # then the job ends and enqueues the next, so RQ's timeout never hits
@@ -129,7 +129,7 @@ class Drainer:
 
     def _write(self, entries, token) -> tuple[int, int]:
         """Write one batch; an entry that is not an event goes to the dead letters."""
-        parsed, done, dead = [], [], []
+        parsed, raws, done, dead = [], [], [], []
         for entry_id, fields in entries:
             if not fields:  # deleted from the stream after it was read: nothing to write
                 done.append(entry_id)
@@ -137,12 +137,13 @@ class Drainer:
             raw = fields.get("e")
             try:
                 parsed.append(Event.from_json(raw))
+                raws.append(raw)
                 done.append(entry_id)
             except ValueError as e:
                 dead.append((entry_id, raw, f"unreadable event: {e}"))
         done += [entry_id for entry_id, _, _ in dead]
         try:
-            return self.store.write_batch(parsed, done, token, dead), len(dead)
+            return self.store.write_batch(parsed, done, token, dead, raws), len(dead)
         except (redis.ConnectionError, redis.TimeoutError, store.LostLock):
             raise  # Redis is sick or we lost the lock: RQ retries the job later
         except Exception as e:  # a bug or a strange event: find the bad one, keep the rest
