@@ -44,7 +44,7 @@ class RedisServer:
     """A redis-server child process on 127.0.0.1, with stop() and start() again."""
 
     def __init__(self, data_dir: Path | str, port: int | None = None, persist: bool = False):
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # redis-server chdirs into it first
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen | None = None
