@@ -148,6 +148,8 @@ def dev(port, host):
     click.echo("Place a simulated call from another terminal:")
     click.echo(f"  .venv/bin/ivr call --url {base} --press 2 --dial-result busy")
     click.echo("and see it counted:\n  .venv/bin/ivr report")
+    click.echo(f"Reports and admin pages: add yourself with\n  .venv/bin/ivr users add NAME "
+               f"--role admin\nthen log in at {base}/login")
     click.echo("Stop with Ctrl-C.\n")
 
     def stop(*_):
