@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import redis
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app
-from ivr.redis_server import RedisServer
+from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import SimulatedCall, flask_transport
 
 TOKEN = "test-auth-token-0123456789abcdef"
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/test: never a download
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"  # screenshots
 BASE_URL = "http://ruta.test"
 
 
@@ -104,3 +112,50 @@ def simulate(app):
         return call.run(moves, dial_results)
 
     return run
+
+
+# --- a real browser against the app on a real port --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright, one per test module."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def serve(app):
+    """Serve `app` on a real port in a daemon thread; returns (base URL, stop)."""
+    from werkzeug.serving import make_server
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        thread.join(5)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+def serve_app():
+    """serve_app(app) -> (base URL, stop), for a test that serves an app of its own."""
+    return serve
+
+
+@pytest.fixture
+def base(app):
+    """The test's app served on a real port: its base URL."""
+    url, stop = serve(app)
+    yield url
+    stop()

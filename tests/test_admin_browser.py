@@ -8,31 +8,22 @@ Screenshots of /admin/prompts and /admin/try are saved under test-output/.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, TEST_OUTPUT
 
-CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install "
                 "chromium); CI installs it", allow_module_level=True)
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from ivr.menu import read_shipped  # noqa: E402
-from ivr.redis_server import free_port  # noqa: E402
 from ivr.simulator import Move, SimulatedCall  # noqa: E402
 from ivr.versions import ConfigVersions  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "test-output"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run"]
 PASSWORD = "correct horse battery"
 # Real scrypt at a low cost, so a login takes milliseconds (the cost is read from the hash).
 QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
@@ -44,36 +35,6 @@ NATIONAL = "Le comunico con la Línea Nacional contra la Trata de Personas. No c
 
 
 # --- the browser and the served app (as in test_browser.py) -----------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def serve(app):
-    """Serve `app` on a real port in a daemon thread; returns (base URL, stop)."""
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-
-    def stop():
-        server.shutdown()
-        thread.join(5)
-
-    return f"http://127.0.0.1:{port}", stop
-
-
-@pytest.fixture
-def base(app):
-    url, stop = serve(app)
-    yield url
-    stop()
 
 
 @pytest.fixture
@@ -101,8 +62,8 @@ def click_and_wait(page, locator):
 
 
 def screenshot(page, name: str) -> None:
-    OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=str(OUTPUT / name), full_page=True)
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(TEST_OUTPUT / name), full_page=True)
 
 
 # --- calls over HTTP, against the same running server -----------------------------------

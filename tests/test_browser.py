@@ -14,7 +14,6 @@ import http.cookiejar
 import io
 import json
 import os
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,8 +21,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, TEST_OUTPUT
 
-CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install "
                 "chromium); CI installs it", allow_module_level=True)
@@ -31,22 +30,14 @@ if not os.path.exists(CHROMIUM):
 import redis  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from playwright.sync_api import Error as PlaywrightError  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from ivr import create_app, security, store  # noqa: E402
 from ivr.cli import main as ivr_main  # noqa: E402
 from ivr.outcomes import BOGOTA, Event  # noqa: E402
-from ivr.redis_server import free_port  # noqa: E402
 from ivr.reports import CSV_COLUMNS  # noqa: E402
 from ivr.simulator import Move  # noqa: E402
 from workers.outcomes import Drainer  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "test-output"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run"]
 PHONE = "+573001234567"
 PHONE_DIGITS = "3001234567"  # must never reach a supervisor, in any form
 PASSWORD = "correct horse battery"
@@ -77,36 +68,6 @@ OLD_DAYS = 10
 
 
 # --- the browser and the served app -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def serve(app):
-    """Serve `app` on a real port in a daemon thread; returns (base URL, stop)."""
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-
-    def stop():
-        server.shutdown()
-        thread.join(5)
-
-    return f"http://127.0.0.1:{port}", stop
-
-
-@pytest.fixture
-def base(app):
-    url, stop = serve(app)
-    yield url
-    stop()
 
 
 @pytest.fixture
@@ -203,8 +164,8 @@ def table_rows(page) -> dict[str, list[str]]:
 
 
 def screenshot(page, name: str) -> None:
-    OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=str(OUTPUT / name), full_page=True)
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(TEST_OUTPUT / name), full_page=True)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -488,11 +449,12 @@ def test_pages_and_api_need_a_login_or_a_token(app, base, page, seeded, redis_se
 # --- 6. login security ----------------------------------------------------------------------
 
 
-def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, browser):
+def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, browser,
+                                                    serve_app):
     app = create_app(app_config)  # a fresh app; Redis (and its limiter keys) was just emptied
     assert not redis_client.keys("*ruta:limits*")
     add_user(app, "marta", "supervisor")
-    base, stop = serve(app)
+    base, stop = serve_app(app)
     ctx = browser.new_context()
     try:
         page = ctx.new_page()
