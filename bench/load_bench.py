@@ -164,7 +164,8 @@ class Caller(threading.Thread):
         self.transcript: CallTranscript | None = None
         self.error = ""
         self.began = 0.0  # wall clock, time.time()
-        self.ended = 0.0  # when the status callback was answered
+        self.ended = 0.0  # when its status callback was answered (0: never)
+        self.finished = 0.0  # when the caller was done, status callback or not
         self.final_at = 0.0  # when its record first showed the final outcome (lag poller)
         self.sid = ""
 
@@ -196,8 +197,7 @@ class Caller(threading.Thread):
                                             caller=self.number).run(s.moves, s.dials)
         except Exception as e:  # a call that could not be played to its end
             self.error = f"{type(e).__name__}: {e}"[:300]
-        if not self.ended:
-            self.ended = time.time()
+        self.finished = time.time()
 
     # --- what this call must have left behind --------------------------------------
 
@@ -257,6 +257,11 @@ class Caller(threading.Thread):
             elif (r.path.endswith("/voice/menu") and not r.params.get("Digits")
                   and not r.params.get("SpeechResult")):
                 c["no_input"] += 1
+        c["sum:hour"] += 1  # each call counted in one hour of the day
+        if self.number != "anonymous":
+            c["identified"] += 1
+        if s.dialed:
+            c["sum:to_transfer"] += 1  # seconds to its first transfer, once
         c[f"outcome:{s.outcome}"] += 1
         c[f"category:{s.category}"] += 1
         c[f"lang:{s.lang}"] += 1
@@ -268,7 +273,7 @@ class Caller(threading.Thread):
 # Counters checked against what the calls did: those moved by one event each, and those
 # derived from a whole call.
 EVENT_COUNTERS = re.compile(r"^(calls|transfer:.*|dial:.*|no_input)$")
-DERIVED_COUNTERS = re.compile(r"^(outcome|category|lang|hangup):")
+DERIVED_COUNTERS = re.compile(r"^(outcome:|category:|lang:|hangup:|sum:|identified$)")
 
 
 def plan_calls(callers: int, seconds: float, seed: int) -> list[tuple[float, Scenario]]:
@@ -442,13 +447,25 @@ class LoadResult:
     worker_starts: int = 0
     logs: str = ""  # tails of the services' logs, when something failed
 
+    def reasons(self) -> list[str]:
+        """Why the run does not pass (empty: it passes)."""
+        checks = [
+            (self.calls == self.callers, f"{self.callers - self.calls} calls never started"),
+            (not self.failed, f"{len(self.failed)} failed or silent calls"),
+            (self.report_lag_s is not None, "the report was never complete"),
+            (self.counted == self.calls, f"{self.counted} calls counted of {self.calls}"),
+            (self.lost == 0, f"{self.lost} lost"),
+            (self.double == 0, f"{self.double} counted twice"),
+            (not self.mismatched, f"{len(self.mismatched)} counters off"),
+            (not self.wrong_records, f"{len(self.wrong_records)} call records wrong"),
+            (not any(self.left.values()), f"left behind: {self.left}"),
+            (not (self.chaos and self.chaos.errors), "the chaos did not go as planned"),
+        ]
+        return [why for ok, why in checks if not ok]
+
     @property
     def passed(self) -> bool:
-        return (self.calls == self.callers and not self.failed and self.lost == 0
-                and self.double == 0 and not self.mismatched and not self.wrong_records
-                and self.counted == self.calls and self.report_lag_s is not None
-                and not any(self.left.values())
-                and not (self.chaos and self.chaos.errors))
+        return not self.reasons()
 
     def result_line(self) -> str:
         def num(v, fmt):
@@ -504,9 +521,14 @@ class LagWatcher(threading.Thread):
 
 
 def counters_over(r: redis.Redis, days: list[str]) -> Counter:
+    """The days' counters added up, with "sum:hour" and "sum:to_transfer" (the totals of
+    the calls-by-hour and seconds-to-transfer histograms)."""
     total = Counter()
     for d in days:
         total.update({k: int(v) for k, v in r.hgetall(store.day_key(d)).items()})
+    for histogram in ("hour", "to_transfer"):
+        total[f"sum:{histogram}"] = sum(v for k, v in total.items()
+                                        if k.startswith(f"{histogram}:"))
     return total
 
 
@@ -571,7 +593,7 @@ def run_load(callers: int = 200, seconds: float = 60.0, pace: float = 1.0,
             c.join(timeout=max(1.0, t0 + seconds + 600 - time.time()))
         if chaos_thread is not None:
             chaos_thread.join(timeout=60)
-        last_end = max((c.ended for c in people), default=time.time())
+        last_end = max((c.finished for c in people), default=time.time())
         first = min((c.began for c in people if c.began), default=t0)
         days_seen.add(day_of(time.time()))
         days = sorted(days_seen)
@@ -653,6 +675,7 @@ def run_load(callers: int = 200, seconds: float = 60.0, pace: float = 1.0,
         result.worker_starts = worker.started_count
         out(f"worker: started {worker.started_count} time(s); exits nobody asked for: "
             f"{worker.exits or 'none'}")
+        out(f"pass: {'yes' if result.passed else 'no, ' + '; '.join(result.reasons())}")
         if not result.passed:
             result.logs = (_tail(worker_log, "worker") + _tail(web_log, "web"))
         return result
@@ -696,7 +719,8 @@ def check(result: LoadResult, r: redis.Redis, spool: Spool, placed: list[Caller]
         lost = c.expected_event_ids() - seen
         missing_events += len(lost)
         s = c.scenario
-        got = (rec.get("outcome"), rec.get("category"), rec.get("lang"), rec.get("status"))
+        got = (rec.get("outcome"), rec.get("category") or "none", rec.get("lang"),
+               rec.get("status"))
         wanted = (s.outcome, s.category, s.lang, "completed")
         problems = []
         if lost:
@@ -776,7 +800,7 @@ def _chaos(ch: Chaos, server: RedisServer, worker: Supervised, r: redis.Redis,
 
 def max_concurrent(people: list[Caller]) -> int:
     edges = sorted([(c.began, 1) for c in people if c.began]
-                   + [(c.ended, -1) for c in people if c.began])
+                   + [(c.finished, -1) for c in people if c.began])
     most = now = 0
     for _, d in edges:
         now += d
