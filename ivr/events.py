@@ -1,7 +1,7 @@
 """Events on their way out of the web process: to a Redis stream, or to the spool.
 
-`Emitter.emit()` costs a webhook one Redis round trip: the call's events are appended to
-the `ruta:events` stream in one pipeline, together with a `SET NX PX` flag; only the
+`Emitter.emit()` costs a webhook one Redis round trip: one script appends the call's
+events to the `ruta:events` stream and sets a `SET NX PX` flag; only the
 request that sets the flag (a few times a second at most) also enqueues an RQ drain job
 (`workers.outcomes.drain`), which writes the events to the call records and counters.
 
@@ -40,6 +40,12 @@ DRAIN_JOB = "workers.outcomes.drain"  # by name: web code never imports job code
 DRAIN_EVERY_MS = 200  # at most one drain job enqueued per this many ms
 REDIS_DOWN_PAUSE = 2.0  # seconds to spool without trying Redis after a failure
 ANONYMOUS = "anonymous"
+# XADD each event, then SET NX PX the flag; returns 1 when this call set the flag.
+APPEND_EVENTS = """
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
 
 
 def init_app(app) -> None:
@@ -157,6 +163,7 @@ class Emitter:
         self.r = r  # None: no Redis configured, everything goes to the spool
         self.queue = Queue(store.QUEUE, connection=r) if r is not None else None
         self.spool = spool
+        self._append = r.register_script(APPEND_EVENTS) if r is not None else None
         self._redis_down_until = 0.0
         self._lock = threading.Lock()
 
@@ -168,11 +175,9 @@ class Emitter:
             self.spool.append(events)
             return "spool"
         try:
-            pipe = self.r.pipeline(transaction=False)
-            for event in events:
-                pipe.xadd(store.EVENTS, {"e": event.to_json()})
-            pipe.set(store.DRAIN_SCHEDULED, 1, nx=True, px=DRAIN_EVERY_MS)
-            scheduled = pipe.execute()[-1]
+            # One command: append the events and claim the "drain scheduled" flag.
+            scheduled = self._append(keys=[store.EVENTS, store.DRAIN_SCHEDULED],
+                                     args=[DRAIN_EVERY_MS, *(e.to_json() for e in events)])
             if scheduled:
                 enqueue_drain(self.queue)
             return "redis"

@@ -26,7 +26,13 @@ from wtforms.validators import DataRequired, Length
 from ivr import charts, current_menu
 from ivr.menu import Menu
 from ivr.outcomes import BOGOTA, CallRecord
-from ivr.security import current_staff, password_matches, staff_required
+from ivr.security import (
+    current_staff,
+    login_allowed,
+    login_failed,
+    password_matches,
+    staff_required,
+)
 from ivr.store import Store
 from ivr.summary import ANSWERED_DIALS, RangeError, Summary, last_hours, parse_range, summarize
 from ivr.versions import audit
@@ -131,15 +137,20 @@ class LoginForm(FlaskForm):
 def login():
     """Staff log in; only failed attempts count toward the slow-down."""
     form = LoginForm()
+    address = request.remote_addr or ""
+    if request.method == "POST" and not login_allowed(address):
+        return render_template("login.html", form=form,
+                               error="Too many failed logins: wait a minute and try again."), 429
     if form.validate_on_submit():
         user = _store().user(form.name.data)
         if user and password_matches(user["password"], form.password.data):
             session.clear()
             session["user"] = form.name.data
             session.permanent = True
-            audit(_store().r, form.name.data, "login", request.remote_addr or "")
+            audit(_store().r, form.name.data, "login", address)
             return redirect(_safe_next(request.args.get("next")))
-        audit(_store().r, form.name.data[:64], "login failed", request.remote_addr or "")
+        login_failed(address)
+        audit(_store().r, form.name.data[:64], "login failed", address)
         return render_template("login.html", form=form,
                                error="Wrong name or password."), 401
     return render_template("login.html", form=form, error=None)

@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, request
 
 from ivr import current_menu, events, flow, twiml
 from ivr.flow import Answer, Ask, CallState, Phase
@@ -45,7 +45,7 @@ def _now() -> datetime:
 
 def _resume_url(state: CallState) -> str:
     """Where Twilio posts next; absolute when we know our public URL."""
-    path = url_for(f"voice.{state.phase.value}") + "?" + urlencode(state.to_params())
+    path = f"{bp.url_prefix}/{state.phase.value}?{urlencode(state.to_params())}"
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     return base + path if base else path
 

@@ -480,7 +480,8 @@ def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, br
         # The sixth attempt in the minute is refused, even with the right password.
         response = log_in(page, base, "marta", PASSWORD)
         assert response.status == 429
-        assert "Too Many Requests" in page.locator("body").inner_text()
+        assert page.get_by_role("alert").inner_text() == (
+            "Too many failed logins: wait a minute and try again.")
         assert page.goto(base + "/reports").url.startswith(base + "/login")
         assert redis_client.keys("*ruta:limits*")  # counted in Redis, shared by every worker
     finally:
