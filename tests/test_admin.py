@@ -327,6 +327,25 @@ REFUSED = [
 ]
 
 
+def test_a_published_hotline_number_is_dialled_by_the_next_call_without_restart(
+        app, ana, other_process, redis_client):
+    """An administrator gives the Labour line a real E.164 number and a longer ring; the
+    next call for work, in another web process, dials it with no restart."""
+    assert place_call(other_process, [Move("press", "2")]).dialed[0] == "120"
+    ana.edit("/admin/hotlines", {"hotline:labour:dial": "+576013300000\n120",
+                                 "hotline:labour:say": "601 330 0000"})
+    ana.publish("Labour line's E.164 number")
+    deadline = time.monotonic() + 3
+    while True:
+        call = place_call(other_process, [Move("press", "2")], ["busy", "busy", "completed"])
+        if call.dialed[0] == "+576013300000" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert call.dialed == ["+576013300000", "120", "+5718000522020"]
+    assert "Puede llamar usted al 6 0 1, 3 3 0, 0 0 0 0." in call.heard()
+    assert live_version(redis_client) == 1
+
+
 @pytest.mark.parametrize("page, changes, expected", REFUSED)
 def test_a_broken_draft_is_refused_at_publish_with_the_problem_next_to_its_field(
         app, ana, other_process, redis_client, page, changes, expected):
