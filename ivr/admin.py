@@ -74,17 +74,8 @@ def index():
     v = versions()
     draft = v.draft()
     problems = v.check(draft["doc"])[1] if draft else []
-    changes = _draft_changes(v, draft) if draft else []
+    changes = v.changes(v.document(v.latest()), draft["doc"]) if draft else []
     return _render("admin/index.html", problems=problems, changes=changes)
-
-
-def _draft_changes(v: ConfigVersions, draft: dict) -> list[tuple[str, str, str]]:
-    from ivr.versions import effective
-
-    before = effective(v.shipped, v.document(v.latest()))
-    after = effective(v.shipped, draft["doc"])
-    return [(k, before.get(k, ""), after.get(k, "")) for k in sorted(after)
-            if before.get(k) != after.get(k)]
 
 
 @bp.route("/prompts", methods=["GET", "POST"])

@@ -138,8 +138,12 @@ class ConfigVersions:
 
     def diff(self, old: int, new: int) -> list[tuple[str, str, str]]:
         """(what, before, after) for every value that differs between two versions."""
-        before = effective(self.shipped, self.document(old))
-        after = effective(self.shipped, self.document(new))
+        return self.changes(self.document(old), self.document(new))
+
+    def changes(self, old_doc: dict, new_doc: dict) -> list[tuple[str, str, str]]:
+        """(what, before, after) for every value two override documents set differently."""
+        before = effective(self.shipped, old_doc)
+        after = effective(self.shipped, new_doc)
         return [(k, before.get(k, ""), after.get(k, ""))
                 for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
 
