@@ -157,12 +157,17 @@ class Ask:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Say the prompts, then ring one target; the dial status is posted to `resume`."""
+    """Say the prompts, then ring one target; the dial status is posted to `resume`.
+
+    The hotline sees our number, not the caller's (who may be on a watched phone),
+    unless the hotline is marked `show_caller` (the emergency line may need to call back).
+    """
 
     prompts: tuple[Say, ...]
     target: str
     resume: CallState
     ring_timeout: int
+    show_caller: bool = False
 
 
 @dataclass(frozen=True)
@@ -344,7 +349,8 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=()) -> 
             started = FlowEvent(EventKind.TRANSFER_STARTED, {
                 "hotline": hotline.id, "target": target,
             })
-            step = Transfer(tuple(prompts), hotline.dial[target], resume, menu.ring_timeout)
+            step = Transfer(tuple(prompts), hotline.dial[target], resume, menu.ring_timeout,
+                            hotline.show_caller)
             return Result(step, (*events, started))
         tried = (*tried, hotline.id)
         given_up, hotline, target = hotline, _next_in_chain(menu, hotline, tried), 0
@@ -420,4 +426,5 @@ def safe_transfer(menu: Menu, lang: str) -> Result:
     hotline = menu.hotlines[menu.default_hotline]
     state = CallState(lang=lang, phase=Phase.DIAL, hotline=hotline.id, step=menu.step_limit)
     prompts = _says(menu, lang, "transfer", hotline=hotline.names[lang])
-    return Result(Transfer(prompts, hotline.dial[0], state, menu.ring_timeout))
+    return Result(Transfer(prompts, hotline.dial[0], state, menu.ring_timeout,
+                           hotline.show_caller))

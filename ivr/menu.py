@@ -70,6 +70,7 @@ class Hotline:
     say: str
     hours: OpeningHours = OpeningHours()
     fallback: str | None = None
+    show_caller: bool = False  # pass the caller's number on (else the line sees ours)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
             say=str(raw.get("say", "")).strip(),
             hours=_parse_hours(hid, raw.get("hours", "24/7"), problems),
             fallback=raw.get("fallback"),
+            show_caller=bool(raw.get("show_caller", False)),
         )
     nodes = {}
     for nid, raw in (menu_raw.get("nodes") or {}).items():

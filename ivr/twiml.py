@@ -17,17 +17,18 @@ SSML_VOICES = ("Polly.", "Google.")
 UrlFor = Callable[[CallState], str]
 
 
-def render(step: Step, url_for: UrlFor) -> str:
+def render(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
     """TwiML for `step`; `url_for` turns the state to resume at into a URL.
 
     A question's TwiML is the same for every caller but for the URL that carries the
     call's position, so it is built once per distinct step and the URL is put in after.
+    `our_number` (the number the caller dialled) is the caller ID hotlines see.
     """
     resume = getattr(step, "resume", None)
     if resume is None:
-        return _build(step, url_for)
+        return _build(step, url_for, our_number)
     shape = replace(step, resume=None)
-    xml = _cached(shape)
+    xml = _cached(shape, our_number)
     return xml.replace(URL_MARK, escape(url_for(resume), {'"': "&quot;"}))
 
 
@@ -35,11 +36,11 @@ URL_MARK = "__ruta_resume_url__"
 
 
 @lru_cache(maxsize=2048)
-def _cached(shape: Step) -> str:
-    return _build(shape, lambda _: URL_MARK)
+def _cached(shape: Step, our_number: str | None) -> str:
+    return _build(shape, lambda _: URL_MARK, our_number)
 
 
-def _build(step: Step, url_for: UrlFor) -> str:
+def _build(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
     response = VoiceResponse()
     match step:
         case Ask():
@@ -62,9 +63,11 @@ def _build(step: Step, url_for: UrlFor) -> str:
                 response.redirect(url_for(step.resume), method="POST")
         case Transfer():
             _speak(response, step.prompts)
+            hide_caller = our_number and not step.show_caller
             dial = response.dial(
                 action=url_for(step.resume),
                 method="POST",
+                **({"caller_id": our_number} if hide_caller else {}),
                 timeout=step.ring_timeout,
                 answer_on_bridge=True,
             )

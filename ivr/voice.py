@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 
 from ivr import current_menu, events, flow, twiml
 from ivr.flow import Answer, Ask, CallState, Phase
-from ivr.menu import Menu
+from ivr.menu import E164, Menu
 from ivr.outcomes import FINAL_CALL_STATUSES, Event
 from ivr.security import twilio_signed
 
@@ -60,7 +60,13 @@ def _respond(result: flow.Result, before: CallState | None = None) -> Response:
         _event(f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked, e.detail)
         for i, e in enumerate(result.events)
     ])
-    return Response(twiml.render(step, _resume_url), mimetype="text/xml")
+    return Response(twiml.render(step, _resume_url, _our_number()), mimetype="text/xml")
+
+
+def _our_number() -> str | None:
+    """The number the caller dialled (Twilio's `To`): hotlines see it as caller ID."""
+    to = request.form.get("To", "")
+    return to if E164.match(to) else None
 
 
 def _event(suffix, kind, step, started, lang, asked, data) -> Event:
@@ -142,4 +148,4 @@ def never_silent(error):
     log.exception("webhook failed; sending the caller to the default hotline")
     menu = current_menu()
     result = flow.safe_transfer(menu, request.args.get("l", ""))
-    return Response(twiml.render(result.step, _resume_url), mimetype="text/xml")
+    return Response(twiml.render(result.step, _resume_url, _our_number()), mimetype="text/xml")

@@ -151,6 +151,20 @@ def test_choosing_an_option_dials_the_hotline(twilio):
     assert sentence.get("language") == "es-US"
 
 
+def test_a_hotline_sees_our_number_not_the_callers(twilio):
+    """A caller may be on a phone someone else watches: no line gets a number to call back."""
+    dial = twilio.twiml(MENU, Digits="2").find("./Dial")
+    assert dial.get("callerId") == twilio.params()["To"]
+    assert twilio.params()["From"] not in ET.tostring(dial, encoding="unicode")
+
+
+def test_the_emergency_line_sees_the_callers_number(twilio):
+    """Emergency services may need to call back or locate the caller (show_caller)."""
+    dial = twilio.twiml(MENU, Digits="0").find("./Dial")
+    assert dial.find("./Number").text.strip() == "123"
+    assert dial.get("callerId") is None  # Twilio then passes the caller's own number
+
+
 @pytest.mark.parametrize("key, number", [("1", "144"), ("3", NATIONAL), ("5", NATIONAL),
                                          ("0", "123")])
 def test_every_dial_target_is_an_e164_number_or_a_short_code(twilio, key, number):
