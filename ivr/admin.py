@@ -55,6 +55,7 @@ def _render(template: str, **context):
     v = versions()
     return render_template(template, staff=current_staff(), live=v.version(v.latest()),
                            live_number=v.latest(), draft=v.draft(),
+                           draft_digest=v.draft_digest(),
                            two_person_rule=v.two_person_rule, **context)
 
 
@@ -187,7 +188,8 @@ def _hours_text(hours) -> str:
 def publish():
     v = versions()
     try:
-        number = v.publish(current_staff().name, request.form.get("note", ""))
+        number = v.publish(current_staff().name, request.form.get("note", ""),
+                           request.form.get("draft") or None)
     except PublishError as e:
         for problem in e.problems:
             flash(problem, "error")
@@ -202,7 +204,7 @@ def publish():
 @bp.post("/approve")
 def approve():
     try:
-        number = versions().approve(current_staff().name)
+        number = versions().approve(current_staff().name, request.form.get("draft") or None)
         flash(f"Approved: version {number} is live.")
     except PublishError as e:
         for problem in e.problems:

@@ -277,10 +277,11 @@ def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
     # Danger first: an emergency word wins over any other word in the same sentence.
     if speech.best_match(given.speech, [(menu.emergency_key, menu.emergency_words.get(lang, ()))]):
         return menu.emergency_key, "speech"
-    # Options marked `priority` (a child's safety) win when any of their words is heard;
-    # otherwise the option matching most words wins, earlier options on a tie.
+    # Options marked `priority` (a child's safety) win when one of their words is heard
+    # as a whole word; otherwise the option matching most words wins, earlier on a tie.
     first = [o for o in node.options if o.priority]
-    key = speech.best_match(given.speech, [(o.key, o.speech.get(lang, ())) for o in first])
+    key = speech.best_match(given.speech, [(o.key, o.speech.get(lang, ())) for o in first],
+                            prefix=False)
     if key:
         return key, "speech"
     candidates = [(o.key, o.speech.get(lang, ())) for o in node.options if not o.priority]

@@ -23,7 +23,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, current_menu
+from ivr import charts, current_menu, security
 from ivr.menu import Menu
 from ivr.outcomes import BOGOTA, CallRecord
 from ivr.security import (
@@ -138,18 +138,22 @@ def login():
     """Staff log in; only failed attempts count toward the slow-down."""
     form = LoginForm()
     address = request.remote_addr or ""
-    if request.method == "POST" and not login_allowed(address):
+    # Failed logins are counted per client address and per account name.
+    keys = [f"address:{address}", f"name:{(form.name.data or '')[:64]}"]
+    if request.method == "POST" and not login_allowed(keys):
         return render_template("login.html", form=form,
                                error="Too many failed logins: wait a minute and try again."), 429
     if form.validate_on_submit():
         user = _store().user(form.name.data)
-        if user and password_matches(user["password"], form.password.data):
+        # An unknown name costs the same scrypt as a known one: timing tells nothing.
+        password_hash = user["password"] if user else security.decoy_password_hash()
+        if password_matches(password_hash, form.password.data) and user:
             session.clear()
             session["user"] = form.name.data
             session.permanent = True
             audit(_store().r, form.name.data, "login", address)
             return redirect(_safe_next(request.args.get("next")))
-        login_failed(address)
+        login_failed(keys)
         audit(_store().r, form.name.data[:64], "login failed", address)
         return render_template("login.html", form=form,
                                error="Wrong name or password."), 401

@@ -15,6 +15,7 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from twilio.request_validator import RequestValidator, compare
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
 
@@ -23,7 +24,7 @@ def public_url() -> str:
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     if not base:
         return request.url
-    query = request.query_string.decode()
+    query = request.query_string.decode(errors="replace")  # garbage: the check fails
     return base + request.path + (f"?{query}" if query else "")
 
 
@@ -42,6 +43,7 @@ def twilio_signed(view):
             or validator.validate(url, request.form, signature)
         ):
             abort(403)
+        g.twilio_verified = True
         return view(*args, **kwargs)
 
     return checked
@@ -50,7 +52,8 @@ def twilio_signed(view):
 # --- staff: supervisors and administrators ---------------------------------------------
 
 ROLES = ("supervisor", "admin")  # an admin may also read reports
-FAILED_LOGIN_LIMITS = parse_many("5 per minute;30 per hour")  # per client address
+FAILED_LOGIN_LIMITS = parse_many("5 per minute;30 per hour")  # per address and per name
+
 csrf = CSRFProtect()
 
 
@@ -72,6 +75,10 @@ def init_app(app) -> None:
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=8))
     app.session_interface = StaffSessions()
+    proxies = int(app.config["RUTA_TRUSTED_PROXIES"])
+    if proxies:  # the client's address (failed logins are counted by it) and scheme
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,
+                                x_host=proxies)
     csrf.init_app(app)
     # The `limits` library (what Flask-Limiter is built on), used where it is needed
     # only: Flask-Limiter would check every request, webhooks included.
@@ -80,22 +87,31 @@ def init_app(app) -> None:
     app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
 
 
-def login_allowed(address: str) -> bool:
-    """False while this address has failed too many logins (Redis down: allowed)."""
+def login_allowed(keys: list[str]) -> bool:
+    """False while any of `keys` (the client address, the account name) has failed too
+    many logins. If the limiter's storage is down, logging in must still work."""
     limiter = current_app.extensions["ruta.login_limiter"]
     try:
-        return all(limiter.test(limit, "login", address) for limit in FAILED_LOGIN_LIMITS)
-    except Exception:  # noqa: BLE001 - the storage is down: logging in must still work
+        return all(limiter.test(limit, "login", key)
+                   for limit in FAILED_LOGIN_LIMITS for key in keys)
+    except Exception:  # noqa: BLE001
         return True
 
 
-def login_failed(address: str) -> None:
+def login_failed(keys: list[str]) -> None:
     limiter = current_app.extensions["ruta.login_limiter"]
     try:
         for limit in FAILED_LOGIN_LIMITS:
-            limiter.hit(limit, "login", address)
+            for key in keys:
+                limiter.hit(limit, "login", key)
     except Exception:  # noqa: BLE001
         pass
+
+
+@functools.cache
+def decoy_password_hash() -> str:
+    """Checked when a login names no account, so that it takes as long as a real one."""
+    return generate_password_hash(secrets.token_hex(16), method="scrypt")
 
 
 def hash_password(password: str) -> str:

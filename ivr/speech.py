@@ -49,15 +49,16 @@ def _phrase(keyword: str) -> tuple[str, ...]:
     return tuple(stem(t) for t in tokens(keyword))
 
 
-def _same(said: str, keyword: str) -> bool:
-    return said == keyword or (len(keyword) >= PREFIX_MIN and said.startswith(keyword))
+def _same(said: str, keyword: str, prefix: bool = True) -> bool:
+    return said == keyword or (prefix and len(keyword) >= PREFIX_MIN
+                               and said.startswith(keyword))
 
 
-def _matched_words(said: list[str], phrase: tuple[str, ...]) -> set[int]:
+def _matched_words(said: list[str], phrase: tuple[str, ...], prefix: bool) -> set[int]:
     """Positions of the spoken words that `phrase` matches (all its occurrences)."""
     n, hits = len(phrase), set()
     for i in range(len(said) - n + 1 if n else 0):
-        if all(_same(said[i + j], phrase[j]) for j in range(n)):
+        if all(_same(said[i + j], phrase[j], prefix) for j in range(n)):
             hits.update(range(i, i + n))
     return hits
 
@@ -71,19 +72,21 @@ def spoken_digit(text: str) -> str | None:
     return None
 
 
-def best_match(text: str, candidates: list[tuple[str, tuple[str, ...]]]) -> str | None:
+def best_match(text: str, candidates: list[tuple[str, tuple[str, ...]]],
+               prefix: bool = True) -> str | None:
     """The key of the candidate that matches the most spoken words; None if none matched.
 
     A spoken word counts once however many keywords it matches ("trabajar" is both
     "trabajo" and "trabajar"). `candidates` is (key, words) in priority order: on a tie
-    the earlier one wins.
+    the earlier one wins. `prefix=False` matches whole words only (no "chamo" in
+    "chamba", no "girl" in "girlfriend").
     """
     said = [stem(w) for w in tokens(text)]
     best_key, best_score = None, 0
     for key, words in candidates:
         covered: set[int] = set()
         for word in words:
-            covered |= _matched_words(said, _phrase(word))
+            covered |= _matched_words(said, _phrase(word), prefix)
         if len(covered) > best_score:
             best_key, best_score = key, len(covered)
     return best_key

@@ -18,6 +18,7 @@ Redis is unreachable. With the two-person rule a publish waits for a second admi
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import threading
@@ -131,6 +132,11 @@ class ConfigVersions:
         raw = self.r.get(store.CONFIG_DRAFT)
         return json.loads(raw) if raw else None
 
+    def draft_digest(self) -> str:
+        """Names the draft as it is now: a form sends it back, so that a publish or an
+        approval applies to the draft the admin looked at, not one changed since."""
+        return hashlib.sha256((self.r.get(store.CONFIG_DRAFT) or "").encode()).hexdigest()[:16]
+
     def draft_or_live(self) -> dict:
         """What the admin page edits: the draft, or else a copy of the live version."""
         draft = self.draft()
@@ -175,13 +181,14 @@ class ConfigVersions:
         if self.r.delete(store.CONFIG_DRAFT):
             self.audit(author, "draft discarded", "")
 
-    def publish(self, author: str, note: str) -> int | None:
+    def publish(self, author: str, note: str, seen: str | None = None) -> int | None:
         """Publish the draft: returns the new version, or None when it now waits for a
-        second admin's approval (two-person rule). Raises PublishError if broken."""
+        second admin's approval (two-person rule). Raises PublishError if broken, or if
+        the draft is no longer the one `seen` (its digest) when one is given."""
         note = (note or "").strip()
         if not note:
             raise PublishError(["a short note saying what changed is required"])
-        draft = self.draft()
+        draft = self._draft_as_seen(seen)
         if draft is None:
             raise PublishError(["there is no draft to publish"])
         _, problems = self.check(draft["doc"])
@@ -194,9 +201,9 @@ class ConfigVersions:
             return None
         return self._new_version(draft["doc"], author, note, "publish", clear_draft=True)
 
-    def approve(self, approver: str) -> int:
-        """A second admin approves the pending draft, which goes live."""
-        draft = self.draft()
+    def approve(self, approver: str, seen: str | None = None) -> int:
+        """A second admin approves the pending draft (the one `seen`), which goes live."""
+        draft = self._draft_as_seen(seen)
         if not draft or not draft.get("pending_by"):
             raise PublishError(["no publish is waiting for approval"])
         if draft["pending_by"] == approver:
@@ -229,19 +236,33 @@ class ConfigVersions:
             return None
         return self._new_version(doc, author, note, "rollback", clear_draft=False)
 
+    def _draft_as_seen(self, seen: str | None) -> dict | None:
+        if seen is not None and seen != self.draft_digest():
+            raise PublishError(["the draft changed since you looked at it: review it again"])
+        return self.draft()
+
     def _new_version(self, doc, author, note, kind, clear_draft, approved_by="") -> int:
         number = self.r.incr(store.CONFIG_VERSION_SEQ)
-        pipe = self.r.pipeline()
-        pipe.hset(store.config_version_key(number), mapping={
-            "doc": json.dumps(normalize(doc), ensure_ascii=False), "author": author,
-            "at": now_text(), "note": note, "kind": kind, "approved_by": approved_by,
-        })
-        # Web processes watch this counter; it moves only once the version is stored,
-        # and only forward (two admins publishing at once: the higher number wins).
-        pipe.eval(RAISE_TO, 1, store.CONFIG_VERSION, number)
-        if clear_draft:
-            pipe.delete(store.CONFIG_DRAFT)
-        pipe.execute()
+        with self.r.pipeline() as pipe:
+            try:
+                if clear_draft:  # the draft we checked must be the one we clear
+                    pipe.watch(store.CONFIG_DRAFT)
+                    current = pipe.get(store.CONFIG_DRAFT)
+                    if not current or normalize(json.loads(current)["doc"]) != normalize(doc):
+                        raise PublishError(["the draft changed meanwhile: review it again"])
+                pipe.multi()
+                pipe.hset(store.config_version_key(number), mapping={
+                    "doc": json.dumps(normalize(doc), ensure_ascii=False), "author": author,
+                    "at": now_text(), "note": note, "kind": kind, "approved_by": approved_by,
+                })
+                # Web processes watch this counter; it moves only once the version is
+                # stored, and only forward (two publishing at once: the higher wins).
+                pipe.eval(RAISE_TO, 1, store.CONFIG_VERSION, number)
+                if clear_draft:
+                    pipe.delete(store.CONFIG_DRAFT)
+                pipe.execute()
+            except redis.WatchError as e:
+                raise PublishError(["the draft changed meanwhile: review it again"]) from e
         self.audit(author, kind, f"version {number}: {note}"
                    + (f" (approved by {approved_by})" if approved_by else ""))
         return number

@@ -8,10 +8,11 @@ call's position in the query string), and /voice/status (the status callback).
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from ivr import current_menu, events, flow, twiml
 from ivr.flow import Answer, Ask, CallState, Phase
@@ -37,6 +38,11 @@ def _answer() -> Answer:
         speech=request.form.get("SpeechResult", "")[:500],
         confidence=confidence,
     )
+
+
+def _seconds(raw: str | None) -> int:
+    """A duration Twilio sends; anything but plain ASCII digits counts as 0."""
+    return int(raw) if raw and re.fullmatch(r"[0-9]{1,7}", raw) else 0
 
 
 def _now() -> datetime:
@@ -110,8 +116,7 @@ def menu():
 def dial():
     """How a transfer ended (busy, no-answer, failed, canceled or completed)."""
     status = request.form.get("DialCallStatus", "failed")
-    duration = request.form.get("DialCallDuration", "0")
-    seconds = int(duration) if duration.isdigit() else 0
+    seconds = _seconds(request.form.get("DialCallDuration"))
     menu = current_menu()
     state = _state(Phase.DIAL, menu)
     return _respond(flow.dial_result(menu, state, status, seconds, _now()), state)
@@ -132,8 +137,7 @@ def status():
     """Twilio's status callback: the call's final state and length."""
     call_status = request.form.get("CallStatus", "")
     if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
-        raw = request.form.get("CallDuration", "")
-        duration = int(raw) if raw.isdigit() and len(raw) < 7 else 0
+        duration = _seconds(request.form.get("CallDuration"))
         started = _now().timestamp() - duration
         _emit([_event("end", flow.EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
                       {"status": call_status, "duration": duration})])
@@ -145,7 +149,13 @@ def never_silent(error):
     """A bug must not cut a caller off: hand the call to the default line instead."""
     if getattr(error, "code", None):  # HTTP errors (the 403 of a bad signature) stay as they are
         return error
+    if not g.get("twilio_verified"):  # it broke before the signature was checked
+        return Response(status=403)
     log.exception("webhook failed; sending the caller to the default hotline")
     menu = current_menu()
-    result = flow.safe_transfer(menu, request.args.get("l", ""))
+    try:
+        lang = request.args.get("l", "")
+    except Exception:  # noqa: BLE001 - an unreadable query string: Spanish, the default
+        lang = ""
+    result = flow.safe_transfer(menu, lang)
     return Response(twiml.render(result.step, _resume_url, _our_number()), mimetype="text/xml")

@@ -551,6 +551,22 @@ def test_two_person_rule_needs_a_second_admin_before_callers_hear_it(
     assert "(approved by bob)" in redis_client.xrange(store.AUDIT)[-1][1]["detail"]
 
 
+def test_an_approval_applies_only_to_the_draft_the_approver_saw(app_config, redis_client):
+    """Ana changes the draft after Bob opened the page: Bob's click publishes nothing."""
+    strict = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1})
+    ana, bob = Staff(strict, "ana"), Staff(strict, "bob")
+    ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Versión revisada."})
+    ana.publish("reviewed greeting")
+    seen = parse(bob.page("/admin")).one("form", action="/admin/approve").one(
+        "input", name="draft").attrs["value"]
+    ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Cuelgue y llame mañana."})
+    ana.publish("another greeting")
+    resp = bob.post("/admin/approve", {"draft": seen})
+    assert flashes(resp.text, "error") == [
+        "the draft changed since you looked at it: review it again"]
+    assert live_version(redis_client) == 0
+
+
 # --- 5. audit log ------------------------------------------------------------------------------
 
 

@@ -91,6 +91,10 @@ SENTENCES = [
     ("a teenage girl", "en", "1"),
     # 2: work, a false job offer -> Ministry of Labour
     ("me ofrecieron un trabajo falso", "es", "2"),
+    # Slang and longer words that start like a child's word are not about a child.
+    ("me ofrecieron una chamba en otra ciudad", "es", "2"),
+    ("my girlfriend was offered a fake job abroad", "en", "2"),
+    ("I was hired for a childcare job and they took my passport", "en", "2"),
     ("Mi patrón no me paga", "es", "2"),
     ("mi patron no me paga", "es", "2"),
     ("Una oferta de empleo en el exterior", "es", "2"),

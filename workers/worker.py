@@ -1,7 +1,8 @@
 """The RQ worker Ruta runs: `rq worker -w workers.worker.RutaWorker ruta`.
 
 A `SimpleWorker` (jobs run in the worker process: our drain jobs are our own code, and a
-fork per job would cost more than the job), which every few seconds also sweeps:
+fork per job would cost more than the job) that always runs RQ's scheduler (so failed
+drains are retried) and every few seconds also sweeps:
 - replays the local event spool into Redis once Redis answers again;
 - starts a drain when events wait with no drain coming (an enqueue lost with Redis, or
   entries left by a drain that was killed), so they are written within a minute, not at
@@ -30,6 +31,12 @@ class RutaWorker(SimpleWorker):
         # `rq worker` always passes its own --maintenance-interval (600 s): ours wins.
         self.maintenance_interval = SWEEP_SECONDS
         self.spool = events.Spool(settings.load()["RUTA_SPOOL_DIR"])
+
+    def work(self, *args, **kwargs):
+        # A failed drain is retried (RQ's Retry) only by a worker that runs the scheduler:
+        # ours always does, however it was started.
+        kwargs["with_scheduler"] = True
+        return super().work(*args, **kwargs)
 
     @property
     def dequeue_timeout(self) -> int:
