@@ -384,3 +384,58 @@ def test_a_failing_flow_hands_the_caller_to_the_national_line(twilio, monkeypatc
     assert response.find("./Dial").get("answerOnBridge") == "true"
     assert response.find("./Dial").get("action")
     assert text(response.find("./Say")).startswith(sentence)
+
+
+# --- odd and hostile requests ------------------------------------------------------------
+
+
+def test_a_duration_in_non_ascii_digits_does_not_break_the_transfer_chain(twilio):
+    """'²' passes str.isdigit() but not int(): the caller still gets the next target."""
+    dial = "/voice/dial?l=es&s=3&t0=1795380000&h=icbf&t=0"
+    response = twilio.twiml(dial, DialCallStatus="busy", DialCallDuration="²")
+    assert response.find("./Dial/Number").text.strip() == "+5718000918080"  # ICBF's 2nd
+    assert twilio.post("/voice/status", CallStatus="completed",
+                       CallDuration="²" * 5000).status_code == 204
+
+
+def test_an_unreadable_query_string_is_refused_not_a_server_error(app_config):
+    """Behind a proxy, garbage bytes in the URL of an unsigned request: 403, never 500."""
+    app = create_app({**app_config, "PUBLIC_BASE_URL": "https://ruta.example.org"})
+    response = app.test_client().post(
+        "/voice/menu", environ_overrides={"QUERY_STRING": "l=es&x=\xff"},
+        data={"CallSid": "CA1"}, headers={"X-Twilio-Signature": "forged"})
+    assert response.status_code == 403
+    assert b"<Response" not in response.data  # no TwiML
+
+
+def failed_logins(client, name: str, addresses: list[str]) -> list[int]:
+    """Wrong-password logins for `name`, one from each client address (via the proxy)."""
+    codes = []
+    for address in addresses:
+        page = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        codes.append(client.post("/login", data={
+            "name": name, "password": "wrong password", "csrf_token": token,
+        }, headers={"X-Forwarded-For": address}).status_code)
+    return codes
+
+
+def test_failed_logins_are_counted_per_address_and_per_name_behind_a_proxy(app_config):
+    """Someone guessing at one proxy address does not lock everyone else out, and an
+    account cannot be guessed at from many addresses."""
+    from ivr import security
+
+    app = create_app({**app_config, "RUTA_TRUSTED_PROXIES": 1})
+    app.extensions["ruta.store"].save_user(
+        "ana", "admin", security.hash_password("correct horse battery"))
+    client = app.test_client()
+    assert failed_logins(client, "nobody", ["203.0.113.9"] * 5) == [401] * 5
+    assert failed_logins(client, "nobody", ["203.0.113.9"]) == [429]  # that address
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    ok = client.post("/login", data={"name": "ana", "password": "correct horse battery",
+                                     "csrf_token": token},
+                     headers={"X-Forwarded-For": "198.51.100.7"})
+    assert ok.status_code == 302  # ana, elsewhere, is not locked out
+    spread = [f"192.0.2.{i}" for i in range(1, 7)]
+    assert failed_logins(client, "ana", spread) == [401] * 5 + [429]  # that account
