@@ -312,17 +312,21 @@ def procfile_commands(env: dict, procfile: Path = ROOT / "Procfile") -> dict[str
     return commands
 
 
-def service_env(redis_url: str, spool_dir: Path, port: int, token: str = TOKEN) -> dict:
+def service_env(redis_url: str, spool_dir: Path, port: int | None = None,
+                token: str = TOKEN) -> dict:
+    """The environment of a web or worker process of a local deployment on one host."""
     drop = ("PUBLIC_BASE_URL", "RUTA_CONFIG_DIR", "RUTA_PROMPTS_DIR", "CALLER_ID_KEY",
             "WEB_CONCURRENCY", "RUTA_TWO_PERSON_RULE")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(RUTA_ENV="development", TWILIO_AUTH_TOKEN=token, SECRET_KEY=SECRET,
-               REDIS_URL=redis_url, RUTA_SPOOL_DIR=str(spool_dir), PORT=str(port),
-               PYTHONUNBUFFERED="1")
+               REDIS_URL=redis_url, RUTA_SPOOL_DIR=str(spool_dir), PYTHONUNBUFFERED="1")
+    if port is not None:
+        env["PORT"] = str(port)
     return env
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it does not end in time."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()

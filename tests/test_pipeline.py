@@ -11,15 +11,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +36,14 @@ from ivr.outcomes import Event, Outcome, day_of
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from workers.outcomes import Drainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
+from bench.load_bench import (  # noqa: E402  (the load benchmark's process handling)
+    Supervised,
+    service_env,
+    stop_process,
+    wait_for_web,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -80,26 +85,6 @@ def report_view(printed: dict) -> dict:
     }
 
 
-def service_env(redis_url: str, spool_dir: Path, token: str = "pipeline-token") -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PUBLIC_BASE_URL", "RUTA_CONFIG_DIR", "RUTA_PROMPTS_DIR",
-                        "CALLER_ID_KEY")}
-    env.update(RUTA_ENV="development", TWILIO_AUTH_TOKEN=token, SECRET_KEY="pipeline-secret",
-               REDIS_URL=redis_url, RUTA_SPOOL_DIR=str(spool_dir), PYTHONUNBUFFERED="1")
-    return env
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def running(args: list[str], env: dict, log: Path):
     """A subprocess with its output in `log`, always ended on the way out."""
@@ -108,7 +93,7 @@ def running(args: list[str], env: dict, log: Path):
         try:
             yield proc
         finally:
-            stop(proc)
+            stop_process(proc)
 
 
 def burst_worker(url: str, spool_dir: Path, *extra: str) -> str:
@@ -429,22 +414,6 @@ ROUTES = [  # (moves, dial results, numbers dialed, category)
 ]
 
 
-def wait_for_gunicorn(base: str, server: subprocess.Popen, log: Path) -> None:
-    def answering():
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            urllib.request.urlopen(urllib.request.Request(base + "/voice", data=b"",
-                                                          method="POST"), timeout=2)
-        except urllib.error.HTTPError as e:
-            return e.code == 403  # unsigned: refused, so the app is up
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-        return False
-
-    wait_until(answering, 20, "gunicorn answering")
-
-
 class CallPlacer(threading.Thread):
     """Places calls over HTTP one after another until told to stop."""
 
@@ -476,37 +445,6 @@ class CallPlacer(threading.Thread):
             time.sleep(0.02)
 
 
-class Supervised(threading.Thread):
-    """Keeps a process running the way a Procfile platform does: restarts it on exit."""
-
-    def __init__(self, args: list[str], env: dict, log: Path):
-        super().__init__(daemon=True)
-        self.args, self.env, self.log = args, env, log
-        self.proc: subprocess.Popen | None = None
-        self.exits: list[tuple[float, int]] = []  # (when, exit code) of unasked exits
-        self.halt = threading.Event()
-        self.lock = threading.Lock()
-
-    def run(self):
-        with self.log.open("ab") as out:
-            while not self.halt.is_set():
-                with self.lock:
-                    if self.halt.is_set():
-                        return
-                    self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env,
-                                                 stdout=out, stderr=subprocess.STDOUT)
-                code = self.proc.wait()
-                if not self.halt.is_set():
-                    self.exits.append((time.monotonic(), code))
-                    time.sleep(0.5)
-
-    def stop(self):
-        with self.lock:
-            self.halt.set()
-            stop(self.proc)
-        self.join(timeout=15)
-
-
 @dataclass
 class Outage:
     """What happened when Redis went down for 3 s while calls came in."""
@@ -518,7 +456,7 @@ class Outage:
     spooled: int  # events in the spool just before Redis came back
     spool_text: str
     drain_running_at_stop: bool
-    worker_exits: list[tuple[float, int]]
+    worker_exits: list[int]  # exit codes of exits nobody asked for
     counted: dict  # the state once written (or at the deadline)
     converged: bool
     days: list[str]
@@ -534,7 +472,7 @@ def outage(tmp_path_factory):
     server = RedisServer(tmp / "redis", persist=True).start()
     spool_dir = tmp / "spool"
     token = "pipeline-token"
-    env = service_env(server.url, spool_dir, token)
+    env = service_env(server.url, spool_dir, token=token)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     web_log, worker_log = tmp / "gunicorn.log", tmp / "worker.log"
@@ -547,7 +485,7 @@ def outage(tmp_path_factory):
         with running([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
                       "--timeout", "10", "ivr:create_app()"], env, web_log) as web:
             worker.start()
-            wait_for_gunicorn(base, web, web_log)
+            wait_for_web(base, web, web_log, timeout=20)
             placer = CallPlacer(base, token)
             placer.start()
             wait_until(lambda: len(placer.placed) >= 10, 20, "calls placed with Redis up")
