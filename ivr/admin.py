@@ -233,8 +233,7 @@ def history():
     except (ValueError, KeyError):
         flash("Pick two versions that exist.", "error")
         old, new, diff = max(latest - 1, 0), latest, v.diff(max(latest - 1, 0), latest)
-    return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff,
-                   text_diff=v.text_diff)
+    return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff)
 
 
 @bp.post("/rollback")

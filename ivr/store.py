@@ -247,15 +247,6 @@ class Store:
         fields = self.r.hgetall(call_key(call_sid))
         return CallRecord.from_fields(call_sid, fields) if fields else None
 
-    def calls_on(self, day: str, offset: int = 0, limit: int = 50) -> list[CallRecord]:
-        """The day's calls, newest first."""
-        sids = self.r.zrevrange(day_calls_key(day), offset, offset + limit - 1)
-        read = self.r.pipeline(transaction=False)
-        for sid in sids:
-            read.hgetall(call_key(sid))
-        found = zip(sids, read.execute(), strict=True)
-        return [CallRecord.from_fields(sid, fields) for sid, fields in found if fields]
-
     def counters_for(self, days: list[str]) -> dict[str, dict[str, int]]:
         """Each day's counters, in one round trip."""
         read = self.r.pipeline(transaction=False)
@@ -279,17 +270,18 @@ class Store:
         return dict(total)
 
     def count_calls(self, days: list[str]) -> int:
+        return sum(self._day_sizes(days))
+
+    def _day_sizes(self, days: list[str]) -> list[int]:
+        """How many calls each day has, in one round trip."""
         read = self.r.pipeline(transaction=False)
         for day in days:
             read.zcard(day_calls_key(day))
-        return sum(read.execute())
+        return read.execute()
 
     def calls_page(self, days_newest_first: list[str], offset: int, limit: int):
         """One page of the calls of these days, newest first, and the total count."""
-        read = self.r.pipeline(transaction=False)
-        for day in days_newest_first:
-            read.zcard(day_calls_key(day))
-        sizes = read.execute()
+        sizes = self._day_sizes(days_newest_first)
         total, picked = sum(sizes), []
         skip = offset
         for day, size in zip(days_newest_first, sizes, strict=True):

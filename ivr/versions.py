@@ -17,7 +17,6 @@ Redis is unreachable. With the two-person rule a publish waits for a second admi
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -152,11 +151,6 @@ class ConfigVersions:
         after = effective(self.shipped, new_doc)
         return [(k, before.get(k, ""), after.get(k, ""))
                 for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
-
-    @staticmethod
-    def text_diff(before: str, after: str) -> str:
-        return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(),
-                                              lineterm="", n=0))
 
     # --- checking -----------------------------------------------------------------
 
