@@ -187,11 +187,12 @@ class Result:
 # --- the webhooks' entry points -------------------------------------------------------
 
 
-def start(menu: Menu, now: datetime) -> Result:
-    """A new call: greet the caller and ask the first question in the first language."""
+def start(menu: Menu, now: datetime, caller: str = "") -> Result:
+    """A new call: greet the caller and ask the first question in the first language.
+    `caller` is already a pseudonym: the engine never sees a phone number."""
     lang = menu.languages[0]
     state = CallState(lang=lang, node=menu.start, step=1, started=int(now.timestamp()))
-    started = FlowEvent(EventKind.CALL_STARTED, {"lang": lang})
+    started = FlowEvent(EventKind.CALL_STARTED, {"lang": lang, "caller": caller})
     return _ask(menu, state, greet=True, events=(started,))
 
 

@@ -93,13 +93,9 @@ def _emit(happened: list[Event]) -> None:
 @twilio_signed
 def incoming():
     """A new call on our number. The caller ID becomes a pseudonym here, and only here."""
-    result = flow.start(current_menu(), _now())
     caller = events.caller_pseudonym(request.form.get("From"),
                                      current_app.extensions["ruta.caller_key"])
-    started = result.events[0]
-    result = flow.Result(result.step, (flow.FlowEvent(started.kind, {
-        **started.detail, "caller": caller}), *result.events[1:]))
-    return _respond(result)
+    return _respond(flow.start(current_menu(), _now(), caller))
 
 
 @bp.post("/menu")

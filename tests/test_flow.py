@@ -122,7 +122,7 @@ def test_start_greets_in_spanish_offers_english_and_asks_welcome():
     assert step.speech and step.speech_language == "es-CO"
     assert step.timeout == MENU.gather_timeout
     assert {"niño", "emergencia", "inglés"} <= set(step.hints)
-    assert result.events == (FlowEvent(EventKind.CALL_STARTED, {"lang": "es"}),)
+    assert result.events == (FlowEvent(EventKind.CALL_STARTED, {"lang": "es", "caller": ""}),)
 
 
 # --- keypad answers -----------------------------------------------------------------
