@@ -75,7 +75,25 @@ def serve(app: str, port: int, env: dict) -> subprocess.Popen:
     raise RuntimeError(f"{app} did not start")
 
 
-def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (Linux /proc)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def workers_of(server: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def run_wrk(port: int, script: Path, connections: int, seconds: int,
+            app_pids: list[int], redis_pid: int) -> dict:
+    """Load one app with wrk; also what each request cost in CPU, in the app's workers
+    and in Redis: on a saturated machine throughput is CPU, so this says where it goes."""
+    app_before, redis_before = cpu_seconds(app_pids), cpu_seconds([redis_pid])
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}"],
@@ -85,7 +103,11 @@ def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
     p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
     p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    app_cpu = (cpu_seconds(app_pids) - app_before) / requests * 1e6
+    redis_cpu = (cpu_seconds([redis_pid]) - redis_before) / requests * 1e6
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0,
+            "app_cpu_us": app_cpu, "redis_cpu_us": redis_cpu}
 
 
 def _ms(text: str) -> float:
@@ -122,35 +144,41 @@ def main() -> None:
             signature = validator.compute_signature(url, params)
             scripts[name] = wrk_script(path, urllib.parse.urlencode(params), signature, tmp)
         floor_script = wrk_script("/voice", urllib.parse.urlencode(BASE_PARAMS), "-", tmp)
-        run_wrk(floor_port, floor_script, args.connections, 2)  # warm up both
-        run_wrk(our_port, scripts["voice"], args.connections, 2)
+        floor_pids, our_pids = workers_of(processes[0]), workers_of(processes[1])
+        redis_pid = redis_server.process.pid
         # Rounds of floor, voice, answer back to back: a neighbour's burst of CPU then
         # hits one round's figures, and the median round is what we report.
-        targets = {"floor": (floor_port, floor_script)}
-        targets |= {name: (our_port, script) for name, script in scripts.items()}
+        targets = {"floor": (floor_port, floor_script, floor_pids)}
+        targets |= {name: (our_port, script, our_pids) for name, script in scripts.items()}
+        for port, script, pids in list(targets.values())[:2]:  # warm up both
+            run_wrk(port, script, args.connections, 2, pids, redis_pid)
         rounds = []
         for n in range(args.rounds):
-            runs = {name: run_wrk(port, script, args.connections, args.seconds)
-                    for name, (port, script) in targets.items()}
+            runs = {name: run_wrk(port, script, args.connections, args.seconds, pids,
+                                  redis_pid)
+                    for name, (port, script, pids) in targets.items()}
             rounds.append(runs)
             print(f"round {n + 1}: " + ", ".join(
                 f"{name} {r['rps']:,.0f} req/s p99 {r['p99']:.1f} ms"
                 + (f" ({r['rps'] / runs['floor']['rps']:.2f}x)" if name != "floor" else "")
                 for name, r in runs.items()))
-        floor = {k: median(r["floor"][k] for r in rounds) for k in ("rps", "p50", "p99")}
+        figures = ("rps", "p50", "p99", "app_cpu_us", "redis_cpu_us")
+        floor = {k: median(r["floor"][k] for r in rounds) for k in figures}
         print(f"floor  (bare Flask + VoiceResponse): {floor['rps']:,.0f} req/s, "
-              f"p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms")
+              f"p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms, "
+              f"CPU/request {floor['app_cpu_us']:.0f} us")
         results = {}
         for name in scripts:
             results[name] = {
                 "ratio": median(r[name]["rps"] / r["floor"]["rps"] for r in rounds),
                 "non2xx": sum(r[name]["non2xx"] for r in rounds),
-                **{k: median(r[name][k] for r in rounds) for k in ("rps", "p50", "p99")},
+                **{k: median(r[name][k] for r in rounds) for k in figures},
             }
             r = results[name]
             print(f"ruta {name:<7} (signed, flow, TwiML, events): {r['rps']:,.0f} req/s, "
                   f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, non-2xx {r['non2xx']}, "
-                  f"ratio {r['ratio']:.2f}")
+                  f"ratio {r['ratio']:.2f}, CPU/request {r['app_cpu_us']:.0f} us "
+                  f"+ Redis {r['redis_cpu_us']:.0f} us")
         worst = min(r["ratio"] for r in results.values())
         p99 = max(r["p99"] for r in results.values())
         errors = sum(r["non2xx"] for r in results.values())
@@ -158,6 +186,8 @@ def main() -> None:
         print(f"RESULT floor_rps={floor['rps']:.0f} voice_rps={results['voice']['rps']:.0f} "
               f"answer_rps={results['answer']['rps']:.0f} ratio={worst:.3f} target_ratio=0.9 "
               f"p99_ms={p99:.1f} target_p99_ms=25 non2xx={errors} "
+              f"floor_cpu_us={floor['app_cpu_us']:.0f} "
+              f"answer_cpu_us={results['answer']['app_cpu_us']:.0f} "
               f"connections={args.connections} rounds={args.rounds} pass={'yes' if ok else 'no'}")
     finally:
         for process in processes:
