@@ -1,7 +1,8 @@
 """bench/webhook: the full signed webhook path against a bare Flask floor, one run.
 
-Both apps run under the Procfile's gunicorn settings (2 sync workers) on loopback and
-are loaded by wrk (Debian's package) with the same connections and duration. Ours gets
+Both apps run under the Procfile's gunicorn settings (config/gunicorn.conf.py: 2 sync
+workers) on loopback and are loaded by wrk (Debian's package) with the same connections
+and duration. Ours gets
 real Twilio-signed POSTs (signature computed with twilio's RequestValidator for the URL
 wrk calls) for the first question (/voice) and for a menu answer (/voice/menu, Digits=2:
 a transfer), and emits its events to a real Redis. Prints requests/s and latency for
@@ -59,7 +60,7 @@ def lua_string(text: str) -> str:
 def serve(app: str, port: int, env: dict) -> subprocess.Popen:
     gunicorn = Path(sys.executable).parent / "gunicorn"
     process = subprocess.Popen(
-        [str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--timeout", "10",
+        [str(gunicorn), "--config", "config/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
          "--log-level", "warning", app],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
     )

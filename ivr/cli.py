@@ -25,6 +25,7 @@ from ivr.simulator import SimulatedCall, flask_transport, parse_moves
 from ivr.versions import audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
+GUNICORN_CONFIG = menu_config.ROOT / "config" / "gunicorn.conf.py"  # the Procfile's settings
 
 
 @click.group()
@@ -134,8 +135,8 @@ def dev(port, host):
         click.echo(f"embedded Redis at {redis_server.url} (data in {DEV_DIR / 'redis'})")
     bin_dir = Path(sys.executable).parent
     children = [
-        subprocess.Popen([_tool(bin_dir, "gunicorn"), "--bind", f"{host}:{port}",
-                          "--workers", "2", "--timeout", "10", "ivr:create_app()"], env=env),
+        subprocess.Popen([_tool(bin_dir, "gunicorn"), "--config", str(GUNICORN_CONFIG),
+                          "--bind", f"{host}:{port}", "ivr:create_app()"], env=env),
         subprocess.Popen([_tool(bin_dir, "rq"), "worker", "--worker-class",
                           "workers.worker.RutaWorker", "--url", env["REDIS_URL"], store.QUEUE],
                          env=env),

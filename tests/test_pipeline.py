@@ -30,7 +30,7 @@ from rq import Queue
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app, store
-from ivr.cli import main
+from ivr.cli import GUNICORN_CONFIG, main
 from ivr.events import Emitter, Spool
 from ivr.outcomes import Event, Outcome, day_of
 from ivr.redis_server import RedisServer, free_port
@@ -482,8 +482,8 @@ def outage(tmp_path_factory):
     placer = None
     day = today()
     try:
-        with running([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                      "--timeout", "10", "ivr:create_app()"], env, web_log) as web:
+        with running([str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
+                      f"127.0.0.1:{port}", "ivr:create_app()"], env, web_log) as web:
             worker.start()
             wait_for_web(base, web, web_log, timeout=20)
             placer = CallPlacer(base, token)

@@ -1,0 +1,35 @@
+"""gunicorn settings for Ruta's web role (the Procfile's `web:` line), from the environment.
+
+    WEB_CONCURRENCY       worker processes (default 2; about one per core)
+    WEB_THREADS           threads per worker (default 1: sync workers; a webhook does not
+                          wait on anything slow, so more processes beat more threads)
+    WEB_TIMEOUT           seconds before a stuck worker is replaced (default 10, must stay
+                          under the 15 s Twilio waits for a webhook)
+    WEB_GRACEFUL_TIMEOUT  seconds a stopping worker gets to finish its requests (default 20)
+
+On SIGTERM (a deploy, a scale-down) gunicorn stops accepting, lets each worker finish the
+request in hand, then exits. A webhook's events are in Redis (or the spool) before its
+answer leaves, so a stop loses none.
+"""
+
+import os
+
+
+def _seconds(name: str, default: int) -> int:
+    value = int(os.environ.get(name) or default)
+    if value < 1:
+        raise SystemExit(f"{name} must be at least 1 second, not {value}")
+    return value
+
+
+workers = _seconds("WEB_CONCURRENCY", 2)
+threads = _seconds("WEB_THREADS", 1)
+timeout = _seconds("WEB_TIMEOUT", 10)
+if timeout >= 15:
+    raise SystemExit(f"WEB_TIMEOUT={timeout}: keep it under 15 s, Twilio's webhook timeout, so "
+                     "a stuck worker is replaced while the caller can still be answered")
+graceful_timeout = _seconds("WEB_GRACEFUL_TIMEOUT", 20)
+keepalive = 5  # seconds; a proxy in front reuses its connections to us
+# Request lines and headers: Twilio's are small; anything near these limits is not Twilio.
+limit_request_line = 8190
+limit_request_fields = 60
