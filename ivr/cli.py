@@ -64,6 +64,32 @@ def config_check(config_dir, prompts_dir):
         click.echo(f"  warning: {warning}")
 
 
+@main.command("fallback-twiml")
+@click.option("--config-dir", default=str(menu_config.CONFIG_DIR), show_default=True)
+@click.option("--prompts-dir", default=str(menu_config.PROMPTS_DIR), show_default=True)
+@click.option("--live", is_flag=True,
+              help="Use the prompts administrators published (needs REDIS_URL).")
+def fallback_twiml(config_dir, prompts_dir, live):
+    """Print the TwiML for the number's Fallback URL (host it as a TwiML Bin).
+
+    Twilio plays it when our webhooks fail or time out: the default line's number in
+    every language, then it hangs up. Run it again after that number changes.
+    """
+    from ivr import flow, twiml
+
+    if live:
+        v = _versions()
+        menu, problems = v.check(v.document(v.latest()))
+        if menu is None:
+            raise click.ClickException("the live version does not check: " + "; ".join(problems))
+    else:
+        try:
+            menu = menu_config.load(config_dir, prompts_dir)
+        except menu_config.ConfigError as e:
+            raise click.ClickException("; ".join(e.problems)) from e
+    click.echo(twiml.render(flow.out_of_service(menu), url_for=lambda _: ""))
+
+
 # --- ivr call ------------------------------------------------------------------------
 
 

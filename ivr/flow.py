@@ -402,6 +402,19 @@ def _wind_up(menu: Menu, state: CallState) -> Result:
     return Result(Hangup(prompts), (FlowEvent(EventKind.STEP_LIMIT, {"step": state.step}),))
 
 
+def out_of_service(menu: Menu) -> Hangup:
+    """What Twilio's Fallback URL plays when our webhooks cannot answer at all: a static
+    TwiML that can ask nothing, so in every language the default line's number, read
+    slowly twice, then goodbye."""
+    h = menu.hotlines[menu.default_hotline]
+    prompts: list[Say | Pause] = []
+    for lang in menu.languages:
+        says = _says(menu, lang, "out_of_service", slow=True, hotline=h.names[lang],
+                     number=spoken_number(h.say))
+        prompts += [*says, Pause(1), *says, Pause(1)]
+    return Hangup((*prompts, *_says(menu, menu.languages[0], "goodbye")))
+
+
 def _says(menu: Menu, lang: str, key: str, slow: bool = False, **values: str) -> tuple[Say]:
     voice = menu.voices[lang]
     return (Say(menu.text(lang, key, **values), voice.voice, voice.say_language, slow),)

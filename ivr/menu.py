@@ -28,11 +28,13 @@ PROMPT_PLACEHOLDERS: dict[str, set[str]] = {
     "transfer": {"hotline"},
     "unreachable": {"hotline", "number"},
     "numbers_item": {"hotline", "number"},
+    "out_of_service": {"hotline", "number"},
 }
 # Prompts the engine itself says, whatever the menu tree looks like.
 ENGINE_PROMPTS = [
     "language_offer", "no_input", "invalid", "transfer", "unreachable",
     "still_trying", "numbers_intro", "numbers_item", "numbers_again", "goodbye",
+    "out_of_service",
 ]
 SIP_URI = re.compile(r"^sips?:[^@\s]+@[^\s]+$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")

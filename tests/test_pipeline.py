@@ -673,6 +673,38 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
         server.stop()
 
 
+def test_a_worker_stopped_mid_drain_finishes_it_before_it_exits(tmp_path):
+    """A deploy stops workers with SIGTERM: RQ's warm shutdown lets the running drain end,
+    so the worker leaves nothing taken and unwritten, and exits cleanly."""
+    server = RedisServer(tmp_path / "redis").start()
+    env = service_env(server.url, tmp_path / "spool")
+    n = 3000
+    t0 = int(time.time())
+    try:
+        raw = redis.Redis.from_url(server.url)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        emitter = Emitter(raw, Spool(tmp_path / "spool"))
+        events = [e for i in range(n) for e in a_calls_events(i, t0)]
+        for i in range(0, len(events), 500):
+            assert emitter.emit(events[i:i + 500]) == "redis"
+
+        def calls():
+            return int(r.hget(store.day_key(day_of(t0)), "calls") or 0)
+
+        log = tmp_path / "worker.log"
+        with running([*WORKER, "--url", server.url, store.QUEUE], env, log) as worker:
+            wait_until(lambda: calls() > 0, 30, "the worker writing", every=0.002)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0, log.read_text()
+            at_stop = calls()
+        assert "warm shut down requested" in log.read_text()
+        assert at_stop == n  # the drain it was running wrote everything before the exit
+        assert r.xlen(store.LOG) == len(events)
+        assert store.Store(r).backlog() == {"waiting": 0, "pending": 0}
+    finally:
+        server.stop()
+
+
 # --- g. privacy -----------------------------------------------------------------------------
 
 
