@@ -1,0 +1,36 @@
+"""The docs point at tests as evidence: each test they name must exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = ["docs/threat-model.md", "docs/deploy.md"]
+
+
+def named_tests(text: str) -> list[tuple[str | None, str]]:
+    """(file or None, test name) for each `tests/file.py::test_x` or `::test_x`."""
+    return re.findall(r"(?:(tests/\w+\.py))?::(test_\w+)", text)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_test_a_doc_names_exists(doc):
+    text = (REPO / doc).read_text(encoding="utf-8")
+    sources = {p.relative_to(REPO).as_posix(): p.read_text(encoding="utf-8")
+               for p in (REPO / "tests").glob("test_*.py")}
+    named = named_tests(text)
+    assert named, f"{doc} names no test"
+    missing = []
+    for file, name in named:
+        where = [file] if file else list(sources)
+        if not any(f"def {name}(" in sources.get(f, "") for f in where):
+            missing.append(f"{file or ''}::{name}")
+    assert missing == []
+
+
+def test_named_tests_are_found_with_and_without_their_file():
+    assert named_tests("`tests/test_a.py::test_one`, `::test_two`") == [
+        ("tests/test_a.py", "test_one"), ("", "test_two")]
