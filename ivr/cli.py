@@ -26,6 +26,9 @@ from ivr.versions import audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
 GUNICORN_CONFIG = menu_config.ROOT / "config" / "gunicorn.conf.py"  # the Procfile's settings
+# The Procfile's worker: REDIS_URL (any form) read from the environment by the settings module.
+WORKER_ARGS = ["worker", "--config", "workers.rq_settings", "--connection-class",
+               "workers.rq_settings.Redis", "--worker-class", "workers.worker.RutaWorker"]
 
 
 @click.group()
@@ -137,9 +140,7 @@ def dev(port, host):
     children = [
         subprocess.Popen([_tool(bin_dir, "gunicorn"), "--config", str(GUNICORN_CONFIG),
                           "--bind", f"{host}:{port}", "ivr:create_app()"], env=env),
-        subprocess.Popen([_tool(bin_dir, "rq"), "worker", "--worker-class",
-                          "workers.worker.RutaWorker", "--url", env["REDIS_URL"], store.QUEUE],
-                         env=env),
+        subprocess.Popen([_tool(bin_dir, "rq"), *WORKER_ARGS, store.QUEUE], env=env),
     ]
     base = f"http://{host}:{port}"
     DEV_DIR.mkdir(exist_ok=True)
@@ -187,12 +188,12 @@ def _dev_env() -> dict[str, str]:
 
 def _redis():
     """A decoding client on REDIS_URL, or on the running `ivr dev`'s Redis."""
-    import redis
+    from ivr import redis_url
 
     url = os.environ.get("REDIS_URL") or _dev_env().get("REDIS_URL")
     if not url:
         raise click.UsageError("set REDIS_URL (or start `ivr dev`, whose Redis is used)")
-    return redis.Redis.from_url(url, decode_responses=True)
+    return redis_url.connect(url, decode_responses=True)
 
 
 # --- ivr report ----------------------------------------------------------------------

@@ -27,11 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 
-from ivr import store
+from ivr import redis_url, store
 from ivr.outcomes import Event
 
 log = logging.getLogger(__name__)
@@ -56,11 +54,8 @@ def init_app(app) -> None:
     """
     spool = Spool(app.config["RUTA_SPOOL_DIR"])
     client = None
-    if app.config["REDIS_URL"]:
-        client = redis.Redis.from_url(
-            app.config["REDIS_URL"], socket_connect_timeout=0.3, socket_timeout=0.5,
-            retry=RedisRetry(NoBackoff(), 0), health_check_interval=30,
-        )
+    if app.config["REDIS_URL"]:  # any REDIS_URL form; Sentinel: the sentinels fail fast too
+        client = redis_url.connect(app.config["REDIS_URL"], fail_fast=True)
     app.extensions["ruta.redis"] = client
     # An admin's "try the call" preview is not a call: its events are not kept.
     app.extensions["ruta.emitter"] = None if app.config["RUTA_PREVIEW"] else Emitter(client, spool)

@@ -35,6 +35,7 @@ from functools import lru_cache
 
 import redis
 
+from ivr import redis_url
 from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day
 
 EVENTS = "ruta:events"
@@ -92,7 +93,7 @@ HOUR_KEEP_SECONDS = 3 * 24 * 3600
 def init_app(app) -> None:
     """The staff pages' Store (app.extensions["ruta.store"]), or None without Redis."""
     url = app.config["REDIS_URL"]
-    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5) if url else None
+    client = redis_url.connect(url, decode_responses=True, socket_timeout=5) if url else None
     app.extensions["ruta.store"] = (
         Store(client, int(app.config["RUTA_RETENTION_DAYS"])) if client else None)
 
@@ -102,11 +103,8 @@ class LostLock(Exception):
 
 
 def text_client(client: redis.Redis) -> redis.Redis:
-    """A client on the same server as `client` that returns str, not bytes."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": True}
-    return redis.Redis(connection_pool=redis.ConnectionPool(
-        connection_class=pool.connection_class, **kwargs))
+    """A client on the same server as `client` (Sentinel too) that returns str, not bytes."""
+    return redis_url.decoding(client)
 
 
 class Store:
