@@ -256,7 +256,7 @@ def report(day, start, end, fmt, as_json):
         click.echo(f"    {row.hotline:<24}{row.transfers:>6}  ({results or 'no result yet'})")
 
 
-# --- ivr spool, ivr jobs, ivr events -------------------------------------------------
+# --- ivr spool, ivr jobs, ivr events, ivr redis ----------------------------------------
 
 
 @main.group()
@@ -323,6 +323,25 @@ def events_dead(count):
     for _, fields in entries:  # "entry": the id it had in the events stream
         click.echo(f"  {fields.get('entry', '')}  {fields.get('reason', '')}: "
                    f"{fields.get('e', '')[:120]}")
+
+
+@main.group("redis")
+def redis_group():
+    """Ruta's keys in Redis."""
+
+
+@redis_group.command("migrate-keys")
+def redis_migrate_keys():
+    """Rename keys of the layout before the cluster hash tag (ruta:*) to {ruta}:*.
+
+    Run once, with web and workers stopped, on a Redis that holds data written before
+    the upgrade; nothing is deleted."""
+    renamed, left = store.migrate_legacy_keys(_redis())
+    click.echo(f"renamed {renamed} key(s) from {store.LEGACY_PREFIX}* to {store.PREFIX}*")
+    if left:
+        click.echo(f"{len(left)} key(s) left as they were: the new name is taken "
+                   f"(e.g. {', '.join(left[:5])})", err=True)
+        sys.exit(1)
 
 
 def _tool(bin_dir: Path, name: str) -> str:

@@ -1,7 +1,7 @@
 """Events on their way out of the web process: to a Redis stream, or to the spool.
 
 `Emitter.emit()` costs a webhook one Redis round trip: one script appends the call's
-events to the `ruta:events` stream and sets a `SET NX PX` flag; only the
+events to the `{ruta}:events` stream and sets a `SET NX PX` flag; only the
 request that sets the flag (a few times a second at most) also enqueues an RQ drain job
 (`workers.outcomes.drain`), which writes the events to the call records and counters.
 

@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator, compare
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ivr import redis_url
+from ivr import redis_url, store
 
 
 def public_url() -> str:
@@ -88,7 +88,7 @@ def init_app(app) -> None:
     url = app.config["REDIS_URL"]
     storage = storage_from_string(
         "redis://", connection_pool=redis_url.connect(url).connection_pool,
-        key_prefix="ruta:limits") if url else storage_from_string("memory://")
+        key_prefix=store.LIMITS_PREFIX) if url else storage_from_string("memory://")
     app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
 
 
