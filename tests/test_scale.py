@@ -1,5 +1,9 @@
-"""Scale out: the key layout is ready for Redis Cluster.
+"""Scale out: several web and worker processes behave like one, and the key layout is
+ready for Redis Cluster.
 
+- Two gunicorn web processes and two `rq worker` processes (the Procfile's lines) on one
+  real Redis, a burst of signed calls spread over both webs as by a load balancer, some
+  callbacks repeated: every call counted once, by both workers.
 - Every key Ruta writes (and every key a Lua script or a transaction touches) is in ONE
   cluster slot: the `{ruta}` hash tag (ivr/store.py says why).
 - A real three-master Redis Cluster runs the emit script, the drain's transaction, a
@@ -10,10 +14,16 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import itertools
+import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,7 +32,9 @@ from click.testing import CliRunner
 from conftest import TOKEN
 from redis.crc import key_slot
 from redis.exceptions import MovedError
-from rq import Queue
+from rq import Queue, Worker
+from rq.job import Job
+from rq.registry import FinishedJobRegistry
 
 from ivr import create_app, events, security, store
 from ivr.cli import main
@@ -30,11 +42,27 @@ from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
 from ivr.outcomes import day_of
 from ivr.redis_server import RedisServer, free_port
-from ivr.simulator import Move, SimulatedCall, flask_transport
+from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from ivr.versions import ConfigVersions
 from workers import worker as ruta_worker
 from workers.outcomes import Drainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
+from bench.load_bench import (  # noqa: E402  (the load benchmark's calls and processes)
+    SCENARIOS,
+    Caller,
+    LoadResult,
+    Supervised,
+    check,
+    procfile_commands,
+    service_env,
+    stop_process,
+    wait_for_web,
+)
+from bench.load_bench import TOKEN as BENCH_TOKEN  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PUBLIC = "http://ruta.test"  # the one address Twilio knows; both webs sit behind it
 SLOT = key_slot(store.PREFIX.encode())  # the slot of the {ruta} hash tag
 CALLBACKS = ("/voice/dial", "/voice/status")  # what Twilio may send twice
 
@@ -50,7 +78,147 @@ def wait_until(check_, timeout: float, what: str, state=None):
         time.sleep(0.1)
 
 
-# --- 1. one slot for every key -------------------------------------------------------------
+# --- 1. two webs, two workers --------------------------------------------------------------
+
+
+class Balancer:
+    """Both web processes behind PUBLIC, as behind a load balancer: requests take turns.
+    For a call marked `repeat`, every dial result and status callback is sent a second
+    time, as Twilio may, and the second one reaches the other process: it must get the
+    same answer."""
+
+    def __init__(self, bases: list[str]):
+        self.bases = bases
+        self.turn = itertools.count()
+        self.served: list[str] = []  # the web that answered each request
+        self.repeated: list[str] = []
+
+    def sender(self, repeat: bool):
+        def send(url: str, params: dict, headers: dict) -> tuple[int, str]:
+            turn = next(self.turn)
+            answer = self.post(turn, url, params, headers)
+            if repeat and urlsplit(url).path in CALLBACKS:
+                again = self.post(turn + 1, url, params, headers)
+                assert again == answer, f"{url} answered {again} after {answer}"
+                self.repeated.append(url)
+            return answer
+
+        return send
+
+    def post(self, turn: int, url: str, params: dict, headers: dict) -> tuple[int, str]:
+        base = self.bases[turn % len(self.bases)]
+        self.served.append(base)
+        return http_transport(base + url[len(PUBLIC):], params, headers)
+
+
+def report_counts(printed: dict) -> Counter:
+    """`ivr report --json` as counters named like the day's: calls, category:, lang:,
+    outcome:, hangup:, transfer:<hotline>, dial:<hotline>:<status>."""
+    out = Counter(calls=printed["calls"])
+    out.update({f"category:{c}": sum(per_day) for c, per_day in printed["categories"].items()})
+    out.update({f"lang:{k}": v for k, v in printed["languages"].items()})
+    out.update({f"outcome:{k}": v for k, v in printed["outcomes"].items()})
+    out.update({f"hangup:{q['question']}": q["hung_up"] for q in printed["funnel"]})
+    for h in printed["hotlines"]:
+        out[f"transfer:{h['hotline']}"] += h["transfers"]
+        out.update({f"dial:{h['hotline']}:{s}": n for s, n in h["results"].items()})
+    return +out  # without zeros
+
+
+REPORTED = re.compile(r"^(calls|category:.*|lang:.*|outcome:.*|hangup:.*|transfer:.*|dial:.*)$")
+
+
+def drains_by_worker(r: redis.Redis) -> dict[str, int]:
+    """Events each worker wrote, from the results of its finished drain jobs."""
+    ids = FinishedJobRegistry(store.QUEUE, connection=r).get_job_ids()
+    written: Counter = Counter()
+    for job in Job.fetch_many(ids, connection=r):
+        if job and job.func_name == events.DRAIN_JOB:
+            written[job.worker_name] += (job.return_value() or {}).get("written", 0)
+    return dict(written)
+
+
+def test_two_webs_and_two_workers_count_every_call_exactly_once(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    webs, workers, spools = [], [], []
+    try:
+        for host in (1, 2):  # two hosts: each its web, its worker and its spool
+            port = free_port()
+            spools.append(Spool(tmp_path / f"spool{host}"))
+            env = {**service_env(server.url, spools[-1].directory, port),
+                   "PUBLIC_BASE_URL": PUBLIC}
+            commands = procfile_commands(env)
+            log = tmp_path / f"web{host}.log"
+            with log.open("ab") as out:
+                web = subprocess.Popen(commands["web"], cwd=REPO, env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+            webs.append((f"http://127.0.0.1:{port}", web, log))
+            workers.append(Supervised(commands["worker"], env, tmp_path / f"worker{host}.log"))
+            workers[-1].start()
+        for base, web, log in webs:
+            wait_for_web(base, web, log)
+        wait_until(lambda: len(Worker.all(connection=r)) == 2, 30, "both workers registered")
+
+        # Every scenario of the load benchmark three times, in three waves (a drain
+        # ends between two waves, so the next one may go to the other worker).
+        balancer = Balancer([base for base, _, _ in webs])
+        t0 = time.time() + 0.2
+        callers = []
+        for i, scenario in enumerate(SCENARIOS * 3):
+            wave = i // len(SCENARIOS)
+            caller = Caller(i, scenario, t0 + 1.5 * wave, PUBLIC, BENCH_TOKEN, pace=0,
+                            seed=20261123 + i)
+            caller.send = balancer.sender(repeat=i % 3 == 0)
+            callers.append(caller)
+        for c in callers:
+            c.start()
+        for c in callers:
+            c.join(timeout=60)
+        failed = {f"{c.index} {c.scenario.name}": c.problems() for c in callers if c.problems()}
+        assert failed == {}
+        assert len(balancer.repeated) >= len(callers) // 3  # at least each status callback
+        assert Counter(balancer.served).keys() == {base for base, _, _ in webs}
+
+        days = sorted({day_of(t0), day_of(time.time())})
+
+        def state():
+            total = sum((Counter(store.Store(r).day_counters(d)) for d in days), Counter())
+            return {"calls": total["calls"], **store.Store(r).backlog(),
+                    "spooled": sum(s.size() for s in spools)}
+
+        wait_until(lambda: (lambda s: s["calls"] >= len(callers) and not s["waiting"]
+                            and not s["pending"] and not s["spooled"])(state()),
+                   20, "every call written", state)
+        time.sleep(0.5)  # anything still on its way would show as a count too many
+
+        result = LoadResult(callers=len(callers), chaos=None)
+        lines: list[str] = []
+        check(result, r, spools[0], callers, days, lines.append)  # once, none lost, all right
+        assert (result.counted, result.lost, result.double) == (len(callers), 0, 0), lines
+        assert result.mismatched == {} and result.wrong_records == {}, lines
+        assert not any(result.left.values()) and spools[1].size() == 0, result.left
+
+        expected = sum((c.expected_counts() for c in callers), Counter())
+        printed = CliRunner(env={"REDIS_URL": server.url}).invoke(
+            main, ["report", "--from", days[0], "--to", days[-1], "--json"])
+        assert printed.exit_code == 0, printed.output
+        assert report_counts(json.loads(printed.output)) == Counter(
+            {k: v for k, v in expected.items() if REPORTED.match(k) and v})
+
+        written = drains_by_worker(redis.Redis.from_url(server.url))
+        assert len(written) == 2 and all(written.values()), f"events written by: {written}"
+        assert sum(written.values()) == r.xlen(store.LOG)
+        assert [w.exits for w in workers] == [[], []]
+    finally:
+        for w in workers:
+            w.stop()
+        for _, web, _ in webs:
+            stop_process(web)
+        server.stop()
+
+
+# --- 2. one slot for every key -------------------------------------------------------------
 
 
 class Monitor(threading.Thread):
@@ -183,7 +351,7 @@ def test_every_key_ruta_touches_is_in_one_cluster_slot(app, app_config, redis_se
     assert len({k for k in stored if not k.startswith("rq:")}) >= 15
 
 
-# --- 2. a real Redis Cluster ----------------------------------------------------------------
+# --- 3. a real Redis Cluster ----------------------------------------------------------------
 
 
 def cluster_port() -> int:
@@ -262,7 +430,7 @@ def test_the_emit_script_and_the_drain_run_on_a_real_cluster(cluster, simulate,
     assert "same slot" in str(refused.value) or isinstance(refused.value, MovedError)
 
 
-# --- 3. moving data written before the hash tag ---------------------------------------------
+# --- 4. moving data written before the hash tag ---------------------------------------------
 
 
 def test_migrate_keys_renames_the_old_layout_keeping_ttls(redis_server, redis_client):
