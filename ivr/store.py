@@ -35,9 +35,10 @@ the emit script appends to the events stream and sets the drain flag; a drain's
 transaction WATCHes the lock, writes call records, day counters, day indexes, callers,
 hour hashes and the log, and acknowledges the events stream; a publish WATCHes the draft
 and writes a version and the version counter; an account or a token is written with its
-index. Tagging by call would break the drain's all-or-nothing batch, which exactly-once
-counting rests on; tagging by subsystem would move nothing that matters (the write path
-is nearly all the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
+index. A tag per call cannot work: writing a call also moves the day's counters and the
+log, which every call shares, in the all-or-nothing batch exactly-once counting rests
+on; tags per subsystem would spread nothing that matters (the write path is nearly all
+the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
 one drain writes thousands of events a second), so a cluster would give Ruta
 availability, not scale. RQ's own keys (`rq:*`) are not tagged and RQ does not run on a
 cluster: Redis Sentinel is the supported way to survive a server's loss (docs/DESIGN-notes.md).
