@@ -160,6 +160,7 @@ class Caller(threading.Thread):
         self.rng = random.Random(seed)
         digits = self.rng.randrange(10**6, 10**7)
         self.number = "anonymous" if self.rng.random() < 0.05 else f"+57300{digits}"
+        self.send = http_transport  # how a request reaches the web (tests: a balancer)
         self.requests: list[Request] = []
         self.transcript: CallTranscript | None = None
         self.error = ""
@@ -177,7 +178,7 @@ class Caller(threading.Thread):
             self.sid = params.get("CallSid", "")
         t0 = time.perf_counter()
         try:
-            status, body = http_transport(url, params, headers)
+            status, body = self.send(url, params, headers)
         except Exception:
             self.requests.append(Request(parts.path, dict(urllib.parse.parse_qsl(parts.query)),
                                          params, None, time.perf_counter() - t0))

@@ -17,7 +17,7 @@ events) would take far longer than the reads we measure, so the calls are loaded
 bulk equivalent: each call's events are folded into a `CallRecord` exactly as
 write_batch folds them, and the same keys get the same values through big
 non-transactional pipelines, with the day and hour counters summed in Python first. The
-event log stream (ruta:log) is skipped. To prove the equivalence, the first 2,000 calls
+event log stream ({ruta}:log) is skipped. To prove the equivalence, the first 2,000 calls
 also go through the REAL `Store.write_batch` (time-ordered batches of 500 events, with
 repeated deliveries) into db 1 and through the bulk path into db 2, and every key is
 compared. The last line is key=value pairs for scripts.
@@ -313,7 +313,7 @@ def compare_dbs(real: redis.Redis, bulk: redis.Redis) -> tuple[list[str], int, i
             continue
         if kind == "hash":
             a, b = real.hgetall(key), bulk.hgetall(key)
-            if key.startswith(("ruta:day:", "ruta:hour:")):
+            if key.startswith((store.day_key(""), store.hour_key(""))):
                 # A count moved between two batches (in_progress -> transferred) leaves a
                 # field at 0 in the real path; the bulk path never writes it. Same numbers.
                 zero_fields += sum(1 for v in a.values() if v == "0")
@@ -505,7 +505,7 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     hash_bytes = statistics.mean(r.memory_usage(k) or 0 for k in some)
     print(f"bulk load: {loaded:,} calls ({events:,} events) in {load_s:.1f} s = "
           f"{load_rate:,.0f} calls/s with {args.procs} process(es) simulating and writing; "
-          f"ruta:log (the event log stream) skipped")
+          f"{store.LOG} (the event log stream) skipped")
     print(f"redis memory: {used / 2**20:,.0f} MiB used = {per_call:,.0f} bytes per call "
           f"(call hash about {hash_bytes:,.0f} B; plus day index and counters; no event log)")
 

@@ -26,6 +26,9 @@ from ivr.versions import audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
 GUNICORN_CONFIG = menu_config.ROOT / "config" / "gunicorn.conf.py"  # the Procfile's settings
+# The Procfile's worker: REDIS_URL (any form) read from the environment by the settings module.
+WORKER_ARGS = ["worker", "--config", "workers.rq_settings", "--connection-class",
+               "workers.rq_settings.Redis", "--worker-class", "workers.worker.RutaWorker"]
 
 
 @click.group()
@@ -163,9 +166,7 @@ def dev(port, host):
     children = [
         subprocess.Popen([_tool(bin_dir, "gunicorn"), "--config", str(GUNICORN_CONFIG),
                           "--bind", f"{host}:{port}", "ivr:create_app()"], env=env),
-        subprocess.Popen([_tool(bin_dir, "rq"), "worker", "--worker-class",
-                          "workers.worker.RutaWorker", "--url", env["REDIS_URL"], store.QUEUE],
-                         env=env),
+        subprocess.Popen([_tool(bin_dir, "rq"), *WORKER_ARGS, store.QUEUE], env=env),
     ]
     base = f"http://{host}:{port}"
     DEV_DIR.mkdir(exist_ok=True)
@@ -213,12 +214,12 @@ def _dev_env() -> dict[str, str]:
 
 def _redis():
     """A decoding client on REDIS_URL, or on the running `ivr dev`'s Redis."""
-    import redis
+    from ivr import redis_url
 
     url = os.environ.get("REDIS_URL") or _dev_env().get("REDIS_URL")
     if not url:
         raise click.UsageError("set REDIS_URL (or start `ivr dev`, whose Redis is used)")
-    return redis.Redis.from_url(url, decode_responses=True)
+    return redis_url.connect(url, decode_responses=True)
 
 
 # --- ivr report ----------------------------------------------------------------------
@@ -281,7 +282,7 @@ def report(day, start, end, fmt, as_json):
         click.echo(f"    {row.hotline:<24}{row.transfers:>6}  ({results or 'no result yet'})")
 
 
-# --- ivr spool, ivr jobs, ivr events -------------------------------------------------
+# --- ivr spool, ivr jobs, ivr events, ivr redis ----------------------------------------
 
 
 @main.group()
@@ -348,6 +349,25 @@ def events_dead(count):
     for _, fields in entries:  # "entry": the id it had in the events stream
         click.echo(f"  {fields.get('entry', '')}  {fields.get('reason', '')}: "
                    f"{fields.get('e', '')[:120]}")
+
+
+@main.group("redis")
+def redis_group():
+    """Ruta's keys in Redis."""
+
+
+@redis_group.command("migrate-keys")
+def redis_migrate_keys():
+    """Rename keys of the layout before the cluster hash tag (ruta:*) to {ruta}:*.
+
+    Run once, with web and workers stopped, on a Redis that holds data written before
+    the upgrade; nothing is deleted."""
+    renamed, left = store.migrate_legacy_keys(_redis())
+    click.echo(f"renamed {renamed} key(s) from {store.LEGACY_PREFIX}* to {store.PREFIX}*")
+    if left:
+        click.echo(f"{len(left)} key(s) left as they were: the new name is taken "
+                   f"(e.g. {', '.join(left[:5])})", err=True)
+        sys.exit(1)
 
 
 def _tool(bin_dir: Path, name: str) -> str:

@@ -1,7 +1,7 @@
 """Events on their way out of the web process: to a Redis stream, or to the spool.
 
 `Emitter.emit()` costs a webhook one Redis round trip: one script appends the call's
-events to the `ruta:events` stream and sets a `SET NX PX` flag; only the
+events to the `{ruta}:events` stream and sets a `SET NX PX` flag; only the
 request that sets the flag (a few times a second at most) also enqueues an RQ drain job
 (`workers.outcomes.drain`), which writes the events to the call records and counters.
 
@@ -27,11 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 
-from ivr import store
+from ivr import redis_url, store
 from ivr.outcomes import Event
 
 log = logging.getLogger(__name__)
@@ -56,11 +54,8 @@ def init_app(app) -> None:
     """
     spool = Spool(app.config["RUTA_SPOOL_DIR"])
     client = None
-    if app.config["REDIS_URL"]:
-        client = redis.Redis.from_url(
-            app.config["REDIS_URL"], socket_connect_timeout=0.3, socket_timeout=0.5,
-            retry=RedisRetry(NoBackoff(), 0), health_check_interval=30,
-        )
+    if app.config["REDIS_URL"]:  # any REDIS_URL form; Sentinel: the sentinels fail fast too
+        client = redis_url.connect(app.config["REDIS_URL"], fail_fast=True)
     app.extensions["ruta.redis"] = client
     # An admin's "try the call" preview is not a call: its events are not kept.
     app.extensions["ruta.emitter"] = None if app.config["RUTA_PREVIEW"] else Emitter(client, spool)

@@ -43,10 +43,12 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server child process on 127.0.0.1, with stop() and start() again."""
 
-    def __init__(self, data_dir: Path | str, port: int | None = None, persist: bool = False):
+    def __init__(self, data_dir: Path | str, port: int | None = None, persist: bool = False,
+                 extra_args: list[str] = ()):
         self.data_dir = Path(data_dir).resolve()  # redis-server chdirs into it first
         self.port = port or free_port()
         self.persist = persist
+        self.extra_args = list(extra_args)  # more settings, e.g. ["--unixsocket", path]
         self.process: subprocess.Popen | None = None
 
     @property
@@ -64,6 +66,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--save", "60 1"]
         else:
             args += ["--appendonly", "no", "--save", ""]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

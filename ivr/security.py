@@ -18,6 +18,8 @@ from twilio.request_validator import RequestValidator, compare
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ivr import redis_url, store
+
 
 def public_url() -> str:
     """The URL Twilio called: behind a TLS proxy the app sees http://, so rebuild it."""
@@ -82,8 +84,11 @@ def init_app(app) -> None:
     csrf.init_app(app)
     # The `limits` library (what Flask-Limiter is built on), used where it is needed
     # only: Flask-Limiter would check every request, webhooks included.
-    storage = storage_from_string(app.config["REDIS_URL"] or "memory://",
-                                  key_prefix="ruta:limits")
+    # Its client is built by ivr.redis_url like every other (any REDIS_URL form).
+    url = app.config["REDIS_URL"]
+    storage = storage_from_string(
+        "redis://", connection_pool=redis_url.connect(url).connection_pool,
+        key_prefix=store.LIMITS_PREFIX) if url else storage_from_string("memory://")
     app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
 
 

@@ -1,30 +1,47 @@
 """Every Redis key Ruta uses, and every read and write of call data.
 
-Nobody else formats a key string. The layout:
+Nobody else formats a key string. Every key starts with the hash tag `{ruta}:`, so in a
+Redis Cluster all of them live in one slot (why: below). The layout:
 
-    ruta:events              stream: events emitted by the web app, not yet written
-                             (consumer group "writers"; an entry is deleted once written)
-    ruta:events:dead         stream: entries that could not be used, with the reason
-    ruta:log                 stream: every event written, once (trimmed to the retention)
-    ruta:call:<CallSid>      hash: one call's record (ivr.outcomes.CallRecord)
-    ruta:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
-    ruta:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
-    ruta:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
-    ruta:hour:<YYYY-MM-DDTHH> hash: dial results in that hour (the 24-hour health strip)
-    ruta:user:<name>         hash: a staff account (role, password hash)
-    ruta:users               set: staff account names
-    ruta:token:<sha256>      hash: an API token's name and role (the token is not kept)
-    ruta:tokens              hash: API token name -> its sha256
-    ruta:config:version      the configuration version web processes serve (0: files)
-    ruta:config:seq          the last version number given out
-    ruta:config:v:<n>        hash: version n (overrides document, author, time, note)
-    ruta:config:draft        JSON: the administrators' draft
-    ruta:audit               stream: who published, rolled back, logged in... (kept)
-    ruta:drain:scheduled     flag: a drain job was enqueued in the last moments
-    ruta:drain:lock          lock: the one drain writing right now
+    {ruta}:events              stream: events emitted by the web app, not yet written
+                               (consumer group "writers"; an entry is deleted once written)
+    {ruta}:events:dead         stream: entries that could not be used, with the reason
+    {ruta}:log                 stream: every event written, once (trimmed to the retention)
+    {ruta}:call:<CallSid>      hash: one call's record (ivr.outcomes.CallRecord)
+    {ruta}:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
+    {ruta}:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
+    {ruta}:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
+    {ruta}:hour:<YYYY-MM-DDTHH> hash: dial results in that hour (the 24-hour health strip)
+    {ruta}:user:<name>         hash: a staff account (role, password hash)
+    {ruta}:users               set: staff account names
+    {ruta}:token:<sha256>      hash: an API token's name and role (the token is not kept)
+    {ruta}:tokens              hash: API token name -> its sha256
+    {ruta}:config:version      the configuration version web processes serve (0: files)
+    {ruta}:config:seq          the last version number given out
+    {ruta}:config:v:<n>        hash: version n (overrides document, author, time, note)
+    {ruta}:config:draft        JSON: the administrators' draft
+    {ruta}:audit               stream: who published, rolled back, logged in... (kept)
+    {ruta}:drain:scheduled     flag: a drain job was enqueued in the last moments
+    {ruta}:drain:lock          lock: the one drain writing right now
+    {ruta}:limits:...          failed logins, by client address and account name (the
+                               `limits` library's keys, under our prefix; they expire)
 
 Days are America/Bogota days. Call records, day indexes and the log expire after the
 retention period (RUTA_RETENTION_DAYS, default 180); the day counters stay.
+
+One hash tag, so one slot, on purpose. Redis Cluster runs a Lua script or a MULTI/EXEC
+only when all its keys are in one slot (CROSSSLOT otherwise), and ours span the layout:
+the emit script appends to the events stream and sets the drain flag; a drain's
+transaction WATCHes the lock, writes call records, day counters, day indexes, callers,
+hour hashes and the log, and acknowledges the events stream; a publish WATCHes the draft
+and writes a version and the version counter; an account or a token is written with its
+index. A tag per call cannot work: writing a call also moves the day's counters and the
+log, which every call shares, in the all-or-nothing batch exactly-once counting rests
+on; tags per subsystem would spread nothing that matters (the write path is nearly all
+the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
+one drain writes thousands of events a second), so a cluster would give Ruta
+availability, not scale. RQ's own keys (`rq:*`) are not tagged and RQ does not run on a
+cluster: Redis Sentinel is the supported way to survive a server's loss (docs/DESIGN-notes.md).
 """
 
 from __future__ import annotations
@@ -35,56 +52,60 @@ from functools import lru_cache
 
 import redis
 
+from ivr import redis_url
 from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day
 
-EVENTS = "ruta:events"
-DEAD_LETTER = "ruta:events:dead"
-LOG = "ruta:log"
+PREFIX = "{ruta}:"  # the hash tag: every key in one cluster slot (see above)
+LEGACY_PREFIX = "ruta:"  # the layout before the hash tag (`ivr redis migrate-keys`)
+EVENTS = f"{PREFIX}events"
+DEAD_LETTER = f"{PREFIX}events:dead"
+LOG = f"{PREFIX}log"
 WRITERS = "writers"  # the consumer group that writes events
-DRAIN_SCHEDULED = "ruta:drain:scheduled"
-DRAIN_LOCK = "ruta:drain:lock"
-QUEUE = "ruta"  # the RQ queue our workers listen on
+DRAIN_SCHEDULED = f"{PREFIX}drain:scheduled"
+DRAIN_LOCK = f"{PREFIX}drain:lock"
+LIMITS_PREFIX = f"{PREFIX}limits"  # the login limiter's (`limits`) keys start with this
+QUEUE = "ruta"  # the RQ queue our workers listen on (RQ's keys: rq:queue:ruta, ...)
 
 
 def call_key(call_sid: str) -> str:
-    return f"ruta:call:{call_sid}"
+    return f"{PREFIX}call:{call_sid}"
 
 
 def day_calls_key(day: str) -> str:
-    return f"ruta:calls:{day}"
+    return f"{PREFIX}calls:{day}"
 
 
 def day_key(day: str) -> str:
-    return f"ruta:day:{day}"
+    return f"{PREFIX}day:{day}"
 
 
 def day_callers_key(day: str) -> str:
-    return f"ruta:callers:{day}"
+    return f"{PREFIX}callers:{day}"
 
 
 def hour_key(hour: str) -> str:
     """`hour` is "YYYY-MM-DDTHH" in Bogotá time."""
-    return f"ruta:hour:{hour}"
+    return f"{PREFIX}hour:{hour}"
 
 
 def user_key(name: str) -> str:
-    return f"ruta:user:{name}"
+    return f"{PREFIX}user:{name}"
 
 
 def token_key(token_hash: str) -> str:
-    return f"ruta:token:{token_hash}"
+    return f"{PREFIX}token:{token_hash}"
 
 
-USERS = "ruta:users"
-TOKENS = "ruta:tokens"
-CONFIG_VERSION = "ruta:config:version"
-CONFIG_VERSION_SEQ = "ruta:config:seq"
-CONFIG_DRAFT = "ruta:config:draft"
-AUDIT = "ruta:audit"
+USERS = f"{PREFIX}users"
+TOKENS = f"{PREFIX}tokens"
+CONFIG_VERSION = f"{PREFIX}config:version"
+CONFIG_VERSION_SEQ = f"{PREFIX}config:seq"
+CONFIG_DRAFT = f"{PREFIX}config:draft"
+AUDIT = f"{PREFIX}audit"
 
 
 def config_version_key(number: int) -> str:
-    return f"ruta:config:v:{number}"
+    return f"{PREFIX}config:v:{number}"
 
 HOUR_KEEP_SECONDS = 3 * 24 * 3600
 
@@ -92,7 +113,7 @@ HOUR_KEEP_SECONDS = 3 * 24 * 3600
 def init_app(app) -> None:
     """The staff pages' Store (app.extensions["ruta.store"]), or None without Redis."""
     url = app.config["REDIS_URL"]
-    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5) if url else None
+    client = redis_url.connect(url, decode_responses=True, socket_timeout=5) if url else None
     app.extensions["ruta.store"] = (
         Store(client, int(app.config["RUTA_RETENTION_DAYS"])) if client else None)
 
@@ -102,11 +123,8 @@ class LostLock(Exception):
 
 
 def text_client(client: redis.Redis) -> redis.Redis:
-    """A client on the same server as `client` that returns str, not bytes."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": True}
-    return redis.Redis(connection_pool=redis.ConnectionPool(
-        connection_class=pool.connection_class, **kwargs))
+    """A client on the same server as `client` (Sentinel too) that returns str, not bytes."""
+    return redis_url.decoding(client)
 
 
 class Store:
@@ -371,6 +389,21 @@ class Store:
         except redis.ResponseError:  # no group yet: nothing was ever drained
             pending = 0
         return {"waiting": waiting, "pending": pending}
+
+
+def migrate_legacy_keys(r: redis.Redis) -> tuple[int, list[str]]:
+    """Rename the keys of the layout before the hash tag (`ruta:...`) to `{ruta}:...`,
+    TTLs kept. A key whose new name is already taken is left as it is and returned.
+    For a single server, with web and workers stopped (they would write the new names
+    meanwhile). Returns (keys renamed, keys left)."""
+    renamed, left = 0, []
+    for key in list(r.scan_iter(match=f"{LEGACY_PREFIX}*", count=1000)):
+        name = _as_text(key)
+        if r.renamenx(key, PREFIX + name[len(LEGACY_PREFIX):]):
+            renamed += 1
+        else:
+            left.append(name)
+    return renamed, sorted(left)
 
 
 @lru_cache(maxsize=1024)

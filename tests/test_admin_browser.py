@@ -20,6 +20,7 @@ if not os.path.exists(CHROMIUM):
 from playwright.sync_api import expect  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
+from ivr import store  # noqa: E402
 from ivr.menu import read_shipped  # noqa: E402
 from ivr.simulator import Move, SimulatedCall  # noqa: E402
 from ivr.versions import ConfigVersions  # noqa: E402
@@ -143,7 +144,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     page.get_by_label("What changed, and why (required)").fill("friendlier greeting")
     click_and_wait(page, page.get_by_role("button", name="Publish"))
     expect(flash(page, "alert")).to_have_text(["prompts/en: prompt 'greeting' is empty"])
-    assert int(redis_client.get("ruta:config:version")) == 1
+    assert int(redis_client.get(store.CONFIG_VERSION)) == 1
     assert greeting(base, app) == ES_GREETING
 
     # Fix it, publish with a note: the next call hears the new greeting.
@@ -160,7 +161,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     note = page.get_by_label("What changed, and why (required)")
     publish.click()  # no note: the browser itself asks for one, nothing is sent
     assert note.evaluate("e => e.validity.valueMissing") is True
-    assert int(redis_client.get("ruta:config:version")) == 1
+    assert int(redis_client.get(store.CONFIG_VERSION)) == 1
     note.fill("friendlier greeting")
     click_and_wait(page, publish)
     expect(flash(page)).to_have_text("Version 2 is live: callers hear it from their next call.")
@@ -217,7 +218,7 @@ def test_try_the_call_panel_plays_a_busy_labour_line(app, base, page, redis_clie
     expect(page.locator("h1")).to_have_text("Try the call")
     lines = page.locator("section.transcript li")
     expect(lines.first).to_contain_text(ES_GREETING)
-    events = redis_client.xlen("ruta:events")
+    events = redis_client.xlen(store.EVENTS)
 
     page.get_by_label("When a hotline is dialled, it").select_option(label="is busy")
     keypad = page.get_by_role("group", name="Keypad")
@@ -234,7 +235,7 @@ def test_try_the_call_panel_plays_a_busy_labour_line(app, base, page, redis_clie
     expect(page.locator("section.transcript .stat-line")).to_contain_text(
         "spoken before the transfer started")
     expect(page.get_by_label("When a hotline is dialled, it")).to_have_value("busy")
-    assert redis_client.xlen("ruta:events") == events  # a preview is not a call
+    assert redis_client.xlen(store.EVENTS) == events  # a preview is not a call
     screenshot(page, "admin-try.png")
 
     # Hanging up starts again from the greeting.

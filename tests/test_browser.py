@@ -452,7 +452,7 @@ def test_pages_and_api_need_a_login_or_a_token(app, base, page, seeded, redis_se
 def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, browser,
                                                     serve_app):
     app = create_app(app_config)  # a fresh app; Redis (and its limiter keys) was just emptied
-    assert not redis_client.keys("*ruta:limits*")
+    assert not redis_client.keys(f"{store.LIMITS_PREFIX}*")
     add_user(app, "marta", "supervisor")
     base, stop = serve_app(app)
     ctx = browser.new_context()
@@ -483,7 +483,7 @@ def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, br
         assert page.get_by_role("alert").inner_text() == (
             "Too many failed logins: wait a minute and try again.")
         assert page.goto(base + "/reports").url.startswith(base + "/login")
-        assert redis_client.keys("*ruta:limits*")  # counted in Redis, shared by every worker
+        assert redis_client.keys(f"{store.LIMITS_PREFIX}*")  # in Redis, shared by every worker
     finally:
         ctx.close()
         stop()

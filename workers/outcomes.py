@@ -1,6 +1,6 @@
 """The RQ job that writes call events to Redis: `workers.outcomes.drain`.
 
-One drain job reads the `ruta:events` stream in batches through the consumer group
+One drain job reads the `{ruta}:events` stream in batches through the consumer group
 "writers" and folds each batch into call records and day counters in one transaction
 (`Store.write_batch`), which also acknowledges and deletes the entries. Why this shape:
 
