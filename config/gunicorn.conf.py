@@ -10,6 +10,8 @@
 On SIGTERM (a deploy, a scale-down) gunicorn stops accepting, lets each worker finish the
 request in hand, then exits. A webhook's events are in Redis (or the spool) before its
 answer leaves, so a stop loses none.
+
+gunicorn's own messages are written like the app's (ivr.logs: JSON lines in production).
 """
 
 import os
@@ -33,3 +35,4 @@ keepalive = 5  # seconds; a proxy in front reuses its connections to us
 # Request lines and headers: Twilio's are small; anything near these limits is not Twilio.
 limit_request_line = 8190
 limit_request_fields = 60
+logger_class = "ivr.logs.GunicornLogger"

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, object] = {
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
     "RUTA_TWO_PERSON_RULE": 0,  # 1: a publish needs a second admin's approval
     "RUTA_TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-* headers we trust
+    "RUTA_LOG_FORMAT": "",  # "json" or "text"; unset: json in production, text in development
     "RUTA_PREVIEW": False,  # set only for the admin page's "try the call" apps
     "RUTA_MENU_OVERRIDES": None,  # a draft to serve instead of the live version (preview)
 }
