@@ -50,11 +50,12 @@ def create_app(config: dict | None = None) -> Flask:
     # The newest version an administrator published, else the shipped files.
     app.extensions["ruta.live_menu"] = LiveMenu(shipped, app.extensions["ruta.redis"], menu)
 
-    from ivr import admin, reports, voice
+    from ivr import admin, ops, reports, voice
 
     app.register_blueprint(voice.bp)
     security.csrf.exempt(voice.bp)  # Twilio proves itself with its signature instead
     app.register_blueprint(reports.bp)
     app.register_blueprint(admin.bp)
+    ops.init_app(app)  # /healthz, /readyz, /metrics and the webhook counters
     security.init_app(app)
     return app
