@@ -26,6 +26,8 @@ import os
 import re
 from pathlib import Path
 
+from gunicorn.glogging import Logger
+
 
 def _seconds(name: str, default: int) -> int:
     value = int(os.environ.get(name) or default)
@@ -45,7 +47,23 @@ keepalive = 5  # seconds; a proxy in front reuses its connections to us
 # Request lines and headers: Twilio's are small; anything near these limits is not Twilio.
 limit_request_line = 8190
 limit_request_fields = 60
-logger_class = "ivr.logs.GunicornLogger"
+
+
+class RutaLogger(Logger):
+    """gunicorn's logger, writing its own messages (booting, a worker killed...) like the
+    app writes its lines: JSON in production (ivr.logs)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from ivr import logs, settings
+
+        if logs.log_format(settings.load()) == "json":
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(logs.JsonFormatter())
+
+
+logger_class = RutaLogger
 
 # prometheus_client's files: counter_<pid>.db, histogram_<pid>.db, gauge_<mode>_<pid>.db...
 _METRICS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")

@@ -1,9 +1,10 @@
 """Log lines: one JSON object a line in production, readable text in development.
 
 `configure()` gives the root logger one handler of ours (on stderr), used by the web app
-(`create_app`), the RQ worker (`workers.worker`) and, through `GunicornLogger`, gunicorn's
-own messages. A JSON line has `time` (UTC), `level`, `logger`, `message`, `pid`, the
-`call_sid` when it was written in a webhook request, and `exception` when there is one.
+(`create_app`) and the RQ worker (`workers.worker`); config/gunicorn.conf.py gives
+gunicorn's own messages the same `JsonFormatter`. A JSON line has `time` (UTC), `level`,
+`logger`, `message`, `pid`, the `call_sid` when it was written in a webhook request, and
+`exception` when there is one.
 
 A caller's number is never logged: no code of ours logs the `From` or `Caller` of a
 request, and as a second guard a line written in a webhook request has that request's
@@ -134,24 +135,3 @@ def adopt(*names: str) -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-
-
-try:  # gunicorn is a dependency, but this module must load without it too
-    from gunicorn.glogging import Logger as _GunicornLogger
-except ImportError:  # pragma: no cover
-    _GunicornLogger = object
-
-
-class GunicornLogger(_GunicornLogger):
-    """gunicorn's logger (`logger_class` in config/gunicorn.conf.py), writing its own
-    messages (booting, a worker killed...) in Ruta's format."""
-
-    def setup(self, cfg):
-        super().setup(cfg)
-        from ivr import settings
-
-        fmt = log_format(settings.load())
-        if fmt == "json":
-            for logger in (self.error_log, self.access_log):
-                for handler in logger.handlers:
-                    handler.setFormatter(JsonFormatter())

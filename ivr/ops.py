@@ -38,7 +38,6 @@ bp = Blueprint("ops", __name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DIAL_STATUSES = frozenset({"completed", "answered", "busy", "no-answer", "failed", "canceled"})
 SPOOL_COUNT_CAP = 100_000  # /metrics stops counting spooled events past this
-SESSIONLESS = ("/healthz", "/readyz", "/metrics")  # no staff session is opened for these
 
 disable_created_metrics()  # no `*_created` series: the same output with one process or many
 
