@@ -7,12 +7,26 @@
                           under the 15 s Twilio waits for a webhook)
     WEB_GRACEFUL_TIMEOUT  seconds a stopping worker gets to finish its requests (default 20)
 
+    PROMETHEUS_MULTIPROC_DIR  a folder of this server's own where each worker keeps its
+                          Prometheus counters, so that /metrics (answered by any one
+                          worker) sums them all. Production must set it, to an empty
+                          folder that nothing else uses: its counter files are wiped when
+                          gunicorn starts (below). `ivr dev` makes a fresh one in
+                          .ruta-dev/metrics. Unset, each scrape sees the counts of one
+                          worker only (gunicorn warns at start).
+
 On SIGTERM (a deploy, a scale-down) gunicorn stops accepting, lets each worker finish the
 request in hand, then exits. A webhook's events are in Redis (or the spool) before its
 answer leaves, so a stop loses none.
+
+gunicorn's own messages are written like the app's (ivr.logs: JSON lines in production).
 """
 
 import os
+import re
+from pathlib import Path
+
+from gunicorn.glogging import Logger
 
 
 def _seconds(name: str, default: int) -> int:
@@ -33,3 +47,46 @@ keepalive = 5  # seconds; a proxy in front reuses its connections to us
 # Request lines and headers: Twilio's are small; anything near these limits is not Twilio.
 limit_request_line = 8190
 limit_request_fields = 60
+
+
+class RutaLogger(Logger):
+    """gunicorn's logger, writing its own messages (booting, a worker killed...) like the
+    app writes its lines: JSON in production (ivr.logs)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from ivr import logs, settings
+
+        if logs.log_format(settings.load()) == "json":
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(logs.JsonFormatter())
+
+
+logger_class = RutaLogger
+
+# prometheus_client's files: counter_<pid>.db, histogram_<pid>.db, gauge_<mode>_<pid>.db...
+_METRICS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
+def on_starting(server):
+    """Before any worker: wipe the last run's counter files (a restart starts from 0, as
+    Prometheus expects of a counter; left there, a dead run's counts would add up)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        if server.cfg.workers > 1:
+            server.log.warning("PROMETHEUS_MULTIPROC_DIR is not set: each /metrics scrape "
+                               "shows the counts of the one worker that answers it")
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for path in Path(folder).iterdir():
+        if _METRICS_FILE.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker ended: its live gauges go (its counters stay counted)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

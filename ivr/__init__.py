@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from ivr import events, security, settings, store
+from ivr import events, logs, security, settings, store
 from ivr import menu as menu_config
 from ivr.versions import LiveMenu
 
@@ -24,6 +24,12 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the web app: settings, the menu (checked), and the blueprints."""
     app = Flask(__name__)
     app.config.update(settings.load(config))
+    try:
+        log_format = logs.log_format(app.config)
+    except ValueError as e:
+        raise StartupError(f"Ruta will not start: {e}") from e
+    if not app.config["RUTA_PREVIEW"]:  # an admin's preview app runs inside a real one
+        logs.configure(log_format)
     if app.config["RUTA_ENV"] == "production":
         missing = [k for k in REQUIRED_IN_PRODUCTION if not app.config[k]]
         if missing:
@@ -44,11 +50,12 @@ def create_app(config: dict | None = None) -> Flask:
     # The newest version an administrator published, else the shipped files.
     app.extensions["ruta.live_menu"] = LiveMenu(shipped, app.extensions["ruta.redis"], menu)
 
-    from ivr import admin, reports, voice
+    from ivr import admin, ops, reports, voice
 
     app.register_blueprint(voice.bp)
     security.csrf.exempt(voice.bp)  # Twilio proves itself with its signature instead
     app.register_blueprint(reports.bp)
     app.register_blueprint(admin.bp)
+    ops.init_app(app)  # /healthz, /readyz, /metrics and the webhook counters
     security.init_app(app)
     return app

@@ -153,6 +153,11 @@ def dev(port, host):
 
     env = dict(os.environ, RUTA_ENV="development")
     env.setdefault("RUTA_SPOOL_DIR", str(DEV_DIR / "spool"))  # shared by web and worker
+    # gunicorn's workers keep their Prometheus counters here; /metrics sums them all.
+    metrics_dir = (DEV_DIR / "metrics").resolve()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     for name in ("TWILIO_AUTH_TOKEN", "SECRET_KEY"):
         if not env.get(name):
             env[name] = secrets.token_hex(16)
@@ -176,6 +181,7 @@ def dev(port, host):
     click.echo("Place a simulated call from another terminal:")
     click.echo(f"  .venv/bin/ivr call --url {base} --press 2 --dial-result busy")
     click.echo("and see it counted:\n  .venv/bin/ivr report")
+    click.echo(f"Health, readiness and metrics: {base}/healthz  {base}/readyz  {base}/metrics")
     click.echo(f"Reports and admin pages: add yourself with\n  .venv/bin/ivr users add NAME "
                f"--role admin\nthen log in at {base}/login")
     click.echo("Stop with Ctrl-C.\n")

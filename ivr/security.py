@@ -59,12 +59,17 @@ FAILED_LOGIN_LIMITS = parse_many("5 per minute;30 per hour")  # per address and 
 csrf = CSRFProtect()
 
 
+# Twilio's webhooks and the health, readiness and metrics endpoints: no staff session.
+SESSIONLESS = ("/voice", "/healthz", "/readyz", "/metrics")
+
+
 class StaffSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, not even opened for Twilio's webhooks (which have
-    no cookie and no use for one): a few hundred microseconds saved on every call step."""
+    no cookie and no use for one: a few hundred microseconds saved on every call step),
+    nor for the health checks and metrics scrapes."""
 
     def open_session(self, app, request):
-        if request.path.startswith("/voice"):
+        if request.path.startswith(SESSIONLESS):
             return self.make_null_session(app)
         return super().open_session(app, request)
 

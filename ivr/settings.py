@@ -23,6 +23,14 @@ DEFAULTS: dict[str, object] = {
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
     "RUTA_TWO_PERSON_RULE": 0,  # 1: a publish needs a second admin's approval
     "RUTA_TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-* headers we trust
+    # Operations (ivr.ops, ivr.logs):
+    "RUTA_READY_MAX_QUEUE": 500,  # /readyz: 503 past this many drain jobs waiting in RQ
+    # (at most 5 are enqueued a second: over a minute and a half of busy calls, no worker)
+    "RUTA_READY_MAX_SPOOL": 1000,  # /readyz: 503 past this many events in this host's spool
+    # (normally 0: events wait there only while Redis is down, until the worker replays)
+    "RUTA_METRICS_TOKEN": "",  # /metrics wants "Authorization: Bearer <it>"; unset: 404
+    # in production, open in development
+    "RUTA_LOG_FORMAT": "",  # "json" or "text"; unset: json in production, text in development
     "RUTA_PREVIEW": False,  # set only for the admin page's "try the call" apps
     "RUTA_MENU_OVERRIDES": None,  # a draft to serve instead of the live version (preview)
 }

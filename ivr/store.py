@@ -46,11 +46,13 @@ cluster: Redis Sentinel is the supported way to survive a server's loss (docs/DE
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 import redis
+from rq import Queue
 
 from ivr import redis_url
 from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day
@@ -404,6 +406,24 @@ def migrate_legacy_keys(r: redis.Redis) -> tuple[int, list[str]]:
         else:
             left.append(name)
     return renamed, sorted(left)
+
+
+def work_counts(r: redis.Redis) -> dict[str, int]:
+    """What waits to be written, in one round trip and without writing (for /readyz and
+    /metrics): drain jobs in the RQ queue, failed drain jobs RQ keeps, events in the
+    stream."""
+    queue = Queue(QUEUE, connection=r)  # RQ's own keys, named by RQ
+    failed = queue.failed_job_registry.key
+    read = r.pipeline(transaction=False)
+    read.llen(queue.key)
+    # RQ scores a failed job by when it expires (-1: never) and drops the expired ones,
+    # scores 0 to now, only when someone cleans the registry up: not counted here.
+    read.zcard(failed)
+    read.zcount(failed, 0, time.time())
+    read.xlen(EVENTS)
+    jobs, failed_all, expired, events = read.execute()
+    return {"queued_jobs": int(jobs), "failed_jobs": int(failed_all) - int(expired),
+            "events_waiting": int(events)}
 
 
 @lru_cache(maxsize=1024)

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request
 
-from ivr import current_menu, events, flow, twiml
+from ivr import current_menu, events, flow, ops, twiml
 from ivr.flow import Answer, Ask, CallState, Phase
 from ivr.menu import E164, Menu
 from ivr.outcomes import FINAL_CALL_STATUSES, Event
@@ -62,6 +62,7 @@ def _respond(result: flow.Result, before: CallState | None = None) -> Response:
     after = getattr(step, "resume", None) or before
     number = (before.step + 1) if before else 1
     asked = after.node if isinstance(step, Ask) and after.phase is Phase.MENU else ""
+    ops.count(result.events)  # the Prometheus counters
     _emit([
         _event(f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked, e.detail)
         for i, e in enumerate(result.events)
@@ -148,6 +149,7 @@ def never_silent(error):
     if not g.get("twilio_verified"):  # it broke before the signature was checked
         return Response(status=403)
     log.exception("webhook failed; sending the caller to the default hotline")
+    ops.count_failure()
     menu = current_menu()
     try:
         lang = request.args.get("l", "")

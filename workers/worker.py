@@ -17,7 +17,7 @@ import time
 import redis
 from rq import Queue, SimpleWorker
 
-from ivr import events, settings, store
+from ivr import events, logs, settings, store
 from workers import outcomes
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,14 @@ SWEEP_SECONDS = 10
 
 class RutaWorker(SimpleWorker):
     def __init__(self, *args, **kwargs):
+        config = settings.load()
+        # Log lines like the web's (RUTA_LOG_FORMAT: JSON in production), RQ's own too.
+        logs.configure(logs.log_format(config))
+        logs.adopt("rq.worker", "rq.job")
         super().__init__(*args, **kwargs)
         # `rq worker` always passes its own --maintenance-interval (600 s): ours wins.
         self.maintenance_interval = SWEEP_SECONDS
-        self.spool = events.Spool(settings.load()["RUTA_SPOOL_DIR"])
+        self.spool = events.Spool(config["RUTA_SPOOL_DIR"])
 
     def work(self, *args, **kwargs):
         # A failed drain is retried (RQ's Retry) only by a worker that runs the scheduler:
