@@ -20,10 +20,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 
 def public_url() -> str:
-    """The URL Twilio called: behind a TLS proxy the app sees http://, so rebuild it."""
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    if not base:
-        return request.url
+    """The URL Twilio called, as it signed it: behind a TLS proxy the app sees http://,
+    so it is rebuilt on PUBLIC_BASE_URL; and the query string is the one sent, never
+    Werkzeug's `request.url`, which decodes escapes (`%C3%A9` -> `é`) Twilio signed."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/") or request.root_url.rstrip("/")
     query = request.query_string.decode(errors="replace")  # garbage: the check fails
     return base + request.path + (f"?{query}" if query else "")
 
