@@ -74,10 +74,14 @@ def init_app(app) -> None:
     development = app.config["RUTA_ENV"] == "development"
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["RUTA_MAX_REQUEST_BYTES"])
     app.before_request(refuse_large_bodies)
-    app.config.setdefault("SESSION_COOKIE_SECURE", not development)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=8))
+    # Set, not setdefault: Flask's own defaults (not Secure, no SameSite, 31 days) are
+    # already in app.config, so a setdefault would never apply.
+    app.config.update(
+        SESSION_COOKIE_SECURE=not development,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+    )
     app.session_interface = StaffSessions()
     proxies = int(app.config["RUTA_TRUSTED_PROXIES"])
     if proxies:  # the client's address (failed logins are counted by it) and scheme

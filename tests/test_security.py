@@ -1,5 +1,6 @@
-"""What protects the app as a whole: request size limits, oversized URLs and headers.
-The real app and a real Redis; one test runs the real gunicorn."""
+"""What protects the app as a whole: request size limits, oversized URLs and headers, and
+the session cookie's flags. The real app and a real Redis; one test runs the real
+gunicorn."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from conftest import TOKEN
 
+from ivr import create_app
 from ivr.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +27,7 @@ BIN = Path(sys.executable).parent
 GUNICORN_CONFIG = REPO / "config" / "gunicorn.conf.py"
 LIMIT = 64 * 1024
 PASSWORD = "correct horse battery"
+PRODUCTION = "https://ruta.example.org"
 
 
 def quick_hash(password: str) -> str:
@@ -45,6 +50,17 @@ def log_in(client, name="ana", password=PASSWORD, base="", headers=None):
 
 @pytest.fixture
 def admin(app):
+    app.extensions["ruta.store"].save_user("ana", "admin", quick_hash(PASSWORD))
+    return app
+
+
+@pytest.fixture
+def production(redis_server, redis_client, tmp_path):
+    app = create_app({
+        "RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
+        "REDIS_URL": redis_server.url, "RUTA_SPOOL_DIR": str(tmp_path / "spool"),
+        "PUBLIC_BASE_URL": PRODUCTION,
+    })
     app.extensions["ruta.store"].save_user("ana", "admin", quick_hash(PASSWORD))
     return app
 
@@ -164,3 +180,35 @@ def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+
+# --- 2. the session cookie ------------------------------------------------------------------------
+
+
+def set_cookie(resp) -> str:
+    cookies = [v for k, v in resp.headers.items() if k == "Set-Cookie"]
+    assert len(cookies) == 1, cookies
+    return cookies[0]
+
+
+def test_the_login_cookie_is_secure_httponly_and_samesite_in_production(production):
+    client = production.test_client()
+    # A browser sends a same-origin Referer with a form post; over https Flask-WTF's CSRF
+    # check requires one.
+    resp = log_in(client, base=PRODUCTION, headers={"Referer": PRODUCTION + "/login"})
+    assert resp.status_code == 302
+    cookie = set_cookie(resp)
+    assert cookie.startswith("session=")
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "samesite", "expires", "path"} <= attributes
+    assert "SameSite=Lax" in cookie
+    expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookie).group(1))
+    assert expires - datetime.now(UTC) < timedelta(hours=8, minutes=1)  # not Flask's 31 days
+
+
+def test_in_development_the_cookie_is_not_secure_but_still_httponly(admin):
+    resp = log_in(admin.test_client())
+    assert resp.status_code == 302
+    cookie = set_cookie(resp)
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie
