@@ -57,6 +57,25 @@ FAILED_LOGIN_LIMITS = parse_many("5 per minute;30 per hour")  # per address and 
 
 csrf = CSRFProtect()
 
+# What a browser may do with a staff page (everything outside /voice). The pages load one
+# stylesheet and nothing else: no script at all, no inline style, charts are inline SVG.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+STAFF_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors, for browsers that predate it
+    # No address of ours ever leaves for another site. Not "no-referrer": over https
+    # Flask-WTF's CSRF check requires a same-site Referer on every form post.
+    "Referrer-Policy": "same-origin",
+}
+HSTS = "max-age=31536000"  # a year; not includeSubDomains: the domain's other hosts are not ours
+
 
 class StaffSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, not even opened for Twilio's webhooks (which have
@@ -83,6 +102,7 @@ def init_app(app) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
     )
     app.session_interface = StaffSessions()
+    app.after_request(functools.partial(staff_headers, hsts=not development))
     proxies = int(app.config["RUTA_TRUSTED_PROXIES"])
     if proxies:  # the client's address (failed logins are counted by it) and scheme
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,
@@ -93,6 +113,20 @@ def init_app(app) -> None:
     storage = storage_from_string(app.config["REDIS_URL"] or "memory://",
                                   key_prefix="ruta:limits")
     app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
+
+
+def staff_headers(response, hsts: bool):
+    """Security headers on staff pages; every page but the stylesheet is `no-store`, as
+    they show calls, accounts or forms. Twilio's webhooks get none: no browser reads them."""
+    if request.path.startswith("/voice"):
+        return response
+    for name, value in STAFF_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if hsts:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def refuse_large_bodies():

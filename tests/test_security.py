@@ -1,6 +1,6 @@
-"""What protects the app as a whole: request size limits, oversized URLs and headers, and
-the session cookie's flags. The real app and a real Redis; one test runs the real
-gunicorn."""
+"""What protects the app as a whole: request size limits, oversized URLs and headers, the
+security headers of staff pages and the session cookie's flags. The real app and a real
+Redis; one test runs the real gunicorn."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import pytest
 from conftest import TOKEN
 
-from ivr import create_app
+from ivr import create_app, security
 from ivr.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -212,3 +212,71 @@ def test_in_development_the_cookie_is_not_secure_but_still_httponly(admin):
     cookie = set_cookie(resp)
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Secure" not in cookie
+
+
+# --- 3. security headers on staff pages -----------------------------------------------------------
+
+
+STAFF_PAGES = ["/login", "/reports", "/reports/calls.csv", "/api/reports/summary", "/admin",
+               "/admin/prompts", "/admin/hotlines", "/admin/try", "/admin/history",
+               "/admin/audit", "/admin/audit.csv", "/nowhere"]
+
+
+@pytest.mark.parametrize("path", STAFF_PAGES)
+def test_staff_pages_carry_the_security_headers(admin, path):
+    client = admin.test_client()
+    log_in(client)
+    resp = client.get(path)
+    csp = resp.headers["Content-Security-Policy"]
+    for directive in ("default-src 'self'", "frame-ancestors 'none'", "form-action 'self'",
+                      "base-uri 'none'", "object-src 'none'"):
+        assert directive in csp
+    assert "unsafe" not in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["Referrer-Policy"] == "same-origin"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in resp.headers  # development: plain http
+
+
+def test_a_logged_out_visitor_gets_them_too_and_the_stylesheet_may_be_cached(client):
+    resp = client.get("/reports")
+    assert resp.status_code == 302
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "Content-Security-Policy" in resp.headers
+    css = client.get("/static/ruta.css")
+    assert css.status_code == 200
+    assert css.headers["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" not in css.headers.get("Cache-Control", "")
+
+
+def test_production_adds_hsts(production):
+    resp = production.test_client().get(PRODUCTION + "/login")
+    assert resp.headers["Strict-Transport-Security"] == security.HSTS
+    assert "includeSubDomains" not in security.HSTS
+    assert int(security.HSTS.removeprefix("max-age=")) >= 180 * 86400
+
+
+def test_webhooks_get_no_browser_headers(twilio):
+    resp = twilio.post("/voice")
+    assert resp.status_code == 200
+    assert "Content-Security-Policy" not in resp.headers
+    assert "Set-Cookie" not in resp.headers
+
+
+def test_templates_need_nothing_the_policy_forbids():
+    """No script, inline style, inline event handler or outside resource in any template
+    or in the charts: the browser tests load them under the policy with no violation."""
+    sources = [*REPO.glob("ivr/templates/**/*.html"), REPO / "ivr" / "charts.py"]
+    assert len(sources) > 5
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        for pattern in (r"<script", r"<style", r"\sstyle=", r"\son[a-z]+=", r"javascript:",
+                        r"(src|href|action|data)=\S*https?:", r"url\("):
+            assert not re.search(pattern, text), f"{pattern} in {source.name}"
+
+
+def test_over_https_a_form_post_without_a_referer_is_refused(production):
+    """Why the Referrer-Policy is same-origin, not no-referrer."""
+    resp = log_in(production.test_client(), base=PRODUCTION)
+    assert resp.status_code == 400
