@@ -1,6 +1,6 @@
 """What protects the app as a whole: request size limits, oversized URLs and headers, the
-security headers of staff pages and the session cookie's flags. The real app and a real
-Redis; one test runs the real gunicorn."""
+security headers of staff pages, the session cookie's flags, and no debug mode in
+production. The real app and a real Redis; one test runs the real gunicorn."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, Twilio
 
-from ivr import create_app, security
+from ivr import StartupError, create_app, security
 from ivr.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,3 +280,54 @@ def test_over_https_a_form_post_without_a_referer_is_refused(production):
     """Why the Referrer-Policy is same-origin, not no-referrer."""
     resp = log_in(production.test_client(), base=PRODUCTION)
     assert resp.status_code == 400
+
+
+# --- 4. no debug mode ----------------------------------------------------------------------------
+
+
+def test_production_is_never_in_debug_mode(production):
+    assert production.debug is False
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_production_refuses_to_start_in_debug_mode(redis_server, monkeypatch, how):
+    config = {"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
+              "REDIS_URL": redis_server.url}
+    if how == "env":
+        monkeypatch.setenv("FLASK_DEBUG", "1")
+    else:
+        config["DEBUG"] = True
+    with pytest.raises(StartupError, match="debug"):
+        create_app(config)
+
+
+def test_an_error_in_production_shows_no_traceback(production):
+    production.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @production.get("/boom")
+    def boom():
+        raise RuntimeError("secret detail")
+
+    resp = production.test_client().get(PRODUCTION + "/boom")
+    assert resp.status_code == 500
+    assert b"secret detail" not in resp.data and b"Traceback" not in resp.data
+
+
+def test_nothing_runs_flasks_debugger():
+    """`ivr dev` and the Procfile run gunicorn, never `app.run` or Werkzeug's debugger."""
+    sources = [*REPO.glob("ivr/**/*.py"), *REPO.glob("workers/**/*.py"),
+               *REPO.glob("bench/**/*"), *REPO.glob("scripts/*"), REPO / "Procfile"]
+    for source in sources:
+        if source.is_file():
+            text = source.read_text(encoding="utf-8", errors="replace")
+            for pattern in (r"\bapp\.run\(", r"run_simple", r"DebuggedApplication",
+                            r"use_debugger", r"debug\s*=\s*True", r"flask\s+run",
+                            r"--debug\b", r"--reload\b"):
+                assert not re.search(pattern, text), f"{pattern} in {source}"
+    cli = (REPO / "ivr" / "cli.py").read_text(encoding="utf-8")
+    assert '"gunicorn"' in cli and 'RUTA_ENV="development"' in cli
+
+
+def test_an_unsigned_webhook_is_still_refused_in_production(production):
+    twilio = Twilio(production.test_client(), base_url=PRODUCTION)
+    assert twilio.post("/voice", signature="forged").status_code == 403
