@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, current_app
+from flask.helpers import get_debug_flag
 
 from ivr import events, logs, security, settings, store
 from ivr import menu as menu_config
@@ -37,6 +38,13 @@ def create_app(config: dict | None = None) -> Flask:
                 f"Ruta will not start in production without {' and '.join(missing)}: set "
                 "them in the environment (the auth token is on your Twilio console; the "
                 "secret key is any long random string). For a local try, run `ivr dev`."
+            )
+        # Flask's debug mode (FLASK_DEBUG=1; its development server's debugger runs any
+        # code typed into an error page) is never for a public line.
+        if app.debug or get_debug_flag():
+            raise StartupError(
+                "Ruta will not start in production in Flask's debug mode: unset FLASK_DEBUG "
+                "(its debugger would let anyone who sees an error page run code here)."
             )
     try:
         shipped = menu_config.read_shipped(app.config["RUTA_CONFIG_DIR"],

@@ -102,12 +102,18 @@ class CallState:
             target=_small_int(params.get("t")),
             tried=tried,
             step=_small_int(params.get("s")),
-            started=int(raw_started) if (raw_started := params.get("t0", "")).isdigit() else 0,
+            started=_unix_seconds(params.get("t0")),
         )
 
 
 def _small_int(raw) -> int:
     return int(raw) if raw and re.fullmatch(r"\d{1,4}", str(raw)) else 0
+
+
+def _unix_seconds(raw) -> int:
+    """The call's start as our URLs write it; anything else (too long for a float, "²"
+    that passes str.isdigit() but not int()) is 0, and events then use the time now."""
+    return int(raw) if raw and re.fullmatch(r"[0-9]{1,10}", str(raw)) else 0
 
 
 @dataclass(frozen=True)

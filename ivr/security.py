@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,10 +23,10 @@ from ivr import redis_url, store
 
 
 def public_url() -> str:
-    """The URL Twilio called: behind a TLS proxy the app sees http://, so rebuild it."""
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    if not base:
-        return request.url
+    """The URL Twilio called, as it signed it: behind a TLS proxy the app sees http://,
+    so it is rebuilt on PUBLIC_BASE_URL; and the query string is the one sent, never
+    Werkzeug's `request.url`, which decodes escapes (`%C3%A9` -> `é`) Twilio signed."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/") or request.root_url.rstrip("/")
     query = request.query_string.decode(errors="replace")  # garbage: the check fails
     return base + request.path + (f"?{query}" if query else "")
 
@@ -58,6 +59,25 @@ FAILED_LOGIN_LIMITS = parse_many("5 per minute;30 per hour")  # per address and 
 
 csrf = CSRFProtect()
 
+# What a browser may do with a staff page (everything outside /voice). The pages load one
+# stylesheet and nothing else: no script at all, no inline style, charts are inline SVG.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+STAFF_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors, for browsers that predate it
+    # No address of ours ever leaves for another site. Not "no-referrer": over https
+    # Flask-WTF's CSRF check requires a same-site Referer on every form post.
+    "Referrer-Policy": "same-origin",
+}
+HSTS = "max-age=31536000"  # a year; not includeSubDomains: the domain's other hosts are not ours
+
 
 # Twilio's webhooks and the health, readiness and metrics endpoints: no staff session.
 SESSIONLESS = ("/voice", "/healthz", "/readyz", "/metrics")
@@ -75,13 +95,21 @@ class StaffSessions(SecureCookieSessionInterface):
 
 
 def init_app(app) -> None:
-    """Cookies, CSRF on every form, and the slow-down of repeated failed logins."""
+    """Cookies, CSRF on every form, the slow-down of repeated failed logins, and the
+    request size limit."""
     development = app.config["RUTA_ENV"] == "development"
-    app.config.setdefault("SESSION_COOKIE_SECURE", not development)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=8))
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["RUTA_MAX_REQUEST_BYTES"])
+    app.before_request(refuse_large_bodies)
+    # Set, not setdefault: Flask's own defaults (not Secure, no SameSite, 31 days) are
+    # already in app.config, so a setdefault would never apply.
+    app.config.update(
+        SESSION_COOKIE_SECURE=not development,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+    )
     app.session_interface = StaffSessions()
+    app.after_request(functools.partial(staff_headers, hsts=not development))
     proxies = int(app.config["RUTA_TRUSTED_PROXIES"])
     if proxies:  # the client's address (failed logins are counted by it) and scheme
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,
@@ -95,6 +123,36 @@ def init_app(app) -> None:
         "redis://", connection_pool=redis_url.connect(url).connection_pool,
         key_prefix=store.LIMITS_PREFIX) if url else storage_from_string("memory://")
     app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
+
+
+def staff_headers(response, hsts: bool):
+    """Security headers on staff pages; every page but the stylesheet is `no-store`, as
+    they show calls, accounts or forms. Twilio's webhooks get none: no browser reads them."""
+    if request.path.startswith("/voice"):
+        return response
+    for name, value in STAFF_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if hsts:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def refuse_large_bodies():
+    """413 for a body over the limit, whatever the route and before any view or the CSRF
+    check runs (Flask refuses one only when something reads it). A body sent without a
+    length (chunked, which the server de-chunks) is read here up to the limit: Werkzeug
+    would quietly cut it off there instead."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None:
+        if request.content_length > limit:
+            abort(413)
+    elif request.environ.get("wsgi.input_terminated"):
+        body = request.input_stream.read(limit + 1)
+        if len(body) > limit:
+            abort(413)
+        request.environ["wsgi.input"] = io.BytesIO(body)  # for the form parser, as sent
 
 
 def login_allowed(keys: list[str]) -> bool:

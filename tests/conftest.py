@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app
@@ -22,6 +23,19 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-sync", "--no-first-run"]
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"  # screenshots
 BASE_URL = "http://ruta.test"
+
+# Property-based tests (hypothesis): a bounded number of examples per test, no per-example
+# deadline (the machine is shared), and under CI=true the same examples every run, so a
+# red CI can be reproduced; elsewhere new examples each run, failures kept in .hypothesis/.
+_CI = os.environ.get("CI", "").lower() == "true"
+settings.register_profile(
+    "ruta", max_examples=150, deadline=None, derandomize=_CI, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+    **({"database": None} if _CI else {}),
+)
+# A deeper search, by hand: HYPOTHESIS_PROFILE=thorough .venv/bin/pytest tests/test_hostile.py
+settings.register_profile("thorough", parent=settings.get_profile("ruta"), max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ruta"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,333 @@
+"""What protects the app as a whole: request size limits, oversized URLs and headers, the
+security headers of staff pages, the session cookie's flags, and no debug mode in
+production. The real app and a real Redis; one test runs the real gunicorn."""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from conftest import TOKEN, Twilio
+
+from ivr import StartupError, create_app, security
+from ivr.redis_server import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GUNICORN_CONFIG = REPO / "config" / "gunicorn.conf.py"
+LIMIT = 64 * 1024
+PASSWORD = "correct horse battery"
+PRODUCTION = "https://ruta.example.org"
+
+
+def quick_hash(password: str) -> str:
+    """Real scrypt at a low cost (read from the hash), so a login takes milliseconds."""
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method="scrypt:1024:8:1")
+
+
+def csrf_token(page: str) -> str:
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+
+
+def log_in(client, name="ana", password=PASSWORD, base="", headers=None):
+    """GET the login form, POST it with its CSRF token; returns the POST's response."""
+    page = client.get(base + "/login").get_data(as_text=True)
+    return client.post(base + "/login", headers=headers or {}, data={
+        "name": name, "password": password, "csrf_token": csrf_token(page)})
+
+
+@pytest.fixture
+def admin(app):
+    app.extensions["ruta.store"].save_user("ana", "admin", quick_hash(PASSWORD))
+    return app
+
+
+@pytest.fixture
+def production(redis_server, redis_client, tmp_path):
+    app = create_app({
+        "RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
+        "REDIS_URL": redis_server.url, "RUTA_SPOOL_DIR": str(tmp_path / "spool"),
+        "PUBLIC_BASE_URL": PRODUCTION,
+    })
+    app.extensions["ruta.store"].save_user("ana", "admin", quick_hash(PASSWORD))
+    return app
+
+
+# --- 1. request size ---------------------------------------------------------------------------
+
+
+def test_the_limit_is_64_kib_by_default(app):
+    assert app.config["MAX_CONTENT_LENGTH"] == LIMIT
+
+
+@pytest.mark.parametrize("path", ["/voice", "/voice/menu?l=es&s=1&n=welcome&a=0",
+                                  "/voice/dial", "/voice/numbers", "/voice/status"])
+def test_a_webhook_body_over_the_limit_is_refused_with_413(twilio, redis_client, path):
+    resp = twilio.post(path, SpeechResult="a" * LIMIT)  # signed: the size alone refuses it
+    assert resp.status_code == 413
+    assert b"<Response" not in resp.data
+    assert redis_client.dbsize() == 0  # no event was filed
+    # Just under the limit is a normal request.
+    room = LIMIT - len("&SpeechResult=") - len(
+        "&".join(f"{k}={v}" for k, v in twilio.params().items())) - 200
+    assert twilio.post(path, SpeechResult="a" * room).status_code in (200, 204)
+
+
+@pytest.mark.parametrize("path", ["/login", "/admin/prompts", "/admin/try", "/logout",
+                                  "/reports"])
+def test_a_staff_body_over_the_limit_is_refused_with_413(admin, path):
+    client = admin.test_client()
+    assert log_in(client).status_code == 302
+    resp = client.post(path, data={"name": "x" * LIMIT})
+    assert resp.status_code == 413
+    # Refused before the CSRF check or the view: a small body gets their answers.
+    assert client.post(path, data={"name": "x"}).status_code != 413
+
+
+def chunked_post(client, path: str, body: bytes):
+    """A body without Content-Length (chunked), as a server that de-chunks hands it on."""
+    return client.post(path, input_stream=io.BytesIO(body),
+                       content_type="application/x-www-form-urlencoded",
+                       headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_a_body_without_a_length_over_the_limit_is_refused_with_413(admin, twilio):
+    client = admin.test_client()
+    assert chunked_post(client, "/login", b"name=" + b"x" * LIMIT).status_code == 413
+    # Under the limit, the form is read as sent: a login goes through.
+    page = client.get("/login").get_data(as_text=True)
+    body = urlencode({"name": "ana", "password": PASSWORD, "csrf_token": csrf_token(page),
+                      "padding": "x" * (LIMIT - 500)}).encode()
+    assert chunked_post(client, "/login", body).status_code == 302
+
+
+@pytest.mark.parametrize("path", ["/voice", "/voice/menu", "/voice/status", "/login",
+                                  "/reports", "/admin", "/api/reports/summary", "/nowhere"])
+def test_oversized_query_strings_and_headers_are_never_a_server_error(client, twilio, path):
+    huge = "x" * 200_000
+    for resp in (
+        client.get(f"{path}?q={huge}&l={huge}&from={huge}"),
+        client.post(f"{path}?l={huge}&n={huge}&t0={'9' * 100_000}", data=twilio.params(),
+                    headers={"X-Twilio-Signature": huge}),
+        client.get(path, headers={"X-Twilio-Signature": huge, "Cookie": f"session={huge}",
+                                  "Authorization": f"Bearer {huge}", "Referer": huge,
+                                  "X-Forwarded-For": huge, "Accept-Language": huge}),
+        client.get(path, headers={f"X-Junk-{i}": "y" * 1000 for i in range(500)}),
+    ):
+        assert resp.status_code < 500, (path, resp.status_code)
+
+
+def test_a_signed_request_with_a_huge_query_string_gets_twiml(twilio):
+    huge = "%C3%A9" * 20_000
+    twiml = twilio.twiml(f"/voice/menu?l=es&s=1&n=welcome&a=0&x={huge}&t0={'9' * 5000}",
+                         Digits="2")
+    assert twiml.find("./Dial/Number").text == "120"
+
+
+def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
+        redis_server, tmp_path):
+    """The Procfile's server in front: what never reaches the app is still a 4xx."""
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": TOKEN,
+           "SECRET_KEY": secrets.token_hex(8), "REDIS_URL": redis_server.url,
+           "RUTA_SPOOL_DIR": str(tmp_path / "spool"), "WEB_CONCURRENCY": "1"}
+    server = subprocess.Popen(
+        [str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
+         f"127.0.0.1:{port}", "ivr:create_app()"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def status(request: bytes) -> int:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                        s.sendall(request)
+                        reply = s.recv(200)
+                        return int(reply.split()[1])
+                except (ConnectionRefusedError, IndexError):
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise
+                    time.sleep(0.1)
+
+        def request(target: str, headers: str = "", body: bytes = b"") -> bytes:
+            return (f"POST {target} HTTP/1.1\r\nHost: ruta.test\r\n{headers}"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+        assert status(request("/voice")) == 403  # up, and unsigned is refused
+        assert 400 <= status(request("/voice/menu?l=" + "x" * 20_000)) < 500
+        assert 400 <= status(request("/login", "X-Junk: " + "y" * 20_000 + "\r\n")) < 500
+        many = "".join(f"X-Junk-{i}: y\r\n" for i in range(200))
+        assert 400 <= status(request("/voice", many)) < 500
+        assert status(request("/voice", body=b"x=" + b"y" * LIMIT)) == 413
+        chunk = b"x=" + b"y" * LIMIT
+        chunked = (b"POST /login HTTP/1.1\r\nHost: ruta.test\r\nTransfer-Encoding: chunked\r\n"
+                   b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close"
+                   b"\r\n\r\n" + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n")
+        assert status(chunked) == 413
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+# --- 2. the session cookie ------------------------------------------------------------------------
+
+
+def set_cookie(resp) -> str:
+    cookies = [v for k, v in resp.headers.items() if k == "Set-Cookie"]
+    assert len(cookies) == 1, cookies
+    return cookies[0]
+
+
+def test_the_login_cookie_is_secure_httponly_and_samesite_in_production(production):
+    client = production.test_client()
+    # A browser sends a same-origin Referer with a form post; over https Flask-WTF's CSRF
+    # check requires one.
+    resp = log_in(client, base=PRODUCTION, headers={"Referer": PRODUCTION + "/login"})
+    assert resp.status_code == 302
+    cookie = set_cookie(resp)
+    assert cookie.startswith("session=")
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "samesite", "expires", "path"} <= attributes
+    assert "SameSite=Lax" in cookie
+    expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookie).group(1))
+    assert expires - datetime.now(UTC) < timedelta(hours=8, minutes=1)  # not Flask's 31 days
+
+
+def test_in_development_the_cookie_is_not_secure_but_still_httponly(admin):
+    resp = log_in(admin.test_client())
+    assert resp.status_code == 302
+    cookie = set_cookie(resp)
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie
+
+
+# --- 3. security headers on staff pages -----------------------------------------------------------
+
+
+STAFF_PAGES = ["/login", "/reports", "/reports/calls.csv", "/api/reports/summary", "/admin",
+               "/admin/prompts", "/admin/hotlines", "/admin/try", "/admin/history",
+               "/admin/audit", "/admin/audit.csv", "/nowhere"]
+
+
+@pytest.mark.parametrize("path", STAFF_PAGES)
+def test_staff_pages_carry_the_security_headers(admin, path):
+    client = admin.test_client()
+    log_in(client)
+    resp = client.get(path)
+    csp = resp.headers["Content-Security-Policy"]
+    for directive in ("default-src 'self'", "frame-ancestors 'none'", "form-action 'self'",
+                      "base-uri 'none'", "object-src 'none'"):
+        assert directive in csp
+    assert "unsafe" not in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["Referrer-Policy"] == "same-origin"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in resp.headers  # development: plain http
+
+
+def test_a_logged_out_visitor_gets_them_too_and_the_stylesheet_may_be_cached(client):
+    resp = client.get("/reports")
+    assert resp.status_code == 302
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "Content-Security-Policy" in resp.headers
+    css = client.get("/static/ruta.css")
+    assert css.status_code == 200
+    assert css.headers["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" not in css.headers.get("Cache-Control", "")
+
+
+def test_production_adds_hsts(production):
+    resp = production.test_client().get(PRODUCTION + "/login")
+    assert resp.headers["Strict-Transport-Security"] == security.HSTS
+    assert "includeSubDomains" not in security.HSTS
+    assert int(security.HSTS.removeprefix("max-age=")) >= 180 * 86400
+
+
+def test_webhooks_get_no_browser_headers(twilio):
+    resp = twilio.post("/voice")
+    assert resp.status_code == 200
+    assert "Content-Security-Policy" not in resp.headers
+    assert "Set-Cookie" not in resp.headers
+
+
+def test_templates_need_nothing_the_policy_forbids():
+    """No script, inline style, inline event handler or outside resource in any template
+    or in the charts: the browser tests load them under the policy with no violation."""
+    sources = [*REPO.glob("ivr/templates/**/*.html"), REPO / "ivr" / "charts.py"]
+    assert len(sources) > 5
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        for pattern in (r"<script", r"<style", r"\sstyle=", r"\son[a-z]+=", r"javascript:",
+                        r"(src|href|action|data)=\S*https?:", r"url\("):
+            assert not re.search(pattern, text), f"{pattern} in {source.name}"
+
+
+def test_over_https_a_form_post_without_a_referer_is_refused(production):
+    """Why the Referrer-Policy is same-origin, not no-referrer."""
+    resp = log_in(production.test_client(), base=PRODUCTION)
+    assert resp.status_code == 400
+
+
+# --- 4. no debug mode ----------------------------------------------------------------------------
+
+
+def test_production_is_never_in_debug_mode(production):
+    assert production.debug is False
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_production_refuses_to_start_in_debug_mode(redis_server, monkeypatch, how):
+    config = {"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
+              "REDIS_URL": redis_server.url}
+    if how == "env":
+        monkeypatch.setenv("FLASK_DEBUG", "1")
+    else:
+        config["DEBUG"] = True
+    with pytest.raises(StartupError, match="debug"):
+        create_app(config)
+
+
+def test_an_error_in_production_shows_no_traceback(production):
+    production.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @production.get("/boom")
+    def boom():
+        raise RuntimeError("secret detail")
+
+    resp = production.test_client().get(PRODUCTION + "/boom")
+    assert resp.status_code == 500
+    assert b"secret detail" not in resp.data and b"Traceback" not in resp.data
+
+
+def test_nothing_runs_flasks_debugger():
+    """`ivr dev` and the Procfile run gunicorn, never `app.run` or Werkzeug's debugger."""
+    sources = [*REPO.glob("ivr/**/*.py"), *REPO.glob("workers/**/*.py"),
+               *REPO.glob("bench/**/*"), *REPO.glob("scripts/*"), REPO / "Procfile"]
+    for source in sources:
+        if source.is_file():
+            text = source.read_text(encoding="utf-8", errors="replace")
+            for pattern in (r"\bapp\.run\(", r"run_simple", r"DebuggedApplication",
+                            r"use_debugger", r"debug\s*=\s*True", r"flask\s+run",
+                            r"--debug\b", r"--reload\b"):
+                assert not re.search(pattern, text), f"{pattern} in {source}"
+    cli = (REPO / "ivr" / "cli.py").read_text(encoding="utf-8")
+    assert '"gunicorn"' in cli and 'RUTA_ENV="development"' in cli
+
+
+def test_an_unsigned_webhook_is_still_refused_in_production(production):
+    twilio = Twilio(production.test_client(), base_url=PRODUCTION)
+    assert twilio.post("/voice", signature="forged").status_code == 403
