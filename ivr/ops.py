@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from time import perf_counter
 
@@ -32,6 +33,7 @@ from ivr import store
 from ivr.events import Spool
 from ivr.flow import EventKind
 
+log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
 
 # Webhooks take milliseconds; Twilio gives up at 15 s.
@@ -159,7 +161,7 @@ class _Timed:
         try:
             return self.wsgi_app(environ, start_response)
         finally:
-            self.metrics.observe(route, perf_counter() - started)
+            _never_raise(self.metrics.observe, route, perf_counter() - started)
 
 
 def init_app(app) -> None:
@@ -181,13 +183,22 @@ def count(events) -> None:
     """Count a webhook's flow events (ivr.voice calls this for every step)."""
     metrics = current_app.extensions["ruta.metrics"]
     if metrics is not None:
-        metrics.count(events)
+        _never_raise(metrics.count, events)
 
 
 def count_failure() -> None:
     metrics = current_app.extensions["ruta.metrics"]
     if metrics is not None:
-        metrics.failures.inc()
+        _never_raise(metrics.failures.inc)
+
+
+def _never_raise(update, *args) -> None:
+    """Metrics must never cost a caller their call: a counter that cannot be written (its
+    multiprocess file gone, a full disk) is logged and skipped."""
+    try:
+        update(*args)
+    except Exception:  # noqa: BLE001
+        log.exception("a metric could not be updated")
 
 
 def _no_store(response: Response) -> Response:
@@ -206,20 +217,19 @@ def readyz():
     """Ready for calls: menu loaded, Redis answering, queue and spool under the limits."""
     config = current_app.config
     live = current_app.extensions.get("ruta.live_menu")
-    checks: dict[str, dict] = {
-        "menu": {"ok": live is not None and live.menu is not None,
-                 "version": live.version if live is not None else None},
-    }
     counts = _work_counts(current_app.extensions.get("ruta.redis"))
-    checks["redis"] = {"ok": counts is not None}
-    max_queue = int(config["RUTA_READY_MAX_QUEUE"])
-    jobs = counts["queued_jobs"] if counts is not None else None
-    checks["queue"] = {"ok": jobs is not None and jobs <= max_queue, "jobs": jobs,
-                       "max": max_queue}
     max_spool = int(config["RUTA_READY_MAX_SPOOL"])
-    spooled = Spool(config["RUTA_SPOOL_DIR"]).size(limit=max_spool)  # stops past the limit
-    checks["spool"] = {"ok": spooled <= max_spool, "events": spooled, "max": max_spool}
-    ready = all(check["ok"] for check in checks.values())
+    # Only yes or no per check: the line is public, and backlog sizes or the menu's
+    # version would tell a stranger about outages and admin activity (/metrics has them).
+    checks = {
+        "menu": live is not None and live.menu is not None,
+        "redis": counts is not None,
+        "queue": counts is not None and counts["queued_jobs"] <= int(
+            config["RUTA_READY_MAX_QUEUE"]),
+        # stops counting past the limit: a huge spool costs little
+        "spool": Spool(config["RUTA_SPOOL_DIR"]).size(limit=max_spool) <= max_spool,
+    }
+    ready = all(checks.values())
     return _no_store(jsonify(ready=ready, checks=checks)), 200 if ready else 503
 
 

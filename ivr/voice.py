@@ -62,11 +62,11 @@ def _respond(result: flow.Result, before: CallState | None = None) -> Response:
     after = getattr(step, "resume", None) or before
     number = (before.step + 1) if before else 1
     asked = after.node if isinstance(step, Ask) and after.phase is Phase.MENU else ""
-    ops.count(result.events)  # the Prometheus counters
     _emit([
         _event(f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked, e.detail)
         for i, e in enumerate(result.events)
     ])
+    ops.count(result.events)  # the Prometheus counters, after the events that matter more
     return Response(twiml.render(step, _resume_url, _our_number()), mimetype="text/xml")
 
 
