@@ -31,6 +31,10 @@ def create_app(config: dict | None = None) -> Flask:
         raise StartupError(f"Ruta will not start: {e}") from e
     if not app.config["RUTA_PREVIEW"]:  # an admin's preview app runs inside a real one
         logs.configure(log_format)
+    if app.config["RUTA_ENV"] not in ("production", "development"):
+        # A typo ("prod") must not quietly skip the production checks below.
+        raise StartupError(f"Ruta will not start: RUTA_ENV={app.config['RUTA_ENV']!r}; "
+                           "use production (the default) or development")
     if app.config["RUTA_ENV"] == "production":
         missing = [k for k in REQUIRED_IN_PRODUCTION if not app.config[k]]
         if missing:

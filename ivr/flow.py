@@ -28,6 +28,7 @@ from ivr import speech
 from ivr.menu import Hotline, Menu, Node
 
 ANSWERED = {"completed", "answered"}  # DialCallStatus values where someone took the call
+DIAL_STATUSES = ANSWERED | {"busy", "no-answer", "failed", "canceled"}  # Twilio's, all
 
 
 class Phase(StrEnum):
@@ -236,6 +237,7 @@ def dial_result(
     menu: Menu, state: CallState, status: str, duration: int, now: datetime
 ) -> Result:
     """Twilio reports how the <Dial> to `state.hotline`'s target ended."""
+    status = status if status in DIAL_STATUSES else "failed"  # counters keep only Twilio's
     state = replace(state, step=state.step + 1)
     ended = FlowEvent(EventKind.TRANSFER_ENDED, {
         "hotline": state.hotline, "target": state.target, "status": status,

@@ -38,7 +38,6 @@ bp = Blueprint("ops", __name__)
 
 # Webhooks take milliseconds; Twilio gives up at 15 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-DIAL_STATUSES = frozenset({"completed", "answered", "busy", "no-answer", "failed", "canceled"})
 SPOOL_COUNT_CAP = 100_000  # /metrics stops counting spooled events past this
 
 disable_created_metrics()  # no `*_created` series: the same output with one process or many
@@ -90,8 +89,9 @@ class Metrics:
                 self._child(self.transfers_started, event.detail.get("hotline") or "unknown").inc()
             elif kind is EventKind.TRANSFER_ENDED:
                 status = event.detail.get("status", "")
+                # (only Twilio's statuses: ivr.flow counts any other as "failed")
                 self._child(self.transfers, event.detail.get("hotline") or "unknown",
-                            status if status in DIAL_STATUSES else "other").inc()
+                            status).inc()
             elif kind is EventKind.NO_INPUT:
                 self._child(self.no_input, event.detail.get("node", "")).inc()
             elif kind is EventKind.INVALID_INPUT:

@@ -120,7 +120,10 @@ def init_app(app) -> None:
     # Its client is built by ivr.redis_url like every other (any REDIS_URL form).
     url = app.config["REDIS_URL"]
     storage = storage_from_string(
-        "redis://", connection_pool=redis_url.connect(url).connection_pool,
+        # Short timeouts: a login must not hold a web worker (which also answers
+        # webhooks) while Redis is unreachable.
+        "redis://", connection_pool=redis_url.connect(
+            url, socket_connect_timeout=1, socket_timeout=2).connection_pool,
         key_prefix=store.LIMITS_PREFIX) if url else storage_from_string("memory://")
     app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
 

@@ -115,7 +115,10 @@ HOUR_KEEP_SECONDS = 3 * 24 * 3600
 def init_app(app) -> None:
     """The staff pages' Store (app.extensions["ruta.store"]), or None without Redis."""
     url = app.config["REDIS_URL"]
-    client = redis_url.connect(url, decode_responses=True, socket_timeout=5) if url else None
+    # Bounded waits: a staff page must not hold a web worker (which also answers webhooks)
+    # for long while Redis is unreachable.
+    client = redis_url.connect(url, decode_responses=True, socket_connect_timeout=1,
+                               socket_timeout=5) if url else None
     app.extensions["ruta.store"] = (
         Store(client, int(app.config["RUTA_RETENTION_DAYS"])) if client else None)
 

@@ -338,6 +338,17 @@ def test_failed_target_tries_the_same_hotlines_next_target(status):
     assert result.events[1].detail == {"hotline": "icbf", "target": 1}
 
 
+@pytest.mark.parametrize("status", ["", "COMPLETED", "ringing", "x" * 200])
+def test_a_status_twilio_never_sends_counts_as_a_failed_transfer(status):
+    """Whatever arrives as DialCallStatus, the caller goes on to the next number, and the
+    day's counters (kept for ever) only ever see Twilio's own statuses."""
+    result = dial(transferred("1"), status)
+    assert [e.detail["status"] for e in result.events
+            if e.kind is flow.EventKind.TRANSFER_ENDED] == ["failed"]
+    assert isinstance(result.step, Transfer)
+    assert result.step.target == MENU.hotlines["icbf"].dial[1]  # ICBF's second number
+
+
 @pytest.mark.parametrize("status", BUSY_STATUSES)
 def test_hotline_with_all_targets_failed_falls_back_naming_its_number(status):
     """Both ICBF numbers fail: the caller hears ICBF's number, then the national line rings."""

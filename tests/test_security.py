@@ -301,6 +301,14 @@ def test_production_refuses_to_start_in_debug_mode(redis_server, monkeypatch, ho
         create_app(config)
 
 
+@pytest.mark.parametrize("env", ["prod", "Production", "staging", ""])
+def test_an_unknown_ruta_env_does_not_skip_the_production_checks(redis_server, env):
+    """A typo must not start a public line without its auth token and in debug mode."""
+    with pytest.raises(StartupError, match="RUTA_ENV"):
+        create_app({"RUTA_ENV": env, "TWILIO_AUTH_TOKEN": "", "SECRET_KEY": "",
+                    "REDIS_URL": redis_server.url, "DEBUG": True})
+
+
 def test_an_error_in_production_shows_no_traceback(production):
     production.config["PROPAGATE_EXCEPTIONS"] = False
 
