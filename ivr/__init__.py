@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Flask, current_app
 from flask.helpers import get_debug_flag
 
@@ -19,6 +20,17 @@ def current_menu() -> menu_config.Menu:
 
 class StartupError(RuntimeError):
     """Ruta must not start like this; the message says what to set."""
+
+
+def _refuse_the_old_key_layout(r) -> None:
+    if r is None:
+        return
+    try:
+        old = store.has_legacy_keys(r)
+    except redis.RedisError:  # Redis down: calls are routed anyway; checked next start
+        return
+    if old:
+        raise StartupError(f"Ruta will not start: {store.LEGACY_HELP}")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -58,6 +70,8 @@ def create_app(config: dict | None = None) -> Flask:
         raise StartupError(f"Ruta will not start: {e}") from e
     app.extensions["ruta.shipped"] = shipped
     events.init_app(app)
+    if not app.config["RUTA_PREVIEW"]:
+        _refuse_the_old_key_layout(app.extensions["ruta.redis"])
     store.init_app(app)
     # The newest version an administrator published, else the shipped files.
     app.extensions["ruta.live_menu"] = LiveMenu(shipped, app.extensions["ruta.redis"], menu)

@@ -36,11 +36,11 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
 
-from ivr import create_app, events, security, store
+from ivr import StartupError, create_app, events, security, store
 from ivr.cli import main
 from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
-from ivr.outcomes import day_of
+from ivr.outcomes import Event, day_of
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from ivr.versions import ConfigVersions
@@ -456,3 +456,30 @@ def test_migrate_keys_renames_the_old_layout_keeping_ttls(redis_server, redis_cl
     assert r.xinfo_groups(store.EVENTS)[0]["name"] == store.WRITERS
     assert (r.get(store.CONFIG_VERSION), r.get("ruta:config:version")) == ("1", "3")
     assert r.get("rq:queue:x") == "not ours"
+
+
+def test_old_layout_data_stops_web_and_worker_until_migrated(redis_server, redis_client,
+                                                              app_config, tmp_path):
+    """Started on a Redis with data under the old names, the new code would serve the
+    shipped menu (not the published one), lose the staff accounts and leave events
+    where no drain looks: it refuses to start and says what to run."""
+    r = redis_client
+    old = Event(id="CAold:1.0", call="CAold", kind="call_started", step=1, at=1.0,
+                started=1.0, lang="es", asked="", data={}).to_json()
+    r.xadd("ruta:events", {"e": old})
+    r.set("ruta:config:version", 2)
+    with pytest.raises(StartupError, match="ivr redis migrate-keys"):
+        create_app(app_config)
+    env = service_env(redis_server.url, tmp_path / "spool")
+    worker = subprocess.run(procfile_commands(env)["worker"] + ["--burst"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert worker.returncode != 0
+    assert "ivr redis migrate-keys" in worker.stdout + worker.stderr
+
+    # Events written meanwhile under the new name do not stop the old ones from moving.
+    r.xadd(store.EVENTS, {"e": "new"})
+    done = CliRunner(env={"REDIS_URL": redis_server.url}).invoke(main, ["redis", "migrate-keys"])
+    assert done.exit_code == 0, done.output
+    assert [fields["e"] for _, fields in r.xrange(store.EVENTS)] == ["new", old]
+    assert not r.exists("ruta:events")
+    create_app(app_config)  # starts now

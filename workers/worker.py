@@ -32,6 +32,11 @@ class RutaWorker(SimpleWorker):
         logs.configure(logs.log_format(config))
         logs.adopt("rq.worker", "rq.job")
         super().__init__(*args, **kwargs)
+        try:
+            if store.has_legacy_keys(self.connection):
+                raise SystemExit(f"Ruta's worker will not start: {store.LEGACY_HELP}")
+        except redis.RedisError:
+            pass  # Redis down: the worker waits for it like any other time
         # `rq worker` always passes its own --maintenance-interval (600 s): ours wins.
         self.maintenance_interval = SWEEP_SECONDS
         self.spool = events.Spool(config["RUTA_SPOOL_DIR"])
