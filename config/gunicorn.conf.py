@@ -29,21 +29,21 @@ from pathlib import Path
 from gunicorn.glogging import Logger
 
 
-def _seconds(name: str, default: int) -> int:
+def _positive_int(name: str, default: int) -> int:
     value = int(os.environ.get(name) or default)
     if value < 1:
-        raise SystemExit(f"{name} must be at least 1 second, not {value}")
+        raise SystemExit(f"{name} must be at least 1, not {value}")
     return value
 
 
-workers = _seconds("WEB_CONCURRENCY", 2)
-threads = _seconds("WEB_THREADS", 1)
-timeout = _seconds("WEB_TIMEOUT", 10)
+workers = _positive_int("WEB_CONCURRENCY", 2)
+threads = _positive_int("WEB_THREADS", 1)
+timeout = _positive_int("WEB_TIMEOUT", 10)
 if timeout >= 15:
     raise SystemExit(f"WEB_TIMEOUT={timeout}: keep it under 15 s, Twilio's webhook timeout, so "
                      "a stuck worker is replaced while the caller can still be answered")
-graceful_timeout = _seconds("WEB_GRACEFUL_TIMEOUT", 20)
-keepalive = 5  # seconds; a proxy in front reuses its connections to us
+graceful_timeout = _positive_int("WEB_GRACEFUL_TIMEOUT", 20)
+keepalive = 5  # seconds; used with WEB_THREADS > 1 only (sync workers close each connection)
 # Request lines and headers: Twilio's are small; anything near these limits is not Twilio.
 limit_request_line = 8190
 limit_request_fields = 60
