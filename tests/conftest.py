@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import threading
 import xml.etree.ElementTree as ET
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -173,3 +177,47 @@ def base(app):
     url, stop = serve(app)
     yield url
     stop()
+
+
+# --- everything stored --------------------------------------------------------------------
+
+
+def expand(value: bytes) -> list[bytes]:
+    """The value, and what it holds compressed or base64-encoded (RQ's job data)."""
+    out = [value]
+    for decode in (lambda v: zlib.decompress(v),
+                   lambda v: zlib.decompress(base64.b64decode(v, validate=True)),
+                   lambda v: base64.b64decode(v, validate=True)):
+        with contextlib.suppress(Exception):
+            out.append(decode(value))
+    return out
+
+
+def redis_contents(r: redis.Redis) -> tuple[list[bytes], Counter]:
+    """Every key, field and value in Redis (RQ's job data decoded too), and how many keys
+    of each type: what a search for a caller's number must not find."""
+    chunks, types = [], Counter()
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key).decode()
+        types[kind] += 1
+        chunks.append(key)
+        if kind == "string":
+            chunks.append(r.get(key))
+        elif kind == "hash":
+            for field, value in r.hgetall(key).items():
+                chunks += [field, value]
+        elif kind == "list":
+            chunks += r.lrange(key, 0, -1)
+        elif kind == "set":
+            chunks += list(r.smembers(key))
+        elif kind == "zset":
+            for member, score in r.zrange(key, 0, -1, withscores=True):
+                chunks += [member, repr(score).encode()]
+        elif kind == "stream":
+            for entry_id, fields in r.xrange(key):
+                chunks.append(entry_id)
+                for field, value in fields.items():
+                    chunks += [field, value]
+        else:
+            raise AssertionError(f"{key!r} is a {kind}: not scanned")
+    return [piece for chunk in chunks if chunk is not None for piece in expand(chunk)], types

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 import redis
-from conftest import BASE_URL, TOKEN
+from conftest import BASE_URL, TOKEN, redis_contents
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
@@ -153,40 +153,8 @@ def send(target: Target, path: str, query: str, pairs: list[tuple[str, str]],
 
 
 def redis_dump(r: redis.Redis) -> bytes:
-    """Every key and value in Redis, as one byte string (RQ's job data decompressed)."""
-    import base64
-    import contextlib
-    import zlib
-
-    chunks: list[bytes] = []
-    for key in r.scan_iter(count=1000):
-        kind = r.type(key).decode()
-        chunks.append(key)
-        if kind == "string":
-            chunks.append(r.get(key) or b"")
-        elif kind == "hash":
-            for field, value in r.hgetall(key).items():
-                chunks += [field, value]
-        elif kind == "list":
-            chunks += r.lrange(key, 0, -1)
-        elif kind == "set":
-            chunks += list(r.smembers(key))
-        elif kind == "zset":
-            chunks += [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            for _, fields in r.xrange(key):
-                for field, value in fields.items():
-                    chunks += [field, value]
-        else:
-            raise AssertionError(f"{key!r} is a {kind}: not dumped")
-    out = []
-    for chunk in chunks:
-        out.append(chunk)
-        with contextlib.suppress(Exception):
-            out.append(zlib.decompress(chunk))
-        with contextlib.suppress(Exception):
-            out.append(zlib.decompress(base64.b64decode(chunk, validate=True)))
-    return b"\n".join(out)
+    """Every key and value in Redis, as one byte string (RQ's job data decoded)."""
+    return b"\n".join(redis_contents(r)[0])
 
 
 # --- what a valid answer looks like ------------------------------------------------------------

@@ -8,7 +8,6 @@ down; RQ drain jobs (workers.outcomes) fold them into call records and day count
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import random
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from click.testing import CliRunner
+from conftest import redis_contents
 from rq import Queue
 from twilio.request_validator import RequestValidator
 
@@ -708,44 +707,8 @@ def test_a_worker_stopped_mid_drain_finishes_it_before_it_exits(tmp_path):
 # --- g. privacy -----------------------------------------------------------------------------
 
 
-def expand(value: bytes) -> list[bytes]:
-    """The value, and what it holds compressed or base64-encoded (RQ's job data)."""
-    out = [value]
-    for decode in (lambda v: zlib.decompress(v),
-                   lambda v: zlib.decompress(base64.b64decode(v, validate=True)),
-                   lambda v: base64.b64decode(v, validate=True)):
-        with contextlib.suppress(Exception):
-            out.append(decode(value))
-    return out
-
-
 def everything_in_redis(url: str) -> tuple[list[bytes], Counter]:
-    r = redis.Redis.from_url(url)
-    chunks, types = [], Counter()
-    for key in r.scan_iter(count=1000):
-        kind = r.type(key).decode()
-        types[kind] += 1
-        chunks.append(key)
-        if kind == "string":
-            chunks.append(r.get(key))
-        elif kind == "hash":
-            for field, value in r.hgetall(key).items():
-                chunks += [field, value]
-        elif kind == "list":
-            chunks += r.lrange(key, 0, -1)
-        elif kind == "set":
-            chunks += list(r.smembers(key))
-        elif kind == "zset":
-            for member, score in r.zrange(key, 0, -1, withscores=True):
-                chunks += [member, repr(score).encode()]
-        elif kind == "stream":
-            for entry_id, fields in r.xrange(key):
-                chunks.append(entry_id)
-                for field, value in fields.items():
-                    chunks += [field, value]
-        else:
-            raise AssertionError(f"{key!r} is a {kind}: not scanned")
-    return [piece for chunk in chunks if chunk is not None for piece in expand(chunk)], types
+    return redis_contents(redis.Redis.from_url(url))
 
 
 def without_from(app):
