@@ -384,21 +384,28 @@ class Supervised(threading.Thread):
         self.join(timeout=15)
 
 
+def start_web(env: dict, log: Path) -> subprocess.Popen:
+    """The Procfile's `web:` line on loopback at env["PORT"], its output added to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(procfile_commands(env)["web"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
 def wait_for_web(base: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Until GET /healthz answers 200; fails early, with the log's end, if it exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gunicorn exited: {log.read_text(errors='replace')[-2000:]}")
         try:
-            urllib.request.urlopen(urllib.request.Request(base + "/voice", data=b"",
-                                                          method="POST"), timeout=2)
-        except urllib.error.HTTPError as e:
-            if e.code == 403:  # unsigned: refused, so the app is up
-                return
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
         except OSError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer in {timeout:g} s")
+    raise RuntimeError(f"gunicorn did not answer in {timeout:g} s: "
+                       f"{log.read_text(errors='replace')[-2000:]}")
 
 
 def wait_for_worker(r: redis.Redis, supervisor: Supervised, timeout: float = 30) -> None:
@@ -567,9 +574,7 @@ def run_load(callers: int = 200, seconds: float = 60.0, pace: float = 1.0,
         env = service_env(server.url, spool_dir, port)
         commands = procfile_commands(env)
         r = redis.Redis.from_url(server.url, decode_responses=True)
-        with web_log.open("ab") as log:
-            web = subprocess.Popen(commands["web"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        web = start_web(env, web_log)
         worker = Supervised(commands["worker"], env, worker_log)
         worker.start()
         wait_for_web(base, web, web_log)

@@ -8,11 +8,9 @@ against a real gunicorn server in a subprocess.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +21,9 @@ from click.testing import CliRunner
 from ivr.cli import main
 from ivr.redis_server import free_port
 from ivr.simulator import Move
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
+from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402
 
 NATIONAL = "+5718000522020"
 CALLER = "+573001234567"
@@ -288,40 +289,20 @@ def test_ivr_call_refuses_bad_moves(args, message):
 # --- a real server -----------------------------------------------------------------------
 
 
-def _wait_until_answering(url: str, server: subprocess.Popen, timeout: float = 20) -> int:
-    """The HTTP status of an unsigned POST once the server answers at all."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}: "
-                        f"{server.stderr.read().decode(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"),
-                                        timeout=2) as resp:
-                return resp.status
-        except urllib.error.HTTPError as e:
-            return e.code
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    pytest.fail(f"gunicorn did not answer at {url} in {timeout} s")
-
-
 def test_ivr_call_against_a_real_gunicorn_server(redis_server, tmp_path):
     port = free_port()
     token = secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PUBLIC_BASE_URL", "RUTA_CONFIG_DIR", "RUTA_PROMPTS_DIR")}
-    env.update(RUTA_ENV="development", TWILIO_AUTH_TOKEN=token,
-               SECRET_KEY=secrets.token_hex(16), REDIS_URL=redis_server.url)
-    server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--timeout", "10", "ivr:create_app()"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    env = service_env(redis_server.url, tmp_path / "spool", port, token=token)
+    log = tmp_path / "web.log"
+    server = start_web(env | {"WEB_CONCURRENCY": "1"}, log)  # the Procfile's web line
     base = f"http://127.0.0.1:{port}"
     try:
+        wait_for_web(base, server, log)
         # An unsigned request is refused by the real server too.
-        assert _wait_until_answering(base + "/voice", server) == 403
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(base + "/voice", data=b"",
+                                                          method="POST"), timeout=5)
+        assert refused.value.code == 403
         done = subprocess.run(
             [str(BIN / "ivr"), "call", "--url", base, "--token", token,
              "--say", "me ofrecieron un trabajo falso"],
@@ -341,10 +322,4 @@ def test_ivr_call_against_a_real_gunicorn_server(redis_server, tmp_path):
         assert "403" in wrong.stderr + wrong.stdout
         assert dial_lines(wrong.stdout) == []
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        server.stderr.close()
+        stop_process(server)

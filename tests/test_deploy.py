@@ -14,13 +14,12 @@ from pathlib import Path
 import redis
 
 from ivr import store
-from ivr.cli import GUNICORN_CONFIG
 from ivr.outcomes import Event
 from ivr.redis_server import free_port
 from ivr.simulator import SimulatedCall, http_transport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import service_env, stop_process, wait_for_web  # noqa: E402
+from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -85,17 +84,10 @@ def test_the_fallback_twiml_refuses_prompts_without_its_sentence(tmp_path):
 # --- gunicorn's settings --------------------------------------------------------------
 
 
-def gunicorn(port: int, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
-         f"127.0.0.1:{port}", "ivr:create_app()"],
-        cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
 def test_gunicorn_refuses_a_timeout_twilio_would_not_wait_for(tmp_path, redis_server):
-    env = service_env(redis_server.url, tmp_path / "spool") | {"WEB_TIMEOUT": "20"}
+    env = service_env(redis_server.url, tmp_path / "spool", free_port())
     log = tmp_path / "web.log"
-    web = gunicorn(free_port(), env, log)
+    web = start_web(env | {"WEB_TIMEOUT": "20"}, log)
     try:
         assert web.wait(timeout=30) != 0
     finally:
@@ -116,7 +108,7 @@ def test_a_web_role_stopped_mid_flood_keeps_the_events_of_every_call_it_answered
     port = free_port()
     env = service_env(server.url, tmp_path / "spool", port)
     log = tmp_path / "web.log"
-    web = gunicorn(port, env, log)
+    web = start_web(env, log)
     base = f"http://127.0.0.1:{port}"
     answered: dict[str, int] = {}
     refused = 0

@@ -29,7 +29,6 @@ from rq import Queue, SimpleWorker
 
 import ivr.flow
 from ivr import StartupError, create_app, events, store
-from ivr.cli import GUNICORN_CONFIG
 from ivr.events import Spool
 from ivr.redis_server import free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
@@ -37,7 +36,12 @@ from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from conftest import BASE_URL, TOKEN  # noqa: E402
 
-from bench.load_bench import service_env, stop_process  # noqa: E402
+from bench.load_bench import (  # noqa: E402
+    service_env,
+    start_web,
+    stop_process,
+    wait_for_web,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -88,22 +92,6 @@ def get(url: str, headers: dict | None = None) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def wait_for_health(base: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    """Until GET /healthz answers 200 (fails early if the server exited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {log.read_text(errors='replace')[-3000:]}")
-        try:
-            if get(base + "/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"no 200 from {base}/healthz in {timeout:g} s: "
-                f"{log.read_text(errors='replace')[-3000:]}")
 
 
 def leftover_counts(folder: Path, calls: int) -> set[str]:
@@ -405,20 +393,16 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
     folder = tmp_path / "metrics"
     folder.mkdir()
     leftover = leftover_counts(folder, 1000)  # a previous run's: wiped when gunicorn starts
-    env = service_env(redis_server.url, tmp_path / "spool")
+    port = free_port()
+    env = service_env(redis_server.url, tmp_path / "spool", port)
     env.update(RUTA_ENV="production", RUTA_METRICS_TOKEN=METRICS_TOKEN, WEB_CONCURRENCY="2",
                PROMETHEUS_MULTIPROC_DIR=str(folder))
     env.pop("RUTA_LOG_FORMAT", None)  # production's default: JSON
-    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "gunicorn.log"
-    with log.open("ab") as out:
-        web = subprocess.Popen(
-            [str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
-             f"127.0.0.1:{port}", "ivr:create_app()"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    web = start_web(env, log)
     try:
-        wait_for_health(base, web, log)
+        wait_for_web(base, web, log)
         booted = wait_for_files(folder, "counter_*.db", 2)  # each worker's, made by create_app
         assert not set(booted) & leftover  # the previous run's files are gone
 
@@ -475,18 +459,14 @@ def test_a_metrics_folder_gone_mid_run_does_not_cost_a_caller_the_call(
     under the running server, a full disk) calls go on and their events are kept."""
     folder = tmp_path / "metrics"
     folder.mkdir()
-    env = service_env(redis_server.url, tmp_path / "spool")
-    env.update(WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(folder))
     port = free_port()
+    env = service_env(redis_server.url, tmp_path / "spool", port)
+    env.update(WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(folder))
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "gunicorn.log"
-    with log.open("ab") as out:
-        web = subprocess.Popen(
-            [str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
-             f"127.0.0.1:{port}", "ivr:create_app()"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    web = start_web(env, log)
     try:
-        wait_for_health(base, web, log)
+        wait_for_web(base, web, log)
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
@@ -515,7 +495,7 @@ def test_ivr_dev_sums_its_workers_metrics_from_a_fresh_folder(redis_server, redi
         dev = subprocess.Popen([str(BIN / "ivr"), "dev", "--port", str(port)], cwd=tmp_path,
                                env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_health(base, dev, log)
+        wait_for_web(base, dev, log)
         booted = wait_for_files(folder, "counter_*.db", 2)  # both gunicorn workers
         assert not set(booted) & leftover
 

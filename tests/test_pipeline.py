@@ -29,7 +29,7 @@ from rq import Queue
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app, store
-from ivr.cli import GUNICORN_CONFIG, main
+from ivr.cli import main
 from ivr.events import Emitter, Spool
 from ivr.outcomes import Event, Outcome, day_of
 from ivr.redis_server import RedisServer, free_port
@@ -39,6 +39,7 @@ from workers.outcomes import Drainer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import (  # noqa: E402  (the load benchmark's process handling)
     Supervised,
+    procfile_commands,
     service_env,
     stop_process,
     wait_for_web,
@@ -481,8 +482,8 @@ def outage(tmp_path_factory):
     placer = None
     day = today()
     try:
-        with running([str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
-                      f"127.0.0.1:{port}", "ivr:create_app()"], env, web_log) as web:
+        with running(procfile_commands(env | {"PORT": str(port)})["web"], env,
+                     web_log) as web:
             worker.start()
             wait_for_web(base, web, web_log, timeout=20)
             placer = CallPlacer(base, token)

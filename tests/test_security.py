@@ -8,7 +8,6 @@ import io
 import re
 import secrets
 import socket
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,9 @@ from conftest import TOKEN, Twilio
 
 from ivr import StartupError, create_app, security
 from ivr.redis_server import free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
+from bench.load_bench import start_web  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -143,11 +145,9 @@ def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": TOKEN,
            "SECRET_KEY": secrets.token_hex(8), "REDIS_URL": redis_server.url,
-           "RUTA_SPOOL_DIR": str(tmp_path / "spool"), "WEB_CONCURRENCY": "1"}
-    server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--config", str(GUNICORN_CONFIG), "--bind",
-         f"127.0.0.1:{port}", "ivr:create_app()"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "RUTA_SPOOL_DIR": str(tmp_path / "spool"), "WEB_CONCURRENCY": "1",
+           "PORT": str(port)}
+    server = start_web(env, tmp_path / "web.log")
     try:
         def status(request: bytes) -> int:
             deadline = time.monotonic() + 20
