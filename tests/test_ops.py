@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not
 from conftest import BASE_URL, TOKEN  # noqa: E402
 
 from bench.load_bench import (  # noqa: E402
+    procfile_commands,
     service_env,
     start_web,
     stop_process,
@@ -359,8 +360,7 @@ def test_the_worker_writes_json_lines_without_the_number(app, simulate, redis_se
     env = service_env(redis_server.url, Path(app.config["RUTA_SPOOL_DIR"]))
     env.update(RUTA_LOG_FORMAT="json")
     done = subprocess.run(
-        [str(BIN / "rq"), "worker", "--worker-class", "workers.worker.RutaWorker", "--url",
-         redis_server.url, "--burst", store.QUEUE],
+        [*procfile_commands(env)["worker"], "--burst"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     output = done.stdout + done.stderr

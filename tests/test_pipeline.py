@@ -51,7 +51,6 @@ BASE_URL = "http://ruta.test"
 NATIONAL = "+5718000522020"
 CALLER = "+573001234567"
 DIGITS = "3001234567"  # the caller's number without the country code: never stored
-WORKER = [str(BIN / "rq"), "worker", "--worker-class", "workers.worker.RutaWorker"]
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -98,9 +97,9 @@ def running(args: list[str], env: dict, log: Path):
 
 def burst_worker(url: str, spool_dir: Path, *extra: str) -> str:
     """Run `rq worker --burst` until the queue is empty; return its output."""
-    done = subprocess.run([*WORKER, "--url", url, "--burst", *extra, store.QUEUE], cwd=REPO,
-                          env=service_env(url, spool_dir), capture_output=True, text=True,
-                          timeout=60)
+    env = service_env(url, spool_dir)
+    done = subprocess.run([*procfile_commands(env)["worker"], "--burst", *extra], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -478,7 +477,7 @@ def outage(tmp_path_factory):
     web_log, worker_log = tmp / "gunicorn.log", tmp / "worker.log"
     r = redis.Redis.from_url(server.url, decode_responses=True)
     st = store.Store(r)
-    worker = Supervised([*WORKER, "--url", server.url, store.QUEUE], env, worker_log)
+    worker = Supervised(procfile_commands(env)["worker"], env, worker_log)
     placer = None
     day = today()
     try:
@@ -630,7 +629,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
         def calls():
             return int(r.hget(store.day_key(day), "calls") or 0)
 
-        with running([*WORKER, "--url", server.url, store.QUEUE], env,
+        with running(procfile_commands(env)["worker"], env,
                      tmp_path / "worker1.log") as first:
             wait_until(lambda: calls() > 0, 30, "the first worker writing", every=0.002)
             first.send_signal(signal.SIGKILL)
@@ -644,7 +643,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
         # once idle 20 s: the new worker's sweep (every 10 s) starts the drain that does.
         # (Started with the Procfile's line, the sweep once ran only every 10 minutes:
         # rq's CLI passes its own --maintenance-interval.)
-        with running([*WORKER, "--url", server.url, store.QUEUE], env,
+        with running(procfile_commands(env)["worker"], env,
                      tmp_path / "worker2.log"):
             wait_until(lambda: calls() >= n and r.xlen(store.EVENTS) == 0, 60,
                        f"all {n} calls written after the kill (at {at_kill})", every=0.2,
@@ -692,7 +691,7 @@ def test_a_worker_stopped_mid_drain_finishes_it_before_it_exits(tmp_path):
             return int(r.hget(store.day_key(day_of(t0)), "calls") or 0)
 
         log = tmp_path / "worker.log"
-        with running([*WORKER, "--url", server.url, store.QUEUE], env, log) as worker:
+        with running(procfile_commands(env)["worker"], env, log) as worker:
             wait_until(lambda: calls() > 0, 30, "the worker writing", every=0.002)
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=60) == 0, log.read_text()
