@@ -127,13 +127,8 @@ class LostLock(Exception):
     """Another drain took the write lock: this one must stop without writing."""
 
 
-def text_client(client: redis.Redis) -> redis.Redis:
-    """A client on the same server as `client` (Sentinel too) that returns str, not bytes."""
-    return redis_url.decoding(client)
-
-
 class Store:
-    """Reads and writes call data; `r` must decode responses (see `text_client`)."""
+    """Reads and writes call data; `r` must decode responses (see `redis_url.decoding`)."""
 
     def __init__(self, r: redis.Redis, retention_days: int = 180):
         self.r = r

@@ -31,7 +31,7 @@ import redis  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
-from ivr import create_app, security, store  # noqa: E402
+from ivr import create_app, redis_url, security, store  # noqa: E402
 from ivr.cli import main as ivr_main  # noqa: E402
 from ivr.outcomes import BOGOTA, Event  # noqa: E402
 from ivr.reports import CSV_COLUMNS  # noqa: E402
@@ -95,7 +95,7 @@ def add_user(app, name: str, role: str, password: str = PASSWORD) -> None:
 
 
 def drain(url: str) -> None:
-    stats = Drainer(store.text_client(redis.Redis.from_url(url))).run(5)
+    stats = Drainer(redis_url.decoding(redis.Redis.from_url(url))).run(5)
     assert stats.dead == 0
 
 

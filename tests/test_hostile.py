@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
-from ivr import create_app, store
+from ivr import create_app, redis_url, store
 from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
 from workers.outcomes import Drainer
 
@@ -535,9 +535,9 @@ def test_replayed_and_reordered_requests_get_the_same_answers_and_count_once(
 
     # The real drain, without waiting out the "drain scheduled" flag (no drain job runs).
     hostile["redis"].delete(store.DRAIN_SCHEDULED)
-    stats = Drainer(store.text_client(hostile["redis"])).run(5)
+    stats = Drainer(redis_url.decoding(hostile["redis"])).run(5)
     assert stats.dead == 0
-    st_ = store.Store(store.text_client(hostile["redis"]))
+    st_ = store.Store(redis_url.decoding(hostile["redis"]))
     record = st_.call(call.call_sid)
     assert record is not None and record.status == "completed"
     assert st_.day_counters(record.day).get("calls") == 1

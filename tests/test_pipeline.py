@@ -28,7 +28,7 @@ from conftest import redis_contents
 from rq import Queue
 from twilio.request_validator import RequestValidator
 
-from ivr import create_app, store
+from ivr import create_app, redis_url, store
 from ivr.cli import main
 from ivr.events import Emitter, Spool
 from ivr.outcomes import Event, Outcome, day_of
@@ -61,7 +61,7 @@ def today() -> str:
 
 
 def counters(r: redis.Redis, day: str) -> dict[str, int]:
-    return store.Store(store.text_client(r)).day_counters(day)
+    return store.Store(redis_url.decoding(r)).day_counters(day)
 
 
 def report(url: str, day: str) -> dict:
@@ -215,13 +215,13 @@ def test_a_day_of_calls_is_reported_exactly(simulate, redis_server, redis_client
 
 def test_writing_every_event_again_changes_nothing(simulate, redis_client):
     place_the_day(simulate)
-    Drainer(store.text_client(redis_client)).run()
+    Drainer(redis_url.decoding(redis_client)).run()
     first = counters(redis_client, today())
     assert first["calls"] == len(DAY)
     # Everything again: the log of written events replayed into the stream.
     for _, fields in redis_client.xrange(store.LOG):
         redis_client.xadd(store.EVENTS, fields)
-    Drainer(store.text_client(redis_client)).run()
+    Drainer(redis_url.decoding(redis_client)).run()
     assert counters(redis_client, today()) == first
     assert redis_client.xlen(store.EVENTS) == 0
 
@@ -254,7 +254,7 @@ def test_repeated_twilio_callbacks_are_counted_once(app, redis_client):
     assert child.dialed == ["144", "+5718000918080", NATIONAL]
     assert len(repeated) == (2 + 1) + (3 + 1)  # each dial result and each status callback
 
-    r = store.text_client(redis_client)
+    r = redis_url.decoding(redis_client)
     Drainer(r).run()
     day = today()
     expected = {
@@ -370,7 +370,7 @@ def test_a_bad_stream_entry_goes_to_the_dead_letters_and_the_rest_is_written(
     }
     second = simulate([Move("press", "2")], ["busy", "completed"])
 
-    stats = Drainer(store.text_client(redis_client)).run()
+    stats = Drainer(redis_url.decoding(redis_client)).run()
     assert stats.dead == 4
 
     st = store.Store(redis_client)
@@ -397,7 +397,7 @@ def test_a_bad_stream_entry_goes_to_the_dead_letters_and_the_rest_is_written(
     assert "this is not an event" in result.output
 
     # A second drain files nothing twice.
-    Drainer(store.text_client(redis_client)).run()
+    Drainer(redis_url.decoding(redis_client)).run()
     assert len(st.dead_letters()) == 4
 
 

@@ -31,7 +31,7 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
-from ivr import create_app, store
+from ivr import create_app, redis_url, store
 from ivr.cli import main
 from ivr.events import Spool
 from ivr.outcomes import day_of
@@ -157,7 +157,7 @@ def test_an_option_in_the_url_wins_over_the_codes():
 def test_a_decoding_client_keeps_the_form(url):
     client = connect(url, socket_timeout=3)
     text = decoding(client)
-    assert store.text_client(client).connection_pool.__class__ is text.connection_pool.__class__
+    assert redis_url.decoding(client).connection_pool.__class__ is text.connection_pool.__class__
     assert type(text.connection_pool) is type(client.connection_pool)
     assert text.connection_pool.connection_class is client.connection_pool.connection_class
     assert kwargs_of(text)["decode_responses"] is True

@@ -36,7 +36,7 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
 
-from ivr import StartupError, create_app, events, security, store
+from ivr import StartupError, create_app, events, redis_url, security, store
 from ivr.cli import main
 from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
@@ -312,7 +312,7 @@ def test_every_key_ruta_touches_is_in_one_cluster_slot(app, app_config, redis_se
             [Move("press", "1")])
         spool = Spool(tmp_path / "down")
         ruta_worker.sweep(redis.Redis.from_url(redis_server.url), spool)  # replays it
-        Drainer(store.text_client(redis_client)).run()  # the drain job's code
+        Drainer(redis_url.decoding(redis_client)).run()  # the drain job's code
         # Staff: accounts and tokens from the command line, a failed login on the web.
         cli = CliRunner(env={"REDIS_URL": redis_server.url})
         for args, given in ((["users", "add", "ana", "--role", "admin"], "a long password\n"),
@@ -326,7 +326,7 @@ def test_every_key_ruta_touches_is_in_one_cluster_slot(app, app_config, redis_se
                                           "csrf_token": csrf_of(web.get("/login").text)})
         assert failed.status_code == 401
         # An administrator's draft, publish and rollback.
-        versions = ConfigVersions(store.text_client(redis_client), read_shipped(
+        versions = ConfigVersions(redis_url.decoding(redis_client), read_shipped(
             app.config["RUTA_CONFIG_DIR"], app.config["RUTA_PROMPTS_DIR"]))
         versions.save_draft({"prompts": {"es": {"goodbye": "Gracias. Cuídese."}}}, "ana")
         assert versions.publish("ana", "shorter goodbye") == 1
@@ -402,7 +402,7 @@ def test_the_emit_script_and_the_drain_run_on_a_real_cluster(cluster, simulate,
     emit = owner.register_script(APPEND_EVENTS)
     for raw in raws:  # the emit script: XADD the events + SET NX PX the drain flag
         emit(keys=[store.EVENTS, store.DRAIN_SCHEDULED], args=[events.DRAIN_EVERY_MS, raw])
-    text = store.text_client(owner)
+    text = redis_url.decoding(owner)
     stats = Drainer(text).run()  # lock, consumer group, the MULTI/EXEC of each batch
     assert stats.written == len(raws)
     st = store.Store(text)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import redis
 from rq import Queue, get_current_job
 
-from ivr import events, settings, store
+from ivr import events, redis_url, settings, store
 from ivr.outcomes import Event
 
 log = logging.getLogger(__name__)
@@ -195,5 +195,5 @@ def _text_client(connection: redis.Redis) -> redis.Redis:
     """One decoding client per worker connection, reused by every job of the process."""
     key = id(connection.connection_pool)
     if key not in _clients:
-        _clients[key] = store.text_client(connection)
+        _clients[key] = redis_url.decoding(connection)
     return _clients[key]
