@@ -6,6 +6,7 @@ import base64
 import contextlib
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
@@ -221,3 +222,31 @@ def redis_contents(r: redis.Redis) -> tuple[list[bytes], Counter]:
         else:
             raise AssertionError(f"{key!r} is a {kind}: not scanned")
     return [piece for chunk in chunks if chunk is not None for piece in expand(chunk)], types
+
+
+# --- waiting for another process -----------------------------------------------------------
+
+
+def wait_until(check, timeout: float, what: str, every: float = 0.1, state=None):
+    """Poll `check()` until it returns something true, or fail after `timeout` seconds
+    (saying what `state()` shows then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not reached in {timeout:g} s"
+                        + (f"; {state()}" if state else ""))
+        time.sleep(every)
+
+
+def wait_until_or_none(check, timeout: float, every: float = 0.1):
+    """Like wait_until, but None (not a failure) when the time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() <= deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    return None

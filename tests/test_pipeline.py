@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import redis_contents
+from conftest import redis_contents, wait_until, wait_until_or_none
 from rq import Queue
 from twilio.request_validator import RequestValidator
 
@@ -102,31 +102,6 @@ def burst_worker(url: str, spool_dir: Path, *extra: str) -> str:
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
-
-
-def wait_until(check, timeout: float, what: str, every: float = 0.1, state=None):
-    """Poll `check()` until it returns something true, or fail after `timeout` seconds
-    (saying what `state()` shows then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached in {timeout:g} s"
-                        + (f"; {state()}" if state else ""))
-        time.sleep(every)
-
-
-def wait_until_or_none(check, timeout: float, every: float = 0.1):
-    """Like wait_until, but None (not a failure) when the time is up."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() <= deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    return None
 
 
 def rq_queue(url: str) -> Queue:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
+from conftest import wait_until
 from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.sentinel import (
@@ -356,7 +357,7 @@ def test_rediss_verifies_the_server_with_the_ca_file_from_the_url(tls_redis):
     assert connect(f"{base}?ssl_cert_reqs=none").ping()
     with pytest.raises(redis.ConnectionError, match="(?i)certificate"):
         connect(base, fail_fast=True, socket_connect_timeout=5).ping()  # not a trusted CA
-    wait_for(lambda: proxy.handshakes_refused, 5, "the proxy seeing the refused handshake")
+    wait_until(lambda: proxy.handshakes_refused, 5, "the proxy seeing the refused handshake")
 
 
 def test_a_call_over_tls_is_written_by_the_procfile_worker(tls_redis, redis_client, tmp_path):
@@ -394,7 +395,7 @@ class SentinelProcess:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.client = redis.Redis(port=self.port, decode_responses=True,
                                   socket_connect_timeout=0.2)
-        wait_for(self.ping, 10, "the sentinel answering")
+        wait_until(self.ping, 10, "the sentinel answering")
 
     def ping(self) -> bool:
         with contextlib.suppress(redis.ConnectionError):
@@ -410,16 +411,6 @@ class SentinelProcess:
             self.process.wait(timeout=10)
 
 
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"{what}: not within {timeout:g} s")
-
-
 def test_sentinel_calls_before_and_after_a_failover_are_written_once(tmp_path):
     """A master, a replica, one sentinel; the web app and the Procfile's worker (kept
     running, as a platform does) connect through the sentinel. The master dies."""
@@ -429,7 +420,7 @@ def test_sentinel_calls_before_and_after_a_failover_are_written_once(tmp_path):
     sentinel = worker = None
     try:
         sentinel = SentinelProcess(tmp_path / "sentinel", master.port)
-        wait_for(lambda: replica_ready(sentinel), 15, "the sentinel seeing the replica")
+        wait_until(lambda: replica_ready(sentinel), 15, "the sentinel seeing the replica")
         url = f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}/0"
         spool = Spool(tmp_path / "spool")
         env = service_env(url, spool.directory)
@@ -446,26 +437,26 @@ def test_sentinel_calls_before_and_after_a_failover_are_written_once(tmp_path):
 
         before = place(app, [Move("press", "2")], ["busy", "completed"])
         assert before.dialed == ["120", NATIONAL]
-        wait_for(lambda: written(before), 30, "the first call written")
+        wait_until(lambda: written(before), 30, "the first call written")
         on_master = store.Store(redis.Redis(port=master.port, decode_responses=True))
         assert on_master.call(before.call_sid).hotlines_text() == \
             "labour:busy > national:completed"
         assert redis.Redis(port=master.port).execute_command("WAIT", 1, 5000) == 1
 
         master.stop()  # the sentinel promotes the replica
-        wait_for(lambda: sentinel.master_port() == replica.port, 30, "the failover")
+        wait_until(lambda: sentinel.master_port() == replica.port, 30, "the failover")
         after = place(app, [Move("press", "3")])  # the same web app, its clients unchanged
         assert after.dialed == [NATIONAL]
         # Its first emits meet the dead master and go to the spool; the worker's sweep
         # (every 10 s) replays them on the new master.
-        wait_for(lambda: written(after), 40, "the second call written")
+        wait_until(lambda: written(after), 40, "the second call written")
 
         promoted = redis.Redis(port=replica.port, decode_responses=True)
         assert promoted.info("replication")["role"] == "master"
         on_promoted = store.Store(promoted)
         assert on_promoted.call(before.call_sid).outcome.value == "transferred"
         assert on_promoted.call(after.call_sid).category == "migrant"
-        wait_for(lambda: not spool.size() and not on_promoted.backlog()["waiting"], 10,
+        wait_until(lambda: not spool.size() and not on_promoted.backlog()["waiting"], 10,
                  "nothing left waiting")
         time.sleep(0.5)  # anything on its way would show as a count too many
         assert on_promoted.day_counters(day_of(time.time()))["calls"] == 2

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import TOKEN
+from conftest import TOKEN, wait_until
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 from rq import Queue, Worker
@@ -65,17 +65,6 @@ REPO = Path(__file__).resolve().parent.parent
 PUBLIC = "http://ruta.test"  # the one address Twilio knows; both webs sit behind it
 SLOT = key_slot(store.PREFIX.encode())  # the slot of the {ruta} hash tag
 CALLBACKS = ("/voice/dial", "/voice/status")  # what Twilio may send twice
-
-
-def wait_until(check_, timeout: float, what: str, state=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check_()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:g} s" + (f"; {state()}" if state else ""))
-        time.sleep(0.1)
 
 
 # --- 1. two webs, two workers --------------------------------------------------------------
