@@ -227,7 +227,7 @@ def redis_contents(r: redis.Redis) -> tuple[list[bytes], Counter]:
 # --- waiting for another process -----------------------------------------------------------
 
 
-def wait_until(check, timeout: float, what: str, every: float = 0.1, state=None):
+def wait_until(check, timeout: float, what: str, *, every: float = 0.1, state=None):
     """Poll `check()` until it returns something true, or fail after `timeout` seconds
     (saying what `state()` shows then)."""
     deadline = time.monotonic() + timeout

@@ -178,7 +178,7 @@ def test_two_webs_and_two_workers_count_every_call_exactly_once(tmp_path):
 
         wait_until(lambda: (lambda s: s["calls"] >= len(callers) and not s["waiting"]
                             and not s["pending"] and not s["spooled"])(state()),
-                   20, "every call written", state)
+                   20, "every call written", state=state)
         time.sleep(0.5)  # anything still on its way would show as a count too many
 
         result = LoadResult(callers=len(callers), chaos=None)
