@@ -62,6 +62,10 @@ def create_app(config: dict | None = None) -> Flask:
                 "Ruta will not start in production in Flask's debug mode: unset FLASK_DEBUG "
                 "(its debugger would let anyone who sees an error page run code here)."
             )
+    caller_id = app.config["RUTA_CALLER_ID"]
+    if caller_id and not menu_config.E164.match(caller_id):
+        raise StartupError(f"Ruta will not start: RUTA_CALLER_ID={caller_id!r} is not an "
+                           "E.164 number (+57...) of ours")
     try:
         shipped = menu_config.read_shipped(app.config["RUTA_CONFIG_DIR"],
                                            app.config["RUTA_PROMPTS_DIR"])

@@ -31,7 +31,7 @@ from ivr.flow import question
 from ivr.menu import HOTLINE_FIELDS, field_of, offering_sentence, sentences, word_count
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
-from ivr.simulator import Move, SimulatedCall, flask_transport
+from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
 from ivr.versions import ConfigVersions, PublishError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -329,6 +329,8 @@ def try_call():
         elif request.form.get("silent"):
             moves.append(["silent", ""])
         dial_result = request.form.get("dial_result", "completed")
+        if dial_result not in DIAL_STATUSES:
+            dial_result = "completed"
         dials = [dial_result] * MAX_TRY_MOVES
     elif request.form.get("restart"):
         moves, dials = [], []

@@ -50,11 +50,13 @@ SERIES_COLORS: dict[str, str] = {
     "emergency_transferred": "#33BBEE",
     "transfer_failed": "#AA2211",
     "abandoned_in_menu": "#EE9944",
+    "emergency_hung_up_to_dial": "#0077BB",
     "in_progress": "#DDDDDD",
     # Dial results: answered in blues; busy / no-answer / failed warm and of clearly
     # different lightness, so a hotline that fails stands out to every viewer.
     "completed": "#4477AA",
     "answered": "#66CCEE",
+    "dropped": "#CC3311",  # answered by a machine or a menu that hung up
     "busy": "#DDAA33",
     "no-answer": "#EE6677",
     "failed": "#994400",

@@ -58,11 +58,12 @@ def config_check(config_dir, prompts_dir):
         sys.exit(1)
     click.echo(f"menu ok: {len(menu.nodes)} questions, {len(menu.hotlines)} hotlines, "
                f"languages {', '.join(menu.languages)}")
-    click.echo(f"spoken seconds before the transfer (budget {menu.budget_seconds:g} s, "
-               f"{menu.words_per_minute} words a minute):")
+    click.echo(f"spoken seconds before the transfer, or the number of a line Twilio cannot "
+               f"dial (budget {menu.budget_seconds:g} s, {menu.words_per_minute} words a "
+               "minute):")
     for path in menu_config.spoken_paths(menu):
         flag = "  OVER BUDGET" if path.seconds > menu.budget_seconds else ""
-        click.echo(f"  {path.label:<28} {path.seconds:5.1f} s{flag}")
+        click.echo(f"  {path.label:<38} {path.seconds:5.1f} s{flag}")
     for warning in menu.warnings:
         click.echo(f"  warning: {warning}")
 

@@ -9,9 +9,16 @@ the web layer to emit.
 Rules that keep a caller from being left in silence or cut off:
 - silence or an answer we do not understand re-asks the question, up to
   `menu.max_attempts` times, then transfers to the default (national) line;
-- 0 or an emergency word at any question transfers to the emergency line;
+- 0 or an emergency word at any question: first what to do right now from the caller's
+  own phone (hang up and dial 123), then the offer to stay while we connect them to the
+  emergency line (or, when it has no dial target, the default line);
 - a busy, unanswered or failed target is followed by the hotline's next target, then its
-  fallback hotline, then the default line; a closed hotline is skipped;
+  fallback hotline, then the default line; a closed hotline, or one with no target
+  Twilio can dial, is skipped after telling the caller its number;
+- a `completed` transfer shorter than the hotline's `min_answered` seconds was a machine
+  or a line's own menu that hung up: the next target is tried;
+- a call rings hotlines for at most `menu.ring_budget` seconds in all, then hears the
+  numbers;
 - when every line failed, the caller hears the numbers to call, twice and slowly, can
   press a key to hear them again, and is told goodbye before the call hangs up;
 - a call has a step limit, so no loop goes on forever.
@@ -25,10 +32,13 @@ from datetime import datetime
 from enum import StrEnum
 
 from ivr import speech
-from ivr.menu import Hotline, Menu, Node
+from ivr.menu import Hotline, Menu, Node, spoken_number
 
 ANSWERED = {"completed", "answered"}  # DialCallStatus values where someone took the call
 DIAL_STATUSES = ANSWERED | {"busy", "no-answer", "failed", "canceled"}  # Twilio's, all
+DROPPED = "dropped"  # our own dial result: answered, but hung up before `min_answered`
+MIN_RING = 10  # seconds: a ring shorter than this is not worth starting
+SCREEN_TIMEOUT = 5  # seconds the answering side has to press a key after the whisper
 
 
 class Phase(StrEnum):
@@ -37,6 +47,7 @@ class Phase(StrEnum):
     MENU = "menu"
     DIAL = "dial"
     NUMBERS = "numbers"
+    SCREEN = "screen"  # the whisper to the answering side of a screened transfer
 
 
 class EventKind(StrEnum):
@@ -73,6 +84,8 @@ class CallState:
     tried: tuple[str, ...] = ()  # hotlines given up on, in order
     step: int = 0  # webhook steps so far in this call
     started: int = 0  # unix time the call started: every event of a call gets its day
+    category: str = ""  # what the call is about (the screening whisper says it)
+    rung: int = 0  # seconds hotlines have rung so far in this call (the ring budget)
 
     def to_params(self) -> dict[str, str]:
         """Query-string parameters; empty fields are left out."""
@@ -83,6 +96,10 @@ class CallState:
             params |= {"h": self.hotline, "t": str(self.target)}
         if self.tried:
             params["tr"] = ".".join(self.tried)
+        if self.category:
+            params["c"] = self.category
+        if self.rung:
+            params["r"] = str(self.rung)
         return params
 
     @classmethod
@@ -104,11 +121,18 @@ class CallState:
             tried=tried,
             step=_small_int(params.get("s")),
             started=_unix_seconds(params.get("t0")),
+            category=_word(params.get("c")),
+            rung=_small_int(params.get("r")),
         )
 
 
 def _small_int(raw) -> int:
     return int(raw) if raw and re.fullmatch(r"\d{1,4}", str(raw)) else 0
+
+
+def _word(raw) -> str:
+    """A category id as our URLs write it; anything else is no category."""
+    return raw if raw and re.fullmatch(r"[a-z_]{1,24}", str(raw)) else ""
 
 
 def _unix_seconds(raw) -> int:
@@ -166,15 +190,34 @@ class Ask:
 class Transfer:
     """Say the prompts, then ring one target; the dial status is posted to `resume`.
 
-    The hotline sees our number, not the caller's (who may be on a watched phone),
-    unless the hotline is marked `show_caller` (the emergency line may need to call back).
+    `ring_seconds` is how long the target should really ring (the renderer subtracts the
+    padding Twilio adds). The hotline sees our number, not the caller's (who may be on a
+    watched phone), unless the hotline is marked `show_caller` (the emergency line may
+    need to call back). With `screen` set, the answering side first hears a whisper
+    fetched from that state's URL and must press a key before the caller is connected.
     """
 
     prompts: tuple[Say, ...]
     target: str
     resume: CallState
-    ring_timeout: int
+    ring_seconds: int
     show_caller: bool = False
+    screen: CallState | None = None
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The whisper to a screened hotline: a key within `timeout` seconds connects the
+    caller (the key is posted to `accept`); silence hangs up on that side only."""
+
+    prompts: tuple[Say, ...]
+    accept: CallState
+    timeout: int = SCREEN_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The answering side accepted: its TwiML ends, and Twilio connects the two calls."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +225,7 @@ class Hangup:
     prompts: tuple[Say, ...] = ()
 
 
-Step = Ask | Transfer | Hangup
+Step = Ask | Transfer | Hangup | Screen | Bridge
 
 
 @dataclass(frozen=True)
@@ -223,11 +266,12 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     if key == menu.repeat_key:
         return _ask(menu, state, events=(answered,))
     if key == menu.emergency_key:
-        return _transfer(menu, state, menu.emergency_hotline, now, events=(answered,))
+        return _emergency(menu, state, now, events=(answered,))
     if key == menu.language_key and node.offers_language:
         other = menu.other_language(state.lang)
         changed = FlowEvent(EventKind.LANGUAGE_CHANGED, {"lang": other})
         return _ask(menu, replace(state, lang=other, attempt=0), events=(answered, changed))
+    state = replace(state, category=category or state.category)
     if option.next:
         return _ask(menu, replace(state, node=option.next, attempt=0), events=(answered,))
     return _transfer(menu, state, option.hotline, now, events=(answered,))
@@ -236,9 +280,22 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
 def dial_result(
     menu: Menu, state: CallState, status: str, duration: int, now: datetime
 ) -> Result:
-    """Twilio reports how the <Dial> to `state.hotline`'s target ended."""
+    """Twilio reports how the <Dial> to `state.hotline`'s target ended.
+
+    `completed` only says the far end answered: a machine or a line's own menu that
+    answers and hangs up comes back `completed` too, with a short `duration`. Below the
+    hotline's `min_answered` seconds (plus the whisper, on a screened line) the transfer
+    counts as dropped and the next target is tried. `state.rung` is the ringing before
+    this dial: an unanswered or dropped dial spends the whole ring it was given.
+    """
     status = status if status in DIAL_STATUSES else "failed"  # counters keep only Twilio's
-    state = replace(state, step=state.step + 1)
+    hotline = menu.hotlines.get(state.hotline)
+    if status in ANSWERED and hotline and duration < answered_threshold(menu, hotline):
+        status = DROPPED
+    rung = state.rung
+    if status in ("no-answer", DROPPED):
+        rung += ring_for(menu, state.rung)
+    state = replace(state, step=state.step + 1, rung=rung)
     ended = FlowEvent(EventKind.TRANSFER_ENDED, {
         "hotline": state.hotline, "target": state.target, "status": status,
         "duration": duration,
@@ -264,9 +321,49 @@ def numbers_answer(menu: Menu, state: CallState, given: Answer, now: datetime) -
             "node": "numbers", "input": "dtmf", "option": menu.emergency_key,
             "category": "emergency",
         })
-        return _transfer(menu, replace(state, tried=()), menu.emergency_hotline, now,
-                         events=(answered,))
+        return _emergency(menu, replace(state, tried=(), rung=0), now, events=(answered,))
     return _numbers(menu, state, intro=False)
+
+
+def screen(menu: Menu, state: CallState, given: Answer) -> Result:
+    """A screened hotline answered: whisper what the call is about and in which language
+    (never who is calling), in the first language, the hotlines'; a key connects."""
+    if given.digits.strip():
+        return Result(Bridge())
+    return Result(Screen(whisper(menu, state.category, state.lang),
+                         replace(state, phase=Phase.SCREEN)))
+
+
+def whisper(menu: Menu, category: str, caller_lang: str) -> tuple[Say, ...]:
+    """What a screened hotline hears before it accepts the call."""
+    lang = menu.languages[0]
+    texts = menu.prompts[lang]
+    about = texts.get(f"about_{category}") or texts.get("about_unclear", "")
+    language = texts.get(f"language_{caller_lang}", caller_lang)
+    return _says(menu, lang, "screen_whisper", about=about, language=language)
+
+
+def answered_threshold(menu: Menu, hotline: Hotline) -> int:
+    """Seconds a `completed` transfer must last to count as answered by a person.
+
+    On a screened line the whisper and its key window come first. Twilio does not
+    document whether `DialCallDuration` counts them, nor which status a refused whisper
+    gives, so the threshold counts them in: a whisper nobody accepted is never taken
+    for a connected call (the caller is offered the next target instead).
+    """
+    if not hotline.screen:
+        return hotline.min_answered
+    spoken = sum(_seconds(menu, s.text) for s in whisper(menu, "unclear", menu.languages[0]))
+    return hotline.min_answered + SCREEN_TIMEOUT + int(spoken + 0.999)
+
+
+def ring_for(menu: Menu, rung: int) -> int:
+    """Seconds the next target may ring, given `rung` seconds already spent."""
+    return max(0, min(menu.ring_timeout, menu.ring_budget - rung))
+
+
+def _seconds(menu: Menu, text: str) -> float:
+    return len(re.findall(r"[\w']+", text)) * 60 / menu.words_per_minute
 
 
 # --- the pieces -----------------------------------------------------------------------
@@ -280,12 +377,14 @@ def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
     digits = given.digits.strip()
     if digits:
         return (digits if digits in valid else None), "dtmf"
-    if given.confidence is not None and given.confidence < menu.min_confidence:
-        return None, "speech"
     lang = state.lang
-    # Danger first: an emergency word wins over any other word in the same sentence.
+    # Danger first: an emergency word wins over any other word in the same sentence, and
+    # whatever Twilio's Confidence says (it may be low, missing or wrong: a frightened
+    # whisper is recognised with low confidence). Other answers keep the threshold.
     if speech.best_match(given.speech, [(menu.emergency_key, menu.emergency_words.get(lang, ()))]):
         return menu.emergency_key, "speech"
+    if given.confidence is not None and given.confidence < menu.min_confidence:
+        return None, "speech"
     # Options marked `priority` (a child's safety) win when one of their words is heard
     # as a whole word; otherwise the option matching most words wins, earlier on a tie.
     first = [o for o in node.options if o.priority]
@@ -309,6 +408,7 @@ def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None
     lead = _says(menu, state.lang, prompt_key)
     if attempt >= menu.max_attempts:
         event = FlowEvent(kind, {**detail, "gave_up": True, "category": "unclear"})
+        state = replace(state, category=state.category or "unclear")
         return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
     event = FlowEvent(kind, detail)
     return _ask(menu, replace(state, attempt=attempt), lead=lead, events=(event,))
@@ -340,18 +440,33 @@ def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
     return Result(step, tuple(events))
 
 
-def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=()) -> Result:
+def _emergency(menu: Menu, state: CallState, now: datetime, events=()) -> Result:
+    """Someone is in danger: the very first words say what to do from the caller's own
+    phone (Twilio cannot dial 123), then we offer to stay on the line while we connect
+    them to the emergency line, or along its chain when it has no target of its own."""
+    emergency = menu.hotlines[menu.emergency_hotline]
+    advice = _says(menu, state.lang, "emergency_advice", number=spoken_number(emergency.say))
+    state = replace(state, category="emergency")
+    return _transfer(menu, state, emergency.id, now, lead=advice, events=events,
+                     announce="emergency_stay", told=(emergency.id,))
+
+
+def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
+              announce="transfer", told=()) -> Result:
     """Ring the first reachable target along the hotline's fallback chain.
 
-    A hotline that is closed, or whose targets all failed, is given up on: the caller is
-    told its number, and the chain moves to its fallback, then to the default hotline.
+    A hotline that is closed, has no target Twilio can dial, or whose targets all
+    failed, is given up on: the caller is told its number (unless `told` already did),
+    and the chain moves to its fallback, then to the default hotline. Past the call's
+    ring budget nothing more rings: the caller hears the numbers.
     """
     lang, prompts, tried = state.lang, list(lead), state.tried
     hotline: Hotline | None = menu.hotlines[hotline_id]
-    while hotline is not None:
+    ring = ring_for(menu, state.rung)
+    while hotline is not None and ring >= MIN_RING:
         if hotline.hours.is_open(now) and target < len(hotline.dial):
             if target == 0:
-                prompts += _says(menu, lang, "transfer", hotline=hotline.names[lang])
+                prompts += _says(menu, lang, announce, hotline=hotline.names[lang])
             else:  # the same hotline's next target: say why the ringing starts again
                 prompts += _says(menu, lang, "still_trying")
             resume = replace(state, phase=Phase.DIAL, hotline=hotline.id, target=target,
@@ -359,14 +474,19 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=()) -> 
             started = FlowEvent(EventKind.TRANSFER_STARTED, {
                 "hotline": hotline.id, "target": target,
             })
-            step = Transfer(tuple(prompts), hotline.dial[target], resume, menu.ring_timeout,
-                            hotline.show_caller)
+            screen = replace(resume, phase=Phase.SCREEN) if hotline.screen else None
+            step = Transfer(tuple(prompts), hotline.dial[target], resume, ring,
+                            hotline.show_caller, screen)
             return Result(step, (*events, started))
         tried = (*tried, hotline.id)
-        given_up, hotline, target = hotline, _next_in_chain(menu, hotline, tried), 0
-        if hotline is not None:  # at the chain's end the numbers below say it all
-            prompts += _says(menu, lang, "unreachable", hotline=_cap(given_up.names[lang]),
+        given_up, hotline = hotline, _next_in_chain(menu, hotline, tried)
+        key = "unreachable" if given_up.dial else "direct_only"  # closed or failed: rang
+        target = 0
+        if hotline is not None and given_up.id not in told:  # at the end: the numbers
+            prompts += _says(menu, lang, key, hotline=given_up.names[lang],
                              number=spoken_number(given_up.say), slow=True)
+    if hotline is not None:  # the ring budget is spent: its number is read with the rest
+        tried = (*tried, hotline.id)
     result = _numbers(menu, replace(state, phase=Phase.NUMBERS, tried=tried), lead=prompts)
     return Result(result.step, (*events, *result.events))
 
@@ -385,7 +505,7 @@ def _numbers(menu, state, *, lead=(), intro=True) -> Result:
     items = []
     for hid in listed:
         h = menu.hotlines[hid]
-        items += _says(menu, lang, "numbers_item", hotline=_cap(h.names[lang]),
+        items += _says(menu, lang, "numbers_item", hotline=h.names[lang],
                        number=spoken_number(h.say), slow=True)
     prompts = [*lead, *(_says(menu, lang, "numbers_intro") if intro else ())]
     prompts += [*items, Pause(1), *items, *_says(menu, lang, "numbers_again")]
@@ -404,7 +524,7 @@ def _numbers(menu, state, *, lead=(), intro=True) -> Result:
 def _wind_up(menu: Menu, state: CallState) -> Result:
     """The step limit is reached: give the default line's number and end the call."""
     h = menu.hotlines[menu.default_hotline]
-    prompts = _says(menu, state.lang, "numbers_item", hotline=_cap(h.names[state.lang]),
+    prompts = _says(menu, state.lang, "numbers_item", hotline=h.names[state.lang],
                     number=spoken_number(h.say), slow=True)
     prompts += _says(menu, state.lang, "goodbye")
     return Result(Hangup(prompts), (FlowEvent(EventKind.STEP_LIMIT, {"step": state.step}),))
@@ -424,23 +544,27 @@ def out_of_service(menu: Menu) -> Hangup:
 
 
 def _says(menu: Menu, lang: str, key: str, slow: bool = False, **values: str) -> tuple[Say]:
+    """A prompt in the language's voice; a sentence that starts with a placeholder starts
+    with a capital ("{hotline} no contesta" -> "La Fiscalía no contesta")."""
     voice = menu.voices[lang]
-    return (Say(menu.text(lang, key, **values), voice.voice, voice.say_language, slow),)
-
-
-def _cap(name: str) -> str:
-    """A hotline name at the start of a sentence: "la Fiscalía" -> "La Fiscalía"."""
-    return name[:1].upper() + name[1:]
-
-
-def spoken_number(number: str) -> str:
-    """Digits a caller can write down: "01 8000 522 020" -> "0 1, 8 0 0 0, 5 2 2, 0 2 0"."""
-    return ", ".join(" ".join(group) for group in number.split())
+    text = menu.text(lang, key, **values)
+    return (Say(text[:1].upper() + text[1:], voice.voice, voice.say_language, slow),)
 
 
 def question(menu: Menu, lang: str, node: str, greet: bool = False) -> Ask:
     """The step that asks `node` in `lang` (the admin page shows its TwiML)."""
     return _ask(menu, CallState(lang=lang, node=node, step=1), greet=greet).step
+
+
+def numbers_instead(menu: Menu, result: Result) -> Result:
+    """The same moment without its transfer: the caller hears the numbers to call.
+    For a transfer that cannot be placed safely (no caller ID of ours to show)."""
+    step = result.step
+    tried = (*step.resume.tried, step.resume.hotline)
+    events = tuple(e for e in result.events if e.kind is not EventKind.TRANSFER_STARTED)
+    numbers = _numbers(menu, replace(step.resume, phase=Phase.NUMBERS, tried=tried),
+                       lead=[s for s in step.prompts[:-1]])
+    return Result(numbers.step, (*events, *numbers.events))
 
 
 def safe_transfer(menu: Menu, lang: str) -> Result:

@@ -27,15 +27,23 @@ DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 PROMPT_PLACEHOLDERS: dict[str, set[str]] = {
     "transfer": {"hotline"},
     "unreachable": {"hotline", "number"},
+    "direct_only": {"hotline", "number"},
     "numbers_item": {"hotline", "number"},
     "out_of_service": {"hotline", "number"},
+    "emergency_advice": {"number"},
+    "emergency_stay": {"hotline"},
+    "screen_whisper": {"about", "language"},
 }
 # Prompts the engine itself says, whatever the menu tree looks like.
 ENGINE_PROMPTS = [
-    "language_offer", "no_input", "invalid", "transfer", "unreachable",
+    "language_offer", "no_input", "invalid", "transfer", "unreachable", "direct_only",
     "still_trying", "numbers_intro", "numbers_item", "numbers_again", "goodbye",
-    "out_of_service",
+    "out_of_service", "emergency_advice", "emergency_stay",
 ]
+# Said to a hotline that screens its calls (`screen = true`), in the first language
+# only: the lines are Colombian. `about_<category>` names what the call is about.
+SCREEN_PROMPT = "screen_whisper"
+
 SIP_URI = re.compile(r"^sips?:[^@\s]+@[^\s]+$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -73,6 +81,8 @@ class Hotline:
     hours: OpeningHours = OpeningHours()
     fallback: str | None = None
     show_caller: bool = False  # pass the caller's number on (else the line sees ours)
+    screen: bool = False  # the answering side must press a key before we connect
+    min_answered: int = 8  # a `completed` transfer shorter than this was a machine
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,8 @@ class Menu:
     language_key: str = "9"
     max_attempts: int = 3
     gather_timeout: int = 6
-    ring_timeout: int = 25
+    ring_timeout: int = 25  # seconds a target really rings (Twilio's padding included)
+    ring_budget: int = 90  # seconds of ringing over every target of one call
     min_confidence: float = 0.3
     step_limit: int = 40
     budget_seconds: float = 30
@@ -145,6 +156,14 @@ def is_dialable(target: str) -> bool:
     return bool(E164.match(target) or SIP_URI.match(target))
 
 
+def screen_prompts(menu: Menu) -> list[str]:
+    """The prompts a screening hotline hears: the whisper, the language names and what a
+    call can be about (every category of the menu, an emergency, and an unclear call)."""
+    categories = {o.category for n in menu.nodes.values() for o in n.options if o.category}
+    return [SCREEN_PROMPT, *(f"language_{lang}" for lang in menu.languages),
+            *(f"about_{c}" for c in sorted(categories | {"emergency", "unclear"}))]
+
+
 @dataclass(frozen=True)
 class Shipped:
     """The files as shipped, parsed once; administrators' overrides apply on top."""
@@ -155,7 +174,7 @@ class Shipped:
 
 
 # What an administrator may override (see ivr/versions.py): the rest stays in the files.
-HOTLINE_FIELDS = ("dial", "say", "hours", "fallback")
+HOTLINE_FIELDS = ("dial", "say", "hours", "fallback", "screen", "min_answered_seconds")
 VOICE_FIELDS = ("voice", "say_language", "speech_language")
 
 
@@ -262,6 +281,11 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
         dial = raw.get("dial") or []
         if isinstance(dial, str):
             dial = [dial]
+        min_answered = raw.get("min_answered_seconds",
+                               menu_raw.get("min_answered_seconds", 8))
+        if not isinstance(min_answered, int) or not 0 <= min_answered <= 120:
+            problems.append(f"hotline {hid}: `min_answered_seconds` must be 0 to 120 seconds")
+            min_answered = 8
         hotlines[hid] = Hotline(
             id=hid,
             names=dict(raw.get("name", {})),
@@ -270,6 +294,8 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
             hours=_parse_hours(hid, raw.get("hours", "24/7"), problems),
             fallback=raw.get("fallback"),
             show_caller=bool(raw.get("show_caller", False)),
+            screen=bool(raw.get("screen", False)),
+            min_answered=min_answered,
         )
     nodes = {}
     for nid, raw in (menu_raw.get("nodes") or {}).items():
@@ -308,7 +334,7 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
         for k in (
             "start", "default_hotline", "emergency_hotline", "emergency_key", "repeat_key",
             "language_key", "max_attempts", "gather_timeout", "ring_timeout",
-            "min_confidence", "step_limit", "budget_seconds", "words_per_minute",
+            "ring_budget", "min_confidence", "step_limit", "budget_seconds", "words_per_minute",
         )
         if k in menu_raw
     }
@@ -364,25 +390,29 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
         for lang in menu.languages:
             if not h.names.get(lang, "").strip():
                 problems.append(f"hotline {h.id}: missing name.{lang}")
-        if not h.dial:
-            problems.append(f"hotline {h.id}: `dial` needs at least one number or SIP URI")
+        if not h.dial and h.id == menu.default_hotline:
+            problems.append(f"hotline {h.id}: the default line needs at least one E.164 "
+                            "number or SIP URI in `dial`")
         if not re.fullmatch(r"[\d ]+", h.say):
             problems.append(f"hotline {h.id}: `say` must be the digits a caller can dial")
         if h.fallback and h.fallback not in menu.hotlines:
             problems.append(f"hotline {h.id}: fallback {h.fallback!r} is not a hotline")
         for target in h.dial:
+            # Twilio's <Number> takes E.164 only and cannot dial Colombian short codes;
+            # what it does after such a <Dial> is not documented, so never send one.
             if target.startswith("+") and not E164.match(target):
                 problems.append(f"hotline {h.id}: {target!r} is not a valid E.164 number")
             elif target.startswith("sip") and not SIP_URI.match(target):
                 problems.append(f"hotline {h.id}: {target!r} is not a valid SIP URI")
-            elif not is_dialable(target) and not re.fullmatch(r"\d{3,12}", target):
-                problems.append(f"hotline {h.id}: {target!r} is not an E.164 number "
-                                "(+57...), a SIP URI or a national number")
             elif not is_dialable(target):
-                warnings.append(
-                    f"hotline {h.id}: {target!r} is a national short code or local number "
-                    "Twilio cannot dial (error 13224); give an E.164 number or a SIP route"
+                problems.append(
+                    f"hotline {h.id}: {target!r} cannot be dialled by Twilio (a short code or "
+                    "national form); a dial target is an E.164 number (+57...) or a SIP URI. "
+                    "Put the number callers dial themselves in `say`"
                 )
+        if not h.dial and h.id != menu.default_hotline:
+            warnings.append(f"hotline {h.id}: no dial target; callers are told to call "
+                            f"{h.say} themselves and are connected to its fallback")
     for h in menu.hotlines.values():
         chain, hid = [], h.id
         while hid and hid in menu.hotlines and hid not in chain:
@@ -395,6 +425,8 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
         texts = menu.prompts.get(lang, {})
         needed = set(ENGINE_PROMPTS) | {n.prompt for n in menu.nodes.values()}
         needed |= {n.greeting for n in menu.nodes.values() if n.greeting}
+        if lang == menu.languages[0] and any(h.screen for h in menu.hotlines.values()):
+            needed |= set(screen_prompts(menu))
         for key in sorted(needed):
             text = texts.get(key)
             if text is None:
@@ -477,6 +509,11 @@ def offering_sentence(prompt: str, key: str) -> int | None:
     return None
 
 
+def spoken_number(number: str) -> str:
+    """Digits a caller can write down: "01 8000 522 020" -> "0 1, 8 0 0 0, 5 2 2, 0 2 0"."""
+    return ", ".join(" ".join(group) for group in number.split())
+
+
 def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
@@ -492,14 +529,17 @@ class SpokenPath:
     hotline: str
     words: int
     seconds: float
+    connected: bool = True  # False: the line cannot be dialled, its number is read
 
     @property
     def label(self) -> str:
-        return f"{self.language} {' '.join(self.keys)} -> {self.hotline}"
+        told = "" if self.connected else " (number read)"
+        return f"{self.language} {' '.join(self.keys)} -> {self.hotline}{told}"
 
 
 def spoken_paths(menu: Menu) -> list[SpokenPath]:
-    """Every path from the greeting to a transfer, with the words a caller hears first.
+    """Every path from the greeting to a transfer, with the words a caller hears first
+    (to its ring, or to its number for a line Twilio cannot dial).
 
     A caller who presses (or says) their option as soon as it is offered cuts the prompt
     there (Twilio's <Gather> barge-in), so a step counts the prompt up to and including
@@ -529,7 +569,10 @@ def spoken_paths(menu: Menu) -> list[SpokenPath]:
             if lang != first:
                 keys.insert(0, menu.language_key)
             heard += sentences(prompt)[: idx + 1]
-            paths.append(_spoken(menu, lang, tuple(keys), emergency, heard))
+            heard.append(menu.text(lang, "emergency_advice",
+                                   number=spoken_number(emergency.say)))
+            paths.append(_spoken(menu, lang, tuple(keys), emergency, heard,
+                                 announce="emergency_stay", told=(emergency.id,)))
     return paths
 
 
@@ -547,7 +590,17 @@ def _walk(menu, nid, lang, heard, keys, visited, paths):
             _walk(menu, opt.next, lang, step_heard, [*keys, opt.key], visited, paths)
 
 
-def _spoken(menu: Menu, lang: str, keys, hotline: Hotline, heard: list[str]) -> SpokenPath:
-    heard = [*heard, menu.text(lang, "transfer", hotline=hotline.names[lang])]
-    words = sum(word_count(t) for t in heard)
-    return SpokenPath(lang, tuple(keys), hotline.id, words, words * 60 / menu.words_per_minute)
+def _spoken(menu: Menu, lang: str, keys, hotline: Hotline, heard: list[str],
+            announce: str = "transfer", told=()) -> SpokenPath:
+    """The path's words until the caller is given the line they chose: its ring, or, for
+    a line Twilio cannot dial, its number read to them (as ivr.flow says it)."""
+    if hotline.dial:
+        last = menu.text(lang, announce, hotline=hotline.names[lang])
+    elif hotline.id in told:  # the emergency advice already gave its number
+        last = ""
+    else:
+        last = menu.text(lang, "direct_only", hotline=hotline.names[lang],
+                         number=spoken_number(hotline.say))
+    words = sum(word_count(t) for t in [*heard, last])
+    return SpokenPath(lang, tuple(keys), hotline.id, words, words * 60 / menu.words_per_minute,
+                      connected=bool(hotline.dial))

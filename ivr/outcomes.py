@@ -29,6 +29,9 @@ class Outcome(StrEnum):
     EMERGENCY_TRANSFERRED = "emergency_transferred"
     TRANSFER_FAILED = "transfer_failed"
     ABANDONED_IN_MENU = "abandoned_in_menu"
+    # Someone in danger was told to hang up and dial 123 and did, before any line we
+    # rang answered: what we asked of them, not a failure.
+    EMERGENCY_HUNG_UP_TO_DIAL = "emergency_hung_up_to_dial"
 
 
 @dataclass(frozen=True)
@@ -172,9 +175,21 @@ class CallRecord:
             return Outcome.TRANSFERRED
         if not self.status:
             return Outcome.IN_PROGRESS
+        if self.category == "emergency" and self._hung_up_while_connecting():
+            return Outcome.EMERGENCY_HUNG_UP_TO_DIAL
         if self.transfers:
             return Outcome.TRANSFER_FAILED
         return Outcome.ABANDONED_IN_MENU
+
+    def _hung_up_while_connecting(self) -> bool:
+        """The caller ended the call while we were still connecting them: no transfer, or
+        the last one started was not over (or canceled, as a hang-up while ringing may
+        be reported). A caller who heard every line fail did not leave to dial 123."""
+        if not self.transfers:
+            return True
+        last_dial = max(self.dials, default=0)
+        return (max(self.transfers) > last_dial
+                or self.dials[last_dial].rsplit(":", 1)[1] == "canceled")
 
     def dimensions(self) -> dict[str, str]:
         """The values this call adds to the day's counters (empty: not counted)."""

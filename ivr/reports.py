@@ -216,7 +216,7 @@ def _charts(summary: Summary) -> dict:
     rows = [h.hotline for h in summary.hotlines]
     results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED_DIALS)
                             for h in summary.hotlines]}
-    for status in ("busy", "no-answer", "failed", "canceled"):
+    for status in ("dropped", "busy", "no-answer", "failed", "canceled"):
         results[status] = [h.results.get(status, 0) for h in summary.hotlines]
     return {
         "per_day": charts.stacked_columns(labels, summary.categories,

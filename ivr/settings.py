@@ -16,6 +16,9 @@ DEFAULTS: dict[str, object] = {
     "CALLER_ID_KEY": "",  # keys the caller pseudonyms; derived from SECRET_KEY if unset
     "REDIS_URL": "",
     "PUBLIC_BASE_URL": "",  # e.g. https://ruta.example.org: the URL Twilio signs
+    # The E.164 number of ours that hotlines see as caller ID (one of our Twilio numbers);
+    # unset: the number the caller dialled, when that is E.164.
+    "RUTA_CALLER_ID": "",
     "RUTA_CONFIG_DIR": str(menu.CONFIG_DIR),
     "RUTA_PROMPTS_DIR": str(menu.PROMPTS_DIR),
     "RUTA_SPOOL_DIR": "spool",  # where events wait while Redis is down

@@ -8,6 +8,7 @@ caller's next move. Used by `ivr call`, by the tests, and by the load benchmarks
 
 from __future__ import annotations
 
+import re
 import secrets
 import urllib.error
 import urllib.parse
@@ -18,7 +19,14 @@ from dataclasses import dataclass, field
 
 from twilio.request_validator import RequestValidator
 
-DIAL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+# How a simulated hotline answers: Twilio's DialCallStatus values, and "machine": a
+# voicemail or a line's own menu that answers and hangs up (Twilio says `completed`).
+DIAL_STATUSES = ("completed", "machine", "busy", "no-answer", "failed", "canceled")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+TWILIO_RING_PADDING = 5  # Twilio rings about 5 s longer than <Dial timeout>
+TALK_SECONDS = 95  # how long a simulated person talks
+MACHINE_SECONDS = 4  # how long a simulated machine keeps the line
+WORDS_PER_SECOND = 2.5
 # post(url, params, headers) -> (HTTP status, body)
 Transport = Callable[[str, dict, dict], tuple[int, str]]
 
@@ -174,15 +182,8 @@ class SimulatedCall:
             elif verb.tag == "Redirect":
                 return urllib.parse.urljoin(url, verb.text.strip()), {}, False
             elif verb.tag == "Dial":
-                target = "".join(verb.itertext()).strip()
-                call.dialed.append(target)
-                note("dial", f"{target} (rings up to {verb.get('timeout', '30')} s)")
-                result = dial_results.pop(0) if dial_results else "completed"
-                note("hotline", result)
                 action = urllib.parse.urljoin(url, verb.get("action") or url)
-                duration = "95" if result == "completed" else "0"
-                return action, {"DialCallStatus": result, "DialCallDuration": duration,
-                                "DialCallSid": "CA" + secrets.token_hex(16)}, False
+                return action, self._dial(verb, url, dial_results, note, call), False
             elif verb.tag == "Hangup":
                 call.hung_up_by = "ruta"
                 return url, {}, True
@@ -190,6 +191,60 @@ class SimulatedCall:
         note("ruta", "(the TwiML ended: the call is cut off)")
         call.hung_up_by = "cut off"
         return url, {}, True
+
+
+    def _dial(self, verb, url, dial_results, note, call) -> dict:
+        """Play Twilio's part in a <Dial>: what rings, the whisper of a screened line,
+        and the parameters Twilio posts to the action URL."""
+        target_el = next(iter(verb), None)
+        target = "".join(verb.itertext()).strip()
+        call.dialed.append(target)
+        if target_el is not None and target_el.tag == "Number" and not E164.match(target):
+            # Twilio's <Number> takes E.164 only; what it does then is not documented:
+            # nothing rings, and the action is told the dial failed.
+            note("dial", f"{target}: not an E.164 number, Twilio cannot dial it "
+                         "(error 13224): nothing rings")
+            return {"DialCallStatus": "failed", "DialCallDuration": "0"}
+        timeout = int(verb.get("timeout", "30"))
+        note("dial", f"{target} (rings up to {timeout + TWILIO_RING_PADDING} s)")
+        result = dial_results.pop(0) if dial_results else "completed"
+        child = {"DialCallSid": "CA" + secrets.token_hex(16)}
+        if result not in ("completed", "machine"):
+            note("hotline", result)
+            return {**child, "DialCallStatus": result, "DialCallDuration": "0"}
+        whisper_url = target_el.get("url") if target_el is not None else None
+        seconds = TALK_SECONDS if result == "completed" else MACHINE_SECONDS
+        if whisper_url:
+            seconds = self._screen(urllib.parse.urljoin(url, whisper_url), result, child,
+                                   note) + (seconds if result == "completed" else 0)
+        else:
+            note("hotline", "answers" if result == "completed" else
+                 "a machine answers and hangs up")
+        return {**child, "DialCallStatus": "completed", "DialCallDuration": str(seconds)}
+
+    def _screen(self, url: str, result: str, child: dict, note) -> int:
+        """The screened hotline's side: fetch and play the whisper; a person presses 1, a
+        machine presses nothing. Returns the seconds that side lasted before talking."""
+        params = {"CallSid": child["DialCallSid"], "AccountSid": "AC" + "0" * 32,
+                  "From": "+576015550100", "To": "+570000000000", "CallStatus": "in-progress",
+                  "ApiVersion": "2010-04-01", "Direction": "outbound-dial"}
+        status, body = self.signed_post(url, params)
+        if status != 200:
+            raise RuntimeError(f"{url} answered HTTP {status}: {body[:200]}")
+        gather = ET.fromstring(body).find("Gather")
+        said = " ".join("".join(s.itertext()).strip() for s in gather.iter("Say"))
+        note("hotline", f'hears "{said}"')
+        spoken = int(len(re.findall(r"[\w']+", said)) / WORDS_PER_SECOND + 0.999)
+        if result != "completed":
+            note("hotline", "a machine: no key, Twilio hangs up its side")
+            return spoken + int(gather.get("timeout", "5"))
+        note("hotline", "presses 1")
+        status, body = self.signed_post(urllib.parse.urljoin(url, gather.get("action")),
+                                        {**params, "Digits": "1"})
+        if status != 200 or len(ET.fromstring(body)):
+            raise RuntimeError(f"accepting the whisper got HTTP {status}: {body[:200]}")
+        note("hotline", "connected")
+        return spoken + 1
 
 
 def parse_moves(args: list[str]) -> tuple[list[Move], list[str]]:

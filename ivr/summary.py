@@ -14,7 +14,8 @@ from datetime import date, datetime, timedelta
 from ivr.outcomes import BOGOTA, Outcome
 
 MAX_RANGE_DAYS = 366
-FAILED_DIALS = ("busy", "no-answer", "failed", "canceled")
+# "dropped" is ours: Twilio said completed, but too short for a person (ivr.flow).
+FAILED_DIALS = ("busy", "no-answer", "failed", "canceled", "dropped")
 ANSWERED_DIALS = ("completed", "answered")
 
 

@@ -9,44 +9,65 @@ from xml.sax.saxutils import escape
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from ivr.flow import Ask, CallState, Hangup, Pause, Say, Step, Transfer
+from ivr.flow import Ask, Bridge, CallState, Hangup, Pause, Say, Screen, Step, Transfer
 
 # Voices that read SSML, so numbers can be spoken slowly with <prosody>.
 SSML_VOICES = ("Polly.", "Google.")
+# Twilio documents that it adds about 5 s to <Dial timeout>: ask for that much less, so
+# a target rings as long as the menu says. 5 s is the least we ask for.
+TWILIO_RING_PADDING = 5
+MIN_DIAL_TIMEOUT = 5
 
 UrlFor = Callable[[CallState], str]
+URL_MARK = "__ruta_resume_url__"
+SCREEN_MARK = "__ruta_screen_url__"
+
+
+def dial_timeout(ring_seconds: int) -> int:
+    """The <Dial timeout> that makes a target ring about `ring_seconds`."""
+    return max(MIN_DIAL_TIMEOUT, ring_seconds - TWILIO_RING_PADDING)
 
 
 def render(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
     """TwiML for `step`; `url_for` turns the state to resume at into a URL.
 
-    A question's TwiML is the same for every caller but for the URL that carries the
-    call's position, so it is built once per distinct step and the URL is put in after.
-    `our_number` (the number the caller dialled) is the caller ID hotlines see.
+    A question's TwiML is the same for every caller but for the URLs that carry the
+    call's position, so it is built once per distinct step and the URLs are put in after.
+    `our_number` is the caller ID hotlines see. A transfer that must hide the caller's
+    number is refused without one: Twilio would pass the caller's own number on.
     """
-    resume = getattr(step, "resume", None)
-    if resume is None:
-        return _build(step, url_for, our_number)
-    shape = replace(step, resume=None)
-    xml = _cached(shape, our_number)
-    return xml.replace(URL_MARK, escape(url_for(resume), {'"': "&quot;"}))
+    if isinstance(step, Transfer) and not step.show_caller and not our_number:
+        raise ValueError("a transfer that hides the caller's number needs our caller ID")
+    match step:
+        case Ask() | Transfer():
+            resume, shape = step.resume, replace(step, resume=None)
+        case Screen():
+            resume, shape = step.accept, replace(step, accept=None)
+        case _:
+            return _build(step, "", "", our_number)
+    screen = getattr(step, "screen", None)
+    xml = _cached(replace(shape, screen=None) if screen else shape, our_number, bool(screen))
+    if screen:
+        xml = xml.replace(SCREEN_MARK, _attr(url_for(screen)))
+    return xml.replace(URL_MARK, _attr(url_for(resume)))
 
 
-URL_MARK = "__ruta_resume_url__"
+def _attr(url: str) -> str:
+    return escape(url, {'"': "&quot;"})
 
 
 @lru_cache(maxsize=2048)
-def _cached(shape: Step, our_number: str | None) -> str:
-    return _build(shape, lambda _: URL_MARK, our_number)
+def _cached(shape: Step, our_number: str | None, screened: bool) -> str:
+    return _build(shape, URL_MARK, SCREEN_MARK if screened else "", our_number)
 
 
-def _build(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
+def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None) -> str:
     response = VoiceResponse()
     match step:
         case Ask():
             gather = Gather(
                 input="dtmf speech" if step.speech else "dtmf",
-                action=url_for(step.resume),
+                action=resume_url,
                 method="POST",
                 num_digits=1,
                 timeout=step.timeout,
@@ -60,21 +81,30 @@ def _build(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
                 _speak(response, step.goodbye)
                 response.hangup()
             else:  # silence leads back to the same question, never to a dead line
-                response.redirect(url_for(step.resume), method="POST")
+                response.redirect(resume_url, method="POST")
         case Transfer():
             _speak(response, step.prompts)
-            hide_caller = our_number and not step.show_caller
+            # No answerOnBridge: Twilio documents it for a <Dial> that answers an
+            # unanswered call, and ours was answered by the first <Say> of the menu.
             dial = response.dial(
-                action=url_for(step.resume),
+                action=resume_url,
                 method="POST",
-                **({"caller_id": our_number} if hide_caller else {}),
-                timeout=step.ring_timeout,
-                answer_on_bridge=True,
+                **({} if step.show_caller else {"caller_id": our_number}),
+                timeout=dial_timeout(step.ring_seconds),
             )
+            whisper = {"url": screen_url, "method": "POST"} if screen_url else {}
             if step.target.startswith("sip"):
-                dial.sip(step.target)
+                dial.sip(step.target, **whisper)
             else:
-                dial.number(step.target)
+                dial.number(step.target, **whisper)
+        case Screen():  # played to the answering side; silence hangs up on it alone
+            gather = Gather(input="dtmf", action=resume_url, method="POST", num_digits=1,
+                            timeout=step.timeout)
+            _speak(gather, step.prompts)
+            response.append(gather)
+            response.hangup()
+        case Bridge():  # an empty document: the answering side is connected
+            pass
         case Hangup():
             _speak(response, step.prompts)
             response.hangup()

@@ -2,7 +2,8 @@
 
 Thin on purpose: every decision is in `ivr.flow`. Routes: POST /voice (the number's Voice
 URL), /voice/menu, /voice/dial and /voice/numbers (the URLs our TwiML names, with the
-call's position in the query string), and /voice/status (the status callback).
+call's position in the query string), /voice/screen (the whisper a screened hotline hears
+before it accepts), and /voice/status (the status callback).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, g, request
 
 from ivr import current_menu, events, flow, ops, twiml
-from ivr.flow import Answer, Ask, CallState, Phase
+from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
 from ivr.outcomes import FINAL_CALL_STATUSES, Event
 from ivr.security import twilio_signed
@@ -58,6 +59,12 @@ def _resume_url(state: CallState) -> str:
 
 def _respond(result: flow.Result, before: CallState | None = None) -> Response:
     """TwiML for the step; the step's events leave for Redis (or the spool) here."""
+    caller_id = _caller_id()
+    if isinstance(result.step, Transfer) and not result.step.show_caller and not caller_id:
+        # Without a number of ours to show, Twilio would pass the caller's own number
+        # on to the hotline: read the numbers to call instead, and say why in the log.
+        log.error("no caller ID for a transfer (set RUTA_CALLER_ID): numbers read instead")
+        result = flow.numbers_instead(current_menu(), result)
     step = result.step
     after = getattr(step, "resume", None) or before
     number = (before.step + 1) if before else 1
@@ -67,11 +74,16 @@ def _respond(result: flow.Result, before: CallState | None = None) -> Response:
         for i, e in enumerate(result.events)
     ])
     ops.count(result.events)  # the Prometheus counters, after the events that matter more
-    return Response(twiml.render(step, _resume_url, _our_number()), mimetype="text/xml")
+    return Response(twiml.render(step, _resume_url, caller_id), mimetype="text/xml")
 
 
-def _our_number() -> str | None:
-    """The number the caller dialled (Twilio's `To`): hotlines see it as caller ID."""
+def _caller_id() -> str | None:
+    """The number hotlines see: RUTA_CALLER_ID, else the number the caller dialled
+    (Twilio's `To`) when it is E.164. A `sip:` or other `To` gives none: Twilio would
+    then show the caller's own number, so no such transfer is placed."""
+    ours = current_app.config["RUTA_CALLER_ID"]
+    if ours:
+        return ours
     to = request.form.get("To", "")
     return to if E164.match(to) else None
 
@@ -128,6 +140,19 @@ def numbers():
     return _respond(flow.numbers_answer(menu, state, _answer(), _now()), state)
 
 
+@bp.post("/screen")
+@twilio_signed
+def screen():
+    """A screened hotline answered (Twilio's <Number url>): the whisper, then its key.
+
+    This request is about the hotline's side of the call (its CallSid is that leg's),
+    so it emits nothing; the caller's <Dial> action reports how the transfer ended.
+    """
+    menu = current_menu()
+    result = flow.screen(menu, _state(Phase.SCREEN, menu), _answer())
+    return Response(twiml.render(result.step, _resume_url), mimetype="text/xml")
+
+
 @bp.post("/status")
 @twilio_signed
 def status():
@@ -156,4 +181,7 @@ def never_silent(error):
     except Exception:  # noqa: BLE001 - an unreadable query string: Spanish, the default
         lang = ""
     result = flow.safe_transfer(menu, lang)
-    return Response(twiml.render(result.step, _resume_url, _our_number()), mimetype="text/xml")
+    caller_id = _caller_id()
+    if not caller_id and not result.step.show_caller:
+        result = flow.numbers_instead(menu, result)
+    return Response(twiml.render(result.step, _resume_url, caller_id), mimetype="text/xml")

@@ -28,7 +28,18 @@ from ivr.menu import OpeningHours
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in Bogotá (UTC-5)
 SATURDAY = datetime(2025, 3, 8, 17, 0, tzinfo=UTC)  # Saturday 12:00 in Bogotá
-MENU = menu_config.load()
+# The directory once every line has a number Twilio can dial (what go-live needs): the
+# chains are tested on it. The shipped directory, with its lines waiting for a number,
+# is walked whole in test_shipped_paths below.
+CONNECTED = {"hotlines": {
+    "icbf": {"dial": ["+5716000144", "+5718000918080"]},
+    "labour": {"dial": ["+5716000120"]},
+    "police": {"dial": ["+5716000155"]},
+    "prosecutor": {"dial": ["+5716000122"]},
+    "emergency": {"dial": ["+5716000123"], "fallback": "police"},
+}}
+SHIPPED = menu_config.load()
+MENU = menu_config.build(menu_config.read_shipped(), CONNECTED)
 BUSY_STATUSES = ["busy", "no-answer", "failed", "canceled"]
 
 
@@ -138,7 +149,7 @@ def test_keypad_option_transfers_to_its_hotline(key, hotline):
     assert isinstance(step, Transfer)
     assert step.target == MENU.hotlines[hotline].dial[0]
     assert texts(step) == [say("es", "transfer", hotline=name(hotline))]
-    assert step.ring_timeout == MENU.ring_timeout
+    assert step.ring_seconds == MENU.ring_timeout
     assert (step.resume.phase, step.resume.hotline, step.resume.target) == (
         Phase.DIAL, hotline, 0)
     answered, started = result.events
@@ -158,7 +169,7 @@ def test_key_4_asks_where_to_report():
 
 
 @pytest.mark.parametrize(("key", "hotline", "target"), [
-    ("1", "prosecutor", "122"), ("2", "bogota", "+573503085507"),
+    ("1", "prosecutor", "+5716000122"), ("2", "bogota", "+573503085507"),
 ])
 def test_report_node_transfers(key, hotline, target):
     """At the report question 1 is the Fiscalía and 2 Bogotá's Mayor's Office."""
@@ -173,12 +184,16 @@ def test_report_node_transfers(key, hotline, target):
 
 @pytest.mark.parametrize("node", ["welcome", "report"])
 def test_zero_goes_to_emergency_at_every_question(node):
-    """0 rings the emergency line, whatever the question."""
+    """0, whatever the question: first hang up and dial 123, then the offer to stay while
+    the emergency line rings."""
     state = dataclasses.replace(welcome(), node=node)
     result = press(state, "0")
     assert isinstance(result.step, Transfer)
-    assert result.step.target == "123"
-    assert texts(result.step) == [say("es", "transfer", hotline=name("emergency"))]
+    assert result.step.target == "+5716000123"
+    assert texts(result.step) == [
+        "Si alguien está en peligro, cuelgue y marque 1 2 3.",
+        say("es", "emergency_stay", hotline=name("emergency")),
+    ]
     assert kinds(result) == [EventKind.MENU_ANSWERED, EventKind.TRANSFER_STARTED]
 
 
@@ -390,7 +405,7 @@ def test_emergency_chain_goes_police_then_national_then_numbers():
     """Emergency fails -> police (its fallback) -> national -> the three numbers."""
     state = press(welcome(), "0").step.resume
     to_police = dial(state, "failed").step
-    assert to_police.target == "155"
+    assert to_police.target == "+5716000155"
     assert texts(to_police) == [unreachable("emergency"),
                                 say("es", "transfer", hotline=name("police"))]
     to_national = dial(to_police.resume, "busy").step
@@ -432,7 +447,8 @@ def test_zero_after_the_numbers_tries_the_emergency_line_again():
     state = dial(dial(transferred("2"), "busy").step.resume, "busy").step.resume
     result = flow.numbers_answer(MENU, state, Answer(digits="0"), NOW)
     assert isinstance(result.step, Transfer)
-    assert result.step.target == "123"
+    assert texts(result.step)[0] == "Si alguien está en peligro, cuelgue y marque 1 2 3."
+    assert result.step.target == "+5716000123"
     assert result.step.resume.tried == ()
     assert has_detail(result.events[0], EventKind.MENU_ANSWERED, option="0")
     assert result.events[-1] == FlowEvent(EventKind.TRANSFER_STARTED,
@@ -483,7 +499,7 @@ def test_open_hotline_is_rung_within_its_hours():
     """Wednesday 10:00 in Bogotá, a Mon-Fri 07-19 labour line rings."""
     menu = with_hours(MENU, labour=WEEKDAYS_7_TO_19)
     step = press(welcome(menu=menu), "2", menu=menu).step
-    assert step.target == "120"
+    assert step.target == "+5716000120"
 
 
 def test_closed_hotline_is_skipped_to_its_fallback():
