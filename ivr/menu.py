@@ -141,7 +141,7 @@ class Menu:
     words_per_minute: int = 150
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
-    def text(self, language: str, key: str, **values: str) -> str:
+    def text(self, language: str, key: str, /, **values: str) -> str:
         """The prompt `key` in `language`, placeholders filled."""
         return self.prompts[language][key].format(**values)
 
