@@ -109,7 +109,8 @@ def call(ctx, url, token, caller):
 
     The caller's moves follow, in order, one per question: --press KEY, --say "TEXT",
     --silent. The hotlines answer each transfer in order with --dial-result
-    completed|busy|no-answer|failed|canceled (default: completed). A caller out of
+    completed|machine|busy|no-answer|failed|canceled (default: completed; machine:
+    answers and hangs up at once, as a voicemail does). A caller out of
     moves hangs up at the next question.
 
     Example: ivr call --press 9 --say "a false job offer" --dial-result busy

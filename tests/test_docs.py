@@ -34,3 +34,18 @@ def test_every_test_a_doc_names_exists(doc):
 def test_named_tests_are_found_with_and_without_their_file():
     assert named_tests("`tests/test_a.py::test_one`, `::test_two`") == [
         ("tests/test_a.py", "test_one"), ("", "test_two")]
+
+
+def test_the_readmes_example_call_is_what_ivr_call_prints():
+    """The quick start's transcript is generated, not typed: run its command again."""
+    from click.testing import CliRunner
+
+    from ivr.cli import main
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command, shown = re.search(r"```sh\n\.venv/bin/ivr call ([^\n]+)\n```\n```\n(.*?)```",
+                               readme, re.S).groups()
+    result = CliRunner().invoke(main, ["call", *(a.strip('"') for a in re.findall(r'"[^"]*"|\S+', command))])
+    assert result.exit_code == 0, result.output
+    printed = [line for line in result.output.splitlines() if not line.startswith("  (call ")]
+    assert printed == shown.rstrip("\n").splitlines()
