@@ -715,7 +715,7 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     number = line.dial[target - 1]
     try:
         twilio_account.check_target(number)
-        from_number = twilio_account.caller_id(os.environ.get("RUTA_CALLER_ID"))
+        from_number = twilio_account.caller_id(settings.load()["RUTA_CALLER_ID"])
     except twilio_account.GoLiveError as e:
         raise click.ClickException(str(e)) from e
     if not yes:

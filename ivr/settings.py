@@ -16,6 +16,7 @@ DEFAULTS: dict[str, object] = {
     "CALLER_ID_KEY": "",  # keys the caller pseudonyms; derived from SECRET_KEY if unset
     "REDIS_URL": "",
     "PUBLIC_BASE_URL": "",  # e.g. https://ruta.example.org: the URL Twilio signs
+    "RUTA_CALLER_ID": "",  # our E.164 number: `ivr twilio test-line` calls from it
     "RUTA_CONFIG_DIR": str(menu.CONFIG_DIR),
     "RUTA_PROMPTS_DIR": str(menu.PROMPTS_DIR),
     "RUTA_SPOOL_DIR": "spool",  # where events wait while Redis is down
