@@ -203,6 +203,14 @@ def test_test_line_says_how_an_unanswered_call_ended(api, ivr, redis_client, end
     assert Store(redis_client).line_tests()["national"]["result"] == ends
 
 
+def test_a_call_with_no_final_status_in_time_is_unknown(api, ivr, redis_client):
+    api.call_ends = "in-progress"  # still going when we stop waiting
+    result = ivr("test-line", "national", "--yes", "--poll-every", "0.01", "--wait", "0.3")
+    assert result.exit_code == 1
+    assert "no final status after 0.3 s (last: in-progress); see call CA" in result.output
+    assert Store(redis_client).line_tests()["national"]["result"] == "unknown"
+
+
 def test_test_line_prints_twilios_error_code_and_records_it(api, ivr, redis_client):
     api.call_error = twilio_error(
         21211, f"The 'To' number {NATIONAL} is not a valid phone number.", 400)
