@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 from rq import Queue
+from twilio.base.exceptions import TwilioRestException
 
 from ivr import menu as menu_config
 from ivr import security, settings, store
@@ -82,10 +83,7 @@ def fallback_twiml(config_dir, prompts_dir, live):
     from ivr import flow, twiml
 
     if live:
-        v = _versions()
-        menu, problems = v.check(v.document(v.latest()))
-        if menu is None:
-            raise click.ClickException("the live version does not check: " + "; ".join(problems))
+        menu = _live_menu()
     else:
         try:
             menu = menu_config.load(config_dir, prompts_dir)
@@ -486,6 +484,15 @@ def _versions():
     return ConfigVersions(_redis(), shipped, bool(int(config["RUTA_TWO_PERSON_RULE"])))
 
 
+def _live_menu():
+    """The menu callers get now: the newest published version (needs Redis)."""
+    v = _versions()
+    menu, problems = v.check(v.document(v.latest()))
+    if menu is None:
+        raise click.ClickException("the live version does not check: " + "; ".join(problems))
+    return menu
+
+
 @main.group()
 def prompts():
     """Prompts as files, so a change can be reviewed in a pull request."""
@@ -580,3 +587,163 @@ def prompts_rollback(number, note):
         raise click.ClickException("not rolled back") from e
     click.echo("waiting for a second admin's approval" if new is None
                else f"version {new} is live (a copy of version {number})")
+
+
+# --- ivr twilio: go-live against Twilio's REST API ------------------------------------------
+
+
+@main.group("twilio")
+def twilio_group():
+    """Point our Twilio number at Ruta, check it, and prove each hotline answers.
+
+    Credentials: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or with an API key
+    (TWILIO_API_KEY, TWILIO_API_SECRET).
+    """
+
+
+def _twilio_client():
+    """twilio's Client from the environment, or exit 2 saying what is missing."""
+    from ivr import twilio_account
+
+    try:
+        return twilio_account.client_from_env()
+    except twilio_account.MissingCredentials as e:
+        click.echo(f"Error: Twilio credentials: {e}", err=True)
+        sys.exit(2)
+
+
+def _expected(fallback_url):
+    from ivr import twilio_account
+
+    try:
+        return twilio_account.expected_config(settings.load()["PUBLIC_BASE_URL"], fallback_url)
+    except twilio_account.GoLiveError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _twilio_error(e: Exception) -> str:
+    """An error for a person: Twilio's code and message when Twilio refused."""
+    if isinstance(e, TwilioRestException):
+        return f"Twilio refused ({e.code}): {e.msg}"
+    return str(e)
+
+
+NUMBER_HELP = "Our Twilio number, E.164 (+57...)."
+FALLBACK_HELP = "The URL of the TwiML Bin holding `ivr fallback-twiml`'s output."
+
+
+@twilio_group.command("connect")
+@click.option("--number", required=True, help=NUMBER_HELP)
+@click.option("--fallback-url", required=True, help=FALLBACK_HELP)
+@click.option("--dry-run", is_flag=True, help="Print each field's current and new value only.")
+def twilio_connect(number, fallback_url, dry_run):
+    """Set the number's Voice URL, status callback and Fallback URL (from PUBLIC_BASE_URL)."""
+    from ivr import twilio_account
+
+    expected = _expected(fallback_url)
+    client = _twilio_client()
+    try:
+        sid, before = twilio_account.connect(client, number, expected, dry_run)
+    except (twilio_account.GoLiveError, TwilioRestException) as e:
+        raise click.ClickException(_twilio_error(e)) from e
+    click.echo(f"{number} ({sid}):")
+    for f in before:
+        click.echo(f"  {f.name:<24}{f.found or '(empty)'}  ->  {f.expected}"
+                   + ("  (unchanged)" if f.ok else ""))
+    changed = sum(not f.ok for f in before)
+    if dry_run:
+        click.echo(f"dry run: nothing changed ({changed} field(s) would change)")
+    else:
+        click.echo(f"updated: {changed} field(s) changed. Check it with "
+                   f"`ivr twilio check --number {number} --fallback-url {fallback_url}`")
+
+
+@twilio_group.command("check")
+@click.option("--number", required=True, help=NUMBER_HELP)
+@click.option("--fallback-url", help=FALLBACK_HELP + " Without it, any https URL is accepted.")
+def twilio_check(number, fallback_url):
+    """Read the number's voice settings back: each ok or MISMATCH; exit 1 on any mismatch."""
+    from ivr import twilio_account
+
+    expected = _expected(fallback_url or twilio_account.ANY_URL)
+    client = _twilio_client()
+    try:
+        fields = twilio_account.check(client, number, expected)
+    except (twilio_account.GoLiveError, TwilioRestException) as e:
+        raise click.ClickException(_twilio_error(e)) from e
+    for f in fields:
+        if f.ok:
+            click.echo(f"  ok        {f.name:<24}{f.found}")
+        else:
+            click.echo(f"  MISMATCH  {f.name:<24}expected {f.expected_text()}, "
+                       f"found {f.found or '(empty)'}")
+    bad = [f.name for f in fields if not f.ok]
+    if bad:
+        click.echo(f"{number}: {len(bad)} field(s) wrong; fix with `ivr twilio connect`",
+                   err=True)
+        sys.exit(1)
+    click.echo(f"{number}: every voice setting points at Ruta")
+
+
+@twilio_group.command("test-line")
+@click.argument("hotline")
+@click.option("--target", default=1, show_default=True,
+              help="Which of the hotline's dial targets, 1 = the first.")
+@click.option("--yes", is_flag=True,
+              help="Place the call: it rings a real hotline (agree it with its owner first).")
+@click.option("--wait", default=90.0, show_default=True,
+              help="Seconds to wait for the call's final status.")
+@click.option("--poll-every", default=2.0, show_default=True,
+              help="Seconds between two looks at the call's status.")
+def twilio_test_line(hotline, target, yes, wait, poll_every):
+    """Place a real test call from RUTA_CALLER_ID to one dial target of HOTLINE (live
+    menu) and print what Twilio reports: answered, busy, no-answer, failed or an error.
+
+    The line hears, in Spanish, twice, that this is a connection test needing no action;
+    then we hang up. The result shows on the supervisors' health strip.
+    """
+    from datetime import datetime
+
+    from ivr import twilio_account
+    from ivr.outcomes import BOGOTA
+
+    menu = _live_menu()
+    line = menu.hotlines.get(hotline)
+    if line is None:
+        raise click.UsageError(f"no hotline {hotline!r}; hotlines: {', '.join(menu.hotlines)}")
+    if not 1 <= target <= len(line.dial):
+        raise click.UsageError(f"{hotline} has {len(line.dial)} dial target(s): "
+                               f"--target 1 to {len(line.dial)}")
+    number = line.dial[target - 1]
+    try:
+        twilio_account.check_target(number)
+        from_number = twilio_account.caller_id(settings.load()["RUTA_CALLER_ID"])
+    except twilio_account.GoLiveError as e:
+        raise click.ClickException(str(e)) from e
+    if not yes:
+        raise click.ClickException(
+            f"this rings a real hotline: {hotline} target {target} ({number}) from "
+            f"{from_number}. Agree it with the line's owner, then add --yes.")
+    client = _twilio_client()
+    voice = menu.voices[menu.languages[0]]
+    click.echo(f"calling {hotline} target {target} ({number}) from {from_number}...")
+    test = twilio_account.place_test_call(client, number, from_number,
+                                          twilio_account.line_test_twiml(voice),
+                                          every=poll_every, limit=wait)
+    match test.result:
+        case "answered":
+            seconds = f", {test.duration} s" if test.duration is not None else ""
+            said = f"answered (completed{seconds})"
+        case "error":
+            said = f"error {test.error}"
+        case "unknown":
+            said = (f"no final status after {wait:g} s (last: {test.status or 'none'}); "
+                    f"see call {test.call_sid} in Twilio's console")
+        case _:
+            said = test.result
+    click.echo(f"{hotline} target {target} ({number}): {said}")
+    s = store.Store(_redis())
+    s.record_line_test(hotline, number, test.result, datetime.now(BOGOTA), test.error)
+    audit(s.r, _operator(), "line test", f"{hotline} {number}: {test.result}")
+    if test.result != "answered":
+        sys.exit(1)

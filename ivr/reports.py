@@ -71,10 +71,12 @@ def questions_in_order(menu: Menu) -> list[str]:
 
 
 def build_summary(store: Store, menu: Menu, days: list[str], threshold: float) -> Summary:
-    """Read only counters: a 30-day summary is 30 small hashes plus 24 hourly ones."""
+    """Read only counters: a 30-day summary is 30 small hashes plus 24 hourly ones (and
+    the hotlines' latest test calls, one small hash)."""
     return summarize(
         days, store.counters_for(days), store.unique_callers(days),
         store.recent_dials(last_hours(24)), questions_in_order(menu), threshold,
+        line_tests=store.line_tests(),
     )
 
 

@@ -21,6 +21,8 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:config:v:<n>        hash: version n (overrides document, author, time, note)
     {ruta}:config:draft        JSON: the administrators' draft
     {ruta}:audit               stream: who published, rolled back, logged in... (kept)
+    {ruta}:line_tests          hash: hotline -> its last test call, JSON {target, result,
+                               error, at} (`ivr twilio test-line`)
     {ruta}:drain:scheduled     flag: a drain job was enqueued in the last moments
     {ruta}:drain:lock          lock: the one drain writing right now
     {ruta}:limits:...          failed logins, by client address and account name (the
@@ -46,6 +48,7 @@ cluster: Redis Sentinel is the supported way to survive a server's loss (docs/DE
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
@@ -104,6 +107,7 @@ CONFIG_VERSION = f"{PREFIX}config:version"
 CONFIG_VERSION_SEQ = f"{PREFIX}config:seq"
 CONFIG_DRAFT = f"{PREFIX}config:draft"
 AUDIT = f"{PREFIX}audit"
+LINE_TESTS = f"{PREFIX}line_tests"
 
 
 def config_version_key(number: int) -> str:
@@ -377,6 +381,19 @@ class Store:
         pipe.hdel(TOKENS, name)
         pipe.execute()
         return True
+
+    # --- test calls to the hotlines (`ivr twilio test-line`) --------------------------
+
+    def record_line_test(self, hotline: str, target: str, result: str, at: datetime,
+                         error: str = "") -> None:
+        """Keep a hotline's latest test call (one per hotline: the newest wins)."""
+        self.r.hset(LINE_TESTS, hotline, json.dumps(
+            {"target": target, "result": result, "error": error,
+             "at": at.astimezone(BOGOTA).isoformat(timespec="seconds")}))
+
+    def line_tests(self) -> dict[str, dict]:
+        """Each hotline's latest test call: {target, result, error, at (ISO, Bogotá)}."""
+        return {hotline: json.loads(raw) for hotline, raw in self.r.hgetall(LINE_TESTS).items()}
 
     def dead_letters(self, count: int = 100) -> list[tuple[str, dict]]:
         return self.r.xrevrange(DEAD_LETTER, count=count)

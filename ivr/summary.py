@@ -65,12 +65,45 @@ class HotlineRow:
     results: dict[str, int] = field(default_factory=dict)
 
 
+# A test call's result as the health strip says it (Spanish first: the translation
+# catalogue comes later). Results: ivr.twilio_account.LineTest.
+LINE_TEST_WORDS = {"answered": "contestó", "busy": "ocupado", "no-answer": "no contestó",
+                   "failed": "falló", "canceled": "cancelada", "error": "error",
+                   "unknown": "sin resultado"}
+
+
+@dataclass
+class LineTestSeen:
+    """A hotline's latest test call (`ivr twilio test-line`), as stored."""
+
+    target: str
+    result: str
+    error: str
+    at: str  # ISO 8601, Bogotá
+
+    @property
+    def answered(self) -> bool:
+        return self.result == "answered"
+
+    def text(self) -> str:
+        """E.g. "contestó, 26/11 10:12" or "error 21211, 26/11 10:12"."""
+        word = LINE_TEST_WORDS.get(self.result, self.result)
+        if self.result == "error" and self.error:
+            word += " " + self.error.split(":", 1)[0]
+        try:
+            when = datetime.fromisoformat(self.at).astimezone(BOGOTA).strftime("%d/%m %H:%M")
+        except ValueError:
+            when = self.at
+        return f"{word}, {when}"
+
+
 @dataclass
 class Health:
     hotline: str
     attempts: int
     failed: int
     flagged: bool
+    last_test: LineTestSeen | None = None
 
     @property
     def failed_share(self) -> float:
@@ -135,8 +168,10 @@ def summarize(
     questions: list[str],
     health_threshold: float = 0.3,
     health_min_attempts: int = 3,
+    line_tests: dict[str, dict] | None = None,
 ) -> Summary:
-    """Add up the days' counters. `questions` orders the funnel (menu order)."""
+    """Add up the days' counters. `questions` orders the funnel (menu order);
+    `line_tests` is each hotline's latest test call (Store.line_tests)."""
     total: Counter = Counter()
     for day in days:
         total.update(counters.get(day, {}))
@@ -171,7 +206,7 @@ def summarize(
         hotlines=sorted(hotlines.values(), key=lambda h: -h.transfers),
         funnel=[(q, asked.get(q, 0), hung.get(q, 0)) for q in funnel_order],
         by_hour=[total.get(f"hour:{h:02d}", 0) for h in range(24)],
-        health=_health(recent_dials, health_threshold, health_min_attempts),
+        health=_health(recent_dials, health_threshold, health_min_attempts, line_tests or {}),
     )
 
 
@@ -188,8 +223,10 @@ def _median(histogram: dict[int, int]) -> int | None:
     return None
 
 
-def _health(recent_dials: dict[str, int], threshold: float, min_attempts: int) -> list[Health]:
-    """Each hotline's dial results over the last hours; flagged when too many failed."""
+def _health(recent_dials: dict[str, int], threshold: float, min_attempts: int,
+            line_tests: dict[str, dict]) -> list[Health]:
+    """Each hotline's dial results over the last hours, flagged when too many failed,
+    with its latest test call; a hotline only tested has a row too."""
     attempts: Counter = Counter()
     failed: Counter = Counter()
     for key, n in recent_dials.items():
@@ -197,9 +234,12 @@ def _health(recent_dials: dict[str, int], threshold: float, min_attempts: int) -
         attempts[hotline] += n
         if status in FAILED_DIALS:
             failed[hotline] += n
+    tests = {h: LineTestSeen(**{k: str(t.get(k, "")) for k in ("target", "result", "error", "at")})
+             for h, t in line_tests.items()}
     rows = [
         Health(h, attempts[h], failed[h],
-               attempts[h] >= min_attempts and failed[h] / attempts[h] > threshold)
-        for h in sorted(attempts)
+               attempts[h] >= min_attempts and failed[h] / attempts[h] > threshold,
+               tests.get(h))
+        for h in sorted(set(attempts) | set(tests))
     ]
     return sorted(rows, key=lambda h: (not h.flagged, h.hotline))
