@@ -45,7 +45,8 @@ def test_the_readmes_example_call_is_what_ivr_call_prints():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     command, shown = re.search(r"```sh\n\.venv/bin/ivr call ([^\n]+)\n```\n```\n(.*?)```",
                                readme, re.S).groups()
-    result = CliRunner().invoke(main, ["call", *(a.strip('"') for a in re.findall(r'"[^"]*"|\S+', command))])
+    args = [a.strip('"') for a in re.findall(r'"[^"]*"|\S+', command)]
+    result = CliRunner().invoke(main, ["call", *args])
     assert result.exit_code == 0, result.output
     printed = [line for line in result.output.splitlines() if not line.startswith("  (call ")]
     assert printed == shown.rstrip("\n").splitlines()

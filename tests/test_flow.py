@@ -9,6 +9,7 @@ import dataclasses
 from datetime import UTC, datetime, time
 
 import pytest
+from conftest import connected_menu
 
 from ivr import flow
 from ivr import menu as menu_config
@@ -28,18 +29,8 @@ from ivr.menu import OpeningHours
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in Bogotá (UTC-5)
 SATURDAY = datetime(2025, 3, 8, 17, 0, tzinfo=UTC)  # Saturday 12:00 in Bogotá
-# The directory once every line has a number Twilio can dial (what go-live needs): the
-# chains are tested on it. The shipped directory, with its lines waiting for a number,
-# is walked whole in test_shipped_paths below.
-CONNECTED = {"hotlines": {
-    "icbf": {"dial": ["+5716000144", "+5718000918080"]},
-    "labour": {"dial": ["+5716000120"]},
-    "police": {"dial": ["+5716000155"]},
-    "prosecutor": {"dial": ["+5716000122"]},
-    "emergency": {"dial": ["+5716000123"], "fallback": "police"},
-}}
-SHIPPED = menu_config.load()
-MENU = menu_config.build(menu_config.read_shipped(), CONNECTED)
+MENU = connected_menu()  # every line dialable (the chains); the shipped paths:
+# tests/test_live_network.py
 BUSY_STATUSES = ["busy", "no-answer", "failed", "canceled"]
 
 
