@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import CONNECTED_HOTLINES
 from twilio.request_validator import RequestValidator
 
 import ivr
@@ -23,11 +24,18 @@ import ivr.flow
 from ivr import create_app
 
 NATIONAL = "+5718000522020"
-E164_OR_SHORT_CODE = re.compile(r"^(\+[1-9]\d{6,14}|\d{3,6})$")
+E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
 PUBLIC = "https://ruta.example.org"
 MENU = "/voice/menu?l=es&s=1&n=welcome&a=0"  # the first question, as /voice names it
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Every line with a target Twilio can dial (conftest.CONNECTED_HOTLINES), so each
+    option's transfer rings its own line; the shipped directory: test_live_network.py."""
+    return {**app_config, "RUTA_MENU_OVERRIDES": CONNECTED_HOTLINES}
 
 
 def query(url: str) -> dict[str, str]:
@@ -136,7 +144,7 @@ def test_choosing_an_option_dials_the_hotline(twilio):
     assert response.find("./Gather") is None
     dial = response.find("./Dial[@action]")
     assert dial is not None
-    assert dial.get("answerOnBridge") == "true"
+    assert dial.get("answerOnBridge") is None  # the call is answered already
     assert int(dial.get("timeout")) > 0
     assert dial.get("method") == "POST"
     assert urlsplit(dial.get("action")).path == "/voice/dial"
@@ -144,8 +152,8 @@ def test_choosing_an_option_dials_the_hotline(twilio):
     assert position["h"] == "labour"
     assert position["t"] == "0"
     number = response.find("./Dial/Number")
-    assert number.text.strip() == "120"
-    assert E164_OR_SHORT_CODE.match(number.text.strip())
+    assert number.text.strip() == "+5716000120"
+    assert E164_OR_SIP.match(number.text.strip())
     sentence = response.find("./Say[@language]")
     assert text(sentence).startswith("Le comunico con la línea del Ministerio del Trabajo")
     assert sentence.get("language") == "es-US"
@@ -161,18 +169,18 @@ def test_a_hotline_sees_our_number_not_the_callers(twilio):
 def test_the_emergency_line_sees_the_callers_number(twilio):
     """Emergency services may need to call back or locate the caller (show_caller)."""
     dial = twilio.twiml(MENU, Digits="0").find("./Dial")
-    assert dial.find("./Number").text.strip() == "123"
+    assert dial.find("./Number").text.strip() == "+5716000123"
     assert dial.get("callerId") is None  # Twilio then passes the caller's own number
 
 
-@pytest.mark.parametrize("key, number", [("1", "144"), ("3", NATIONAL), ("5", NATIONAL),
-                                         ("0", "123")])
-def test_every_dial_target_is_an_e164_number_or_a_short_code(twilio, key, number):
+@pytest.mark.parametrize("key, number", [("1", "+5716000144"), ("3", NATIONAL),
+                                         ("5", NATIONAL), ("0", "+5716000123")])
+def test_every_dial_target_is_an_e164_number(twilio, key, number):
     response = twilio.twiml(MENU, Digits=key)
     target = response.find("./Dial/Number").text.strip()
     assert target == number
-    assert E164_OR_SHORT_CODE.match(target)
-    assert response.find("./Dial").get("answerOnBridge") == "true"
+    assert E164_OR_SIP.match(target)
+    assert response.find("./Dial").get("answerOnBridge") is None
 
 
 def test_a_sip_route_is_dialed_as_sip(app_config, twilio, tmp_path):
@@ -180,16 +188,18 @@ def test_a_sip_route_is_dialed_as_sip(app_config, twilio, tmp_path):
     shutil.copytree(REPO / "config", config_dir)
     hotlines = config_dir / "hotlines.toml"
     original = hotlines.read_text(encoding="utf-8")
-    changed = original.replace('dial = ["120"]', 'dial = ["sip:labour@carrier.example"]')
-    assert changed != original
+    labour = original.index("[labour]")
+    changed = original[:labour] + original[labour:].replace(
+        "dial = []", 'dial = ["sip:labour@carrier.example"]', 1)
     hotlines.write_text(changed, encoding="utf-8")
-    app = create_app({**app_config, "RUTA_CONFIG_DIR": str(config_dir)})
+    app = create_app({**app_config, "RUTA_CONFIG_DIR": str(config_dir),
+                      "RUTA_MENU_OVERRIDES": None})
     twilio.client = app.test_client()
 
     response = twilio.twiml(MENU, Digits="2")
     assert response.find("./Dial/Number") is None
     assert response.find("./Dial/Sip").text.strip() == "sip:labour@carrier.example"
-    assert response.find("./Dial").get("answerOnBridge") == "true"
+    assert response.find("./Dial").get("answerOnBridge") is None
 
 
 def test_a_busy_hotline_is_followed_by_the_national_line(twilio):
@@ -291,7 +301,7 @@ def test_behind_a_proxy_every_webhook_url_is_absolute_on_the_public_base(app_con
     assert resp.status_code == 200
     dial = ET.fromstring(resp.get_data(as_text=True)).find("./Dial[@action]")
     assert dial.get("action").startswith(PUBLIC + "/voice/dial?")
-    assert dial.find("./Number").text.strip() == "120"
+    assert dial.find("./Number").text.strip() == "+5716000120"
 
 
 # --- caller ID is optional ---------------------------------------------------------------
@@ -316,7 +326,7 @@ def test_a_hidden_caller_id_routes_like_any_number(client, twilio, caller):
         gather.get("action")).query
     second = signed_post(client, twilio.validator, url, params(Digits="2"))
     assert second.status_code == 200
-    assert ET.fromstring(second.get_data(as_text=True)).find("./Dial/Number").text == "120"
+    assert ET.fromstring(second.get_data(as_text=True)).find("./Dial/Number").text == "+5716000120"
 
 
 # --- start-up ------------------------------------------------------------------------------
@@ -381,7 +391,7 @@ def test_a_failing_flow_hands_the_caller_to_the_national_line(twilio, monkeypatc
     monkeypatch.setattr(ivr.flow, "answer", broken)
     response = twilio.twiml(MENU.replace("l=es", f"l={lang}"), Digits="2")
     assert response.find("./Dial/Number").text.strip() == NATIONAL
-    assert response.find("./Dial").get("answerOnBridge") == "true"
+    assert response.find("./Dial").get("answerOnBridge") is None
     assert response.find("./Dial").get("action")
     assert text(response.find("./Say")).startswith(sentence)
 
