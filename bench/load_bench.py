@@ -55,17 +55,21 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ivr import menu as menu_config  # noqa: E402
 from ivr import store  # noqa: E402
 from ivr.events import Spool  # noqa: E402
 from ivr.outcomes import day_of  # noqa: E402
 from ivr.redis_server import RedisServer, free_port  # noqa: E402
 from ivr.simulator import CallTranscript, Move, SimulatedCall, http_transport  # noqa: E402
 
+SHIPPED = menu_config.load()
 TOKEN = "load-bench-token-0123456789abcdef"
 SECRET = "load-bench-secret"
 BIN = Path(sys.executable).parent
+# The shipped directory's dial targets; the lines with none (Labour, Police, Prosecutor,
+# emergency) read their number and go on to the national line.
 NATIONAL = "+5718000522020"
-ICBF_2 = "+5718000918080"
+ICBF = "+5718000918080"
 BOGOTA = "+573503085507"
 
 
@@ -99,34 +103,38 @@ def say(text: str, confidence: float = 0.92) -> Move:
 SILENT = Move("silent")
 
 SCENARIOS = [
-    Scenario("child, keypad", 3, (press("1"),), ("completed",), ("144",), "ruta",
+    Scenario("child, keypad", 3, (press("1"),), ("completed",), (ICBF,), "ruta",
              "transferred", "child", "es"),
-    Scenario("child, speech, first line no answer", 2, (say("mi hija de doce años"),),
-             ("no-answer", "completed"), ("144", ICBF_2), "ruta", "transferred", "child", "es"),
-    Scenario("labour, speech, busy", 3, (say("me ofrecieron un trabajo falso"),),
-             ("busy", "completed"), ("120", NATIONAL), "ruta", "transferred", "labour", "es"),
-    Scenario("labour, english keypad", 1, (press("9"), press("2")), ("completed",), ("120",),
-             "ruta", "transferred", "labour", "en"),
+    Scenario("child, speech, no answer then national", 2, (say("mi hija de doce años"),),
+             ("no-answer", "completed"), (ICBF, NATIONAL), "ruta", "transferred", "child",
+             "es"),
+    Scenario("child, a machine answers, then national", 1, (press("1"),),
+             ("machine", "completed"), (ICBF, NATIONAL), "ruta", "transferred", "child", "es"),
+    Scenario("labour, speech: 120 read, national", 3, (say("me ofrecieron un trabajo falso"),),
+             ("completed",), (NATIONAL,), "ruta", "transferred", "labour", "es"),
+    Scenario("labour, english keypad", 1, (press("9"), press("2")), ("completed",),
+             (NATIONAL,), "ruta", "transferred", "labour", "en"),
     Scenario("migrant, speech", 2, (say("soy venezolano"),), ("completed",), (NATIONAL,),
              "ruta", "transferred", "migrant", "es"),
     Scenario("migrant, english speech", 1,
              (say("english"), say("I am a migrant from Venezuela")), ("completed",),
              (NATIONAL,), "ruta", "transferred", "migrant", "en"),
-    Scenario("report, prosecutor failed", 1, (press("4"), press("1")), ("failed", "completed"),
-             ("122", NATIONAL), "ruta", "transferred", "report", "es"),
+    Scenario("report, prosecutor: 122 read, national", 1, (press("4"), press("1")),
+             ("completed",), (NATIONAL,), "ruta", "transferred", "report", "es"),
     Scenario("report, bogota by speech", 1, (say("quiero poner una denuncia"), say("en bogotá")),
              ("completed",), (BOGOTA,), "ruta", "transferred", "report", "es"),
     Scenario("not sure, national busy, numbers read", 1, (press("5"), SILENT), ("busy",),
              (NATIONAL,), "ruta", "transfer_failed", "other", "es"),
     Scenario("emergency, speech", 1, (say("es una emergencia, me están pegando"),),
-             ("completed",), ("123",), "ruta", "emergency_transferred", "emergency", "es"),
-    Scenario("emergency, every line failed", 1, (press("0"), SILENT),
-             ("failed", "failed", "failed"), ("123", "155", NATIONAL), "ruta",
-             "transfer_failed", "emergency", "es"),
+             ("completed",), (NATIONAL,), "ruta", "emergency_transferred", "emergency", "es"),
+    Scenario("emergency, hangs up to dial 123", 1, (press("0"),), ("canceled",), (NATIONAL,),
+             "caller", "emergency_hung_up_to_dial", "emergency", "es"),
+    Scenario("emergency, every line failed", 1, (press("0"), SILENT), ("failed",),
+             (NATIONAL,), "ruta", "transfer_failed", "emergency", "es"),
     Scenario("three silences", 1, (SILENT, SILENT, SILENT), ("completed",), (NATIONAL,),
              "ruta", "transferred", "unclear", "es"),
-    Scenario("wrong key, then labour", 1, (press("7"), press("2")), ("completed",), ("120",),
-             "ruta", "transferred", "labour", "es"),
+    Scenario("wrong key, then labour", 1, (press("7"), press("2")), ("completed",),
+             (NATIONAL,), "ruta", "transferred", "labour", "es"),
     Scenario("mumbled, then migrant", 1, (say("eh pues", 0.1), press("3")), ("completed",),
              (NATIONAL,), "ruta", "transferred", "migrant", "es"),
     Scenario("hangs up at the first question", 2, (), (), (), "caller", "abandoned_in_menu",
@@ -254,7 +262,11 @@ class Caller(threading.Thread):
             if r.path.endswith("/voice/dial"):
                 hotline = r.query.get("h", "")
                 c[f"transfer:{hotline}"] += 1
-                c[f"dial:{hotline}:{r.params.get('DialCallStatus', '')}"] += 1
+                status = r.params.get("DialCallStatus", "")
+                if status == "completed" and int(r.params.get("DialCallDuration") or 0) < (
+                        SHIPPED.hotlines[hotline].min_answered):
+                    status = "dropped"  # a machine: Ruta counts it so, and rings on
+                c[f"dial:{hotline}:{status}"] += 1
             elif (r.path.endswith("/voice/menu") and not r.params.get("Digits")
                   and not r.params.get("SpeechResult")):
                 c["no_input"] += 1

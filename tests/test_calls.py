@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import CONNECTED_HOTLINES
 
 from ivr.cli import main
 from ivr.redis_server import free_port
@@ -26,12 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not
 from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402
 
 NATIONAL = "+5718000522020"
+ICBF = "+5718000918080"
 CALLER = "+573001234567"
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-# How each language starts its transfer sentence, and the voice it is said in.
+
+@pytest.fixture
+def app_config(app_config):
+    """Every line with a target Twilio can dial (conftest.CONNECTED_HOTLINES): the calls
+    below reach the line they chose. The shipped directory: tests/test_live_network.py."""
+    return {**app_config, "RUTA_MENU_OVERRIDES": CONNECTED_HOTLINES}
+
+
+# How each language starts its transfer sentence, and the voice it is said in; someone
+# in danger first hears to dial 123, then the offer to stay on the line.
 TRANSFER = {"es": ("Le comunico con ", "es-US"), "en": ("Connecting you to ", "en-US")}
+STAY = {"es": ("Si no puede llamar, no cuelgue: le comunico con ", "es-US"),
+        "en": ("If you cannot call, stay on the line: connecting you to ", "en-US")}
 GOODBYE = {"es": "Gracias por llamar", "en": "Thank you for calling"}
 
 # route: (keys, words said at each question per language, first number dialed,
@@ -40,12 +53,12 @@ ROUTES = {
     "1 icbf": (
         ["1"],
         {"es": ["mi hija de doce años"], "en": ["it is about my daughter"]},
-        "144", {"es": "ICBF", "en": "ICBF"},
+        "+5716000144", {"es": "ICBF", "en": "ICBF"},
     ),
     "2 labour": (
         ["2"],
         {"es": ["me ofrecieron un trabajo falso"], "en": ["a false job offer"]},
-        "120", {"es": "Ministerio del Trabajo", "en": "Ministry of Labour"},
+        "+5716000120", {"es": "Ministerio del Trabajo", "en": "Ministry of Labour"},
     ),
     "3 national": (
         ["3"],
@@ -56,7 +69,7 @@ ROUTES = {
         ["4", "1"],
         {"es": ["quiero denunciar", "en la fiscalía"],
          "en": ["I want to report a crime", "the prosecutor"]},
-        "122", {"es": "Fiscalía", "en": "Prosecutor"},
+        "+5716000122", {"es": "Fiscalía", "en": "Prosecutor"},
     ),
     "4-2 bogota": (
         ["4", "2"],
@@ -72,7 +85,7 @@ ROUTES = {
     "0 emergency": (
         ["0"],
         {"es": ["es una emergencia"], "en": ["someone is in danger"]},
-        "123", {"es": "emergencias", "en": "emergency line"},
+        "+5716000123", {"es": "emergencias", "en": "emergency line"},
     ),
 }
 
@@ -109,7 +122,7 @@ def test_every_path_of_the_menu(simulate, route, lang, by):
 
     assert call.dialed[:1] == [number]
     sentence = sentence_before_first_dial(call)
-    start, language = TRANSFER[lang]
+    start, language = (STAY if route == "0 emergency" else TRANSFER)[lang]
     assert sentence.text.startswith(start), sentence.text
     assert name[lang] in sentence.text
     assert sentence.language == language
@@ -143,7 +156,7 @@ def test_three_silences_go_to_the_national_line(simulate):
 def test_two_silences_then_an_answer_still_reach_the_choice(simulate):
     call = simulate([Move("silent"), Move("silent"), Move("press", "2")])
     assert said(call, "No escuché su respuesta.") == 2
-    assert call.dialed == ["120"]
+    assert call.dialed == ["+5716000120"]
 
 
 def test_three_invalid_keys_go_to_the_national_line(simulate):
@@ -165,8 +178,8 @@ def test_three_invalid_answers_in_english_go_to_the_national_line(simulate):
 
 
 CHAINS = {
-    "labour": ("2", ["120", NATIONAL], ["La línea del Ministerio del Trabajo: 1 2 0."]),
-    "icbf": ("1", ["144", "+5718000918080", NATIONAL],
+    "labour": ("2", ["+5716000120", NATIONAL], ["La línea del Ministerio del Trabajo: 1 2 0."]),
+    "icbf": ("1", ["+5716000144", ICBF, NATIONAL],
              ["La línea del ICBF para niños, niñas y adolescentes: 1 4 4."]),
 }
 NATIONAL_ITEM = "La Línea Nacional contra la Trata de Personas: 0 1, 8 0 0 0, 5 2 2, 0 2 0."
@@ -193,14 +206,14 @@ def test_when_every_line_fails_the_numbers_are_read_and_the_call_ends_politely(
 
 def test_a_second_target_of_the_same_hotline_is_announced(simulate):
     call = simulate([Move("press", "1")], dial_results=["busy", "completed"])
-    assert call.dialed == ["144", "+5718000918080"]
+    assert call.dialed == ["+5716000144", ICBF]
     assert said(call, "Seguimos intentando. Un momento, por favor.") == 1
     assert call.hung_up_by == "ruta"
 
 
 def test_the_emergency_chain_is_emergency_then_police_then_national(simulate):
     call = simulate([Move("press", "0")], dial_results=["busy", "no-answer", "completed"])
-    assert call.dialed == ["123", "155", NATIONAL]
+    assert call.dialed == ["+5716000123", "+5716000155", NATIONAL]
     heard = call.heard()
     assert "La línea de emergencias no contesta. Puede llamar usted al 1 2 3." in heard
     assert "La Línea Púrpura de la Policía Nacional no contesta." in heard
@@ -210,7 +223,7 @@ def test_the_emergency_chain_is_emergency_then_police_then_national(simulate):
 
 def test_an_emergency_word_wins_at_the_second_question(simulate):
     call = simulate([Move("press", "4"), Move("say", "auxilio me van a matar")])
-    assert call.dialed == ["123"]
+    assert call.dialed == ["+5716000123"]
 
 
 # --- calls that would go on forever ---------------------------------------------------
@@ -236,7 +249,7 @@ def test_the_caller_number_is_never_spoken_nor_logged(simulate, caplog):
     national = CALLER.removeprefix("+57")  # 3001234567
     spaced = " ".join(national)
     transcript = "\n".join(str(line) for line in call.lines)
-    assert call.dialed == ["120", NATIONAL]
+    assert call.dialed == ["+5716000120", NATIONAL]
     for form in (CALLER, national, spaced):
         assert form not in transcript
         assert form not in caplog.text
@@ -251,11 +264,22 @@ def dial_lines(output: str) -> list[str]:
 
 
 def test_ivr_call_in_process_with_a_busy_hotline():
-    result = CliRunner().invoke(main, ["call", "--press", "2", "--dial-result", "busy"])
+    """The shipped directory: ICBF busy, then the national line answers."""
+    result = CliRunner().invoke(main, ["call", "--press", "1", "--dial-result", "busy"])
     assert result.exit_code == 0, result.output
-    assert "Le comunico con la línea del Ministerio del Trabajo. No cuelgue." in result.output
-    assert dial_lines(result.output) == ["120", NATIONAL]
-    assert "La línea del Ministerio del Trabajo no contesta." in result.output
+    assert "Le comunico con la línea del ICBF para niños, niñas y adolescentes. No cuelgue." in (
+        result.output)
+    assert dial_lines(result.output) == [ICBF, NATIONAL]
+    assert "La línea del ICBF para niños, niñas y adolescentes no contesta." in result.output
+
+
+def test_ivr_call_in_process_reads_a_short_code_it_cannot_dial():
+    """The shipped Ministry of Labour line has no dial target yet: its number is read,
+    then the national line rings."""
+    result = CliRunner().invoke(main, ["call", "--press", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Para la línea del Ministerio del Trabajo, llame usted al 1 2 0." in result.output
+    assert dial_lines(result.output) == [NATIONAL]
 
 
 def test_ivr_call_with_an_anonymous_caller():
@@ -268,9 +292,9 @@ def test_ivr_call_in_process_works_when_PUBLIC_BASE_URL_is_exported():
     """In-process `ivr call` signs for its own URL, whatever PUBLIC_BASE_URL the shell
     exports (an operator smoke-testing the menu on a production host)."""
     result = CliRunner(env={"PUBLIC_BASE_URL": "https://ruta.example.org"}).invoke(
-        main, ["call", "--press", "2"])
+        main, ["call", "--press", "1"])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    assert dial_lines(result.output) == ["120"]
+    assert dial_lines(result.output) == [ICBF]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -309,8 +333,8 @@ def test_ivr_call_against_a_real_gunicorn_server(redis_server, tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )
         assert done.returncode == 0, done.stderr + done.stdout
-        assert "Le comunico con la línea del Ministerio del Trabajo." in done.stdout
-        assert dial_lines(done.stdout) == ["120"]
+        assert "Para la línea del Ministerio del Trabajo, llame usted al 1 2 0." in done.stdout
+        assert dial_lines(done.stdout) == [NATIONAL]
         assert "Gracias por llamar" in done.stdout
 
         wrong = subprocess.run(

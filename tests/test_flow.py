@@ -12,7 +12,6 @@ import pytest
 from conftest import connected_menu
 
 from ivr import flow
-from ivr import menu as menu_config
 from ivr.flow import (
     Answer,
     Ask,
