@@ -76,7 +76,11 @@ def index():
     draft = v.draft()
     problems = v.check(draft["doc"])[1] if draft else []
     changes = v.changes(v.document(v.latest()), draft["doc"]) if draft else []
-    return _render("admin/index.html", problems=problems, changes=changes)
+    # Said before anyone presses the button: why this draft needs a second admin.
+    why = (draft.get("pending_why") if draft.get("pending_by")
+           else v.approval_reasons(draft["doc"])) if draft else []
+    return _render("admin/index.html", problems=problems, changes=changes,
+                   approval_reasons=why or [])
 
 
 @bp.route("/prompts", methods=["GET", "POST"])
@@ -128,7 +132,8 @@ def _previews(menu, current) -> dict[str, str]:
 
 @bp.route("/hotlines", methods=["GET", "POST"])
 def hotlines():
-    """The hotline directory (dial targets, number said, hours, fallback) and voices."""
+    """The hotline directory (dial targets, number said, hours, fallback, whether the
+    line gets callers' real numbers) and voices."""
     v = versions()
     doc = v.draft_or_live()
     shipped = v.shipped
@@ -142,10 +147,15 @@ def hotlines():
                 "say": request.form.get(f"hotline:{hid}:say", "").strip(),
                 "hours": _hours_from_text(request.form.get(f"hotline:{hid}:hours", "")),
                 "fallback": request.form.get(f"hotline:{hid}:fallback", "").strip(),
+                "show_caller": _show_caller_from_form(
+                    request.form.get(f"hotline:{hid}:show_caller"),
+                    (doc.get("hotlines", {}).get(hid) or {}).get(
+                        "show_caller", fields.get("show_caller", False))),
             }
             original = {"dial": fields.get("dial", []), "say": fields.get("say", ""),
                         "hours": fields.get("hours", "24/7"),
-                        "fallback": fields.get("fallback", "")}
+                        "fallback": fields.get("fallback", ""),
+                        "show_caller": fields.get("show_caller", False)}
             changed = {k: val for k, val in edited.items() if val != original[k]}
             if changed:
                 lines[hid] = changed
@@ -167,6 +177,11 @@ def hotlines():
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
                    voices=voices, fields=HOTLINE_FIELDS, hours_text=_hours_text,
                    problems=_problems_by_field(problems))
+
+
+def _show_caller_from_form(value: str | None, current: bool) -> bool:
+    """"yes" or "no" from the form; a form without the field keeps what the line has."""
+    return current if value not in ("yes", "no") else value == "yes"
 
 
 def _hours_from_text(text: str):
@@ -195,7 +210,10 @@ def publish():
             flash(problem, "error")
         return redirect(url_for("admin.index"))
     if number is None:
-        flash("Waiting for a second administrator to approve it (two-person rule).")
+        why = (v.draft() or {}).get("pending_why")
+        flash("This change needs approval from a second administrator before it goes live: "
+              + "; ".join(why) + "." if why else
+              "Waiting for a second administrator to approve it (two-person rule).")
     else:
         flash(f"Version {number} is live: callers hear it from their next call.")
     return redirect(url_for("admin.index"))
@@ -242,7 +260,10 @@ def rollback():
     try:
         number = v.rollback(int(request.form.get("version", "-1")), current_staff().name,
                             request.form.get("note", ""))
+        why = (v.draft() or {}).get("pending_why") if number is None else None
         flash(f"Rolled back: version {number} is live." if number is not None else
+              "This rollback needs approval from a second administrator before it goes "
+              "live: " + "; ".join(why) + "." if why else
               "The rollback waits for a second administrator's approval (two-person rule).")
     except (PublishError, ValueError) as e:
         for problem in getattr(e, "problems", [str(e)]):

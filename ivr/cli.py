@@ -67,6 +67,10 @@ def config_check(config_dir, prompts_dir):
         click.echo(f"  {path.label:<38} {path.seconds:5.1f} s{flag}")
     for warning in menu.warnings:
         click.echo(f"  warning: {warning}")
+    for hotline in menu.hotlines.values():  # the few lines that break the caller's cover
+        if hotline.show_caller:
+            click.echo(f"  notice: hotline {hotline.id} receives callers' real numbers "
+                       "(show_caller = true)")
 
 
 @main.command("fallback-twiml")
@@ -541,6 +545,18 @@ def prompts_import(directory):
         click.echo(f"  error: {problem}", err=True)
     if problems:
         click.echo("fix these before `ivr prompts publish`", err=True)
+    why = v.approval_reasons(doc)
+    if why:  # the draft holds hotline edits made on /admin
+        _needs_approval_on_admin(why, "the draft cannot be published from here")
+
+
+def _needs_approval_on_admin(why: list[str], what: str) -> None:
+    """Say why a second administrator must approve, and where (a person logged in on
+    /admin, never a shell user, so that the two people are two staff accounts)."""
+    for reason in why:
+        click.echo(f"  needs approval: {reason}", err=True)
+    click.echo(f"{what}: a second administrator must approve it on /admin (ask for "
+               "approval there; another administrator approves it)", err=True)
 
 
 @prompts.command("publish")
@@ -549,8 +565,14 @@ def prompts_publish(note):
     """Publish the draft (checked exactly as the admin page does)."""
     from ivr.versions import PublishError
 
+    v = _versions()
+    draft = v.draft()
+    why = v.approval_reasons(draft["doc"]) if draft else []
+    if why:  # refused alone, whatever RUTA_TWO_PERSON_RULE says; the draft is kept
+        _needs_approval_on_admin(why, "not published")
+        sys.exit(1)
     try:
-        number = _versions().publish(_operator(), note)
+        number = v.publish(_operator(), note)
     except PublishError as e:
         for problem in e.problems:
             click.echo(f"  error: {problem}", err=True)
@@ -579,8 +601,16 @@ def prompts_rollback(number, note):
     """Make version NUMBER live again (as a new version)."""
     from ivr.versions import PublishError
 
+    v = _versions()
     try:
-        new = _versions().rollback(number, _operator(), note)
+        why = v.approval_reasons(v.document(number))
+    except KeyError:
+        why = []  # no such version: rollback() says so
+    if why:
+        _needs_approval_on_admin(why, "not rolled back")
+        sys.exit(1)
+    try:
+        new = v.rollback(number, _operator(), note)
     except PublishError as e:
         for problem in e.problems:
             click.echo(f"  error: {problem}", err=True)

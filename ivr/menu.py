@@ -174,7 +174,10 @@ class Shipped:
 
 
 # What an administrator may override (see ivr/versions.py): the rest stays in the files.
-HOTLINE_FIELDS = ("dial", "say", "hours", "fallback", "screen", "min_answered_seconds")
+# Turning `show_caller` on, or changing `dial` on a line that has it, needs a second
+# admin's approval (versions.ConfigVersions.approval_reasons).
+HOTLINE_FIELDS = ("dial", "say", "hours", "fallback", "show_caller", "screen",
+                  "min_answered_seconds")
 VOICE_FIELDS = ("voice", "say_language", "speech_language")
 
 

@@ -32,24 +32,46 @@ def public_url() -> str:
 
 
 def twilio_signed(view):
-    """Refuse (403, no TwiML) a request whose X-Twilio-Signature is missing or wrong."""
+    """Refuse (403, no TwiML) a request whose X-Twilio-Signature is missing or wrong.
+
+    A signature by TWILIO_AUTH_TOKEN passes, and so does one by
+    TWILIO_SECONDARY_AUTH_TOKEN when it is set: while the token is rotated, every web
+    process accepts both, so no call is refused whichever token Twilio signs with.
+    """
 
     @functools.wraps(view)
     def checked(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
-        validator = RequestValidator(current_app.config["TWILIO_AUTH_TOKEN"])
-        url = public_url()
-        # The URL as called matches almost always: one HMAC. Else let twilio also try it
-        # with and without the default port, as it documents.
-        if not signature or not (
-            compare(validator.compute_signature(url, request.form), signature)
-            or validator.validate(url, request.form, signature)
-        ):
+        if not signature or not _signed_by_a_token_of_ours(public_url(), signature):
             abort(403)
         g.twilio_verified = True
         return view(*args, **kwargs)
 
     return checked
+
+
+def _signed_by_a_token_of_ours(url: str, signature: str) -> bool:
+    """True if `signature` is Twilio's over `url` and the form, by either auth token.
+
+    Twilio signs with the account's primary token only: a secondary one is not used
+    until it is promoted, and from then the promoted one signs and the old primary is
+    gone (https://www.twilio.com/docs/api/errors/57012: a wrong token "including a
+    secondary token that has not been promoted"; https://www.twilio.com/docs/iam/api/authtoken:
+    promoting makes the secondary the primary). The docs do not say when in-flight
+    calls switch, so both are accepted until the rotation is over (docs/deploy.md).
+    """
+    config = current_app.config
+    for token in (config["TWILIO_AUTH_TOKEN"], config.get("TWILIO_SECONDARY_AUTH_TOKEN")):
+        if not token:  # an unset token must never make an empty-key HMAC valid
+            continue
+        validator = RequestValidator(token)
+        # The URL as called matches almost always: one HMAC (with the primary first, so a
+        # normal request costs what it did before). Else let twilio also try it with and
+        # without the default port, as it documents.
+        if (compare(validator.compute_signature(url, request.form), signature)
+                or validator.validate(url, request.form, signature)):
+            return True
+    return False
 
 
 # --- staff: supervisors and administrators ---------------------------------------------

@@ -12,6 +12,8 @@ from ivr import menu
 DEFAULTS: dict[str, object] = {
     "RUTA_ENV": "production",  # "development" only under `ivr dev` and the tests
     "TWILIO_AUTH_TOKEN": "",  # checks X-Twilio-Signature
+    # Also accepted while the auth token is rotated (docs/deploy.md); unset otherwise.
+    "TWILIO_SECONDARY_AUTH_TOKEN": "",
     "SECRET_KEY": "",  # signs staff sessions
     "CALLER_ID_KEY": "",  # keys the caller pseudonyms; derived from SECRET_KEY if unset
     "REDIS_URL": "",

@@ -4,7 +4,7 @@ What an administrator can change is an *overrides* document over the shipped fil
 
     {"prompts":  {"es": {"greeting": "..."}, "en": {...}},
      "hotlines": {"labour": {"dial": ["+57..."], "say": "120", "hours": "24/7",
-                             "fallback": "national"}},
+                             "fallback": "national", "show_caller": false}},
      "voices":   {"es": {"voice": "...", "say_language": "...", "speech_language": "..."}}}
 
 Edits go into the draft. Publishing builds the whole menu exactly as the loader does
@@ -12,7 +12,9 @@ Edits go into the draft. Publishing builds the whole menu exactly as the loader 
 stores the document as the next version; a version is never changed afterwards, and a
 rollback publishes an old version's document again as a new one. Every web process
 serves the newest version from its next call on (`LiveMenu`), and keeps what it has if
-Redis is unreachable. With the two-person rule a publish waits for a second admin.
+Redis is unreachable. With the two-person rule a publish waits for a second admin; so
+does one that would pass callers' real numbers to a line that did not get them, or send
+them somewhere new (`approval_reasons`), whatever the rule says.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from datetime import datetime
 import redis
 
 from ivr import store
-from ivr.menu import ConfigError, Menu, Shipped, build
+from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
 from ivr.outcomes import BOGOTA
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,17 @@ def normalize(doc: dict) -> dict:
     return out
 
 
+def caller_lines(shipped: Shipped, doc: dict) -> dict[str, tuple[bool, tuple[str, ...]]]:
+    """hotline -> (does it get callers' real numbers, its dial targets) under `doc`."""
+    out = {}
+    for hid, fields in shipped.hotlines.items():
+        merged = {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
+        dial = merged.get("dial") or []
+        dial = [dial] if isinstance(dial, str) else dial
+        out[hid] = (merged.get("show_caller") is True, tuple(str(t).strip() for t in dial))
+    return out
+
+
 def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
     """Every overridable value, flattened to "prompt es greeting" -> text: for diffs."""
     flat: dict[str, str] = {}
@@ -80,9 +93,10 @@ def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
             flat[f"prompt {lang} {key}"] = str(text)
     for hid, fields in shipped.hotlines.items():
         merged = {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
-        for name in ("dial", "say", "hours", "fallback"):
-            value = merged.get(name, "24/7" if name == "hours" else "")
-            text = ", ".join(value) if isinstance(value, list) else str(value)
+        for name in HOTLINE_FIELDS:
+            value = merged.get(name, {"hours": "24/7", "show_caller": False}.get(name, ""))
+            text = (", ".join(value) if isinstance(value, list)
+                    else str(value).lower() if isinstance(value, bool) else str(value))
             flat[f"hotline {hid} {name}"] = text
     for lang, fields in (shipped.menu.get("voices") or {}).items():
         merged = {**fields, **(doc.get("voices", {}).get(lang) or {})}
@@ -127,7 +141,8 @@ class ConfigVersions:
         return [v for v in found if v]
 
     def draft(self) -> dict | None:
-        """{"doc", "base", "author", "at", "pending_note", "pending_by"} or None."""
+        """{"doc", "base", "author", "at", "pending_note", "pending_by", "pending_why"}
+        or None ("pending_why": what needs the approval besides the two-person rule)."""
         raw = self.r.get(store.CONFIG_DRAFT)
         return json.loads(raw) if raw else None
 
@@ -156,10 +171,36 @@ class ConfigVersions:
 
     def check(self, doc: dict) -> tuple[Menu | None, list[str]]:
         """The menu this document gives, or the problems that stop it going live."""
+        # Only a real true/false: the loader's bool() would read "false" as true.
+        odd = [f"hotline {hid}: show_caller must be true or false"
+               for hid, fields in (doc.get("hotlines") or {}).items()
+               if not isinstance(fields.get("show_caller", False), bool)]
         try:
-            return build(self.shipped, doc, strict=True), []
+            menu = build(self.shipped, doc, strict=True)
         except ConfigError as e:
-            return None, e.problems
+            return None, e.problems + odd
+        return (None, odd) if odd else (menu, [])
+
+    def approval_reasons(self, doc: dict) -> list[str]:
+        """Why `doc` may not go live on one admin's word, whatever the two-person rule
+        says (empty: it may). A line with `show_caller` gets callers' real numbers, so
+        one admin must not be able to point such a line at a phone of their choosing:
+        turning it on, or changing the targets of a line that has it (live or in `doc`),
+        needs a second admin."""
+        live = caller_lines(self.shipped, self.document(self.latest()))
+        new = caller_lines(self.shipped, doc)
+        reasons = []
+        for hid, (shows, dial) in new.items():
+            shown_before, dial_before = live.get(hid, (False, ()))
+            targets = ", ".join(dial) or "nothing"
+            if shows and not shown_before:
+                reasons.append(f"it turns show_caller on for hotline {hid}: that line "
+                               f"({targets}) would receive callers' real numbers")
+            elif (shows or shown_before) and dial != dial_before:
+                reasons.append(f"it changes the dial targets of hotline {hid}, which "
+                               f"receives callers' real numbers (show_caller), from "
+                               f"{', '.join(dial_before) or 'nothing'} to {targets}")
+        return reasons
 
     # --- changing -----------------------------------------------------------------
 
@@ -188,10 +229,11 @@ class ConfigVersions:
         _, problems = self.check(draft["doc"])
         if problems:
             raise PublishError(problems)
-        if self.two_person_rule:
-            draft |= {"pending_note": note, "pending_by": author}
+        why = self.approval_reasons(draft["doc"])
+        if self.two_person_rule or why:
+            draft |= {"pending_note": note, "pending_by": author, "pending_why": why}
             self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-            self.audit(author, "publish requested", note)
+            self.audit(author, "publish requested", "; ".join([note, *why]))
             return None
         return self._new_version(draft["doc"], author, note, "publish", clear_draft=True)
 
@@ -222,11 +264,13 @@ class ConfigVersions:
         if problems:  # the shipped files changed since: that old version no longer loads
             raise PublishError(problems)
         note = f"rollback to version {number}: {note}"
-        if self.two_person_rule:
+        why = self.approval_reasons(doc)
+        if self.two_person_rule or why:
             draft = {"doc": normalize(doc), "base": self.latest(), "author": author,
-                     "at": now_text(), "pending_note": note, "pending_by": author}
+                     "at": now_text(), "pending_note": note, "pending_by": author,
+                     "pending_why": why}
             self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-            self.audit(author, "rollback requested", note)
+            self.audit(author, "rollback requested", "; ".join([note, *why]))
             return None
         return self._new_version(doc, author, note, "rollback", clear_draft=False)
 

@@ -20,6 +20,7 @@ from html.parser import HTMLParser
 import pytest
 import redis
 from click.testing import CliRunner
+from conftest import Twilio
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
@@ -565,6 +566,154 @@ def test_an_approval_applies_only_to_the_draft_the_approver_saw(app_config, redi
     assert flashes(resp.text, "error") == [
         "the draft changed since you looked at it: review it again"]
     assert live_version(redis_client) == 0
+
+
+# --- 4b. a line that gets callers' real numbers: always two people ------------------------
+# The emergency line (show_caller = true) sees the caller's own number. Pointing it at
+# another phone, or giving another line the numbers, needs a second admin even with
+# RUTA_TWO_PERSON_RULE off (as in these tests' app).
+
+MENU = "/voice/menu?l=es&s=1&n=welcome&a=0"  # the first question, as /voice names it
+OUR_NUMBER = "+576015550100"  # the `To` of the signed requests: the line's own number
+
+
+def dial_of(app, key: str) -> ET.Element:
+    """The <Dial> Twilio gets from `app` for a caller pressing `key` at the first question."""
+    return Twilio(app.test_client()).twiml(MENU, Digits=key).find("./Dial")
+
+
+def dial_within(app, key: str, check, seconds: float = 3.0) -> ET.Element:
+    """Ask `app` until its <Dial> for `key` passes `check` (a process looks for a new
+    version at most once a second); return the last one."""
+    deadline = time.monotonic() + seconds
+    while True:
+        dial = dial_of(app, key)
+        if check(dial) or time.monotonic() > deadline:
+            return dial
+        time.sleep(0.1)
+
+
+def first_target(dial: ET.Element) -> str:
+    return dial.find("./Number").text.strip()
+
+
+def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
+        app, ana, other_process, redis_client):
+    assert not int(app.config["RUTA_TWO_PERSON_RULE"])
+    # The hotlines page says which line gets callers' numbers, next to that line only.
+    page = parse(ana.page("/admin/hotlines"))
+    warned = [fs.attrs["id"] for fs in page.all("fieldset", cls="hotline")
+              if fs.all("p", cls="warning")]
+    assert warned == ["hotline-emergency"]
+    assert "Esta línea recibe el número real de quien llama." in page.one(
+        "fieldset", id="hotline-emergency").one("p", cls="warning").text()
+    assert first_target(dial_of(other_process, "0")) == "123"
+
+    ana.edit("/admin/hotlines", {"hotline:emergency:dial": "+573001112233"})
+    # Before she publishes, the page says a second admin is needed, and why.
+    overview = parse(ana.page("/admin"))
+    why = overview.one("div", cls="needs-approval").text()
+    assert "hotline emergency" in why and "+573001112233" in why
+    assert overview.one("form", action="/admin/publish").one("button").text() == (
+        "Ask for approval")
+    resp = ana.publish("new emergency route")
+    [said] = flashes(resp.text)
+    assert "needs approval from a second administrator" in said
+    assert "changes the dial targets of hotline emergency" in said
+    assert live_version(redis_client) == 0
+    resp = ana.post("/admin/approve")  # her own approval does not count
+    assert flashes(resp.text, "error") == ["the two-person rule needs another admin to approve"]
+    time.sleep(1.05)  # `other_process` looks at the version counter again: nothing new
+    assert first_target(dial_of(other_process, "0")) == "123"
+
+    bob = Staff(app, "bob")
+    assert "hotline emergency" in parse(bob.page("/admin")).one(
+        "div", cls="needs-approval").text()
+    resp = bob.post("/admin/approve")
+    assert flashes(resp.text) == ["Approved: version 1 is live."]
+    dial = dial_within(other_process, "0", lambda d: first_target(d) == "+573001112233")
+    assert first_target(dial) == "+573001112233"
+    assert dial.get("callerId") is None  # still the caller's number: it is the same line
+    row = next(tr for tr in parse(bob.page("/admin/history")).all("tr")
+               if tr.attrs.get("data-version") == "1")
+    assert row.all("td")[1].text() == "ana, approved by bob"
+    requested = [e for _, e in redis_client.xrange(store.AUDIT)
+                 if e["action"] == "publish requested"]
+    assert "hotline emergency" in requested[0]["detail"]
+
+
+def test_one_admin_cannot_give_another_line_the_callers_real_numbers_alone(
+        app, ana, other_process, redis_client):
+    assert dial_of(other_process, "2").get("callerId") == OUR_NUMBER
+    ana.edit("/admin/hotlines", {"hotline:labour:show_caller": "yes"})
+    resp = ana.publish("the labour line calls callers back")
+    [said] = flashes(resp.text)
+    assert "needs approval from a second administrator" in said
+    assert "turns show_caller on for hotline labour" in said
+    assert live_version(redis_client) == 0
+    time.sleep(1.05)
+    assert dial_of(other_process, "2").get("callerId") == OUR_NUMBER
+
+    bob = Staff(app, "bob")
+    assert flashes(bob.post("/admin/approve").text) == ["Approved: version 1 is live."]
+    assert dial_within(other_process, "2", lambda d: d.get("callerId") is None).get(
+        "callerId") is None
+    page = parse(ana.page("/admin/hotlines"))
+    assert page.one("fieldset", id="hotline-labour").all("p", cls="warning")
+
+    # Turning it off again is the safe direction: one admin may.
+    ana.edit("/admin/hotlines", {"hotline:labour:show_caller": "no"})
+    assert flashes(ana.publish("labour line back to our number").text) == [
+        "Version 2 is live: callers hear it from their next call."]
+    assert dial_within(other_process, "2", lambda d: d.get("callerId") == OUR_NUMBER).get(
+        "callerId") == OUR_NUMBER
+    # A rollback that would turn it on again waits for a second admin too.
+    resp = ana.post("/admin/rollback", {"version": "1", "note": "undo"})
+    [said] = flashes(resp.text)
+    assert "needs approval from a second administrator" in said
+    assert "turns show_caller on for hotline labour" in said
+    assert live_version(redis_client) == 2
+
+
+def test_an_ordinary_change_still_publishes_alone(app, ana, other_process, redis_client):
+    """With the emergency line on the hotlines form, saving other lines and a prompt
+    needs nobody else."""
+    new = "Línea Ruta. Le escuchamos."
+    ana.edit("/admin/hotlines", {"hotline:labour:dial": "+576013300000"})
+    ana.edit("/admin/prompts", {"prompt:es:greeting": new})
+    assert not parse(ana.page("/admin")).all("div", cls="needs-approval")
+    resp = ana.publish("labour number and greeting")
+    assert flashes(resp.text) == ["Version 1 is live: callers hear it from their next call."]
+    assert hears_within(other_process, new) == new
+    assert first_target(dial_of(other_process, "0")) == "123"
+
+
+def test_the_cli_refuses_to_publish_or_roll_back_such_a_change_alone(
+        app, ana, redis_server, redis_client, tmp_path):
+    ana.edit("/admin/hotlines", {"hotline:emergency:dial": "+573001112233"})
+    result = cli(redis_server, "prompts", "publish", "--note", "from a shell")
+    assert result.exit_code != 0
+    assert "changes the dial targets of hotline emergency" in result.output
+    assert "not published: a second administrator must approve it on /admin" in result.output
+    assert live_version(redis_client) == 0
+    assert not ConfigVersions(redis_client, SHIPPED).draft().get("pending_by")  # kept as is
+
+    # Importing prompts into that draft says so before anyone tries to publish it.
+    assert cli(redis_server, "prompts", "export", str(tmp_path)).exit_code == 0
+    result = cli(redis_server, "prompts", "import", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert ("the draft cannot be published from here: a second administrator must "
+            "approve it on /admin") in result.output
+
+    ana.publish("new emergency route")
+    Staff(app, "bob").post("/admin/approve")
+    assert live_version(redis_client) == 1
+    result = cli(redis_server, "prompts", "rollback", "0", "--note", "back to 123")
+    assert result.exit_code != 0
+    assert "changes the dial targets of hotline emergency" in result.output
+    assert "not rolled back: a second administrator must approve it on /admin" in (
+        result.output)
+    assert live_version(redis_client) == 1
 
 
 # --- 5. audit log ------------------------------------------------------------------------------

@@ -357,6 +357,24 @@ def test_cli_config_check_flags_over_budget_paths(tmp_path):
     assert re.search(r"es 5 -> national\s+\d+\.\d s  OVER BUDGET", result.stdout)
 
 
+def test_cli_config_check_names_each_line_that_gets_callers_real_numbers(tmp_path):
+    """A plain notice per `show_caller` line: the shipped emergency line, and any other
+    an operator marks."""
+    notice = "notice: hotline {} receives callers' real numbers (show_caller = true)"
+    result = CliRunner().invoke(main, ["config", "check"])
+    assert result.exit_code == 0, result.output
+    notices = [ln.strip() for ln in result.stdout.splitlines() if "notice:" in ln]
+    assert notices == [notice.format("emergency")]
+
+    config, prompts = copy_config(tmp_path)
+    edit(config / "hotlines.toml", r'^say = "120"$', 'say = "120"\nshow_caller = true')
+    result = CliRunner().invoke(
+        main, ["config", "check", "--config-dir", str(config), "--prompts-dir", str(prompts)])
+    assert result.exit_code == 0, result.output
+    notices = [ln.strip() for ln in result.stdout.splitlines() if "notice:" in ln]
+    assert notices == [notice.format("labour"), notice.format("emergency")]
+
+
 def test_cli_config_check_broken_dir_exits_1_and_lists_problems(tmp_path):
     """A broken copy: exit status 1 and every problem printed."""
     config, prompts = copy_config(tmp_path)
