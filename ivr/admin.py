@@ -28,7 +28,14 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import current_menu, store, twiml
 from ivr.flow import question
-from ivr.menu import HOTLINE_FIELDS, field_of, offering_sentence, sentences, word_count
+from ivr.menu import (
+    HOTLINE_FIELDS,
+    field_of,
+    offering_sentence,
+    sentences,
+    spoken_number,
+    word_count,
+)
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
@@ -137,6 +144,7 @@ def hotlines():
     v = versions()
     doc = v.draft_or_live()
     shipped = v.shipped
+    min_answered = shipped.menu.get("min_answered_seconds", 8)  # unless a line says
     if request.method == "POST":
         lines: dict[str, dict] = {}
         for hid, fields in shipped.hotlines.items():
@@ -151,11 +159,18 @@ def hotlines():
                     request.form.get(f"hotline:{hid}:show_caller"),
                     (doc.get("hotlines", {}).get(hid) or {}).get(
                         "show_caller", fields.get("show_caller", False))),
+                "screen": request.form.get(f"hotline:{hid}:screen") == "yes",
+                "min_answered_seconds": _seconds_from_form(
+                    request.form.get(f"hotline:{hid}:min_answered_seconds", ""),
+                    min_answered),
             }
             original = {"dial": fields.get("dial", []), "say": fields.get("say", ""),
                         "hours": fields.get("hours", "24/7"),
                         "fallback": fields.get("fallback", ""),
-                        "show_caller": fields.get("show_caller", False)}
+                        "show_caller": fields.get("show_caller", False),
+                        "screen": fields.get("screen", False),
+                        "min_answered_seconds": fields.get("min_answered_seconds",
+                                                           min_answered)}
             changed = {k: val for k, val in edited.items() if val != original[k]}
             if changed:
                 lines[hid] = changed
@@ -170,13 +185,22 @@ def hotlines():
         flash("Draft saved. It is not live until you publish it.")
         return redirect(url_for("admin.hotlines"))
     _, problems = v.check(doc)
-    current = {hid: {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
+    current = {hid: {"min_answered_seconds": min_answered, **fields,
+                     **(doc.get("hotlines", {}).get(hid) or {})}
                for hid, fields in shipped.hotlines.items()}
     voices = {lang: {**fields, **(doc.get("voices", {}).get(lang) or {})}
               for lang, fields in (shipped.menu.get("voices") or {}).items()}
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
                    voices=voices, fields=HOTLINE_FIELDS, hours_text=_hours_text,
                    problems=_problems_by_field(problems))
+
+
+def _seconds_from_form(value: str, default: int):
+    """Whole seconds as typed; anything else is kept as typed, so the check names it."""
+    value = value.strip()
+    if not value:
+        return default
+    return int(value) if value.isascii() and value.isdigit() else value
 
 
 def _show_caller_from_form(value: str | None, current: bool) -> bool:
@@ -361,18 +385,28 @@ def try_call():
                              transport=flask_transport(_preview_app(doc)), caller="anonymous")
         transcript = call.run([Move(kind, value) for kind, value in moves],
                               dials or ["completed"])
-        seconds = _seconds_before_transfer(transcript, current_menu().words_per_minute)
+        seconds = _seconds_before_transfer(transcript, _preview_app(doc))
     return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,
                    seconds=seconds, problems=problems, moves_json=json.dumps(moves),
                    dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
 
 
-def _seconds_before_transfer(transcript, words_per_minute: int) -> float | None:
-    """Spoken seconds before the first transfer, counted as the 30-second budget counts
-    them (ivr.menu.spoken_paths): a caller who presses a key stops the prompt at the
-    sentence that offers it; one who speaks or waits heard it all."""
+def _seconds_before_transfer(transcript, preview) -> float | None:
+    """Spoken seconds before the first transfer, or before the number of a line Twilio
+    cannot dial is read, counted as the 30-second budget counts them
+    (ivr.menu.spoken_paths): a caller who presses a key stops the prompt at the sentence
+    that offers it; one who speaks or waits heard it all."""
+    with preview.app_context():
+        menu = current_menu()
+    number_read = {menu.text(lang, "direct_only", hotline=h.names[lang],
+                             number=spoken_number(h.say))
+                   for h in menu.hotlines.values() if not h.dial for lang in menu.languages}
+    words_per_minute = menu.words_per_minute
     words, heard = 0, []  # `heard`: what Ruta said since the caller's last move
     for line in transcript.lines:
+        if line.who == "ruta" and line.text in number_read:
+            heard.append(line.text)
+            return round((words + sum(word_count(t) for t in heard)) * 60 / words_per_minute, 1)
         if line.who == "ruta" and not line.text.startswith("("):
             heard.append(line.text)
         elif line.who == "caller":

@@ -544,11 +544,8 @@ def out_of_service(menu: Menu) -> Hangup:
 
 
 def _says(menu: Menu, lang: str, key: str, slow: bool = False, **values: str) -> tuple[Say]:
-    """A prompt in the language's voice; a sentence that starts with a placeholder starts
-    with a capital ("{hotline} no contesta" -> "La Fiscalía no contesta")."""
     voice = menu.voices[lang]
-    text = menu.text(lang, key, **values)
-    return (Say(text[:1].upper() + text[1:], voice.voice, voice.say_language, slow),)
+    return (Say(menu.text(lang, key, **values), voice.voice, voice.say_language, slow),)
 
 
 def question(menu: Menu, lang: str, node: str, greet: bool = False) -> Ask:

@@ -142,8 +142,10 @@ class Menu:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def text(self, language: str, key: str, /, **values: str) -> str:
-        """The prompt `key` in `language`, placeholders filled."""
-        return self.prompts[language][key].format(**values)
+        """The prompt `key` in `language`, placeholders filled; a sentence that starts
+        with a placeholder starts with a capital ("{hotline} no contesta" -> "La ...")."""
+        text = self.prompts[language][key].format(**values)
+        return text[:1].upper() + text[1:]
 
     def other_language(self, language: str) -> str:
         """The language a caller switches to with the language key."""
@@ -254,6 +256,7 @@ def field_of(problem: str) -> str:
         (r"hotline (\w+): hours", "hotline:{0}:hours"),
         (r"hotline (\w+): (?:fallback|no such)", "hotline:{0}:fallback"),
         (r"hotline (\w+): `say`", "hotline:{0}:say"),
+        (r"hotline (\w+): `min_answered_seconds`", "hotline:{0}:min_answered_seconds"),
         (r"hotline (\w+): ", "hotline:{0}:dial"),
         (r"voices\.(\w+)", "voice:{0}"),
     ]

@@ -19,7 +19,8 @@ DEFAULTS: dict[str, object] = {
     "REDIS_URL": "",
     "PUBLIC_BASE_URL": "",  # e.g. https://ruta.example.org: the URL Twilio signs
     # The E.164 number of ours that hotlines see as caller ID (one of our Twilio numbers);
-    # unset: the number the caller dialled, when that is E.164. `ivr twilio test-line` calls from it.
+    # unset: the number the caller dialled, when that is E.164. `ivr twilio test-line`
+    # calls from it.
     "RUTA_CALLER_ID": "",
     "RUTA_CONFIG_DIR": str(menu.CONFIG_DIR),
     "RUTA_PROMPTS_DIR": str(menu.PROMPTS_DIR),

@@ -91,10 +91,12 @@ def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
         merged = {**texts, **(doc.get("prompts", {}).get(lang) or {})}
         for key, text in merged.items():
             flat[f"prompt {lang} {key}"] = str(text)
+    defaults = {"hours": "24/7", "show_caller": False, "screen": False,
+                "min_answered_seconds": shipped.menu.get("min_answered_seconds", 8)}
     for hid, fields in shipped.hotlines.items():
         merged = {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
         for name in HOTLINE_FIELDS:
-            value = merged.get(name, {"hours": "24/7", "show_caller": False}.get(name, ""))
+            value = merged.get(name, defaults.get(name, ""))
             text = (", ".join(value) if isinstance(value, list)
                     else str(value).lower() if isinstance(value, bool) else str(value))
             flat[f"hotline {hid} {name}"] = text

@@ -281,7 +281,7 @@ def test_a_published_spanish_prompt_is_heard_by_the_next_call_without_restart(
     assert greeting(app) == new  # the process the admin used, too
     # Only the greeting changed: the rest of the call is as shipped.
     heard = place_call(other_process, [Move("press", "2")]).heard()
-    assert "Le comunico con la línea del Ministerio del Trabajo. No cuelgue." in heard
+    assert "Para la línea del Ministerio del Trabajo, llame usted al 1 2 0." in heard
 
 
 # --- 2. what publishing refuses, and where the admin is told ------------------------------
@@ -289,9 +289,13 @@ def test_a_published_spanish_prompt_is_heard_by_the_next_call_without_restart(
 LONG_TRANSFER = ("Le comunico con {hotline}. " + "Por favor siga en la línea. " * 10
                  + "No cuelgue.")
 PATH_OVER_BUDGET = re.compile(
-    r"path (es|en) ([0-9 ]+) -> (\w+): (\d+\.\d) spoken seconds before the transfer, "
+    r"path (es|en) ([0-9 ]+) -> (\w+)(?: \(number read\))?: (\d+\.\d) spoken seconds "
+    r"before the transfer, "
     r"over the 30 s budget")
 
+NOT_DIALLABLE = ("cannot be dialled by Twilio (a short code or national form); a dial target "
+                 "is an E.164 number (+57...) or a SIP URI. Put the number callers dial "
+                 "themselves in `say`")
 REFUSED = [
     pytest.param("/admin/prompts", {"prompt:en:greeting": ""},
                  {"prompt:en:greeting": ["prompts/en: prompt 'greeting' is empty"]},
@@ -304,9 +308,15 @@ REFUSED = [
                  {"hotline:labour:dial": ["hotline labour: '+57abc' is not a valid E.164 number"]},
                  id="invalid-e164"),
     pytest.param("/admin/hotlines", {"hotline:icbf:dial": "14A\n+5718000918080"},
-                 {"hotline:icbf:dial": ["hotline icbf: '14A' is not an E.164 number (+57...), "
-                                        "a SIP URI or a national number"]},
+                 {"hotline:icbf:dial": [f"hotline icbf: '14A' {NOT_DIALLABLE}"]},
                  id="dialled-number-with-letters"),
+    pytest.param("/admin/hotlines", {"hotline:labour:dial": "120"},
+                 {"hotline:labour:dial": [f"hotline labour: '120' {NOT_DIALLABLE}"]},
+                 id="short-code-as-dial-target"),
+    pytest.param("/admin/hotlines", {"hotline:icbf:min_answered_seconds": "doce"},
+                 {"hotline:icbf:min_answered_seconds":
+                  ["hotline icbf: `min_answered_seconds` must be 0 to 120 seconds"]},
+                 id="minimum-answer-in-words"),
     pytest.param("/admin/hotlines", {"hotline:labour:say": "uno dos cero"},
                  {"hotline:labour:say":
                   ["hotline labour: `say` must be the digits a caller can dial"]},
@@ -330,21 +340,47 @@ REFUSED = [
 
 def test_a_published_hotline_number_is_dialled_by_the_next_call_without_restart(
         app, ana, other_process, redis_client):
-    """An administrator gives the Labour line a real E.164 number and a longer ring; the
-    next call for work, in another web process, dials it with no restart."""
-    assert place_call(other_process, [Move("press", "2")]).dialed[0] == "120"
-    ana.edit("/admin/hotlines", {"hotline:labour:dial": "+576013300000\n120",
+    """An administrator gives the Labour line, which Twilio could not dial, a real E.164
+    number; the next call for work, in another web process, dials it with no restart."""
+    assert place_call(other_process, [Move("press", "2")]).dialed[0] == "+5718000522020"
+    ana.edit("/admin/hotlines", {"hotline:labour:dial": "+576013300000",
                                  "hotline:labour:say": "601 330 0000"})
     ana.publish("Labour line's E.164 number")
     deadline = time.monotonic() + 3
     while True:
-        call = place_call(other_process, [Move("press", "2")], ["busy", "busy", "completed"])
+        call = place_call(other_process, [Move("press", "2")], ["busy", "completed"])
         if call.dialed[0] == "+576013300000" or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert call.dialed == ["+576013300000", "120", "+5718000522020"]
+    assert call.dialed == ["+576013300000", "+5718000522020"]
     assert "Puede llamar usted al 6 0 1, 3 3 0, 0 0 0 0." in call.heard()
     assert live_version(redis_client) == 1
+
+
+def test_an_admin_turns_on_call_screening_and_a_voicemail_is_skipped(
+        app, ana, other_process, redis_client):
+    """Screening on for ICBF: the next call's ICBF answer hears the whisper; a voicemail,
+    which presses no key, is skipped for the national line."""
+    call = place_call(other_process, [Move("press", "1")], ["machine", "completed"])
+    assert not [ln for ln in call.lines if ln.text.startswith("hears ")]
+    ana.edit("/admin/hotlines", {"hotline:icbf:screen": "yes",
+                                 "hotline:icbf:min_answered_seconds": "10"})
+    overview = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
+                if tr.all("td")]
+    assert ["hotline icbf screen", "false", "true"] in overview
+    assert ["hotline icbf min_answered_seconds", "8", "10"] in overview
+    ana.publish("ICBF screens its calls")
+    deadline = time.monotonic() + 3
+    while True:
+        call = place_call(other_process, [Move("press", "1")], ["machine", "completed"])
+        whisper = [ln.text for ln in call.lines if ln.who == "hotline"]
+        if whisper[0].startswith("hears ") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert whisper[:2] == [
+        'hears "Llamada de la línea Ruta: situación de un niño o niña, en español. '
+        'Marque 1 para aceptar."', "a machine: no key, Twilio hangs up its side"]
+    assert call.dialed == ["+5718000918080", NATIONAL]
 
 
 @pytest.mark.parametrize("page, changes, expected", REFUSED)
@@ -377,8 +413,8 @@ def test_a_broken_draft_is_refused_at_publish_with_the_problem_next_to_its_field
 
     # Callers never heard any of it.
     assert greeting(other_process) == ES_GREETING
-    heard = place_call(other_process, [Move("press", "2")], ["busy"])
-    assert heard.dialed == ["120", "+5718000522020"]
+    heard = place_call(other_process, [Move("press", "1")], ["busy"])
+    assert heard.dialed == ["+5718000918080", "+5718000522020"]
 
 
 def test_a_prompt_that_makes_a_path_too_long_is_refused_and_shown_on_the_prompts_page(
@@ -390,9 +426,9 @@ def test_a_prompt_that_makes_a_path_too_long_is_refused_and_shown_on_the_prompts
     paths = [PATH_OVER_BUDGET.fullmatch(p) for p in refused]
     assert all(paths), refused
     assert {m[1] for m in paths} == {"es"}  # only the Spanish paths got longer
+    # every Spanish path that rings a line (the others end on the number they read)
     assert {f"{m[2]} -> {m[3]}" for m in paths} == {
-        "0 -> emergency", "1 -> icbf", "2 -> labour", "3 -> national", "4 1 -> prosecutor",
-        "4 2 -> bogota", "5 -> national"}  # every Spanish path
+        "1 -> icbf", "3 -> national", "4 2 -> bogota", "5 -> national"}
     assert all(float(m[4]) > 30 for m in paths)
     assert live_version(redis_client) == 0
     # The prompts page lists them above the prompts (a path is not one field).
@@ -575,6 +611,7 @@ def test_an_approval_applies_only_to_the_draft_the_approver_saw(app_config, redi
 
 MENU = "/voice/menu?l=es&s=1&n=welcome&a=0"  # the first question, as /voice names it
 OUR_NUMBER = "+576015550100"  # the `To` of the signed requests: the line's own number
+NATIONAL = "+5718000522020"  # the default line, as shipped
 
 
 def dial_of(app, key: str) -> ET.Element:
@@ -607,7 +644,9 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     assert warned == ["hotline-emergency"]
     assert "Esta línea recibe el número real de quien llama." in page.one(
         "fieldset", id="hotline-emergency").one("p", cls="warning").text()
-    assert first_target(dial_of(other_process, "0")) == "123"
+    # No target of its own yet: someone in danger who stays is put through to the
+    # national line, which sees our number.
+    assert first_target(dial_of(other_process, "0")) == NATIONAL
 
     ana.edit("/admin/hotlines", {"hotline:emergency:dial": "+573001112233"})
     # Before she publishes, the page says a second admin is needed, and why.
@@ -624,7 +663,9 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     resp = ana.post("/admin/approve")  # her own approval does not count
     assert flashes(resp.text, "error") == ["the two-person rule needs another admin to approve"]
     time.sleep(1.05)  # `other_process` looks at the version counter again: nothing new
-    assert first_target(dial_of(other_process, "0")) == "123"
+    # No target of its own yet: someone in danger who stays is put through to the
+    # national line, which sees our number.
+    assert first_target(dial_of(other_process, "0")) == NATIONAL
 
     bob = Staff(app, "bob")
     assert "hotline emergency" in parse(bob.page("/admin")).one(
@@ -633,7 +674,7 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     assert flashes(resp.text) == ["Approved: version 1 is live."]
     dial = dial_within(other_process, "0", lambda d: first_target(d) == "+573001112233")
     assert first_target(dial) == "+573001112233"
-    assert dial.get("callerId") is None  # still the caller's number: it is the same line
+    assert dial.get("callerId") is None  # the emergency line gets the caller's number
     row = next(tr for tr in parse(bob.page("/admin/history")).all("tr")
                if tr.attrs.get("data-version") == "1")
     assert row.all("td")[1].text() == "ana, approved by bob"
@@ -644,34 +685,34 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
 
 def test_one_admin_cannot_give_another_line_the_callers_real_numbers_alone(
         app, ana, other_process, redis_client):
-    assert dial_of(other_process, "2").get("callerId") == OUR_NUMBER
-    ana.edit("/admin/hotlines", {"hotline:labour:show_caller": "yes"})
-    resp = ana.publish("the labour line calls callers back")
+    assert dial_of(other_process, "1").get("callerId") == OUR_NUMBER
+    ana.edit("/admin/hotlines", {"hotline:icbf:show_caller": "yes"})
+    resp = ana.publish("the ICBF line calls callers back")
     [said] = flashes(resp.text)
     assert "needs approval from a second administrator" in said
-    assert "turns show_caller on for hotline labour" in said
+    assert "turns show_caller on for hotline icbf" in said
     assert live_version(redis_client) == 0
     time.sleep(1.05)
-    assert dial_of(other_process, "2").get("callerId") == OUR_NUMBER
+    assert dial_of(other_process, "1").get("callerId") == OUR_NUMBER
 
     bob = Staff(app, "bob")
     assert flashes(bob.post("/admin/approve").text) == ["Approved: version 1 is live."]
-    assert dial_within(other_process, "2", lambda d: d.get("callerId") is None).get(
+    assert dial_within(other_process, "1", lambda d: d.get("callerId") is None).get(
         "callerId") is None
     page = parse(ana.page("/admin/hotlines"))
-    assert page.one("fieldset", id="hotline-labour").all("p", cls="warning")
+    assert page.one("fieldset", id="hotline-icbf").all("p", cls="warning")
 
     # Turning it off again is the safe direction: one admin may.
-    ana.edit("/admin/hotlines", {"hotline:labour:show_caller": "no"})
-    assert flashes(ana.publish("labour line back to our number").text) == [
+    ana.edit("/admin/hotlines", {"hotline:icbf:show_caller": "no"})
+    assert flashes(ana.publish("ICBF line back to our number").text) == [
         "Version 2 is live: callers hear it from their next call."]
-    assert dial_within(other_process, "2", lambda d: d.get("callerId") == OUR_NUMBER).get(
+    assert dial_within(other_process, "1", lambda d: d.get("callerId") == OUR_NUMBER).get(
         "callerId") == OUR_NUMBER
     # A rollback that would turn it on again waits for a second admin too.
     resp = ana.post("/admin/rollback", {"version": "1", "note": "undo"})
     [said] = flashes(resp.text)
     assert "needs approval from a second administrator" in said
-    assert "turns show_caller on for hotline labour" in said
+    assert "turns show_caller on for hotline icbf" in said
     assert live_version(redis_client) == 2
 
 
@@ -685,7 +726,7 @@ def test_an_ordinary_change_still_publishes_alone(app, ana, other_process, redis
     resp = ana.publish("labour number and greeting")
     assert flashes(resp.text) == ["Version 1 is live: callers hear it from their next call."]
     assert hears_within(other_process, new) == new
-    assert first_target(dial_of(other_process, "0")) == "123"
+    assert first_target(dial_of(other_process, "0")) == NATIONAL
 
 
 def test_the_cli_refuses_to_publish_or_roll_back_such_a_change_alone(
@@ -897,17 +938,17 @@ def test_try_the_call_shows_what_the_caller_hears_what_is_dialled_and_the_second
     assert start["lines"][0] == ("ruta", f"ruta [es-US] {ES_GREETING}")
     assert start["lines"][-1] == ("caller", "caller hangs up")
 
-    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "2",
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "1",
                                              "dial_result": "busy"}).text)
     texts = [text for _, text in shown["lines"]]
-    labour = "Le comunico con la línea del Ministerio del Trabajo. No cuelgue."
+    icbf = "Le comunico con la línea del ICBF para niños, niñas y adolescentes. No cuelgue."
     national = "Le comunico con la Línea Nacional contra la Trata de Personas. No cuelgue."
-    i = texts.index(f"ruta [es-US] {labour}")
-    assert texts[i + 1].startswith("dial 120 ")
+    i = texts.index(f"ruta [es-US] {icbf}")
+    assert texts[i + 1].startswith("dial +5718000918080 (rings up to 25 s)")
     assert texts[i + 2] == "hotline busy"
     assert f"ruta [es-US] {national}" in texts[i + 3:]
-    assert shown["dialled"] == ["120", "+5718000522020"]
-    assert json.loads(shown["moves"]) == [["press", "2"]]
+    assert shown["dialled"] == ["+5718000918080", NATIONAL]
+    assert json.loads(shown["moves"]) == [["press", "1"]]
     assert shown["seconds"] is not None and shown["seconds"] > 0  # see the budget test below
 
     # Two moves: the hidden field carries the first one to the next question.
@@ -918,9 +959,15 @@ def test_try_the_call_shows_what_the_caller_hears_what_is_dialled_and_the_second
     assert step1["seconds"] is None  # no transfer yet
     step2 = try_page(ana.post("/admin/try", {"moves": step1["moves"], "press": "1",
                                              "dial_result": "completed"}).text)
-    assert step2["dialled"] == ["122"]
+    assert step2["dialled"] == [NATIONAL]  # the Fiscalía has no target Twilio can dial yet
     assert json.loads(step2["moves"]) == [["press", "4"], ["press", "1"]]
-    assert ("ruta", "ruta [es-US] Le comunico con la Fiscalía. No cuelgue.") in step2["lines"]
+    assert ("ruta", "ruta [es-US] Para la Fiscalía, llame usted al 1 2 2.") in step2["lines"]
+
+    # A machine that answers and hangs up is shown as such, and the next line rings.
+    machine = try_page(ana.post("/admin/try", {"moves": "[]", "press": "1",
+                                               "dial_result": "machine"}).text)
+    assert ("hotline", "hotline a machine answers and hangs up") in machine["lines"]
+    assert machine["dialled"] == ["+5718000918080", NATIONAL]
 
     # None of those preview calls was counted.
     place_call(app)  # (a real call is, still)
@@ -931,15 +978,19 @@ def test_try_the_call_shows_what_the_caller_hears_what_is_dialled_and_the_second
     assert redis_client.xlen(store.EVENTS) == after_real
 
 
-def test_try_the_call_seconds_agree_with_the_budget_that_publishing_enforces(app, ana):
+@pytest.mark.parametrize(("key", "path"), [("1", "es 1 -> icbf"),
+                                           ("2", "es 2 -> labour (number read)")])
+def test_try_the_call_seconds_agree_with_the_budget_that_publishing_enforces(app, ana, key,
+                                                                            path):
     """The panel counts spoken seconds as the 30 s budget does (a key press stops the
-    question at the sentence that offers it), so it agrees with `ivr config check`."""
-    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "2",
+    question at the sentence that offers it; a line Twilio cannot dial ends at its number
+    read), so it agrees with `ivr config check`."""
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": key,
                                              "dial_result": "completed"}).text)
-    checked = {path.label: path.seconds for path in spoken_paths(current_menu_of(app))}
-    assert shown["seconds"] == round(checked["es 2 -> labour"], 1), (
+    checked = {p.label: p.seconds for p in spoken_paths(current_menu_of(app))}
+    assert shown["seconds"] == round(checked[path], 1), (
         f"the panel says {shown['seconds']} s; the budget check says "
-        f"{checked['es 2 -> labour']:.1f} s for the same path")
+        f"{checked[path]:.1f} s for the same path")
 
 
 def current_menu_of(app):
@@ -957,16 +1008,16 @@ def test_try_the_call_plays_the_draft_not_the_live_version(app, ana, other_proce
     draft = "Le paso con {hotline}. No cuelgue."
     ana.edit("/admin/prompts", {"prompt:es:transfer": draft})
     events = redis_client.xlen(store.EVENTS)
-    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "2"}).text)
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "1"}).text)
     assert "against the draft" in shown["intro"]
-    assert ("ruta", "ruta [es-US] Le paso con la línea del Ministerio del Trabajo. "
-                    "No cuelgue.") in shown["lines"]
+    assert ("ruta", "ruta [es-US] Le paso con la línea del ICBF para niños, niñas y "
+                    "adolescentes. No cuelgue.") in shown["lines"]
     ana.post("/admin/try", {"moves": "[]", "press": "0", "dial_result": "failed"})
     assert redis_client.xlen(store.EVENTS) == events
     assert Spool(spool).size() == 0
     # The live version is untouched: a caller still hears the shipped sentence.
-    heard = place_call(other_process, [Move("press", "2")]).heard()
-    assert "Le comunico con la línea del Ministerio del Trabajo. No cuelgue." in heard
+    heard = place_call(other_process, [Move("press", "1")]).heard()
+    assert "Le comunico con la línea del ICBF para niños, niñas y adolescentes." in heard
     assert "Le paso con" not in heard
     # A broken draft cannot be tried: the panel lists why.
     ana.edit("/admin/prompts", {"prompt:es:transfer": "Le paso con {hotlin}."})
@@ -999,7 +1050,7 @@ def test_when_redis_is_unreachable_a_process_keeps_serving_the_version_it_loaded
         while time.monotonic() < until:
             call = place_call(web, [Move("press", "2")], ["completed"])
             assert call.lines[0].text == published
-            assert call.dialed == ["120"]
+            assert call.dialed == [NATIONAL]
             assert call.hung_up_by == "ruta"
     finally:
         own.stop()

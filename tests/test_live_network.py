@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import TOKEN, Twilio
+from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import StartupError, create_app, flow, twiml
 from ivr import menu as menu_config
@@ -323,3 +324,26 @@ def test_the_engine_keeps_the_category_for_the_whisper():
     state = flow.answer(SHIPPED, state, Answer(digits="4"), NOW).step.resume
     step = flow.answer(SHIPPED, state, Answer(digits="1"), NOW).step
     assert dataclasses.asdict(step.resume)["category"] == "report"
+
+
+def test_the_simulator_rings_nothing_for_a_number_that_is_not_e164():
+    """Were a <Number> that is not E.164 ever sent, `ivr call` and the try-the-call panel
+    show what Twilio's rules say: nothing rings, and the dial is reported failed."""
+    posted = []
+
+    def transport(url, params, headers):
+        posted.append((url, params))
+        response = VoiceResponse()
+        if url.endswith("/voice"):
+            response.dial(action="/voice/dial", timeout=20).number("144")
+        else:
+            response.hangup()
+        return 200, str(response)
+
+    call = SimulatedCall("http://ruta.test", TOKEN, transport=transport).run([], ["completed"])
+    lines = [line.text for line in call.lines]
+    assert "144: not an E.164 number, Twilio cannot dial it (error 13224): nothing rings" in (
+        lines)
+    assert "completed" not in lines  # the hotline's answer was never used
+    assert posted[1][0] == "http://ruta.test/voice/dial"
+    assert posted[1][1]["DialCallStatus"] == "failed"
