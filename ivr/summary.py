@@ -147,6 +147,8 @@ class Summary:
             "hung_up_in_menu_pct": round(self.share(abandoned), 1),
             "in_progress": self.outcomes.get(Outcome.IN_PROGRESS, 0),
             "emergency_transfers": self.emergency_transfers,
+            # Told to hang up and dial 123, they did: what we asked, not a failure.
+            "emergency_hung_up_to_dial": self.outcomes.get(Outcome.EMERGENCY_HUNG_UP_TO_DIAL, 0),
             "median_seconds_to_transfer": self.median_seconds_to_transfer,
             "repeat_calls": self.repeat_calls,
         }

@@ -347,3 +347,14 @@ def test_the_simulator_rings_nothing_for_a_number_that_is_not_e164():
     assert "completed" not in lines  # the hotline's answer was never used
     assert posted[1][0] == "http://ruta.test/voice/dial"
     assert posted[1][1]["DialCallStatus"] == "failed"
+
+
+def test_the_dashboard_counts_callers_who_hung_up_to_dial_123():
+    from ivr.summary import summarize
+
+    day = {"calls": 3, "outcome:emergency_hung_up_to_dial": 2, "outcome:transferred": 1,
+           "dial:icbf:dropped": 1, "dial:icbf:completed": 1}
+    summary = summarize(["2026-11-26"], {"2026-11-26": day}, 3, {}, ["welcome"])
+    headline = summary.headline()
+    assert headline["emergency_hung_up_to_dial"] == 2
+    assert headline["transfer_failed"] == 0  # not counted as failures
