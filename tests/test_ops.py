@@ -236,16 +236,16 @@ def test_metrics_is_open_in_development_without_a_token(client):
 
 
 def test_metrics_count_the_calls(app, client, simulate, redis_server):
-    simulate([Move("press", "2")], ["busy", "completed"])  # labour busy, then the national line
+    simulate([Move("press", "1")], ["busy", "completed"])  # ICBF busy, then the national line
     simulate([Move("silent")] * 3)  # three silences: the national line
-    simulate([Move("press", "7"), Move("press", "2")], ["completed"])  # a wrong key, then labour
+    simulate([Move("press", "7"), Move("press", "1")], ["completed"])  # a wrong key, then ICBF
     got = scraped(client.get("/metrics").get_data(as_text=True))
 
     assert value(got, "ruta_calls_started_total") == 3
-    assert value(got, "ruta_transfers_started_total", hotline="labour") == 2
+    assert value(got, "ruta_transfers_started_total", hotline="icbf") == 2
     assert value(got, "ruta_transfers_started_total", hotline="national") == 2
-    assert value(got, "ruta_transfers_total", hotline="labour", status="busy") == 1
-    assert value(got, "ruta_transfers_total", hotline="labour", status="completed") == 1
+    assert value(got, "ruta_transfers_total", hotline="icbf", status="busy") == 1
+    assert value(got, "ruta_transfers_total", hotline="icbf", status="completed") == 1
     assert value(got, "ruta_transfers_total", hotline="national", status="completed") == 2
     assert total(got, "ruta_transfers_total") == 4
     assert value(got, "ruta_no_input_total", question="welcome") == 3
@@ -408,7 +408,7 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
 
         def place(_):
             return SimulatedCall(base, env["TWILIO_AUTH_TOKEN"], transport=http_transport,
-                                 caller=CALLER).run([Move("press", "2")], ["busy", "completed"])
+                                 caller=CALLER).run([Move("press", "1")], ["busy", "completed"])
 
         with ThreadPoolExecutor(4) as pool:  # callers at the same time: both workers answer
             calls = list(pool.map(place, range(8)))
@@ -423,7 +423,7 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
                 assert status == 200
                 got = scraped(text)
                 assert value(got, "ruta_calls_started_total") == calls_placed
-                assert value(got, "ruta_transfers_total", hotline="labour",
+                assert value(got, "ruta_transfers_total", hotline="icbf",
                              status="busy") == calls_placed
                 assert value(got, "ruta_transfers_total", hotline="national",
                              status="completed") == calls_placed
@@ -471,10 +471,10 @@ def test_a_metrics_folder_gone_mid_run_does_not_cost_a_caller_the_call(
             path.unlink()
         folder.rmdir()
         call = SimulatedCall(base, env["TWILIO_AUTH_TOKEN"], transport=http_transport,
-                             caller=CALLER).run([Move("press", "2")], ["completed"])
+                             caller=CALLER).run([Move("press", "1")], ["completed"])
     finally:
         stop_process(web)
-    assert call.dialed == ["120"]  # the line the caller chose, not the safety net
+    assert call.dialed == ["+5718000918080"]  # ICBF, the caller's choice: not the safety net
     assert "Traceback" in log.read_text(errors="replace")  # the metric's failure is logged
     assert redis_client.xlen(store.EVENTS) > 0  # the call's events were kept
 

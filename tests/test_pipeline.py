@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import redis_contents, wait_until, wait_until_or_none
+from conftest import CONNECTED_HOTLINES, redis_contents, wait_until, wait_until_or_none
 from rq import Queue
 from twilio.request_validator import RequestValidator
 
@@ -49,8 +49,19 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BASE_URL = "http://ruta.test"
 NATIONAL = "+5718000522020"
+ICBF = "+5718000918080"  # the shipped ICBF line's one target; "+5716000144" comes first
+# on the connected directory
 CALLER = "+573001234567"
 DIGITS = "3001234567"  # the caller's number without the country code: never stored
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Every line with a target Twilio can dial (conftest.CONNECTED_HOTLINES), so the
+    calls in process below ring the chains they count (Labour, then the national line;
+    emergency, Police, national). The calls over HTTP (the outage) use the shipped
+    directory."""
+    return {**app_config, "RUTA_MENU_OVERRIDES": CONNECTED_HOTLINES}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -114,16 +125,17 @@ def stream_events(r: redis.Redis) -> list[Event]:
 
 # The calls of a varied day: (name, caller's moves, hotlines' answers, numbers dialed).
 DAY = [
-    ("child by keypad", [Move("press", "1")], [], ["144"]),
+    ("child by keypad", [Move("press", "1")], [], ["+5716000144"]),
     ("labour by speech, busy then completed", [Move("say", "me ofrecieron un trabajo falso")],
-     ["busy", "completed"], ["120", NATIONAL]),
+     ["busy", "completed"], ["+5716000120", NATIONAL]),
     ("three silences", [Move("silent")] * 3, [], [NATIONAL]),
     ("emergency, every line failed", [Move("press", "0")], ["failed"] * 3,
-     ["123", "155", NATIONAL]),
+     ["+5716000123", "+5716000155", NATIONAL]),
     ("hangs up at the first question", [], [], []),
     ("english migrant", [Move("press", "9"), Move("press", "3")], [], [NATIONAL]),
     ("hangs up at the report question", [Move("press", "4")], [], []),
-    ("emergency by speech, answered", [Move("say", "es una emergencia")], [], ["123"]),
+    ("emergency by speech, answered", [Move("say", "es una emergencia")], [],
+     ["+5716000123"]),
 ]
 
 DAY_REPORT = {
@@ -225,8 +237,8 @@ def test_repeated_twilio_callbacks_are_counted_once(app, redis_client):
     caller = SimulatedCall(BASE_URL, token, transport=repeating_transport(app, repeated))
     labour = caller.run([Move("press", "2")], ["busy", "completed"])
     child = caller.run([Move("press", "1")], ["no-answer", "busy", "completed"])
-    assert labour.dialed == ["120", NATIONAL]
-    assert child.dialed == ["144", "+5718000918080", NATIONAL]
+    assert labour.dialed == ["+5716000120", NATIONAL]
+    assert child.dialed == ["+5716000144", ICBF, NATIONAL]
     assert len(repeated) == (2 + 1) + (3 + 1)  # each dial result and each status callback
 
     r = redis_url.decoding(redis_client)
@@ -379,10 +391,11 @@ def test_a_bad_stream_entry_goes_to_the_dead_letters_and_the_rest_is_written(
 # --- e. Redis down while calls come in -----------------------------------------------------
 
 
-ROUTES = [  # (moves, dial results, numbers dialed, category)
-    ([Move("press", "1")], [], ["144"], "child"),
-    ([Move("say", "me ofrecieron un trabajo falso")], ["busy", "completed"],
-     ["120", NATIONAL], "labour"),
+ROUTES = [  # (moves, dial results, numbers dialed, category): the shipped directory
+    ([Move("press", "1")], [], [ICBF], "child"),
+    ([Move("say", "mi hija de doce años")], ["busy", "completed"], [ICBF, NATIONAL], "child"),
+    # The Ministry of Labour has no target yet: its number is read, the national line rings.
+    ([Move("say", "me ofrecieron un trabajo falso")], [], [NATIONAL], "labour"),
     ([Move("press", "3")], [], [NATIONAL], "migrant"),
     ([Move("say", "no sé qué hacer")], [], [NATIONAL], "other"),
 ]
@@ -534,7 +547,8 @@ def test_after_redis_comes_back_every_call_is_counted_once(outage):
     assert total["outcome:transferred"] == n
     expected = Counter(ROUTES[route][3] for _, route, _ in placed)
     assert {c: total[f"category:{c}"] for c in expected} == dict(expected)
-    assert total["dial:labour:busy"] == expected["labour"]
+    assert total["dial:icbf:busy"] == sum(ROUTES[route][1][:1] == ["busy"]
+                                          for _, route, _ in placed)
     assert total["lang:es"] == n
     listed = [sid for d in outage.days for sid in r.zrange(store.day_calls_key(d), 0, -1)]
     assert sorted(listed) == sorted(call.call_sid for _, _, call in placed)

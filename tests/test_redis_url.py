@@ -46,6 +46,7 @@ from bench.load_bench import Supervised, procfile_commands, service_env  # noqa:
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "redis-url-token"
 NATIONAL = "+5718000522020"
+ICBF = "+5718000918080"
 
 
 def kwargs_of(client: redis.Redis) -> dict:
@@ -258,7 +259,7 @@ def test_a_call_over_a_unix_socket_reaches_the_report():
     try:
         url = f"unix://{sock}?db=0"
         call = place(app_on(url, short / "spool"), [Move("press", "1")])
-        assert call.dialed == ["144"]
+        assert call.dialed == [ICBF]
         procfile_burst_worker(service_env(url, short / "spool"))
         printed = report(url)
         assert printed["calls"] == 1
@@ -435,12 +436,12 @@ def test_sentinel_calls_before_and_after_a_failover_are_written_once(tmp_path):
                 return bool(record and record.status)  # its status callback is in
             return False
 
-        before = place(app, [Move("press", "2")], ["busy", "completed"])
-        assert before.dialed == ["120", NATIONAL]
+        before = place(app, [Move("press", "1")], ["busy", "completed"])  # ICBF busy
+        assert before.dialed == [ICBF, NATIONAL]
         wait_until(lambda: written(before), 30, "the first call written")
         on_master = store.Store(redis.Redis(port=master.port, decode_responses=True))
         assert on_master.call(before.call_sid).hotlines_text() == \
-            "labour:busy > national:completed"
+            "icbf:busy > national:completed"
         assert redis.Redis(port=master.port).execute_command("WAIT", 1, 5000) == 1
 
         master.stop()  # the sentinel promotes the replica

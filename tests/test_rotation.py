@@ -18,7 +18,7 @@ from ivr.simulator import Move, SimulatedCall, flask_transport
 OLD = "old-auth-token-0123456789abcdef0"
 NEW = "new-auth-token-fedcba9876543210f"
 UNKNOWN = "not-our-token-00000000000000000"
-MOVES = [Move("press", "2")]  # the labour line: /voice, a menu answer, a dial, a status
+MOVES = [Move("press", "1")]  # the ICBF line: /voice, a menu answer, two dials, a status
 DIALS = ["busy", "completed"]
 
 
@@ -86,7 +86,7 @@ def refused(fleet: Fleet, token: str) -> bool:
 
 
 def test_no_call_is_lost_at_any_step_of_an_auth_token_rotation(web):
-    expected = [["120", "+5718000522020"]] * 2  # busy, then the national line answers
+    expected = [["+5718000918080", "+5718000522020"]] * 2  # ICBF busy, then national answers
 
     # 0. Before: every process knows OLD only, and Twilio signs with it.
     fleet = Fleet([web(OLD), web(OLD)])

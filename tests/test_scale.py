@@ -380,8 +380,8 @@ def cluster(tmp_path):
 def test_the_emit_script_and_the_drain_run_on_a_real_cluster(cluster, simulate,
                                                              redis_client):
     # A few calls' events, as the web emits them (taken from the test Redis).
-    calls = [simulate([Move("press", "2")], ["busy", "completed"]),
-             simulate([Move("press", "1")]), simulate([])]
+    calls = [simulate([Move("press", "1")], ["busy", "completed"]),  # ICBF busy, national
+             simulate([Move("press", "2")]), simulate([])]  # Labour read, national; a hang-up
     raws = [fields["e"] for _, fields in redis_client.xrange(store.EVENTS)]
     lo, hi, owner_port = next((lo, hi, int(node[1])) for lo, hi, node, *_ in redis.Redis(
         port=cluster[0].port).execute_command("CLUSTER", "SLOTS") if lo <= SLOT <= hi)
@@ -396,7 +396,7 @@ def test_the_emit_script_and_the_drain_run_on_a_real_cluster(cluster, simulate,
     assert stats.written == len(raws)
     st = store.Store(text)
     assert st.day_counters(day_of(time.time()))["calls"] == len(calls)
-    assert st.call(calls[0].call_sid).hotlines_text() == "labour:busy > national:completed"
+    assert st.call(calls[0].call_sid).hotlines_text() == "icbf:busy > national:completed"
 
     versions = ConfigVersions(text, read_shipped())
     versions.save_draft({"prompts": {"es": {"goodbye": "Gracias."}}}, "ana")
