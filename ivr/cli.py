@@ -741,6 +741,12 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     line = menu.hotlines.get(hotline)
     if line is None:
         raise click.UsageError(f"no hotline {hotline!r}; hotlines: {', '.join(menu.hotlines)}")
+    if not line.dial:
+        click.echo(f"{hotline} has no dial target yet: callers are told to call {line.say} "
+                   "themselves and are connected to its fallback. Give it an E.164 number or "
+                   "a SIP route agreed with the line's owner (config/hotlines.toml or "
+                   "/admin/hotlines), then test it.", err=True)
+        sys.exit(1)
     if not 1 <= target <= len(line.dial):
         raise click.UsageError(f"{hotline} has {len(line.dial)} dial target(s): "
                                f"--target 1 to {len(line.dial)}")

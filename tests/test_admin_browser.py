@@ -31,7 +31,7 @@ QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
 SHIPPED = read_shipped()
 ES_GREETING = SHIPPED.prompts["es"]["greeting"]
 EN_GREETING = SHIPPED.prompts["en"]["greeting"]
-LABOUR = "Le comunico con la línea del Ministerio del Trabajo. No cuelgue."
+ICBF = "Le comunico con la línea del ICBF para niños, niñas y adolescentes. No cuelgue."
 NATIONAL = "Le comunico con la Línea Nacional contra la Trata de Personas. No cuelgue."
 
 
@@ -210,7 +210,10 @@ def test_history_offers_a_rollback_to_the_shipped_files_after_the_first_publish(
 # --- 2. try the call -------------------------------------------------------------------------
 
 
-def test_try_the_call_panel_plays_a_busy_labour_line(app, base, page, redis_client):
+def test_try_the_call_panel_plays_a_busy_icbf_line_then_the_national_line(
+        app, base, page, redis_client):
+    """The panel plays the shipped directory: ICBF's toll-free number is busy, so the
+    caller hears ICBF's number to call and its fallback, the national line, rings."""
     add_user(app, "ana", "admin")
     log_in(page, base, "ana")
     page.goto(base + "/admin")
@@ -220,21 +223,26 @@ def test_try_the_call_panel_plays_a_busy_labour_line(app, base, page, redis_clie
     expect(lines.first).to_contain_text(ES_GREETING)
     events = redis_client.xlen(store.EVENTS)
 
-    page.get_by_label("When a hotline is dialled, it").select_option(label="is busy")
+    answers = page.get_by_label("When a hotline is dialled, it")
+    expect(answers.locator("option")).to_have_text(
+        ["answers", "is a machine that hangs up", "is busy", "does not answer", "fails"])
+    answers.select_option(label="is busy")
     keypad = page.get_by_role("group", name="Keypad")
-    click_and_wait(page, keypad.get_by_role("button", name="2", exact=True))
+    click_and_wait(page, keypad.get_by_role("button", name="1", exact=True))
     texts = [" ".join(t.split()) for t in lines.all_inner_texts()]
-    labour = next(i for i, t in enumerate(texts) if t.endswith(LABOUR))
-    assert texts[labour + 1].startswith("dial 120 "), texts
-    assert texts[labour + 2] == "hotline busy", texts
+    icbf = next(i for i, t in enumerate(texts) if t.endswith(ICBF))
+    assert texts[icbf + 1].startswith("dial +5718000918080 "), texts
+    assert texts[icbf + 2] == "hotline busy", texts
+    assert texts[icbf + 3].endswith("Puede llamar usted al 1 4 4."), texts
     national = next(i for i, t in enumerate(texts) if t.endswith(NATIONAL))
-    assert national > labour + 2
+    assert national > icbf + 3
     assert texts[national + 1].startswith("dial +5718000522020 "), texts
+    assert texts[national + 2] == "hotline busy", texts
     expect(page.locator("section.transcript")).to_contain_text(
-        "Dialled: 120, +5718000522020")
+        "Dialled: +5718000918080, +5718000522020")
     expect(page.locator("section.transcript .stat-line")).to_contain_text(
         "spoken before the transfer started")
-    expect(page.get_by_label("When a hotline is dialled, it")).to_have_value("busy")
+    expect(answers).to_have_value("busy")
     assert redis_client.xlen(store.EVENTS) == events  # a preview is not a call
     screenshot(page, "admin-try.png")
 

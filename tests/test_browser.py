@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, TEST_OUTPUT
+from conftest import CHROMIUM, CONNECTED_HOTLINES, TEST_OUTPUT
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install "
@@ -68,6 +68,14 @@ OLD_DAYS = 10
 
 
 # --- the browser and the served app -------------------------------------------------------
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Every line with a target Twilio can dial (conftest.CONNECTED_HOTLINES), so the
+    seeded calls reach the lines they chose and their chains (labour busy, then the
+    national line; emergency, police, national) show on the dashboard."""
+    return {**app_config, "RUTA_MENU_OVERRIDES": CONNECTED_HOTLINES}
 
 
 @pytest.fixture
@@ -424,7 +432,11 @@ def test_dashboard_and_admin_pages_load_with_no_csp_violation(app, base, page, s
     with page.expect_navigation():
         page.get_by_role("group", name="Keypad").get_by_role("button", name="2",
                                                              exact=True).click()
-    assert "Dialled: 120" in page.locator("section.transcript").inner_text()
+    # The panel plays the shipped directory: the labour line has no target Twilio can
+    # dial yet, so the caller hears its number and is connected to the national line.
+    transcript = page.locator("section.transcript").inner_text()
+    assert "llame usted al 1 2 0." in transcript
+    assert "Dialled: +5718000522020" in transcript
     assert page.evaluate("window.__csp") == []
     assert not [m for m in console if "Content Security Policy" in m], console
 

@@ -3,6 +3,7 @@ of Twilio's REST API (tests/twilio_api_server.py), results read back from a real
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -12,9 +13,9 @@ from werkzeug.security import generate_password_hash
 
 from ivr import create_app
 from ivr.cli import main
-from ivr.store import Store
+from ivr.store import CONFIG_VERSION, Store, config_version_key
 from ivr.summary import summarize
-from ivr.twilio_account import TEST_MESSAGE
+from ivr.twilio_account import TEST_MESSAGE, GoLiveError, check_target
 
 OUR_NUMBER = "+576015550100"
 CALLER_ID = "+576015550199"
@@ -224,9 +225,30 @@ def test_test_line_prints_twilios_error_code_and_records_it(api, ivr, redis_clie
 
 
 def test_a_short_code_target_is_refused_before_any_request(api, ivr, redis_client):
-    result = test_line(ivr, "icbf", "--target", "1", "--yes")  # 144, as shipped
+    # test-line's own check on a target: Twilio cannot dial a short code.
+    with pytest.raises(GoLiveError, match="'144' is not an E.164 number or a SIP URI"):
+        check_target("144")
+    assert check_target(NATIONAL) == NATIONAL
+    # The directory can no longer hold one (checking and publishing refuse it), but a
+    # version published while a short code was only a warning may still be live.
+    redis_client.hset(config_version_key(1), mapping={
+        "doc": json.dumps({"hotlines": {"labour": {"dial": ["120"]}}}), "author": "bob",
+        "at": "2026-10-01T10:00:00-05:00", "note": "the Ministry's short code",
+        "kind": "publish", "approved_by": ""})
+    redis_client.set(CONFIG_VERSION, 1)
+    result = test_line(ivr, "labour", "--yes")
     assert result.exit_code == 1
-    assert "'144' is not an E.164 number or a SIP URI" in result.output
+    assert "the live version does not check" in result.output
+    assert "'120' cannot be dialled by Twilio" in result.output
+    assert api.sent == []
+    assert Store(redis_client).line_tests() == {}
+
+
+def test_a_hotline_with_no_dial_target_is_refused_before_any_request(api, ivr, redis_client):
+    result = test_line(ivr, "labour", "--yes")  # dial = [], as shipped: 120 is a short code
+    assert result.exit_code == 1
+    assert "labour has no dial target yet: callers are told to call 120 themselves" in (
+        result.output)
     assert api.sent == []
     assert Store(redis_client).line_tests() == {}
 
@@ -246,7 +268,7 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
         api, ivr, app_config, redis_client):
     assert test_line(ivr, "national", "--yes").exit_code == 0
     api.call_ends = "busy"
-    assert test_line(ivr, "icbf", "--target", "2", "--yes").exit_code == 1
+    assert test_line(ivr, "icbf", "--yes").exit_code == 1  # ICBF's toll-free number
 
     app = create_app(app_config)
     app.extensions["ruta.store"].save_user(
