@@ -26,13 +26,14 @@ Rules that keep a caller from being left in silence or cut off:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 from ivr import speech
-from ivr.menu import Hotline, Menu, Node, spoken_number
+from ivr.menu import Hotline, Menu, Node, spoken_number, word_count
 
 ANSWERED = {"completed", "answered"}  # DialCallStatus values where someone took the call
 DIAL_STATUSES = ANSWERED | {"busy", "no-answer", "failed", "canceled"}  # Twilio's, all
@@ -353,17 +354,13 @@ def answered_threshold(menu: Menu, hotline: Hotline) -> int:
     """
     if not hotline.screen:
         return hotline.min_answered
-    spoken = sum(_seconds(menu, s.text) for s in whisper(menu, "unclear", menu.languages[0]))
-    return hotline.min_answered + SCREEN_TIMEOUT + int(spoken + 0.999)
+    words = sum(word_count(s.text) for s in whisper(menu, "unclear", menu.languages[0]))
+    return hotline.min_answered + SCREEN_TIMEOUT + math.ceil(words * 60 / menu.words_per_minute)
 
 
 def ring_for(menu: Menu, rung: int) -> int:
     """Seconds the next target may ring, given `rung` seconds already spent."""
     return max(0, min(menu.ring_timeout, menu.ring_budget - rung))
-
-
-def _seconds(menu: Menu, text: str) -> float:
-    return len(re.findall(r"[\w']+", text)) * 60 / menu.words_per_minute
 
 
 # --- the pieces -----------------------------------------------------------------------
@@ -480,7 +477,8 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
             return Result(step, (*events, started))
         tried = (*tried, hotline.id)
         given_up, hotline = hotline, _next_in_chain(menu, hotline, tried)
-        key = "unreachable" if given_up.dial else "direct_only"  # closed or failed: rang
+        # A line with targets was closed or failed; one without any is called directly.
+        key = "unreachable" if given_up.dial else "direct_only"
         target = 0
         if hotline is not None and given_up.id not in told:  # at the end: the numbers
             prompts += _says(menu, lang, key, hotline=given_up.names[lang],
@@ -560,7 +558,7 @@ def numbers_instead(menu: Menu, result: Result) -> Result:
     tried = (*step.resume.tried, step.resume.hotline)
     events = tuple(e for e in result.events if e.kind is not EventKind.TRANSFER_STARTED)
     numbers = _numbers(menu, replace(step.resume, phase=Phase.NUMBERS, tried=tried),
-                       lead=[s for s in step.prompts[:-1]])
+                       lead=list(step.prompts[:-1]))  # all but "Le comunico con ..."
     return Result(numbers.step, (*events, *numbers.events))
 
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 from twilio.request_validator import RequestValidator
 
+from ivr.menu import E164
+from ivr.twiml import TWILIO_RING_PADDING  # Twilio rings about 5 s past <Dial timeout>
+
 # How a simulated hotline answers: Twilio's DialCallStatus values, and "machine": a
 # voicemail or a line's own menu that answers and hangs up (Twilio says `completed`).
 DIAL_STATUSES = ("completed", "machine", "busy", "no-answer", "failed", "canceled")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-TWILIO_RING_PADDING = 5  # Twilio rings about 5 s longer than <Dial timeout>
 TALK_SECONDS = 95  # how long a simulated person talks
 MACHINE_SECONDS = 4  # how long a simulated machine keeps the line
 WORDS_PER_SECOND = 2.5

@@ -262,6 +262,7 @@ def ana(app):
 # --- 1. publishing: the next call hears it, with no restart -------------------------------
 
 
+@pytest.mark.slow
 def test_a_published_spanish_prompt_is_heard_by_the_next_call_without_restart(
         app, ana, other_process, redis_client):
     new = "Línea Ruta. Le escuchamos, es confidencial."
@@ -338,6 +339,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow
 def test_a_published_hotline_number_is_dialled_by_the_next_call_without_restart(
         app, ana, other_process, redis_client):
     """An administrator gives the Labour line, which Twilio could not dial, a real E.164
@@ -357,6 +359,7 @@ def test_a_published_hotline_number_is_dialled_by_the_next_call_without_restart(
     assert live_version(redis_client) == 1
 
 
+@pytest.mark.slow
 def test_an_admin_turns_on_call_screening_and_a_voicemail_is_skipped(
         app, ana, other_process, redis_client):
     """Screening on for ICBF: the next call's ICBF answer hears the whisper; a voicemail,
@@ -498,6 +501,7 @@ def test_versions_are_numbered_immutable_and_listed_with_who_when_and_note(
     assert flashes(resp.text, "error") == ["Pick two versions that exist."]
 
 
+@pytest.mark.slow
 def test_rollback_makes_a_new_version_with_the_old_text_and_the_next_call_hears_it(
         app, ana, other_process, redis_client):
     good, bad = "Línea Ruta. Texto bueno.", "Línea Ruta. Texto con un error."
@@ -549,6 +553,7 @@ def test_discarding_drops_the_draft(app, ana, other_process, redis_client):
 # --- 4. two-person rule ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_person_rule_needs_a_second_admin_before_callers_hear_it(
         app_config, redis_client):
     strict = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1})
@@ -634,6 +639,7 @@ def first_target(dial: ET.Element) -> str:
     return dial.find("./Number").text.strip()
 
 
+@pytest.mark.slow
 def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
         app, ana, other_process, redis_client):
     assert not int(app.config["RUTA_TWO_PERSON_RULE"])
@@ -683,6 +689,7 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     assert "hotline emergency" in requested[0]["detail"]
 
 
+@pytest.mark.slow
 def test_one_admin_cannot_give_another_line_the_callers_real_numbers_alone(
         app, ana, other_process, redis_client):
     assert dial_of(other_process, "1").get("callerId") == OUR_NUMBER
@@ -716,6 +723,7 @@ def test_one_admin_cannot_give_another_line_the_callers_real_numbers_alone(
     assert live_version(redis_client) == 2
 
 
+@pytest.mark.slow
 def test_an_ordinary_change_still_publishes_alone(app, ana, other_process, redis_client):
     """With the emergency line on the hotlines form, saving other lines and a prompt
     needs nobody else."""
@@ -1030,6 +1038,7 @@ def test_try_the_call_plays_the_draft_not_the_live_version(app, ana, other_proce
 # --- 9. Redis unreachable: keep serving the last version loaded ------------------------------
 
 
+@pytest.mark.slow
 def test_when_redis_is_unreachable_a_process_keeps_serving_the_version_it_loaded(
         app_config, tmp_path):
     own = RedisServer(tmp_path / "own-redis").start()
@@ -1059,6 +1068,7 @@ def test_when_redis_is_unreachable_a_process_keeps_serving_the_version_it_loaded
 # --- 10. the `ivr prompts` commands -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prompts_as_files_export_import_publish_history_rollback(
         app, ana, other_process, redis_server, redis_client, tmp_path):
     published = "Línea Ruta. Publicado desde la web."

@@ -25,6 +25,8 @@ from ivr.menu import read_shipped  # noqa: E402
 from ivr.simulator import Move, SimulatedCall  # noqa: E402
 from ivr.versions import ConfigVersions  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 PASSWORD = "correct horse battery"
 # Real scrypt at a low cost, so a login takes milliseconds (the cost is read from the hash).
 QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")

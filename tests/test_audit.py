@@ -77,6 +77,7 @@ def test_without_network_it_says_so_in_one_line(tmp_path):
                      "network?): requests.exceptions.ConnectionError: Name or service not known"]
 
 
+@pytest.mark.slow
 def test_a_hanging_audit_is_given_up_on_in_time(tmp_path):
     code, lines, seconds = audit(fake_pip_audit(tmp_path, {"dependencies": []}, sleep=60),
                                  RUTA_AUDIT_SECONDS="1")

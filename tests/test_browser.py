@@ -38,6 +38,8 @@ from ivr.reports import CSV_COLUMNS  # noqa: E402
 from ivr.simulator import Move  # noqa: E402
 from workers.outcomes import Drainer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 PHONE = "+573001234567"
 PHONE_DIGITS = "3001234567"  # must never reach a supervisor, in any form
 PASSWORD = "correct horse battery"

@@ -313,6 +313,7 @@ def test_ivr_call_refuses_bad_moves(args, message):
 # --- a real server -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ivr_call_against_a_real_gunicorn_server(redis_server, tmp_path):
     port = free_port()
     token = secrets.token_hex(16)

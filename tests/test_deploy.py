@@ -11,6 +11,7 @@ import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import redis
 
 from ivr import store
@@ -20,6 +21,8 @@ from ivr.simulator import SimulatedCall, http_transport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402
+
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -44,6 +44,8 @@ from ivr.menu import E164
 from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
 from workers.outcomes import Drainer
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 PUBLIC = "https://ruta.example.org"  # the proxied app's PUBLIC_BASE_URL
 INTERNAL = "http://internal:8000"  # where the proxy hands Twilio's requests on
 VALIDATOR = RequestValidator(TOKEN)

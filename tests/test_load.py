@@ -20,6 +20,8 @@ from bench import load_bench  # noqa: E402
 from ivr import create_app  # noqa: E402
 from ivr.simulator import SimulatedCall, flask_transport  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 
 def show(result: load_bench.LoadResult, printed: list[str]) -> str:
     """What the run printed, and the services' logs if it failed: the assertion message."""

@@ -354,6 +354,7 @@ def test_an_unknown_log_format_refuses_to_start(app_config):
         create_app({**app_config, "RUTA_LOG_FORMAT": "xml"})
 
 
+@pytest.mark.slow
 def test_the_worker_writes_json_lines_without_the_number(app, simulate, redis_server,
                                                          redis_client, tmp_path):
     simulate([Move("press", "2")], ["busy", "completed"], caller=CALLER)
@@ -389,6 +390,7 @@ def per_worker_requests(folder: Path) -> dict[int, float]:
     return counts
 
 
+@pytest.mark.slow
 def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path):
     folder = tmp_path / "metrics"
     folder.mkdir()
@@ -453,6 +455,7 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
         assert form not in output
 
 
+@pytest.mark.slow
 def test_a_metrics_folder_gone_mid_run_does_not_cost_a_caller_the_call(
         redis_server, redis_client, tmp_path):
     """Metrics come last: with gunicorn's counter files unwritable (their folder removed
@@ -479,6 +482,7 @@ def test_a_metrics_folder_gone_mid_run_does_not_cost_a_caller_the_call(
     assert redis_client.xlen(store.EVENTS) > 0  # the call's events were kept
 
 
+@pytest.mark.slow
 def test_ivr_dev_sums_its_workers_metrics_from_a_fresh_folder(redis_server, redis_client,
                                                               tmp_path):
     dev_dir = tmp_path / "dev"

@@ -45,6 +45,8 @@ from bench.load_bench import (  # noqa: E402  (the load benchmark's process hand
     wait_for_web,
 )
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BASE_URL = "http://ruta.test"

@@ -43,6 +43,8 @@ from ivr.simulator import Move, SimulatedCall, flask_transport
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import Supervised, procfile_commands, service_env  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "redis-url-token"
 NATIONAL = "+5718000522020"

@@ -61,6 +61,8 @@ from bench.load_bench import (  # noqa: E402  (the load benchmark's calls and pr
 )
 from bench.load_bench import TOKEN as BENCH_TOKEN  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
+
 REPO = Path(__file__).resolve().parent.parent
 PUBLIC = "http://ruta.test"  # the one address Twilio knows; both webs sit behind it
 SLOT = key_slot(store.PREFIX.encode())  # the slot of the {ruta} hash tag

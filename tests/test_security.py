@@ -139,6 +139,7 @@ def test_a_signed_request_with_a_huge_query_string_gets_twiml(twilio):
     assert twiml.find("./Dial/Number").text == "+5718000918080"  # ICBF, the caller's choice
 
 
+@pytest.mark.slow
 def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
         redis_server, tmp_path):
     """The Procfile's server in front: what never reaches the app is still a 4xx."""

@@ -430,6 +430,7 @@ def failed_logins(client, name: str, addresses: list[str]) -> list[int]:
     return codes
 
 
+@pytest.mark.slow
 def test_failed_logins_are_counted_per_address_and_per_name_behind_a_proxy(app_config):
     """Someone guessing at one proxy address does not lock everyone else out, and an
     account cannot be guessed at from many addresses."""
