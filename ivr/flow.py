@@ -34,12 +34,14 @@ from enum import StrEnum
 
 from ivr import speech
 from ivr.menu import Hotline, Menu, Node, spoken_number, word_count
+from ivr.speech import Decision
 
 ANSWERED = {"completed", "answered"}  # DialCallStatus values where someone took the call
 DIAL_STATUSES = ANSWERED | {"busy", "no-answer", "failed", "canceled"}  # Twilio's, all
 DROPPED = "dropped"  # our own dial result: answered, but hung up before `min_answered`
 MIN_RING = 10  # seconds: a ring shorter than this is not worth starting
 SCREEN_TIMEOUT = 5  # seconds the answering side has to press a key after the whisper
+MAX_HINTS, MAX_HINT_CHARS = 500, 100  # Twilio's limits on <Gather hints>
 
 
 class Phase(StrEnum):
@@ -62,6 +64,7 @@ class EventKind(StrEnum):
     NUMBERS_GIVEN = "numbers_given"
     STEP_LIMIT = "step_limit"
     CALL_ENDED = "call_ended"
+    FOLLOW_UP = "follow_up"  # a short question instead of the whole menu again
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class CallState:
     started: int = 0  # unix time the call started: every event of a call gets its day
     category: str = ""  # what the call is about (the screening whisper says it)
     rung: int = 0  # seconds hotlines have rung so far in this call (the ring budget)
+    ask: str = ""  # how the question is put: "" whole, "d" danger?, "e12" 1 or 2?, "k" keys
 
     def to_params(self) -> dict[str, str]:
         """Query-string parameters; empty fields are left out."""
@@ -101,6 +105,8 @@ class CallState:
             params["c"] = self.category
         if self.rung:
             params["r"] = str(self.rung)
+        if self.ask and self.phase is Phase.MENU:
+            params["q"] = self.ask
         return params
 
     @classmethod
@@ -124,11 +130,17 @@ class CallState:
             started=_unix_seconds(params.get("t0")),
             category=_word(params.get("c")),
             rung=_small_int(params.get("r")),
+            ask=_follow_up(params.get("q")),
         )
 
 
 def _small_int(raw) -> int:
     return int(raw) if raw and re.fullmatch(r"\d{1,4}", str(raw)) else 0
+
+
+def _follow_up(raw) -> str:
+    """A follow-up as our URLs write it ("d", "k", "e12"); anything else: the whole menu."""
+    return raw if raw and re.fullmatch(r"d|k|e\d\d", str(raw)) else ""
 
 
 def _word(raw) -> str:
@@ -255,7 +267,12 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     node = menu.nodes[state.node]
     if given.silent:
         return _retry(menu, state, node, "no_input", EventKind.NO_INPUT, now)
-    key, kind = _understand(menu, state, node, given)
+    decision, kind = _understand(menu, state, node, given)
+    if decision.action == "no" and state.ask == "d":  # nobody in danger: the keys, short
+        return _ask(menu, replace(state, ask="k"))
+    if decision.action in ("ask_danger", "either") and not state.ask:
+        return _follow(menu, state, node, decision)
+    key = decision.key if decision.action in ("route", "danger") else None
     if key is None:
         return _retry(menu, state, node, "invalid", EventKind.INVALID_INPUT, now, given)
     option = node.option(key)
@@ -263,7 +280,10 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     answered = FlowEvent(EventKind.MENU_ANSWERED, {
         "node": node.id, "input": kind, "option": key, "attempt": state.attempt,
         **({"category": category} if category else {}),
+        **({"asked": state.ask[:1]} if state.ask else {}),
+        **({"decided": decision.method, "score": decision.score} if kind == "speech" else {}),
     })
+    state = replace(state, ask="")
     if key == menu.repeat_key:
         return _ask(menu, state, events=(answered,))
     if key == menu.emergency_key:
@@ -367,33 +387,43 @@ def ring_for(menu: Menu, rung: int) -> int:
 
 
 def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
-    """(key, "dtmf" or "speech") for the caller's answer, or (None, kind) if not understood."""
+    """(a speech.Decision, "dtmf" or "speech") for the caller's answer."""
     valid = {o.key for o in node.options} | {menu.emergency_key, menu.repeat_key}
-    if node.offers_language:
+    if node.offers_language and not state.ask:
         valid.add(menu.language_key)
     digits = given.digits.strip()
     if digits:
-        return (digits if digits in valid else None), "dtmf"
+        return Decision("route" if digits in valid else "none", digits, method="digit"), "dtmf"
     lang = state.lang
-    # Danger first: an emergency word wins over any other word in the same sentence, and
-    # whatever Twilio's Confidence says (it may be low, missing or wrong: a frightened
-    # whisper is recognised with low confidence). Other answers keep the threshold.
-    if speech.best_match(given.speech, [(menu.emergency_key, menu.emergency_words.get(lang, ()))]):
-        return menu.emergency_key, "speech"
-    if given.confidence is not None and given.confidence < menu.min_confidence:
-        return None, "speech"
-    # Options marked `priority` (a child's safety) win when one of their words is heard
-    # as a whole word; otherwise the option matching most words wins, earlier on a tie.
-    first = [o for o in node.options if o.priority]
-    key = speech.best_match(given.speech, [(o.key, o.speech.get(lang, ())) for o in first],
-                            prefix=False)
-    if key:
-        return key, "speech"
-    candidates = [(o.key, o.speech.get(lang, ())) for o in node.options if not o.priority]
-    if node.offers_language:
-        candidates.append((menu.language_key, menu.language_words.get(lang, ())))
-    key = speech.best_match(given.speech, candidates) or speech.spoken_digit(given.speech)
-    return (key if key in valid else None), "speech"
+    if state.ask == "d":  # "¿Alguien está en peligro ahora mismo? Diga sí o marque 0."
+        if speech.best_match(given.speech, [("yes", menu.yes_words.get(lang, ()))], lang):
+            return Decision("danger", menu.emergency_key, score=1.0, method="keyword"), "speech"
+        if speech.tokens(given.speech) in (["no"], ["nope"], ["no", "no"]):
+            return Decision("no"), "speech"
+    decision = menu.matchers[node.id, lang].decide(given.speech)
+    # Danger wins whatever Twilio's Confidence says (it may be low, missing or wrong: a
+    # frightened whisper is recognised with low confidence). Other answers keep the
+    # threshold; a missing Confidence is no reason to doubt them.
+    low = given.confidence is not None and given.confidence < menu.min_confidence
+    if low and decision.action not in ("danger", "ask_danger"):
+        return Decision("none", score=decision.score), "speech"
+    if decision.action == "route" and decision.key not in valid:
+        return Decision("none", score=decision.score), "speech"
+    if state.ask.startswith("e") and decision.action == "either":  # still between the two
+        return Decision("none", score=decision.score), "speech"
+    return decision, "speech"
+
+
+def _follow(menu: Menu, state: CallState, node: Node, decision: Decision) -> Result:
+    """Unsure: one short question instead of the whole menu again. Is someone in danger
+    now (a yes or 0 goes to the emergency path)? Or which of the two closest options?"""
+    ask = "d" if decision.action == "ask_danger" else "e" + "".join(decision.keys)
+    event = FlowEvent(EventKind.FOLLOW_UP, {
+        "node": node.id, "ask": "danger" if ask == "d" else "either",
+        "options": [menu.emergency_key] if ask == "d" else list(decision.keys),
+        "attempt": state.attempt, "decided": decision.method, "score": decision.score,
+    })
+    return _ask(menu, replace(state, ask=ask, attempt=state.attempt + 1), events=(event,))
 
 
 def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None) -> Result:
@@ -408,33 +438,67 @@ def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None
         state = replace(state, category=state.category or "unclear")
         return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
     event = FlowEvent(kind, detail)
-    return _ask(menu, replace(state, attempt=attempt), lead=lead, events=(event,))
+    # The whole question once more, then only its keys: never the whole menu three times.
+    ask = "k" if attempt >= menu.max_attempts - 1 else ""
+    return _ask(menu, replace(state, attempt=attempt, ask=ask), lead=lead, events=(event,))
 
 
 def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
     node = menu.nodes[state.node]
     lang = state.lang
     prompts = list(lead)
-    if greet and node.greeting:
-        prompts += _says(menu, lang, node.greeting)
-    offer = _says(menu, menu.other_language(lang), "language_offer") if node.offers_language else ()
-    # The caller of the first language hears the offer before the menu (they may not
-    # understand it); one who already switched hears the way back after it.
-    first = lang == menu.languages[0]
-    question = _says(menu, lang, node.prompt)
-    prompts += [*offer, *question] if first else [*question, *offer]
-    hints = [w for o in node.options for w in o.speech.get(lang, ())]
-    hints += menu.emergency_words.get(lang, ())
-    if node.offers_language:
-        hints += menu.language_words.get(lang, ())
+    if state.ask:
+        prompts += _follow_up_prompts(menu, node, state)
+    else:
+        if greet and node.greeting:
+            prompts += _says(menu, lang, node.greeting)
+        offer = (_says(menu, menu.other_language(lang), "language_offer")
+                 if node.offers_language else ())
+        # The caller of the first language hears the offer before the menu (they may not
+        # understand it); one who already switched hears the way back after it.
+        first = lang == menu.languages[0]
+        question = _says(menu, lang, node.prompt)
+        prompts += [*offer, *question] if first else [*question, *offer]
     step = Ask(
         prompts=tuple(prompts),
         resume=replace(state, phase=Phase.MENU, hotline="", target=0),
         speech_language=menu.voices[lang].speech_language,
-        hints=tuple(dict.fromkeys(hints)),
+        hints=hints(menu, node, lang, state.ask),
         timeout=menu.gather_timeout,
     )
     return Result(step, tuple(events))
+
+
+def _follow_up_prompts(menu: Menu, node: Node, state: CallState) -> tuple[Say, ...]:
+    """The short forms of a question: danger?, one of two options?, or only the keys."""
+    lang = state.lang
+    if state.ask == "d":
+        return _says(menu, lang, "danger_question")
+    if state.ask.startswith("e"):
+        first, second = (node.option(k) for k in state.ask[1:3])
+        if first and second:
+            return _says(menu, lang, "either_or", first=first.labels.get(lang, first.key),
+                         first_key=first.key, second=second.labels.get(lang, second.key),
+                         second_key=second.key)
+    says = _says(menu, lang, "keys_only", key=menu.emergency_key)
+    for o in node.options:
+        says += _says(menu, lang, "keys_item", label=o.labels.get(lang, o.key), key=o.key)
+    return says
+
+
+def hints(menu: Menu, node: Node, lang: str, ask: str = "") -> tuple[str, ...]:
+    """Twilio's speech hints: the options' keywords, then their example phrases, the
+    danger words (and the yes words after the danger question); at most 500 entries of
+    at most 100 characters, as Twilio documents."""
+    words = [*menu.yes_words.get(lang, ())] if ask == "d" else []
+    words += [w for o in node.options for w in o.speech.get(lang, ())]
+    words += menu.emergency_words.get(lang, ())
+    if node.offers_language:
+        words += menu.language_words.get(lang, ())
+    words += [e for o in node.options for e in o.examples.get(lang, ())]
+    words += menu.danger_examples.get(lang, ())
+    kept = [w.replace(",", " ")[:MAX_HINT_CHARS].strip() for w in words]
+    return tuple(dict.fromkeys(w for w in kept if w))[:MAX_HINTS]
 
 
 def _emergency(menu: Menu, state: CallState, now: datetime, events=()) -> Result:
@@ -541,9 +605,10 @@ def out_of_service(menu: Menu) -> Hangup:
     return Hangup((*prompts, *_says(menu, menu.languages[0], "goodbye")))
 
 
-def _says(menu: Menu, lang: str, key: str, slow: bool = False, **values: str) -> tuple[Say]:
+def _says(menu: Menu, lang: str, prompt: str, /, slow: bool = False,
+          **values: str) -> tuple[Say]:
     voice = menu.voices[lang]
-    return (Say(menu.text(lang, key, **values), voice.voice, voice.say_language, slow),)
+    return (Say(menu.text(lang, prompt, **values), voice.voice, voice.say_language, slow),)
 
 
 def question(menu: Menu, lang: str, node: str, greet: bool = False) -> Ask:

@@ -17,6 +17,8 @@ from datetime import datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from ivr.speech import Choice, Danger, Matcher
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 PROMPTS_DIR = ROOT / "prompts"
@@ -33,17 +35,23 @@ PROMPT_PLACEHOLDERS: dict[str, set[str]] = {
     "emergency_advice": {"number"},
     "emergency_stay": {"hotline"},
     "screen_whisper": {"about", "language"},
+    "either_or": {"first", "first_key", "second", "second_key"},
+    "keys_only": {"key"},
+    "keys_item": {"label", "key"},
 }
 # Prompts the engine itself says, whatever the menu tree looks like.
 ENGINE_PROMPTS = [
     "language_offer", "no_input", "invalid", "transfer", "unreachable", "direct_only",
     "still_trying", "numbers_intro", "numbers_item", "numbers_again", "goodbye",
-    "out_of_service", "emergency_advice", "emergency_stay",
+    "out_of_service", "emergency_advice", "emergency_stay", "danger_question", "either_or",
+    "keys_only", "keys_item",
 ]
 # Said to a hotline that screens its calls (`screen = true`), in the first language
 # only: the lines are Colombian. `about_<category>` names what the call is about.
 SCREEN_PROMPT = "screen_whisper"
 
+DANGER_EXAMPLES = "danger"  # config/examples.toml: how callers say someone is in danger
+MAX_EXAMPLE_CHARS = 200
 SIP_URI = re.compile(r"^sips?:[^@\s]+@[^\s]+$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -93,6 +101,8 @@ class Option:
     hotline: str | None = None
     category: str = ""  # what the call is about, for reports ("child", "labour"...)
     priority: bool = False  # heard at all, it wins over the other options' words
+    examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # how callers say it
+    labels: dict[str, str] = field(default_factory=dict)  # its name in a short question
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,8 @@ class Menu:
     voices: dict[str, Voice]
     emergency_words: dict[str, tuple[str, ...]]
     language_words: dict[str, tuple[str, ...]]
+    danger_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    yes_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
     default_hotline: str = "national"
     emergency_hotline: str = "emergency"
     emergency_key: str = "0"
@@ -140,6 +152,8 @@ class Menu:
     budget_seconds: float = 30
     words_per_minute: int = 150
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # (node, language) -> the speech matcher for that question, built with the menu
+    matchers: dict[tuple[str, str], Matcher] = field(default_factory=dict, compare=False)
 
     def text(self, language: str, key: str, /, **values: str) -> str:
         """The prompt `key` in `language`, placeholders filled; a sentence that starts
@@ -173,6 +187,7 @@ class Shipped:
     menu: dict
     hotlines: dict
     prompts: dict[str, dict[str, str]]
+    examples: dict = field(default_factory=dict)  # "node.key" or "danger" -> lang -> phrases
 
 
 # What an administrator may override (see ivr/versions.py): the rest stays in the files.
@@ -192,9 +207,22 @@ def read_shipped(config_dir: Path | str = CONFIG_DIR,
     hotlines_raw = _read_toml(config_dir / "hotlines.toml", problems)
     languages = menu_raw.get("languages", ["es", "en"])
     prompts = {lang: _read_toml(prompts_dir / f"{lang}.toml", problems) for lang in languages}
+    examples = _flat_examples(_read_toml(config_dir / "examples.toml", problems))
     if problems:
         raise ConfigError(problems)
-    return Shipped(menu_raw, hotlines_raw, prompts)
+    return Shipped(menu_raw, hotlines_raw, prompts, examples)
+
+
+def _flat_examples(raw: dict) -> dict:
+    """[welcome.1] es = [...] -> {"welcome.1": {"es": [...]}}; [danger] stays "danger"."""
+    flat = {}
+    for name, value in raw.items():
+        if name == DANGER_EXAMPLES or not isinstance(value, dict):
+            flat[name] = value
+            continue
+        for key, langs in value.items():
+            flat[f"{name}.{key}"] = langs
+    return flat
 
 
 def load(
@@ -235,14 +263,21 @@ def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False)
             problems.append(f"voices.{lang}: no such language")
             continue
         voices[lang].update({k: v for k, v in fields.items() if k in VOICE_FIELDS})
+    examples = copy.deepcopy(shipped.examples)
+    for name, langs in (overrides.get("examples") or {}).items():
+        examples[name] = {**(examples.get(name) or {}), **langs}
     languages = tuple(menu_raw.get("languages", ["es", "en"]))
-    menu = _build(menu_raw, hotlines_raw, prompts, languages, problems)
+    menu = _build(menu_raw, hotlines_raw, prompts, examples, languages, problems)
     warnings = _validate(menu, problems) if menu else []
+    if menu:
+        options = {f"{n.id}.{o.key}" for n in menu.nodes.values() for o in n.options}
+        for name in sorted(set(examples) - options - {DANGER_EXAMPLES}):
+            problems.append(f"examples {name}: no such question and option")
     if strict:
         problems += [w for w in warnings if w.startswith("path ")]
     if problems:
         raise ConfigError(problems)
-    return replace(menu, warnings=tuple(warnings))
+    return replace(menu, warnings=tuple(warnings), matchers=matchers(menu))
 
 
 def field_of(problem: str) -> str:
@@ -278,7 +313,7 @@ def _read_toml(path: Path, problems: list[str]) -> dict:
     return {}
 
 
-def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
+def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Menu | None:
     hotlines = {}
     for hid, raw in hotlines_raw.items():
         if not isinstance(raw, dict):
@@ -318,8 +353,11 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
             if bool(opt.get("next")) == bool(opt.get("hotline")):
                 problems.append(f"{where}: needs exactly one of `next` or `hotline`")
             speech = {lang: tuple(words) for lang, words in (opt.get("speech") or {}).items()}
+            said = _phrases(f"examples {nid}.{key}", examples.get(f"{nid}.{key}"), problems)
             options.append(Option(key, speech, opt.get("next"), opt.get("hotline"),
-                                  str(opt.get("category", "")), bool(opt.get("priority"))))
+                                  str(opt.get("category", "")), bool(opt.get("priority")),
+                                  said, {lang: str(text) for lang, text in
+                                         (opt.get("label") or {}).items()}))
         nodes[nid] = Node(
             id=nid,
             prompt=raw.get("prompt", ""),
@@ -355,8 +393,43 @@ def _build(menu_raw, hotlines_raw, prompts, languages, problems) -> Menu | None:
         voices=voices,
         emergency_words=_words(menu_raw.get("emergency_words")),
         language_words=_words(menu_raw.get("language_words")),
+        danger_examples=_phrases("examples danger", examples.get(DANGER_EXAMPLES), problems),
+        yes_words=_words(menu_raw.get("yes_words")),
         **settings,
     )
+
+
+def _phrases(where: str, raw, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """Example phrases per language: lists of short strings."""
+    out = {}
+    for lang, phrases in (raw or {}).items():
+        if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+            problems.append(f"{where}.{lang}: must be a list of phrases")
+            continue
+        long = [p for p in phrases if len(p) > MAX_EXAMPLE_CHARS]
+        if long:
+            problems.append(f"{where}.{lang}: {len(long)} phrase(s) longer than "
+                            f"{MAX_EXAMPLE_CHARS} characters")
+        out[lang] = tuple(p.strip() for p in phrases if p.strip())
+    return out
+
+
+def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
+    """A speech matcher per question and language: keywords and examples of its options
+    (and of the language switch where offered), danger words and examples first."""
+    out = {}
+    for lang in menu.languages:
+        others = tuple(t for n in menu.nodes.values() for o in n.options
+                       for t in (*o.examples.get(lang, ()), *o.speech.get(lang, ())))
+        danger = Danger(lang, menu.emergency_words.get(lang, ()),
+                        menu.danger_examples.get(lang, ()), others)
+        for node in menu.nodes.values():
+            choices = [Choice(o.key, o.speech.get(lang, ()), o.examples.get(lang, ()),
+                              o.priority) for o in node.options]
+            if node.offers_language:
+                choices.append(Choice(menu.language_key, menu.language_words.get(lang, ())))
+            out[node.id, lang] = Matcher(lang, choices, danger, menu.emergency_key)
+    return out
 
 
 def _words(raw) -> dict[str, tuple[str, ...]]:

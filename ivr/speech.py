@@ -1,16 +1,45 @@
-"""Forgiving matching of what a caller said against the words of each menu option.
+"""What a caller said, understood: which option of a question it names, and whether
+someone is in danger now. Pure: no Flask, no Twilio, no Redis.
 
-Callers do not say "option one": they say "mi hija de doce años" or "soy venezolano".
-We fold case and accents, drop plural and gender endings, let a long keyword match the
-start of a longer word ("trabaj" in "trabajaba"), and count matches per option. Pure
-functions, no Twilio, no Flask.
+Callers do not say "option one": they say "a mi chamita se la llevaron" or "el patrón me
+cobra el pasaje y no me deja ir". A `Matcher`, built once per question and language
+when a menu version is built, reads what was said as features:
+
+- the words, folded (case, accents, ñ) and reduced to their Snowball stems, so "niñas",
+  "ninas" and "niña" are one word; pairs of adjacent stems; letter 4-grams of each stem,
+  which survive a recognition error ("denunsiar", "serradas");
+- each option's keywords (menu.toml), heard also through a recognition error close to
+  them (rapidfuzz), two words the recogniser split ("en carcelada") or a word glued to a
+  short one before it ("mehija"); the danger words likewise; a child's age ("mi hija de
+  13 años") as a child's word;
+
+and weighs them with two small logistic regressions (scikit-learn) trained on the
+options' example phrases (config/examples.toml) and keywords: one for "someone is in
+danger now", tuned for recall, one for which option. Decisions, in order:
+
+1. a lone spoken digit ("dos", "press one") is that key;
+2. danger likely: the emergency path; possible: ask "is someone in danger right now?";
+3. a child named (a whole word, or an age under 18): the child option;
+4. one option clearly ahead: that option; two close: ask which of the two; else not
+   understood.
+
+Every `Decision` says which keywords or example phrases decided it (the menu's words,
+never the caller's), so the admin page can show why and events can record how. Training
+a question takes a few tens of milliseconds and is cached by its content; a decision
+takes well under a millisecond (the weights are applied in plain Python).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass
 from functools import lru_cache
+
+import snowballstemmer
+from rapidfuzz import fuzz, process
 
 NUMBER_WORDS = {
     "cero": "0", "uno": "1", "una": "1", "dos": "2", "tres": "3", "cuatro": "4",
@@ -18,12 +47,45 @@ NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
 }
+# Ages a recogniser may write in words: "de catorce años" names a child.
+AGE_WORDS = {
+    **{w: int(d) for w, d in NUMBER_WORDS.items()},
+    "diez": 10, "once": 11, "doce": 12, "trece": 13, "catorce": 14, "quince": 15,
+    "dieciseis": 16, "diecisiete": 17, "ten": 10, "eleven": 11, "twelve": 12,
+    "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
+}
+AGE_UNITS = {"anos", "anitos", "ano", "years", "year", "yo", "yrs"}
+AGE_BEFORE = (["a", "los"], ["a", "las"], ["is", "only"], ["she", "is"], ["he", "is"],
+              ["i", "am"])
+AGE_BEFORE_ONE = {"aged", "im", "i'm", "she's", "he's", "age"}
+HAS_AGE = {"tiene", "tengo"}  # "la chama tiene 15 y ...", not "tiene 3 hijos"
+AGE_END = {"y", "e", "and", "no", "pero", "but", "anos"}
+ADULT_AGE = 18
 # Words that may surround a spoken digit ("marco el dos", "press one", "number 3").
 DIGIT_FILLERS = {
     "marco", "marcar", "marque", "el", "la", "numero", "opcion", "press", "number",
     "option", "the", "i", "choose", "quiero", "por", "favor", "please", "es", "is", "it",
 }
-PREFIX_MIN = 4  # a keyword stem this long also matches words that start with it
+# Short words a recogniser glues to the next one: "mehija" is "me hija", "lapolicia".
+GLUED = ("mis", "mi", "me", "la", "el", "su", "tu", "un", "de", "lo", "al", "a", "y", "my")
+STEMMERS = {"es": "spanish", "en": "english"}
+FUZZY_MIN_LEN = 5  # shorter stems must match exactly: "chamo" is not "chamba"
+FUZZY_RATIO = 86  # rapidfuzz ratio for a recognition error ("secuestardo")
+PREFIX_SLACK = 4  # a keyword stem also matches a word this much longer that starts with it
+
+# How sure a decision must be: probabilities of the two regressions. Tuned by 5-fold
+# cross-validation on the learn part of bench/understanding_set (never on its test part).
+DANGER = 0.50  # straight to the emergency path
+DANGER_ASK = 0.25  # "¿Alguien está en peligro ahora mismo?"
+ROUTE = 0.35  # the best option routes at this probability...
+MARGIN = 0.10  # ...when it leads the second by this much; else the two are asked
+EITHER = 0.55  # the two best together at least this likely: ask between them
+EVIDENCE = 0.2  # without a keyword, the nearest example must be this similar (cosine)
+KEYWORD_WEIGHT = 3.0  # a keyword heard counts as much as this many ordinary features
+NGRAM = 4
+NGRAM_WEIGHT = 0.5
+REGULARISATION = 10.0  # scikit-learn's C, for the option model
+DANGER_REGULARISATION = 1.0  # softer for danger: a weak sign lands in the asking band
 
 
 def tokens(text: str) -> list[str]:
@@ -33,34 +95,27 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", folded)
 
 
-def stem(word: str) -> str:
-    """Drop plural and gender endings: ninos/ninas/nino -> nin, menores -> menor."""
-    if len(word) > 4 and word.endswith("es") and word[-3] not in "aeiou":
-        word = word[:-2]  # menores -> menor, but refugees -> refugee
-    elif len(word) > 3 and word.endswith("s"):
-        word = word[:-1]
-    if len(word) > 3 and word[-1] in "aoe":
-        word = word[:-1]
-    return word
+@lru_cache(maxsize=32768)
+def stem(word: str, lang: str = "es") -> str:
+    """The Snowball stem of a folded word: "ninas" -> "nin", "kidnapped" -> "kidnap"."""
+    return _stemmer(lang).stemWord(word)
 
 
-@lru_cache(maxsize=4096)
-def _phrase(keyword: str) -> tuple[str, ...]:
-    return tuple(stem(t) for t in tokens(keyword))
+@lru_cache(maxsize=4)
+def _stemmer(lang: str):
+    return snowballstemmer.stemmer(STEMMERS.get(lang, "spanish"))
 
 
-def _same(said: str, keyword: str, prefix: bool = True) -> bool:
-    return said == keyword or (prefix and len(keyword) >= PREFIX_MIN
-                               and said.startswith(keyword))
-
-
-def _matched_words(said: list[str], phrase: tuple[str, ...], prefix: bool) -> set[int]:
-    """Positions of the spoken words that `phrase` matches (all its occurrences)."""
-    n, hits = len(phrase), set()
-    for i in range(len(said) - n + 1 if n else 0):
-        if all(_same(said[i + j], phrase[j], prefix) for j in range(n)):
-            hits.update(range(i, i + n))
-    return hits
+# Words that carry no meaning of their own: what is left must resemble an example
+# ("mmm bueno pues" shares nothing with anyone). As stems, in both languages.
+FILLER_WORDS = (
+    "bueno pues eh mmm aja este esto ese eso hola alo oiga mire vea ve buenas buenos dias "
+    "tardes noches senor senora senorita si no ya y o a de la el los las un una que en por "
+    "para con me te se le lo mi su yo usted es hay parce pana vale mija mijo ay dios gracias "
+    "favor well um uh hmm hello hi hey yes ok okay so the an and or of to in on is it i you "
+    "my please thanks thank sir madam oh"
+)
+FILLERS = frozenset(stem(w, lang) for w in FILLER_WORDS.split() for lang in STEMMERS)
 
 
 def spoken_digit(text: str) -> str | None:
@@ -72,21 +127,392 @@ def spoken_digit(text: str) -> str | None:
     return None
 
 
-def best_match(text: str, candidates: list[tuple[str, tuple[str, ...]]],
-               prefix: bool = True) -> str | None:
-    """The key of the candidate that matches the most spoken words; None if none matched.
+def minor_age(words: list[str]) -> int | None:
+    """An age under 18: "de 13 años", "catorce añitos", "a los 13", "a 15 year old",
+    "aged 14", "I'm 15", "she is only 14"."""
+    for i, word in enumerate(words):
+        age = int(word) if word.isdigit() and len(word) <= 2 else AGE_WORDS.get(word)
+        if age is None or age >= ADULT_AGE or age < 1:
+            continue
+        after, before = words[i + 1:i + 2], words[max(0, i - 2):i]
+        if (after and after[0] in AGE_UNITS) or before[-2:] in AGE_BEFORE or (
+                before[-1:] and before[-1] in AGE_BEFORE_ONE) or (
+                before[-1:] and before[-1] in HAS_AGE and (not after or after[0] in AGE_END)):
+            return age
+    return None
 
-    A spoken word counts once however many keywords it matches ("trabajar" is both
-    "trabajo" and "trabajar"). `candidates` is (key, words) in priority order: on a tie
-    the earlier one wins. `prefix=False` matches whole words only (no "chamo" in
-    "chamba", no "girl" in "girlfriend").
+
+@dataclass(frozen=True)
+class Choice:
+    """One option of a question, as the matcher sees it."""
+
+    key: str
+    keywords: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+    priority: bool = False  # heard at all (as a whole word), it wins: a child's safety
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with what the caller said.
+
+    `action`: "route" (to `key`), "danger" (the emergency path), "ask_danger" (ask
+    whether someone is in danger now), "either" (ask between `keys`), "none" (not
+    understood). `evidence`: the menu's keywords or example phrases that decided it.
     """
-    said = [stem(w) for w in tokens(text)]
+
+    action: str
+    key: str | None = None
+    keys: tuple[str, ...] = ()
+    score: float = 0.0  # the probability behind the decision
+    method: str = ""  # "keyword", "example", "age", "digit", or "" when nothing matched
+    evidence: tuple[str, ...] = ()
+
+
+class Matcher:
+    """Understands answers to one question in one language."""
+
+    def __init__(self, lang: str, choices: list[Choice], danger: Danger | None = None,
+                 danger_key: str | None = None):
+        self.lang = lang
+        self.choices = tuple(choices)
+        self.danger, self.danger_key = (danger, danger_key) if danger_key else (None, None)
+        self.reader, self._options = _trained(lang, self.choices)
+
+    def decide(self, text: str) -> Decision:
+        words = tokens(text)
+        reader = self.reader
+        said = reader.heard(words)
+        if not said:
+            return Decision("none")
+        digit = spoken_digit(text)
+        if digit:
+            return Decision("route", digit, score=1.0, method="digit")
+        hits, age, features = reader.read(words, said)
+        danger, danger_hits, near_danger = (self.danger.assess(words) if self.danger
+                                            else (0.0, [], 0.0))
+        if not (age or danger_hits or any(hits.values())) and max(
+                reader.nearest.closest(said), near_danger) < EVIDENCE:
+            return Decision("none")  # no keyword, and no example shares enough with it
+        if danger >= DANGER:
+            return self._why("danger", self.danger_key, danger, danger_hits, said)
+        child = next((c.key for c in self.choices if c.priority and (hits[c.key] or age)),
+                     None)
+        if child:  # a child named, as a whole word or an age, wins over any other line
+            evidence = hits[child] or [f"{age} años" if self.lang == "es" else f"{age} years"]
+            return Decision("route", child, score=1.0,
+                            method="keyword" if hits[child] else "age",
+                            evidence=tuple(evidence[:3]))
+        # A danger word heard always earns the question, whatever the rest of the sentence.
+        if self.danger_key is not None and (danger >= DANGER_ASK or danger_hits):
+            return self._why("ask_danger", None, danger, danger_hits, said)
+        ranked = self._options.ranked(features) if self._options else _by_hits(hits)
+        (best, top), (second, runner) = ranked[0], (ranked[1] if len(ranked) > 1 else ("", 0))
+        if top >= ROUTE and top - runner >= MARGIN:
+            return self._why("route", best, top, hits[best], said)
+        if second and top + runner >= EITHER:
+            return Decision("either", keys=(best, second), score=round(top, 2),
+                            method="keyword" if hits[best] else "example",
+                            evidence=tuple(hits[best][:2] + hits[second][:2]))
+        return Decision("none", score=round(top, 2))
+
+    def _why(self, action, key, probability, hits, said) -> Decision:
+        """A decision with what decided it: keywords heard, else the nearest example."""
+        if hits:
+            return Decision(action, key, score=round(probability, 2), method="keyword",
+                            evidence=tuple(hits[:3]))
+        nearest = self.reader.nearest.of(key, said) if said and key else ""
+        if action in ("danger", "ask_danger") and self.danger:
+            nearest = self.danger.reader.nearest.of(DANGER_OWNER, said or [])
+        return Decision(action, key, score=round(probability, 2), method="example",
+                        evidence=(nearest,) if nearest else ())
+
+
+def _by_hits(hits) -> list[tuple[str, float]]:
+    """Without examples to learn from: the option with the most keywords heard."""
+    counts = {k: len(v) for k, v in hits.items()}
+    total = sum(counts.values()) or 1
+    return sorted(((k, n / total) for k, n in counts.items()), key=lambda kv: -kv[1])
+
+
+class _Reader:
+    """Reads an utterance as features, for one question and language: its stems and
+    n-grams, and which options' keywords, danger words and child's age it holds."""
+
+    def __init__(self, lang: str, choices, danger_words, danger_examples):
+        """`choices`' keywords and examples, or (for the danger detector) none and the
+        danger words and examples."""
+        self.lang = lang
+        self.choices = choices
+        self._phrases = {c.key: [(k, self._phrase(k)) for k in c.keywords] for c in choices}
+        self._danger_phrases = [(k, self._phrase(k)) for k in danger_words]
+        keyword_stems = {s for phrases in [*self._phrases.values(), self._danger_phrases]
+                         for _, phrase in phrases for s in phrase}
+        self._prefixes = [k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN - 1]
+        self._fuzzy = [k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN]
+        self._like: dict[str, frozenset[str]] = {}
+        self._starts: dict[str, list] = defaultdict(list)  # first stem -> phrases
+        for c in choices:
+            for keyword, phrase in self._phrases[c.key]:
+                if phrase:
+                    self._starts[phrase[0]].append((c.key, c.priority, keyword, phrase))
+        for keyword, phrase in self._danger_phrases:
+            if phrase:
+                self._starts[phrase[0]].append((DANGER_OWNER, False, keyword, phrase))
+        self.nearest = _Nearest(lang, [(c.key, e) for c in choices for e in c.examples]
+                                + [(DANGER_OWNER, e) for e in danger_examples])
+        self.owners = [c.key for c in choices] + ([DANGER_OWNER] if danger_words else [])
+        danger_vocab = {stem(w, lang) for t in danger_examples for w in tokens(t)}
+        self._vocabulary = keyword_stems | self.nearest.vocabulary | danger_vocab
+
+    def _phrase(self, keyword: str) -> tuple[str, ...]:
+        return tuple(stem(w, self.lang) for w in tokens(keyword))
+
+    def read(self, words: list[str], said: list[str]):
+        """(keywords heard per option or DANGER_OWNER, a child's age, features)."""
+        heard = self.keywords_heard(said)
+        hits = {owner: heard.get(owner, []) for owner in self.owners}
+        age = minor_age(words)
+        features = _text_features(said)
+        for owner, keywords in hits.items():
+            if keywords:
+                features[f"kw:{owner}"] = KEYWORD_WEIGHT * min(len(keywords), 3) / 3 + 1
+        if age is not None:
+            features["age:minor"] = KEYWORD_WEIGHT
+        return hits, age, features
+
+    def features(self, text: str) -> dict[str, float]:
+        words = tokens(text)
+        return self.read(words, self.heard(words))[2]
+
+    def heard(self, words: list[str]) -> list[str]:
+        """The stems of what was said, with the recogniser's glued words split."""
+        out = []
+        for word in words:
+            for short in GLUED:
+                rest = word[len(short):]
+                if (word.startswith(short) and len(rest) >= 4
+                        and stem(rest, self.lang) in self._vocabulary
+                        and stem(word, self.lang) not in self._vocabulary):
+                    out.append(stem(short, self.lang))
+                    word = rest
+                    break
+            out.append(stem(word, self.lang))
+        return out
+
+    def _keywords_like(self, said: str) -> frozenset[str]:
+        """The keyword stems a spoken stem stands for: itself, a keyword it starts with
+        ("trabaj" in "trabajador"), or one a recognition error away ("secuestr")."""
+        like = self._like.get(said)
+        if like is None:
+            found = {k for k in self._prefixes
+                     if said.startswith(k) and len(said) - len(k) <= PREFIX_SLACK}
+            if len(said) >= FUZZY_MIN_LEN:
+                found |= {k for k, _, _ in process.extract(
+                    said, self._fuzzy, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO,
+                    limit=None)}
+            if len(self._like) > 20000:  # a bound on what odd input can make us keep
+                self._like.clear()
+            like = self._like[said] = frozenset({said, *found})
+        return like
+
+    def keywords_heard(self, said: list[str]) -> dict[str, list[str]]:
+        """Option key (or DANGER_OWNER) -> its keywords, as the menu writes them, heard
+        in `said`. Phrases are looked up by their first stem; a priority option's (a
+        child's) words must be heard whole, the others may be a recognition error away
+        or split in two."""
+        like = [self._keywords_like(w) for w in said]
+        heard: dict[str, list[str]] = defaultdict(list)
+        for i in range(len(said)):
+            for first in like[i]:
+                for owner, whole, keyword, phrase in self._starts.get(first, ()):
+                    n = len(phrase)
+                    if keyword in heard[owner] or i + n > len(said):
+                        continue
+                    if all((said[i + j] == phrase[j]) if whole else (phrase[j] in like[i + j])
+                           for j in range(n)):
+                        heard[owner].append(keyword)
+        for a, b in zip(said, said[1:], strict=False):  # "en carcelada": split in two
+            for first in self._keywords_like(a + b):
+                for owner, whole, keyword, phrase in self._starts.get(first, ()):
+                    if len(phrase) == 1 and not whole and keyword not in heard[owner]:
+                        heard[owner].append(keyword)
+        return heard
+
+
+DANGER_OWNER = "\0danger"  # the danger words' owner, beside the options' keys
+
+
+def _text_features(said: list[str]) -> dict[str, float]:
+    """Stems, adjacent pairs and letter n-grams of what was said."""
+    features: dict[str, float] = {}
+    for word in said:
+        features[f"w:{word}"] = 1.0
+        padded = f"<{word}>"
+        for i in range(max(1, len(padded) - NGRAM + 1)):
+            features[f"g:{padded[i:i + NGRAM]}"] = NGRAM_WEIGHT
+    for a, b in zip(said, said[1:], strict=False):
+        features[f"b:{a}_{b}"] = 1.0
+    return features
+
+
+# --- the two regressions --------------------------------------------------------------
+
+
+class _Linear:
+    """A trained logistic regression, applied in plain Python (a few dozen features
+    are present in an utterance; numpy would cost more than it saves)."""
+
+    def __init__(self, classes: list[str], weights: dict[str, list[float]],
+                 intercepts: list[float]):
+        self.classes, self.weights, self.intercepts = classes, weights, intercepts
+
+    def ranked(self, features: dict[str, float]) -> list[tuple[str, float]]:
+        scores = list(self.intercepts)
+        for name, value in features.items():
+            row = self.weights.get(name)
+            if row:
+                for i, w in enumerate(row):
+                    scores[i] += w * value
+        if len(self.classes) == 2 and len(scores) == 1:  # binary: one decision function
+            p = 1 / (1 + math.exp(-scores[0]))
+            pairs = [(self.classes[1], p), (self.classes[0], 1 - p)]
+        else:
+            top = max(scores)
+            exps = [math.exp(s - top) for s in scores]
+            total = sum(exps)
+            pairs = [(c, e / total) for c, e in zip(self.classes, exps, strict=True)]
+        return sorted(pairs, key=lambda kv: -kv[1])
+
+    def probability(self, features: dict[str, float]) -> float:
+        """The probability of the positive class of a binary model."""
+        return dict(self.ranked(features)).get("yes", 0.0)
+
+
+@lru_cache(maxsize=64)
+def _trained(lang: str, choices: tuple[Choice, ...]):
+    """(reader, option model) of a question, trained on its options' examples and
+    keywords; cached by them, so building the same menu again costs nothing."""
+    reader = _Reader(lang, choices, (), ())
+    options = _fit([(reader.features(text), c.key) for c in choices
+                    for text in (*c.examples, *c.keywords)])
+    return reader, options
+
+
+class Danger:
+    """Is someone in danger now? One detector per language, for every question: trained
+    on the danger words and examples against every option's examples and keywords
+    (balanced, so the few danger examples weigh as much as all the rest)."""
+
+    def __init__(self, lang: str, words: tuple[str, ...], examples: tuple[str, ...],
+                 others: tuple[str, ...]):
+        self.reader, self.model = _danger(lang, tuple(words), tuple(examples), tuple(others))
+
+    def assess(self, words: list[str]) -> tuple[float, list[str], float]:
+        """(probability, the danger words heard, the nearest danger example's cosine)."""
+        said = self.reader.heard(words)
+        hits, _, features = self.reader.read(words, said)
+        heard = hits.get(DANGER_OWNER, [])
+        probability = self.model.probability(features) if self.model else 0.0
+        return probability, heard, self.reader.nearest.closest(said)
+
+
+@lru_cache(maxsize=16)
+def _danger(lang, words, examples, others):
+    reader = _Reader(lang, (), words, examples)
+    samples = [(reader.features(t), "yes") for t in (*examples, *words)]
+    samples += [(reader.features(t), "no") for t in others]
+    model = _fit(samples, balanced=True, c=DANGER_REGULARISATION) if examples or words else None
+    return reader, model
+
+
+def _fit(samples: list[tuple[dict[str, float], str]], balanced: bool = False,
+         c: float = REGULARISATION):
+    """A logistic regression over the samples' features; None with fewer than 2 labels."""
+    if len({label for _, label in samples}) < 2:
+        return None
+    from sklearn.feature_extraction import DictVectorizer  # only when a menu is built
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = DictVectorizer()
+    x = vectorizer.fit_transform([f for f, _ in samples])
+    model = LogisticRegression(C=c, max_iter=5000,
+                               class_weight="balanced" if balanced else None)
+    model.fit(x, [label for _, label in samples])
+    names = vectorizer.get_feature_names_out()
+    weights: dict[str, list[float]] = defaultdict(list)
+    for row in model.coef_:
+        for name, w in zip(names, row, strict=True):
+            weights[name].append(float(w))
+    return _Linear([str(c) for c in model.classes_], dict(weights),
+                   [float(b) for b in model.intercept_])
+
+
+class _Nearest:
+    """TF-IDF over stems of the example phrases: the example nearest to what was said,
+    to show an administrator which example decided a match."""
+
+    def __init__(self, lang: str, labelled: list[tuple[str, str]]):
+        self.lang = lang
+        docs = [(label, text, [stem(w, lang) for w in tokens(text)]) for label, text
+                in labelled]
+        frequency: dict[str, int] = defaultdict(int)
+        for _, _, words in docs:
+            for w in set(words):
+                frequency[w] += 1
+        n = max(1, len(docs))
+        self.idf = {w: math.log((1 + n) / (1 + f)) + 1 for w, f in frequency.items()}
+        self.vocabulary = set(self.idf)
+        self.docs = [(label, text, self._vector(words)) for label, text, words in docs]
+        self.index: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for i, (_, _, vector) in enumerate(self.docs):
+            for term, weight in vector.items():
+                self.index[term].append((i, weight))
+
+    def _vector(self, words: list[str]) -> dict[str, float]:
+        v: dict[str, float] = defaultdict(float)
+        for w in words:
+            v[w] += self.idf.get(w, 0.0)
+        norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
+        return {w: x / norm for w, x in v.items()}
+
+    def closest(self, said: list[str]) -> float:
+        """The cosine similarity of the example nearest to `said`, of any label, counting
+        only words that carry meaning ("mmm bueno pues" shares nothing with anyone)."""
+        query = self._vector([w for w in said if w not in FILLERS])
+        sims: dict[int, float] = defaultdict(float)
+        for term, weight in query.items():
+            for i, doc_weight in self.index.get(term, ()):
+                sims[i] += weight * doc_weight
+        return max(sims.values(), default=0.0)
+
+    def of(self, label: str, said: list[str]) -> str:
+        """The example of `label` nearest to `said` ("" if none shares a word)."""
+        query = self._vector(said)
+        best, text = 0.0, ""
+        for doc_label, doc_text, vector in self.docs:
+            if doc_label == label:
+                sim = sum(w * vector.get(t, 0.0) for t, w in query.items())
+                if sim > best:
+                    best, text = sim, doc_text
+        return text
+
+
+def best_match(text: str, candidates: list[tuple[str, tuple[str, ...]]],
+               lang: str = "es") -> str | None:
+    """The key of the candidate whose keywords cover the most spoken words (whole words,
+    after stemming, a word counted once however many keywords match it); None if none
+    matched. `candidates` is (key, words) in priority order: on a tie the earlier wins."""
+    said = [stem(w, lang) for w in tokens(text)]
     best_key, best_score = None, 0
     for key, words in candidates:
         covered: set[int] = set()
         for word in words:
-            covered |= _matched_words(said, _phrase(word), prefix)
+            phrase = [stem(w, lang) for w in tokens(word)]
+            n = len(phrase)
+            for i in range(len(said) - n + 1 if n else 0):
+                if said[i:i + n] == phrase:
+                    covered.update(range(i, i + n))
         if len(covered) > best_score:
             best_key, best_score = key, len(covered)
     return best_key

@@ -1,0 +1,176 @@
+"""How well Ruta understands callers' own words at the first question.
+
+Reads bench/understanding_set: `learn.jsonl` (the utterances the shipped example phrases
+come from) and `test.jsonl` (never used to build or tune the matcher). Each utterance
+is decided by the shipped menu's matcher for the welcome question, in its language, as
+a caller's first answer. Prints, for the test part (and, with --learn, a 5-fold
+cross-validation on the learn part, each fold's examples left out of the menu):
+
+- first-try accuracy: routed at once to a key that is right for it;
+- emergency recall: utterances whose right keys include 0, sent to the emergency path
+  at once, and with the one danger question ("¿Alguien está en peligro ahora mismo?");
+- false emergencies: the others sent to the emergency path or asked the danger question;
+- utterances that name a child routed anywhere but the child line or the emergency path;
+- a confusion table by category, and accuracy by language;
+- the time a decision takes (median, p99).
+
+The last line is `RESULT key=value ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ivr import menu as menu_config  # noqa: E402
+
+SET = ROOT / "bench" / "understanding_set"
+QUESTION = "welcome"
+EMERGENCY = "0"
+CHILD = "1"
+
+
+def read(part: str) -> list[dict]:
+    with (SET / f"{part}.jsonl").open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def outcome(decision) -> str:
+    """What a caller's first answer led to: a key, "ask 0" (the danger question),
+    "either a/b", or "again" (asked to repeat)."""
+    if decision.action in ("route", "danger"):
+        return decision.key
+    if decision.action == "ask_danger":
+        return "ask 0"
+    if decision.action == "either":
+        return "either " + "/".join(decision.keys)
+    return "again"
+
+
+def evaluate(menu, utterances: list[dict]) -> dict:
+    rows, seconds = [], []
+    for u in utterances:
+        matcher = menu.matchers[QUESTION, u["lang"]]
+        start = time.perf_counter()
+        decision = matcher.decide(u["text"])
+        seconds.append(time.perf_counter() - start)
+        rows.append((u, outcome(decision)))
+    return score(rows, seconds)
+
+
+def score(rows, seconds) -> dict:
+    right = [got in u["right"] for u, got in rows]
+    danger = [(u, got) for u, got in rows if EMERGENCY in u["right"]]
+    others = [(u, got) for u, got in rows if EMERGENCY not in u["right"]]
+    child = [(u, got) for u, got in rows if CHILD in u["right"]]
+    by = defaultdict(list)
+    for (u, got), ok in zip(rows, right, strict=True):
+        by["category " + u["about"]].append(ok)
+        by["language " + u["lang"]].append(ok)
+    confusion = defaultdict(Counter)
+    for u, got in rows:
+        confusion[u["about"]][got if got in u["right"] else f"x {got}"] += 1
+    return {
+        "n": len(rows),
+        "accuracy": sum(right) / len(rows),
+        "groups": {k: (sum(v) / len(v), len(v)) for k, v in sorted(by.items())},
+        "emergency_recall": sum(got == EMERGENCY for _, got in danger) / max(1, len(danger)),
+        "emergency_recall_with_question": sum(got in (EMERGENCY, "ask 0") for _, got in danger)
+        / max(1, len(danger)),
+        "false_emergency": sum(got in (EMERGENCY, "ask 0") for _, got in others)
+        / max(1, len(others)),
+        "child_elsewhere": sum(got not in (CHILD, EMERGENCY, "ask 0") and not got.startswith(
+            ("either", "again")) for _, got in child),
+        "confusion": confusion,
+        "median_us": statistics.median(seconds) * 1e6,
+        "p99_us": sorted(seconds)[int(len(seconds) * 0.99)] * 1e6,
+        "misses": [(u, got) for (u, got), ok in zip(rows, right, strict=True) if not ok],
+    }
+
+
+def cross_validate(shipped, learn: list[dict], folds: int = 5, seed: int = 7) -> dict:
+    """Each fold's utterances are decided by a menu whose examples leave that fold out."""
+    order = list(range(len(learn)))
+    random.Random(seed).shuffle(order)
+    parts = []
+    for k in range(folds):
+        held = {i for n, i in enumerate(order) if n % folds == k}
+        texts = {learn[i]["text"] for i in held}
+        examples = {name: {lang: [p for p in phrases if p not in texts]
+                           for lang, phrases in langs.items()}
+                    for name, langs in shipped.examples.items()}
+        menu = menu_config.build(shipped, {"examples": examples})
+        parts.append(evaluate(menu, [learn[i] for i in sorted(held)]))
+    n = sum(p["n"] for p in parts)
+    return {
+        "n": n,
+        "accuracy": sum(p["accuracy"] * p["n"] for p in parts) / n,
+        "emergency_recall": statistics.mean(p["emergency_recall"] for p in parts),
+        "emergency_recall_with_question": statistics.mean(
+            p["emergency_recall_with_question"] for p in parts),
+        "false_emergency": statistics.mean(p["false_emergency"] for p in parts),
+        "child_elsewhere": sum(p["child_elsewhere"] for p in parts),
+        "misses": [m for p in parts for m in p["misses"]],
+    }
+
+
+def show(title: str, r: dict, misses: bool) -> None:
+    print(f"\n== {title}: {r['n']} utterances")
+    print(f"first-try accuracy        {r['accuracy']:.1%}")
+    print(f"emergency recall          {r['emergency_recall']:.1%} at once, "
+          f"{r['emergency_recall_with_question']:.1%} with the danger question")
+    print(f"false emergencies         {r['false_emergency']:.1%} of the others")
+    print(f"child sent elsewhere      {r['child_elsewhere']}")
+    for group, (acc, n) in r.get("groups", {}).items():
+        print(f"  {group:<22} {acc:6.1%} of {n}")
+    if "confusion" in r:
+        print("confusion (category: outcome count; 'x' = wrong):")
+        for about, counts in sorted(r["confusion"].items()):
+            cells = ", ".join(f"{k} {v}" for k, v in counts.most_common())
+            print(f"  {about:<10} {cells}")
+        print(f"decision time             median {r['median_us']:.0f} µs, "
+              f"p99 {r['p99_us']:.0f} µs")
+    if misses:
+        for u, got in r["misses"]:
+            print(f"  MISS [{u['lang']}] {u['text']!r}: {got}, right {u['right']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--learn", action="store_true",
+                        help="also a 5-fold cross-validation on the learn part")
+    parser.add_argument("--misses", action="store_true",
+                        help="list the learn part's misses (never the test part's)")
+    parser.add_argument("--no-test", action="store_true",
+                        help="leave the test part out (while tuning on the learn part)")
+    args = parser.parse_args()
+    shipped = menu_config.read_shipped()
+    menu = menu_config.build(shipped)
+    learn, test = read("learn"), read("test")
+    if args.learn:
+        show("learn part, 5-fold cross-validation", cross_validate(shipped, learn),
+             args.misses)
+    if args.no_test:
+        return
+    result = evaluate(menu, test)
+    show("test part (never seen by the matcher)", result, misses=False)
+    print(f"RESULT accuracy={result['accuracy']:.3f} "
+          f"emergency_recall={result['emergency_recall']:.3f} "
+          f"emergency_recall_with_question={result['emergency_recall_with_question']:.3f} "
+          f"false_emergency={result['false_emergency']:.3f} "
+          f"child_elsewhere={result['child_elsewhere']} "
+          f"worst_group={min(a for a, _ in result['groups'].values()):.3f} "
+          f"median_us={result['median_us']:.0f} p99_us={result['p99_us']:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Callers in their own words (issue 12): the matcher's decisions and how the call
+follows them up, the evaluation set, and what events may say.
+
+The figures themselves (accuracy, emergency recall) are measured by bench/understanding
+on the test part of bench/understanding_set; these tests check behaviour a caller or an
+administrator would notice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ivr import flow, speech
+from ivr import menu as menu_config
+from ivr.flow import Answer, Ask, EventKind, Transfer
+
+NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)
+MENU = menu_config.load()
+SET = Path(__file__).resolve().parent.parent / "bench" / "understanding_set"
+ADVICE = "Si alguien está en peligro, cuelgue y marque 1 2 3."
+
+
+def welcome(lang: str = "es") -> flow.CallState:
+    return dataclasses.replace(flow.start(MENU, NOW).step.resume, lang=lang)
+
+
+def say(state, text: str, confidence: float | None = 0.9) -> flow.Result:
+    return flow.answer(MENU, state, Answer(speech=text, confidence=confidence), NOW)
+
+
+def press(state, key: str) -> flow.Result:
+    return flow.answer(MENU, state, Answer(digits=key), NOW)
+
+
+def texts(step) -> list[str]:
+    return [p.text for p in step.prompts if hasattr(p, "text")]
+
+
+# --- the evaluation set --------------------------------------------------------------------
+
+
+def read(part: str) -> list[dict]:
+    return [json.loads(line) for line in (SET / f"{part}.jsonl").read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_evaluation_set_is_big_varied_and_split_without_overlap():
+    learn, test = read("learn"), read("test")
+    assert len(learn) + len(test) >= 400
+    assert not {u["text"] for u in learn} & {u["text"] for u in test}
+    for u in learn + test:
+        assert set(u) == {"text", "lang", "variety", "right", "about", "noise"}
+        assert u["right"] and set(u["right"]) <= set("012345")
+    for part in (learn, test):
+        assert {u["lang"] for u in part} == {"es", "en"}
+        assert {u["about"] for u in part} == {"emergency", "child", "labour", "migrant",
+                                              "report", "other"}
+        assert {"costeño", "paisa", "rolo", "pastuso", "llanero", "venezolano"} <= {
+            u["variety"] for u in part}
+        assert any(u["noise"] for u in part)
+        # Most emergencies are told without the obvious words.
+        plain = [u for u in part if "0" in u["right"] and not any(
+            w in speech.tokens(u["text"]) for w in ("emergencia", "peligro", "auxilio",
+                                                     "emergency", "danger"))]
+        assert len(plain) >= 0.8 * sum("0" in u["right"] for u in part)
+
+
+def test_the_shipped_examples_come_from_the_learn_part_only():
+    """The matcher learns from the learn part; the test part is never among its examples."""
+    shipped = menu_config.read_shipped()
+    examples = {t for langs in shipped.examples.values() for ts in langs.values() for t in ts}
+    assert {u["text"] for u in read("learn")} <= examples
+    assert not {u["text"] for u in read("test")} & examples
+
+
+# --- what the matcher decides, and why -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "lang", "key"), [
+    ("tengo 14 años y un man me escribe cosas feas por instagram", "es", "1"),
+    ("la casaron a los 13 con un señor", "es", "1"),
+    ("im 15 and a guy keeps asking for pics", "en", "1"),
+    ("el patrón me cobra el pasaje y dice que le debo", "es", "2"),
+    ("me deportaron y no tengo a donde ir", "es", "3"),
+    ("quiero denunsiar a un tipo", "es", "4"),  # a recognition error
+])
+def test_callers_own_words_land_on_their_line(text, lang, key):
+    decision = MENU.matchers["welcome", lang].decide(text)
+    assert (decision.action, decision.key) == ("route", key), decision
+    assert decision.evidence  # it can say which words or examples decided it
+
+
+def test_a_decision_says_which_keywords_or_example_decided_it():
+    by_keyword = MENU.matchers["welcome", "es"].decide("mi patrón no me paga el sueldo")
+    assert by_keyword.method == "keyword" and "patrón" in by_keyword.evidence
+    by_age = MENU.matchers["welcome", "es"].decide("la niña tiene 12 años")
+    assert by_age.key == "1" and by_age.method in ("keyword", "age")
+
+
+@pytest.mark.parametrize("text", [
+    "nos tienen en serradas", "me tienen amarrada", "se la llevaron a la fuerza",
+    "no puedo hablar duro, él está aquí", "he has a gun", "they locked us in",
+])
+def test_danger_without_the_word_danger_goes_to_the_emergency_path(text):
+    lang = "en" if text.startswith(("he ", "they ")) else "es"
+    decision = MENU.matchers["welcome", lang].decide(text)
+    assert decision.action in ("danger", "ask_danger"), decision
+
+
+def test_a_decision_takes_well_under_a_millisecond():
+    """A budget, not a benchmark: bench/understanding prints the real figures."""
+    import time
+
+    matcher = MENU.matchers["welcome", "es"]
+    sentences = [u["text"] for u in read("learn") if u["lang"] == "es"]
+    for text in sentences:  # the first sight of a word costs a fuzzy look-up: warm up
+        matcher.decide(text)
+    start = time.perf_counter()
+    for text in sentences:
+        matcher.decide(text)
+    assert (time.perf_counter() - start) / len(sentences) < 0.001
+
+
+# --- following up: one short question, never the whole menu three times ---------------------
+
+
+def test_unsure_about_danger_asks_one_short_question_and_yes_is_the_emergency_path():
+    asked = say(welcome(), "trabajo en una finca y no me dejan salir")
+    assert texts(asked.step) == [MENU.text("es", "danger_question")]
+    assert asked.events[0].kind is EventKind.FOLLOW_UP
+    for answer in ("sí", "si por favor", "0"):
+        result = (press(asked.step.resume, "0") if answer == "0"
+                  else say(asked.step.resume, answer))
+        assert isinstance(result.step, Transfer)
+        assert texts(result.step)[0] == ADVICE
+
+
+def test_no_to_the_danger_question_reads_only_the_keys():
+    asked = say(welcome(), "trabajo en una finca y no me dejan salir")
+    result = say(asked.step.resume, "no")
+    said = texts(result.step)
+    assert said[0] == MENU.text("es", "keys_only", key="0")
+    assert MENU.text("es", "keys_item", label="trabajo o una oferta de empleo falsa",
+                     key="2") in said
+    assert MENU.text("es", "main_menu") not in said
+
+
+def test_unsure_between_two_lines_asks_which_naming_both():
+    state = welcome()
+    either = flow._follow(MENU, state, MENU.nodes["welcome"],
+                          speech.Decision("either", keys=("1", "2")))
+    [question] = texts(either.step)
+    assert question == ("¿Es sobre un niño, niña o adolescente, o sobre trabajo o una oferta "
+                        "de empleo falsa? Para un niño, niña o adolescente, marque 1. Para "
+                        "trabajo o una oferta de empleo falsa, marque 2.")
+    assert either.events[0].detail == {
+        "node": "welcome", "ask": "either", "options": ["1", "2"], "attempt": 0,
+        "decided": "", "score": 0.0}
+    chosen = press(either.step.resume, "2")
+    assert isinstance(chosen.step, Transfer)
+    assert chosen.events[0].detail["asked"] == "e"
+
+
+def test_a_caller_is_never_asked_the_whole_menu_three_times():
+    state, heard = welcome(), []
+    for _ in range(MENU.max_attempts):
+        result = say(state, "mmm pues")
+        heard += texts(result.step)
+        if not isinstance(result.step, Ask):
+            break
+        state = result.step.resume
+    assert heard.count(MENU.text("es", "main_menu")) <= 1  # once more, after the first
+    assert MENU.text("es", "keys_only", key="0") in heard
+    assert isinstance(result.step, Transfer)  # then the national line, as before
+
+
+def test_silence_twice_reads_only_the_keys():
+    first = flow.answer(MENU, welcome(), Answer(), NOW)
+    assert MENU.text("es", "main_menu") in texts(first.step)
+    second = flow.answer(MENU, first.step.resume, Answer(), NOW)
+    assert MENU.text("es", "main_menu") not in texts(second.step)
+    assert MENU.text("es", "keys_only", key="0") in texts(second.step)
+
+
+# --- what events may say, and Twilio's hints ---------------------------------------------
+
+
+def test_events_say_how_speech_was_decided_never_the_words():
+    sentence = "el patrón no me paga el sueldo"
+    result = say(welcome(), sentence)
+    [answered] = [e for e in result.events if e.kind is EventKind.MENU_ANSWERED]
+    assert answered.detail["decided"] == "keyword"
+    assert 0 < answered.detail["score"] <= 1
+    flat = json.dumps([e.detail for e in result.events], ensure_ascii=False)
+    for word in speech.tokens(sentence):
+        if len(word) > 3:
+            assert word not in flat
+
+
+def test_hints_are_built_from_the_examples_within_twilios_limits():
+    hints = flow.question(MENU, "es", "welcome").hints
+    assert 0 < len(hints) <= 500
+    assert all(0 < len(h) <= 100 and "," not in h for h in hints)
+    examples = {e[:100].strip() for o in MENU.nodes["welcome"].options
+                for e in o.examples.get("es", ())}
+    assert examples & set(hints)
