@@ -13,6 +13,7 @@ import io
 import json
 import re
 from collections import OrderedDict
+from urllib.parse import parse_qs, urlsplit
 
 from flask import (
     Blueprint,
@@ -193,6 +194,49 @@ def hotlines():
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
                    voices=voices, fields=HOTLINE_FIELDS, hours_text=_hours_text,
                    problems=_problems_by_field(problems))
+
+
+@bp.route("/examples", methods=["GET", "POST"])
+def examples():
+    """How callers say each option, one phrase a line per language: the speech matcher
+    learns from them (ivr/speech.py). Versioned, published and rolled back like prompts."""
+    v = versions()
+    doc = v.draft_or_live()
+    shipped = v.shipped
+    menu = current_menu()
+    groups = _example_groups(menu)
+    if request.method == "POST":
+        changed: dict[str, dict[str, list[str]]] = {}
+        for name, _, _ in groups:
+            for lang in menu.languages:
+                raw = request.form.get(f"examples:{name}:{lang}")
+                if raw is None:
+                    continue
+                phrases = [p.strip() for p in raw.replace("\r\n", "\n").split("\n")
+                           if p.strip()]
+                if phrases != list((shipped.examples.get(name) or {}).get(lang, [])):
+                    changed.setdefault(name, {})[lang] = phrases
+        v.save_draft({**doc, "examples": changed}, current_staff().name)
+        flash("Draft saved. It is not live until you publish it.")
+        return redirect(url_for("admin.examples"))
+    _, problems = v.check(doc)
+    current = {name: {lang: list((doc.get("examples", {}).get(name) or {}).get(
+        lang, (shipped.examples.get(name) or {}).get(lang, []))) for lang in menu.languages}
+        for name, _, _ in groups}
+    return _render("admin/examples.html", groups=groups, languages=menu.languages,
+                   current=current, problems=_problems_by_field(problems))
+
+
+def _example_groups(menu) -> list[tuple[str, str, str]]:
+    """(name in examples.toml, the question, what the option is) for every option with
+    a way to say it, danger first."""
+    groups = [("danger", "any", "someone is in danger now (key "
+               f"{menu.emergency_key})")]
+    for node in menu.nodes.values():
+        for option in node.options:
+            label = option.labels.get(menu.languages[0]) or option.hotline or option.next
+            groups.append((f"{node.id}.{option.key}", node.id, f"{option.key}: {label}"))
+    return groups
 
 
 def _seconds_from_form(value: str, default: int):
@@ -379,16 +423,45 @@ def try_call():
         dials = [dial_result] * MAX_TRY_MOVES
     elif request.form.get("restart"):
         moves, dials = [], []
-    transcript, seconds = None, None
+    transcript, seconds, why = None, None, {}
     if not problems:
         call = SimulatedCall("http://preview.ruta", PREVIEW_TOKEN,
                              transport=flask_transport(_preview_app(doc)), caller="anonymous")
         transcript = call.run([Move(kind, value) for kind, value in moves],
                               dials or ["completed"])
         seconds = _seconds_before_transfer(transcript, _preview_app(doc))
+        why = _why_understood(transcript, _preview_app(doc))
     return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,
+                   why=why,
                    seconds=seconds, problems=problems, moves_json=json.dumps(moves),
                    dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
+
+
+def _why_understood(transcript, preview) -> dict[int, str]:
+    """Line number -> how the draft's matcher understood what the caller said there:
+    the option or question it led to, and the keywords or example phrase that decided."""
+    with preview.app_context():
+        menu = current_menu()
+    out = {}
+    for i, line in enumerate(transcript.lines):
+        if line.who != "caller" or not line.asked_at or not line.text.startswith("says "):
+            continue
+        query = parse_qs(urlsplit(line.asked_at).query)
+        node, lang = query.get("n", [menu.start])[0], query.get("l", [menu.languages[0]])[0]
+        matcher = menu.matchers.get((node, lang))
+        if matcher is None:
+            continue
+        d = matcher.decide(line.text.removeprefix("says ").strip('"'))
+        led_to = {"route": f"option {d.key}", "danger": "the emergency path",
+                  "ask_danger": "the question “is someone in danger right now?”",
+                  "either": f"the question between options {' and '.join(d.keys)}",
+                  "none": "not understood"}[d.action]
+        by = {"keyword": "keywords", "example": "the example", "age": "the age",
+              "digit": "a spoken digit"}.get(d.method, "")
+        evidence = "; ".join(f"“{e}”" for e in d.evidence)
+        out[i] = f"→ {led_to}" + (f", decided by {by} {evidence}" if by else "") + (
+            f" (certainty {d.score:.2f})" if d.score else "")
+    return out
 
 
 def _seconds_before_transfer(transcript, preview) -> float | None:

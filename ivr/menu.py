@@ -294,6 +294,7 @@ def field_of(problem: str) -> str:
         (r"hotline (\w+): `min_answered_seconds`", "hotline:{0}:min_answered_seconds"),
         (r"hotline (\w+): ", "hotline:{0}:dial"),
         (r"voices\.(\w+)", "voice:{0}"),
+        (r"examples ([\w.]+)\.(\w+): ", "examples:{0}:{1}"),
     ]
     for pattern, field_id in patterns:
         m = re.match(pattern, problem)

@@ -48,6 +48,7 @@ class Line:
     who: str
     text: str
     language: str = ""
+    asked_at: str = ""  # a caller's move: the URL of the question it answers
 
     def __str__(self) -> str:
         lang = f" [{self.language}]" if self.language else ""
@@ -129,8 +130,8 @@ class SimulatedCall:
             "Direction": "inbound",
         }
 
-        def note(who: str, text: str, language: str = "") -> None:
-            call.lines.append(Line(who, text, language))
+        def note(who: str, text: str, language: str = "", asked_at: str = "") -> None:
+            call.lines.append(Line(who, text, language, asked_at))
             if on_line:
                 on_line(call.lines[-1])
 
@@ -176,7 +177,7 @@ class SimulatedCall:
                     note("caller", f"presses {move.value}")
                     return action, {"Digits": move.value}, False
                 if move.kind == "say":
-                    note("caller", f'says "{move.value}"')
+                    note("caller", f'says "{move.value}"', asked_at=action)
                     return action, {"SpeechResult": move.value,
                                     "Confidence": str(move.confidence)}, False
                 note("caller", "stays silent")  # Twilio falls through to the next verb

@@ -3,6 +3,7 @@
 What an administrator can change is an *overrides* document over the shipped files:
 
     {"prompts":  {"es": {"greeting": "..."}, "en": {...}},
+     "examples": {"welcome.2": {"es": ["el patrón no me paga", ...]}, "danger": {...}},
      "hotlines": {"labour": {"dial": ["+57..."], "say": "120", "hours": "24/7",
                              "fallback": "national", "show_caller": false}},
      "voices":   {"es": {"voice": "...", "say_language": "...", "speech_language": "..."}}}
@@ -66,7 +67,7 @@ def now_text() -> str:
 def normalize(doc: dict) -> dict:
     """Keep only what may be overridden, dropping empty sections (stable to compare)."""
     out = {}
-    for section in ("prompts", "hotlines", "voices"):
+    for section in ("prompts", "hotlines", "voices", "examples"):
         entries = {k: dict(v) for k, v in (doc.get(section) or {}).items() if v}
         if entries:
             out[section] = entries
@@ -104,6 +105,11 @@ def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
         merged = {**fields, **(doc.get("voices", {}).get(lang) or {})}
         for name, value in merged.items():
             flat[f"voice {lang} {name}"] = str(value)
+    for name in sorted({*shipped.examples, *(doc.get("examples") or {})}):
+        merged = {**(shipped.examples.get(name) or {}),
+                  **((doc.get("examples") or {}).get(name) or {})}
+        for lang, phrases in merged.items():
+            flat[f"examples {name} {lang}"] = " | ".join(phrases)
     return flat
 
 

@@ -1127,3 +1127,54 @@ def test_prompts_as_files_export_import_publish_history_rollback(
     assert "not published" in result.output
     assert live_version(redis_client) == 3
     assert greeting(other_process) == ES_GREETING
+
+
+# --- 11. example phrases: how callers say each option ----------------------------------------
+
+
+def test_an_admin_teaches_a_new_way_of_saying_an_option_and_the_next_call_understands(
+        app, ana, other_process, redis_client):
+    """A paisa way of saying the boss keeps the wages, understood by no keyword nor
+    example: routed nowhere until an administrator adds it to the labour option's
+    example phrases and publishes."""
+    sentence = "el cucho no me suelta el billete"
+    before = place_call(other_process, [Move("say", sentence)])
+    assert before.dialed == []  # not understood: asked again, then the caller hung up
+    page = parse(ana.page("/admin/examples"))
+    labour = page.one("textarea", name="examples:welcome.2:es")
+    current = labour.text()
+    assert "me ofrecieron" in current.lower() or current  # the shipped phrases are there
+    ana.edit("/admin/examples", {"examples:welcome.2:es": current + "\n" + (
+        "el cucho no me suelta el billete\nel cucho no me quiere soltar la plata")})
+    overview = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
+                if tr.all("td")]
+    assert any(row[0] == "examples welcome.2 es" for row in overview)
+    ana.publish("a paisa way of saying unpaid wages")
+    deadline = time.monotonic() + 3
+    while True:
+        after = place_call(other_process, [Move("say", sentence)])
+        if after.dialed or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert after.dialed == [NATIONAL]  # labour: its number read, then the national line
+    assert "Para la línea del Ministerio del Trabajo, llame usted al 1 2 0." in after.heard()
+
+
+def test_try_the_call_shows_which_words_or_example_decided_a_match(app, ana):
+    shown = ana.post("/admin/try", {"moves": "[]", "say": "el patrón no me paga el sueldo"})
+    why = [small.text() for small in parse(shown.text).all("small", cls="why")]
+    assert why == ["→ option 2, decided by keywords “patrón”; “patrona”; “pago” "
+                   "(certainty 1.00)"]
+    danger = ana.post("/admin/try", {"moves": "[]", "say": "me tienen amarrada en una bodega"})
+    [said] = [small.text() for small in parse(danger.text).all("small", cls="why")]
+    assert said.startswith("→ the emergency path")
+
+
+def test_example_phrases_that_are_too_long_are_refused_next_to_their_field(app, ana):
+    ana.edit("/admin/examples", {"examples:danger:en": "x" * 201})
+    resp = ana.publish("too long")
+    assert flashes(resp.text, "error") == [
+        "examples danger.en: 1 phrase(s) longer than 200 characters"]
+    invalid, listed = problems_next_to(ana.page("/admin/examples"), "examples:danger:en")
+    assert invalid == "true" and listed == [
+        "examples danger.en: 1 phrase(s) longer than 200 characters"]
