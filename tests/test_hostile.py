@@ -56,7 +56,7 @@ WEBHOOKS = ("/voice", "/voice/menu", "/voice/dial", "/voice/numbers", "/voice/sc
 RESUME_PATHS = {"/voice/menu", "/voice/dial", "/voice/numbers", "/voice/screen"}
 # The call's position: language, step, start, question, attempt, hotline, target, lines
 # tried, what the call is about (category) and the seconds rung so far.
-STATE_PARAMS = ("l", "s", "t0", "n", "a", "h", "t", "tr", "c", "r")
+STATE_PARAMS = ("l", "s", "t0", "n", "a", "h", "t", "tr", "c", "r", "q")
 
 # What Twilio's TwiML allows where: the verbs under <Response>, the nouns and nested verbs
 # under the verbs we use, and the SSML tags of <Say>.
@@ -194,6 +194,7 @@ def check_resume_url(url: str, target: Target, menu) -> None:
     assert values.get("h", "") in ("", *menu.hotlines), url
     assert all(h in menu.hotlines for h in values.get("tr", "").split(".") if h), url
     assert re.fullmatch(r"[a-z_]{1,24}", values.get("c", "x")), url  # a category id, no more
+    assert re.fullmatch(r"d|k|e\d\d", values.get("q", "k")), url  # a follow-up question
 
 
 def check_twiml(body: str, target: Target, menu, bridge: bool = False) -> ET.Element:
@@ -361,6 +362,7 @@ def state_queries(draw) -> str:
         "tr": st.lists(st.sampled_from(hotline_ids), max_size=12).map(".".join),
         "c": st.sampled_from(categories),
         "r": st.one_of(st.integers(-3, 10**5).map(str), st.sampled_from(["85", "90", "91"])),
+        "q": st.sampled_from(["d", "k", "e12", "e25", "e19", "e0", "e99", "x", "", "dd"]),
     }
     shape = draw(st.sampled_from(["state", "state", "raw", "none"]))
     if shape == "none":
