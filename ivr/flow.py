@@ -90,7 +90,8 @@ class CallState:
     started: int = 0  # unix time the call started: every event of a call gets its day
     category: str = ""  # what the call is about (the screening whisper says it)
     rung: int = 0  # seconds hotlines have rung so far in this call (the ring budget)
-    ask: str = ""  # how the question is put: "" whole, "d" danger?, "e12" 1 or 2?, "k" keys
+    ask: str = ""  # how the question is put: "" whole, "d" danger? ("d1": a no is 1),
+    # "e12" 1 or 2?, "k" only the keys
 
     def to_params(self) -> dict[str, str]:
         """Query-string parameters; empty fields are left out."""
@@ -139,8 +140,9 @@ def _small_int(raw) -> int:
 
 
 def _follow_up(raw) -> str:
-    """A follow-up as our URLs write it ("d", "k", "e12"); anything else: the whole menu."""
-    return raw if raw and re.fullmatch(r"d|k|e\d\d", str(raw)) else ""
+    """A follow-up as our URLs write it ("d", "d1", "k", "e12"); anything else: the whole
+    menu."""
+    return raw if raw and re.fullmatch(r"d\d?|k|e\d\d", str(raw)) else ""
 
 
 def _word(raw) -> str:
@@ -268,8 +270,11 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     if given.silent:
         return _retry(menu, state, node, "no_input", EventKind.NO_INPUT, now)
     decision, kind = _understand(menu, state, node, given)
-    if decision.action == "no" and state.ask == "d":  # nobody in danger: the keys, short
-        return _ask(menu, replace(state, ask="k"))
+    if decision.action == "no" and state.ask.startswith("d"):
+        if state.ask[1:] and node.option(state.ask[1:]):  # nobody in danger: a child's line
+            decision = Decision("route", state.ask[1:], score=1.0, method="keyword")
+        else:  # nobody in danger, and no line yet: only the keys, short
+            return _ask(menu, replace(state, ask="k"))
     if decision.action in ("ask_danger", "either") and not state.ask:
         return _follow(menu, state, node, decision)
     key = decision.key if decision.action in ("route", "danger") else None
@@ -395,7 +400,7 @@ def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
     if digits:
         return Decision("route" if digits in valid else "none", digits, method="digit"), "dtmf"
     lang = state.lang
-    if state.ask == "d":  # "¿Alguien está en peligro ahora mismo? Diga sí o marque 0."
+    if state.ask.startswith("d"):  # "¿Alguien está en peligro ahora mismo? Diga sí o 0."
         if speech.best_match(given.speech, [("yes", menu.yes_words.get(lang, ()))], lang):
             return Decision("danger", menu.emergency_key, score=1.0, method="keyword"), "speech"
         if speech.tokens(given.speech) in (["no"], ["nope"], ["no", "no"]):
@@ -417,10 +422,11 @@ def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
 def _follow(menu: Menu, state: CallState, node: Node, decision: Decision) -> Result:
     """Unsure: one short question instead of the whole menu again. Is someone in danger
     now (a yes or 0 goes to the emergency path)? Or which of the two closest options?"""
-    ask = "d" if decision.action == "ask_danger" else "e" + "".join(decision.keys)
+    ask = ("d" + (decision.key or "") if decision.action == "ask_danger"
+           else "e" + "".join(decision.keys))
     event = FlowEvent(EventKind.FOLLOW_UP, {
-        "node": node.id, "ask": "danger" if ask == "d" else "either",
-        "options": [menu.emergency_key] if ask == "d" else list(decision.keys),
+        "node": node.id, "ask": "danger" if ask[0] == "d" else "either",
+        "options": [menu.emergency_key, *ask[1:]] if ask[0] == "d" else list(decision.keys),
         "attempt": state.attempt, "decided": decision.method, "score": decision.score,
     })
     return _ask(menu, replace(state, ask=ask, attempt=state.attempt + 1), events=(event,))
@@ -472,7 +478,7 @@ def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
 def _follow_up_prompts(menu: Menu, node: Node, state: CallState) -> tuple[Say, ...]:
     """The short forms of a question: danger?, one of two options?, or only the keys."""
     lang = state.lang
-    if state.ask == "d":
+    if state.ask.startswith("d"):
         return _says(menu, lang, "danger_question")
     if state.ask.startswith("e"):
         first, second = (node.option(k) for k in state.ask[1:3])
@@ -490,7 +496,7 @@ def hints(menu: Menu, node: Node, lang: str, ask: str = "") -> tuple[str, ...]:
     """Twilio's speech hints: the options' keywords, then their example phrases, the
     danger words (and the yes words after the danger question); at most 500 entries of
     at most 100 characters, as Twilio documents."""
-    words = [*menu.yes_words.get(lang, ())] if ask == "d" else []
+    words = [*menu.yes_words.get(lang, ())] if ask.startswith("d") else []
     words += [w for o in node.options for w in o.speech.get(lang, ())]
     words += menu.emergency_words.get(lang, ())
     if node.offers_language:

@@ -35,7 +35,7 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import snowballstemmer
@@ -118,6 +118,20 @@ FILLER_WORDS = (
 FILLERS = frozenset(stem(w, lang) for w in FILLER_WORDS.split() for lang in STEMMERS)
 
 
+# Spellings a recogniser (or a hurried hand) swaps because they sound alike in Spanish:
+# "denunsiar", "amarada", "en serradas", "ablar", "bictima". Applied to stems on both sides.
+SOUNDS = [("rr", "r"), ("ll", "y"), ("v", "b"), ("z", "s"), ("ce", "se"), ("ci", "si"),
+          ("qu", "k"), ("ca", "ka"), ("co", "ko"), ("cu", "ku"), ("ch", "\0"), ("h", ""),
+          ("\0", "ch")]
+
+
+def sounds(word: str) -> str:
+    """A rough Spanish sound-alike key of a word: "serradas" and "cerradas" meet."""
+    for a, b in SOUNDS:
+        word = word.replace(a, b)
+    return word
+
+
 def spoken_digit(text: str) -> str | None:
     """The key a short answer names: "1", "dos", "marco el tres", "press one"."""
     words = tokens(text)
@@ -157,8 +171,9 @@ class Decision:
     """What to do with what the caller said.
 
     `action`: "route" (to `key`), "danger" (the emergency path), "ask_danger" (ask
-    whether someone is in danger now), "either" (ask between `keys`), "none" (not
-    understood). `evidence`: the menu's keywords or example phrases that decided it.
+    whether someone is in danger now; `key`, if any, is where a "no" goes), "either"
+    (ask between `keys`), "none" (not understood). `evidence`: the menu's keywords or
+    example phrases that decided it.
     """
 
     action: str
@@ -198,14 +213,16 @@ class Matcher:
             return self._why("danger", self.danger_key, danger, danger_hits, said)
         child = next((c.key for c in self.choices if c.priority and (hits[c.key] or age)),
                      None)
+        # A danger word heard always earns the question, whatever the rest of the sentence;
+        # for a child, a "no" then goes straight to the child's line (`key`).
+        if self.danger_key is not None and (danger >= DANGER_ASK or danger_hits):
+            asked = self._why("ask_danger", None, danger, danger_hits, said)
+            return replace(asked, key=child) if child else asked
         if child:  # a child named, as a whole word or an age, wins over any other line
             evidence = hits[child] or [f"{age} años" if self.lang == "es" else f"{age} years"]
             return Decision("route", child, score=1.0,
                             method="keyword" if hits[child] else "age",
                             evidence=tuple(evidence[:3]))
-        # A danger word heard always earns the question, whatever the rest of the sentence.
-        if self.danger_key is not None and (danger >= DANGER_ASK or danger_hits):
-            return self._why("ask_danger", None, danger, danger_hits, said)
         ranked = self._options.ranked(features) if self._options else _by_hits(hits)
         (best, top), (second, runner) = ranked[0], (ranked[1] if len(ranked) > 1 else ("", 0))
         if top >= ROUTE and top - runner >= MARGIN:
@@ -250,6 +267,10 @@ class _Reader:
                          for _, phrase in phrases for s in phrase}
         self._prefixes = [k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN - 1]
         self._fuzzy = [k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN]
+        self._sounds: dict[str, set[str]] = defaultdict(set)  # "sounds like" -> keywords
+        for k in keyword_stems:
+            if len(sounds(k)) >= FUZZY_MIN_LEN - 1:  # short keys would meet too much
+                self._sounds[sounds(k)].add(k)
         self._like: dict[str, frozenset[str]] = {}
         self._starts: dict[str, list] = defaultdict(list)  # first stem -> phrases
         for c in choices:
@@ -307,6 +328,7 @@ class _Reader:
         if like is None:
             found = {k for k in self._prefixes
                      if said.startswith(k) and len(said) - len(k) <= PREFIX_SLACK}
+            found |= self._sounds.get(sounds(said), set())
             if len(said) >= FUZZY_MIN_LEN:
                 found |= {k for k, _, _ in process.extract(
                     said, self._fuzzy, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO,

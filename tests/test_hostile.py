@@ -194,7 +194,7 @@ def check_resume_url(url: str, target: Target, menu) -> None:
     assert values.get("h", "") in ("", *menu.hotlines), url
     assert all(h in menu.hotlines for h in values.get("tr", "").split(".") if h), url
     assert re.fullmatch(r"[a-z_]{1,24}", values.get("c", "x")), url  # a category id, no more
-    assert re.fullmatch(r"d|k|e\d\d", values.get("q", "k")), url  # a follow-up question
+    assert re.fullmatch(r"d\d?|k|e\d\d", values.get("q", "k")), url  # a follow-up question
 
 
 def check_twiml(body: str, target: Target, menu, bridge: bool = False) -> ET.Element:
@@ -362,7 +362,8 @@ def state_queries(draw) -> str:
         "tr": st.lists(st.sampled_from(hotline_ids), max_size=12).map(".".join),
         "c": st.sampled_from(categories),
         "r": st.one_of(st.integers(-3, 10**5).map(str), st.sampled_from(["85", "90", "91"])),
-        "q": st.sampled_from(["d", "k", "e12", "e25", "e19", "e0", "e99", "x", "", "dd"]),
+        "q": st.sampled_from(["d", "d1", "d9", "k", "e12", "e25", "e19", "e0", "e99", "x", "",
+                              "dd"]),
     }
     shape = draw(st.sampled_from(["state", "state", "raw", "none"]))
     if shape == "none":
