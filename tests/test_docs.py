@@ -50,3 +50,24 @@ def test_the_readmes_example_call_is_what_ivr_call_prints():
     assert result.exit_code == 0, result.output
     printed = [line for line in result.output.splitlines() if not line.startswith("  (call ")]
     assert printed == shown.rstrip("\n").splitlines()
+
+
+@pytest.mark.slow
+def test_the_readmes_understanding_figures_are_what_the_benchmark_measures():
+    """bench/understanding's figures in the README's Performance table are its own."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import understanding_bench as bench
+
+    from ivr import menu as menu_config
+
+    result = bench.evaluate(menu_config.load(), bench.read("test"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `bench/understanding`"))
+    assert f"first-try accuracy {result['accuracy']:.1%}" in row
+    assert f"emergency recall {result['emergency_recall']:.1%} at once" in row
+    assert f"{result['emergency_recall_with_question']:.1%} with the danger question" in row
+    assert f"false emergencies {result['false_emergency']:.1%}" in row
+    below = [f"{acc:.1%}" for acc, _ in result["groups"].values() if acc < 0.9]
+    assert all(figure in row for figure in below)

@@ -209,3 +209,14 @@ def test_hints_are_built_from_the_examples_within_twilios_limits():
     examples = {e[:100].strip() for o in MENU.nodes["welcome"].options
                 for e in o.examples.get("es", ())}
     assert examples & set(hints)
+
+
+def test_a_child_with_a_sign_of_danger_is_asked_and_a_no_goes_to_the_child_line():
+    asked = say(welcome(), "tengo 14 años y un man me está amenazando")
+    assert texts(asked.step) == [MENU.text("es", "danger_question")]
+    assert asked.events[0].detail["options"] == ["0", "1"]
+    no = say(asked.step.resume, "no")
+    assert isinstance(no.step, Transfer)
+    assert no.step.target == MENU.hotlines["icbf"].dial[0]
+    yes = say(asked.step.resume, "sí")
+    assert texts(yes.step)[0] == ADVICE
