@@ -73,7 +73,7 @@ def score(rows, seconds) -> dict:
     others = [(u, got) for u, got in rows if EMERGENCY not in u["right"]]
     child = [(u, got) for u, got in rows if CHILD in u["right"]]
     by = defaultdict(list)
-    for (u, got), ok in zip(rows, right, strict=True):
+    for (u, _), ok in zip(rows, right, strict=True):
         by["category " + u["about"]].append(ok)
         by["language " + u["lang"]].append(ok)
     confusion = defaultdict(Counter)

@@ -69,5 +69,5 @@ def test_the_readmes_understanding_figures_are_what_the_benchmark_measures():
     assert f"emergency recall {result['emergency_recall']:.1%} at once" in row
     assert f"{result['emergency_recall_with_question']:.1%} with the danger question" in row
     assert f"false emergencies {result['false_emergency']:.1%}" in row
-    below = [f"{acc:.1%}" for acc, _ in result["groups"].values() if acc < 0.9]
-    assert all(figure in row for figure in below)
+    worst = min(acc for acc, _ in result["groups"].values())
+    assert f"at least {worst:.1%}" in row
