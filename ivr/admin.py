@@ -40,6 +40,7 @@ from ivr.menu import (
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
+from ivr.speech import best_match
 from ivr.versions import ConfigVersions, PublishError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -451,7 +452,12 @@ def _why_understood(transcript, preview) -> dict[int, str]:
         matcher = menu.matchers.get((node, lang))
         if matcher is None:
             continue
-        d = matcher.decide(line.text.removeprefix("says ").strip('"'))
+        said = line.text.removeprefix("says ").strip('"')
+        if query.get("q", [""])[0].startswith("d") and best_match(
+                said, [("yes", menu.yes_words.get(lang, ()))], lang):
+            out[i] = "→ the emergency path, decided by a yes to the danger question"
+            continue
+        d = matcher.decide(said)
         led_to = {"route": f"option {d.key}", "danger": "the emergency path",
                   "ask_danger": "the question “is someone in danger right now?”",
                   "either": f"the question between options {' and '.join(d.keys)}",

@@ -275,7 +275,10 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
             decision = Decision("route", state.ask[1:], score=1.0, method="keyword")
         else:  # nobody in danger, and no line yet: only the keys, short
             return _ask(menu, replace(state, ask="k"))
-    if decision.action in ("ask_danger", "either") and not state.ask:
+    # Unsure: one short question. The danger question may come at any follow-up (safety
+    # first), but only once; the either/or only instead of the whole question.
+    if (decision.action == "ask_danger" and not state.ask.startswith("d")) or (
+            decision.action == "either" and not state.ask):
         return _follow(menu, state, node, decision)
     key = decision.key if decision.action in ("route", "danger") else None
     if key is None:

@@ -220,3 +220,11 @@ def test_a_child_with_a_sign_of_danger_is_asked_and_a_no_goes_to_the_child_line(
     assert no.step.target == MENU.hotlines["icbf"].dial[0]
     yes = say(asked.step.resume, "sí")
     assert texts(yes.step)[0] == ADVICE
+
+
+def test_a_sign_of_danger_at_the_keys_only_question_still_asks_about_danger():
+    keys = flow.answer(MENU, flow.answer(MENU, welcome(), Answer(), NOW).step.resume,
+                       Answer(), NOW).step.resume
+    assert keys.ask == "k"
+    asked = say(keys, "trabajo en una finca y no me dejan salir")
+    assert texts(asked.step) == [MENU.text("es", "danger_question")]
