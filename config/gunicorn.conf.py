@@ -70,8 +70,10 @@ _METRICS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
 
 
 def on_starting(server):
-    """Before any worker: wipe the last run's counter files (a restart starts from 0, as
-    Prometheus expects of a counter; left there, a dead run's counts would add up)."""
+    """Before any worker: train the speech models once, and wipe the last run's counter
+    files (a restart starts from 0, as Prometheus expects of a counter; left there, a dead
+    run's counts would add up)."""
+    _train_speech_models(server)
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         if server.cfg.workers > 1:
@@ -82,6 +84,19 @@ def on_starting(server):
     for path in Path(folder).iterdir():
         if _METRICS_FILE.fullmatch(path.name):
             path.unlink(missing_ok=True)
+
+
+def _train_speech_models(server):
+    """The shipped menu's speech matchers, trained here in the master (scikit-learn's
+    import and the training take a few seconds): the workers fork with them in their
+    cache and boot in well under WEB_TIMEOUT, which also counts a worker's boot."""
+    try:
+        from ivr import menu, settings
+
+        config = settings.load()
+        menu.load(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
+    except Exception as e:  # noqa: BLE001 - a broken menu: each worker says why, and stops
+        server.log.warning("speech models not trained before the workers: %s", e)
 
 
 def child_exit(server, worker):

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import click
+import redis
 from rq import Queue
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from ivr import menu as menu_config
 from ivr import security, settings, store
@@ -491,7 +492,10 @@ def _versions():
 def _live_menu():
     """The menu callers get now: the newest published version (needs Redis)."""
     v = _versions()
-    menu, problems = v.check(v.document(v.latest()))
+    try:
+        menu, problems = v.check(v.document(v.latest()))
+    except redis.RedisError as e:
+        raise click.ClickException(f"Redis (REDIS_URL) cannot be reached: {e}") from e
     if menu is None:
         raise click.ClickException("the live version does not check: " + "; ".join(problems))
     return menu
@@ -655,6 +659,10 @@ def _twilio_error(e: Exception) -> str:
     """An error for a person: Twilio's code and message when Twilio refused."""
     if isinstance(e, TwilioRestException):
         return f"Twilio refused ({e.code}): {e.msg}"
+    if isinstance(e, TwilioException) and "HTTP 401" in str(e):  # a list() page refused
+        return ("Twilio refused the credentials (HTTP 401, error 20003): check "
+                "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and "
+                "TWILIO_API_SECRET")
     return str(e)
 
 
@@ -674,7 +682,7 @@ def twilio_connect(number, fallback_url, dry_run):
     client = _twilio_client()
     try:
         sid, before = twilio_account.connect(client, number, expected, dry_run)
-    except (twilio_account.GoLiveError, TwilioRestException) as e:
+    except (twilio_account.GoLiveError, TwilioException) as e:
         raise click.ClickException(_twilio_error(e)) from e
     click.echo(f"{number} ({sid}):")
     for f in before:
@@ -699,7 +707,7 @@ def twilio_check(number, fallback_url):
     client = _twilio_client()
     try:
         fields = twilio_account.check(client, number, expected)
-    except (twilio_account.GoLiveError, TwilioRestException) as e:
+    except (twilio_account.GoLiveError, TwilioException) as e:
         raise click.ClickException(_twilio_error(e)) from e
     for f in fields:
         if f.ok:

@@ -267,11 +267,18 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     if state.step > menu.step_limit and given.digits.strip() != menu.emergency_key:
         return _wind_up(menu, state)
     node = menu.nodes[state.node]
+    if given.silent and state.ask.startswith("d"):
+        # Silence after "is someone in danger right now?" from a caller who showed a sign
+        # of it: they may not be able to speak. The safe path whatever the reason.
+        silent = FlowEvent(EventKind.NO_INPUT, {
+            "node": node.id, "attempt": state.attempt + 1, "asked": "d",
+            "category": "emergency"})
+        return _emergency(menu, replace(state, ask=""), now, events=(silent,))
     if given.silent:
         return _retry(menu, state, node, "no_input", EventKind.NO_INPUT, now)
     decision, kind = _understand(menu, state, node, given)
     if decision.action == "no" and state.ask.startswith("d"):
-        if state.ask[1:] and node.option(state.ask[1:]):  # nobody in danger: a child's line
+        if state.ask[1:] and node.option(state.ask[1:]):  # nobody in danger: the line
             decision = Decision("route", state.ask[1:], score=1.0, method="keyword")
         else:  # nobody in danger, and no line yet: only the keys, short
             return _ask(menu, replace(state, ask="k"))

@@ -492,7 +492,8 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
                 )
         if not h.dial and h.id != menu.default_hotline:
             warnings.append(f"hotline {h.id}: no dial target; callers are told to call "
-                            f"{h.say} themselves and are connected to its fallback")
+                            f"{h.say} themselves and are connected to its fallback, "
+                            f"{h.fallback or menu.default_hotline}")
     for h in menu.hotlines.values():
         chain, hid = [], h.id
         while hid and hid in menu.hotlines and hid not in chain:

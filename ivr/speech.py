@@ -171,7 +171,8 @@ class Decision:
     """What to do with what the caller said.
 
     `action`: "route" (to `key`), "danger" (the emergency path), "ask_danger" (ask
-    whether someone is in danger now; `key`, if any, is where a "no" goes), "either"
+    whether someone is in danger now; `key`, if any, is the line a "no" goes to: the
+    child's, or the option clearly understood), "either"
     (ask between `keys`), "none" (not understood). `evidence`: the menu's keywords or
     example phrases that decided it.
     """
@@ -215,16 +216,17 @@ class Matcher:
                      None)
         # A danger word heard always earns the question, whatever the rest of the sentence;
         # for a child, a "no" then goes straight to the child's line (`key`).
+        ranked = self._options.ranked(features) if self._options else _by_hits(hits)
+        (best, top), (second, runner) = ranked[0], (ranked[1] if len(ranked) > 1 else ("", 0))
         if self.danger_key is not None and (danger >= DANGER_ASK or danger_hits):
             asked = self._why("ask_danger", None, danger, danger_hits, said)
-            return replace(asked, key=child) if child else asked
+            clear = best if top >= ROUTE and top - runner >= MARGIN else None
+            return replace(asked, key=child or clear)
         if child:  # a child named, as a whole word or an age, wins over any other line
             evidence = hits[child] or [f"{age} años" if self.lang == "es" else f"{age} years"]
             return Decision("route", child, score=1.0,
                             method="keyword" if hits[child] else "age",
                             evidence=tuple(evidence[:3]))
-        ranked = self._options.ranked(features) if self._options else _by_hits(hits)
-        (best, top), (second, runner) = ranked[0], (ranked[1] if len(ranked) > 1 else ("", 0))
         if top >= ROUTE and top - runner >= MARGIN:
             return self._why("route", best, top, hits[best], said)
         if second and top + runner >= EITHER:

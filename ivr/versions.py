@@ -109,7 +109,8 @@ def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
         merged = {**(shipped.examples.get(name) or {}),
                   **((doc.get("examples") or {}).get(name) or {})}
         for lang, phrases in merged.items():
-            flat[f"examples {name} {lang}"] = " | ".join(phrases)
+            for phrase in phrases:  # one row a phrase: a diff shows just those added or gone
+                flat[f"example {name} {lang}: {phrase}"] = phrase
     return flat
 
 

@@ -1148,7 +1148,10 @@ def test_an_admin_teaches_a_new_way_of_saying_an_option_and_the_next_call_unders
         "el cucho no me suelta el billete\nel cucho no me quiere soltar la plata")})
     overview = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
                 if tr.all("td")]
-    assert any(row[0] == "examples welcome.2 es" for row in overview)
+    added = [row for row in overview if row[0].startswith("example welcome.2 es:")]
+    assert sorted(row[2] for row in added) == ["el cucho no me quiere soltar la plata",
+                                               "el cucho no me suelta el billete"]
+    assert all(row[1] == "" for row in added)  # added: nothing was there before
     ana.publish("a paisa way of saying unpaid wages")
     deadline = time.monotonic() + 3
     while True:

@@ -22,7 +22,7 @@ from ivr import StartupError, create_app, security
 from ivr.redis_server import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import start_web  # noqa: E402
+from bench.load_bench import start_web, wait_for_web  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -150,6 +150,8 @@ def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
            "PORT": str(port)}
     server = start_web(env, tmp_path / "web.log")
     try:
+        wait_for_web(f"http://127.0.0.1:{port}", server, tmp_path / "web.log")
+
         def status(request: bytes) -> int:
             deadline = time.monotonic() + 20
             while True:

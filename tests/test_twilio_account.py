@@ -136,6 +136,20 @@ def test_missing_credentials_exit_2_and_send_nothing(api, ivr):
     assert api.sent == []
 
 
+def test_credentials_twilio_refuses_are_one_clear_line(api, ivr):
+    result = ivr("check", "--number", OUR_NUMBER, TWILIO_AUTH_TOKEN="not-the-token")
+    assert result.exit_code == 1
+    assert "Twilio refused the credentials (HTTP 401, error 20003)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_test_line_without_redis_says_so_in_one_line(api, ivr):
+    result = ivr("test-line", "national", "--yes", REDIS_URL="redis://127.0.0.1:1")
+    assert result.exit_code == 1
+    assert "Redis (REDIS_URL) cannot be reached" in result.output
+    assert api.sent == []
+
+
 def test_an_api_key_works_in_place_of_the_auth_token():
     key, secret = "SK" + "1" * 32, "api-key-secret"
     server = TwilioApiServer(username=key, password=secret).start()

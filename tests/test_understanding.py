@@ -140,14 +140,35 @@ def test_unsure_about_danger_asks_one_short_question_and_yes_is_the_emergency_pa
         assert texts(result.step)[0] == ADVICE
 
 
-def test_no_to_the_danger_question_reads_only_the_keys():
+def test_no_to_the_danger_question_goes_to_the_line_already_understood():
     asked = say(welcome(), "trabajo en una finca y no me dejan salir")
     result = say(asked.step.resume, "no")
-    said = texts(result.step)
+    assert texts(result.step)[0] == ("Para la línea del Ministerio del Trabajo, llame usted "
+                                     "al 1 2 0.")
+
+
+def danger_question() -> flow.Result:
+    """The danger question asked after a sign of danger and nothing else understood."""
+    return flow._follow(MENU, welcome(), MENU.nodes["welcome"],
+                        speech.Decision("ask_danger", score=0.3, method="example"))
+
+
+def test_no_to_the_danger_question_with_nothing_understood_reads_only_the_keys():
+    asked = danger_question()
+    assert texts(asked.step) == [MENU.text("es", "danger_question")]
+    said = texts(say(asked.step.resume, "no").step)
     assert said[0] == MENU.text("es", "keys_only", key="0")
     assert MENU.text("es", "keys_item", label="trabajo o una oferta de empleo falsa",
                      key="2") in said
     assert MENU.text("es", "main_menu") not in said
+
+
+def test_silence_after_the_danger_question_is_the_emergency_path():
+    """A caller who showed a sign of danger and then says nothing may not be able to."""
+    asked = danger_question()
+    result = flow.answer(MENU, asked.step.resume, Answer(), NOW)
+    assert texts(result.step)[0] == ADVICE
+    assert result.events[0].detail["category"] == "emergency"
 
 
 def test_unsure_between_two_lines_asks_which_naming_both():
