@@ -267,7 +267,7 @@ class _Reader:
         self._danger_phrases = [(k, self._phrase(k)) for k in danger_words]
         keyword_stems = {s for phrases in [*self._phrases.values(), self._danger_phrases]
                          for _, phrase in phrases for s in phrase}
-        self._prefixes = [k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN - 1]
+        self._prefixes = {k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN - 1}
         self._fuzzy = [k for k in keyword_stems if len(k) >= FUZZY_MIN_LEN]
         self._sounds: dict[str, set[str]] = defaultdict(set)  # "sounds like" -> keywords
         for k in keyword_stems:
@@ -328,8 +328,9 @@ class _Reader:
         ("trabaj" in "trabajador"), or one a recognition error away ("secuestr")."""
         like = self._like.get(said)
         if like is None:
-            found = {k for k in self._prefixes
-                     if said.startswith(k) and len(said) - len(k) <= PREFIX_SLACK}
+            shortest = max(FUZZY_MIN_LEN - 1, len(said) - PREFIX_SLACK)
+            found = {said[:n] for n in range(shortest, len(said))
+                     if said[:n] in self._prefixes}
             found |= self._sounds.get(sounds(said), set())
             if len(said) >= FUZZY_MIN_LEN:
                 found |= {k for k, _, _ in process.extract(
@@ -503,23 +504,21 @@ class _Nearest:
     def closest(self, said: list[str]) -> float:
         """The cosine similarity of the example nearest to `said`, of any label, counting
         only words that carry meaning ("mmm bueno pues" shares nothing with anyone)."""
-        query = self._vector([w for w in said if w not in FILLERS])
-        sims: dict[int, float] = defaultdict(float)
-        for term, weight in query.items():
-            for i, doc_weight in self.index.get(term, ()):
-                sims[i] += weight * doc_weight
+        sims = self._similarities(self._vector([w for w in said if w not in FILLERS]))
         return max(sims.values(), default=0.0)
 
     def of(self, label: str, said: list[str]) -> str:
         """The example of `label` nearest to `said` ("" if none shares a word)."""
-        query = self._vector(said)
-        best, text = 0.0, ""
-        for doc_label, doc_text, vector in self.docs:
-            if doc_label == label:
-                sim = sum(w * vector.get(t, 0.0) for t, w in query.items())
-                if sim > best:
-                    best, text = sim, doc_text
-        return text
+        sims = self._similarities(self._vector(said))
+        best = max((i for i in sims if self.docs[i][0] == label), key=sims.get, default=None)
+        return self.docs[best][1] if best is not None else ""
+
+    def _similarities(self, query: dict[str, float]) -> dict[int, float]:
+        sims: dict[int, float] = defaultdict(float)
+        for term, weight in query.items():
+            for i, doc_weight in self.index.get(term, ()):
+                sims[i] += weight * doc_weight
+        return sims
 
 
 def best_match(text: str, candidates: list[tuple[str, tuple[str, ...]]],
