@@ -944,7 +944,8 @@ def test_try_the_call_shows_what_the_caller_hears_what_is_dialled_and_the_second
     assert counted > 0
     start = try_page(ana.page("/admin/try"))
     assert start["lines"][0] == ("ruta", f"ruta [es-US] {ES_GREETING}")
-    assert start["lines"][-1] == ("caller", "caller hangs up")
+    assert start["lines"][-1] == ("caller", "caller (waiting for the caller: press a key, say "
+                                  "something or stay silent)")
 
     shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "1",
                                              "dial_result": "busy"}).text)
