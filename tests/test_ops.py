@@ -412,8 +412,15 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
             return SimulatedCall(base, env["TWILIO_AUTH_TOKEN"], transport=http_transport,
                                  caller=CALLER).run([Move("press", "1")], ["busy", "completed"])
 
-        with ThreadPoolExecutor(4) as pool:  # callers at the same time: both workers answer
-            calls = list(pool.map(place, range(8)))
+        # Callers at the same time, until both workers have answered some (Linux may hand
+        # a light load's connections all to one waiting worker): a bounded number of tries.
+        calls = []
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(5):
+                calls += pool.map(place, range(8))
+                if all(per_worker_requests(folder).values()) and len(
+                        per_worker_requests(folder)) == 2:
+                    break
         requests = sum(call.requests + 1 for call in calls)  # + each status callback
         busy = per_worker_requests(folder)
         assert len([n for n in busy.values() if n]) == 2, busy  # both workers served calls
@@ -434,7 +441,7 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
                 assert total(got, "ruta_webhook_duration_seconds_count") == webhooks
                 assert value(got, "ruta_redis_up") == 1
 
-        check(8, requests)
+        check(len(calls), requests)
         assert get(base + "/metrics")[0] == 401
         assert get(base + "/readyz")[0] == 200
 
@@ -442,9 +449,9 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
         victim = max(busy, key=busy.get)
         os.kill(victim, signal.SIGKILL)
         wait_for_files(folder, "counter_*.db", 3)  # the dead worker's and the replacement's
-        check(8, requests)
+        check(len(calls), requests)
         more = [place(i) for i in range(2)]
-        check(10, requests + sum(call.requests + 1 for call in more))
+        check(len(calls) + 2, requests + sum(call.requests + 1 for call in more))
     finally:
         stop_process(web)
     output = log.read_text(errors="replace")
@@ -506,13 +513,20 @@ def test_ivr_dev_sums_its_workers_metrics_from_a_fresh_folder(redis_server, redi
         def place(_):
             return SimulatedCall(base, env["TWILIO_AUTH_TOKEN"]).run([Move("press", "2")])
 
-        with ThreadPoolExecutor(3) as pool:
-            list(pool.map(place, range(6)))
+        # Linux may hand a light load's connections all to one waiting worker: place
+        # calls (a few at once) until both have answered some, a bounded number of times.
+        calls = 0
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(5):
+                list(pool.map(place, range(8)))
+                calls += 8
+                if len([n for n in per_worker_requests(folder).values() if n]) == 2:
+                    break
         assert len([n for n in per_worker_requests(folder).values() if n]) == 2
         for _ in range(4):
             status, text = get(base + "/metrics")  # development: open without a token
             assert status == 200
-            assert value(scraped(text), "ruta_calls_started_total") == 6
+            assert value(scraped(text), "ruta_calls_started_total") == calls
     finally:
         dev.send_signal(signal.SIGTERM)
         try:
