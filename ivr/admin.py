@@ -426,12 +426,13 @@ def try_call():
         moves, dials = [], []
     transcript, seconds, why = None, None, {}
     if not problems:
+        preview = _preview_app(doc)
         call = SimulatedCall("http://preview.ruta", PREVIEW_TOKEN,
-                             transport=flask_transport(_preview_app(doc)), caller="anonymous")
+                             transport=flask_transport(preview), caller="anonymous")
         transcript = call.run([Move(kind, value) for kind, value in moves],
                               dials or ["completed"])
-        seconds = _seconds_before_transfer(transcript, _preview_app(doc))
-        why = _why_understood(transcript, _preview_app(doc))
+        seconds = _seconds_before_transfer(transcript, preview)
+        why = _why_understood(transcript, preview)
     return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,
                    why=why,
                    seconds=seconds, problems=problems, moves_json=json.dumps(moves),

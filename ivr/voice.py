@@ -60,11 +60,7 @@ def _resume_url(state: CallState) -> str:
 def _respond(result: flow.Result, before: CallState | None = None) -> Response:
     """TwiML for the step; the step's events leave for Redis (or the spool) here."""
     caller_id = _caller_id()
-    if isinstance(result.step, Transfer) and not result.step.show_caller and not caller_id:
-        # Without a number of ours to show, Twilio would pass the caller's own number
-        # on to the hotline: read the numbers to call instead, and say why in the log.
-        log.error("no caller ID for a transfer (set RUTA_CALLER_ID): numbers read instead")
-        result = flow.numbers_instead(current_menu(), result)
+    result = _placeable(result, caller_id)
     step = result.step
     after = getattr(step, "resume", None) or before
     number = (before.step + 1) if before else 1
@@ -75,6 +71,16 @@ def _respond(result: flow.Result, before: CallState | None = None) -> Response:
     ])
     ops.count(result.events)  # the Prometheus counters, after the events that matter more
     return Response(twiml.render(step, _resume_url, caller_id), mimetype="text/xml")
+
+
+def _placeable(result: flow.Result, caller_id: str | None) -> flow.Result:
+    """The result, unless it is a transfer we cannot place safely: without a number of
+    ours to show, Twilio would pass the caller's own number on to the hotline. Then the
+    caller hears the numbers to call instead, and the log says why."""
+    if isinstance(result.step, Transfer) and not result.step.show_caller and not caller_id:
+        log.error("no caller ID for a transfer (set RUTA_CALLER_ID): numbers read instead")
+        return flow.numbers_instead(current_menu(), result)
+    return result
 
 
 def _caller_id() -> str | None:
@@ -182,6 +188,5 @@ def never_silent(error):
         lang = ""
     result = flow.safe_transfer(menu, lang)
     caller_id = _caller_id()
-    if not caller_id and not result.step.show_caller:
-        result = flow.numbers_instead(menu, result)
+    result = _placeable(result, caller_id)
     return Response(twiml.render(result.step, _resume_url, caller_id), mimetype="text/xml")
