@@ -377,7 +377,7 @@ def test_a_supervisor_is_refused_the_admin_pages(app, base, page):
     log_in(page, base, "marta")
     assert page.get_by_role("link", name="Reports").is_visible()
     assert page.get_by_role("link", name="Admin").count() == 0
-    for path in ("/admin", "/admin/prompts", "/admin/hotlines"):
+    for path in ("/admin", "/admin/prompts", "/admin/hotlines", "/admin/examples"):
         response = page.goto(base + path)
         assert response.status == 403, path
         assert "Forbidden" in page.locator("body").inner_text()
@@ -421,7 +421,8 @@ def test_dashboard_and_admin_pages_load_with_no_csp_violation(app, base, page, s
     add_user(app, "ana", "admin")
     log_in(page, base, "ana")  # the login page and its form post, under the policy too
     for path in ("/reports", "/reports?range=30", "/admin", "/admin/prompts",
-                 "/admin/hotlines", "/admin/try", "/admin/history", "/admin/audit"):
+                 "/admin/hotlines", "/admin/examples", "/admin/try", "/admin/history",
+                 "/admin/audit"):
         response = page.goto(base + path)
         assert response.status == 200, path
         assert "default-src 'self'" in response.headers["content-security-policy"]
@@ -667,3 +668,19 @@ def test_no_calls_yet(app, base, page):
     assert "(0, newest first)" in page.locator(".table-head h2").inner_text()
     _, text = download_csv(page)
     assert list(csv.reader(io.StringIO(text))) == [CSV_COLUMNS]
+
+
+def test_every_field_of_the_changed_admin_pages_has_a_label(app, base, page):
+    """The hotlines page (screening, minimum answer, callers' numbers) and the example
+    phrases page: a screen reader names every field a person can fill in."""
+    add_user(app, "ana", "admin")
+    log_in(page, base, "ana")
+    for path in ("/admin/hotlines", "/admin/examples"):
+        page.goto(base + path)
+        fields = page.locator("textarea, select, input:not([type=hidden])")
+        assert fields.count() > 10, path
+        unnamed = [fields.nth(i).get_attribute("name") for i in range(fields.count())
+                   if not fields.nth(i).evaluate("e => e.labels.length")]
+        assert unnamed == [], path
+        page.screenshot(path=str(TEST_OUTPUT / f"admin-{path.rsplit('/', 1)[1]}.png"),
+                        full_page=False)
