@@ -207,7 +207,9 @@ def examples():
     menu = current_menu()
     groups = _example_groups(menu)
     if request.method == "POST":
-        changed: dict[str, dict[str, list[str]]] = {}
+        # Each option is its own form (all of them at once would pass the request size
+        # limit): the fields sent replace theirs, the draft keeps every other change.
+        changed = {name: dict(langs) for name, langs in doc.get("examples", {}).items()}
         for name, _, _ in groups:
             for lang in menu.languages:
                 raw = request.form.get(f"examples:{name}:{lang}")
@@ -217,6 +219,9 @@ def examples():
                            if p.strip()]
                 if phrases != list((shipped.examples.get(name) or {}).get(lang, [])):
                     changed.setdefault(name, {})[lang] = phrases
+                else:
+                    changed.get(name, {}).pop(lang, None)
+        changed = {name: langs for name, langs in changed.items() if langs}
         v.save_draft({**doc, "examples": changed}, current_staff().name)
         flash("Draft saved. It is not live until you publish it.")
         return redirect(url_for("admin.examples"))
