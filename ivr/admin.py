@@ -27,7 +27,7 @@ from flask import (
 )
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import current_menu, store, twiml
+from ivr import services, store, twiml
 from ivr.flow import question
 from ivr.menu import (
     HOTLINE_FIELDS,
@@ -41,7 +41,7 @@ from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError
+from ivr.versions import ConfigVersions, PublishError, current_menu
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PREVIEW_TOKEN = "preview-only-token"  # signs the preview app's requests; never served
@@ -55,8 +55,8 @@ def admins_only():
 
 
 def versions() -> ConfigVersions:
-    r = current_app.extensions["ruta.store"].r
-    return ConfigVersions(r, current_app.extensions["ruta.shipped"],
+    r = services.of().store.r
+    return ConfigVersions(r, services.of().shipped,
                           bool(int(current_app.config["RUTA_TWO_PERSON_RULE"])))
 
 
@@ -350,13 +350,13 @@ def rollback():
 
 @bp.get("/audit")
 def audit():
-    entries = current_app.extensions["ruta.store"].r.xrevrange(store.AUDIT, count=500)
+    entries = services.of().store.r.xrevrange(store.AUDIT, count=500)
     return _render("admin/audit.html", entries=entries)
 
 
 @bp.get("/audit.csv")
 def audit_csv():
-    r = current_app.extensions["ruta.store"].r
+    r = services.of().store.r
 
     def rows():
         buffer = io.StringIO()

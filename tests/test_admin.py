@@ -24,13 +24,13 @@ from conftest import Twilio
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, current_menu, store
+from ivr import create_app, services, store
 from ivr.cli import main as ivr_main
 from ivr.events import Spool
 from ivr.menu import read_shipped, spoken_paths
 from ivr.redis_server import RedisServer
 from ivr.simulator import Move, SimulatedCall, flask_transport
-from ivr.versions import ConfigVersions
+from ivr.versions import ConfigVersions, current_menu
 
 PASSWORD = "correct horse battery"
 # Real scrypt, at a lower cost than security.hash_password's so that each login of the
@@ -170,7 +170,7 @@ def csrf_of(html: str) -> str:
 
 
 def add_user(app, name: str, role: str) -> None:
-    app.extensions["ruta.store"].save_user(name, role, QUICK_HASH)
+    services.of(app).staff.save_user(name, role, QUICK_HASH)
 
 
 class Staff:
@@ -1050,7 +1050,7 @@ def test_when_redis_is_unreachable_a_process_keeps_serving_the_version_it_loaded
         web = create_app({**app_config, "REDIS_URL": own.url})
         assert greeting(web) == ES_GREETING
         r = redis.Redis.from_url(own.url, decode_responses=True)
-        versions = ConfigVersions(r, web.extensions["ruta.shipped"])
+        versions = ConfigVersions(r, services.of(web).shipped)
         published = "Línea Ruta. Versión antes del corte."
         versions.save_draft({"prompts": {"es": {"greeting": published}}}, "ana")
         assert versions.publish("ana", "before the outage") == 1
