@@ -54,7 +54,7 @@ def test_the_readmes_example_call_is_what_ivr_call_prints():
 
 @pytest.mark.slow
 def test_the_readmes_understanding_figures_are_what_the_benchmark_measures():
-    """bench/understanding's figures in the README's Performance table are its own."""
+    """bench/understanding's figures in docs/performance.md are its own."""
     import sys
 
     sys.path.insert(0, str(REPO / "bench"))
@@ -63,8 +63,8 @@ def test_the_readmes_understanding_figures_are_what_the_benchmark_measures():
     from ivr import menu as menu_config
 
     result = bench.evaluate(menu_config.load(), bench.read("test"))
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    row = next(line for line in readme.splitlines() if line.startswith("| `bench/understanding`"))
+    text = (REPO / "docs/performance.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `bench/understanding`"))
     assert f"first-try accuracy {result['accuracy']:.1%}" in row
     assert f"emergency recall {result['emergency_recall']:.1%} at once" in row
     assert f"{result['emergency_recall_with_question']:.1%} with the danger question" in row
