@@ -43,7 +43,7 @@ on; tags per subsystem would spread nothing that matters (the write path is near
 the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
 one drain writes thousands of events a second), so a cluster would give Ruta
 availability, not scale. RQ's own keys (`rq:*`) are not tagged and RQ does not run on a
-cluster: Redis Sentinel is the supported way to survive a server's loss (docs/DESIGN-notes.md).
+cluster: Redis Sentinel is the supported way to survive a server's loss (docs/design.md).
 """
 
 from __future__ import annotations
