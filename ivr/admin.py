@@ -469,7 +469,7 @@ def _why_understood(transcript, preview) -> dict[int, str]:
                   "either": f"the question between options {' and '.join(d.keys)}",
                   "none": "not understood"}[d.action]
         by = {"keyword": "keywords", "example": "the example", "age": "the age",
-              "digit": "a spoken digit"}.get(d.method, "")
+              "digit": "a spoken digit", "signs": "signs of danger"}.get(d.method, "")
         evidence = "; ".join(f"“{e}”" for e in d.evidence)
         out[i] = f"→ {led_to}" + (f", decided by {by} {evidence}" if by else "") + (
             f" (certainty {d.score:.2f})" if d.score else "")

@@ -138,6 +138,9 @@ class Menu:
     language_words: dict[str, tuple[str, ...]]
     danger_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
     yes_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # language -> ((kind, word beginnings), ...): weak signs the danger detector weighs
+    danger_signs: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
+        default_factory=dict)
     default_hotline: str = "national"
     emergency_hotline: str = "emergency"
     emergency_key: str = "0"
@@ -396,6 +399,8 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
         language_words=_words(menu_raw.get("language_words")),
         danger_examples=_phrases("examples danger", examples.get(DANGER_EXAMPLES), problems),
         yes_words=_words(menu_raw.get("yes_words")),
+        danger_signs={lang: tuple((kind, tuple(words)) for kind, words in kinds.items())
+                      for lang, kinds in (menu_raw.get("danger_signs") or {}).items()},
         **settings,
     )
 
@@ -427,7 +432,8 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
                        for t in (*o.examples.get(lang, ()), *o.speech.get(lang, ()))
                        if t not in dangerous)
         danger = Danger(lang, menu.emergency_words.get(lang, ()),
-                        menu.danger_examples.get(lang, ()), others)
+                        menu.danger_examples.get(lang, ()), others,
+                        menu.danger_signs.get(lang, ()))
         for node in menu.nodes.values():
             choices = [Choice(o.key, o.speech.get(lang, ()), o.examples.get(lang, ()),
                               o.priority) for o in node.options]

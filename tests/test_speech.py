@@ -77,7 +77,6 @@ SENTENCES = [
     ("las niñas", "es", "1"),
     ("Mis HIJAS", "es", "1"),
     ("un menor de edad", "es", "1"),
-    ("Se llevaron a mi hijo", "es", "1"),
     ("Mi nieta no volvió del colegio", "es", "1"),
     ("mi sobrina de quince años se fue con un señor", "es", "1"),
     ("a los muchachos del barrio los están reclutando", "es", "1"),
@@ -159,6 +158,7 @@ SENTENCES = [
     ("Quiero hacer un reporte", "es", "4"),
     ("tengo una duda", "es", "5"),
     ("Mi marido me está pegando", "es", "0"),
+    ("Se llevaron a mi hijo", "es", "0"),  # taken: an abduction, not only a child's case
     ("A mi hermano lo van a matar", "es", "0"),
     ("I'm being held against my will", "en", "0"),
 ]
@@ -201,9 +201,9 @@ def test_emergency_word_wins_over_other_words(text, lang):
     assert chosen_option(result) == "0"
 
 
-def test_exploitation_at_home_asks_whether_someone_is_in_danger():
-    """Exploited in a house: not sure anyone is in danger now, so the one question."""
-    result = ask("me tienen explotada en una casa", "es")
+def test_a_threatened_teenager_is_asked_whether_someone_is_in_danger():
+    """A threat to a 14-year-old: not sure it is happening now, so the one question."""
+    result = ask("tengo 14 años y un man me está amenazando", "es")
     assert isinstance(result.step, Ask)
     assert result.step.prompts[0].text == MENU.text("es", "danger_question")
     assert [e.kind for e in result.events] == [EventKind.FOLLOW_UP]

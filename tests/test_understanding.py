@@ -116,7 +116,7 @@ def test_danger_without_the_word_danger_goes_to_the_emergency_path(text):
 
 
 def test_unsure_about_danger_asks_one_short_question_and_yes_is_the_emergency_path():
-    asked = say(welcome(), "me tienen explotada en una casa")
+    asked = danger_question(clear="2")
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
     assert asked.events[0].kind is EventKind.FOLLOW_UP
     for answer in ("sí", "si por favor", "0"):
@@ -127,16 +127,17 @@ def test_unsure_about_danger_asks_one_short_question_and_yes_is_the_emergency_pa
 
 
 def test_no_to_the_danger_question_goes_to_the_line_already_understood():
-    asked = say(welcome(), "me tienen explotada en una casa")
+    asked = danger_question(clear="2")
     result = say(asked.step.resume, "no")
     assert texts(result.step)[0] == ("Para la línea del Ministerio del Trabajo, llame usted "
                                      "al 1 2 0.")
 
 
-def danger_question() -> flow.Result:
-    """The danger question asked after a sign of danger and nothing else understood."""
+def danger_question(clear: str | None = None) -> flow.Result:
+    """The danger question asked after a sign of danger, with the option clearly
+    understood beside it (`clear`), if any."""
     return flow._follow(MENU, welcome(), MENU.nodes["welcome"],
-                        speech.Decision("ask_danger", score=0.3, method="example"))
+                        speech.Decision("ask_danger", clear, score=0.3, method="signs"))
 
 
 def test_no_to_the_danger_question_with_nothing_understood_reads_only_the_keys():
@@ -219,7 +220,7 @@ def test_hints_are_built_from_the_examples_within_twilios_limits():
 
 
 def test_a_child_with_a_sign_of_danger_is_asked_and_a_no_goes_to_the_child_line():
-    asked = say(welcome(), "tengo 14 años y un man me amenazó")
+    asked = say(welcome(), "tengo 14 años y un man me está amenazando")
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
     assert asked.events[0].detail["options"] == ["0", "1"]
     no = say(asked.step.resume, "no")
@@ -233,5 +234,5 @@ def test_a_sign_of_danger_at_the_keys_only_question_still_asks_about_danger():
     keys = flow.answer(MENU, flow.answer(MENU, welcome(), Answer(), NOW).step.resume,
                        Answer(), NOW).step.resume
     assert keys.ask == "k"
-    asked = say(keys, "me tienen explotada en una casa")
+    asked = say(keys, "tengo 14 años y un man me está amenazando")
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
