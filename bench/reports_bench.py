@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from ivr import menu as menu_config  # noqa: E402
 from ivr import store  # noqa: E402
-from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day  # noqa: E402
+from ivr.call_record import BOGOTA, CallRecord, Event, hour_of, hour_of_day  # noqa: E402
 from ivr.redis_server import RedisServer  # noqa: E402
 from ivr.summary import parse_range, today  # noqa: E402
 
@@ -455,7 +455,7 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     sample = chunk_calls(0)
     real_db = redis.Redis.from_url(f"{base}/1", decode_responses=True)
     bulk_db = redis.Redis.from_url(f"{base}/2", decode_responses=True)
-    from workers.outcomes import BATCH
+    from workers.drain import BATCH
 
     n_events, real_s = real_write(real_db, sample, BATCH)
     _, _, counters, hours = load_chunk(0, redis.Redis.from_url(f"{base}/2"))

@@ -24,8 +24,8 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ivr import charts, current_menu, security
+from ivr.call_record import BOGOTA, CallRecord
 from ivr.menu import Menu
-from ivr.outcomes import BOGOTA, CallRecord
 from ivr.security import (
     current_staff,
     login_allowed,

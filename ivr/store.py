@@ -7,7 +7,7 @@ Redis Cluster all of them live in one slot (why: below). The layout:
                                (consumer group "writers"; an entry is deleted once written)
     {ruta}:events:dead         stream: entries that could not be used, with the reason
     {ruta}:log                 stream: every event written, once (trimmed to the retention)
-    {ruta}:call:<CallSid>      hash: one call's record (ivr.outcomes.CallRecord)
+    {ruta}:call:<CallSid>      hash: one call's record (ivr.call_record.CallRecord)
     {ruta}:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
     {ruta}:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
     {ruta}:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
@@ -58,7 +58,7 @@ import redis
 from rq import Queue
 
 from ivr import redis_url
-from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day
+from ivr.call_record import BOGOTA, CallRecord, Event, hour_of, hour_of_day
 
 PREFIX = "{ruta}:"  # the hash tag: every key in one cluster slot (see above)
 LEGACY_PREFIX = "ruta:"  # the layout before the hash tag (`ivr redis migrate-keys`)

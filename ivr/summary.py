@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
-from ivr.outcomes import BOGOTA, Outcome
+from ivr.call_record import BOGOTA, Outcome
 
 MAX_RANGE_DAYS = 366
 # "dropped" is ours: Twilio said completed, but too short for a person (ivr.flow).

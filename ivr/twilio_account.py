@@ -17,8 +17,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
+from ivr.call_record import FINAL_CALL_STATUSES
 from ivr.menu import E164, Voice, is_dialable
-from ivr.outcomes import FINAL_CALL_STATUSES
 
 TEST_MESSAGE = ("Esta es una llamada de prueba de conexión de la línea Ruta. "
                 "No necesita hacer nada. Gracias.")

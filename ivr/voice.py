@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, g, request
 
 from ivr import current_menu, events, flow, ops, twiml
+from ivr.call_record import FINAL_CALL_STATUSES, Event
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
-from ivr.outcomes import FINAL_CALL_STATUSES, Event
 from ivr.security import twilio_signed
 
 log = logging.getLogger(__name__)

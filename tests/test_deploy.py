@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from ivr import store
-from ivr.outcomes import Event
+from ivr.call_record import Event
 from ivr.redis_server import free_port
 from ivr.simulator import SimulatedCall, http_transport
 

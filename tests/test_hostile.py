@@ -42,7 +42,7 @@ from werkzeug.datastructures import MultiDict
 from ivr import create_app, redis_url, store
 from ivr.menu import E164
 from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
-from workers.outcomes import Drainer
+from workers.drain import Drainer
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 

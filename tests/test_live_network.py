@@ -20,8 +20,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import StartupError, create_app, flow, twiml
 from ivr import menu as menu_config
+from ivr.call_record import CallRecord, Event, Outcome
 from ivr.flow import Answer, Ask, EventKind, Hangup, Transfer
-from ivr.outcomes import CallRecord, Event, Outcome
 from ivr.simulator import Move, SimulatedCall, flask_transport
 from ivr.versions import ConfigVersions
 

@@ -33,9 +33,9 @@ from redis.sentinel import (
 )
 
 from ivr import create_app, redis_url, store
+from ivr.call_record import day_of
 from ivr.cli import main
 from ivr.events import Spool
-from ivr.outcomes import day_of
 from ivr.redis_server import RedisServer, free_port, redis_server_binary
 from ivr.redis_url import connect, decoding
 from ivr.simulator import Move, SimulatedCall, flask_transport

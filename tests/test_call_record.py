@@ -1,4 +1,4 @@
-"""A call's record and outcome, folded from its events (ivr.outcomes): pure, no Redis.
+"""A call's record and outcome, folded from its events (ivr.call_record): pure, no Redis.
 
 The events are built the way ivr/voice.py builds them: ids `<CallSid>:<step>.<i>` and
 `<CallSid>:end`, every step event carrying the call's start `t0` (whole seconds, from the
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ivr.outcomes import (
+from ivr.call_record import (
     BOGOTA,
     MAX_COUNTED_WAIT,
     CallRecord,
