@@ -141,9 +141,11 @@ class CallRecord:
         category = str(data.get("category") or "")
         # The earliest answer says what the call is about, but an emergency at any
         # question makes it an emergency call (whatever order the events arrive in).
-        if category and self.category != "emergency" and (
-                category == "emergency" or event.step < self.category_step):
-            self.category, self.category_step = category, event.step
+        if category:
+            emergency, was_emergency = category == "emergency", self.category == "emergency"
+            if (emergency and not was_emergency) or (
+                    emergency == was_emergency and event.step < self.category_step):
+                self.category, self.category_step = category, event.step
         match event.kind:
             case "call_started":
                 self.caller = str(data.get("caller", ""))

@@ -235,6 +235,25 @@ def test_an_emergency_at_the_second_question_is_an_emergency_call_in_any_order()
         assert record.dimensions()["category"] == "emergency"
 
 
+def test_two_emergency_answers_give_the_same_record_in_any_order():
+    """Regression (found by tests/test_tally.py): a call that said "emergency" at two
+    questions kept the step of whichever came first, so the stored record depended on
+    the order the events arrived in (the category did not)."""
+    s = REAL_START
+    events = [
+        started_event(),
+        event("2.0", "menu_answered", 2, s + 5, asked="report", node="welcome", input="dtmf",
+              option="0", attempt=0, category="emergency"),
+        event("3.0", "menu_answered", 3, s + 11, node="report", input="speech", option="0",
+              attempt=0, category="emergency"),
+        ended(s + 20, 20),
+    ]
+    expected = fold(events).to_fields()
+    assert expected["category_step"] == "2"
+    for order in itertools.permutations(events):
+        assert fold(order).to_fields() == expected, [e.id for e in order]
+
+
 def test_the_earliest_answer_gives_the_category_when_no_emergency():
     s = REAL_START
     events = [
