@@ -14,8 +14,8 @@ Bogotá days up to now) into a fresh redis-server, then times what the staff pag
 
 Loading 1M calls through `Store.write_batch` (one read and one transaction per 500
 events) would take far longer than the reads we measure, so the calls are loaded by a
-bulk equivalent: each call's events are folded into a `CallRecord` exactly as
-write_batch folds them, and the same keys get the same values through big
+bulk equivalent: each call's events are folded and counted by the tally write_batch uses
+(`ivr.tally`), and the same keys get the same values through big
 non-transactional pipelines, with the day and hour counters summed in Python first. The
 event log stream ({ruta}:log) is skipped. To prove the equivalence, the first 2,000 calls
 also go through the REAL `Store.write_batch` (time-ordered batches of 500 events, with
@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -46,9 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from ivr import menu as menu_config  # noqa: E402
 from ivr import store  # noqa: E402
-from ivr.call_record import BOGOTA, CallRecord, Event, hour_of, hour_of_day  # noqa: E402
 from ivr.redis_server import RedisServer  # noqa: E402
 from ivr.summary import parse_range, today  # noqa: E402
+from ivr.tally import tally  # noqa: E402
+from ivr.vocabulary import BOGOTA, Event  # noqa: E402
 
 CHUNK = 2_000  # calls generated (and written) per task; the equivalence sample is chunk 0
 RUNS = 20
@@ -198,40 +199,10 @@ def chunk_calls(chunk: int) -> list[list[Event]]:
 
 
 def fold(calls: list[list[Event]]):
-    """Each call's record and the counter deltas, exactly as Store.write_batch derives
-    them when it sees all of a call's events."""
-    records: list[CallRecord] = []
-    counters: dict[str, Counter] = defaultdict(Counter)
-    hours: dict[str, Counter] = defaultdict(Counter)
-    callers: dict[str, set[str]] = defaultdict(set)
-    for events in calls:
-        record = CallRecord(call=events[0].call)
-        for event in events:
-            record.apply(event)
-        day = counters[record.day]
-        day.update(f"asked:{node}" for node in record.nodes)
-        for event in events:
-            kind, data = event.kind, event.data
-            if kind == "call_started":
-                day["calls"] += 1
-                day[f"hour:{hour_of(record.started):02d}"] += 1
-                if record.caller and record.caller != "anonymous":
-                    day["identified"] += 1
-                    callers[record.day].add(record.caller)
-            elif kind == "transfer_started":
-                day[f"transfer:{data.get('hotline', '')}"] += 1
-            elif kind == "transfer_ended":
-                result = f"dial:{data.get('hotline', '')}:{data.get('status', '')}"
-                day[result] += 1
-                hours[hour_of_day(event.at)][result] += 1
-            elif kind in ("no_input", "invalid_input"):
-                day[kind] += 1
-        for dim, value in record.dimensions().items():
-            if value:
-                day[f"{dim}:{value}"] += 1
-                record.counted[dim] = value
-        records.append(record)
-    return records, counters, hours, callers
+    """Each call's record and the counter deltas, from the tally Store.write_batch uses
+    (ivr.tally), all of a call's events at once."""
+    changes = tally({}, (event for events in calls for event in events))
+    return list(changes.records.values()), changes.days, changes.hours, changes.callers
 
 
 def write_calls(r: redis.Redis, records, callers, expiry) -> None:

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ivr import events, store  # noqa: E402
-from ivr.call_record import Event, day_of  # noqa: E402
 from ivr.redis_server import RedisServer  # noqa: E402
+from ivr.vocabulary import Event, day_of  # noqa: E402
 
 HOTLINES = ["icbf", "labour", "national", "prosecutor", "bogota", "emergency"]
 CATEGORIES = {"1": "child", "2": "labour", "3": "migrant", "4": "report", "5": "other"}

@@ -743,7 +743,7 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     from datetime import datetime
 
     from ivr import twilio_account
-    from ivr.call_record import BOGOTA
+    from ivr.vocabulary import BOGOTA
 
     menu = _live_menu()
     line = menu.hotlines.get(hotline)

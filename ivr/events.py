@@ -30,14 +30,13 @@ import redis
 from rq import Queue, Retry
 
 from ivr import redis_url, store
-from ivr.call_record import Event
+from ivr.vocabulary import ANONYMOUS, Event
 
 log = logging.getLogger(__name__)
 
 DRAIN_JOB = "workers.drain.drain"  # by name: web code never imports job code
 DRAIN_EVERY_MS = 200  # at most one drain job enqueued per this many ms
 REDIS_DOWN_PAUSE = 2.0  # seconds to spool without trying Redis after a failure
-ANONYMOUS = "anonymous"
 # XADD each event, then SET NX PX the flag; returns 1 when this call set the flag.
 APPEND_EVENTS = """
 for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end

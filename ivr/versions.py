@@ -31,8 +31,8 @@ from datetime import datetime
 import redis
 
 from ivr import store
-from ivr.call_record import BOGOTA
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
+from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two looks at the version counter, per process

@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, g, request
 
 from ivr import current_menu, events, flow, ops, twiml
-from ivr.call_record import FINAL_CALL_STATUSES, Event
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
 from ivr.security import twilio_signed
+from ivr.vocabulary import FINAL_CALL_STATUSES, Event, EventKind
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
@@ -167,7 +167,7 @@ def status():
     if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
         duration = _seconds(request.form.get("CallDuration"))
         started = _now().timestamp() - duration
-        _emit([_event("end", flow.EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
+        _emit([_event("end", EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
                       {"status": call_status, "duration": duration})])
     return Response(status=204)
 

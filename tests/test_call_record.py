@@ -14,15 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ivr.call_record import (
-    BOGOTA,
-    MAX_COUNTED_WAIT,
-    CallRecord,
-    Event,
-    Outcome,
-    day_of,
-    hour_of,
-)
+from ivr.call_record import MAX_COUNTED_WAIT, CallRecord
+from ivr.vocabulary import BOGOTA, Event, Outcome, day_of, hour_of
 
 SID = "CA" + "ab" * 16
 CALLER = "c_0123456789abcdef0123"  # a pseudonym, as ivr.events.caller_pseudonym makes them

@@ -29,11 +29,11 @@ from rq import Queue
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app, redis_url, store
-from ivr.call_record import Event, Outcome, day_of
 from ivr.cli import main
 from ivr.events import Emitter, Spool
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
+from ivr.vocabulary import Event, Outcome, day_of
 from workers.drain import Drainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed

@@ -37,13 +37,13 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry
 
 from ivr import StartupError, create_app, events, redis_url, security, store
-from ivr.call_record import Event, day_of
 from ivr.cli import main
 from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from ivr.versions import ConfigVersions
+from ivr.vocabulary import Event, day_of
 from workers import worker as ruta_worker
 from workers.drain import Drainer
 
