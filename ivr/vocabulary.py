@@ -191,7 +191,9 @@ class Count(StrEnum):
     CATEGORY = "category"  # category:<category>
     LANG = "lang"  # lang:<language>
     HANGUP = "hangup"  # hangup:<node>: abandoned in the menu at that question
-    TO_TRANSFER = "to_transfer"  # to_transfer:<seconds>: from the start to the first transfer
+    # to_transfer:<seconds>: from the start to the first transfer, whole seconds up to
+    # ivr.call_record.MAX_COUNTED_WAIT (a histogram: the dashboard reads its median)
+    TO_TRANSFER = "to_transfer"
 
 
 # The event kinds counted by their own name.
