@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import redis
-from flask import Flask, current_app
+from flask import Flask
 from flask.helpers import get_debug_flag
 
-from ivr import events, logs, security, settings, store
+from ivr import events, key_migration, logs, security, settings, store
 from ivr import menu as menu_config
+from ivr.services import Services
+from ivr.staff import StaffAccounts
 from ivr.versions import LiveMenu
 
 REQUIRED_IN_PRODUCTION = ("TWILIO_AUTH_TOKEN", "SECRET_KEY")
-
-
-def current_menu() -> menu_config.Menu:
-    """The menu this request is served with (the newest published version)."""
-    return current_app.extensions["ruta.live_menu"].get()
 
 
 class StartupError(RuntimeError):
@@ -26,11 +23,11 @@ def _refuse_the_old_key_layout(r) -> None:
     if r is None:
         return
     try:
-        old = store.has_legacy_keys(r)
+        old = key_migration.has_legacy_keys(r)
     except redis.RedisError:  # Redis down: calls are routed anyway; checked next start
         return
     if old:
-        raise StartupError(f"Ruta will not start: {store.LEGACY_HELP}")
+        raise StartupError(f"Ruta will not start: {key_migration.LEGACY_HELP}")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -72,13 +69,15 @@ def create_app(config: dict | None = None) -> Flask:
         menu = menu_config.build(shipped, app.config["RUTA_MENU_OVERRIDES"])
     except menu_config.ConfigError as e:
         raise StartupError(f"Ruta will not start: {e}") from e
-    app.extensions["ruta.shipped"] = shipped
-    events.init_app(app)
+    client, emitter, caller_key = events.connect(app.config)
     if not app.config["RUTA_PREVIEW"]:
-        _refuse_the_old_key_layout(app.extensions["ruta.redis"])
-    store.init_app(app)
+        _refuse_the_old_key_layout(client)
+    services = app.extensions["ruta"] = Services(shipped, client, emitter, caller_key)
+    if staff_client := store.staff_pages_client(app.config):
+        services.store = store.Store(staff_client, int(app.config["RUTA_RETENTION_DAYS"]))
+        services.staff = StaffAccounts(staff_client)
     # The newest version an administrator published, else the shipped files.
-    app.extensions["ruta.live_menu"] = LiveMenu(shipped, app.extensions["ruta.redis"], menu)
+    services.live_menu = LiveMenu(shipped, client, menu)
 
     from ivr import admin, ops, reports, voice
 

@@ -27,7 +27,7 @@ from flask import (
 )
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import current_menu, store, twiml
+from ivr import services, store, twiml
 from ivr.flow import question
 from ivr.menu import (
     HOTLINE_FIELDS,
@@ -41,7 +41,7 @@ from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError
+from ivr.versions import ConfigVersions, PublishError, current_menu
 from ivr.vocabulary import DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -56,8 +56,8 @@ def admins_only():
 
 
 def versions() -> ConfigVersions:
-    r = current_app.extensions["ruta.store"].r
-    return ConfigVersions(r, current_app.extensions["ruta.shipped"],
+    r = services.of().store.r
+    return ConfigVersions(r, services.of().shipped,
                           bool(int(current_app.config["RUTA_TWO_PERSON_RULE"])))
 
 
@@ -208,7 +208,9 @@ def examples():
     menu = current_menu()
     groups = _example_groups(menu)
     if request.method == "POST":
-        changed: dict[str, dict[str, list[str]]] = {}
+        # Each option is its own form (all of them at once would pass the request size
+        # limit): the fields sent replace theirs, the draft keeps every other change.
+        changed = {name: dict(langs) for name, langs in doc.get("examples", {}).items()}
         for name, _, _ in groups:
             for lang in menu.languages:
                 raw = request.form.get(f"examples:{name}:{lang}")
@@ -218,6 +220,9 @@ def examples():
                            if p.strip()]
                 if phrases != list((shipped.examples.get(name) or {}).get(lang, [])):
                     changed.setdefault(name, {})[lang] = phrases
+                else:
+                    changed.get(name, {}).pop(lang, None)
+        changed = {name: langs for name, langs in changed.items() if langs}
         v.save_draft({**doc, "examples": changed}, current_staff().name)
         flash("Draft saved. It is not live until you publish it.")
         return redirect(url_for("admin.examples"))
@@ -346,13 +351,13 @@ def rollback():
 
 @bp.get("/audit")
 def audit():
-    entries = current_app.extensions["ruta.store"].r.xrevrange(store.AUDIT, count=500)
+    entries = services.of().store.r.xrevrange(store.AUDIT, count=500)
     return _render("admin/audit.html", entries=entries)
 
 
 @bp.get("/audit.csv")
 def audit_csv():
-    r = current_app.extensions["ruta.store"].r
+    r = services.of().store.r
 
     def rows():
         buffer = io.StringIO()

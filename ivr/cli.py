@@ -20,10 +20,11 @@ import redis
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
+from ivr import key_migration, security, settings, store
 from ivr import menu as menu_config
-from ivr import security, settings, store
 from ivr.events import Spool
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
+from ivr.staff import StaffAccounts
 from ivr.versions import audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
@@ -373,8 +374,8 @@ def redis_migrate_keys():
 
     Run once, with web and workers stopped, on a Redis that holds data written before
     the upgrade; nothing is deleted."""
-    renamed, left = store.migrate_legacy_keys(_redis())
-    click.echo(f"renamed {renamed} key(s) from {store.LEGACY_PREFIX}* to {store.PREFIX}*")
+    renamed, left = key_migration.migrate_legacy_keys(_redis())
+    click.echo(f"renamed {renamed} key(s) from {key_migration.LEGACY_PREFIX}* to {store.PREFIX}*")
     if left:
         click.echo(f"{len(left)} key(s) left as they were: the new name is taken "
                    f"(e.g. {', '.join(left[:5])})", err=True)
@@ -390,8 +391,8 @@ def _tool(bin_dir: Path, name: str) -> str:
 # --- ivr users, ivr tokens -------------------------------------------------------------
 
 
-def _staff_store() -> store.Store:
-    return store.Store(_redis())
+def _accounts() -> StaffAccounts:
+    return StaffAccounts(_redis())
 
 
 def _operator() -> str:
@@ -418,7 +419,7 @@ def users_add(name, role, password_stdin):
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 10:
         raise click.UsageError("the password must have at least 10 characters")
-    s = _staff_store()
+    s = _accounts()
     s.save_user(name, role, security.hash_password(password))
     audit(s.r, _operator(), "user saved", f"{name} ({role})")
     click.echo(f"user {name} saved with role {role}")
@@ -427,7 +428,7 @@ def users_add(name, role, password_stdin):
 @users.command("list")
 def users_list():
     """Every staff account and its role."""
-    found = _staff_store().users()
+    found = _accounts().users()
     if not found:
         click.echo("no users yet: add one with `ivr users add NAME --role admin`")
     for name, fields in found:
@@ -438,7 +439,7 @@ def users_list():
 @click.argument("name")
 def users_remove(name):
     """Remove a staff account (its sessions end at their next request)."""
-    s = _staff_store()
+    s = _accounts()
     if not s.remove_user(name):
         raise click.ClickException(f"no user named {name}")
     audit(s.r, _operator(), "user removed", name)
@@ -455,7 +456,7 @@ def tokens():
 def tokens_add(name):
     """Create a read-only reports token; it is printed once and not kept in clear."""
     token, token_hash = security.new_api_token()
-    s = _staff_store()
+    s = _accounts()
     s.remove_token(name)
     s.save_token(name, "supervisor", token_hash)
     audit(s.r, _operator(), "API token created", name)
@@ -464,14 +465,14 @@ def tokens_add(name):
 
 @tokens.command("list")
 def tokens_list():
-    for name in _staff_store().tokens():
+    for name in _accounts().tokens():
         click.echo(name)
 
 
 @tokens.command("remove")
 @click.argument("name")
 def tokens_remove(name):
-    s = _staff_store()
+    s = _accounts()
     if not s.remove_token(name):
         raise click.ClickException(f"no token named {name}")
     audit(s.r, _operator(), "API token removed", name)

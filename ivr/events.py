@@ -45,23 +45,21 @@ return 0
 """
 
 
-def init_app(app) -> None:
-    """Give the app its Redis client and Emitter (app.extensions["ruta.emitter"]).
+def connect(config) -> tuple[redis.Redis | None, Emitter | None, bytes]:
+    """The webhooks' Redis client, their Emitter and the callers' pseudonym key.
 
     The web's client fails fast and never retries: a webhook must not wait on a sick
     Redis, it spools instead. Connections are pooled, so an emit is one round trip.
     """
-    spool = Spool(app.config["RUTA_SPOOL_DIR"])
     client = None
-    if app.config["REDIS_URL"]:  # any REDIS_URL form; Sentinel: the sentinels fail fast too
-        client = redis_url.connect(app.config["REDIS_URL"], fail_fast=True)
-    app.extensions["ruta.redis"] = client
+    if config["REDIS_URL"]:  # any REDIS_URL form; Sentinel: the sentinels fail fast too
+        client = redis_url.connect(config["REDIS_URL"], fail_fast=True)
     # An admin's "try the call" preview is not a call: its events are not kept.
-    app.extensions["ruta.emitter"] = None if app.config["RUTA_PREVIEW"] else Emitter(client, spool)
-    secret = app.config["CALLER_ID_KEY"] or hmac.new(
-        str(app.config["SECRET_KEY"]).encode(), b"ruta caller pseudonym", hashlib.sha256
+    emitter = None if config["RUTA_PREVIEW"] else Emitter(client, Spool(config["RUTA_SPOOL_DIR"]))
+    secret = config["CALLER_ID_KEY"] or hmac.new(
+        str(config["SECRET_KEY"]).encode(), b"ruta caller pseudonym", hashlib.sha256
     ).hexdigest()
-    app.extensions["ruta.caller_key"] = secret.encode()
+    return client, emitter, secret.encode()
 
 
 def caller_pseudonym(number: str | None, key: bytes) -> str:

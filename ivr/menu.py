@@ -419,8 +419,12 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
     (and of the language switch where offered), danger words and examples first."""
     out = {}
     for lang in menu.languages:
+        # An example of danger may also be an option's ("my girl of 15 is locked in"):
+        # it is not a sign of no danger.
+        dangerous = set(menu.danger_examples.get(lang, ()))
         others = tuple(t for n in menu.nodes.values() for o in n.options
-                       for t in (*o.examples.get(lang, ()), *o.speech.get(lang, ())))
+                       for t in (*o.examples.get(lang, ()), *o.speech.get(lang, ()))
+                       if t not in dangerous)
         danger = Danger(lang, menu.emergency_words.get(lang, ()),
                         menu.danger_examples.get(lang, ()), others)
         for node in menu.nodes.values():

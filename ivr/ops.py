@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ivr import store
+from ivr import services, store
 from ivr.events import Spool
 from ivr.vocabulary import EventKind
 
@@ -169,11 +169,11 @@ def init_app(app) -> None:
     timing, and the routes. Call it once the voice blueprint is registered."""
     app.register_blueprint(bp)
     if app.config["RUTA_PREVIEW"]:
-        app.extensions["ruta.metrics"] = None
+        services.of(app).metrics = None
         return
     if folder := multiprocess_dir():
         os.makedirs(folder, exist_ok=True)
-    metrics = app.extensions["ruta.metrics"] = Metrics()
+    metrics = services.of(app).metrics = Metrics()
     webhooks = [rule.rule for rule in app.url_map.iter_rules()
                 if rule.endpoint.startswith("voice.")]
     app.wsgi_app = _Timed(app.wsgi_app, metrics, webhooks)
@@ -181,13 +181,13 @@ def init_app(app) -> None:
 
 def count(events) -> None:
     """Count a webhook's flow events (ivr.voice calls this for every step)."""
-    metrics = current_app.extensions["ruta.metrics"]
+    metrics = services.of().metrics
     if metrics is not None:
         _never_raise(metrics.count, events)
 
 
 def count_failure() -> None:
-    metrics = current_app.extensions["ruta.metrics"]
+    metrics = services.of().metrics
     if metrics is not None:
         _never_raise(metrics.failures.inc)
 
@@ -216,8 +216,8 @@ def healthz():
 def readyz():
     """Ready for calls: menu loaded, Redis answering, queue and spool under the limits."""
     config = current_app.config
-    live = current_app.extensions.get("ruta.live_menu")
-    counts = _work_counts(current_app.extensions.get("ruta.redis"))
+    live = services.of().live_menu
+    counts = _work_counts(services.of().redis)
     max_spool = int(config["RUTA_READY_MAX_SPOOL"])
     # Only yes or no per check: the line is public, and backlog sizes or the menu's
     # version would tell a stranger about outages and admin activity (/metrics has them).
@@ -257,10 +257,10 @@ def metrics():
     refused = _metrics_refused()
     if refused is not None:
         return refused
-    backlog = Backlog(current_app.extensions.get("ruta.redis"),
+    backlog = Backlog(services.of().redis,
                       Spool(current_app.config["RUTA_SPOOL_DIR"]))
     folder = multiprocess_dir()
-    ours = current_app.extensions.get("ruta.metrics")
+    ours = services.of().metrics
     if folder:  # every gunicorn worker's counters, from their files
         counters = MultiProcessCollector(None, path=folder)
     else:

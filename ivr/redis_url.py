@@ -21,7 +21,7 @@ Redis servers, `?sentinel_username=...&sentinel_password=...` to the sentinels w
 they require it. Every connection asks a sentinel for the current master, so after a
 failover the clients follow the new master on their next connection.
 
-Redis Cluster is not a form here: RQ does not work on a cluster (see docs/DESIGN-notes.md).
+Redis Cluster is not a form here: RQ does not work on a cluster (see docs/design.md).
 """
 
 from __future__ import annotations

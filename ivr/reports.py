@@ -23,7 +23,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, current_menu, security
+from ivr import charts, security, services
 from ivr.call_record import CallRecord
 from ivr.menu import Menu
 from ivr.security import (
@@ -33,9 +33,10 @@ from ivr.security import (
     password_matches,
     staff_required,
 )
+from ivr.staff import StaffAccounts
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
-from ivr.versions import audit
+from ivr.versions import audit, current_menu
 from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)
@@ -50,10 +51,17 @@ CSV_COLUMNS = [
 
 
 def _store() -> Store:
-    store = current_app.extensions["ruta.store"]
+    store = services.of().store
     if store is None:
         abort(503, "Redis is not configured (REDIS_URL)")
     return store
+
+
+def _accounts() -> StaffAccounts:
+    accounts = services.of().staff
+    if accounts is None:
+        abort(503, "Redis is not configured (REDIS_URL)")
+    return accounts
 
 
 def _menu() -> Menu:
@@ -147,7 +155,7 @@ def login():
         return render_template("login.html", form=form,
                                error="Too many failed logins: wait a minute and try again."), 429
     if form.validate_on_submit():
-        user = _store().user(form.name.data)
+        user = _accounts().user(form.name.data)
         # An unknown name costs the same scrypt as a known one: timing tells nothing.
         password_hash = user["password"] if user else security.decoy_password_hash()
         if password_matches(password_hash, form.password.data) and user:

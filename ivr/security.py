@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator, compare
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ivr import redis_url, store
+from ivr import redis_url, services, store
 
 
 def public_url() -> str:
@@ -147,7 +147,7 @@ def init_app(app) -> None:
         "redis://", connection_pool=redis_url.connect(
             url, socket_connect_timeout=1, socket_timeout=2).connection_pool,
         key_prefix=store.LIMITS_PREFIX) if url else storage_from_string("memory://")
-    app.extensions["ruta.login_limiter"] = MovingWindowRateLimiter(storage)
+    services.of(app).login_limiter = MovingWindowRateLimiter(storage)
 
 
 def staff_headers(response, hsts: bool):
@@ -183,7 +183,7 @@ def refuse_large_bodies():
 def login_allowed(keys: list[str]) -> bool:
     """False while any of `keys` (the client address, the account name) has failed too
     many logins. If the limiter's storage is down, logging in must still work."""
-    limiter = current_app.extensions["ruta.login_limiter"]
+    limiter = services.of().login_limiter
     try:
         return all(limiter.test(limit, "login", key)
                    for limit in FAILED_LOGIN_LIMITS for key in keys)
@@ -192,7 +192,7 @@ def login_allowed(keys: list[str]) -> bool:
 
 
 def login_failed(keys: list[str]) -> None:
-    limiter = current_app.extensions["ruta.login_limiter"]
+    limiter = services.of().login_limiter
     try:
         for limit in FAILED_LOGIN_LIMITS:
             for key in keys:
@@ -242,14 +242,14 @@ def current_staff() -> Staff | None:
     against Redis on every request so a removed account is out at once."""
     if "ruta_staff" in g:
         return g.ruta_staff
-    staff, store = None, current_app.extensions["ruta.store"]
+    staff, accounts = None, services.of().staff
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer ") and request.path.startswith("/api/"):  # tokens: API only
-        found = store.token(token_hash(auth.removeprefix("Bearer ").strip()))
+        found = accounts.token(token_hash(auth.removeprefix("Bearer ").strip()))
         if found:
             staff = Staff(found["name"], found["role"], "token")
     elif session.get("user"):
-        found = store.user(session["user"])
+        found = accounts.user(session["user"])
         if found:
             staff = Staff(session["user"], found["role"], "session")
         else:

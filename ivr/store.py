@@ -43,7 +43,7 @@ on; tags per subsystem would spread nothing that matters (the write path is near
 the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
 one drain writes thousands of events a second), so a cluster would give Ruta
 availability, not scale. RQ's own keys (`rq:*`) are not tagged and RQ does not run on a
-cluster: Redis Sentinel is the supported way to survive a server's loss (docs/DESIGN-notes.md).
+cluster: Redis Sentinel is the supported way to survive a server's loss (docs/design.md).
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ from ivr.tally import tally
 from ivr.vocabulary import BOGOTA, Event
 
 PREFIX = "{ruta}:"  # the hash tag: every key in one cluster slot (see above)
-LEGACY_PREFIX = "ruta:"  # the layout before the hash tag (`ivr redis migrate-keys`)
 EVENTS = f"{PREFIX}events"
 DEAD_LETTER = f"{PREFIX}events:dead"
 LOG = f"{PREFIX}log"
@@ -118,15 +117,13 @@ def config_version_key(number: int) -> str:
 HOUR_KEEP_SECONDS = 3 * 24 * 3600
 
 
-def init_app(app) -> None:
-    """The staff pages' Store (app.extensions["ruta.store"]), or None without Redis."""
-    url = app.config["REDIS_URL"]
+def staff_pages_client(config) -> redis.Redis | None:
+    """The staff pages' Redis client (decoded answers), or None without Redis."""
+    url = config["REDIS_URL"]
     # Bounded waits: a staff page must not hold a web worker (which also answers webhooks)
     # for long while Redis is unreachable.
-    client = redis_url.connect(url, decode_responses=True, socket_connect_timeout=1,
-                               socket_timeout=5) if url else None
-    app.extensions["ruta.store"] = (
-        Store(client, int(app.config["RUTA_RETENTION_DAYS"])) if client else None)
+    return redis_url.connect(url, decode_responses=True, socket_connect_timeout=1,
+                             socket_timeout=5) if url else None
 
 
 class LostLock(Exception):
@@ -298,53 +295,6 @@ class Store:
         found = zip(sids, read.execute(), strict=True)
         return [CallRecord.from_fields(sid, fields) for sid, fields in found if fields]
 
-    # --- staff accounts and API tokens ------------------------------------------------
-
-    def save_user(self, name: str, role: str, password_hash: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.hset(user_key(name), mapping={"role": role, "password": password_hash,
-                                           "created": f"{datetime.now(BOGOTA):%Y-%m-%d %H:%M}"})
-        pipe.sadd(USERS, name)
-        pipe.execute()
-
-    def user(self, name: str) -> dict[str, str] | None:
-        return self.r.hgetall(user_key(name)) or None
-
-    def users(self) -> list[tuple[str, dict[str, str]]]:
-        names = sorted(self.r.smembers(USERS))
-        read = self.r.pipeline(transaction=False)
-        for name in names:
-            read.hgetall(user_key(name))
-        return list(zip(names, read.execute(), strict=True))
-
-    def remove_user(self, name: str) -> bool:
-        pipe = self.r.pipeline()
-        pipe.delete(user_key(name))
-        pipe.srem(USERS, name)
-        return bool(pipe.execute()[0])
-
-    def save_token(self, name: str, role: str, token_hash: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.hset(token_key(token_hash), mapping={"name": name, "role": role})
-        pipe.hset(TOKENS, name, token_hash)
-        pipe.execute()
-
-    def token(self, token_hash: str) -> dict[str, str] | None:
-        return self.r.hgetall(token_key(token_hash)) or None
-
-    def tokens(self) -> list[str]:
-        return sorted(self.r.hkeys(TOKENS))
-
-    def remove_token(self, name: str) -> bool:
-        token_hash = self.r.hget(TOKENS, name)
-        if not token_hash:
-            return False
-        pipe = self.r.pipeline()
-        pipe.delete(token_key(token_hash))
-        pipe.hdel(TOKENS, name)
-        pipe.execute()
-        return True
-
     # --- test calls to the hotlines (`ivr twilio test-line`) --------------------------
 
     def record_line_test(self, hotline: str, target: str, result: str, at: datetime,
@@ -369,51 +319,6 @@ class Store:
         except redis.ResponseError:  # no group yet: nothing was ever drained
             pending = 0
         return {"waiting": waiting, "pending": pending}
-
-
-# Keys only the old layout has once data was written: checked at every start.
-LEGACY_MARKERS = tuple(LEGACY_PREFIX + name for name in ("events", "users", "config:version"))
-LEGACY_HELP = ("Redis holds Ruta data under the key names before the {ruta} hash tag "
-               "(ruta:*), which this version would not see (the published menu, staff "
-               "accounts, events waiting to be written). Stop every web and worker process, "
-               "run `ivr redis migrate-keys` once, then start them again.")
-
-
-def has_legacy_keys(r: redis.Redis) -> bool:
-    """Does Redis hold data under the names before the hash tag? New code would not see
-    it: the published menu, staff accounts and waiting events would look gone."""
-    return bool(r.exists(*LEGACY_MARKERS))
-
-
-def migrate_legacy_keys(r: redis.Redis) -> tuple[int, list[str]]:
-    """Rename the keys of the layout before the hash tag (`ruta:...`) to `{ruta}:...`,
-    TTLs kept. A key whose new name is already taken is left as it is and returned,
-    except the events stream: its entries are appended to the new one (the writer skips
-    events it has already written), so no event waits where no drain looks.
-    For a single server, with web and workers stopped (they would write the new names
-    meanwhile). Returns (keys renamed, keys left)."""
-    renamed, left = 0, []
-    for key in list(r.scan_iter(match=f"{LEGACY_PREFIX}*", count=1000)):
-        name = _as_text(key)
-        if r.renamenx(key, PREFIX + name[len(LEGACY_PREFIX):]):
-            renamed += 1
-        elif name == LEGACY_PREFIX + EVENTS[len(PREFIX):]:
-            _append_stream(r, key, EVENTS)
-            renamed += 1
-        else:
-            left.append(name)
-    return renamed, sorted(left)
-
-
-def _append_stream(r: redis.Redis, source, target: str, chunk: int = 1000) -> None:
-    start = "-"
-    while entries := r.xrange(source, min=start, count=chunk):
-        pipe = r.pipeline(transaction=False)
-        for _, fields in entries:
-            pipe.xadd(target, fields)
-        pipe.execute()
-        start = "(" + _as_text(entries[-1][0])
-    r.delete(source)
 
 
 def work_counts(r: redis.Redis) -> dict[str, int]:

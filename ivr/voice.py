@@ -15,10 +15,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request
 
-from ivr import current_menu, events, flow, ops, twiml
+from ivr import events, flow, ops, services, twiml
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
 from ivr.security import twilio_signed
+from ivr.versions import current_menu
 from ivr.vocabulary import FINAL_CALL_STATUSES, Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def _event(suffix, kind, step, started, lang, asked, data) -> Event:
 
 
 def _emit(happened: list[Event]) -> None:
-    emitter = current_app.extensions["ruta.emitter"]
+    emitter = services.of().emitter
     if emitter and happened and request.form.get("CallSid"):  # no CallSid: no call to file
         emitter.emit(happened)
 
@@ -113,7 +114,7 @@ def _emit(happened: list[Event]) -> None:
 def incoming():
     """A new call on our number. The caller ID becomes a pseudonym here, and only here."""
     caller = events.caller_pseudonym(request.form.get("From"),
-                                     current_app.extensions["ruta.caller_key"])
+                                     services.of().caller_key)
     return _respond(flow.start(current_menu(), _now(), caller))
 
 

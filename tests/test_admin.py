@@ -24,13 +24,13 @@ from conftest import Twilio
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, current_menu, store
+from ivr import create_app, services, store
 from ivr.cli import main as ivr_main
 from ivr.events import Spool
 from ivr.menu import read_shipped, spoken_paths
 from ivr.redis_server import RedisServer
 from ivr.simulator import Move, SimulatedCall, flask_transport
-from ivr.versions import ConfigVersions
+from ivr.versions import ConfigVersions, current_menu
 
 PASSWORD = "correct horse battery"
 # Real scrypt, at a lower cost than security.hash_password's so that each login of the
@@ -139,10 +139,13 @@ def problems_next_to(html: str, name: str) -> tuple[str | None, list[str]]:
     return field.attrs.get("aria-invalid"), listed
 
 
-def form_values(html: str) -> dict[str, str]:
-    """What a browser would send with the page's own edit form (the one without action)."""
-    form = next(f for f in parse(html).all("form")
-                if f.attrs.get("method") == "post" and not f.attrs.get("action"))
+def form_values(html: str, holding: set[str] = frozenset()) -> dict[str, str]:
+    """What a browser would send with the page's own edit form (one without action; the
+    one holding the fields named in `holding`, where a page has one form per part)."""
+    forms = [f for f in parse(html).all("form")
+             if f.attrs.get("method") == "post" and not f.attrs.get("action")]
+    form = next((f for f in forms if holding <= {el.attrs.get("name") for el in f.iter()}),
+                forms[0])
     values = {}
     for el in form.iter():
         name = el.attrs.get("name")
@@ -167,7 +170,7 @@ def csrf_of(html: str) -> str:
 
 
 def add_user(app, name: str, role: str) -> None:
-    app.extensions["ruta.store"].save_user(name, role, QUICK_HASH)
+    services.of(app).staff.save_user(name, role, QUICK_HASH)
 
 
 class Staff:
@@ -197,7 +200,7 @@ class Staff:
 
     def edit(self, path: str, changes: dict[str, str]):
         """Open an edit page, change some fields, and press "Save to draft"."""
-        values = form_values(self.page(path))
+        values = form_values(self.page(path), set(changes))
         missing = set(changes) - set(values)
         assert not missing, f"no such field on {path}: {missing}"
         resp = self.post(path, {**values, **changes})
@@ -1047,7 +1050,7 @@ def test_when_redis_is_unreachable_a_process_keeps_serving_the_version_it_loaded
         web = create_app({**app_config, "REDIS_URL": own.url})
         assert greeting(web) == ES_GREETING
         r = redis.Redis.from_url(own.url, decode_responses=True)
-        versions = ConfigVersions(r, web.extensions["ruta.shipped"])
+        versions = ConfigVersions(r, services.of(web).shipped)
         published = "Línea Ruta. Versión antes del corte."
         versions.save_draft({"prompts": {"es": {"greeting": published}}}, "ana")
         assert versions.publish("ana", "before the outage") == 1
@@ -1138,7 +1141,7 @@ def test_an_admin_teaches_a_new_way_of_saying_an_option_and_the_next_call_unders
     """A paisa way of saying the boss keeps the wages, understood by no keyword nor
     example: routed nowhere until an administrator adds it to the labour option's
     example phrases and publishes."""
-    sentence = "el cucho no me suelta el billete"
+    sentence = "el cucho no me afloja la lana"
     before = place_call(other_process, [Move("say", sentence)])
     assert before.dialed == []  # not understood: asked again, then the caller hung up
     page = parse(ana.page("/admin/examples"))
@@ -1146,12 +1149,12 @@ def test_an_admin_teaches_a_new_way_of_saying_an_option_and_the_next_call_unders
     current = labour.text()
     assert "me ofrecieron" in current.lower() or current  # the shipped phrases are there
     ana.edit("/admin/examples", {"examples:welcome.2:es": current + "\n" + (
-        "el cucho no me suelta el billete\nel cucho no me quiere soltar la plata")})
+        "el cucho no me afloja la lana\nel cucho no me quiere soltar la plata")})
     overview = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
                 if tr.all("td")]
     added = [row for row in overview if row[0].startswith("example welcome.2 es:")]
-    assert sorted(row[2] for row in added) == ["el cucho no me quiere soltar la plata",
-                                               "el cucho no me suelta el billete"]
+    assert sorted(row[2] for row in added) == ["el cucho no me afloja la lana",
+                                               "el cucho no me quiere soltar la plata"]
     assert all(row[1] == "" for row in added)  # added: nothing was there before
     ana.publish("a paisa way of saying unpaid wages")
     deadline = time.monotonic() + 3
@@ -1182,3 +1185,27 @@ def test_example_phrases_that_are_too_long_are_refused_next_to_their_field(app, 
     invalid, listed = problems_next_to(ana.page("/admin/examples"), "examples:danger:en")
     assert invalid == "true" and listed == [
         "examples danger.en: 1 phrase(s) longer than 200 characters"]
+
+
+def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(
+        app, ana, redis_client):
+    """One form per option (every phrase at once would pass the request size limit):
+    saving one keeps what was saved for another, and putting an option back as shipped
+    drops it from the draft."""
+    page = ana.page("/admin/examples")
+    forms = [f for f in parse(page).all("form")
+             if f.attrs.get("method") == "post" and not f.attrs.get("action")]
+    options = sum(len(node.options) for node in current_menu_of(app).nodes.values())
+    assert len(forms) == 1 + options  # danger, then every option
+    labour = form_values(page, {"examples:welcome.2:es"})["examples:welcome.2:es"]
+    child = form_values(page, {"examples:welcome.1:en"})["examples:welcome.1:en"]
+    ana.edit("/admin/examples",
+             {"examples:welcome.2:es": labour + "\nel cucho no me afloja la lana"})
+    ana.edit("/admin/examples", {"examples:welcome.1:en": child + "\nmy kid sis is in trouble"})
+    draft = json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["examples"]
+    assert draft["welcome.2"]["es"][-1] == "el cucho no me afloja la lana"
+    assert draft["welcome.1"]["en"][-1] == "my kid sis is in trouble"
+    ana.edit("/admin/examples", {"examples:welcome.2:es": labour})  # back as shipped
+    draft = json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["examples"]
+    assert "welcome.2" not in draft
+    assert draft["welcome.1"]["en"][-1] == "my kid sis is in trouble"

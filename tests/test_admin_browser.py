@@ -20,7 +20,10 @@ if not os.path.exists(CHROMIUM):
 from playwright.sync_api import expect  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
-from ivr import store  # noqa: E402
+from ivr import (
+    services,
+    store,  # noqa: E402
+)
 from ivr.menu import read_shipped  # noqa: E402
 from ivr.simulator import Move, SimulatedCall  # noqa: E402
 from ivr.versions import ConfigVersions  # noqa: E402
@@ -48,7 +51,7 @@ def page(browser):
 
 
 def add_user(app, name: str, role: str) -> None:
-    app.extensions["ruta.store"].save_user(name, role, QUICK_HASH)
+    services.of(app).staff.save_user(name, role, QUICK_HASH)
 
 
 def log_in(page, base: str, name: str):
@@ -104,7 +107,7 @@ def flash(page, kind: str = "status"):
 def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change(
         app, base, page, redis_client):
     # The deployment has been in use: bob published version 1 (a shorter goodbye).
-    versions = ConfigVersions(app.extensions["ruta.store"].r, app.extensions["ruta.shipped"])
+    versions = ConfigVersions(services.of(app).store.r, services.of(app).shipped)
     versions.save_draft({"prompts": {"es": {"goodbye": "Gracias por llamar. Cuídese."}}},
                         "bob")
     assert versions.publish("bob", "shorter goodbye") == 1

@@ -31,7 +31,7 @@ import redis  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
-from ivr import create_app, redis_url, security, store  # noqa: E402
+from ivr import create_app, redis_url, security, services, store  # noqa: E402
 from ivr.cli import main as ivr_main  # noqa: E402
 from ivr.reports import CSV_COLUMNS  # noqa: E402
 from ivr.simulator import Move  # noqa: E402
@@ -101,7 +101,7 @@ def password_hash(password: str) -> str:
 
 
 def add_user(app, name: str, role: str, password: str = PASSWORD) -> None:
-    app.extensions["ruta.store"].save_user(name, role, password_hash(password))
+    services.of(app).staff.save_user(name, role, password_hash(password))
 
 
 def drain(url: str) -> None:
@@ -395,7 +395,7 @@ def test_an_admin_sees_the_prompts(app, base, page):
         "link", name="Prompts").click()
     page.wait_for_url("**/admin/prompts")
     assert page.locator("h1").inner_text() == "What callers hear"
-    shipped = app.extensions["ruta.shipped"].prompts
+    shipped = services.of(app).shipped.prompts
     prompt = page.locator("fieldset#prompt-main_menu")
     for lang in ("es", "en"):
         text = prompt.get_by_label(lang, exact=True)
@@ -582,7 +582,7 @@ def test_session_cookie_is_httponly_and_hidden_from_scripts(app, base, page, con
 def test_a_removed_account_is_out_at_its_next_request(app, base, page):
     add_user(app, "marta", "supervisor")
     log_in(page, base, "marta")
-    assert app.extensions["ruta.store"].remove_user("marta")
+    assert services.of(app).staff.remove_user("marta")
     page.reload()
     assert urllib.parse.urlsplit(page.url).path == "/login"
 

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import CONNECTED_HOTLINES
 
+from ivr import services
 from ivr.cli import main
 from ivr.redis_server import free_port
 from ivr.simulator import Move
@@ -230,7 +231,7 @@ def test_an_emergency_word_wins_at_the_second_question(simulate):
 
 
 def test_a_caller_repeating_forever_is_wound_up_with_a_goodbye(app, simulate):
-    limit = app.extensions["ruta.live_menu"].get().step_limit
+    limit = services.of(app).live_menu.get().step_limit
     call = simulate([Move("press", "*")] * 200)
     assert call.hung_up_by == "ruta"  # not the simulator's own request limit
     assert call.requests <= limit + 1

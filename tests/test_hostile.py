@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
-from ivr import create_app, redis_url, store
+from ivr import create_app, redis_url, services, store
 from ivr.menu import E164
 from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
 from workers.drain import Drainer
@@ -134,7 +134,7 @@ def hostile(redis_server, tmp_path_factory):
             },
             "redis": r,
             "logs": captured,
-            "menu": direct.extensions["ruta.live_menu"].get(),
+            "menu": services.of(direct).live_menu.get(),
         })
     finally:
         root.removeHandler(captured)

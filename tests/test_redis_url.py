@@ -32,7 +32,7 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
-from ivr import create_app, redis_url, store
+from ivr import create_app, redis_url, services, store
 from ivr.cli import main
 from ivr.events import Spool
 from ivr.redis_server import RedisServer, free_port, redis_server_binary
@@ -189,13 +189,13 @@ def test_every_client_built_from_the_setting_takes_the_sentinel_form(monkeypatch
     url = "redis+sentinel://127.0.0.1:1,127.0.0.1:2/ruta/0"
     app = create_app({"RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": TOKEN,
                       "SECRET_KEY": "x", "REDIS_URL": url, "RUTA_SPOOL_DIR": str(tmp_path)})
-    webhook = app.extensions["ruta.redis"]  # the emitter's: fails fast
+    webhook = services.of(app).redis  # the emitter's: fails fast
     assert isinstance(webhook.connection_pool, SentinelConnectionPool)
     assert kwargs_of(webhook)["socket_connect_timeout"] == 0.3
-    staff = app.extensions["ruta.store"].r
+    staff = services.of(app).store.r
     assert isinstance(staff.connection_pool, SentinelConnectionPool)
     assert kwargs_of(staff)["decode_responses"] is True
-    limiter = app.extensions["ruta.login_limiter"].storage.storage
+    limiter = services.of(app).login_limiter.storage.storage
     assert isinstance(limiter.connection_pool, SentinelConnectionPool)
 
     monkeypatch.setenv("REDIS_URL", url)
@@ -467,7 +467,7 @@ def test_sentinel_calls_before_and_after_a_failover_are_written_once(tmp_path):
         assert promoted.xlen(store.LOG) == sum(seen)  # each event written once
         assert on_promoted.backlog() == {"waiting": 0, "pending": 0}
         assert worker.exits == []  # the worker waited for Redis and went on
-        webhook = app.extensions["ruta.redis"]  # the web's own client, on the new master
+        webhook = services.of(app).redis  # the web's own client, on the new master
         assert webhook.info("server")["tcp_port"] == replica.port
         assert report(url)["calls"] == 2
     finally:

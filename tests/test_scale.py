@@ -42,6 +42,7 @@ from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
+from ivr.staff import StaffAccounts
 from ivr.versions import ConfigVersions
 from ivr.vocabulary import Event, day_of
 from workers import worker as ruta_worker
@@ -403,9 +404,10 @@ def test_the_emit_script_and_the_drain_run_on_a_real_cluster(cluster, simulate,
     versions = ConfigVersions(text, read_shipped())
     versions.save_draft({"prompts": {"es": {"goodbye": "Gracias."}}}, "ana")
     assert versions.publish("ana", "on a cluster") == 1  # WATCH, MULTI, EVAL, EXEC
-    st.save_user("ana", "admin", security.hash_password("a long password"))
-    st.save_token("bi", "supervisor", "0" * 64)
-    assert st.user("ana")["role"] == "admin" and st.tokens() == ["bi"]
+    accounts = StaffAccounts(text)
+    accounts.save_user("ana", "admin", security.hash_password("a long password"))
+    accounts.save_token("bi", "supervisor", "0" * 64)
+    assert accounts.user("ana")["role"] == "admin" and accounts.tokens() == ["bi"]
 
     # What a second hash tag would meet: a transaction over two slots is refused...
     other = next(k for k in (f"{{x{i}}}" for i in range(10_000))
@@ -440,8 +442,8 @@ def test_migrate_keys_renames_the_old_layout_keeping_ttls(redis_server, redis_cl
     assert done.exit_code == 1
     assert "renamed 4 key(s) from ruta:* to {ruta}:*" in done.output
     assert "ruta:config:version" in done.output
-    st = store.Store(r)
-    assert st.user("ana")["role"] == "admin" and [n for n, _ in st.users()] == ["ana"]
+    accounts = StaffAccounts(r)
+    assert accounts.user("ana")["role"] == "admin" and [n for n, _ in accounts.users()] == ["ana"]
     assert 3500 < r.ttl(store.call_key("CA1")) <= 3600
     assert store.Store(r).backlog() == {"waiting": 1, "pending": 0}
     assert r.xinfo_groups(store.EVENTS)[0]["name"] == store.WRITERS

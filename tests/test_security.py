@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import pytest
 from conftest import TOKEN, Twilio
 
-from ivr import StartupError, create_app, security
+from ivr import StartupError, create_app, security, services
 from ivr.redis_server import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
@@ -52,7 +52,7 @@ def log_in(client, name="ana", password=PASSWORD, base="", headers=None):
 
 @pytest.fixture
 def admin(app):
-    app.extensions["ruta.store"].save_user("ana", "admin", quick_hash(PASSWORD))
+    services.of(app).staff.save_user("ana", "admin", quick_hash(PASSWORD))
     return app
 
 
@@ -63,7 +63,7 @@ def production(redis_server, redis_client, tmp_path):
         "REDIS_URL": redis_server.url, "RUTA_SPOOL_DIR": str(tmp_path / "spool"),
         "PUBLIC_BASE_URL": PRODUCTION,
     })
-    app.extensions["ruta.store"].save_user("ana", "admin", quick_hash(PASSWORD))
+    services.of(app).staff.save_user("ana", "admin", quick_hash(PASSWORD))
     return app
 
 

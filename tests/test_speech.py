@@ -166,8 +166,12 @@ SENTENCES = [
 
 @pytest.mark.parametrize(("text", "lang", "key"), SENTENCES, ids=[s[0] for s in SENTENCES])
 def test_caller_sentence_lands_on_its_option(text, lang, key):
-    """A real caller's sentence takes them where pressing its key would."""
+    """A real caller's sentence takes them where pressing its key would: at once, or,
+    when it holds a sign of danger, after a "no" to the one danger question."""
     result = ask(text, lang)
+    if isinstance(result.step, Ask) and result.step.resume.ask.startswith("d") and key != "0":
+        assert result.step.resume.ask == f"d{key}"  # the option understood is kept
+        result = flow.answer(MENU, result.step.resume, Answer(speech="no", confidence=0.9), NOW)
     assert (outcome(result), chosen_option(result)) == (expected(key, lang), key)
 
 
@@ -197,9 +201,9 @@ def test_emergency_word_wins_over_other_words(text, lang):
     assert chosen_option(result) == "0"
 
 
-def test_confinement_at_work_asks_whether_someone_is_in_danger():
-    """Kept from leaving a farm: not sure it is happening now, so the one question."""
-    result = ask("trabajo en una finca y no me dejan salir", "es")
+def test_exploitation_at_home_asks_whether_someone_is_in_danger():
+    """Exploited in a house: not sure anyone is in danger now, so the one question."""
+    result = ask("me tienen explotada en una casa", "es")
     assert isinstance(result.step, Ask)
     assert result.step.prompts[0].text == MENU.text("es", "danger_question")
     assert [e.kind for e in result.events] == [EventKind.FOLLOW_UP]

@@ -112,25 +112,11 @@ def test_danger_without_the_word_danger_goes_to_the_emergency_path(text):
     assert decision.action in ("danger", "ask_danger"), decision
 
 
-def test_a_decision_takes_well_under_a_millisecond():
-    """A budget, not a benchmark: bench/understanding prints the real figures."""
-    import time
-
-    matcher = MENU.matchers["welcome", "es"]
-    sentences = [u["text"] for u in read("learn") if u["lang"] == "es"]
-    for text in sentences:  # the first sight of a word costs a fuzzy look-up: warm up
-        matcher.decide(text)
-    start = time.perf_counter()
-    for text in sentences:
-        matcher.decide(text)
-    assert (time.perf_counter() - start) / len(sentences) < 0.001
-
-
 # --- following up: one short question, never the whole menu three times ---------------------
 
 
 def test_unsure_about_danger_asks_one_short_question_and_yes_is_the_emergency_path():
-    asked = say(welcome(), "trabajo en una finca y no me dejan salir")
+    asked = say(welcome(), "me tienen explotada en una casa")
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
     assert asked.events[0].kind is EventKind.FOLLOW_UP
     for answer in ("sí", "si por favor", "0"):
@@ -141,7 +127,7 @@ def test_unsure_about_danger_asks_one_short_question_and_yes_is_the_emergency_pa
 
 
 def test_no_to_the_danger_question_goes_to_the_line_already_understood():
-    asked = say(welcome(), "trabajo en una finca y no me dejan salir")
+    asked = say(welcome(), "me tienen explotada en una casa")
     result = say(asked.step.resume, "no")
     assert texts(result.step)[0] == ("Para la línea del Ministerio del Trabajo, llame usted "
                                      "al 1 2 0.")
@@ -233,7 +219,7 @@ def test_hints_are_built_from_the_examples_within_twilios_limits():
 
 
 def test_a_child_with_a_sign_of_danger_is_asked_and_a_no_goes_to_the_child_line():
-    asked = say(welcome(), "tengo 14 años y un man me está amenazando")
+    asked = say(welcome(), "tengo 14 años y un man me amenazó")
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
     assert asked.events[0].detail["options"] == ["0", "1"]
     no = say(asked.step.resume, "no")
@@ -247,5 +233,5 @@ def test_a_sign_of_danger_at_the_keys_only_question_still_asks_about_danger():
     keys = flow.answer(MENU, flow.answer(MENU, welcome(), Answer(), NOW).step.resume,
                        Answer(), NOW).step.resume
     assert keys.ask == "k"
-    asked = say(keys, "trabajo en una finca y no me dejan salir")
+    asked = say(keys, "me tienen explotada en una casa")
     assert texts(asked.step) == [MENU.text("es", "danger_question")]

@@ -21,7 +21,7 @@ from twilio.request_validator import RequestValidator
 
 import ivr
 import ivr.flow
-from ivr import create_app
+from ivr import create_app, services
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -437,7 +437,7 @@ def test_failed_logins_are_counted_per_address_and_per_name_behind_a_proxy(app_c
     from ivr import security
 
     app = create_app({**app_config, "RUTA_TRUSTED_PROXIES": 1})
-    app.extensions["ruta.store"].save_user(
+    services.of(app).staff.save_user(
         "ana", "admin", security.hash_password("correct horse battery"))
     client = app.test_client()
     assert failed_logins(client, "nobody", ["203.0.113.9"] * 5) == [401] * 5

@@ -30,7 +30,7 @@ import redis
 from rq import Queue, get_current_job
 
 from ivr import events, redis_url, settings, store
-from ivr.call_record import Event
+from ivr.vocabulary import Event
 
 log = logging.getLogger(__name__)
 

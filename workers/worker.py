@@ -17,7 +17,7 @@ import time
 import redis
 from rq import Queue, SimpleWorker
 
-from ivr import events, logs, settings, store
+from ivr import events, key_migration, logs, settings, store
 from workers import drain
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ class RutaWorker(SimpleWorker):
             rq_log.addFilter(_QuietSweeps())
         super().__init__(*args, **kwargs)
         try:
-            if store.has_legacy_keys(self.connection):
-                raise SystemExit(f"Ruta's worker will not start: {store.LEGACY_HELP}")
+            if key_migration.has_legacy_keys(self.connection):
+                raise SystemExit(f"Ruta's worker will not start: {key_migration.LEGACY_HELP}")
         except redis.RedisError:
             pass  # Redis down: the worker waits for it like any other time
         # `rq worker` always passes its own --maintenance-interval (600 s): ours wins.

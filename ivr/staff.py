@@ -1,0 +1,66 @@
+"""Staff accounts (supervisors, administrators) and API tokens, kept in Redis.
+
+The keys are named in ivr.store (the key layout's owner); this module reads and writes
+them. An account or a token is written together with its index, in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis
+
+from ivr.store import TOKENS, USERS, token_key, user_key
+from ivr.vocabulary import BOGOTA
+
+
+class StaffAccounts:
+    """Who may use the staff pages and the reports API."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r  # a client that decodes responses (the staff pages' own)
+
+    def save_user(self, name: str, role: str, password_hash: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(user_key(name), mapping={"role": role, "password": password_hash,
+                                           "created": f"{datetime.now(BOGOTA):%Y-%m-%d %H:%M}"})
+        pipe.sadd(USERS, name)
+        pipe.execute()
+
+    def user(self, name: str) -> dict[str, str] | None:
+        return self.r.hgetall(user_key(name)) or None
+
+    def users(self) -> list[tuple[str, dict[str, str]]]:
+        names = sorted(self.r.smembers(USERS))
+        read = self.r.pipeline(transaction=False)
+        for name in names:
+            read.hgetall(user_key(name))
+        return list(zip(names, read.execute(), strict=True))
+
+    def remove_user(self, name: str) -> bool:
+        pipe = self.r.pipeline()
+        pipe.delete(user_key(name))
+        pipe.srem(USERS, name)
+        return bool(pipe.execute()[0])
+
+    def save_token(self, name: str, role: str, token_hash: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(token_key(token_hash), mapping={"name": name, "role": role})
+        pipe.hset(TOKENS, name, token_hash)
+        pipe.execute()
+
+    def token(self, token_hash: str) -> dict[str, str] | None:
+        return self.r.hgetall(token_key(token_hash)) or None
+
+    def tokens(self) -> list[str]:
+        return sorted(self.r.hkeys(TOKENS))
+
+    def remove_token(self, name: str) -> bool:
+        token_hash = self.r.hget(TOKENS, name)
+        if not token_hash:
+            return False
+        pipe = self.r.pipeline()
+        pipe.delete(token_key(token_hash))
+        pipe.hdel(TOKENS, name)
+        pipe.execute()
+        return True
