@@ -58,9 +58,9 @@ sys.path.insert(0, str(ROOT))
 from ivr import menu as menu_config  # noqa: E402
 from ivr import store  # noqa: E402
 from ivr.events import Spool  # noqa: E402
-from ivr.outcomes import day_of  # noqa: E402
 from ivr.redis_server import RedisServer, free_port  # noqa: E402
 from ivr.simulator import CallTranscript, Move, SimulatedCall, http_transport  # noqa: E402
+from ivr.vocabulary import day_of  # noqa: E402
 
 SHIPPED = menu_config.load()
 TOKEN = "load-bench-token-0123456789abcdef"

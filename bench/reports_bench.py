@@ -14,8 +14,8 @@ Bogotá days up to now) into a fresh redis-server, then times what the staff pag
 
 Loading 1M calls through `Store.write_batch` (one read and one transaction per 500
 events) would take far longer than the reads we measure, so the calls are loaded by a
-bulk equivalent: each call's events are folded into a `CallRecord` exactly as
-write_batch folds them, and the same keys get the same values through big
+bulk equivalent: each call's events are folded and counted by the tally write_batch uses
+(`ivr.tally`), and the same keys get the same values through big
 non-transactional pipelines, with the day and hour counters summed in Python first. The
 event log stream ({ruta}:log) is skipped. To prove the equivalence, the first 2,000 calls
 also go through the REAL `Store.write_batch` (time-ordered batches of 500 events, with
@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -46,9 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from ivr import menu as menu_config  # noqa: E402
 from ivr import store  # noqa: E402
-from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day  # noqa: E402
 from ivr.redis_server import RedisServer  # noqa: E402
 from ivr.summary import parse_range, today  # noqa: E402
+from ivr.tally import tally  # noqa: E402
+from ivr.vocabulary import BOGOTA, Event, EventKind  # noqa: E402
 
 CHUNK = 2_000  # calls generated (and written) per task; the equivalence sample is chunk 0
 RUNS = 20
@@ -98,14 +99,15 @@ def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int
         state["t"] += rng.uniform(lo, hi)
         state["step"] += 1
 
-    request(menu.start, ("call_started", {"lang": state["lang"],
-                                          "caller": caller_for(rng, n_total)}))
+    request(menu.start, (EventKind.CALL_STARTED, {"lang": state["lang"],
+                                                  "caller": caller_for(rng, n_total)}))
     if rng.random() < 0.12:  # an English speaker presses 9
         later(8, 20)
         state["lang"] = menu.other_language(state["lang"])
-        request(menu.start, ("menu_answered", {"node": menu.start, "input": "dtmf",
-                                               "option": menu.language_key, "attempt": 0}),
-                ("language_changed", {"lang": state["lang"]}))
+        request(menu.start, (EventKind.MENU_ANSWERED, {
+                    "node": menu.start, "input": "dtmf", "option": menu.language_key,
+                    "attempt": 0}),
+                (EventKind.LANGUAGE_CHANGED, {"lang": state["lang"]}))
     node, attempt, transfer = menu.start, 0, None
     while transfer is None:
         roll = rng.random()
@@ -115,14 +117,14 @@ def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int
         later(12, 30)
         if roll < hang_up + 0.13:  # silence or a key/word we do not understand
             attempt += 1
-            kind = "no_input" if rng.random() < 0.55 else "invalid_input"
+            kind = EventKind.NO_INPUT if rng.random() < 0.55 else EventKind.INVALID_INPUT
             detail = {"node": node, "attempt": attempt}
-            if kind == "invalid_input":
+            if kind == EventKind.INVALID_INPUT:
                 detail["input"] = "dtmf" if rng.random() < 0.6 else "speech"
             if attempt >= menu.max_attempts:
                 detail |= {"gave_up": True, "category": "unclear"}
                 transfer = menu.default_hotline
-                request("", (kind, detail), ("transfer_started",
+                request("", (kind, detail), (EventKind.TRANSFER_STARTED,
                                              {"hotline": transfer, "target": 0}))
             else:
                 request(node, (kind, detail))
@@ -133,7 +135,7 @@ def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int
         option = menu.nodes[node].option(key)
         category = ("emergency" if key == menu.emergency_key
                     else option.category if option else "")
-        answered = ("menu_answered", {
+        answered = (EventKind.MENU_ANSWERED, {
             "node": node, "input": "speech" if rng.random() < 0.4 else "dtmf", "option": key,
             "attempt": attempt, **({"category": category} if category else {})})
         if key == menu.repeat_key:
@@ -143,7 +145,7 @@ def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int
             request(node, answered)
         else:
             transfer = menu.emergency_hotline if key == menu.emergency_key else option.hotline
-            request("", answered, ("transfer_started", {"hotline": transfer, "target": 0}))
+            request("", answered, (EventKind.TRANSFER_STARTED, {"hotline": transfer, "target": 0}))
 
     if transfer is not None:  # ring the hotline's targets, then its fallback chain
         hotline, target, tried = menu.hotlines[transfer], 0, []
@@ -153,8 +155,8 @@ def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int
             ring = {"completed": (4, 20), "busy": (1, 4), "no-answer": (25, 27),
                     "failed": (0.5, 2), "canceled": (3, 20)}[status]
             later(ring[0] + talk, ring[1] + talk)
-            ended = ("transfer_ended", {"hotline": hotline.id, "target": target,
-                                        "status": status, "duration": talk})
+            ended = (EventKind.TRANSFER_ENDED, {"hotline": hotline.id, "target": target,
+                                                "status": status, "duration": talk})
             if status in ("completed", "canceled"):  # talked, or the caller gave up ringing
                 request("", ended)
                 break
@@ -164,18 +166,18 @@ def simulate_call(i: int, started: float, rng: random.Random, menu, n_total: int
                 nxt = next((h for h in (hotline.fallback, menu.default_hotline)
                             if h and h not in tried), None)
                 if nxt is None:  # chain exhausted: the numbers are read out
-                    request("", ended, ("numbers_given", {"hotlines": list(dict.fromkeys(
+                    request("", ended, (EventKind.NUMBERS_GIVEN, {"hotlines": list(dict.fromkeys(
                         [*tried, menu.default_hotline]))}))
                     state["t"] += rng.uniform(30, 60)
                     break
                 hotline, target = menu.hotlines[nxt], 0
-            request("", ended, ("transfer_started", {"hotline": hotline.id,
-                                                     "target": target}))
+            request("", ended, (EventKind.TRANSFER_STARTED, {"hotline": hotline.id,
+                                                             "target": target}))
     end = round(state["t"] + rng.uniform(1, 4), 3)
     if rng.random() > 0.003:  # now and then Twilio's status callback never arrives
-        out.append(Event(id=f"{sid}:end", call=sid, kind="call_ended", step=1 << 20, at=end,
-                         started=started, data={"status": "completed",
-                                                "duration": int(end - started)}))
+        out.append(Event(id=f"{sid}:end", call=sid, kind=EventKind.CALL_ENDED, step=1 << 20,
+                         at=end, started=started, data={"status": "completed",
+                                                        "duration": int(end - started)}))
     return [e for e in out if e.at <= now]  # a call still going has not sent the rest
 
 
@@ -198,40 +200,10 @@ def chunk_calls(chunk: int) -> list[list[Event]]:
 
 
 def fold(calls: list[list[Event]]):
-    """Each call's record and the counter deltas, exactly as Store.write_batch derives
-    them when it sees all of a call's events."""
-    records: list[CallRecord] = []
-    counters: dict[str, Counter] = defaultdict(Counter)
-    hours: dict[str, Counter] = defaultdict(Counter)
-    callers: dict[str, set[str]] = defaultdict(set)
-    for events in calls:
-        record = CallRecord(call=events[0].call)
-        for event in events:
-            record.apply(event)
-        day = counters[record.day]
-        day.update(f"asked:{node}" for node in record.nodes)
-        for event in events:
-            kind, data = event.kind, event.data
-            if kind == "call_started":
-                day["calls"] += 1
-                day[f"hour:{hour_of(record.started):02d}"] += 1
-                if record.caller and record.caller != "anonymous":
-                    day["identified"] += 1
-                    callers[record.day].add(record.caller)
-            elif kind == "transfer_started":
-                day[f"transfer:{data.get('hotline', '')}"] += 1
-            elif kind == "transfer_ended":
-                result = f"dial:{data.get('hotline', '')}:{data.get('status', '')}"
-                day[result] += 1
-                hours[hour_of_day(event.at)][result] += 1
-            elif kind in ("no_input", "invalid_input"):
-                day[kind] += 1
-        for dim, value in record.dimensions().items():
-            if value:
-                day[f"{dim}:{value}"] += 1
-                record.counted[dim] = value
-        records.append(record)
-    return records, counters, hours, callers
+    """Each call's record and the counter deltas, from the tally Store.write_batch uses
+    (ivr.tally), all of a call's events at once."""
+    changes = tally({}, (event for events in calls for event in events))
+    return list(changes.records.values()), changes.days, changes.hours, changes.callers
 
 
 def write_calls(r: redis.Redis, records, callers, expiry) -> None:
@@ -455,7 +427,7 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     sample = chunk_calls(0)
     real_db = redis.Redis.from_url(f"{base}/1", decode_responses=True)
     bulk_db = redis.Redis.from_url(f"{base}/2", decode_responses=True)
-    from workers.outcomes import BATCH
+    from workers.drain import BATCH
 
     n_events, real_s = real_write(real_db, sample, BATCH)
     _, _, counters, hours = load_chunk(0, redis.Redis.from_url(f"{base}/2"))

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ivr import events, store  # noqa: E402
-from ivr.outcomes import Event, day_of  # noqa: E402
 from ivr.redis_server import RedisServer  # noqa: E402
+from ivr.vocabulary import Event, EventKind, day_of  # noqa: E402
 
 HOTLINES = ["icbf", "labour", "national", "prosecutor", "bogota", "emergency"]
 CATEGORIES = {"1": "child", "2": "labour", "3": "migrant", "4": "report", "5": "other"}
@@ -44,19 +44,19 @@ def call_events(n: int, started: float) -> list[Event]:
                          at=started + step * 4, started=started, lang="es", asked=asked,
                          data=data))
 
-    add(1, "call_started", asked="welcome", lang="es", caller=f"c_{n % 5000:020x}")
+    add(1, EventKind.CALL_STARTED, asked="welcome", lang="es", caller=f"c_{n % 5000:020x}")
     if random.random() < 0.15:
-        add(2, "no_input", asked="welcome", node="welcome", attempt=1)
-    add(3, "menu_answered", node="welcome", input="dtmf", option=key,
+        add(2, EventKind.NO_INPUT, asked="welcome", node="welcome", attempt=1)
+    add(3, EventKind.MENU_ANSWERED, node="welcome", input="dtmf", option=key,
         category=CATEGORIES[key], attempt=0)
-    add(3, "transfer_started", hotline=hotline, target=0)
+    add(3, EventKind.TRANSFER_STARTED, hotline=hotline, target=0)
     status = random.choice(["completed", "completed", "busy", "no-answer"])
-    add(4, "transfer_ended", hotline=hotline, target=0, status=status, duration=60)
+    add(4, EventKind.TRANSFER_ENDED, hotline=hotline, target=0, status=status, duration=60)
     if status != "completed":
-        add(5, "transfer_started", hotline="national", target=0)
-        add(6, "transfer_ended", hotline="national", target=0, status="completed",
+        add(5, EventKind.TRANSFER_STARTED, hotline="national", target=0)
+        add(6, EventKind.TRANSFER_ENDED, hotline="national", target=0, status="completed",
             duration=90)
-    out.append(Event(id=f"{sid}:end", call=sid, kind="call_ended", step=1 << 20,
+    out.append(Event(id=f"{sid}:end", call=sid, kind=EventKind.CALL_ENDED, step=1 << 20,
                      at=started + 200, started=started, data={"status": "completed",
                                                               "duration": 200}))
     return out

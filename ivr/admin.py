@@ -39,9 +39,10 @@ from ivr.menu import (
 )
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
-from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
+from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
 from ivr.versions import ConfigVersions, PublishError, current_menu
+from ivr.vocabulary import DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PREVIEW_TOKEN = "preview-only-token"  # signs the preview app's requests; never served
@@ -423,9 +424,9 @@ def try_call():
             moves.append(["say", request.form["say"].strip()[:200]])
         elif request.form.get("silent"):
             moves.append(["silent", ""])
-        dial_result = request.form.get("dial_result", "completed")
-        if dial_result not in DIAL_STATUSES:
-            dial_result = "completed"
+        dial_result = request.form.get("dial_result", DialStatus.COMPLETED)
+        if dial_result not in DIAL_RESULTS:
+            dial_result = DialStatus.COMPLETED
         dials = [dial_result] * MAX_TRY_MOVES
     elif request.form.get("restart"):
         moves, dials = [], []
@@ -435,7 +436,7 @@ def try_call():
         call = SimulatedCall("http://preview.ruta", PREVIEW_TOKEN,
                              transport=flask_transport(preview), caller="anonymous")
         transcript = call.run([Move(kind, value) for kind, value in moves],
-                              dials or ["completed"])
+                              dials or [DialStatus.COMPLETED])
         seconds = _seconds_before_transfer(transcript, preview)
         why = _why_understood(transcript, preview)
     return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 
 from markupsafe import Markup, escape
 
+from ivr.vocabulary import Category, DialStatus, Outcome
+
 SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH = 400  # viewBox width; ~0.9 px per unit on a 360 px phone
 PAD = 8
@@ -42,25 +44,25 @@ SERIES_COLORS: dict[str, str] = {
     "migrant": "#009E73",
     "report": "#0072B2",
     "other": "#CC79A7",
-    "emergency": "#D55E00",
-    "unclear": "#444444",
-    "none": "#CCCCCC",
+    Category.EMERGENCY: "#D55E00",
+    Category.UNCLEAR: "#444444",
+    Category.NONE: "#CCCCCC",
     # Outcomes: Paul Tol's "vibrant" colours; the failures warm.
-    "transferred": "#009988",
-    "emergency_transferred": "#33BBEE",
-    "transfer_failed": "#AA2211",
-    "abandoned_in_menu": "#EE9944",
-    "emergency_hung_up_to_dial": "#0077BB",
-    "in_progress": "#DDDDDD",
+    Outcome.TRANSFERRED: "#009988",
+    Outcome.EMERGENCY_TRANSFERRED: "#33BBEE",
+    Outcome.TRANSFER_FAILED: "#AA2211",
+    Outcome.ABANDONED_IN_MENU: "#EE9944",
+    Outcome.EMERGENCY_HUNG_UP_TO_DIAL: "#0077BB",
+    Outcome.IN_PROGRESS: "#DDDDDD",
     # Dial results: answered in blues; busy / no-answer / failed warm and of clearly
     # different lightness, so a hotline that fails stands out to every viewer.
-    "completed": "#4477AA",
-    "answered": "#66CCEE",
-    "dropped": "#CC3311",  # answered by a machine or a menu that hung up
-    "busy": "#DDAA33",
-    "no-answer": "#EE6677",
-    "failed": "#994400",
-    "canceled": "#BBBBBB",
+    DialStatus.COMPLETED: "#4477AA",
+    DialStatus.ANSWERED: "#66CCEE",
+    DialStatus.DROPPED: "#CC3311",  # answered by a machine or a menu that hung up
+    DialStatus.BUSY: "#DDAA33",
+    DialStatus.NO_ANSWER: "#EE6677",
+    DialStatus.FAILED: "#994400",
+    DialStatus.CANCELED: "#BBBBBB",
 }
 # For names not above (Paul Tol's "muted" palette), picked by a stable hash of the name.
 FALLBACK_COLORS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77",

@@ -744,7 +744,7 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     from datetime import datetime
 
     from ivr import twilio_account
-    from ivr.outcomes import BOGOTA
+    from ivr.vocabulary import BOGOTA
 
     menu = _live_menu()
     line = menu.hotlines.get(hotline)

@@ -3,7 +3,7 @@
 `Emitter.emit()` costs a webhook one Redis round trip: one script appends the call's
 events to the `{ruta}:events` stream and sets a `SET NX PX` flag; only the
 request that sets the flag (a few times a second at most) also enqueues an RQ drain job
-(`workers.outcomes.drain`), which writes the events to the call records and counters.
+(`workers.drain.drain`), which writes the events to the call records and counters.
 
 When Redis cannot be reached the call goes on exactly as normal: the events are
 appended to a local spool file (one JSON object a line, fsync'd) and Redis is not tried
@@ -30,14 +30,13 @@ import redis
 from rq import Queue, Retry
 
 from ivr import redis_url, store
-from ivr.outcomes import Event
+from ivr.vocabulary import ANONYMOUS, Event
 
 log = logging.getLogger(__name__)
 
-DRAIN_JOB = "workers.outcomes.drain"  # by name: web code never imports job code
+DRAIN_JOB = "workers.drain.drain"  # by name: web code never imports job code
 DRAIN_EVERY_MS = 200  # at most one drain job enqueued per this many ms
 REDIS_DOWN_PAUSE = 2.0  # seconds to spool without trying Redis after a failure
-ANONYMOUS = "anonymous"
 # XADD each event, then SET NX PX the flag; returns 1 when this call set the flag.
 APPEND_EVENTS = """
 for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end

@@ -35,10 +35,8 @@ from enum import StrEnum
 from ivr import speech
 from ivr.menu import Hotline, Menu, Node, spoken_number, word_count
 from ivr.speech import Decision
+from ivr.vocabulary import ANSWERED, TWILIO_DIAL_STATUSES, DialStatus, EventKind
 
-ANSWERED = {"completed", "answered"}  # DialCallStatus values where someone took the call
-DIAL_STATUSES = ANSWERED | {"busy", "no-answer", "failed", "canceled"}  # Twilio's, all
-DROPPED = "dropped"  # our own dial result: answered, but hung up before `min_answered`
 MIN_RING = 10  # seconds: a ring shorter than this is not worth starting
 SCREEN_TIMEOUT = 5  # seconds the answering side has to press a key after the whisper
 MAX_HINTS, MAX_HINT_CHARS = 500, 100  # Twilio's limits on <Gather hints>
@@ -51,20 +49,6 @@ class Phase(StrEnum):
     DIAL = "dial"
     NUMBERS = "numbers"
     SCREEN = "screen"  # the whisper to the answering side of a screened transfer
-
-
-class EventKind(StrEnum):
-    CALL_STARTED = "call_started"
-    MENU_ANSWERED = "menu_answered"
-    NO_INPUT = "no_input"
-    INVALID_INPUT = "invalid_input"
-    LANGUAGE_CHANGED = "language_changed"
-    TRANSFER_STARTED = "transfer_started"
-    TRANSFER_ENDED = "transfer_ended"
-    NUMBERS_GIVEN = "numbers_given"
-    STEP_LIMIT = "step_limit"
-    CALL_ENDED = "call_ended"
-    FOLLOW_UP = "follow_up"  # a short question instead of the whole menu again
 
 
 @dataclass(frozen=True)
@@ -324,12 +308,13 @@ def dial_result(
     counts as dropped and the next target is tried. `state.rung` is the ringing before
     this dial: an unanswered or dropped dial spends the whole ring it was given.
     """
-    status = status if status in DIAL_STATUSES else "failed"  # counters keep only Twilio's
+    # The counters keep Twilio's statuses only (and our DROPPED, below).
+    status = status if status in TWILIO_DIAL_STATUSES else DialStatus.FAILED
     hotline = menu.hotlines.get(state.hotline)
     if status in ANSWERED and hotline and duration < answered_threshold(menu, hotline):
-        status = DROPPED
+        status = DialStatus.DROPPED
     rung = state.rung
-    if status in ("no-answer", DROPPED):
+    if status in (DialStatus.NO_ANSWER, DialStatus.DROPPED):
         rung += ring_for(menu, state.rung)
     state = replace(state, step=state.step + 1, rung=rung)
     ended = FlowEvent(EventKind.TRANSFER_ENDED, {

@@ -15,14 +15,13 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from ivr.speech import Choice, Danger, Matcher
+from ivr.vocabulary import BOGOTA, Category
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 PROMPTS_DIR = ROOT / "prompts"
-BOGOTA = ZoneInfo("America/Bogota")
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # Placeholders each prompt may use; any other one is a configuration error.
@@ -180,7 +179,7 @@ def screen_prompts(menu: Menu) -> list[str]:
     call can be about (every category of the menu, an emergency, and an unclear call)."""
     categories = {o.category for n in menu.nodes.values() for o in n.options if o.category}
     return [SCREEN_PROMPT, *(f"language_{lang}" for lang in menu.languages),
-            *(f"about_{c}" for c in sorted(categories | {"emergency", "unclear"}))]
+            *(f"about_{c}" for c in sorted(categories | {Category.EMERGENCY, Category.UNCLEAR}))]
 
 
 @dataclass(frozen=True)

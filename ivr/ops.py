@@ -31,7 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ivr import services, store
 from ivr.events import Spool
-from ivr.flow import EventKind
+from ivr.vocabulary import EventKind
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -89,7 +89,7 @@ class Metrics:
                 self._child(self.transfers_started, event.detail.get("hotline") or "unknown").inc()
             elif kind is EventKind.TRANSFER_ENDED:
                 status = event.detail.get("status", "")
-                # (only Twilio's statuses: ivr.flow counts any other as "failed")
+                # (only Twilio's statuses, and our "dropped": ivr.flow.dial_result)
                 self._child(self.transfers, event.detail.get("hotline") or "unknown",
                             status).inc()
             elif kind is EventKind.NO_INPUT:

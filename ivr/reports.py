@@ -24,8 +24,8 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ivr import charts, security, services
+from ivr.call_record import CallRecord
 from ivr.menu import Menu
-from ivr.outcomes import BOGOTA, CallRecord
 from ivr.security import (
     current_staff,
     login_allowed,
@@ -35,8 +35,9 @@ from ivr.security import (
 )
 from ivr.staff import StaffAccounts
 from ivr.store import Store
-from ivr.summary import ANSWERED_DIALS, RangeError, Summary, last_hours, parse_range, summarize
+from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
 from ivr.versions import audit, current_menu
+from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
@@ -224,9 +225,9 @@ def dashboard():
 def _charts(summary: Summary) -> dict:
     labels = [d[5:] for d in summary.days]  # "11-22"
     rows = [h.hotline for h in summary.hotlines]
-    results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED_DIALS)
+    results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED)
                             for h in summary.hotlines]}
-    for status in ("dropped", "busy", "no-answer", "failed", "canceled"):
+    for status in FAILED_DIALS:
         results[status] = [h.results.get(status, 0) for h in summary.hotlines]
     return {
         "per_day": charts.stacked_columns(labels, summary.categories,

@@ -21,10 +21,14 @@ from twilio.request_validator import RequestValidator
 
 from ivr.menu import E164
 from ivr.twiml import TWILIO_RING_PADDING  # Twilio rings about 5 s past <Dial timeout>
+from ivr.vocabulary import CallStatus, DialStatus
 
-# How a simulated hotline answers: Twilio's DialCallStatus values, and "machine": a
-# voicemail or a line's own menu that answers and hangs up (Twilio says `completed`).
-DIAL_STATUSES = ("completed", "machine", "busy", "no-answer", "failed", "canceled")
+# How a simulated hotline answers (`--dial-result`): Twilio's DialCallStatus values, and
+# MACHINE: a voicemail or a line's own menu that answers and hangs up (Twilio says
+# `completed`).
+MACHINE = "machine"
+DIAL_RESULTS = (DialStatus.COMPLETED, MACHINE, DialStatus.BUSY, DialStatus.NO_ANSWER,
+                DialStatus.FAILED, DialStatus.CANCELED)
 TALK_SECONDS = 95  # how long a simulated person talks
 MACHINE_SECONDS = 4  # how long a simulated machine keeps the line
 WORDS_PER_SECOND = 2.5
@@ -126,7 +130,7 @@ class SimulatedCall:
         call = CallTranscript(call_sid="CA" + secrets.token_hex(16))
         base = {
             "CallSid": call.call_sid, "AccountSid": "AC" + "0" * 32, "From": self.caller,
-            "To": "+576015550100", "CallStatus": "in-progress", "ApiVersion": "2010-04-01",
+            "To": "+576015550100", "CallStatus": CallStatus.IN_PROGRESS, "ApiVersion": "2010-04-01",
             "Direction": "inbound",
         }
 
@@ -151,7 +155,7 @@ class SimulatedCall:
             call.hung_up_by = "limit"
             note("caller", f"gives up after {self.max_requests} requests")
         self.signed_post(f"{self.base_url}/voice/status",
-                         {**base, "CallStatus": "completed", "CallDuration": str(seconds)})
+                         {**base, "CallStatus": CallStatus.COMPLETED, "CallDuration": str(seconds)})
         return call
 
     def _follow(self, response, url, moves, dial_results, note, call):
@@ -206,30 +210,31 @@ class SimulatedCall:
             # nothing rings, and the action is told the dial failed.
             note("dial", f"{target}: not an E.164 number, Twilio cannot dial it "
                          "(error 13224): nothing rings")
-            return {"DialCallStatus": "failed", "DialCallDuration": "0"}
+            return {"DialCallStatus": DialStatus.FAILED, "DialCallDuration": "0"}
         timeout = int(verb.get("timeout", "30"))
         note("dial", f"{target} (rings up to {timeout + TWILIO_RING_PADDING} s)")
-        result = dial_results.pop(0) if dial_results else "completed"
+        result = dial_results.pop(0) if dial_results else DialStatus.COMPLETED
         child = {"DialCallSid": "CA" + secrets.token_hex(16)}
-        if result not in ("completed", "machine"):
+        if result not in (DialStatus.COMPLETED, MACHINE):
             note("hotline", result)
             return {**child, "DialCallStatus": result, "DialCallDuration": "0"}
         whisper_url = target_el.get("url") if target_el is not None else None
-        seconds = TALK_SECONDS if result == "completed" else MACHINE_SECONDS
+        seconds = TALK_SECONDS if result == DialStatus.COMPLETED else MACHINE_SECONDS
         if whisper_url:
             seconds = self._screen(urllib.parse.urljoin(url, whisper_url), result, child,
-                                   note) + (seconds if result == "completed" else 0)
+                                   note) + (seconds if result == DialStatus.COMPLETED else 0)
         else:
-            note("hotline", "answers" if result == "completed" else
+            note("hotline", "answers" if result == DialStatus.COMPLETED else
                  "a machine answers and hangs up")
-        return {**child, "DialCallStatus": "completed", "DialCallDuration": str(seconds)}
+        return {**child, "DialCallStatus": DialStatus.COMPLETED, "DialCallDuration": str(seconds)}
 
     def _screen(self, url: str, result: str, child: dict, note) -> int:
         """The screened hotline's side: fetch and play the whisper; a person presses 1, a
         machine presses nothing. Returns the seconds that side lasted before talking."""
         params = {"CallSid": child["DialCallSid"], "AccountSid": "AC" + "0" * 32,
-                  "From": "+576015550100", "To": "+570000000000", "CallStatus": "in-progress",
-                  "ApiVersion": "2010-04-01", "Direction": "outbound-dial"}
+                  "From": "+576015550100", "To": "+570000000000",
+                  "CallStatus": CallStatus.IN_PROGRESS, "ApiVersion": "2010-04-01",
+                  "Direction": "outbound-dial"}
         status, body = self.signed_post(url, params)
         if status != 200:
             raise RuntimeError(f"{url} answered HTTP {status}: {body[:200]}")
@@ -237,7 +242,7 @@ class SimulatedCall:
         said = " ".join("".join(s.itertext()).strip() for s in gather.iter("Say"))
         note("hotline", f'hears "{said}"')
         spoken = int(len(re.findall(r"[\w']+", said)) / WORDS_PER_SECOND + 0.999)
-        if result != "completed":
+        if result != DialStatus.COMPLETED:
             note("hotline", "a machine: no key, Twilio hangs up its side")
             return spoken + int(gather.get("timeout", "5"))
         note("hotline", "presses 1")
@@ -267,7 +272,7 @@ def parse_moves(args: list[str]) -> tuple[list[Move], list[str]]:
         elif flag == "--say":
             moves.append(Move("say", value))
         else:
-            if value not in DIAL_STATUSES:
-                raise ValueError(f"--dial-result must be one of {', '.join(DIAL_STATUSES)}")
+            if value not in DIAL_RESULTS:
+                raise ValueError(f"--dial-result must be one of {', '.join(DIAL_RESULTS)}")
             dials.append(value)
     return moves, dials

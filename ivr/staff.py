@@ -10,8 +10,8 @@ from datetime import datetime
 
 import redis
 
-from ivr.outcomes import BOGOTA
 from ivr.store import TOKENS, USERS, token_key, user_key
+from ivr.vocabulary import BOGOTA
 
 
 class StaffAccounts:

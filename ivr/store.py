@@ -7,7 +7,7 @@ Redis Cluster all of them live in one slot (why: below). The layout:
                                (consumer group "writers"; an entry is deleted once written)
     {ruta}:events:dead         stream: entries that could not be used, with the reason
     {ruta}:log                 stream: every event written, once (trimmed to the retention)
-    {ruta}:call:<CallSid>      hash: one call's record (ivr.outcomes.CallRecord)
+    {ruta}:call:<CallSid>      hash: one call's record (ivr.call_record.CallRecord)
     {ruta}:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
     {ruta}:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
     {ruta}:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -58,7 +58,9 @@ import redis
 from rq import Queue
 
 from ivr import redis_url
-from ivr.outcomes import BOGOTA, CallRecord, Event, hour_of, hour_of_day
+from ivr.call_record import CallRecord
+from ivr.tally import tally
+from ivr.vocabulary import BOGOTA, Event
 
 PREFIX = "{ruta}:"  # the hash tag: every key in one cluster slot (see above)
 EVENTS = f"{PREFIX}events"
@@ -145,7 +147,8 @@ class Store:
         dead: list[tuple[str, str, str]] = (),
         raws: list[str] | None = None,
     ) -> int:
-        """Fold `events` into call records and day counters, in one transaction.
+        """Fold `events` into call records and day counters, in one transaction: read
+        the calls' records, tally (ivr.tally decides every counter move), write.
 
         The same transaction acknowledges and deletes the stream entries `done_ids`, and
         files `dead` (entry id, raw, reason) in the dead-letter stream, so a batch is
@@ -159,49 +162,9 @@ class Store:
         for sid in sids:
             read.hgetall(call_key(sid))
         stored = dict(zip(sids, read.execute(), strict=True))  # what Redis holds now
-        records = {sid: CallRecord.from_fields(sid, fields) for sid, fields in stored.items()}
+        changes = tally({sid: CallRecord.from_fields(sid, fields)
+                         for sid, fields in stored.items() if fields}, events)
         raw_of = {id(e): raw for e, raw in zip(events, raws, strict=True)} if raws else {}
-
-        counters: dict[str, Counter] = defaultdict(Counter)  # day -> counter deltas
-        hours: dict[str, Counter] = defaultdict(Counter)  # hour -> dial result deltas
-        callers: dict[str, set[str]] = defaultdict(set)  # day -> pseudonyms
-        new_events = []
-        for event in events:
-            record = records[event.call]
-            nodes_before = set(record.nodes)
-            if not record.apply(event):
-                continue
-            new_events.append(event)
-            day = counters[record.day]
-            day.update(f"asked:{node}" for node in record.nodes - nodes_before)
-            data = event.data
-            match event.kind:
-                case "call_started":
-                    day.update(["calls", f"hour:{hour_of(record.started):02d}"])
-                    if record.caller and record.caller != "anonymous":
-                        day["identified"] += 1
-                        callers[record.day].add(record.caller)
-                case "transfer_started":
-                    day[f"transfer:{data.get('hotline', '')}"] += 1
-                case "transfer_ended":
-                    result = f"dial:{data.get('hotline', '')}:{data.get('status', '')}"
-                    day[result] += 1
-                    hours[hour_of_day(event.at)][result] += 1
-                case "no_input" | "invalid_input":
-                    day[event.kind] += 1
-        touched = {e.call: records[e.call] for e in new_events}
-        for record in touched.values():
-            if not record.day:  # only its status callback so far: counted once it has a day
-                continue
-            day = counters[record.day]
-            for dim, value in record.dimensions().items():
-                old = record.counted.get(dim, "")
-                if value != old:  # move this call's count from the old value to the new
-                    if old:
-                        day[f"{dim}:{old}"] -= 1
-                    if value:
-                        day[f"{dim}:{value}"] += 1
-                    record.counted[dim] = value
 
         with self.r.pipeline() as pipe:
             try:
@@ -210,7 +173,7 @@ class Store:
                     if _as_text(pipe.get(DRAIN_LOCK)) != _as_text(lock_token):
                         raise LostLock
                 pipe.multi()
-                for sid, record in touched.items():
+                for sid, record in changes.records.items():
                     before = stored[sid]
                     fields = record.to_fields()
                     # Only what changed: most batches touch a few fields of a call.
@@ -222,18 +185,18 @@ class Store:
                         if record.day:
                             pipe.zadd(day_calls_key(record.day), {sid: record.started})
                             pipe.expireat(day_calls_key(record.day), keep_until)
-                for day, counts in counters.items():
+                for day, counts in changes.days.items():
                     for name, delta in counts.items():
                         if delta:
                             pipe.hincrby(day_key(day), name, delta)
-                for day, pseudonyms in callers.items():
+                for day, pseudonyms in changes.callers.items():
                     pipe.pfadd(day_callers_key(day), *pseudonyms)
                     pipe.expireat(day_callers_key(day), self._expiry(day))
-                for hour, counts in hours.items():
+                for hour, counts in changes.hours.items():
                     for name, delta in counts.items():
                         pipe.hincrby(hour_key(hour), name, delta)
                     pipe.expire(hour_key(hour), HOUR_KEEP_SECONDS)
-                for event in new_events:  # (the plain command: redis-py's xadd() is slower)
+                for event in changes.events:  # (the plain command: redis-py's xadd() is slower)
                     pipe.execute_command("XADD", LOG, "*", "e",
                                          raw_of.get(id(event)) or event.to_json())
                 for entry_id, raw, reason in dead:
@@ -244,7 +207,7 @@ class Store:
                 pipe.execute()
             except redis.WatchError as e:
                 raise LostLock from e
-        return len(new_events)
+        return len(changes.events)
 
     def trim_log(self) -> None:
         """Drop logged events older than the retention period."""

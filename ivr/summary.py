@@ -11,12 +11,19 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
-from ivr.outcomes import BOGOTA, Outcome
+from ivr.vocabulary import (
+    BOGOTA,
+    FAILED_DIALS,
+    Count,
+    Outcome,
+    counter,
+    group_counters,
+    hour_counter,
+    split_counter,
+    split_dial,
+)
 
 MAX_RANGE_DAYS = 366
-# "dropped" is ours: Twilio said completed, but too short for a person (ivr.flow).
-FAILED_DIALS = ("busy", "no-answer", "failed", "canceled", "dropped")
-ANSWERED_DIALS = ("completed", "answered")
 
 
 class RangeError(ValueError):
@@ -177,37 +184,34 @@ def summarize(
     total: Counter = Counter()
     for day in days:
         total.update(counters.get(day, {}))
-    by_prefix: dict[str, dict[str, int]] = {}
-    for name, n in total.items():
-        prefix, _, rest = name.partition(":")
-        if rest and n:
-            by_prefix.setdefault(prefix, {})[rest] = n
-    categories = sorted(by_prefix.get("category", {}))
+    by_name = group_counters(total)
+    categories = sorted(by_name.get(Count.CATEGORY, {}))
     per_day = {
-        c: [counters.get(day, {}).get(f"category:{c}", 0) for day in days] for c in categories
+        c: [counters.get(day, {}).get(counter(Count.CATEGORY, c), 0) for day in days]
+        for c in categories
     }
     hotlines: dict[str, HotlineRow] = {}
-    for hotline, n in by_prefix.get("transfer", {}).items():
+    for hotline, n in by_name.get(Count.TRANSFER, {}).items():
         hotlines.setdefault(hotline, HotlineRow(hotline)).transfers = n
-    for key, n in by_prefix.get("dial", {}).items():
-        hotline, _, status = key.partition(":")
+    for value, n in by_name.get(Count.DIAL, {}).items():
+        hotline, status = split_dial(value)
         hotlines.setdefault(hotline, HotlineRow(hotline)).results[status] = n
-    asked, hung = by_prefix.get("asked", {}), by_prefix.get("hangup", {})
+    asked, hung = by_name.get(Count.ASKED, {}), by_name.get(Count.HANGUP, {})
     funnel_order = [q for q in questions if q in asked or q in hung]
     funnel_order += sorted((set(asked) | set(hung)) - set(funnel_order))
     return Summary(
         days=days,
-        calls=total.get("calls", 0),
-        outcomes=by_prefix.get("outcome", {}),
-        emergency_transfers=by_prefix.get("outcome", {}).get(Outcome.EMERGENCY_TRANSFERRED, 0),
+        calls=total.get(Count.CALLS, 0),
+        outcomes=by_name.get(Count.OUTCOME, {}),
+        emergency_transfers=by_name.get(Count.OUTCOME, {}).get(Outcome.EMERGENCY_TRANSFERRED, 0),
         median_seconds_to_transfer=_median({int(k): n for k, n in
-                                            by_prefix.get("to_transfer", {}).items()}),
-        repeat_calls=max(0, total.get("identified", 0) - unique_callers),
+                                            by_name.get(Count.TO_TRANSFER, {}).items()}),
+        repeat_calls=max(0, total.get(Count.IDENTIFIED, 0) - unique_callers),
         categories=per_day,
-        languages=by_prefix.get("lang", {}),
+        languages=by_name.get(Count.LANG, {}),
         hotlines=sorted(hotlines.values(), key=lambda h: -h.transfers),
         funnel=[(q, asked.get(q, 0), hung.get(q, 0)) for q in funnel_order],
-        by_hour=[total.get(f"hour:{h:02d}", 0) for h in range(24)],
+        by_hour=[total.get(hour_counter(h), 0) for h in range(24)],
         health=_health(recent_dials, health_threshold, health_min_attempts, line_tests or {}),
     )
 
@@ -231,8 +235,8 @@ def _health(recent_dials: dict[str, int], threshold: float, min_attempts: int,
     with its latest test call; a hotline only tested has a row too."""
     attempts: Counter = Counter()
     failed: Counter = Counter()
-    for key, n in recent_dials.items():
-        _, hotline, status = key.split(":", 2)
+    for name, n in recent_dials.items():
+        hotline, status = split_dial(split_counter(name)[1])
         attempts[hotline] += n
         if status in FAILED_DIALS:
             failed[hotline] += n

@@ -18,7 +18,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.menu import E164, Voice, is_dialable
-from ivr.outcomes import FINAL_CALL_STATUSES
+from ivr.vocabulary import FINAL_CALL_STATUSES, CallStatus
 
 TEST_MESSAGE = ("Esta es una llamada de prueba de conexión de la línea Ruta. "
                 "No necesita hacer nada. Gracias.")
@@ -220,6 +220,6 @@ def place_test_call(
         sleep(every)
         fetched = client.calls(call.sid).fetch()
         status, duration = fetched.status, fetched.duration
-    result = "answered" if status == "completed" else status
+    result = "answered" if status == CallStatus.COMPLETED else status
     seconds = int(duration) if duration and str(duration).isdigit() else None
     return LineTest(target, result, call.sid, status, seconds)

@@ -32,7 +32,7 @@ import redis
 
 from ivr import services, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
-from ivr.outcomes import BOGOTA
+from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two looks at the version counter, per process

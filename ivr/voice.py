@@ -18,9 +18,9 @@ from flask import Blueprint, Response, current_app, g, request
 from ivr import events, flow, ops, services, twiml
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
-from ivr.outcomes import FINAL_CALL_STATUSES, Event
 from ivr.security import twilio_signed
 from ivr.versions import current_menu
+from ivr.vocabulary import FINAL_CALL_STATUSES, Event, EventKind
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
@@ -168,7 +168,7 @@ def status():
     if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
         duration = _seconds(request.form.get("CallDuration"))
         started = _now().timestamp() - duration
-        _emit([_event("end", flow.EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
+        _emit([_event("end", EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
                       {"status": call_status, "duration": duration})])
     return Response(status=204)
 

@@ -33,10 +33,10 @@ from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
 from ivr import create_app, redis_url, security, services, store  # noqa: E402
 from ivr.cli import main as ivr_main  # noqa: E402
-from ivr.outcomes import BOGOTA, Event  # noqa: E402
 from ivr.reports import CSV_COLUMNS  # noqa: E402
 from ivr.simulator import Move  # noqa: E402
-from workers.outcomes import Drainer  # noqa: E402
+from ivr.vocabulary import BOGOTA, Event  # noqa: E402
+from workers.drain import Drainer  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 

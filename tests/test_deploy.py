@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from ivr import store
-from ivr.outcomes import Event
 from ivr.redis_server import free_port
 from ivr.simulator import SimulatedCall, http_transport
+from ivr.vocabulary import Event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402

@@ -244,10 +244,9 @@ def doc_figures() -> list[tuple[str, str]]:
         versions,
     )
     from ivr import settings as ruta_settings
-    from ivr.outcomes import MAX_COUNTED_WAIT
+    from ivr.call_record import MAX_COUNTED_WAIT
     from ivr.twilio_account import place_test_call
-    from workers import outcomes as drain
-    from workers import worker
+    from workers import drain, worker
 
     m = shipped_menu()
     min_answered = tomllib.loads(read("config/menu.toml"))["min_answered_seconds"]
@@ -573,8 +572,8 @@ def place_two_calls(simulate) -> None:
 
 def test_the_day_counters_design_lists_are_the_ones_a_drain_writes(simulate, redis_client):
     from ivr import redis_url, store
-    from ivr.outcomes import day_of
-    from workers.outcomes import Drainer
+    from ivr.vocabulary import day_of
+    from workers.drain import Drainer
 
     place_two_calls(simulate)
     Drainer(redis_url.decoding(redis_client)).run()
@@ -587,7 +586,8 @@ def test_the_day_counters_design_lists_are_the_ones_a_drain_writes(simulate, red
 
 
 def test_the_to_transfer_counter_counts_whole_seconds_up_to_its_cap():
-    from ivr.outcomes import MAX_COUNTED_WAIT, CallRecord, Event
+    from ivr.call_record import MAX_COUNTED_WAIT, CallRecord
+    from ivr.vocabulary import Event
 
     def waited(seconds: float) -> str:
         record = CallRecord(call="CA1")

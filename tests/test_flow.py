@@ -16,7 +16,6 @@ from ivr.flow import (
     Answer,
     Ask,
     CallState,
-    EventKind,
     FlowEvent,
     Hangup,
     Pause,
@@ -25,6 +24,7 @@ from ivr.flow import (
     Transfer,
 )
 from ivr.menu import OpeningHours
+from ivr.vocabulary import EventKind
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in Bogotá (UTC-5)
 SATURDAY = datetime(2025, 3, 8, 17, 0, tzinfo=UTC)  # Saturday 12:00 in Bogotá
@@ -349,7 +349,7 @@ def test_a_status_twilio_never_sends_counts_as_a_failed_transfer(status):
     day's counters (kept for ever) only ever see Twilio's own statuses."""
     result = dial(transferred("1"), status)
     assert [e.detail["status"] for e in result.events
-            if e.kind is flow.EventKind.TRANSFER_ENDED] == ["failed"]
+            if e.kind is EventKind.TRANSFER_ENDED] == ["failed"]
     assert isinstance(result.step, Transfer)
     assert result.step.target == MENU.hotlines["icbf"].dial[1]  # ICBF's second number
 

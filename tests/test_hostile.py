@@ -41,8 +41,8 @@ from werkzeug.datastructures import MultiDict
 
 from ivr import create_app, redis_url, services, store
 from ivr.menu import E164
-from ivr.simulator import DIAL_STATUSES, Move, SimulatedCall, flask_transport
-from workers.outcomes import Drainer
+from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
+from workers.drain import Drainer
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
@@ -318,7 +318,7 @@ confidence_values = st.one_of(
 )
 durations = st.one_of(st.integers(-(10**30), 10**30).map(str), anything,
                       st.integers(4000, 6000).map(lambda n: "9" * n))
-dial_statuses = st.one_of(st.sampled_from(DIAL_STATUSES), anything)
+dial_statuses = st.one_of(st.sampled_from(DIAL_RESULTS), anything)
 call_statuses = st.one_of(st.sampled_from(["completed", "busy", "failed", "no-answer",
                                            "canceled", "ringing", "in-progress", "queued"]),
                           anything)
@@ -553,7 +553,7 @@ moves = st.lists(st.one_of(
 ), max_size=5)
 
 
-@given(moves=moves, dials=st.lists(st.sampled_from(DIAL_STATUSES), max_size=4),
+@given(moves=moves, dials=st.lists(st.sampled_from(DIAL_RESULTS), max_size=4),
        order=st.data())
 def test_replayed_and_reordered_requests_get_the_same_answers_and_count_once(
         hostile, moves, dials, order):

@@ -20,10 +20,11 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import StartupError, create_app, flow, twiml
 from ivr import menu as menu_config
-from ivr.flow import Answer, Ask, EventKind, Hangup, Transfer
-from ivr.outcomes import CallRecord, Event, Outcome
+from ivr.call_record import CallRecord
+from ivr.flow import Answer, Ask, Hangup, Transfer
 from ivr.simulator import Move, SimulatedCall, flask_transport
 from ivr.versions import ConfigVersions
+from ivr.vocabulary import Event, EventKind, Outcome
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Bogotá
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")

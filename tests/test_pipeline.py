@@ -1,7 +1,7 @@
 """Calls counted end to end through the real write path.
 
 Webhooks emit events (ivr.events) to the Redis stream, or to the spool when Redis is
-down; RQ drain jobs (workers.outcomes) fold them into call records and day counters
+down; RQ drain jobs (workers.drain) fold them into call records and day counters
 (ivr.store); `ivr report` shows the counters. Everything here is real: redis-server,
 `rq worker` subprocesses of workers.worker.RutaWorker, gunicorn, Twilio-signed requests.
 """
@@ -31,10 +31,10 @@ from twilio.request_validator import RequestValidator
 from ivr import create_app, redis_url, store
 from ivr.cli import main
 from ivr.events import Emitter, Spool
-from ivr.outcomes import Event, Outcome, day_of
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
-from workers.outcomes import Drainer
+from ivr.vocabulary import Event, Outcome, day_of
+from workers.drain import Drainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import (  # noqa: E402  (the load benchmark's process handling)

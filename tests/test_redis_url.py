@@ -35,10 +35,10 @@ from redis.sentinel import (
 from ivr import create_app, redis_url, services, store
 from ivr.cli import main
 from ivr.events import Spool
-from ivr.outcomes import day_of
 from ivr.redis_server import RedisServer, free_port, redis_server_binary
 from ivr.redis_url import connect, decoding
 from ivr.simulator import Move, SimulatedCall, flask_transport
+from ivr.vocabulary import day_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import Supervised, procfile_commands, service_env  # noqa: E402

@@ -40,13 +40,13 @@ from ivr import StartupError, create_app, events, redis_url, security, store
 from ivr.cli import main
 from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
-from ivr.outcomes import Event, day_of
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from ivr.staff import StaffAccounts
 from ivr.versions import ConfigVersions
+from ivr.vocabulary import Event, day_of
 from workers import worker as ruta_worker
-from workers.outcomes import Drainer
+from workers.drain import Drainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 from bench.load_bench import (  # noqa: E402  (the load benchmark's calls and processes)

@@ -18,7 +18,7 @@ import redis
 from rq import Queue, SimpleWorker
 
 from ivr import events, key_migration, logs, settings, store
-from workers import outcomes
+from workers import drain
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def sweep(connection: redis.Redis, spool: events.Spool) -> None:
     moved = spool.replay(connection, queue)
     if moved:
         log.info("replayed %d spooled events", moved)
-    r = outcomes._text_client(connection)
-    outcomes.ensure_group(r)
-    if outcomes.work_waiting(r) and r.set(store.DRAIN_SCHEDULED, 1, nx=True, px=1000):
+    r = drain.text_client(connection)
+    drain.ensure_group(r)
+    if drain.work_waiting(r) and r.set(store.DRAIN_SCHEDULED, 1, nx=True, px=1000):
         events.enqueue_drain(queue)

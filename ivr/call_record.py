@@ -3,89 +3,28 @@
 Twilio's callbacks and our spool replays can deliver a call's events late, twice, or out
 of order. So a record keeps, for each fact, the step it came from, and everything a
 supervisor counts (outcome, category, language, where the caller hung up...) is derived
-from the whole record each time. The store counts a derived value when it first appears
-and moves the count when it changes, so the day's counters converge on the truth once
-every event has arrived, whatever their order, and a repeated event changes nothing.
+from the whole record each time. The tally (ivr.tally) counts a derived value when it
+first appears and moves the count when it changes, so the day's counters converge on the
+truth once every event has arrived, whatever their order, and a repeated event changes
+nothing.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass, field, replace
 
-BOGOTA = ZoneInfo("America/Bogota")
-ANSWERED = {"completed", "answered"}
-# Status-callback values that end a call (others, like ringing, are not events).
-FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+from ivr.vocabulary import (
+    ANSWERED,
+    Category,
+    Count,
+    DialStatus,
+    Event,
+    EventKind,
+    Outcome,
+    day_of,
+)
+
 MAX_COUNTED_WAIT = 600  # seconds to transfer above this are counted as this
-
-
-class Outcome(StrEnum):
-    IN_PROGRESS = "in_progress"
-    TRANSFERRED = "transferred"
-    EMERGENCY_TRANSFERRED = "emergency_transferred"
-    TRANSFER_FAILED = "transfer_failed"
-    ABANDONED_IN_MENU = "abandoned_in_menu"
-    # Someone in danger was told to hang up and dial 123 and did, before any line we
-    # rang answered: what we asked of them, not a failure.
-    EMERGENCY_HUNG_UP_TO_DIAL = "emergency_hung_up_to_dial"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One step of one call, as the web app saw it. `id` is stable for a Twilio request."""
-
-    id: str
-    call: str
-    kind: str
-    step: int
-    at: float  # unix seconds when the webhook ran
-    started: float  # unix seconds when the call started: decides the call's day
-    lang: str = ""
-    asked: str = ""  # the question being asked after this step, "" if none
-    data: dict = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Event:
-        """Parse a stored event; raises ValueError with the reason if it is not one."""
-        try:
-            obj = json.loads(raw)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"not JSON: {e}") from e
-        if not isinstance(obj, dict):
-            raise ValueError("not a JSON object")
-        missing = [k for k in ("id", "call", "kind", "step", "at", "started") if k not in obj]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        try:
-            return cls(
-                id=str(obj["id"]), call=str(obj["call"]), kind=str(obj["kind"]),
-                step=int(obj["step"]), at=float(obj["at"]), started=float(obj["started"]),
-                lang=str(obj.get("lang", "")), asked=str(obj.get("asked", "")),
-                data=dict(obj.get("data") or {}),
-            )
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"bad field: {e}") from e
-
-
-def day_of(unix: float) -> str:
-    """The Bogotá calendar day of a moment: counters are per day in America/Bogota."""
-    return datetime.fromtimestamp(unix, BOGOTA).strftime("%Y-%m-%d")
-
-
-def hour_of(unix: float) -> int:
-    return datetime.fromtimestamp(unix, BOGOTA).hour
-
-
-def hour_of_day(unix: float) -> str:
-    """The Bogotá hour of a moment, "YYYY-MM-DDTHH": the health strip's buckets."""
-    return datetime.fromtimestamp(unix, BOGOTA).strftime("%Y-%m-%dT%H")
 
 
 @dataclass
@@ -127,7 +66,7 @@ class CallRecord:
         self.seen.add(seen_as)
         # The call's start (and so its day) comes from the webhooks' events, which all
         # carry the exact start; the status callback's is an estimate: never use it.
-        if not self.day and event.kind != "call_ended":
+        if not self.day and event.kind != EventKind.CALL_ENDED:
             self.day, self.started = day_of(event.started), event.started
         self.first_seen = min(self.first_seen or event.at, event.at)
         self.last_seen = max(self.last_seen, event.at)
@@ -141,41 +80,50 @@ class CallRecord:
         category = str(data.get("category") or "")
         # The earliest answer says what the call is about, but an emergency at any
         # question makes it an emergency call (whatever order the events arrive in).
-        if category and self.category != "emergency" and (
-                category == "emergency" or event.step < self.category_step):
-            self.category, self.category_step = category, event.step
+        if category:
+            emergency, was_emergency = (category == Category.EMERGENCY,
+                                        self.category == Category.EMERGENCY)
+            if (emergency and not was_emergency) or (
+                    emergency == was_emergency and event.step < self.category_step):
+                self.category, self.category_step = category, event.step
         match event.kind:
-            case "call_started":
+            case EventKind.CALL_STARTED:
                 self.caller = str(data.get("caller", ""))
-            case "menu_answered":
+            case EventKind.MENU_ANSWERED:
                 self.path[event.step] = f"{data.get('node', '')}:{data.get('option', '')}"
-            case "no_input":
+            case EventKind.NO_INPUT:
                 self.no_input += 1
-            case "invalid_input":
+            case EventKind.INVALID_INPUT:
                 self.invalid_input += 1
-            case "transfer_started":
+            case EventKind.TRANSFER_STARTED:
                 self.transfers[event.step] = str(data.get("hotline", ""))
                 if not self.first_transfer_at or event.at < self.first_transfer_at:
                     self.first_transfer_at = event.at
-            case "transfer_ended":
+            case EventKind.TRANSFER_ENDED:
                 self.dials[event.step] = f"{data.get('hotline', '')}:{data.get('status', '')}"
                 self.talk_seconds += int(data.get("duration") or 0)
-            case "call_ended":
+            case EventKind.CALL_ENDED:
                 self.status = str(data.get("status", ""))
                 self.duration = int(data.get("duration") or 0)
         return True
+
+    def copy(self) -> CallRecord:
+        """A copy sharing no set or dict with this record: folding into it leaves this one."""
+        return replace(self, path=dict(self.path), nodes=set(self.nodes),
+                       transfers=dict(self.transfers), dials=dict(self.dials),
+                       seen=set(self.seen), counted=dict(self.counted))
 
     # --- what supervisors count -------------------------------------------------------
 
     @property
     def outcome(self) -> Outcome:
         if any(d.rsplit(":", 1)[1] in ANSWERED for d in self.dials.values()):
-            if self.category == "emergency":
+            if self.category == Category.EMERGENCY:
                 return Outcome.EMERGENCY_TRANSFERRED
             return Outcome.TRANSFERRED
         if not self.status:
             return Outcome.IN_PROGRESS
-        if self.category == "emergency" and self._hung_up_while_connecting():
+        if self.category == Category.EMERGENCY and self._hung_up_while_connecting():
             return Outcome.EMERGENCY_HUNG_UP_TO_DIAL
         if self.transfers:
             return Outcome.TRANSFER_FAILED
@@ -189,21 +137,22 @@ class CallRecord:
             return True
         last_dial = max(self.dials, default=0)
         return (max(self.transfers) > last_dial
-                or self.dials[last_dial].rsplit(":", 1)[1] == "canceled")
+                or self.dials[last_dial].rsplit(":", 1)[1] == DialStatus.CANCELED)
 
     def dimensions(self) -> dict[str, str]:
-        """The values this call adds to the day's counters (empty: not counted)."""
+        """The values this call adds to the day's counters, by counter (empty: not
+        counted)."""
         outcome = self.outcome
         seconds = ""  # a histogram by the second: the dashboard reads the median from it
         if self.first_transfer_at and self.started:
             seconds = str(min(max(0, int(self.first_transfer_at - self.started)),
                               MAX_COUNTED_WAIT))
         return {
-            "outcome": outcome.value,
-            "category": self.category or ("none" if self.status else ""),
-            "lang": self.lang,
-            "hangup": self.asked if outcome is Outcome.ABANDONED_IN_MENU else "",
-            "to_transfer": seconds,
+            Count.OUTCOME: outcome.value,
+            Count.CATEGORY: self.category or (Category.NONE.value if self.status else ""),
+            Count.LANG: self.lang,
+            Count.HANGUP: self.asked if outcome is Outcome.ABANDONED_IN_MENU else "",
+            Count.TO_TRANSFER: seconds,
         }
 
     # --- storage as a flat hash -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A call's record and outcome, folded from its events (ivr.outcomes): pure, no Redis.
+"""A call's record and outcome, folded from its events (ivr.call_record): pure, no Redis.
 
 The events are built the way ivr/voice.py builds them: ids `<CallSid>:<step>.<i>` and
 `<CallSid>:end`, every step event carrying the call's start `t0` (whole seconds, from the
@@ -14,15 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ivr.outcomes import (
-    BOGOTA,
-    MAX_COUNTED_WAIT,
-    CallRecord,
-    Event,
-    Outcome,
-    day_of,
-    hour_of,
-)
+from ivr.call_record import MAX_COUNTED_WAIT, CallRecord
+from ivr.vocabulary import BOGOTA, Event, Outcome, day_of, hour_of
 
 SID = "CA" + "ab" * 16
 CALLER = "c_0123456789abcdef0123"  # a pseudonym, as ivr.events.caller_pseudonym makes them
@@ -233,6 +226,25 @@ def test_an_emergency_at_the_second_question_is_an_emergency_call_in_any_order()
         assert record.hotlines_text() == "emergency:completed"
         assert record.outcome is Outcome.EMERGENCY_TRANSFERRED, [e.id for e in order]
         assert record.dimensions()["category"] == "emergency"
+
+
+def test_two_emergency_answers_give_the_same_record_in_any_order():
+    """Regression (found by tests/test_tally.py): a call that said "emergency" at two
+    questions kept the step of whichever came first, so the stored record depended on
+    the order the events arrived in (the category did not)."""
+    s = REAL_START
+    events = [
+        started_event(),
+        event("2.0", "menu_answered", 2, s + 5, asked="report", node="welcome", input="dtmf",
+              option="0", attempt=0, category="emergency"),
+        event("3.0", "menu_answered", 3, s + 11, node="report", input="speech", option="0",
+              attempt=0, category="emergency"),
+        ended(s + 20, 20),
+    ]
+    expected = fold(events).to_fields()
+    assert expected["category_step"] == "2"
+    for order in itertools.permutations(events):
+        assert fold(order).to_fields() == expected, [e.id for e in order]
 
 
 def test_the_earliest_answer_gives_the_category_when_no_emergency():

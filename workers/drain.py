@@ -1,4 +1,4 @@
-"""The RQ job that writes call events to Redis: `workers.outcomes.drain`.
+"""The RQ job that writes call events to Redis: `workers.drain.drain`.
 
 One drain job reads the `{ruta}:events` stream in batches through the consumer group
 "writers" and folds each batch into call records and day counters in one transaction
@@ -30,7 +30,7 @@ import redis
 from rq import Queue, get_current_job
 
 from ivr import events, redis_url, settings, store
-from ivr.outcomes import Event
+from ivr.vocabulary import Event
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def work_waiting(r: redis.Redis, claim_idle_ms: int = CLAIM_IDLE_MS) -> bool:
 
 def drain(max_seconds: float = MAX_SECONDS) -> dict:
     """The RQ job: write waiting events. Enqueued by the web app and the worker's sweep."""
-    r = _text_client(get_current_job().connection)
+    r = text_client(get_current_job().connection)
     config = settings.load()
     stats = Drainer(r, int(config["RUTA_RETENTION_DAYS"])).run(max_seconds)
     return stats.__dict__
@@ -191,7 +191,7 @@ def drain(max_seconds: float = MAX_SECONDS) -> dict:
 _clients: dict[int, redis.Redis] = {}
 
 
-def _text_client(connection: redis.Redis) -> redis.Redis:
+def text_client(connection: redis.Redis) -> redis.Redis:
     """One decoding client per worker connection, reused by every job of the process."""
     key = id(connection.connection_pool)
     if key not in _clients:

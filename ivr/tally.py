@@ -1,0 +1,98 @@
+"""Which counters a batch of events moves: `tally(records, events) -> Changes`. Pure: no
+Redis, no Flask.
+
+The drain (workers.drain) reads the batch's call records, tallies, and writes the changes
+in one transaction (ivr.store.Store.write_batch). The rules that make the day's counters
+converge whatever the order the events arrive in, and however often:
+- an event counts once, the first time its call's record takes it (`CallRecord.apply`
+  skips an event it has seen): calls, hour, identified, transfer, dial, no_input,
+  invalid_input;
+- asked:<node> counts a call once per question, when the call first reaches it;
+- a call's dimensions (outcome, category, lang, hangup, to_transfer) count it once, under
+  the value its whole record gives now; when that value changes, the count moves from the
+  old value to the new one (the record keeps what it was counted under).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ivr.call_record import CallRecord
+from ivr.vocabulary import (
+    ANONYMOUS,
+    EVENT_COUNTS,
+    Count,
+    Event,
+    EventKind,
+    counter,
+    hour_counter,
+    hour_of,
+    hour_of_day,
+)
+
+
+@dataclass
+class Changes:
+    """What one batch changes. Counter deltas may be negative (a call counted under a new
+    value) or zero (counted under one value, then moved back)."""
+
+    records: dict[str, CallRecord] = field(default_factory=dict)  # calls changed, as now
+    events: list[Event] = field(default_factory=list)  # taken for the first time (the log)
+    days: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    hours: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    callers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes:
+    """Fold `events` into their calls' records and decide every counter move.
+
+    `records` are the calls' records before this batch (a call not in it has none yet);
+    they are not changed: the records after the batch are in `Changes.records`.
+    `days` are counter deltas by Bogotá day, `hours` dial results by Bogotá hour
+    ("YYYY-MM-DDTHH", the health strip), `callers` caller pseudonyms by day.
+    """
+    changes = Changes()
+    folding: dict[str, CallRecord] = {}
+    for event in events:
+        record = folding.get(event.call)
+        if record is None:
+            before = records.get(event.call)
+            record = before.copy() if before else CallRecord(call=event.call)
+            folding[event.call] = record
+        nodes_before = set(record.nodes)
+        if not record.apply(event):
+            continue
+        changes.events.append(event)
+        changes.records.setdefault(event.call, record)
+        day = changes.days[record.day]
+        day.update(counter(Count.ASKED, node) for node in record.nodes - nodes_before)
+        data = event.data
+        match event.kind:
+            case EventKind.CALL_STARTED:
+                day.update([Count.CALLS, hour_counter(hour_of(record.started))])
+                if record.caller and record.caller != ANONYMOUS:
+                    day[Count.IDENTIFIED] += 1
+                    changes.callers[record.day].add(record.caller)
+            case EventKind.TRANSFER_STARTED:
+                day[counter(Count.TRANSFER, data.get("hotline", ""))] += 1
+            case EventKind.TRANSFER_ENDED:
+                result = counter(Count.DIAL, data.get("hotline", ""), data.get("status", ""))
+                day[result] += 1
+                changes.hours[hour_of_day(event.at)][result] += 1
+            case EventKind.NO_INPUT | EventKind.INVALID_INPUT:
+                day[EVENT_COUNTS[event.kind]] += 1
+    for record in changes.records.values():
+        if not record.day:  # only its status callback so far: counted once it has a day
+            continue
+        day = changes.days[record.day]
+        for dimension, value in record.dimensions().items():
+            old = record.counted.get(dimension, "")
+            if value != old:  # move this call's count from the old value to the new
+                if old:
+                    day[counter(dimension, old)] -= 1
+                if value:
+                    day[counter(dimension, value)] += 1
+                record.counted[dimension] = value
+    return changes

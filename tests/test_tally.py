@@ -1,0 +1,293 @@
+"""The tally (ivr.tally): which counters a batch of events moves. Pure: no Redis.
+
+The events are shaped as ivr/voice.py emits them: one webhook request is one step, whose
+events share the step, the time, the language and the question asked next; the status
+callback's call_ended carries an estimated start, never exactly the call's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ivr.call_record import CallRecord
+from ivr.tally import Changes, tally
+from ivr.vocabulary import (
+    BOGOTA,
+    FINAL_CALL_STATUSES,
+    TWILIO_DIAL_STATUSES,
+    Event,
+    EventKind,
+    hour_of_day,
+)
+
+T0 = int(datetime(2026, 3, 10, 15, 0, 0, tzinfo=BOGOTA).timestamp())  # 15:00 in Bogotá
+CALLER = "c_0123456789abcdef0123"
+END_STEP = 1 << 20
+
+
+class Call:
+    """Builds one call's events, a webhook request (a step) at a time."""
+
+    def __init__(self, sid: str = "CA" + "ab" * 16, t0: float = T0, caller: str = CALLER):
+        self.sid, self.t0, self.caller = sid, t0, caller
+        self.step, self.lang, self.events = 0, "es", []
+
+    def request(self, asked: str, *happened: tuple[EventKind, dict], lang: str = "") -> Call:
+        self.step += 1
+        self.lang = lang or self.lang
+        at = self.t0 + 0.8 + 7.5 * self.step
+        for i, (kind, data) in enumerate(happened):
+            self.events.append(Event(id=f"{self.sid}:{self.step}.{i}", call=self.sid,
+                                     kind=kind, step=self.step, at=at, started=self.t0,
+                                     lang=self.lang, asked=asked, data=data))
+        return self
+
+    def started(self) -> Call:
+        return self.request("welcome", (EventKind.CALL_STARTED,
+                                        {"lang": "es", "caller": self.caller}))
+
+    def ended(self, status: str = "completed", late: float = 1.3) -> Call:
+        at = self.t0 + 0.8 + 7.5 * self.step + late
+        duration = int(at - self.t0)
+        self.events.append(Event(id=f"{self.sid}:end", call=self.sid, kind=EventKind.CALL_ENDED,
+                                 step=END_STEP, at=at, started=at - duration,
+                                 data={"status": status, "duration": duration}))
+        return self
+
+
+def answered(node: str, option: str, category: str = "") -> tuple[EventKind, dict]:
+    data = {"node": node, "input": "dtmf", "option": option, "attempt": 0}
+    return EventKind.MENU_ANSWERED, {**data, **({"category": category} if category else {})}
+
+
+def transfer(hotline: str) -> tuple[EventKind, dict]:
+    return EventKind.TRANSFER_STARTED, {"hotline": hotline, "target": 0}
+
+
+def dialed(hotline: str, status: str, duration: int = 0) -> tuple[EventKind, dict]:
+    return EventKind.TRANSFER_ENDED, {"hotline": hotline, "target": 0, "status": status,
+                                      "duration": duration}
+
+
+def labour_call() -> Call:
+    """Says "trabajo", the Ministry of Labour is busy, the national line answers."""
+    return (Call().started()
+            .request("", answered("welcome", "2", "labour"), transfer("labour"))
+            .request("", dialed("labour", "busy"), transfer("national"))
+            .request("", dialed("national", "completed", 95))
+            .ended())
+
+
+def nonzero(counts: Counter) -> dict:
+    return {name: n for name, n in counts.items() if n}
+
+
+# --- what one batch counts --------------------------------------------------------------
+
+
+def test_a_labour_call_moves_each_counter_once():
+    call = labour_call()
+    changes = tally({}, call.events)
+    day = "2026-03-10"
+    assert dict(changes.days) == {day: Counter({
+        "calls": 1, "hour:15": 1, "identified": 1, "asked:welcome": 1,
+        "transfer:labour": 1, "transfer:national": 1,
+        "dial:labour:busy": 1, "dial:national:completed": 1,
+        "outcome:transferred": 1, "category:labour": 1, "lang:es": 1, "to_transfer:15": 1,
+    })}
+    assert dict(changes.hours) == {hour_of_day(call.events[3].at): Counter({
+        "dial:labour:busy": 1, "dial:national:completed": 1})}
+    assert hour_of_day(call.events[3].at) == hour_of_day(call.events[5].at) == "2026-03-10T15"
+    assert dict(changes.callers) == {day: {CALLER}}
+    assert changes.events == call.events
+    assert list(changes.records) == [call.sid]
+    assert changes.records[call.sid].counted == {  # no "hangup": never counted
+        "outcome": "transferred", "category": "labour", "lang": "es", "to_transfer": "15"}
+
+
+def test_silences_and_wrong_keys_are_counted_by_their_kind():
+    call = (Call().started()
+            .request("welcome", (EventKind.NO_INPUT, {"node": "welcome", "attempt": 1}))
+            .request("welcome", (EventKind.INVALID_INPUT, {"node": "welcome", "attempt": 2,
+                                                           "input": "dtmf"}))
+            .request("report", answered("welcome", "4", "report"))
+            .ended())
+    [day] = tally({}, call.events).days.values()
+    assert (day["no_input"], day["invalid_input"]) == (1, 1)
+    assert (day["asked:welcome"], day["asked:report"]) == (1, 1)  # once a question
+    assert (day["hangup:report"], day["outcome:abandoned_in_menu"]) == (1, 1)
+
+
+def test_a_withheld_number_is_a_call_but_not_a_caller():
+    call = Call(caller="anonymous").started()
+    changes = tally({}, call.events)
+    [day] = changes.days.values()
+    assert day["calls"] == 1 and "identified" not in day
+    assert dict(changes.callers) == {}
+
+
+def test_a_call_known_only_by_its_status_callback_is_counted_once_it_has_a_day():
+    call = labour_call()
+    end_first = tally({}, call.events[-1:])
+    assert nonzero(end_first.days.get("", Counter())) == {}
+    assert end_first.records[call.sid].counted == {}  # no day: nothing counted yet
+    rest = tally(end_first.records, call.events[:-1])
+    assert sum(nonzero(c).get("outcome:transferred", 0) for c in rest.days.values()) == 1
+
+
+def test_a_count_moves_when_a_later_batch_changes_the_calls_outcome():
+    call = labour_call()
+    first = tally({}, call.events[:3])  # the Ministry of Labour is ringing
+    [day] = first.days.values()
+    assert day["outcome:in_progress"] == 1
+    assert day["category:labour"] == 1
+    second = tally(first.records, call.events[3:])
+    [day] = second.days.values()
+    assert day["outcome:in_progress"] == -1
+    assert day["outcome:transferred"] == 1
+    assert "category:labour" not in day  # unchanged: not counted again
+    assert "calls" not in day
+
+
+def test_events_seen_before_change_nothing():
+    call = labour_call()
+    before = tally({}, call.events).records
+    again = tally(before, call.events)
+    assert again.events == [] and again.records == {}
+    assert all(not nonzero(c) for c in [*again.days.values(), *again.hours.values()])
+
+
+def test_the_records_given_are_left_as_they_were():
+    call = labour_call()
+    stored = tally({}, call.events[:3]).records
+    fields = {sid: r.to_fields() for sid, r in stored.items()}
+    changes = tally(stored, call.events[3:])
+    assert {sid: r.to_fields() for sid, r in stored.items()} == fields
+    assert changes.records[call.sid] is not stored[call.sid]
+
+
+def test_an_event_of_a_kind_this_version_does_not_know_is_kept_but_counts_nothing():
+    call = Call().started()
+    odd = Event(id=f"{call.sid}:2.0", call=call.sid, kind="something_new", step=2,
+                at=T0 + 20, started=T0, lang="es", asked="welcome", data={"x": 1})
+    counted = tally({}, call.events).days
+    changes = tally({}, [*call.events, odd])
+    assert changes.events[-1] is odd
+    assert changes.days == counted
+
+
+# --- any order, any batches, any number of times ----------------------------------------
+
+HOTLINES = ("labour", "icbf", "national", "emergency")
+CATEGORIES = ("child", "labour", "report", "emergency", "unclear")
+
+
+@st.composite
+def a_call(draw, n: int) -> list[Event]:
+    """One call's events: its start, then requests as the web app makes them, then
+    (usually) the status callback."""
+    call = Call(sid=f"CA{n:032x}", t0=T0 + draw(st.integers(0, 86400 * 2)),
+                caller=draw(st.sampled_from([CALLER, "c_99", "anonymous"])))
+    call.started()
+    for _ in range(draw(st.integers(0, 5))):
+        move = draw(st.sampled_from(["silence", "wrong", "answer", "answer_and_transfer",
+                                     "english", "dial", "dial_and_next"]))
+        hotline = draw(st.sampled_from(HOTLINES))
+        status = draw(st.sampled_from(sorted(TWILIO_DIAL_STATUSES) + ["dropped"]))
+        category = draw(st.sampled_from(CATEGORIES))
+        node = draw(st.sampled_from(["welcome", "report", "child"]))
+        if move == "silence":
+            call.request(node, (EventKind.NO_INPUT, {"node": node, "attempt": 1}))
+        elif move == "wrong":
+            call.request(node, (EventKind.INVALID_INPUT, {"node": node, "attempt": 1,
+                                                          "input": "speech"}))
+        elif move == "answer":
+            call.request(node, answered("welcome", "4", category))
+        elif move == "answer_and_transfer":
+            call.request("", answered(node, "1", category), transfer(hotline))
+        elif move == "english":
+            call.request("welcome", answered("welcome", "9"),
+                         (EventKind.LANGUAGE_CHANGED, {"lang": "en"}), lang="en")
+        elif move == "dial":
+            call.request("", dialed(hotline, status, 30))
+        else:
+            call.request("", dialed(hotline, status), transfer("national"))
+    if draw(st.booleans()) or draw(st.booleans()):
+        call.ended(draw(st.sampled_from(sorted(FINAL_CALL_STATUSES))),
+                   late=draw(st.floats(0.1, 3.0)))
+    return call.events
+
+
+@st.composite
+def deliveries(draw):
+    """Several calls' events, and the same events as a drain may be handed them: in any
+    order, some more than once, cut into batches anywhere."""
+    calls = [draw(a_call(n)) for n in range(draw(st.integers(1, 4)))]
+    events = [e for call in calls for e in call]
+    shuffled = draw(st.permutations(events))
+    again = draw(st.lists(st.sampled_from(events), max_size=len(events)))
+    delivered = list(shuffled)
+    for event in again:
+        delivered.insert(draw(st.integers(0, len(delivered))), event)
+    cuts = sorted(draw(st.lists(st.integers(0, len(delivered)), max_size=6)))
+    batches = [delivered[a:b] for a, b in zip([0, *cuts], [*cuts, len(delivered)],
+                                              strict=True)]
+    return events, batches
+
+
+def write_all(batches: list[list[Event]]) -> tuple[Changes, dict[str, CallRecord]]:
+    """What the store does batch after batch, summed: the records go to their hashes and
+    come back from them (to_fields / from_fields) between batches."""
+    total = Changes()
+    stored: dict[str, CallRecord] = {}
+    for batch in batches:
+        changes = tally(stored, batch)
+        for sid, record in changes.records.items():
+            stored[sid] = CallRecord.from_fields(sid, record.to_fields())
+        for day, counts in changes.days.items():
+            total.days[day].update(counts)
+        for hour, counts in changes.hours.items():
+            total.hours[hour].update(counts)
+        for day, callers in changes.callers.items():
+            total.callers[day] |= callers
+        total.events += changes.events
+    return total, stored
+
+
+def as_stored(records: dict[str, CallRecord]) -> dict[str, dict[str, str]]:
+    """The records' hashes, a dimension counted under no value ("c:hangup": "") left
+    out: the store keeps it once a count moved back to nothing (an absent field would
+    leave the old value in Redis), and it reads as not counted either way."""
+    return {sid: {k: v for k, v in r.to_fields().items() if v or not k.startswith("c:")}
+            for sid, r in records.items()}
+
+
+def counted(changes: Changes) -> tuple[dict, dict, dict]:
+    days = {d: nonzero(c) for d, c in changes.days.items() if nonzero(c)}
+    hours = {h: nonzero(c) for h, c in changes.hours.items() if nonzero(c)}
+    return days, hours, dict(changes.callers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(deliveries())
+def test_any_order_any_batches_and_repeats_give_the_same_counters(delivery):
+    events, batches = delivery
+    once = tally({}, events)  # each event once, in order, in one batch
+    total, stored = write_all(batches)
+    assert counted(total) == counted(once)
+    assert sorted(e.id for e in total.events) == sorted(e.id for e in events)
+    assert as_stored(stored) == as_stored(once.records)
+
+
+@settings(max_examples=100, deadline=None)
+@given(deliveries())
+def test_delivering_everything_a_second_time_changes_nothing(delivery):
+    events, batches = delivery
+    _, stored = write_all(batches)
+    again = tally(stored, events)
+    assert again.events == [] and again.records == {}
+    assert counted(again) == ({}, {}, {})
