@@ -1,7 +1,9 @@
-"""The Procfile's lines as `ivr dev`, the tests and the benchmarks run them (ivr.procfile)."""
+"""The Procfile's lines as `ivr dev`, the tests and the benchmarks run them (ivr.procfile),
+and the harness's one home: no test imports from bench/."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,33 @@ def test_processes_of_one_deployment_share_its_token_and_key(tmp_path):
         assert first[name] == second[name] and len(first[name]) == 32
     assert (first["PORT"], first["RUTA_SPOOL_DIR"]) == ("8001", str(tmp_path / "a"))
     assert first["RUTA_ENV"] == "development" and "PUBLIC_BASE_URL" not in first
+
+
+def bench_imports(source: str) -> list[str]:
+    """The modules of bench/ that a Python source imports."""
+    bench_modules = {"bench"} | {p.stem for p in (REPO / "bench").glob("*.py")}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        else:
+            continue
+        found += [name for name in names if name.split(".")[0] in bench_modules]
+    return found
+
+
+def test_no_test_imports_from_bench():
+    """bench/ holds benchmarks only: what tests share with them lives in the package
+    (ivr.procfile) or in tests/ (load_run.py), and bench/ imports it from there."""
+    imports = {p.name: found for p in sorted((REPO / "tests").glob("*.py"))
+               if (found := bench_imports(p.read_text(encoding="utf-8")))}
+    assert imports == {}
+
+
+def test_bench_imports_are_found_however_they_are_written():
+    assert bench_imports("from bench.load_bench import run_load\nimport bench\n"
+                         "import understanding_bench as u\nfrom load_bench import TOKEN\n"
+                         "import ivr.procfile\nfrom . import load_bench\n") == [
+        "bench.load_bench", "bench", "understanding_bench", "load_bench"]
