@@ -9,7 +9,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ import redis
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ivr import key_migration, security, settings, store
+from ivr import key_migration, procfile, security, settings, store
 from ivr import menu as menu_config
 from ivr.events import Spool
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
@@ -28,10 +27,6 @@ from ivr.staff import StaffAccounts
 from ivr.versions import audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
-GUNICORN_CONFIG = menu_config.ROOT / "config" / "gunicorn.conf.py"  # the Procfile's settings
-# The Procfile's worker: REDIS_URL (any form) read from the environment by the settings module.
-WORKER_ARGS = ["worker", "--config", "workers.rq_settings", "--connection-class",
-               "workers.rq_settings.Redis", "--worker-class", "workers.worker.RutaWorker"]
 
 
 @click.group()
@@ -173,12 +168,10 @@ def dev(port, host):
         redis_server = RedisServer(DEV_DIR / "redis", persist=True).start()
         env["REDIS_URL"] = redis_server.url
         click.echo(f"embedded Redis at {redis_server.url} (data in {DEV_DIR / 'redis'})")
-    bin_dir = Path(sys.executable).parent
-    children = [
-        subprocess.Popen([_tool(bin_dir, "gunicorn"), "--config", str(GUNICORN_CONFIG),
-                          "--bind", f"{host}:{port}", "ivr:create_app()"], env=env),
-        subprocess.Popen([_tool(bin_dir, "rq"), *WORKER_ARGS, store.QUEUE], env=env),
-    ]
+    # The Procfile's web and worker, started here rather than at the repository's root:
+    # relative paths in this shell's environment keep their meaning.
+    lines = procfile.commands(env | {"PORT": str(port)}, host=host)
+    children = [procfile.start(lines[name], env, cwd=None) for name in ("web", "worker")]
     base = f"http://{host}:{port}"
     DEV_DIR.mkdir(exist_ok=True)
     (DEV_DIR / "env").write_text(
@@ -203,14 +196,7 @@ def dev(port, host):
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        procfile.stop_processes(*children)
         if redis_server:
             redis_server.stop()
         (DEV_DIR / "env").unlink(missing_ok=True)
@@ -380,12 +366,6 @@ def redis_migrate_keys():
         click.echo(f"{len(left)} key(s) left as they were: the new name is taken "
                    f"(e.g. {', '.join(left[:5])})", err=True)
         sys.exit(1)
-
-
-def _tool(bin_dir: Path, name: str) -> str:
-    """A console script of this virtualenv (falls back to PATH)."""
-    path = bin_dir / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
 
 
 # --- ivr users, ivr tokens -------------------------------------------------------------

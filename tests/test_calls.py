@@ -21,11 +21,9 @@ from conftest import CONNECTED_HOTLINES
 
 from ivr import services
 from ivr.cli import main
+from ivr.procfile import service_env, start_web, stop_processes, wait_for_web
 from ivr.redis_server import free_port
 from ivr.simulator import Move
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402
 
 NATIONAL = "+5718000522020"
 ICBF = "+5718000918080"
@@ -348,4 +346,4 @@ def test_ivr_call_against_a_real_gunicorn_server(redis_server, tmp_path):
         assert "403" in wrong.stderr + wrong.stdout
         assert dial_lines(wrong.stdout) == []
     finally:
-        stop_process(server)
+        stop_processes(server)

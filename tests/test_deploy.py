@@ -15,12 +15,10 @@ import pytest
 import redis
 
 from ivr import store
+from ivr.procfile import service_env, start_web, stop_processes, wait_for_web
 from ivr.redis_server import free_port
 from ivr.simulator import SimulatedCall, http_transport
 from ivr.vocabulary import Event
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import service_env, start_web, stop_process, wait_for_web  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
@@ -94,7 +92,7 @@ def test_gunicorn_refuses_a_timeout_twilio_would_not_wait_for(tmp_path, redis_se
     try:
         assert web.wait(timeout=30) != 0
     finally:
-        stop_process(web)
+        stop_processes(web)
     assert "WEB_TIMEOUT=20: keep it under 15 s" in log.read_text()
 
 
@@ -157,5 +155,5 @@ def test_a_web_role_stopped_mid_flood_keeps_the_events_of_every_call_it_answered
         assert in_redis == set(answered)
     finally:
         stop.set()
-        stop_process(web)
+        stop_processes(web)
         server.stop()

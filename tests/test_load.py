@@ -1,29 +1,25 @@
-"""Short runs of the load benchmark (bench/load): real redis-server, gunicorn and `rq
-worker` started from the Procfile's lines, callers over HTTP, with and without chaos.
+"""Short runs of the load run (tests/load_run.py, which bench/load runs at full size):
+real redis-server, gunicorn and `rq worker` started from the Procfile's lines, callers
+over HTTP, with and without chaos.
 
-The logic is bench/load_bench.py's; these tests only choose a small, fast run and say
-what must hold: no failed or silent call, every call counted once, every event written
-once, nothing left in the stream or the spool.
+These tests only choose a small, fast run and say what must hold: no failed or silent
+call, every call counted once, every event written once, nothing left in the stream or
+the spool.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import load_run
 import pytest
+from conftest import TOKEN
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # bench/ is a folder of the repository, not installed
-
-from bench import load_bench  # noqa: E402
-from ivr import create_app  # noqa: E402
-from ivr.simulator import SimulatedCall, flask_transport  # noqa: E402
+from ivr import create_app
+from ivr.simulator import SimulatedCall, flask_transport
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
 
-def show(result: load_bench.LoadResult, printed: list[str]) -> str:
+def show(result: load_run.LoadResult, printed: list[str]) -> str:
     """What the run printed, and the services' logs if it failed: the assertion message."""
     return "\n".join([*printed, result.logs, result.result_line()])
 
@@ -32,20 +28,20 @@ def test_every_scenario_of_the_benchmark_routes_as_it_declares(tmp_path):
     """The benchmark's table of calls, played in-process: a routing change shows up here
     as itself, not as failed calls under load."""
     app = create_app({
-        "RUTA_ENV": "development", "TESTING": True, "TWILIO_AUTH_TOKEN": load_bench.TOKEN,
+        "RUTA_ENV": "development", "TESTING": True, "TWILIO_AUTH_TOKEN": TOKEN,
         "SECRET_KEY": "x", "REDIS_URL": "", "PUBLIC_BASE_URL": "",
         "RUTA_SPOOL_DIR": str(tmp_path / "spool"),
     })
-    for s in load_bench.SCENARIOS:
-        call = SimulatedCall("http://ruta.test", load_bench.TOKEN,
+    for s in load_run.SCENARIOS:
+        call = SimulatedCall("http://ruta.test", TOKEN,
                              transport=flask_transport(app)).run(s.moves, s.dials)
         assert (tuple(call.dialed), call.hung_up_by) == (s.dialed, s.ends), s.name
 
 
 def test_without_chaos_the_report_counts_every_call_placed():
     printed: list[str] = []
-    result = load_bench.run_load(callers=10, seconds=3, pace=0.1, report_timeout=30,
-                                 seed=7, out=printed.append)
+    result = load_run.run_load(callers=10, seconds=3, pace=0.1, report_timeout=30,
+                               seed=7, out=printed.append)
     why = show(result, printed)
     assert result.calls == 10, why
     assert result.failed == {}, why
@@ -64,9 +60,9 @@ def chaos_run():
     claimed after 20 s idle, on the next worker's 10 s sweep: about 30 s after the kill
     at worst, so the report gets 50 s."""
     printed: list[str] = []
-    result = load_bench.run_load(callers=30, seconds=15, pace=0.1, chaos=True,
-                                 outage_seconds=4, report_timeout=50, seed=20261122,
-                                 out=printed.append)
+    result = load_run.run_load(callers=30, seconds=15, pace=0.1, chaos=True,
+                               outage_seconds=4, report_timeout=50, seed=20261122,
+                               out=printed.append)
     return result, printed
 
 

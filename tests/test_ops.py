@@ -22,27 +22,18 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import BASE_URL, TOKEN
 from flask import request
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, SimpleWorker
 
 import ivr.flow
-from ivr import StartupError, create_app, events, store
+from ivr import StartupError, create_app, events, procfile, store
 from ivr.events import Spool
+from ivr.procfile import service_env, start_web, stop_processes, wait_for_web
 from ivr.redis_server import free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from conftest import BASE_URL, TOKEN  # noqa: E402
-
-from bench.load_bench import (  # noqa: E402
-    procfile_commands,
-    service_env,
-    start_web,
-    stop_process,
-    wait_for_web,
-)
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -361,7 +352,7 @@ def test_the_worker_writes_json_lines_without_the_number(app, simulate, redis_se
     env = service_env(redis_server.url, Path(app.config["RUTA_SPOOL_DIR"]))
     env.update(RUTA_LOG_FORMAT="json")
     done = subprocess.run(
-        [*procfile_commands(env)["worker"], "--burst"],
+        [*procfile.commands(env)["worker"], "--burst"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     output = done.stdout + done.stderr
@@ -453,7 +444,7 @@ def test_metrics_sum_every_gunicorn_worker(redis_server, redis_client, tmp_path)
         more = [place(i) for i in range(2)]
         check(len(calls) + 2, requests + sum(call.requests + 1 for call in more))
     finally:
-        stop_process(web)
+        stop_processes(web)
     output = log.read_text(errors="replace")
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # all JSON
     assert any(line["message"].startswith("Booting worker") for line in lines)  # gunicorn's
@@ -483,7 +474,7 @@ def test_a_metrics_folder_gone_mid_run_does_not_cost_a_caller_the_call(
         call = SimulatedCall(base, env["TWILIO_AUTH_TOKEN"], transport=http_transport,
                              caller=CALLER).run([Move("press", "1")], ["completed"])
     finally:
-        stop_process(web)
+        stop_processes(web)
     assert call.dialed == ["+5718000918080"]  # ICBF, the caller's choice: not the safety net
     assert "Traceback" in log.read_text(errors="replace")  # the metric's failure is logged
     assert redis_client.xlen(store.EVENTS) > 0  # the call's events were kept
@@ -532,5 +523,5 @@ def test_ivr_dev_sums_its_workers_metrics_from_a_fresh_folder(redis_server, redi
         try:
             dev.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            stop_process(dev)
+            stop_processes(dev)
     assert f"{base}/metrics" in log.read_text(errors="replace")

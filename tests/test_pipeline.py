@@ -28,22 +28,14 @@ from conftest import CONNECTED_HOTLINES, redis_contents, wait_until, wait_until_
 from rq import Queue
 from twilio.request_validator import RequestValidator
 
-from ivr import create_app, redis_url, store
+from ivr import create_app, procfile, redis_url, store
 from ivr.cli import main
 from ivr.events import Emitter, Spool
+from ivr.procfile import Supervised, service_env, stop_processes, wait_for_web
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from ivr.vocabulary import Event, Outcome, day_of
 from workers.drain import Drainer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import (  # noqa: E402  (the load benchmark's process handling)
-    Supervised,
-    procfile_commands,
-    service_env,
-    stop_process,
-    wait_for_web,
-)
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
@@ -100,18 +92,17 @@ def report_view(printed: dict) -> dict:
 @contextlib.contextmanager
 def running(args: list[str], env: dict, log: Path):
     """A subprocess with its output in `log`, always ended on the way out."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            stop_process(proc)
+    proc = procfile.start(args, env, log)
+    try:
+        yield proc
+    finally:
+        stop_processes(proc)
 
 
 def burst_worker(url: str, spool_dir: Path, *extra: str) -> str:
     """Run `rq worker --burst` until the queue is empty; return its output."""
     env = service_env(url, spool_dir)
-    done = subprocess.run([*procfile_commands(env)["worker"], "--burst", *extra], cwd=REPO,
+    done = subprocess.run([*procfile.commands(env)["worker"], "--burst", *extra], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
@@ -467,11 +458,11 @@ def outage(tmp_path_factory):
     web_log, worker_log = tmp / "gunicorn.log", tmp / "worker.log"
     r = redis.Redis.from_url(server.url, decode_responses=True)
     st = store.Store(r)
-    worker = Supervised(procfile_commands(env)["worker"], env, worker_log)
+    worker = Supervised(procfile.commands(env)["worker"], env, worker_log)
     placer = None
     day = today()
     try:
-        with running(procfile_commands(env | {"PORT": str(port)})["web"], env,
+        with running(procfile.commands(env | {"PORT": str(port)})["web"], env,
                      web_log) as web:
             worker.start()
             wait_for_web(base, web, web_log, timeout=20)
@@ -620,7 +611,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
         def calls():
             return int(r.hget(store.day_key(day), "calls") or 0)
 
-        with running(procfile_commands(env)["worker"], env,
+        with running(procfile.commands(env)["worker"], env,
                      tmp_path / "worker1.log") as first:
             wait_until(lambda: calls() > 0, 30, "the first worker writing", every=0.002)
             first.send_signal(signal.SIGKILL)
@@ -634,7 +625,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
         # once idle 20 s: the new worker's sweep (every 10 s) starts the drain that does.
         # (Started with the Procfile's line, the sweep once ran only every 10 minutes:
         # rq's CLI passes its own --maintenance-interval.)
-        with running(procfile_commands(env)["worker"], env,
+        with running(procfile.commands(env)["worker"], env,
                      tmp_path / "worker2.log"):
             wait_until(lambda: calls() >= n and r.xlen(store.EVENTS) == 0, 60,
                        f"all {n} calls written after the kill (at {at_kill})", every=0.2,
@@ -682,7 +673,7 @@ def test_a_worker_stopped_mid_drain_finishes_it_before_it_exits(tmp_path):
             return int(r.hget(store.day_key(day_of(t0)), "calls") or 0)
 
         log = tmp_path / "worker.log"
-        with running(procfile_commands(env)["worker"], env, log) as worker:
+        with running(procfile.commands(env)["worker"], env, log) as worker:
             wait_until(lambda: calls() > 0, 30, "the worker writing", every=0.002)
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=60) == 0, log.read_text()

@@ -14,7 +14,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,16 +31,14 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
-from ivr import create_app, redis_url, services, store
+from ivr import create_app, procfile, redis_url, services, store
 from ivr.cli import main
 from ivr.events import Spool
+from ivr.procfile import Supervised, service_env
 from ivr.redis_server import RedisServer, free_port, redis_server_binary
 from ivr.redis_url import connect, decoding
 from ivr.simulator import Move, SimulatedCall, flask_transport
 from ivr.vocabulary import day_of
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import Supervised, procfile_commands, service_env  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
@@ -211,13 +208,13 @@ def test_every_client_built_from_the_setting_takes_the_sentinel_form(monkeypatch
 
 def test_the_procfile_worker_reads_redis_url_from_the_environment():
     url = "redis+sentinel://:hunter2222@127.0.0.1:26379/ruta"
-    worker = procfile_commands(service_env(url, Path("spool")))["worker"]
+    worker = procfile.commands(service_env(url, Path("spool")))["worker"]
     assert worker[1:] == ["worker", "--config", "workers.rq_settings", "--connection-class",
                           "workers.rq_settings.Redis", "--worker-class",
                           "workers.worker.RutaWorker", store.QUEUE]
     assert not [a for a in worker if "hunter2222" in a]  # not on the process list
     no_url = {**service_env(url, Path("spool")), "REDIS_URL": ""}
-    done = subprocess.run([*procfile_commands(no_url)["worker"], "--burst"], cwd=REPO,
+    done = subprocess.run([*procfile.commands(no_url)["worker"], "--burst"], cwd=REPO,
                           env=no_url, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "REDIS_URL is not set" in done.stderr
@@ -228,7 +225,7 @@ def test_the_procfile_worker_reads_redis_url_from_the_environment():
 
 def procfile_burst_worker(env: dict) -> str:
     """The Procfile's worker line, in burst mode: drains what waits, then exits."""
-    args = procfile_commands(env)["worker"]
+    args = procfile.commands(env)["worker"]
     done = subprocess.run([*args[:-1], "--burst", args[-1]], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -427,7 +424,7 @@ def test_sentinel_calls_before_and_after_a_failover_are_written_once(tmp_path):
         url = f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}/0"
         spool = Spool(tmp_path / "spool")
         env = service_env(url, spool.directory)
-        worker = Supervised(procfile_commands(env)["worker"], env, tmp_path / "worker.log")
+        worker = Supervised(procfile.commands(env)["worker"], env, tmp_path / "worker.log")
         worker.start()
         app = app_on(url, spool.directory)
         st = store.Store(connect(url, decode_responses=True))  # follows the master too

@@ -19,7 +19,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,16 +29,18 @@ import pytest
 import redis
 from click.testing import CliRunner
 from conftest import TOKEN, wait_until
+from load_run import SCENARIOS, Caller, LoadResult, check
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
 
-from ivr import StartupError, create_app, events, redis_url, security, store
+from ivr import StartupError, create_app, events, procfile, redis_url, security, store
 from ivr.cli import main
 from ivr.events import APPEND_EVENTS, Spool
 from ivr.menu import read_shipped
+from ivr.procfile import Supervised, service_env, stop_processes, wait_for_web
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
 from ivr.staff import StaffAccounts
@@ -47,20 +48,6 @@ from ivr.versions import ConfigVersions
 from ivr.vocabulary import Event, day_of
 from workers import worker as ruta_worker
 from workers.drain import Drainer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import (  # noqa: E402  (the load benchmark's calls and processes)
-    SCENARIOS,
-    Caller,
-    LoadResult,
-    Supervised,
-    check,
-    procfile_commands,
-    service_env,
-    stop_process,
-    wait_for_web,
-)
-from bench.load_bench import TOKEN as BENCH_TOKEN  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
 
@@ -138,13 +125,11 @@ def test_two_webs_and_two_workers_count_every_call_exactly_once(tmp_path):
         for host in (1, 2):  # two hosts: each its web, its worker and its spool
             port = free_port()
             spools.append(Spool(tmp_path / f"spool{host}"))
-            env = {**service_env(server.url, spools[-1].directory, port),
+            env = {**service_env(server.url, spools[-1].directory, port, token=TOKEN),
                    "PUBLIC_BASE_URL": PUBLIC}
-            commands = procfile_commands(env)
+            commands = procfile.commands(env)
             log = tmp_path / f"web{host}.log"
-            with log.open("ab") as out:
-                web = subprocess.Popen(commands["web"], cwd=REPO, env=env, stdout=out,
-                                       stderr=subprocess.STDOUT)
+            web = procfile.start(commands["web"], env, log)
             webs.append((f"http://127.0.0.1:{port}", web, log))
             workers.append(Supervised(commands["worker"], env, tmp_path / f"worker{host}.log"))
             workers[-1].start()
@@ -159,7 +144,7 @@ def test_two_webs_and_two_workers_count_every_call_exactly_once(tmp_path):
         callers = []
         for i, scenario in enumerate(SCENARIOS * 3):
             wave = i // len(SCENARIOS)
-            caller = Caller(i, scenario, t0 + 1.5 * wave, PUBLIC, BENCH_TOKEN, pace=0,
+            caller = Caller(i, scenario, t0 + 1.5 * wave, PUBLIC, TOKEN, pace=0,
                             seed=20261123 + i)
             caller.send = balancer.sender(repeat=i % 3 == 0)
             callers.append(caller)
@@ -206,7 +191,7 @@ def test_two_webs_and_two_workers_count_every_call_exactly_once(tmp_path):
         for w in workers:
             w.stop()
         for _, web, _ in webs:
-            stop_process(web)
+            stop_processes(web)
         server.stop()
 
 
@@ -464,7 +449,7 @@ def test_old_layout_data_stops_web_and_worker_until_migrated(redis_server, redis
     with pytest.raises(StartupError, match="ivr redis migrate-keys"):
         create_app(app_config)
     env = service_env(redis_server.url, tmp_path / "spool")
-    worker = subprocess.run(procfile_commands(env)["worker"] + ["--burst"], cwd=REPO, env=env,
+    worker = subprocess.run(procfile.commands(env)["worker"] + ["--burst"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=60)
     assert worker.returncode != 0
     assert "ivr redis migrate-keys" in worker.stdout + worker.stderr

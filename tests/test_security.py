@@ -19,10 +19,8 @@ import pytest
 from conftest import TOKEN, Twilio
 
 from ivr import StartupError, create_app, security, services
+from ivr.procfile import start_web, wait_for_web
 from ivr.redis_server import free_port
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
-from bench.load_bench import start_web, wait_for_web  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -336,7 +334,8 @@ def test_nothing_runs_flasks_debugger():
                             r"--debug\b", r"--reload\b"):
                 assert not re.search(pattern, text), f"{pattern} in {source}"
     cli = (REPO / "ivr" / "cli.py").read_text(encoding="utf-8")
-    assert '"gunicorn"' in cli and 'RUTA_ENV="development"' in cli
+    assert "procfile.commands(" in cli and 'RUTA_ENV="development"' in cli  # the Procfile's
+    assert re.search(r"^web: gunicorn ", (REPO / "Procfile").read_text(), re.M)  # lines
 
 
 def test_an_unsigned_webhook_is_still_refused_in_production(production):
