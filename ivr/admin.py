@@ -389,7 +389,14 @@ _preview_apps: OrderedDict[str, object] = OrderedDict()
 
 def _preview_app(doc: dict):
     """A private app serving the draft, with no Redis and no events: the real webhook
-    code, reached only through its test client, signed here with a token of its own."""
+    code, reached only through its test client, signed here with a token of its own.
+
+    Why a second app rather than this one serving the draft: the preview must run the
+    webhooks as Twilio reaches them (signature, the menu served, the TwiML rendered)
+    without their effects (events, metrics, Redis). In this app that would take a
+    per-request switch of the menu and of the events in every webhook, which a forged
+    request could try to reach; a private app keeps the live one free of both. Hence
+    the settings RUTA_PREVIEW and RUTA_MENU_OVERRIDES (the tests use the latter too)."""
     from ivr import create_app
 
     key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -35,7 +35,7 @@ from enum import StrEnum
 from ivr import speech
 from ivr.menu import Hotline, Menu, Node, spoken_number, word_count
 from ivr.speech import Decision
-from ivr.vocabulary import ANSWERED, TWILIO_DIAL_STATUSES, DialStatus, EventKind
+from ivr.vocabulary import ANSWERED, TWILIO_DIAL_STATUSES, Category, DialStatus, EventKind
 
 MIN_RING = 10  # seconds: a ring shorter than this is not worth starting
 SCREEN_TIMEOUT = 5  # seconds the answering side has to press a key after the whisper
@@ -256,7 +256,7 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
         # of it: they may not be able to speak. The safe path whatever the reason.
         silent = FlowEvent(EventKind.NO_INPUT, {
             "node": node.id, "attempt": state.attempt + 1, "asked": "d",
-            "category": "emergency"})
+            "category": Category.EMERGENCY})
         return _emergency(menu, replace(state, ask=""), now, events=(silent,))
     if given.silent:
         return _retry(menu, state, node, "no_input", EventKind.NO_INPUT, now)
@@ -275,7 +275,8 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     if key is None:
         return _retry(menu, state, node, "invalid", EventKind.INVALID_INPUT, now, given)
     option = node.option(key)
-    category = "emergency" if key == menu.emergency_key else option.category if option else ""
+    category = (Category.EMERGENCY if key == menu.emergency_key
+                else option.category if option else "")
     answered = FlowEvent(EventKind.MENU_ANSWERED, {
         "node": node.id, "input": kind, "option": key, "attempt": state.attempt,
         **({"category": category} if category else {}),
@@ -340,7 +341,7 @@ def numbers_answer(menu: Menu, state: CallState, given: Answer, now: datetime) -
     if given.digits.strip() == menu.emergency_key:
         answered = FlowEvent(EventKind.MENU_ANSWERED, {
             "node": "numbers", "input": "dtmf", "option": menu.emergency_key,
-            "category": "emergency",
+            "category": Category.EMERGENCY,
         })
         return _emergency(menu, replace(state, tried=(), rung=0), now, events=(answered,))
     return _numbers(menu, state, intro=False)
@@ -374,7 +375,7 @@ def answered_threshold(menu: Menu, hotline: Hotline) -> int:
     """
     if not hotline.screen:
         return hotline.min_answered
-    words = sum(word_count(s.text) for s in whisper(menu, "unclear", menu.languages[0]))
+    words = sum(word_count(s.text) for s in whisper(menu, Category.UNCLEAR, menu.languages[0]))
     return hotline.min_answered + SCREEN_TIMEOUT + math.ceil(words * 60 / menu.words_per_minute)
 
 
@@ -435,8 +436,8 @@ def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None
         detail["input"] = "dtmf" if given.digits.strip() else "speech"
     lead = _says(menu, state.lang, prompt_key)
     if attempt >= menu.max_attempts:
-        event = FlowEvent(kind, {**detail, "gave_up": True, "category": "unclear"})
-        state = replace(state, category=state.category or "unclear")
+        event = FlowEvent(kind, {**detail, "gave_up": True, "category": Category.UNCLEAR})
+        state = replace(state, category=state.category or Category.UNCLEAR)
         return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
     event = FlowEvent(kind, detail)
     # The whole question once more, then only its keys: never the whole menu three times.
@@ -508,7 +509,7 @@ def _emergency(menu: Menu, state: CallState, now: datetime, events=()) -> Result
     them to the emergency line, or along its chain when it has no target of its own."""
     emergency = menu.hotlines[menu.emergency_hotline]
     advice = _says(menu, state.lang, "emergency_advice", number=spoken_number(emergency.say))
-    state = replace(state, category="emergency")
+    state = replace(state, category=Category.EMERGENCY)
     return _transfer(menu, state, emergency.id, now, lead=advice, events=events,
                      announce="emergency_stay", told=(emergency.id,))
 

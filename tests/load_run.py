@@ -62,7 +62,7 @@ from ivr.procfile import (
 )
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import CallTranscript, Move, SimulatedCall, http_transport
-from ivr.vocabulary import day_of
+from ivr.vocabulary import ANONYMOUS, Count, DialStatus, counter, day_of
 
 SHIPPED = menu_config.load()
 # The shipped directory's dial targets; the lines with none (Labour, Police, Prosecutor,
@@ -256,36 +256,39 @@ class Caller(threading.Thread):
         s, c = self.scenario, Counter()
         if not self.started:
             return c
-        c["calls"] += 1
+        c[counter(Count.CALLS)] += 1
         for r in self.requests:
             if r.path.endswith("/voice/dial"):
                 hotline = r.query.get("h", "")
-                c[f"transfer:{hotline}"] += 1
+                c[counter(Count.TRANSFER, hotline)] += 1
                 status = r.params.get("DialCallStatus", "")
-                if status == "completed" and int(r.params.get("DialCallDuration") or 0) < (
+                if status == DialStatus.COMPLETED and int(
+                        r.params.get("DialCallDuration") or 0) < (
                         SHIPPED.hotlines[hotline].min_answered):
-                    status = "dropped"  # a machine: Ruta counts it so, and rings on
-                c[f"dial:{hotline}:{status}"] += 1
+                    status = DialStatus.DROPPED  # a machine: Ruta counts it so, and rings on
+                c[counter(Count.DIAL, hotline, status)] += 1
             elif (r.path.endswith("/voice/menu") and not r.params.get("Digits")
                   and not r.params.get("SpeechResult")):
-                c["no_input"] += 1
-        c["sum:hour"] += 1  # each call counted in one hour of the day
-        if self.number != "anonymous":
-            c["identified"] += 1
+                c[counter(Count.NO_INPUT)] += 1
+        c[f"sum:{Count.HOUR}"] += 1  # each call counted in one hour of the day
+        if self.number != ANONYMOUS:
+            c[counter(Count.IDENTIFIED)] += 1
         if s.dialed:
-            c["sum:to_transfer"] += 1  # seconds to its first transfer, once
-        c[f"outcome:{s.outcome}"] += 1
-        c[f"category:{s.category}"] += 1
-        c[f"lang:{s.lang}"] += 1
+            c[f"sum:{Count.TO_TRANSFER}"] += 1  # seconds to its first transfer, once
+        c[counter(Count.OUTCOME, s.outcome)] += 1
+        c[counter(Count.CATEGORY, s.category)] += 1
+        c[counter(Count.LANG, s.lang)] += 1
         if s.hangup:
-            c[f"hangup:{s.hangup}"] += 1
+            c[counter(Count.HANGUP, s.hangup)] += 1
         return c
 
 
 # Counters checked against what the calls did: those moved by one event each, and those
 # derived from a whole call.
-EVENT_COUNTERS = re.compile(r"^(calls|transfer:.*|dial:.*|no_input)$")
-DERIVED_COUNTERS = re.compile(r"^(outcome:|category:|lang:|hangup:|sum:|identified$)")
+EVENT_COUNTERS = re.compile(
+    rf"^({Count.CALLS}|{Count.TRANSFER}:.*|{Count.DIAL}:.*|{Count.NO_INPUT})$")
+DERIVED_COUNTERS = re.compile(rf"^({Count.OUTCOME}:|{Count.CATEGORY}:|{Count.LANG}:|"
+                              rf"{Count.HANGUP}:|sum:|{Count.IDENTIFIED}$)")
 
 
 def plan_calls(callers: int, seconds: float, seed: int) -> list[tuple[float, Scenario]]:

@@ -14,7 +14,8 @@ import pytest
 from conftest import connected_menu
 
 from ivr import flow, speech
-from ivr.flow import Answer, Ask, EventKind, Transfer
+from ivr.flow import Answer, Ask, Transfer
+from ivr.vocabulary import EventKind
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Bogotá
 MENU = connected_menu()  # every line dialable, so a transfer names the line chosen

@@ -17,7 +17,8 @@ import pytest
 
 from ivr import flow, speech
 from ivr import menu as menu_config
-from ivr.flow import Answer, Ask, EventKind, Transfer
+from ivr.flow import Answer, Ask, Transfer
+from ivr.vocabulary import EventKind
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)
 MENU = menu_config.load()
