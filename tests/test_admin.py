@@ -336,8 +336,9 @@ REFUSED = [
                   ["hotline labour: fallback cycle labour -> icbf -> labour"]},
                  id="fallback-cycle"),
     pytest.param("/admin/hotlines", {"hotline:labour:hours": "lunes a viernes 7-19"},
-                 {"hotline:labour:hours": ["hotline labour: hours 'lunes a viernes 7-19' must "
-                                           "look like 'mon-fri 07:00-19:00'"]},
+                 {"hotline:labour:hours": ["hotline labour: hours: 'lunes a viernes 7-19' "
+                                           "must look like 'mon-fri 08:00-17:00; "
+                                           "sat 08:00-12:00' or '24/7'"]},
                  id="bad-hours"),
 ]
 
