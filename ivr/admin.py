@@ -27,7 +27,7 @@ from flask import (
 )
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import services, store, twiml
+from ivr import opening_hours, services, store, twiml
 from ivr.flow import question
 from ivr.menu import (
     HOTLINE_FIELDS,
@@ -69,6 +69,11 @@ def _render(template: str, **context):
                            two_person_rule=v.two_person_rule, **context)
 
 
+def _staff_language() -> str:
+    """The language the signed-in staff member reads: "es" (the default) or "en"."""
+    return opening_hours.DEFAULT_LANGUAGE  # hook: the account's locale (Flask-Babel) goes here
+
+
 def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for problem in problems:
@@ -85,7 +90,8 @@ def index():
     v = versions()
     draft = v.draft()
     problems = v.check(draft["doc"])[1] if draft else []
-    changes = v.changes(v.document(v.latest()), draft["doc"]) if draft else []
+    changes = (v.changes(v.document(v.latest()), draft["doc"], _staff_language())
+               if draft else [])
     # Said before anyone presses the button: why this draft needs a second admin.
     why = (draft.get("pending_why") if draft.get("pending_by")
            else v.approval_reasons(draft["doc"])) if draft else []
@@ -156,7 +162,7 @@ def hotlines():
                          re.split(r"[\n,]", request.form.get(f"hotline:{hid}:dial", ""))
                          if t.strip()],
                 "say": request.form.get(f"hotline:{hid}:say", "").strip(),
-                "hours": _hours_from_text(request.form.get(f"hotline:{hid}:hours", "")),
+                "hours": opening_hours.stored(request.form.get(f"hotline:{hid}:hours", "")),
                 "fallback": request.form.get(f"hotline:{hid}:fallback", "").strip(),
                 "show_caller": _show_caller_from_form(
                     request.form.get(f"hotline:{hid}:show_caller"),
@@ -168,7 +174,7 @@ def hotlines():
                     min_answered),
             }
             original = {"dial": fields.get("dial", []), "say": fields.get("say", ""),
-                        "hours": fields.get("hours", "24/7"),
+                        "hours": opening_hours.stored(fields.get("hours")),
                         "fallback": fields.get("fallback", ""),
                         "show_caller": fields.get("show_caller", False),
                         "screen": fields.get("screen", False),
@@ -193,9 +199,16 @@ def hotlines():
                for hid, fields in shipped.hotlines.items()}
     voices = {lang: {**fields, **(doc.get("voices", {}).get(lang) or {})}
               for lang, fields in (shipped.menu.get("voices") or {}).items()}
+    staff_lang = _staff_language()
+    by_field = _problems_by_field(problems)
+    for hid, fields in current.items():  # the check's own hours problems, in staff_lang
+        if by_field.get(f"hotline:{hid}:hours"):
+            by_field[f"hotline:{hid}:hours"] = opening_hours.problems(fields.get("hours"),
+                                                                      staff_lang)
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
-                   voices=voices, fields=HOTLINE_FIELDS, hours_text=_hours_text,
-                   problems=_problems_by_field(problems))
+                   voices=voices, fields=HOTLINE_FIELDS,
+                   hours_text=lambda hours: opening_hours.shown(hours, staff_lang),
+                   problems=by_field)
 
 
 @bp.route("/examples", methods=["GET", "POST"])
@@ -259,18 +272,6 @@ def _show_caller_from_form(value: str | None, current: bool) -> bool:
     return current if value not in ("yes", "no") else value == "yes"
 
 
-def _hours_from_text(text: str):
-    """ "24/7" or "mon-fri 07:00-19:00; sat 08:00-12:00" -> what hotlines.toml holds."""
-    parts = [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
-    if not parts or parts == ["24/7"]:
-        return "24/7"
-    return parts
-
-
-def _hours_text(hours) -> str:
-    return hours if isinstance(hours, str) else "; ".join(hours)
-
-
 # --- publish, approve, discard ---------------------------------------------------------
 
 
@@ -322,10 +323,11 @@ def history():
     try:
         old = int(request.args.get("from", max(latest - 1, 0)))
         new = int(request.args.get("to", latest))
-        diff = v.diff(old, new)
+        diff = v.diff(old, new, _staff_language())
     except (ValueError, KeyError):
         flash("Pick two versions that exist.", "error")
-        old, new, diff = max(latest - 1, 0), latest, v.diff(max(latest - 1, 0), latest)
+        old, new = max(latest - 1, 0), latest
+        diff = v.diff(old, new, _staff_language())
     return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff)
 
 

@@ -335,10 +335,6 @@ REFUSED = [
                   "hotline:labour:fallback":
                   ["hotline labour: fallback cycle labour -> icbf -> labour"]},
                  id="fallback-cycle"),
-    pytest.param("/admin/hotlines", {"hotline:labour:hours": "lunes a viernes 7-19"},
-                 {"hotline:labour:hours": ["hotline labour: hours 'lunes a viernes 7-19' must "
-                                           "look like 'mon-fri 07:00-19:00'"]},
-                 id="bad-hours"),
 ]
 
 
@@ -421,6 +417,58 @@ def test_a_broken_draft_is_refused_at_publish_with_the_problem_next_to_its_field
     assert greeting(other_process) == ES_GREETING
     heard = place_call(other_process, [Move("press", "1")], ["busy"])
     assert heard.dialed == ["+5718000918080", "+5718000522020"]
+
+
+def test_hours_typed_in_spanish_or_english_are_stored_one_way_and_shown_in_spanish(
+        app, ana, redis_client):
+    """`lun-vie 08:00-17:00` and `mon-fri 08:00-17:00` are the same hours: the draft and
+    the published version hold one form (the one config files use), and the page, its
+    overview and the history show the days in Spanish, the staff's default language."""
+    stored = []
+    for typed in ("lun-vie 08:00-17:00", "mon-fri 08:00-17:00"):
+        ana.edit("/admin/hotlines", {"hotline:labour:hours": typed})
+        draft = json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]
+        stored.append(draft["hotlines"]["labour"]["hours"])
+    assert stored == [["mon-fri 08:00-17:00"], ["mon-fri 08:00-17:00"]]
+
+    html = ana.page("/admin/hotlines")
+    assert form_values(html)["hotline:labour:hours"] == "lun-vie 08:00-17:00"
+    assert form_values(html)["hotline:icbf:hours"] == "24/7"
+    assert problems_next_to(html, "hotline:labour:hours") == (None, [])
+    pending = {tr.all("td")[0].text(): [td.text() for td in tr.all("td")[1:]]
+               for tr in parse(ana.page("/admin")).one("table", cls="diff").all("tr")
+               if tr.all("td")}
+    assert pending == {"hotline labour hours": ["24/7", "lun-vie 08:00-17:00"]}
+
+    ana.publish("Labour line's office hours")
+    assert json.loads(redis_client.hget(store.config_version_key(1), "doc"))["hotlines"] == {
+        "labour": {"hours": ["mon-fri 08:00-17:00"]}}
+    diff = parse(ana.page("/admin/history?from=0&to=1")).one("table", cls="diff")
+    assert [[td.text() for td in tr.all("td")] for tr in diff.all("tr") if tr.all("td")] == [
+        ["hotline labour hours", "24/7", "lun-vie 08:00-17:00"]]
+
+    # Saving the page again as shown changes nothing.
+    ana.edit("/admin/hotlines", {})
+    assert json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["hotlines"] == {
+        "labour": {"hours": ["mon-fri 08:00-17:00"]}}
+
+
+def test_unreadable_hours_are_refused_and_named_in_spanish_next_to_their_field(
+        app, ana, redis_client):
+    """A misspelt day stops the publish; the hotlines page keeps what was typed and says
+    which day it did not understand, in Spanish. (The overview and the publish refusal
+    still list the loader's English text, like every other problem for now.)"""
+    ana.edit("/admin/hotlines", {"hotline:labour:hours": "lnu-vie 08:00-17:00"})
+    problem = "hotline labour: hours: unknown day 'lnu'"
+    overview = parse(ana.page("/admin"))
+    assert [li.text() for li in overview.one("ul", cls="problems").all("li")] == [problem]
+    assert flashes(ana.publish("should not go live").text, "error") == [problem]
+    assert live_version(redis_client) == 0
+
+    html = ana.page("/admin/hotlines")
+    assert form_values(html)["hotline:labour:hours"] == "lnu-vie 08:00-17:00"
+    assert problems_next_to(html, "hotline:labour:hours") == (
+        "true", ["horario: día desconocido «lnu»"])
 
 
 def test_a_prompt_that_makes_a_path_too_long_is_refused_and_shown_on_the_prompts_page(
