@@ -675,8 +675,9 @@ def test_the_understanding_figures_are_what_the_benchmark_measures():
     assert f"{result['emergency_recall_with_question']:.1%} with the danger question" in row
     assert f"false emergencies {result['false_emergency']:.1%}" in row
     assert f"at least {result['worst_group']:.1%}" in row
-    assert result["child_elsewhere"] == 0
-    assert "no utterance naming a child sent to another line" in row
+    elsewhere = int(result["child_elsewhere"])
+    assert (f"{elsewhere} utterances naming a child sent to another line" if elsewhere
+            else "no utterance naming a child sent to another line") in row
 
 
 @pytest.mark.slow
