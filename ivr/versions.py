@@ -30,7 +30,7 @@ from datetime import datetime
 
 import redis
 
-from ivr import services, store
+from ivr import store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
 from ivr.vocabulary import BOGOTA
 
@@ -360,8 +360,3 @@ class LiveMenu:
             log.error("configuration version %s does not load; keeping %d: %s",
                       latest, self.version, e)
             self.version = latest  # do not retry it every second
-
-
-def current_menu() -> Menu:
-    """The menu this request is served with (the newest published version)."""
-    return services.of().live_menu.get()
