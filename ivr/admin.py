@@ -39,9 +39,10 @@ from ivr.menu import (
 )
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
+from ivr.services import current_menu
 from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError, current_menu
+from ivr.versions import ConfigVersions, PublishError
 from ivr.vocabulary import DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

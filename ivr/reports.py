@@ -33,10 +33,11 @@ from ivr.security import (
     password_matches,
     staff_required,
 )
+from ivr.services import current_menu
 from ivr.staff import StaffAccounts
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
-from ivr.versions import audit, current_menu
+from ivr.versions import audit
 from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)

@@ -30,7 +30,7 @@ from datetime import datetime
 
 import redis
 
-from ivr import opening_hours, services, store
+from ivr import opening_hours, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
 from ivr.opening_hours import DEFAULT_LANGUAGE
 from ivr.vocabulary import BOGOTA
@@ -366,8 +366,3 @@ class LiveMenu:
             log.error("configuration version %s does not load; keeping %d: %s",
                       latest, self.version, e)
             self.version = latest  # do not retry it every second
-
-
-def current_menu() -> Menu:
-    """The menu this request is served with (the newest published version)."""
-    return services.of().live_menu.get()

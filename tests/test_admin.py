@@ -29,8 +29,9 @@ from ivr.cli import main as ivr_main
 from ivr.events import Spool
 from ivr.menu import read_shipped, spoken_paths
 from ivr.redis_server import RedisServer
+from ivr.services import current_menu
 from ivr.simulator import Move, SimulatedCall, flask_transport
-from ivr.versions import ConfigVersions, current_menu
+from ivr.versions import ConfigVersions
 
 PASSWORD = "correct horse battery"
 # Real scrypt, at a lower cost than security.hash_password's so that each login of the
