@@ -18,10 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import CONNECTED_HOTLINES
 from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
 
 import ivr
 import ivr.flow
-from ivr import create_app, services
+from ivr import create_app, services, store
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -257,6 +258,23 @@ def test_tampered_digits_are_refused(client, twilio):
                        headers={"X-Twilio-Signature": signature})
     assert resp.status_code == 403
     assert not is_twiml(resp.get_data(as_text=True))
+
+
+def test_a_replay_with_a_repeated_parameter_reordered_is_refused_and_nothing_written(
+        app, client, twilio):
+    """Twilio's signature covers repeated values sorted, not in order: a captured
+    "Digits=1&Digits=0" replayed as "Digits=0&Digits=1" keeps its signature, and would
+    turn a child-line answer into an emergency one. Twilio never repeats a parameter."""
+    url = "http://ruta.test" + MENU
+    captured = MultiDict([*twilio.params().items(), ("Digits", "1"), ("Digits", "0")])
+    signature = twilio.validator.compute_signature(url, captured)
+    replayed = MultiDict([*twilio.params().items(), ("Digits", "0"), ("Digits", "1")])
+    assert twilio.validator.validate(url, replayed, signature)  # the signature still holds
+    emitted = services.of(app).redis.xlen(store.EVENTS)
+    resp = client.post(url, data=replayed, headers={"X-Twilio-Signature": signature})
+    assert resp.status_code == 400
+    assert not is_twiml(resp.get_data(as_text=True))
+    assert services.of(app).redis.xlen(store.EVENTS) == emitted  # nothing written
 
 
 def test_tampered_position_in_the_query_string_is_refused(twilio):
