@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
     flash,
     redirect,
@@ -40,7 +41,7 @@ from ivr.menu import (
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.services import current_menu
-from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
+from ivr.simulator import DIAL_RESULTS, MOVE_KINDS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
 from ivr.versions import ConfigVersions, PublishError
 from ivr.vocabulary import DialStatus
@@ -422,11 +423,8 @@ def try_call():
     v = versions()
     doc = v.draft_or_live()
     _, problems = v.check(doc)
-    try:
-        moves = json.loads(request.form.get("moves", "[]"))[:MAX_TRY_MOVES]
-        dials = json.loads(request.form.get("dials", "[]"))[:MAX_TRY_MOVES]
-    except ValueError:
-        moves, dials = [], []
+    moves = _earlier_moves(request.form.get("moves", "[]"))
+    dials = _earlier_dials(request.form.get("dials", "[]"))
     if request.method == "POST" and not request.form.get("restart"):
         if request.form.get("press") is not None:
             moves.append(["press", request.form["press"][:1]])
@@ -453,6 +451,33 @@ def try_call():
                    why=why,
                    seconds=seconds, problems=problems, moves_json=json.dumps(moves),
                    dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
+
+
+def _earlier_moves(raw: str) -> list[list[str]]:
+    """The moves the page carries from one step to the next (a hidden field): a list of
+    [kind, value]. Anything else was not sent by the page: 400, never a 500."""
+    moves = _json_list(raw)
+    if not all(isinstance(m, list) and len(m) == 2 and m[0] in MOVE_KINDS
+               and isinstance(m[1], str) for m in moves):
+        abort(400)
+    return moves[:MAX_TRY_MOVES]
+
+
+def _earlier_dials(raw: str) -> list[str]:
+    dials = _json_list(raw)
+    if not all(d in DIAL_RESULTS for d in dials):
+        abort(400)
+    return dials[:MAX_TRY_MOVES]
+
+
+def _json_list(raw: str) -> list:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        abort(400)
+    if not isinstance(found, list):
+        abort(400)
+    return found
 
 
 def _why_understood(transcript, preview) -> dict[int, str]:
