@@ -15,7 +15,7 @@ DEFAULTS: dict[str, object] = {
     # Also accepted while the auth token is rotated (docs/deploy.md); unset otherwise.
     "TWILIO_SECONDARY_AUTH_TOKEN": "",
     "SECRET_KEY": "",  # signs staff sessions
-    "CALLER_ID_KEY": "",  # keys the caller pseudonyms; derived from SECRET_KEY if unset
+    "CALLER_ID_KEY": "",  # keys the caller pseudonyms (web only); required in production
     "REDIS_URL": "",
     "PUBLIC_BASE_URL": "",  # e.g. https://ruta.example.org: the URL Twilio signs
     # The E.164 number of ours that hotlines see as caller ID (one of our Twilio numbers);

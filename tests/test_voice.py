@@ -22,7 +22,7 @@ from werkzeug.datastructures import MultiDict
 
 import ivr
 import ivr.flow
-from ivr import create_app, services, store
+from ivr import create_app, events, services, store
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -350,24 +350,41 @@ def test_a_hidden_caller_id_routes_like_any_number(client, twilio, caller):
 # --- start-up ------------------------------------------------------------------------------
 
 
+SECRETS = ("TWILIO_AUTH_TOKEN", "SECRET_KEY", "CALLER_ID_KEY")
+
+
 @pytest.mark.parametrize("missing", [("TWILIO_AUTH_TOKEN",), ("SECRET_KEY",),
-                                     ("TWILIO_AUTH_TOKEN", "SECRET_KEY")])
+                                     ("CALLER_ID_KEY",), SECRETS])
 def test_production_refuses_to_start_without_its_secrets(redis_server, missing):
     config = {"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": "a-token",
-              "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url}
+              "SECRET_KEY": "a-secret", "CALLER_ID_KEY": "a-caller-key",
+              "REDIS_URL": redis_server.url}
     config.update({name: "" for name in missing})
     with pytest.raises(ivr.StartupError) as raised:
         create_app(config)
     for name in missing:
         assert name in str(raised.value)
-    for name in {"TWILIO_AUTH_TOKEN", "SECRET_KEY"} - set(missing):
+    for name in set(SECRETS) - set(missing):
         assert name not in str(raised.value)
 
 
 def test_production_starts_with_its_secrets(redis_server):
     app = create_app({"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": "a-token",
-                      "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url})
+                      "SECRET_KEY": "a-secret", "CALLER_ID_KEY": "a-caller-key",
+                      "REDIS_URL": redis_server.url})
     assert app.config["RUTA_ENV"] == "production"
+
+
+def test_the_pseudonym_key_is_never_derived_from_the_secret_key(redis_server):
+    """Every web host holds SECRET_KEY: a pseudonym key derived from it would let any of
+    them undo pseudonyms by enumerating numbers. Two development apps with the same
+    SECRET_KEY and no CALLER_ID_KEY give the same number different pseudonyms."""
+    config = {"RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": "a-token",
+              "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url}
+    one, two = (services.of(create_app(config)).caller_key for _ in range(2))
+    assert one != two
+    assert events.caller_pseudonym("+573001234567", one) != events.caller_pseudonym(
+        "+573001234567", two)
 
 
 # --- prompts are text, not markup ---------------------------------------------------------
