@@ -28,7 +28,7 @@ from flask import (
 )
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import opening_hours, services, store, twiml
+from ivr import opening_hours, services, settings, store, twiml
 from ivr.flow import question
 from ivr.menu import (
     HOTLINE_FIELDS,
@@ -60,7 +60,7 @@ def admins_only():
 def versions() -> ConfigVersions:
     r = services.of().store.r
     return ConfigVersions(r, services.of().shipped,
-                          bool(int(current_app.config["RUTA_TWO_PERSON_RULE"])))
+                          settings.two_person_rule(current_app.config))
 
 
 def _render(template: str, **context):

@@ -467,7 +467,7 @@ def _versions():
 
     config = settings.load()
     shipped = menu_config.read_shipped(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
-    return ConfigVersions(_redis(), shipped, bool(int(config["RUTA_TWO_PERSON_RULE"])))
+    return ConfigVersions(_redis(), shipped, settings.two_person_rule(config))
 
 
 def _live_menu():

@@ -24,7 +24,7 @@ from conftest import Twilio
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, services, store
+from ivr import create_app, services, settings, store
 from ivr.cli import main as ivr_main
 from ivr.events import Spool
 from ivr.menu import read_shipped, spoken_paths
@@ -1258,3 +1258,13 @@ def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(
     draft = json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["examples"]
     assert "welcome.2" not in draft
     assert draft["welcome.1"]["en"][-1] == "my kid sis is in trouble"
+
+
+@pytest.mark.parametrize(("env", "setting", "needs_two"), [
+    ("production", "", True), ("production", "0", False), ("production", "1", True),
+    ("development", "", False), ("development", "1", True)])
+def test_the_two_person_rule_is_on_in_production_unless_turned_off(env, setting, needs_two):
+    """A stolen admin password alone must not change what callers hear: a publish needs
+    a second administrator in production unless RUTA_TWO_PERSON_RULE=0 says otherwise."""
+    assert settings.two_person_rule({"RUTA_ENV": env,
+                                     "RUTA_TWO_PERSON_RULE": setting}) is needs_two
