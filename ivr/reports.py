@@ -15,7 +15,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     stream_with_context,
     url_for,
 )
@@ -37,7 +36,6 @@ from ivr.services import current_menu
 from ivr.staff import StaffAccounts
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
-from ivr.versions import audit
 from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)
@@ -160,13 +158,10 @@ def login():
         # An unknown name costs the same scrypt as a known one: timing tells nothing.
         password_hash = user["password"] if user else security.decoy_password_hash()
         if password_matches(password_hash, form.password.data) and user:
-            session.clear()
-            session["user"] = form.name.data
-            session.permanent = True
-            audit(_store().r, form.name.data, "login", address)
+            security.log_in(form.name.data)
             return redirect(_safe_next(request.args.get("next")))
         login_failed(keys)
-        audit(_store().r, form.name.data[:64], "login failed", address)
+        security.log_failed_login(form.name.data if user else None)
         return render_template("login.html", form=form,
                                error="Wrong name or password."), 401
     return render_template("login.html", form=form, error=None)
@@ -186,7 +181,7 @@ def _safe_next(target: str | None) -> str:
 
 @bp.post("/logout")
 def logout():
-    session.clear()
+    security.log_out()
     return redirect(url_for("reports.login"))
 
 

@@ -187,8 +187,10 @@ def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
 # --- 2. the session cookie ------------------------------------------------------------------------
 
 
-def set_cookie(resp) -> str:
-    cookies = [v for k, v in resp.headers.items() if k == "Set-Cookie"]
+def set_cookie(resp, name: str = "session=") -> str:
+    """The one Set-Cookie header of `resp` whose text starts with `name`."""
+    cookies = [v for k, v in resp.headers.items()
+               if k == "Set-Cookie" and v.startswith(name)]
     assert len(cookies) == 1, cookies
     return cookies[0]
 
@@ -342,3 +344,4 @@ def test_nothing_runs_flasks_debugger():
 def test_an_unsigned_webhook_is_still_refused_in_production(production):
     twilio = Twilio(production.test_client(), base_url=PRODUCTION)
     assert twilio.post("/voice", signature="forged").status_code == 403
+
