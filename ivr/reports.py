@@ -147,9 +147,7 @@ class LoginForm(FlaskForm):
 def login():
     """Staff log in; only failed attempts count toward the slow-down."""
     form = LoginForm()
-    address = request.remote_addr or ""
-    # Failed logins are counted per client address and per account name.
-    keys = [f"address:{address}", f"name:{(form.name.data or '')[:64]}"]
+    keys = security.failed_login_counters(form.name.data or "")
     if request.method == "POST" and not login_allowed(keys):
         return render_template("login.html", form=form,
                                error="Too many failed logins: wait a minute and try again."), 429
@@ -159,7 +157,8 @@ def login():
         password_hash = user["password"] if user else security.decoy_password_hash()
         if password_matches(password_hash, form.password.data) and user:
             security.log_in(form.name.data)
-            return redirect(_safe_next(request.args.get("next")))
+            return security.remember_device(redirect(_safe_next(request.args.get("next"))),
+                                            form.name.data)
         login_failed(keys)
         security.log_failed_login(form.name.data if user else None)
         return render_template("login.html", form=form,

@@ -13,6 +13,7 @@ import redis
 from flask import abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -265,6 +266,51 @@ def login_failed(keys: list[str]) -> None:
                 limiter.hit(limit, "login", key)
     except Exception:  # noqa: BLE001
         pass
+
+
+# OWASP's device cookies: a browser that logged in as a name keeps a signed cookie
+# saying so. Its failed logins as that name count against that cookie alone, and the
+# counts per address and per name never block it: someone typing wrong passwords at
+# bob's name, from anywhere, cannot keep bob out.
+# https://owasp.org/www-community/Slow_Down_Online_Guessing_Attacks_with_Device_Cookies
+DEVICE_COOKIE_DAYS = 180
+DEVICE_COOKIE_SALT = "ruta-device-cookie"  # its signature is no session cookie's
+
+
+def failed_login_counters(name: str) -> list[str]:
+    """What a failed login as `name` by this request counts against, and what may block
+    it: this browser's device cookie for `name` alone when it carries a valid one, else
+    the client's address and the account name."""
+    raw = request.cookies.get(_device_cookie_name(name))
+    try:
+        device = _device_signer().loads(raw, max_age=DEVICE_COOKIE_DAYS * 86400) if raw else {}
+    except BadSignature:  # forged, or expired
+        device = {}
+    if isinstance(device, dict) and device.get("name") == name and device.get("nonce"):
+        return [f"device:{device['nonce']}"]
+    return [f"address:{request.remote_addr or ''}", f"name:{name[:64]}"]
+
+
+def remember_device(response, name: str):
+    """Leave this browser a device cookie for `name`, after it logged in as `name`: a
+    new nonce each time, so failures counted against an older one stay behind."""
+    response.set_cookie(
+        _device_cookie_name(name),
+        _device_signer().dumps({"name": name, "nonce": secrets.token_urlsafe(16)}),
+        max_age=DEVICE_COOKIE_DAYS * 86400, path=url_for("reports.login"),
+        secure=current_app.config["SESSION_COOKIE_SECURE"], httponly=True,
+        samesite="Strict")
+    return response
+
+
+def _device_cookie_name(name: str) -> str:
+    """One cookie per account name, so a shared computer keeps each person's; named by a
+    hash, so the cookie's name shows no account name."""
+    return "ruta_device_" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def _device_signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt=DEVICE_COOKIE_SALT)
 
 
 # --- staff sessions: started, ended, logged -----------------------------------------------
