@@ -19,12 +19,12 @@ import redis
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ivr import key_migration, procfile, security, settings, store
+from ivr import key_migration, procfile, security, settings, staff, store
 from ivr import menu as menu_config
 from ivr.events import Spool
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
 from ivr.staff import StaffAccounts
-from ivr.versions import audit
+from ivr.versions import AuditAction, audit
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
 
@@ -388,9 +388,11 @@ def users():
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(security.ROLES), required=True)
+@click.option("--lang", type=click.Choice(staff.LANGUAGES), default=staff.DEFAULT_LANGUAGE,
+              show_default=True, help="The language of their pages (they can change it).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-def users_add(name, role, password_stdin):
-    """Add a staff account (or reset its password and role)."""
+def users_add(name, role, lang, password_stdin):
+    """Add a staff account (or reset its password, role and language)."""
     if not re.fullmatch(r"[\w.@-]{1,64}", name):
         raise click.UsageError("NAME: letters, digits, . @ _ - (at most 64)")
     if password_stdin or not sys.stdin.isatty():
@@ -400,19 +402,20 @@ def users_add(name, role, password_stdin):
     if len(password) < 10:
         raise click.UsageError("the password must have at least 10 characters")
     s = _accounts()
-    s.save_user(name, role, security.hash_password(password))
-    audit(s.r, _operator(), "user saved", f"{name} ({role})")
+    s.save_user(name, role, security.hash_password(password), lang)
+    audit(s.r, _operator(), AuditAction.USER_SAVED, f"{name} ({role})")
     click.echo(f"user {name} saved with role {role}")
 
 
 @users.command("list")
 def users_list():
-    """Every staff account and its role."""
+    """Every staff account, its role and its language."""
     found = _accounts().users()
     if not found:
         click.echo("no users yet: add one with `ivr users add NAME --role admin`")
     for name, fields in found:
-        click.echo(f"{name:<24}{fields.get('role', '?'):<12}since {fields.get('created', '?')}")
+        click.echo(f"{name:<24}{fields.get('role', '?'):<12}{staff.language_of(fields):<4}"
+                   f"since {fields.get('created', '?')}")
 
 
 @users.command("remove")
@@ -422,7 +425,7 @@ def users_remove(name):
     s = _accounts()
     if not s.remove_user(name):
         raise click.ClickException(f"no user named {name}")
-    audit(s.r, _operator(), "user removed", name)
+    audit(s.r, _operator(), AuditAction.USER_REMOVED, name)
     click.echo(f"user {name} removed")
 
 
@@ -439,7 +442,7 @@ def tokens_add(name):
     s = _accounts()
     s.remove_token(name)
     s.save_token(name, "supervisor", token_hash)
-    audit(s.r, _operator(), "API token created", name)
+    audit(s.r, _operator(), AuditAction.TOKEN_CREATED, name)
     click.echo(token)
 
 
@@ -455,7 +458,7 @@ def tokens_remove(name):
     s = _accounts()
     if not s.remove_token(name):
         raise click.ClickException(f"no token named {name}")
-    audit(s.r, _operator(), "API token removed", name)
+    audit(s.r, _operator(), AuditAction.TOKEN_REMOVED, name)
     click.echo(f"token {name} removed")
 
 
@@ -769,6 +772,6 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     click.echo(f"{hotline} target {target} ({number}): {said}")
     s = store.Store(_redis())
     s.record_line_test(hotline, number, test.result, datetime.now(BOGOTA), test.error)
-    audit(s.r, _operator(), "line test", f"{hotline} {number}: {test.result}")
+    audit(s.r, _operator(), AuditAction.LINE_TEST, f"{hotline} {number}: {test.result}")
     if test.result != "answered":
         sys.exit(1)

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from flask import abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
@@ -20,6 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr import redis_url, services, store
+from ivr.staff import DEFAULT_LANGUAGE, language_of
 
 
 def public_url() -> str:
@@ -231,6 +233,7 @@ class Staff:
     name: str
     role: str
     via: str  # "session" or "token"
+    lang: str = DEFAULT_LANGUAGE  # the pages' language (ivr.i18n); a token's is unused
 
     @property
     def is_admin(self) -> bool:
@@ -251,11 +254,22 @@ def current_staff() -> Staff | None:
     elif session.get("user"):
         found = accounts.user(session["user"])
         if found:
-            staff = Staff(session["user"], found["role"], "session")
+            staff = Staff(session["user"], found["role"], "session", language_of(found))
         else:
             session.clear()
     g.ruta_staff = staff
     return staff
+
+
+def staff_if_readable() -> Staff | None:
+    """The logged-in person, or None: also when accounts cannot be read now (no Redis),
+    for what must show anyway (an error page, the language of a page)."""
+    if services.of().staff is None:
+        return None
+    try:
+        return current_staff()
+    except redis.RedisError:
+        return None
 
 
 def staff_required(role: str = "supervisor", api: bool = False):

@@ -1,0 +1,38 @@
+"""Messages that modules free of Flask give for people to read. Pure: no Flask, no Babel.
+
+The engine (ivr.summary, ivr.simulator...) says what happened in English, the catalogue's
+language; the staff pages translate it when they show it (ivr.i18n.shown), while the
+command line and the JSON API print it as it is. `N_` marks the English template for
+`pybabel extract` (babel.cfg) without translating anything here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def N_(template: str) -> str:  # noqa: N802 (gettext's own name for the marker)
+    """Marks `template` for the catalogue; it is translated where it is shown."""
+    return template
+
+
+@dataclass(frozen=True)
+class Message:
+    """A template in the catalogue (with %(name)s places) and the values that fill it."""
+
+    template: str
+    values: dict[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.template % self.values if self.values else self.template
+
+    def to_json(self) -> dict:
+        """Kept this way (e.g. in a draft) so it can be shown in any language later."""
+        return {"template": self.template, "values": self.values}
+
+    @classmethod
+    def from_json(cls, stored: dict | str) -> Message:
+        """From to_json's form, or a plain string kept before messages were (as it is)."""
+        if isinstance(stored, str):
+            return cls(stored)
+        return cls(stored["template"], dict(stored.get("values") or {}))
