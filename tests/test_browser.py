@@ -687,3 +687,97 @@ def test_every_field_of_the_changed_admin_pages_has_a_label(app, base, page):
         assert unnamed == [], path
         page.screenshot(path=str(TEST_OUTPUT / f"admin-{path.rsplit('/', 1)[1]}.png"),
                         full_page=False)
+
+
+# --- 9. in Spanish, and in English ----------------------------------------------------------
+
+
+def test_a_supervisor_whose_browser_asks_for_spanish_reads_spanish(app, browser, base, seeded):
+    """Chromium set to Colombian Spanish; marta's account has the default language."""
+    add_user(app, "marta", "supervisor", lang="es")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-CO")
+    try:
+        page = ctx.new_page()
+        page.goto(base + "/login")
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.locator("h1").inner_text() == "Iniciar sesión"
+        page.get_by_label("Usuario").fill("marta")
+        page.get_by_label("Contraseña").fill("not the password")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Iniciar sesión").click()
+        assert page.get_by_role("alert").inner_text() == "Usuario o contraseña incorrectos."
+        page.get_by_label("Contraseña").fill(PASSWORD)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Iniciar sesión").click()
+
+        assert urllib.parse.urlsplit(page.url).path == "/reports"
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.locator("h1").inner_text() == (
+            f"Llamadas del {bogota_day(6)} al {bogota_day()}")
+        assert page.locator("header .who").inner_text() == "marta · supervisor(a)"
+        assert page.get_by_role("link", name="Reportes").is_visible()
+        assert page.get_by_role("button", name="Cerrar sesión").is_visible()
+        assert page.locator('[data-stat="calls"]').inner_text().split() == ["5", "llamadas"]
+        assert "llegaron a una línea (3)" in page.locator('[data-stat="reached"]').inner_text()
+        charts = page.locator("section.charts figure svg")
+        titles = [charts.nth(i).locator(":scope > title").text_content() for i in range(4)]
+        assert titles == ["Llamadas por día, según el motivo",
+                          "Transferencias por línea, según el resultado",
+                          "Personas en cada pregunta, y quiénes colgaron",
+                          "Llamadas por hora del día (Bogotá)"]
+        assert "llegaron" in charts.nth(2).locator(":scope > desc").text_content()
+        headers = page.locator("table.calls thead th").all_inner_texts()
+        assert headers[:3] == ["Hora", "Idioma", "Motivo"]
+        assert "(5, las más recientes primero)" in page.locator(".table-head h2").inner_text()
+        screenshot(page, "dashboard-es.png")
+
+        # An error, in the staff layout and in Spanish.
+        response = page.goto(base + "/reports?from=2026-02-30")
+        assert response.status == 400
+        assert page.locator("h1").inner_text() == "No se pudo usar esa solicitud"
+        assert page.get_by_role("alert").inner_text() == (
+            "las fechas deben tener la forma 2026-01-31")
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.get_by_role("link", name="Volver a los reportes").is_visible()
+    finally:
+        ctx.close()
+
+
+def test_an_english_speaking_admin_reads_english_whatever_the_browser_asks(app, browser,
+                                                                           base, seeded):
+    """Before login the browser decides (Spanish here); after, ana's account (English)."""
+    add_user(app, "ana", "admin", lang="en")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-CO")
+    try:
+        page = ctx.new_page()
+        page.goto(base + "/login")
+        assert page.locator("h1").inner_text() == "Iniciar sesión"
+        page.get_by_label("Usuario").fill("ana")
+        page.get_by_label("Contraseña").fill(PASSWORD)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Iniciar sesión").click()
+        assert page.locator("html").get_attribute("lang") == "en"
+        assert page.locator("h1").inner_text() == (
+            f"Calls from {bogota_day(6)} to {bogota_day()}")
+        assert page.locator("header .who").inner_text() == "ana · administrator"
+        page.get_by_role("link", name="Administration", exact=True).click()
+        page.wait_for_url("**/admin")
+        assert page.locator("h1").inner_text() == "Administration"
+        page.goto(base + "/admin/prompts")
+        greeting = page.locator("fieldset#prompt-greeting")
+        # English page; the Spanish prompt keeps its own language.
+        assert greeting.get_by_label("Español", exact=True).get_attribute("lang") == "es"
+
+        # She switches to Spanish on her account page, reached from the header.
+        page.locator("header .who").click()
+        page.wait_for_url("**/account")
+        page.get_by_label("Español").check()
+        with page.expect_navigation():
+            page.get_by_role("button", name="Save").click()
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.get_by_role("status").inner_text() == (
+            "Guardado: estas páginas están en Español.")
+        page.goto(base + "/admin")
+        assert page.locator("h1").inner_text() == "Administración"
+    finally:
+        ctx.close()
