@@ -217,7 +217,8 @@ class ConfigVersions:
     def check(self, doc: dict) -> tuple[Menu | None, list[str]]:
         """The menu this document gives, or the problems that stop it going live."""
         # Only a real true/false: the loader's bool() would read "false" as true.
-        odd = [f"hotline {hid}: show_caller must be true or false"
+        odd = [Message(N_("hotline %(hotline)s: show_caller must be true or false"),
+                       {"hotline": hid})
                for hid, fields in (doc.get("hotlines") or {}).items()
                if not isinstance(fields.get("show_caller", False), bool)]
         try:

@@ -283,7 +283,8 @@ NAMES = {
 }
 # What the test itself typed (notes, prompts), shown as typed in any language; and a
 # rollback's note as it is kept ("rollback to version 0: ..."), quoted in the status line.
-TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "rollback", "version"}
+TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "rollback", "version",
+         "lun", "Hola", "nombre"}
 
 
 def untranslated(es_texts: list[str], en_texts: list[str]) -> list[str]:
@@ -409,6 +410,19 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("publish without draft", person.post("/admin/publish", {"note": "prueba"},
                                               follow_redirects=True))
     keep("approve without request", person.post("/admin/approve", {}, follow_redirects=True))
+    # A broken draft: each problem shown next to its field, and publishing refused.
+    versions = ConfigVersions(redis_client, services.of(app).shipped)
+    versions.save_draft({"hotlines": {"labour": {"dial": ["144"], "hours": ["lun 08:00"],
+                                                 "min_answered_seconds": 500}},
+                         "prompts": {"es": {"goodbye": "", "greeting": "Hola {nombre}."}}},
+                        "ana")
+    keep("/admin broken", person.get("/admin"))
+    keep("/admin/hotlines broken", person.get("/admin/hotlines"))
+    keep("/admin/prompts broken", person.get("/admin/prompts"))
+    keep("/admin/try broken", person.get("/admin/try"))
+    keep("publish refused", person.post("/admin/publish", {"note": "prueba"},
+                                        follow_redirects=True))
+    versions.discard_draft("ana")
     keep("saved prompts", person.post("/admin/prompts", {
         **{f"prompt:{lang}:{key}": text for lang, texts in SHIPPED.prompts.items()
            for key, text in texts.items()},
