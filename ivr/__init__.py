@@ -12,7 +12,7 @@ from ivr.services import Services
 from ivr.staff import StaffAccounts
 from ivr.versions import LiveMenu
 
-REQUIRED_IN_PRODUCTION = ("TWILIO_AUTH_TOKEN", "SECRET_KEY")
+REQUIRED_IN_PRODUCTION = ("TWILIO_AUTH_TOKEN", "SECRET_KEY", "CALLER_ID_KEY")
 
 
 class StartupError(RuntimeError):

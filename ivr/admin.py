@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
     flash,
     redirect,
@@ -28,9 +29,9 @@ from flask import (
 from flask_babel import gettext as _
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import services, store, twiml
+from ivr import opening_hours, services, settings, store, twiml
 from ivr.flow import question
-from ivr.i18n import shown
+from ivr.i18n import page_language, shown
 from ivr.menu import (
     HOTLINE_FIELDS,
     field_of,
@@ -42,9 +43,10 @@ from ivr.menu import (
 from ivr.message import Message
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
-from ivr.simulator import DIAL_RESULTS, Move, SimulatedCall, flask_transport
+from ivr.services import current_menu
+from ivr.simulator import DIAL_RESULTS, MOVE_KINDS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError, current_menu, text_language
+from ivr.versions import ConfigVersions, PublishError, text_language
 from ivr.vocabulary import DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -61,7 +63,7 @@ def admins_only():
 def versions() -> ConfigVersions:
     r = services.of().store.r
     return ConfigVersions(r, services.of().shipped,
-                          bool(int(current_app.config["RUTA_TWO_PERSON_RULE"])))
+                          settings.two_person_rule(current_app.config))
 
 
 def _render(template: str, **context):
@@ -76,6 +78,11 @@ def _render(template: str, **context):
 def _pending_why(draft: dict | None) -> list[Message]:
     """Why the pending draft waits for a second admin (besides the two-person rule)."""
     return [Message.from_json(w) for w in (draft or {}).get("pending_why") or []]
+
+
+def _staff_language() -> str:
+    """The language the signed-in staff member reads: "es" (the default) or "en"."""
+    return page_language()  # the account's (ivr.i18n)
 
 
 def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
@@ -94,7 +101,8 @@ def index():
     v = versions()
     draft = v.draft()
     problems = v.check(draft["doc"])[1] if draft else []
-    changes = v.changes(v.document(v.latest()), draft["doc"]) if draft else []
+    changes = (v.changes(v.document(v.latest()), draft["doc"], _staff_language())
+               if draft else [])
     # Said before anyone presses the button: why this draft needs a second admin.
     why = (_pending_why(draft) if draft.get("pending_by")
            else v.approval_reasons(draft["doc"])) if draft else []
@@ -165,7 +173,7 @@ def hotlines():
                          re.split(r"[\n,]", request.form.get(f"hotline:{hid}:dial", ""))
                          if t.strip()],
                 "say": request.form.get(f"hotline:{hid}:say", "").strip(),
-                "hours": _hours_from_text(request.form.get(f"hotline:{hid}:hours", "")),
+                "hours": opening_hours.stored(request.form.get(f"hotline:{hid}:hours", "")),
                 "fallback": request.form.get(f"hotline:{hid}:fallback", "").strip(),
                 "show_caller": _show_caller_from_form(
                     request.form.get(f"hotline:{hid}:show_caller"),
@@ -177,7 +185,7 @@ def hotlines():
                     min_answered),
             }
             original = {"dial": fields.get("dial", []), "say": fields.get("say", ""),
-                        "hours": fields.get("hours", "24/7"),
+                        "hours": opening_hours.stored(fields.get("hours")),
                         "fallback": fields.get("fallback", ""),
                         "show_caller": fields.get("show_caller", False),
                         "screen": fields.get("screen", False),
@@ -202,9 +210,16 @@ def hotlines():
                for hid, fields in shipped.hotlines.items()}
     voices = {lang: {**fields, **(doc.get("voices", {}).get(lang) or {})}
               for lang, fields in (shipped.menu.get("voices") or {}).items()}
+    staff_lang = _staff_language()
+    by_field = _problems_by_field(problems)
+    for hid, fields in current.items():  # the check's own hours problems, in staff_lang
+        if by_field.get(f"hotline:{hid}:hours"):
+            by_field[f"hotline:{hid}:hours"] = opening_hours.problems(fields.get("hours"),
+                                                                      staff_lang)
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
-                   voices=voices, fields=HOTLINE_FIELDS, hours_text=_hours_text,
-                   problems=_problems_by_field(problems))
+                   voices=voices, fields=HOTLINE_FIELDS,
+                   hours_text=lambda hours: opening_hours.shown(hours, staff_lang),
+                   problems=by_field)
 
 
 @bp.route("/examples", methods=["GET", "POST"])
@@ -267,18 +282,6 @@ def _show_caller_from_form(value: str | None, current: bool) -> bool:
     return current if value not in ("yes", "no") else value == "yes"
 
 
-def _hours_from_text(text: str):
-    """ "24/7" or "mon-fri 07:00-19:00; sat 08:00-12:00" -> what hotlines.toml holds."""
-    parts = [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
-    if not parts or parts == ["24/7"]:
-        return "24/7"
-    return parts
-
-
-def _hours_text(hours) -> str:
-    return hours if isinstance(hours, str) else "; ".join(hours)
-
-
 # --- publish, approve, discard ---------------------------------------------------------
 
 
@@ -331,10 +334,11 @@ def history():
     try:
         old = int(request.args.get("from", max(latest - 1, 0)))
         new = int(request.args.get("to", latest))
-        diff = v.diff(old, new)
+        diff = v.diff(old, new, _staff_language())
     except (ValueError, KeyError):
         flash(_("Pick two versions that exist."), "error")
-        old, new, diff = max(latest - 1, 0), latest, v.diff(max(latest - 1, 0), latest)
+        old, new = max(latest - 1, 0), latest
+        diff = v.diff(old, new, _staff_language())
     return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff)
 
 
@@ -432,11 +436,8 @@ def try_call():
     v = versions()
     doc = v.draft_or_live()
     problems = v.check(doc)[1]
-    try:
-        moves = json.loads(request.form.get("moves", "[]"))[:MAX_TRY_MOVES]
-        dials = json.loads(request.form.get("dials", "[]"))[:MAX_TRY_MOVES]
-    except ValueError:
-        moves, dials = [], []
+    moves = _earlier_moves(request.form.get("moves", "[]"))
+    dials = _earlier_dials(request.form.get("dials", "[]"))
     if request.method == "POST" and not request.form.get("restart"):
         if request.form.get("press") is not None:
             moves.append(["press", request.form["press"][:1]])
@@ -463,6 +464,33 @@ def try_call():
                    why=why,
                    seconds=seconds, problems=problems, moves_json=json.dumps(moves),
                    dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
+
+
+def _earlier_moves(raw: str) -> list[list[str]]:
+    """The moves the page carries from one step to the next (a hidden field): a list of
+    [kind, value]. Anything else was not sent by the page: 400, never a 500."""
+    moves = _json_list(raw)
+    if not all(isinstance(m, list) and len(m) == 2 and m[0] in MOVE_KINDS
+               and isinstance(m[1], str) for m in moves):
+        abort(400)
+    return moves[:MAX_TRY_MOVES]
+
+
+def _earlier_dials(raw: str) -> list[str]:
+    dials = _json_list(raw)
+    if not all(d in DIAL_RESULTS for d in dials):
+        abort(400)
+    return dials[:MAX_TRY_MOVES]
+
+
+def _json_list(raw: str) -> list:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        abort(400)
+    if not isinstance(found, list):
+        abort(400)
+    return found
 
 
 def _why_understood(transcript, preview) -> dict[int, str]:

@@ -159,7 +159,7 @@ def dev(port, host):
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    for name in ("TWILIO_AUTH_TOKEN", "SECRET_KEY"):
+    for name in ("TWILIO_AUTH_TOKEN", "SECRET_KEY", "CALLER_ID_KEY"):
         if not env.get(name):
             env[name] = secrets.token_hex(16)
             click.echo(f"throwaway {name}={env[name]}")
@@ -470,7 +470,7 @@ def _versions():
 
     config = settings.load()
     shipped = menu_config.read_shipped(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
-    return ConfigVersions(_redis(), shipped, bool(int(config["RUTA_TWO_PERSON_RULE"])))
+    return ConfigVersions(_redis(), shipped, settings.two_person_rule(config))
 
 
 def _live_menu():

@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -56,9 +57,10 @@ def connect(config) -> tuple[redis.Redis | None, Emitter | None, bytes]:
         client = redis_url.connect(config["REDIS_URL"], fail_fast=True)
     # An admin's "try the call" preview is not a call: its events are not kept.
     emitter = None if config["RUTA_PREVIEW"] else Emitter(client, Spool(config["RUTA_SPOOL_DIR"]))
-    secret = config["CALLER_ID_KEY"] or hmac.new(
-        str(config["SECRET_KEY"]).encode(), b"ruta caller pseudonym", hashlib.sha256
-    ).hexdigest()
+    # Its own secret, never derived from SECRET_KEY (which every staff-facing process
+    # holds): production refuses to start without it. In development, unset, each process
+    # makes a throwaway one (`ivr dev` gives web and worker one to share).
+    secret = config["CALLER_ID_KEY"] or secrets.token_hex(32)
     return client, emitter, secret.encode()
 
 

@@ -79,9 +79,21 @@ def page_language() -> str:
 
 def shown(message: Message | str) -> str:
     """An engine's message (ivr.message) in the reader's language; plain text as it is."""
-    if isinstance(message, Message):
-        return _(message.template, **message.values) if message.values else _(message.template)
-    return message
+    if not isinstance(message, Message):
+        return message
+    if not message.values:
+        return _(message.template)
+    return _(message.template, **{k: _in_reader_language(v) for k, v in message.values.items()})
+
+
+def _in_reader_language(value):
+    """A message's value: a message inside it translated too, and a value that speaks
+    both languages itself (`text(lang)`: ivr.opening_hours.HoursError) in the reader's."""
+    if isinstance(value, Message):
+        return shown(value)
+    if callable(getattr(value, "text", None)):
+        return value.text(page_language())
+    return value
 
 
 # --- display names of ids (the ids themselves stay in URLs, the API and the data CSV) -----

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from pathlib import Path
 
+from ivr import opening_hours
 from ivr.message import N_, Message
 from ivr.speech import Choice, Danger, Matcher
 from ivr.vocabulary import BOGOTA, Category
@@ -24,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 PROMPTS_DIR = ROOT / "prompts"
 
-DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # Placeholders each prompt may use; any other one is a configuration error.
 PROMPT_PLACEHOLDERS: dict[str, set[str]] = {
     "transfer": {"hotline"},
@@ -453,30 +453,14 @@ def _words(raw) -> dict[str, tuple[str, ...]]:
 
 
 def _parse_hours(hid: str, raw, problems: list[str]) -> OpeningHours:
-    """"24/7" or ["mon-fri 07:00-19:00", "sat 08:00-12:00"] -> OpeningHours."""
-    if raw in ("24/7", None, []):
-        return OpeningHours()
-    windows = []
-    for spec in [raw] if isinstance(raw, str) else raw:
-        m = re.fullmatch(r"\s*(\w{3})(?:-(\w{3}))?\s+(\d\d):(\d\d)-(\d\d):(\d\d)\s*", str(spec))
-        if not m or m[1] not in DAYS or (m[2] and m[2] not in DAYS):
-            problems.append(Message(N_(
-                "hotline %(hotline)s: hours %(spec)r must look like 'mon-fri 07:00-19:00'"),
-                {"hotline": hid, "spec": spec}))
-            continue
-        first, last = DAYS.index(m[1]), DAYS.index(m[2] or m[1])
-        try:
-            start, end = time(int(m[3]), int(m[4])), time(int(m[5]), int(m[6]))
-        except ValueError:
-            problems.append(Message(N_("hotline %(hotline)s: hours %(spec)r has an "
-                                       "impossible time"), {"hotline": hid, "spec": spec}))
-            continue
-        if end <= start:
-            problems.append(Message(N_("hotline %(hotline)s: hours %(spec)r must end after "
-                                       "they start"), {"hotline": hid, "spec": spec}))
-        days = range(first, last + 1) if first <= last else [*range(first, 7), *range(last + 1)]
-        windows.extend((d, start, end) for d in days)
-    return OpeningHours(tuple(windows))
+    """"24/7" or ["mon-fri 07:00-19:00", "sáb 08:00-12:00"] -> OpeningHours; the days
+    in English or Spanish (ivr.opening_hours)."""
+    windows, errors = opening_hours.read(raw)
+    # The error says itself in the reader's language (HoursError.text: ivr.i18n.shown).
+    problems.extend(Message(N_("hotline %(hotline)s: %(problem)s"), {"hotline": hid,
+                                                                     "problem": e})
+                    for e in errors)
+    return OpeningHours(tuple((day, w.start, w.end) for w in windows for day in w.days()))
 
 
 def _validate(menu: Menu, problems: list[str]) -> list[str]:

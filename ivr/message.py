@@ -18,7 +18,9 @@ class Message(str):
     """The English text, as a string (like markupsafe.Markup), that keeps the template in
     the catalogue (with %(name)s places) and the values that fill it, so that a page can
     show it in its reader's language. Everything that reads it as a string (a test, the
-    CLI, a "where: what" parser) reads the English."""
+    CLI, a "where: what" parser) reads the English. A value may be a Message itself, or
+    anything with `text(lang)` (ivr.opening_hours.HoursError): shown in the reader's
+    language too."""
 
     template: str
     values: dict[str, object]

@@ -28,9 +28,10 @@ from ivr import store
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 BIN = Path(sys.executable).parent  # this virtualenv's console scripts (gunicorn, rq)
 # Made once per Python process: every web and worker one test session or benchmark starts
-# checks the same signatures and derives the same caller pseudonyms (from SECRET_KEY).
+# checks the same signatures and derives the same caller pseudonyms.
 THROWAWAY_TOKEN = secrets.token_hex(16)
 THROWAWAY_SECRET_KEY = secrets.token_hex(16)
+THROWAWAY_CALLER_ID_KEY = secrets.token_hex(32)
 
 
 def commands(env: dict, host: str = "127.0.0.1",
@@ -73,7 +74,8 @@ def service_env(redis_url: str, spool_dir: Path, port: int | None = None,
             "WEB_CONCURRENCY", "RUTA_TWO_PERSON_RULE")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(RUTA_ENV="development", TWILIO_AUTH_TOKEN=token,
-               SECRET_KEY=THROWAWAY_SECRET_KEY, REDIS_URL=redis_url,
+               SECRET_KEY=THROWAWAY_SECRET_KEY, CALLER_ID_KEY=THROWAWAY_CALLER_ID_KEY,
+               REDIS_URL=redis_url,
                RUTA_SPOOL_DIR=str(spool_dir), PYTHONUNBUFFERED="1")
     if port is not None:
         env["PORT"] = str(port)

@@ -38,10 +38,11 @@ from ivr.security import (
     password_matches,
     staff_required,
 )
+from ivr.services import current_menu
 from ivr.staff import LANGUAGES, StaffAccounts
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
-from ivr.versions import AuditAction, audit, current_menu
+from ivr.versions import AuditAction, audit
 from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)

@@ -46,10 +46,19 @@ def twilio_signed(view):
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not _signed_by_a_token_of_ours(public_url(), signature):
             abort(403)
+        # Twilio's signature covers the form's values sorted, not their order, and Twilio
+        # never repeats a parameter: a repeated one is a replay with its values reordered
+        # ("Digits=1&Digits=0" read as 0), refused before anything reads it.
+        if _repeats_a_parameter(request.form) or _repeats_a_parameter(request.args):
+            abort(400)
         g.twilio_verified = True
         return view(*args, **kwargs)
 
     return checked
+
+
+def _repeats_a_parameter(params) -> bool:
+    return any(len(values) > 1 for values in params.listvalues())
 
 
 def _signed_by_a_token_of_ours(url: str, signature: str) -> bool:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # annotations only: the services' modules import this one
     from limits.strategies import MovingWindowRateLimiter
 
     from ivr.events import Emitter
-    from ivr.menu import Shipped
+    from ivr.menu import Menu, Shipped
     from ivr.ops import Metrics
     from ivr.staff import StaffAccounts
     from ivr.store import Store
@@ -36,3 +36,8 @@ class Services:
 def of(app: Flask | None = None) -> Services:
     """The services of `app`, or of the app handling this request."""
     return (app or current_app).extensions["ruta"]
+
+
+def current_menu() -> Menu:
+    """The menu this request is served with (the newest published version)."""
+    return of().live_menu.get()

@@ -15,7 +15,7 @@ DEFAULTS: dict[str, object] = {
     # Also accepted while the auth token is rotated (docs/deploy.md); unset otherwise.
     "TWILIO_SECONDARY_AUTH_TOKEN": "",
     "SECRET_KEY": "",  # signs staff sessions
-    "CALLER_ID_KEY": "",  # keys the caller pseudonyms; derived from SECRET_KEY if unset
+    "CALLER_ID_KEY": "",  # keys the caller pseudonyms (web only); required in production
     "REDIS_URL": "",
     "PUBLIC_BASE_URL": "",  # e.g. https://ruta.example.org: the URL Twilio signs
     # The E.164 number of ours that hotlines see as caller ID (one of our Twilio numbers);
@@ -31,7 +31,8 @@ DEFAULTS: dict[str, object] = {
     # of both languages) under 10 KB: 64 KiB leaves room for both to grow.
     "RUTA_MAX_REQUEST_BYTES": 64 * 1024,
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
-    "RUTA_TWO_PERSON_RULE": 0,  # 1: a publish needs a second admin's approval
+    # 1: a publish needs a second admin's approval, 0: it does not; unset: 1 in production
+    "RUTA_TWO_PERSON_RULE": "",
     "RUTA_TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-* headers we trust
     # Operations (ivr.ops, ivr.logs):
     "RUTA_READY_MAX_QUEUE": 500,  # /readyz: 503 past this many drain jobs waiting in RQ
@@ -60,3 +61,13 @@ def load(overrides: dict | None = None) -> dict:
                 settings[name] = raw
     settings.update(overrides or {})
     return settings
+
+
+def two_person_rule(config) -> bool:
+    """Does a publish need a second administrator? On unless RUTA_TWO_PERSON_RULE says
+    otherwise, except in development (`ivr dev`, the tests), where one admin publishes.
+    (A change to a line that shows callers' numbers always needs two: ivr.versions.)"""
+    value = str(config["RUTA_TWO_PERSON_RULE"]).strip()
+    if value == "":
+        return config["RUTA_ENV"] == "production"
+    return value.lower() not in ("0", "false", "no", "off")

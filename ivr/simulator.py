@@ -40,11 +40,14 @@ WORDS_PER_SECOND = 2.5
 Transport = Callable[[str, dict, dict], tuple[int, str]]
 
 
+MOVE_KINDS = ("press", "say", "silent")
+
+
 @dataclass(frozen=True)
 class Move:
     """What the caller does at a question: press a key, say something, or stay silent."""
 
-    kind: str  # "press" | "say" | "silent"
+    kind: str  # one of MOVE_KINDS
     value: str = ""
     confidence: float = 0.92
 

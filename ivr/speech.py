@@ -55,6 +55,11 @@ AGE_WORDS = {
     "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
 }
 AGE_UNITS = {"anos", "anitos", "ano", "years", "year", "yo", "yrs"}
+# "like 12 or 13", "they are 14 and 15", "tienen 14 y 15": two ages said together, and
+# nothing counted after them ("como 10 o 12 personas" is not an age).
+AGE_PAIR_BEFORE = {"like", "about", "around", "are", "como", "tienen", "tiene"}
+AGE_PAIR_JOIN = {"or", "and", "o", "y"}
+AGE_PAIR_AFTER = {"at", "in", "en", "from", "de", "del"}
 AGE_BEFORE = (["a", "los"], ["a", "las"], ["is", "only"], ["she", "is"], ["he", "is"],
               ["i", "am"])
 AGE_BEFORE_ONE = {"aged", "im", "i'm", "she's", "he's", "age"}
@@ -87,6 +92,9 @@ NGRAM = 4
 NGRAM_WEIGHT = 0.5
 REGULARISATION = 10.0  # scikit-learn's C, for the option model
 DANGER_REGULARISATION = 1.0  # softer for danger: a weak sign lands in the asking band
+# The fit stops at this tolerance (scikit-learn's default is 1e-4): half the time to build
+# a menu's matchers, and the same decisions by cross-validation.
+FIT_TOLERANCE = 1e-3
 
 
 def tokens(text: str) -> list[str]:
@@ -126,11 +134,18 @@ SOUNDS = [("rr", "r"), ("ll", "y"), ("v", "b"), ("z", "s"), ("ce", "se"), ("ci",
           ("\0", "ch")]
 
 
+def _ages_sounding() -> dict[str, int]:
+    return {sounds(w): n for w, n in AGE_WORDS.items() if len(w) > 3}
+
+
 def sounds(word: str) -> str:
     """A rough Spanish sound-alike key of a word: "serradas" and "cerradas" meet."""
     for a, b in SOUNDS:
         word = word.replace(a, b)
     return word
+
+
+AGES_SOUNDING = _ages_sounding()  # "catorse" is "catorce"
 
 
 def spoken_digit(text: str) -> str | None:
@@ -144,9 +159,10 @@ def spoken_digit(text: str) -> str | None:
 
 def minor_age(words: list[str]) -> int | None:
     """An age under 18: "de 13 años", "catorce añitos", "a los 13", "a 15 year old",
-    "aged 14", "I'm 15", "she is only 14"."""
-    for i, word in enumerate(words):
-        age = int(word) if word.isdigit() and len(word) <= 2 else AGE_WORDS.get(word)
+    "aged 14", "I'm 15", "she is only 14", "like 12 or 13", "tiene catorse" (as a
+    recogniser may spell it)."""
+    ages = [_age(word) for word in words]
+    for i, age in enumerate(ages):
         if age is None or age >= ADULT_AGE or age < 1:
             continue
         after, before = words[i + 1:i + 2], words[max(0, i - 2):i]
@@ -154,7 +170,22 @@ def minor_age(words: list[str]) -> int | None:
                 before[-1:] and before[-1] in AGE_BEFORE_ONE) or (
                 before[-1:] and before[-1] in HAS_AGE and (not after or after[0] in AGE_END)):
             return age
+        paired = ages[i + 2] if i + 2 < len(ages) else None
+        then = words[i + 3:i + 4]
+        if (before[-1:] and before[-1] in AGE_PAIR_BEFORE and after
+                and after[0] in AGE_PAIR_JOIN and paired is not None
+                and 1 <= paired < ADULT_AGE
+                and (not then or then[0] in AGE_UNITS or then[0] in AGE_END
+                     or then[0] in AGE_PAIR_AFTER)):
+            return age
     return None
+
+
+def _age(word: str) -> int | None:
+    """A number of years as said: "13", "trece", "catorse"."""
+    if word.isdigit() and len(word) <= 2:
+        return int(word)
+    return AGE_WORDS.get(word, AGES_SOUNDING.get(sounds(word)))
 
 
 @dataclass(frozen=True)
@@ -500,7 +531,7 @@ def _fit(samples: list[tuple[dict[str, float], str]], balanced: bool = False,
 
     vectorizer = DictVectorizer()
     x = vectorizer.fit_transform([f for f, _ in samples])
-    model = LogisticRegression(C=c, max_iter=5000,
+    model = LogisticRegression(C=c, max_iter=5000, tol=FIT_TOLERANCE,
                                class_weight="balanced" if balanced else None)
     model.fit(x, [label for _, label in samples])
     names = vectorizer.get_feature_names_out()

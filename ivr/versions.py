@@ -31,9 +31,10 @@ from enum import StrEnum
 
 import redis
 
-from ivr import services, store
+from ivr import opening_hours, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
 from ivr.message import N_, Message
+from ivr.opening_hours import DEFAULT_LANGUAGE
 from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,10 @@ def caller_lines(shipped: Shipped, doc: dict) -> dict[str, tuple[bool, tuple[str
     return out
 
 
-def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
-    """Every overridable value, flattened to "prompt es greeting" -> text: for diffs."""
+def effective(shipped: Shipped, doc: dict,
+              staff_lang: str = DEFAULT_LANGUAGE) -> dict[str, str]:
+    """Every overridable value, flattened to "prompt es greeting" -> text: for diffs
+    (hours in the staff member's language: ivr.opening_hours)."""
     flat: dict[str, str] = {}
     for lang, texts in shipped.prompts.items():
         merged = {**texts, **(doc.get("prompts", {}).get(lang) or {})}
@@ -123,7 +126,8 @@ def effective(shipped: Shipped, doc: dict) -> dict[str, str]:
         merged = {**fields, **(doc.get("hotlines", {}).get(hid) or {})}
         for name in HOTLINE_FIELDS:
             value = merged.get(name, defaults.get(name, ""))
-            text = (", ".join(value) if isinstance(value, list)
+            text = (opening_hours.shown(value, staff_lang) if name == "hours"
+                    else ", ".join(value) if isinstance(value, list)
                     else str(value).lower() if isinstance(value, bool) else str(value))
             flat[f"hotline {hid} {name}"] = text
     for lang, fields in (shipped.menu.get("voices") or {}).items():
@@ -201,14 +205,16 @@ class ConfigVersions:
         draft = self.draft()
         return draft["doc"] if draft else self.document(self.latest())
 
-    def diff(self, old: int, new: int) -> list[tuple[str, str, str]]:
+    def diff(self, old: int, new: int,
+             staff_lang: str = DEFAULT_LANGUAGE) -> list[tuple[str, str, str]]:
         """(what, before, after) for every value that differs between two versions."""
-        return self.changes(self.document(old), self.document(new))
+        return self.changes(self.document(old), self.document(new), staff_lang)
 
-    def changes(self, old_doc: dict, new_doc: dict) -> list[tuple[str, str, str]]:
+    def changes(self, old_doc: dict, new_doc: dict,
+                staff_lang: str = DEFAULT_LANGUAGE) -> list[tuple[str, str, str]]:
         """(what, before, after) for every value two override documents set differently."""
-        before = effective(self.shipped, old_doc)
-        after = effective(self.shipped, new_doc)
+        before = effective(self.shipped, old_doc, staff_lang)
+        after = effective(self.shipped, new_doc, staff_lang)
         return [(k, before.get(k, ""), after.get(k, ""))
                 for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
 
@@ -402,8 +408,3 @@ class LiveMenu:
             log.error("configuration version %s does not load; keeping %d: %s",
                       latest, self.version, e)
             self.version = latest  # do not retry it every second
-
-
-def current_menu() -> Menu:
-    """The menu this request is served with (the newest published version)."""
-    return services.of().live_menu.get()

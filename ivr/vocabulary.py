@@ -8,8 +8,9 @@
 - the time zone that decides a call's day and hour (`BOGOTA`).
 
 `tests/test_vocabulary.py` fails when an event kind or a counter name is written as a
-string anywhere else in ivr/ or workers/. A new event kind is a member of `EventKind`,
-then what folds it (`ivr.call_record.CallRecord.apply`) and what counts it (`ivr.tally`).
+string anywhere else in ivr/, workers/, tests/ or bench/ (one test pins the stored names).
+A new event kind is a member of `EventKind`, then what folds it
+(`ivr.call_record.CallRecord.apply`) and what counts it (`ivr.tally`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from ivr import events, flow, ops, services, twiml
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
 from ivr.security import twilio_signed
-from ivr.versions import current_menu
+from ivr.services import current_menu
 from ivr.vocabulary import FINAL_CALL_STATUSES, Event, EventKind
 
 log = logging.getLogger(__name__)

@@ -88,6 +88,7 @@ def app_config(redis_server, tmp_path):
         "TESTING": True,
         "TWILIO_AUTH_TOKEN": TOKEN,
         "SECRET_KEY": "test-secret-key",
+        "CALLER_ID_KEY": "test-caller-id-key",
         "REDIS_URL": redis_server.url,
         "PUBLIC_BASE_URL": "",  # whatever the shell exports
     }

@@ -15,7 +15,18 @@ from datetime import UTC, datetime
 import pytest
 
 from ivr.call_record import MAX_COUNTED_WAIT, CallRecord
-from ivr.vocabulary import BOGOTA, Event, Outcome, day_of, hour_of
+from ivr.vocabulary import (
+    BOGOTA,
+    CallStatus,
+    Category,
+    Count,
+    DialStatus,
+    Event,
+    EventKind,
+    Outcome,
+    day_of,
+    hour_of,
+)
 
 SID = "CA" + "ab" * 16
 CALLER = "c_0123456789abcdef0123"  # a pseudonym, as ivr.events.caller_pseudonym makes them
@@ -33,14 +44,15 @@ def event(suffix: str, kind: str, step: int, at: float, *, started: float = T0,
                  started=started, lang=lang, asked=asked, data={**(data or {}), **detail})
 
 
-def ended(at: float, duration: int, status: str = "completed", call: str = SID) -> Event:
+def ended(at: float, duration: int, status: str = CallStatus.COMPLETED,
+          call: str = SID) -> Event:
     """The status callback's event: its start is estimated as `at - CallDuration`."""
-    return event("end", "call_ended", END_STEP, at, started=at - duration, lang="", call=call,
-                 status=status, duration=duration)
+    return event("end", EventKind.CALL_ENDED, END_STEP, at, started=at - duration, lang="",
+                 call=call, status=status, duration=duration)
 
 
 def started_event(at: float = REAL_START + 0.1, call: str = SID) -> Event:
-    return event("1.0", "call_started", 1, at, asked="welcome", call=call,
+    return event("1.0", EventKind.CALL_STARTED, 1, at, asked="welcome", call=call,
                  data={"lang": "es"}, caller=CALLER)
 
 
@@ -49,14 +61,14 @@ def labour_call() -> list[Event]:
     s = REAL_START
     return [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 9.5, node="welcome", input="speech",
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 9.5, node="welcome", input="speech",
               option="2", attempt=0, category="labour"),
-        event("2.1", "transfer_started", 2, s + 9.5, hotline="labour", target=0),
-        event("3.0", "transfer_ended", 3, s + 35.0, hotline="labour", target=0,
-              status="busy", duration=0),
-        event("3.1", "transfer_started", 3, s + 35.0, hotline="national", target=0),
-        event("4.0", "transfer_ended", 4, s + 140.0, hotline="national", target=0,
-              status="completed", duration=95),
+        event("2.1", EventKind.TRANSFER_STARTED, 2, s + 9.5, hotline="labour", target=0),
+        event("3.0", EventKind.TRANSFER_ENDED, 3, s + 35.0, hotline="labour", target=0,
+              status=DialStatus.BUSY, duration=0),
+        event("3.1", EventKind.TRANSFER_STARTED, 3, s + 35.0, hotline="national", target=0),
+        event("4.0", EventKind.TRANSFER_ENDED, 4, s + 140.0, hotline="national", target=0,
+              status=DialStatus.COMPLETED, duration=95),
         ended(s + 140.3, 140),
     ]
 
@@ -76,8 +88,9 @@ def test_a_labour_call_answered_after_a_busy_line_is_transferred():
 
     assert record.outcome is Outcome.TRANSFERRED
     assert record.dimensions() == {
-        "outcome": "transferred", "category": "labour", "lang": "es", "hangup": "",
-        "to_transfer": "10",  # 10.3 s from t0 to the first transfer, in whole seconds
+        Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour", Count.LANG: "es",
+        Count.HANGUP: "",
+        Count.TO_TRANSFER: "10",  # 10.3 s from t0 to the first transfer, in whole seconds
     }
     assert record.day == "2026-03-10"
     assert record.caller == CALLER
@@ -85,14 +98,14 @@ def test_a_labour_call_answered_after_a_busy_line_is_transferred():
     assert record.hotlines_text() == "labour:busy > national:completed"
     assert record.transfers == {2: "labour", 3: "national"}
     assert record.talk_seconds == 95
-    assert (record.status, record.duration) == ("completed", 140)
+    assert (record.status, record.duration) == (CallStatus.COMPLETED, 140)
     assert record.nodes == {"welcome"}
 
 
 def test_a_call_still_going_is_in_progress_and_not_yet_categorised():
     record = fold(labour_call()[:3])  # the Ministry of Labour is ringing
     assert record.outcome is Outcome.IN_PROGRESS
-    assert record.dimensions()["outcome"] == "in_progress"
+    assert record.dimensions()[Count.OUTCOME] == Outcome.IN_PROGRESS
     assert record.category == "labour"
 
 
@@ -100,63 +113,66 @@ def test_only_a_busy_line_then_hang_up_is_a_failed_transfer():
     events = labour_call()[:4] + [ended(REAL_START + 40, 40)]
     record = fold(events)
     assert record.outcome is Outcome.TRANSFER_FAILED
-    assert record.dimensions()["category"] == "labour"
-    assert record.dimensions()["hangup"] == ""  # not counted as hanging up in the menu
+    assert record.dimensions()[Count.CATEGORY] == "labour"
+    assert record.dimensions()[Count.HANGUP] == ""  # not counted as hanging up in the menu
 
 
 def test_a_child_call_by_keypad_answered_at_once():
     s = REAL_START
     record = fold([
         started_event(),
-        event("2.0", "menu_answered", 2, s + 4, node="welcome", input="dtmf", option="1",
-              attempt=0, category="child"),
-        event("2.1", "transfer_started", 2, s + 4, hotline="icbf", target=0),
-        event("3.0", "transfer_ended", 3, s + 60, hotline="icbf", target=0,
-              status="completed", duration=50),
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 4, node="welcome", input="dtmf",
+              option="1", attempt=0, category="child"),
+        event("2.1", EventKind.TRANSFER_STARTED, 2, s + 4, hotline="icbf", target=0),
+        event("3.0", EventKind.TRANSFER_ENDED, 3, s + 60, hotline="icbf", target=0,
+              status=DialStatus.COMPLETED, duration=50),
         ended(s + 60.2, 60),
     ])
     assert record.outcome is Outcome.TRANSFERRED
-    assert record.dimensions() == {"outcome": "transferred", "category": "child",
-                                   "lang": "es", "hangup": "", "to_transfer": "4"}
+    assert record.dimensions() == {Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "child",
+                                   Count.LANG: "es", Count.HANGUP: "", Count.TO_TRANSFER: "4"}
 
 
 def test_three_silences_are_unclear_and_go_to_the_national_line():
     s = REAL_START
     record = fold([
         started_event(),
-        event("2.0", "no_input", 2, s + 8, asked="welcome", node="welcome", attempt=1),
-        event("3.0", "no_input", 3, s + 16, asked="welcome", node="welcome", attempt=2),
-        event("4.0", "no_input", 4, s + 24, node="welcome", attempt=3, gave_up=True,
-              category="unclear"),
-        event("4.1", "transfer_started", 4, s + 24, hotline="national", target=0),
-        event("5.0", "transfer_ended", 5, s + 90, hotline="national", target=0,
-              status="completed", duration=60),
+        event("2.0", EventKind.NO_INPUT, 2, s + 8, asked="welcome", node="welcome",
+              attempt=1),
+        event("3.0", EventKind.NO_INPUT, 3, s + 16, asked="welcome", node="welcome",
+              attempt=2),
+        event("4.0", EventKind.NO_INPUT, 4, s + 24, node="welcome", attempt=3, gave_up=True,
+              category=Category.UNCLEAR),
+        event("4.1", EventKind.TRANSFER_STARTED, 4, s + 24, hotline="national", target=0),
+        event("5.0", EventKind.TRANSFER_ENDED, 5, s + 90, hotline="national", target=0,
+              status=DialStatus.COMPLETED, duration=60),
         ended(s + 90.4, 90),
     ])
     assert record.no_input == 3
     assert record.outcome is Outcome.TRANSFERRED
-    assert record.dimensions()["category"] == "unclear"
-    assert record.dimensions()["to_transfer"] == "24"
+    assert record.dimensions()[Count.CATEGORY] == Category.UNCLEAR
+    assert record.dimensions()[Count.TO_TRANSFER] == "24"
 
 
 def test_an_english_caller_is_counted_in_english_whatever_the_order():
     s = REAL_START
     events = [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 5, asked="welcome", lang="en", node="welcome",
-              input="dtmf", option="9", attempt=0),
-        event("2.1", "language_changed", 2, s + 5, asked="welcome", lang="en",
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 5, asked="welcome", lang="en",
+              node="welcome", input="dtmf", option="9", attempt=0),
+        event("2.1", EventKind.LANGUAGE_CHANGED, 2, s + 5, asked="welcome", lang="en",
               data={"lang": "en"}),
-        event("3.0", "menu_answered", 3, s + 12, lang="en", node="welcome", input="dtmf",
-              option="3", attempt=0, category="migrant"),
-        event("3.1", "transfer_started", 3, s + 12, lang="en", hotline="national", target=0),
+        event("3.0", EventKind.MENU_ANSWERED, 3, s + 12, lang="en", node="welcome",
+              input="dtmf", option="3", attempt=0, category="migrant"),
+        event("3.1", EventKind.TRANSFER_STARTED, 3, s + 12, lang="en", hotline="national",
+              target=0),
         ended(s + 30, 30),
     ]
     for order in (events, events[::-1]):
         record = fold(order)
         assert record.lang == "en"
         assert record.category == "migrant"
-        assert record.dimensions()["lang"] == "en"
+        assert record.dimensions()[Count.LANG] == "en"
 
 
 # --- emergencies ------------------------------------------------------------------------
@@ -167,37 +183,37 @@ def emergency_call(*statuses: str) -> list[Event]:
     s = REAL_START
     events = [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 3, node="welcome", input="dtmf", option="0",
-              attempt=0, category="emergency"),
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 3, node="welcome", input="dtmf",
+              option="0", attempt=0, category=Category.EMERGENCY),
     ]
     at, step = s + 3, 2
     for hotline, status in zip(("emergency", "police", "national"), statuses, strict=False):
-        events.append(event(f"{step}.1", "transfer_started", step, at, hotline=hotline,
-                            target=0))
+        events.append(event(f"{step}.1", EventKind.TRANSFER_STARTED, step, at,
+                            hotline=hotline, target=0))
         at, step = at + 20, step + 1
-        events.append(event(f"{step}.0", "transfer_ended", step, at, hotline=hotline,
+        events.append(event(f"{step}.0", EventKind.TRANSFER_ENDED, step, at, hotline=hotline,
                             target=0, status=status,
-                            duration=30 if status == "completed" else 0))
+                            duration=30 if status == DialStatus.COMPLETED else 0))
     events.append(ended(at + 15, int(at + 15 - s)))
     return events
 
 
 def test_an_answered_emergency_is_an_emergency_transfer():
-    record = fold(emergency_call("completed"))
+    record = fold(emergency_call(DialStatus.COMPLETED))
     assert record.outcome is Outcome.EMERGENCY_TRANSFERRED
-    assert record.dimensions()["category"] == "emergency"
+    assert record.dimensions()[Count.CATEGORY] == Category.EMERGENCY
 
 
 def test_an_emergency_answered_by_the_police_is_still_an_emergency_transfer():
-    record = fold(emergency_call("busy", "completed"))
+    record = fold(emergency_call(DialStatus.BUSY, DialStatus.COMPLETED))
     assert record.outcome is Outcome.EMERGENCY_TRANSFERRED
     assert record.hotlines_text() == "emergency:busy > police:completed"
 
 
 def test_an_emergency_where_every_line_failed_is_a_failed_transfer():
-    record = fold(emergency_call("failed", "failed", "failed"))
+    record = fold(emergency_call(DialStatus.FAILED, DialStatus.FAILED, DialStatus.FAILED))
     assert record.outcome is Outcome.TRANSFER_FAILED
-    assert record.dimensions()["category"] == "emergency"
+    assert record.dimensions()[Count.CATEGORY] == Category.EMERGENCY
     assert sorted(record.transfers.values()) == ["emergency", "national", "police"]
 
 
@@ -207,13 +223,13 @@ def report_then_emergency() -> list[Event]:
     s = REAL_START
     return [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 5, asked="report", node="welcome", input="dtmf",
-              option="4", attempt=0, category="report"),
-        event("3.0", "menu_answered", 3, s + 11, node="report", input="speech", option="0",
-              attempt=0, category="emergency"),
-        event("3.1", "transfer_started", 3, s + 11, hotline="emergency", target=0),
-        event("4.0", "transfer_ended", 4, s + 50, hotline="emergency", target=0,
-              status="completed", duration=35),
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 5, asked="report", node="welcome",
+              input="dtmf", option="4", attempt=0, category="report"),
+        event("3.0", EventKind.MENU_ANSWERED, 3, s + 11, node="report", input="speech",
+              option="0", attempt=0, category=Category.EMERGENCY),
+        event("3.1", EventKind.TRANSFER_STARTED, 3, s + 11, hotline="emergency", target=0),
+        event("4.0", EventKind.TRANSFER_ENDED, 4, s + 50, hotline="emergency", target=0,
+              status=DialStatus.COMPLETED, duration=35),
         ended(s + 50.2, 50),
     ]
 
@@ -225,7 +241,7 @@ def test_an_emergency_at_the_second_question_is_an_emergency_call_in_any_order()
         record = fold(order)
         assert record.hotlines_text() == "emergency:completed"
         assert record.outcome is Outcome.EMERGENCY_TRANSFERRED, [e.id for e in order]
-        assert record.dimensions()["category"] == "emergency"
+        assert record.dimensions()[Count.CATEGORY] == Category.EMERGENCY
 
 
 def test_two_emergency_answers_give_the_same_record_in_any_order():
@@ -235,10 +251,10 @@ def test_two_emergency_answers_give_the_same_record_in_any_order():
     s = REAL_START
     events = [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 5, asked="report", node="welcome", input="dtmf",
-              option="0", attempt=0, category="emergency"),
-        event("3.0", "menu_answered", 3, s + 11, node="report", input="speech", option="0",
-              attempt=0, category="emergency"),
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 5, asked="report", node="welcome",
+              input="dtmf", option="0", attempt=0, category=Category.EMERGENCY),
+        event("3.0", EventKind.MENU_ANSWERED, 3, s + 11, node="report", input="speech",
+              option="0", attempt=0, category=Category.EMERGENCY),
         ended(s + 20, 20),
     ]
     expected = fold(events).to_fields()
@@ -251,10 +267,10 @@ def test_the_earliest_answer_gives_the_category_when_no_emergency():
     s = REAL_START
     events = [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 5, asked="report", node="welcome", input="dtmf",
-              option="4", attempt=0, category="report"),
-        event("3.0", "menu_answered", 3, s + 9, node="report", input="dtmf", option="1",
-              attempt=0, category="other"),
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 5, asked="report", node="welcome",
+              input="dtmf", option="4", attempt=0, category="report"),
+        event("3.0", EventKind.MENU_ANSWERED, 3, s + 9, node="report", input="dtmf",
+              option="1", attempt=0, category="other"),
         ended(s + 20, 20),
     ]
     for order in itertools.permutations(events):
@@ -269,7 +285,7 @@ def report_then_hang_up() -> list[Event]:
     s = REAL_START
     return [
         started_event(),
-        event("2.0", "menu_answered", 2, s + 6, asked="report", node="welcome",
+        event("2.0", EventKind.MENU_ANSWERED, 2, s + 6, asked="report", node="welcome",
               input="dtmf", option="4", attempt=0, category="report"),
         ended(s + 14.5, 14),
     ]
@@ -279,20 +295,22 @@ def test_a_caller_hanging_up_in_the_menu_is_counted_at_the_last_question_asked()
     record = fold(report_then_hang_up())
     assert record.outcome is Outcome.ABANDONED_IN_MENU
     assert record.nodes == {"welcome", "report"}
-    assert record.dimensions() == {"outcome": "abandoned_in_menu", "category": "report",
-                                   "lang": "es", "hangup": "report", "to_transfer": ""}
+    assert record.dimensions() == {Count.OUTCOME: Outcome.ABANDONED_IN_MENU,
+                                   Count.CATEGORY: "report", Count.LANG: "es",
+                                   Count.HANGUP: "report", Count.TO_TRANSFER: ""}
 
 
 def test_the_last_question_asked_wins_whatever_the_order():
     for order in itertools.permutations(report_then_hang_up()):
         record = fold(order)
-        assert record.dimensions()["hangup"] == "report", [e.id for e in order]
+        assert record.dimensions()[Count.HANGUP] == "report", [e.id for e in order]
 
 
 def test_hanging_up_at_the_greeting_is_uncategorised():
     record = fold([started_event(), ended(REAL_START + 3.2, 3)])
-    assert record.dimensions() == {"outcome": "abandoned_in_menu", "category": "none",
-                                   "lang": "es", "hangup": "welcome", "to_transfer": ""}
+    assert record.dimensions() == {Count.OUTCOME: Outcome.ABANDONED_IN_MENU,
+                                   Count.CATEGORY: Category.NONE, Count.LANG: "es",
+                                   Count.HANGUP: "welcome", Count.TO_TRANSFER: ""}
 
 
 # --- any order, any number of times ---------------------------------------------------
@@ -323,7 +341,7 @@ def test_the_status_callback_arriving_first_does_not_move_the_calls_start():
     in_order = fold(events)
     end_first = fold([events[-1], *events[:-1]])
     assert end_first.dimensions() == in_order.dimensions()
-    assert end_first.dimensions()["to_transfer"] == "10"
+    assert end_first.dimensions()[Count.TO_TRANSFER] == "10"
     assert end_first.started == in_order.started == T0
     assert end_first.day == in_order.day == "2026-03-10"
 
@@ -331,19 +349,20 @@ def test_the_status_callback_arriving_first_does_not_move_the_calls_start():
 def test_a_call_known_only_by_its_status_callback_has_no_day_yet():
     record = fold([labour_call()[-1]])
     assert (record.day, record.started) == ("", 0.0)
-    assert record.status == "completed"
+    assert record.status == CallStatus.COMPLETED
     record.apply(labour_call()[0])
     assert (record.day, record.started) == ("2026-03-10", T0)
 
 
 def test_a_call_begun_in_the_last_second_of_a_day_stays_on_that_day():
     t0 = int(datetime(2026, 3, 10, 23, 59, 59, tzinfo=BOGOTA).timestamp())
-    start = Event(id=f"{SID}:1.0", call=SID, kind="call_started", step=1, at=t0 + 0.9,
-                  started=t0, lang="es", asked="welcome", data={"caller": CALLER})
+    start = Event(id=f"{SID}:1.0", call=SID, kind=EventKind.CALL_STARTED, step=1,
+                  at=t0 + 0.9, started=t0, lang="es", asked="welcome", data={"caller": CALLER})
     # Twilio's CallDuration is whole seconds and the callback comes a moment late: the
     # estimate falls after midnight.
-    end = Event(id=f"{SID}:end", call=SID, kind="call_ended", step=END_STEP, at=t0 + 31.6,
-                started=t0 + 31.6 - 30, data={"status": "completed", "duration": 30})
+    end = Event(id=f"{SID}:end", call=SID, kind=EventKind.CALL_ENDED, step=END_STEP,
+                at=t0 + 31.6, started=t0 + 31.6 - 30,
+                data={"status": CallStatus.COMPLETED, "duration": 30})
     assert day_of(end.started) == "2026-03-11"
     for order in ([start, end], [end, start]):
         record = fold(order)
@@ -355,10 +374,11 @@ def test_a_long_wait_is_counted_at_the_cap():
     s = REAL_START
     record = fold([
         started_event(),
-        event("2.0", "no_input", 2, s + 700, asked="welcome", node="welcome", attempt=1),
-        event("2.1", "transfer_started", 2, s + 700, hotline="national", target=0),
+        event("2.0", EventKind.NO_INPUT, 2, s + 700, asked="welcome", node="welcome",
+              attempt=1),
+        event("2.1", EventKind.TRANSFER_STARTED, 2, s + 700, hotline="national", target=0),
     ])
-    assert record.dimensions()["to_transfer"] == str(MAX_COUNTED_WAIT)
+    assert record.dimensions()[Count.TO_TRANSFER] == str(MAX_COUNTED_WAIT)
 
 
 def test_applying_an_event_twice_changes_nothing():
@@ -375,8 +395,8 @@ def test_applying_an_event_twice_changes_nothing():
 
 
 def test_an_event_is_applied_once_even_with_no_input_counts():
-    silence = event("2.0", "no_input", 2, REAL_START + 8, asked="welcome", node="welcome",
-                    attempt=1)
+    silence = event("2.0", EventKind.NO_INPUT, 2, REAL_START + 8, asked="welcome",
+                    node="welcome", attempt=1)
     record = fold([started_event()])
     assert record.apply(silence) is True
     assert record.apply(silence) is False
@@ -393,7 +413,8 @@ def test_the_first_application_returns_true():
 
 def test_to_fields_and_from_fields_round_trip():
     record = fold(labour_call())
-    record.counted = {"outcome": "transferred", "category": "labour", "lang": "es"}
+    record.counted = {Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour",
+                      Count.LANG: "es"}
     fields = record.to_fields()
     assert all(isinstance(v, str) for v in fields.values())
     back = CallRecord.from_fields(SID, fields)
@@ -423,7 +444,7 @@ def test_an_empty_hash_is_a_blank_record():
     record = CallRecord.from_fields(SID, {})
     assert record == CallRecord(call=SID)
     assert record.outcome is Outcome.IN_PROGRESS
-    assert record.dimensions()["category"] == ""  # not counted before the call ends
+    assert record.dimensions()[Count.CATEGORY] == ""  # not counted before the call ends
 
 
 # --- events as stored -------------------------------------------------------------------
@@ -435,8 +456,8 @@ def test_an_event_survives_json():
         assert Event.from_json(e.to_json().encode()) == e
 
 
-GOOD = {"id": "CA1:1.0", "call": "CA1", "kind": "call_started", "step": 1, "at": 1.5,
-        "started": 1.0}
+GOOD = {"id": "CA1:1.0", "call": "CA1", "kind": EventKind.CALL_STARTED, "step": 1,
+        "at": 1.5, "started": 1.0}
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -481,9 +502,10 @@ def test_day_of_is_the_bogota_day():
 def test_a_call_at_three_utc_belongs_to_the_previous_bogota_day():
     t0 = int(datetime(2026, 3, 11, 3, 0, tzinfo=UTC).timestamp())
     record = fold([
-        Event(id=f"{SID}:1.0", call=SID, kind="call_started", step=1, at=t0 + 0.4,
-              started=t0, lang="es", asked="welcome", data={"caller": CALLER}),
-        Event(id=f"{SID}:end", call=SID, kind="call_ended", step=END_STEP, at=t0 + 5.5,
-              started=t0 + 0.5, data={"status": "completed", "duration": 5}),
+        Event(id=f"{SID}:1.0", call=SID, kind=EventKind.CALL_STARTED, step=1,
+              at=t0 + 0.4, started=t0, lang="es", asked="welcome", data={"caller": CALLER}),
+        Event(id=f"{SID}:end", call=SID, kind=EventKind.CALL_ENDED, step=END_STEP,
+              at=t0 + 5.5, started=t0 + 0.5,
+              data={"status": CallStatus.COMPLETED, "duration": 5}),
     ])
     assert record.day == "2026-03-10"

@@ -407,6 +407,10 @@ def twilio_forms(draw, path: str) -> tuple[list[tuple[str, str]], list[str]]:
 targets = st.sampled_from(["direct", "proxied"])
 
 
+def repeats(names: list[str]) -> bool:
+    return len(set(names)) < len(names)
+
+
 def no_number_stored_nor_logged(hostile, phones: list[str]) -> None:
     dump = redis_dump(hostile["redis"])
     logs = hostile["logs"].text
@@ -426,6 +430,11 @@ def signed_webhook_test(path: str):
         resp = send(target, path, query, pairs)
         if len(urlencode(pairs)) > target.app.config["MAX_CONTENT_LENGTH"]:
             assert resp.status_code == 413
+            assert hostile["redis"].dbsize() == 0
+            return
+        if repeats([name for name, _ in pairs]) or repeats(
+                [name for name, _ in parse_qsl(query, keep_blank_values=True)]):
+            assert resp.status_code == 400  # Twilio never repeats one: a replay, reordered
             assert hostile["redis"].dbsize() == 0
             return
         check_signed_answer(resp, path, target, hostile)

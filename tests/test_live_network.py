@@ -24,7 +24,16 @@ from ivr.call_record import CallRecord
 from ivr.flow import Answer, Ask, Hangup, Transfer
 from ivr.simulator import Move, SimulatedCall, flask_transport
 from ivr.versions import ConfigVersions
-from ivr.vocabulary import Event, EventKind, Outcome
+from ivr.vocabulary import (
+    CallStatus,
+    Category,
+    Count,
+    DialStatus,
+    Event,
+    EventKind,
+    Outcome,
+    counter,
+)
 
 NOW = datetime(2025, 3, 5, 15, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Bogotá
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -289,7 +298,7 @@ def test_refusing_to_start_with_a_caller_id_that_is_not_e164(app_config):
 # --- counting the caller who hangs up to dial 123 ----------------------------------------
 
 
-def record(*events: tuple[str, int, dict]) -> CallRecord:
+def record(*events: tuple[EventKind, int, dict]) -> CallRecord:
     rec = CallRecord(call="CA1")
     for kind, step, data in events:
         rec.apply(Event(id=f"CA1:{kind}{step}", call="CA1", kind=kind, step=step, at=1e9,
@@ -297,26 +306,29 @@ def record(*events: tuple[str, int, dict]) -> CallRecord:
     return rec
 
 
-EMERGENCY = ("menu_answered", 2, {"node": "welcome", "option": "0", "category": "emergency"})
-RINGING = ("transfer_started", 2, {"hotline": "national", "target": 0})
+EMERGENCY = (EventKind.MENU_ANSWERED, 2,
+             {"node": "welcome", "option": "0", "category": Category.EMERGENCY})
+RINGING = (EventKind.TRANSFER_STARTED, 2, {"hotline": "national", "target": 0})
 
 
 def test_hanging_up_to_dial_123_is_counted_as_such_not_as_a_failure():
-    ended = ("call_ended", 1 << 20, {"status": "completed", "duration": 20})
+    ended = (EventKind.CALL_ENDED, 1 << 20, {"status": CallStatus.COMPLETED, "duration": 20})
     assert record(EMERGENCY, RINGING, ended).outcome is Outcome.EMERGENCY_HUNG_UP_TO_DIAL
-    busy = ("transfer_ended", 3, {"hotline": "national", "status": "busy"})
-    numbers = ("numbers_given", 3, {"hotlines": ["emergency", "national"]})
+    busy = (EventKind.TRANSFER_ENDED, 3, {"hotline": "national", "status": DialStatus.BUSY})
+    numbers = (EventKind.NUMBERS_GIVEN, 3, {"hotlines": ["emergency", "national"]})
     failed = record(EMERGENCY, RINGING, busy, numbers, ended)
     assert failed.outcome is Outcome.TRANSFER_FAILED  # every line failed, then the numbers
-    labour = ("menu_answered", 2, {"node": "welcome", "option": "2", "category": "labour"})
+    labour = (EventKind.MENU_ANSWERED, 2,
+              {"node": "welcome", "option": "2", "category": "labour"})
     assert record(labour, RINGING, ended).outcome is Outcome.TRANSFER_FAILED
 
 
 def test_a_dropped_transfer_is_not_a_reached_hotline():
-    dropped = ("transfer_ended", 3, {"hotline": "national", "status": "dropped",
-                                     "duration": 3})
-    ended = ("call_ended", 1 << 20, {"status": "completed", "duration": 20})
-    labour = ("menu_answered", 2, {"node": "welcome", "option": "2", "category": "labour"})
+    dropped = (EventKind.TRANSFER_ENDED, 3,
+               {"hotline": "national", "status": DialStatus.DROPPED, "duration": 3})
+    ended = (EventKind.CALL_ENDED, 1 << 20, {"status": CallStatus.COMPLETED, "duration": 20})
+    labour = (EventKind.MENU_ANSWERED, 2,
+              {"node": "welcome", "option": "2", "category": "labour"})
     assert record(labour, RINGING, dropped, ended).outcome is Outcome.TRANSFER_FAILED
 
 
@@ -353,8 +365,10 @@ def test_the_simulator_rings_nothing_for_a_number_that_is_not_e164():
 def test_the_dashboard_counts_callers_who_hung_up_to_dial_123():
     from ivr.summary import summarize
 
-    day = {"calls": 3, "outcome:emergency_hung_up_to_dial": 2, "outcome:transferred": 1,
-           "dial:icbf:dropped": 1, "dial:icbf:completed": 1}
+    day = {Count.CALLS: 3, counter(Count.OUTCOME, Outcome.EMERGENCY_HUNG_UP_TO_DIAL): 2,
+           counter(Count.OUTCOME, Outcome.TRANSFERRED): 1,
+           counter(Count.DIAL, "icbf", DialStatus.DROPPED): 1,
+           counter(Count.DIAL, "icbf", DialStatus.COMPLETED): 1}
     summary = summarize(["2026-11-26"], {"2026-11-26": day}, 3, {}, ["welcome"])
     headline = summary.headline()
     assert headline["emergency_hung_up_to_dial"] == 2

@@ -160,6 +160,17 @@ def test_hours_are_parsed_into_bogota_windows(tmp_path):
     assert SHIPPED.hotlines["national"].hours.is_open(datetime(2025, 3, 9, 8, tzinfo=UTC))
 
 
+def test_hours_in_spanish_are_the_same_windows(tmp_path):
+    """hotlines.toml may name the days in Spanish (ivr/opening_hours.py): same windows."""
+    config, prompts = copy_config(tmp_path)
+    in_section(config / "hotlines.toml", "[labour]", r"^say = .*$",
+               'say = "120"\nhours = ["lun-vie 07:00-19:00", "Sábado-lunes 08:00-12:00"]')
+    spanish = menu_config.load(config, prompts).hotlines["labour"].hours
+    in_section(config / "hotlines.toml", "[labour]", r"^hours = .*$",
+               'hours = ["mon-fri 07:00-19:00", "sat-mon 08:00-12:00"]')
+    assert menu_config.load(config, prompts).hotlines["labour"].hours == spanish
+
+
 # --- every validation rule: a broken copy and the problem it must report ---------------------
 
 H, M, ES, EN = "hotlines.toml", "menu.toml", "es.toml", "en.toml"
@@ -228,15 +239,16 @@ BROKEN = [
     ("invalid SIP URI", H, r'^dial = \["\+573503085507"\]', 'dial = ["sip:bogota"]',
      "hotline bogota: 'sip:bogota' is not a valid SIP URI"),
     ("hours in words", H, r'^say = "120"', 'say = "120"\nhours = "lunes a viernes 8-5"',
-     "hotline labour: hours 'lunes a viernes 8-5' must look like 'mon-fri 07:00-19:00'"),
-    ("hours with a Spanish day", H, r'^say = "120"', 'say = "120"\nhours = ["lun-vie 07:00-19:00"]',
-     "hotline labour: hours 'lun-vie 07:00-19:00' must look like 'mon-fri 07:00-19:00'"),
+     "hotline labour: hours: 'lunes a viernes 8-5' must look like 'mon-fri 08:00-17:00"),
+    ("hours with an unknown day", H, r'^say = "120"',
+     'say = "120"\nhours = ["lnu-vie 07:00-19:00"]',
+     "hotline labour: hours: unknown day 'lnu'"),
     ("hours with an impossible time", H, r'^say = "120"',
      'say = "120"\nhours = ["mon-fri 07:00-25:00"]',
-     "hotline labour: hours 'mon-fri 07:00-25:00' has an impossible time"),
+     "hotline labour: hours: impossible time in 'mon-fri 07:00-25:00'"),
     ("hours ending before they start", H, r'^say = "120"',
      'say = "120"\nhours = ["mon-fri 19:00-07:00"]',
-     "hotline labour: hours 'mon-fri 19:00-07:00' must end after they start"),
+     "hotline labour: hours: 'mon-fri 19:00-07:00' must end after it starts"),
     ("hotlines.toml not valid TOML", H, r"^\[national\]", "[national",
      "hotlines.toml: not valid TOML"),
     ("a hotline that is not a table", H, r"\A", 'stray = "x"\n',

@@ -34,7 +34,17 @@ from ivr.events import Emitter, Spool
 from ivr.procfile import Supervised, service_env, stop_processes, wait_for_web
 from ivr.redis_server import RedisServer, free_port
 from ivr.simulator import Move, SimulatedCall, flask_transport, http_transport
-from ivr.vocabulary import Event, Outcome, day_of
+from ivr.vocabulary import (
+    CallStatus,
+    Count,
+    DialStatus,
+    Event,
+    EventKind,
+    Outcome,
+    counter,
+    day_of,
+    split_counter,
+)
 from workers.drain import Drainer
 
 pytestmark = pytest.mark.slow  # real servers or browsers: `-m "not slow"` skips them
@@ -189,15 +199,15 @@ def test_a_day_of_calls_is_reported_exactly(simulate, redis_server, redis_client
     assert st.backlog() == {"waiting": 0, "pending": 0}
     assert st.dead_letters() == []
     counted = counters(redis_client, day)
-    assert counted["no_input"] == 3
-    assert sum(v for k, v in counted.items() if k.startswith("hour:")) == len(DAY)
+    assert counted[Count.NO_INPUT] == 3
+    assert sum(v for k, v in counted.items() if split_counter(k)[0] == Count.HOUR) == len(DAY)
 
 
 def test_writing_every_event_again_changes_nothing(simulate, redis_client):
     place_the_day(simulate)
     Drainer(redis_url.decoding(redis_client)).run()
     first = counters(redis_client, today())
-    assert first["calls"] == len(DAY)
+    assert first[Count.CALLS] == len(DAY)
     # Everything again: the log of written events replayed into the stream.
     for _, fields in redis_client.xrange(store.LOG):
         redis_client.xadd(store.EVENTS, fields)
@@ -238,15 +248,21 @@ def test_repeated_twilio_callbacks_are_counted_once(app, redis_client):
     Drainer(r).run()
     day = today()
     expected = {
-        "calls": 2,
-        "transfer:labour": 1, "dial:labour:busy": 1,
-        "transfer:icbf": 2, "dial:icbf:no-answer": 1, "dial:icbf:busy": 1,
-        "transfer:national": 2, "dial:national:completed": 2,
-        "outcome:transferred": 2, "category:labour": 1, "category:child": 1, "lang:es": 2,
+        Count.CALLS: 2,
+        counter(Count.TRANSFER, "labour"): 1,
+        counter(Count.DIAL, "labour", DialStatus.BUSY): 1,
+        counter(Count.TRANSFER, "icbf"): 2,
+        counter(Count.DIAL, "icbf", DialStatus.NO_ANSWER): 1,
+        counter(Count.DIAL, "icbf", DialStatus.BUSY): 1,
+        counter(Count.TRANSFER, "national"): 2,
+        counter(Count.DIAL, "national", DialStatus.COMPLETED): 2,
+        counter(Count.OUTCOME, Outcome.TRANSFERRED): 2,
+        counter(Count.CATEGORY, "labour"): 1, counter(Count.CATEGORY, "child"): 1,
+        counter(Count.LANG, "es"): 2,
     }
     first = counters(redis_client, day)
     assert {k: first.get(k) for k in expected} == expected
-    assert sum(v for k, v in first.items() if k.startswith("outcome:")) == 2
+    assert sum(v for k, v in first.items() if split_counter(k)[0] == Count.OUTCOME) == 2
     st = store.Store(r)
     assert st.call(labour.call_sid).hotlines_text() == "labour:busy > national:completed"
     assert st.call(child.call_sid).talk_seconds == 95  # one answered transfer, not two
@@ -302,7 +318,7 @@ def test_events_out_of_order_give_the_same_counts(simulate, redis_client):
     day = today()
 
     in_order = write_one_by_one(redis_client, events, day)
-    assert in_order["calls"] == len(DAY)
+    assert in_order[Count.CALLS] == len(DAY)
     expected_records = records(redis_client, sids, day)
     assert all(r["listed_at"] for r in expected_records.values())
     redis_client.flushdb()
@@ -310,9 +326,9 @@ def test_events_out_of_order_give_the_same_counts(simulate, redis_client):
     assert nonzero(store.Store(redis_client).day_counters(day)) == nonzero(in_order)
 
     # The status callbacks first: each call is known only by its end for a while.
-    ends = [e for e in events if e.kind == "call_ended"]
-    end_first = write_one_by_one(redis_client,
-                                 ends + [e for e in events if e.kind != "call_ended"], day)
+    ends = [e for e in events if e.kind == EventKind.CALL_ENDED]
+    rest = [e for e in events if e.kind != EventKind.CALL_ENDED]
+    end_first = write_one_by_one(redis_client, ends + rest, day)
     assert nonzero(end_first) == nonzero(in_order)
     assert records(redis_client, sids, day) == expected_records
 
@@ -345,7 +361,7 @@ def test_a_bad_stream_entry_goes_to_the_dead_letters_and_the_rest_is_written(
             "missing kind, step, at, started",
         # Parses, but its start is no moment at all: writing it fails.
         redis_client.xadd(store.EVENTS, {"e": json.dumps({
-            "id": "CAy:1.0", "call": "CAy", "kind": "call_started", "step": 1,
+            "id": "CAy:1.0", "call": "CAy", "kind": EventKind.CALL_STARTED, "step": 1,
             "at": time.time(), "started": float("nan")})}): "write failed",
     }
     second = simulate([Move("press", "2")], ["busy", "completed"])
@@ -358,8 +374,8 @@ def test_a_bad_stream_entry_goes_to_the_dead_letters_and_the_rest_is_written(
     assert st.call(second.call_sid).hotlines_text() == "labour:busy > national:completed"
     assert st.call("CAx") is None and st.call("CAy") is None
     counted = counters(redis_client, today())
-    assert counted["calls"] == 2
-    assert counted["outcome:transferred"] == 2
+    assert counted[Count.CALLS] == 2
+    assert counted[counter(Count.OUTCOME, Outcome.TRANSFERRED)] == 2
     assert st.backlog() == {"waiting": 0, "pending": 0}
 
     dead = {fields["entry"]: fields for _, fields in st.dead_letters()}
@@ -489,7 +505,7 @@ def outage(tmp_path_factory):
                 total = Counter()
                 for d in days:
                     total.update(st.day_counters(d))
-                return {"calls": total["calls"], "spooled": Spool(spool_dir).size(),
+                return {"calls": total[Count.CALLS], "spooled": Spool(spool_dir).size(),
                         **st.backlog()}
 
             # The worker's sweep replays the spool and starts a drain.
@@ -536,13 +552,13 @@ def test_after_redis_comes_back_every_call_is_counted_once(outage):
     total = Counter()
     for d in outage.days:
         total.update(st.day_counters(d))
-    assert total["calls"] == n
-    assert total["outcome:transferred"] == n
+    assert total[Count.CALLS] == n
+    assert total[counter(Count.OUTCOME, Outcome.TRANSFERRED)] == n
     expected = Counter(ROUTES[route][3] for _, route, _ in placed)
-    assert {c: total[f"category:{c}"] for c in expected} == dict(expected)
-    assert total["dial:icbf:busy"] == sum(ROUTES[route][1][:1] == ["busy"]
-                                          for _, route, _ in placed)
-    assert total["lang:es"] == n
+    assert {c: total[counter(Count.CATEGORY, c)] for c in expected} == dict(expected)
+    assert total[counter(Count.DIAL, "icbf", DialStatus.BUSY)] == sum(
+        ROUTES[route][1][:1] == ["busy"] for _, route, _ in placed)
+    assert total[counter(Count.LANG, "es")] == n
     listed = [sid for d in outage.days for sid in r.zrange(store.day_calls_key(d), 0, -1)]
     assert sorted(listed) == sorted(call.call_sid for _, _, call in placed)
     for _, _, call in placed:
@@ -582,13 +598,13 @@ def a_calls_events(i: int, t0: int) -> list[Event]:
                      started=t0, lang="es", asked="welcome" if step == 1 else "", data=data)
 
     return [
-        ev("1.0", "call_started", 1, 0, lang="es", caller="c_0123456789abcdef0123"),
-        ev("2.0", "menu_answered", 2, 4, node="welcome", input="dtmf",
+        ev("1.0", EventKind.CALL_STARTED, 1, 0, lang="es", caller="c_0123456789abcdef0123"),
+        ev("2.0", EventKind.MENU_ANSWERED, 2, 4, node="welcome", input="dtmf",
            option=str(CATEGORIES.index(category) + 1), attempt=0, category=category),
-        ev("2.1", "transfer_started", 2, 4, hotline=hotline, target=0),
-        ev("3.0", "transfer_ended", 3, 60, hotline=hotline, target=0, status="completed",
-           duration=50),
-        ev("end", "call_ended", 1 << 20, 61, status="completed", duration=61),
+        ev("2.1", EventKind.TRANSFER_STARTED, 2, 4, hotline=hotline, target=0),
+        ev("3.0", EventKind.TRANSFER_ENDED, 3, 60, hotline=hotline, target=0,
+           status=DialStatus.COMPLETED, duration=50),
+        ev("end", EventKind.CALL_ENDED, 1 << 20, 61, status=CallStatus.COMPLETED, duration=61),
     ]
 
 
@@ -609,7 +625,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
         assert r.xlen(store.EVENTS) == len(events) == 5 * n
 
         def calls():
-            return int(r.hget(store.day_key(day), "calls") or 0)
+            return int(r.hget(store.day_key(day), Count.CALLS) or 0)
 
         with running(procfile.commands(env)["worker"], env,
                      tmp_path / "worker1.log") as first:
@@ -634,11 +650,11 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(tmp_pa
 
         st = store.Store(r)
         counted = st.day_counters(day)
-        assert counted["calls"] == n
-        assert counted["outcome:transferred"] == n
-        assert {c: counted[f"category:{c}"] for c in CATEGORIES} == \
+        assert counted[Count.CALLS] == n
+        assert counted[counter(Count.OUTCOME, Outcome.TRANSFERRED)] == n
+        assert {c: counted[counter(Count.CATEGORY, c)] for c in CATEGORIES} == \
             {c: n // len(CATEGORIES) for c in CATEGORIES}
-        assert counted["dial:national:completed"] == n // 2
+        assert counted[counter(Count.DIAL, "national", DialStatus.COMPLETED)] == n // 2
         assert r.xlen(store.LOG) == len(events)  # each event written exactly once
         assert r.zcard(store.day_calls_key(day)) == n
         pipe = r.pipeline(transaction=False)
@@ -670,7 +686,7 @@ def test_a_worker_stopped_mid_drain_finishes_it_before_it_exits(tmp_path):
             assert emitter.emit(events[i:i + 500]) == "redis"
 
         def calls():
-            return int(r.hget(store.day_key(day_of(t0)), "calls") or 0)
+            return int(r.hget(store.day_key(day_of(t0)), Count.CALLS) or 0)
 
         log = tmp_path / "worker.log"
         with running(procfile.commands(env)["worker"], env, log) as worker:
@@ -739,7 +755,7 @@ def test_the_callers_number_is_never_stored_nor_logged(app, app_config, simulate
     assert st.call(national.call_sid).caller.startswith("c_")
     assert st.call(anonymous.call_sid).caller == "anonymous"
     assert st.call(missing.call_sid).caller == "anonymous"
-    assert counters(redis_client, today())["calls"] == 7
+    assert counters(redis_client, today())[Count.CALLS] == 7
 
     stored, types = everything_in_redis(redis_server.url)
     assert {"hash", "stream", "zset"} <= set(types)  # call records, the log, day indexes

@@ -58,6 +58,7 @@ def admin(app):
 def production(redis_server, redis_client, tmp_path):
     app = create_app({
         "RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
+        "CALLER_ID_KEY": "a-caller-key",
         "REDIS_URL": redis_server.url, "RUTA_SPOOL_DIR": str(tmp_path / "spool"),
         "PUBLIC_BASE_URL": PRODUCTION,
     })
@@ -293,7 +294,7 @@ def test_production_is_never_in_debug_mode(production):
 @pytest.mark.parametrize("how", ["env", "config"])
 def test_production_refuses_to_start_in_debug_mode(redis_server, monkeypatch, how):
     config = {"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
-              "REDIS_URL": redis_server.url}
+              "CALLER_ID_KEY": "a-caller-key", "REDIS_URL": redis_server.url}
     if how == "env":
         monkeypatch.setenv("FLASK_DEBUG", "1")
     else:

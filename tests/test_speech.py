@@ -203,8 +203,8 @@ def test_emergency_word_wins_over_other_words(text, lang):
 
 
 def test_a_threatened_teenager_is_asked_whether_someone_is_in_danger():
-    """A threat to a 14-year-old: not sure it is happening now, so the one question."""
-    result = ask("tengo 14 años y un man me está amenazando", "es")
+    """A threat to a 15-year-old: not sure it is happening now, so the one question."""
+    result = ask("tengo 15 años y un señor me amenaza", "es")
     assert isinstance(result.step, Ask)
     assert result.step.prompts[0].text == MENU.text("es", "danger_question")
     assert [e.kind for e in result.events] == [EventKind.FOLLOW_UP]

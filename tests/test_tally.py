@@ -16,11 +16,19 @@ from hypothesis import strategies as st
 from ivr.call_record import CallRecord
 from ivr.tally import Changes, tally
 from ivr.vocabulary import (
+    ANONYMOUS,
     BOGOTA,
     FINAL_CALL_STATUSES,
     TWILIO_DIAL_STATUSES,
+    CallStatus,
+    Category,
+    Count,
+    DialStatus,
     Event,
     EventKind,
+    Outcome,
+    counter,
+    hour_counter,
     hour_of_day,
 )
 
@@ -50,7 +58,7 @@ class Call:
         return self.request("welcome", (EventKind.CALL_STARTED,
                                         {"lang": "es", "caller": self.caller}))
 
-    def ended(self, status: str = "completed", late: float = 1.3) -> Call:
+    def ended(self, status: str = CallStatus.COMPLETED, late: float = 1.3) -> Call:
         at = self.t0 + 0.8 + 7.5 * self.step + late
         duration = int(at - self.t0)
         self.events.append(Event(id=f"{self.sid}:end", call=self.sid, kind=EventKind.CALL_ENDED,
@@ -77,9 +85,17 @@ def labour_call() -> Call:
     """Says "trabajo", the Ministry of Labour is busy, the national line answers."""
     return (Call().started()
             .request("", answered("welcome", "2", "labour"), transfer("labour"))
-            .request("", dialed("labour", "busy"), transfer("national"))
-            .request("", dialed("national", "completed", 95))
+            .request("", dialed("labour", DialStatus.BUSY), transfer("national"))
+            .request("", dialed("national", DialStatus.COMPLETED, 95))
             .ended())
+
+
+# The counters a labour call moves more than once in these tests.
+LABOUR_BUSY = counter(Count.DIAL, "labour", DialStatus.BUSY)
+NATIONAL_ANSWERED = counter(Count.DIAL, "national", DialStatus.COMPLETED)
+IN_PROGRESS = counter(Count.OUTCOME, Outcome.IN_PROGRESS)
+TRANSFERRED = counter(Count.OUTCOME, Outcome.TRANSFERRED)
+LABOUR = counter(Count.CATEGORY, "labour")
 
 
 def nonzero(counts: Counter) -> dict:
@@ -94,19 +110,22 @@ def test_a_labour_call_moves_each_counter_once():
     changes = tally({}, call.events)
     day = "2026-03-10"
     assert dict(changes.days) == {day: Counter({
-        "calls": 1, "hour:15": 1, "identified": 1, "asked:welcome": 1,
-        "transfer:labour": 1, "transfer:national": 1,
-        "dial:labour:busy": 1, "dial:national:completed": 1,
-        "outcome:transferred": 1, "category:labour": 1, "lang:es": 1, "to_transfer:15": 1,
+        Count.CALLS: 1, hour_counter(15): 1, Count.IDENTIFIED: 1,
+        counter(Count.ASKED, "welcome"): 1,
+        counter(Count.TRANSFER, "labour"): 1, counter(Count.TRANSFER, "national"): 1,
+        LABOUR_BUSY: 1, NATIONAL_ANSWERED: 1,
+        TRANSFERRED: 1, LABOUR: 1, counter(Count.LANG, "es"): 1,
+        counter(Count.TO_TRANSFER, 15): 1,
     })}
     assert dict(changes.hours) == {hour_of_day(call.events[3].at): Counter({
-        "dial:labour:busy": 1, "dial:national:completed": 1})}
+        LABOUR_BUSY: 1, NATIONAL_ANSWERED: 1})}
     assert hour_of_day(call.events[3].at) == hour_of_day(call.events[5].at) == "2026-03-10T15"
     assert dict(changes.callers) == {day: {CALLER}}
     assert changes.events == call.events
     assert list(changes.records) == [call.sid]
     assert changes.records[call.sid].counted == {  # no "hangup": never counted
-        "outcome": "transferred", "category": "labour", "lang": "es", "to_transfer": "15"}
+        Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour", Count.LANG: "es",
+        Count.TO_TRANSFER: "15"}
 
 
 def test_silences_and_wrong_keys_are_counted_by_their_kind():
@@ -117,16 +136,18 @@ def test_silences_and_wrong_keys_are_counted_by_their_kind():
             .request("report", answered("welcome", "4", "report"))
             .ended())
     [day] = tally({}, call.events).days.values()
-    assert (day["no_input"], day["invalid_input"]) == (1, 1)
-    assert (day["asked:welcome"], day["asked:report"]) == (1, 1)  # once a question
-    assert (day["hangup:report"], day["outcome:abandoned_in_menu"]) == (1, 1)
+    assert (day[Count.NO_INPUT], day[Count.INVALID_INPUT]) == (1, 1)
+    assert (day[counter(Count.ASKED, "welcome")],
+            day[counter(Count.ASKED, "report")]) == (1, 1)  # once a question
+    assert (day[counter(Count.HANGUP, "report")],
+            day[counter(Count.OUTCOME, Outcome.ABANDONED_IN_MENU)]) == (1, 1)
 
 
 def test_a_withheld_number_is_a_call_but_not_a_caller():
-    call = Call(caller="anonymous").started()
+    call = Call(caller=ANONYMOUS).started()
     changes = tally({}, call.events)
     [day] = changes.days.values()
-    assert day["calls"] == 1 and "identified" not in day
+    assert day[Count.CALLS] == 1 and Count.IDENTIFIED not in day
     assert dict(changes.callers) == {}
 
 
@@ -136,21 +157,21 @@ def test_a_call_known_only_by_its_status_callback_is_counted_once_it_has_a_day()
     assert nonzero(end_first.days.get("", Counter())) == {}
     assert end_first.records[call.sid].counted == {}  # no day: nothing counted yet
     rest = tally(end_first.records, call.events[:-1])
-    assert sum(nonzero(c).get("outcome:transferred", 0) for c in rest.days.values()) == 1
+    assert sum(nonzero(c).get(TRANSFERRED, 0) for c in rest.days.values()) == 1
 
 
 def test_a_count_moves_when_a_later_batch_changes_the_calls_outcome():
     call = labour_call()
     first = tally({}, call.events[:3])  # the Ministry of Labour is ringing
     [day] = first.days.values()
-    assert day["outcome:in_progress"] == 1
-    assert day["category:labour"] == 1
+    assert day[IN_PROGRESS] == 1
+    assert day[LABOUR] == 1
     second = tally(first.records, call.events[3:])
     [day] = second.days.values()
-    assert day["outcome:in_progress"] == -1
-    assert day["outcome:transferred"] == 1
-    assert "category:labour" not in day  # unchanged: not counted again
-    assert "calls" not in day
+    assert day[IN_PROGRESS] == -1
+    assert day[TRANSFERRED] == 1
+    assert LABOUR not in day  # unchanged: not counted again
+    assert Count.CALLS not in day
 
 
 def test_events_seen_before_change_nothing():
@@ -183,7 +204,7 @@ def test_an_event_of_a_kind_this_version_does_not_know_is_kept_but_counts_nothin
 # --- any order, any batches, any number of times ----------------------------------------
 
 HOTLINES = ("labour", "icbf", "national", "emergency")
-CATEGORIES = ("child", "labour", "report", "emergency", "unclear")
+CATEGORIES = ("child", "labour", "report", Category.EMERGENCY, Category.UNCLEAR)
 
 
 @st.composite
@@ -191,13 +212,13 @@ def a_call(draw, n: int) -> list[Event]:
     """One call's events: its start, then requests as the web app makes them, then
     (usually) the status callback."""
     call = Call(sid=f"CA{n:032x}", t0=T0 + draw(st.integers(0, 86400 * 2)),
-                caller=draw(st.sampled_from([CALLER, "c_99", "anonymous"])))
+                caller=draw(st.sampled_from([CALLER, "c_99", ANONYMOUS])))
     call.started()
     for _ in range(draw(st.integers(0, 5))):
         move = draw(st.sampled_from(["silence", "wrong", "answer", "answer_and_transfer",
                                      "english", "dial", "dial_and_next"]))
         hotline = draw(st.sampled_from(HOTLINES))
-        status = draw(st.sampled_from(sorted(TWILIO_DIAL_STATUSES) + ["dropped"]))
+        status = draw(st.sampled_from(sorted(TWILIO_DIAL_STATUSES) + [DialStatus.DROPPED]))
         category = draw(st.sampled_from(CATEGORIES))
         node = draw(st.sampled_from(["welcome", "report", "child"]))
         if move == "silence":

@@ -16,6 +16,7 @@ from ivr.cli import main
 from ivr.store import CONFIG_VERSION, Store, config_version_key
 from ivr.summary import summarize
 from ivr.twilio_account import TEST_MESSAGE, GoLiveError, check_target
+from ivr.vocabulary import Count, DialStatus, counter
 
 OUR_NUMBER = "+576015550100"
 CALLER_ID = "+576015550199"
@@ -301,7 +302,8 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
 def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():
     tests = {"bogota": {"target": "+573503085507", "result": "error",
                         "error": "13224: invalid number", "at": "2026-11-26T15:12:09+00:00"}}
-    summary = summarize(["2026-11-26"], {}, 0, {"dial:national:busy": 1}, [], line_tests=tests)
+    busy = {counter(Count.DIAL, "national", DialStatus.BUSY): 1}
+    summary = summarize(["2026-11-26"], {}, 0, busy, [], line_tests=tests)
     rows = {h.hotline: h for h in summary.health}
     assert rows["bogota"].attempts == 0 and not rows["bogota"].flagged
     assert str(rows["bogota"].last_test.result_text()) == "error 13224"  # English, untranslated

@@ -96,6 +96,19 @@ def test_callers_own_words_land_on_their_line(text, lang, key):
     assert decision.evidence  # it can say which words or examples decided it
 
 
+@pytest.mark.parametrize(("text", "age"), [
+    ("she look like 12 or 13, at the hotel", 12),  # two ages said together
+    ("tienen 14 y 15 años", 14),
+    ("mehija tiene catorse y se fue con un tipo", 14),  # spelt as a recogniser may
+    ("there are 10 or 12 people in the house", None),  # people counted, not an age
+    ("somos como 10 o 12 personas", None),
+    ("trabajo de 9 a 5", None),
+    ("tengo 3 hijos", None),
+])
+def test_an_age_under_18_is_heard_as_people_say_it(text, age):
+    assert speech.minor_age(speech.tokens(text)) == age
+
+
 def test_a_decision_says_which_keywords_or_example_decided_it():
     by_keyword = MENU.matchers["welcome", "es"].decide("mi patrón no me paga el sueldo")
     assert by_keyword.method == "keyword" and "patrón" in by_keyword.evidence
@@ -220,8 +233,23 @@ def test_hints_are_built_from_the_examples_within_twilios_limits():
     assert examples & set(hints)
 
 
+# A teenager threatened: whether it is happening now is not clear. Which of these the
+# matcher is unsure about moves as its examples grow; the flow must treat any such alike.
+THREATENED_TEEN = ("tengo 14 años y un man me está amenazando",
+                   "tengo 15 años y un señor me amenaza", "un man amenaza a mi hija de 14")
+
+
+def unsure_about_a_child() -> str:
+    """A sentence naming a child that the matcher answers with the danger question."""
+    matcher = MENU.matchers["welcome", "es"]
+    found = [t for t in THREATENED_TEEN if (matcher.decide(t).action, matcher.decide(t).key)
+             == ("ask_danger", "1")]
+    assert found, "no threatened-teenager sentence is in the matcher's asking band"
+    return found[0]
+
+
 def test_a_child_with_a_sign_of_danger_is_asked_and_a_no_goes_to_the_child_line():
-    asked = say(welcome(), "tengo 14 años y un man me está amenazando")
+    asked = say(welcome(), unsure_about_a_child())
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
     assert asked.events[0].detail["options"] == ["0", "1"]
     no = say(asked.step.resume, "no")
@@ -235,5 +263,5 @@ def test_a_sign_of_danger_at_the_keys_only_question_still_asks_about_danger():
     keys = flow.answer(MENU, flow.answer(MENU, welcome(), Answer(), NOW).step.resume,
                        Answer(), NOW).step.resume
     assert keys.ask == "k"
-    asked = say(keys, "tengo 14 años y un man me está amenazando")
+    asked = say(keys, unsure_about_a_child())
     assert texts(asked.step) == [MENU.text("es", "danger_question")]

@@ -1,9 +1,11 @@
-"""The call vocabulary (ivr.vocabulary): counter names built and parsed back, and its
-one-owner rule checked against the source of ivr/ and workers/."""
+"""The call vocabulary (ivr.vocabulary): the names stored in Redis pinned, counter names
+built and parsed back, and its one-owner rule checked against the source of ivr/,
+workers/, tests/ and bench/."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,12 @@ from ivr.vocabulary import (
     FAILED_DIALS,
     FINAL_CALL_STATUSES,
     TWILIO_DIAL_STATUSES,
+    CallStatus,
+    Category,
     Count,
     DialStatus,
     EventKind,
+    Outcome,
     counter,
     group_counters,
     hour_counter,
@@ -26,44 +31,79 @@ from ivr.vocabulary import (
 
 REPO = Path(__file__).resolve().parent.parent
 OWNER = REPO / "ivr" / "vocabulary.py"
-# Strings spelled like an event kind that mean something else, and why.
+CHECKED = ("ivr", "workers", "tests", "bench")
+# The one test outside the owner allowed to spell the stored names: it pins them.
+CONTRACT = ("tests/test_vocabulary.py", "test_the_names_stored_in_redis_stay_as_they_are")
+# Strings spelled like an event kind that mean something else: (module, the kind whose
+# spelling it shares): what it means there.
 SAME_SPELLING_OTHER_MEANING = {
-    ("ivr/call_record.py", "no_input"): "a field of the call's hash: its count of them",
-    ("ivr/call_record.py", "invalid_input"): "a field of the call's hash: its count of them",
-    ("ivr/reports.py", "no_input"): "a column of the calls export (CSV and JSON)",
-    ("ivr/reports.py", "invalid_input"): "a column of the calls export (CSV and JSON)",
-    ("ivr/menu.py", "no_input"): "a prompt's name (prompts/*.toml)",
-    ("ivr/menu.py", "step_limit"): "a menu setting (config/menu.toml)",
-    ("ivr/flow.py", "no_input"): "the prompt a silence is answered with",
+    ("ivr/call_record.py", EventKind.NO_INPUT): "a field of the call's hash: its count of them",
+    ("ivr/call_record.py", EventKind.INVALID_INPUT):
+        "a field of the call's hash: its count of them",
+    ("ivr/reports.py", EventKind.NO_INPUT): "a column of the calls export (CSV and JSON)",
+    ("ivr/reports.py", EventKind.INVALID_INPUT): "a column of the calls export (CSV and JSON)",
+    ("ivr/menu.py", EventKind.NO_INPUT): "a prompt's name (prompts/*.toml)",
+    ("ivr/menu.py", EventKind.STEP_LIMIT): "a menu setting (config/menu.toml)",
+    ("ivr/flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
+    ("tests/test_flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
 }
 
 
-# --- counter names ---------------------------------------------------------------------
+# --- the stored names: a contract ---------------------------------------------------------
 
 
-def test_counter_names_are_built_as_the_day_hashes_hold_them():
+def test_the_names_stored_in_redis_stay_as_they_are():
+    """Events in the stream and the log, the day and hour counters, the call records and
+    the exports hold these spellings: renaming one would leave stored data uncounted and
+    break what reads the exports. The only test that spells them (CONTRACT)."""
+    assert {k.value for k in EventKind} == {
+        "call_started", "menu_answered", "no_input", "invalid_input", "language_changed",
+        "transfer_started", "transfer_ended", "numbers_given", "step_limit", "call_ended",
+        "follow_up"}
+    assert {s.value for s in DialStatus} == {
+        "completed", "answered", "busy", "no-answer", "failed", "canceled", "dropped"}
+    assert {s.value for s in CallStatus} == {
+        "queued", "ringing", "in-progress", "completed", "busy", "failed", "no-answer",
+        "canceled"}
+    assert {o.value for o in Outcome} == {
+        "in_progress", "transferred", "emergency_transferred", "transfer_failed",
+        "abandoned_in_menu", "emergency_hung_up_to_dial"}
+    assert {c.value for c in Category} == {"emergency", "unclear", "none"}
+    assert {c.value for c in Count} == {
+        "calls", "identified", "hour", "transfer", "dial", "asked", "no_input",
+        "invalid_input", "outcome", "category", "lang", "hangup", "to_transfer"}
+    # Counter names as the day and hour hashes hold them.
     assert counter(Count.CALLS) == "calls"
+    assert counter(Count.DIAL, "icbf", DialStatus.COMPLETED) == "dial:icbf:completed"
     assert counter(Count.DIAL, "labour", DialStatus.NO_ANSWER) == "dial:labour:no-answer"
     assert counter(Count.ASKED, "welcome") == "asked:welcome"
+    assert counter(Count.HANGUP, "report") == "hangup:report"
+    assert counter(Count.OUTCOME, Outcome.TRANSFERRED) == "outcome:transferred"
+    assert counter(Count.CATEGORY, Category.NONE) == "category:none"
     assert counter(Count.TO_TRANSFER, 12) == "to_transfer:12"
     assert hour_counter(7) == "hour:07"
     assert hour_counter(23) == "hour:23"
 
 
+# --- counter names ---------------------------------------------------------------------
+
+
 def test_counter_names_parse_back_to_what_built_them():
-    for name, values in [(Count.DIAL, ("labour", "busy")), (Count.HANGUP, ("report",)),
-                         (Count.OUTCOME, ("transferred",)), (Count.CALLS, ())]:
+    for name, values in [(Count.DIAL, ("labour", DialStatus.BUSY)), (Count.HANGUP, ("report",)),
+                         (Count.OUTCOME, (Outcome.TRANSFERRED,)), (Count.CALLS, ())]:
         full = counter(name, *values)
         assert split_counter(full) == (name, ":".join(values))
-    assert split_dial(split_counter(counter(Count.DIAL, "icbf", "completed"))[1]) == (
-        "icbf", "completed")
+    dial = split_counter(counter(Count.DIAL, "icbf", DialStatus.COMPLETED))[1]
+    assert split_dial(dial) == ("icbf", DialStatus.COMPLETED)
 
 
 def test_grouped_counters_leave_out_zeros_and_plain_names():
-    totals = {"calls": 5, "no_input": 2, "dial:labour:busy": 2, "dial:icbf:completed": 0,
-              "outcome:transferred": 3, "hour:09": 1}
-    assert group_counters(totals) == {"dial": {"labour:busy": 2},
-                                      "outcome": {"transferred": 3}, "hour": {"09": 1}}
+    totals = {Count.CALLS: 5, Count.NO_INPUT: 2, counter(Count.DIAL, "labour", DialStatus.BUSY): 2,
+              counter(Count.DIAL, "icbf", DialStatus.COMPLETED): 0,
+              counter(Count.OUTCOME, Outcome.TRANSFERRED): 3, hour_counter(9): 1}
+    assert group_counters(totals) == {
+        Count.DIAL: {"labour:busy": 2}, Count.OUTCOME: {Outcome.TRANSFERRED: 3},
+        Count.HOUR: {"09": 1}}
 
 
 def test_the_status_sets_agree():
@@ -71,15 +111,15 @@ def test_the_status_sets_agree():
     assert DialStatus.DROPPED not in TWILIO_DIAL_STATUSES  # ours, never Twilio's
     assert set(FAILED_DIALS) | ANSWERED == set(DialStatus)
     assert not set(FAILED_DIALS) & ANSWERED
-    assert "ringing" not in FINAL_CALL_STATUSES and "completed" in FINAL_CALL_STATUSES
+    assert CallStatus.RINGING not in FINAL_CALL_STATUSES
+    assert CallStatus.COMPLETED in FINAL_CALL_STATUSES
 
 
 # --- one owner -------------------------------------------------------------------------
 
 
 def sources() -> list[Path]:
-    return sorted(p for top in ("ivr", "workers") for p in (REPO / top).rglob("*.py")
-                  if p != OWNER)
+    return sorted(p for top in CHECKED for p in (REPO / top).rglob("*.py") if p != OWNER)
 
 
 def strings(tree: ast.AST) -> list[tuple[int, str]]:
@@ -104,15 +144,22 @@ def strings(tree: ast.AST) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# A counter's name then a colon, as in "dial:" or "outcome:transferred"; not prose such as
+# "calls: 12 placed in 3 s" (a colon, then a space).
+COUNTER_NAME = re.compile("(?:" + "|".join(re.escape(c.value) for c in Count) + r"):(?!\s)")
+
+
 def spelled_out(source: str, where: str) -> list[str]:
     """Event kinds and counter names written as strings in one module's source."""
+    tree = ast.parse(source)
+    if where == CONTRACT[0]:  # pinning the stored names is that one test's point
+        tree.body = [node for node in tree.body if getattr(node, "name", "") != CONTRACT[1]]
     kinds = {k.value for k in EventKind}
-    counter_names = tuple(f"{c.value}:" for c in Count)
     found = []
-    for line, text in strings(ast.parse(source)):
+    for line, text in strings(tree):
         if text in kinds and (where, text) not in SAME_SPELLING_OTHER_MEANING:
             found.append(f"{where}:{line}: event kind {text!r}: use EventKind")
-        elif text.startswith(counter_names):
+        elif COUNTER_NAME.match(text):
             found.append(f"{where}:{line}: counter name {text!r}: use vocabulary.counter")
     return found
 
@@ -129,7 +176,8 @@ def test_the_check_finds_what_it_looks_for():
               'KIND = "call_started"\n'
               'def f(h):\n    return f"dial:{h}:busy"\n'
               'ASKED = "asked:" + "welcome"\n'
-              'PROMPT = "no_input"\n')
+              'PROMPT = "no_input"\n'
+              'LINE = f"calls: {n} placed"\n')
     found = spelled_out(source, "ivr/example.py")
     assert [p.split(": ", 1)[1] for p in found] == [
         "event kind 'call_started': use EventKind",
@@ -139,6 +187,17 @@ def test_the_check_finds_what_it_looks_for():
     ]
     assert found[0].startswith("ivr/example.py:2: ")
     assert spelled_out('PROMPT = "no_input"\n', "ivr/menu.py") == []
+
+
+def test_only_the_contract_spells_the_stored_names_in_its_module():
+    """The rest of this module is held to the rule like any other, and the contract's
+    spellings are all that the exception lets through."""
+    here = Path(__file__).read_text(encoding="utf-8")
+    assert spelled_out(here, CONTRACT[0]) == []
+    [contract] = [node for node in ast.parse(here).body
+                  if getattr(node, "name", "") == CONTRACT[1]]
+    lines = {int(problem.split(":")[1]) for problem in spelled_out(here, "tests/other.py")}
+    assert lines and all(contract.lineno <= n <= contract.end_lineno for n in lines)
 
 
 @pytest.mark.parametrize("where, text", sorted(SAME_SPELLING_OTHER_MEANING))

@@ -18,10 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import CONNECTED_HOTLINES
 from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
 
 import ivr
 import ivr.flow
-from ivr import create_app, services
+from ivr import create_app, events, services, store
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -259,6 +260,23 @@ def test_tampered_digits_are_refused(client, twilio):
     assert not is_twiml(resp.get_data(as_text=True))
 
 
+def test_a_replay_with_a_repeated_parameter_reordered_is_refused_and_nothing_written(
+        app, client, twilio):
+    """Twilio's signature covers repeated values sorted, not in order: a captured
+    "Digits=1&Digits=0" replayed as "Digits=0&Digits=1" keeps its signature, and would
+    turn a child-line answer into an emergency one. Twilio never repeats a parameter."""
+    url = "http://ruta.test" + MENU
+    captured = MultiDict([*twilio.params().items(), ("Digits", "1"), ("Digits", "0")])
+    signature = twilio.validator.compute_signature(url, captured)
+    replayed = MultiDict([*twilio.params().items(), ("Digits", "0"), ("Digits", "1")])
+    assert twilio.validator.validate(url, replayed, signature)  # the signature still holds
+    emitted = services.of(app).redis.xlen(store.EVENTS)
+    resp = client.post(url, data=replayed, headers={"X-Twilio-Signature": signature})
+    assert resp.status_code == 400
+    assert not is_twiml(resp.get_data(as_text=True))
+    assert services.of(app).redis.xlen(store.EVENTS) == emitted  # nothing written
+
+
 def test_tampered_position_in_the_query_string_is_refused(twilio):
     tampered = MENU.replace("n=welcome", "n=report")
     resp = twilio.post(tampered, signed_url="http://ruta.test" + MENU, Digits="1")
@@ -332,24 +350,41 @@ def test_a_hidden_caller_id_routes_like_any_number(client, twilio, caller):
 # --- start-up ------------------------------------------------------------------------------
 
 
+SECRETS = ("TWILIO_AUTH_TOKEN", "SECRET_KEY", "CALLER_ID_KEY")
+
+
 @pytest.mark.parametrize("missing", [("TWILIO_AUTH_TOKEN",), ("SECRET_KEY",),
-                                     ("TWILIO_AUTH_TOKEN", "SECRET_KEY")])
+                                     ("CALLER_ID_KEY",), SECRETS])
 def test_production_refuses_to_start_without_its_secrets(redis_server, missing):
     config = {"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": "a-token",
-              "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url}
+              "SECRET_KEY": "a-secret", "CALLER_ID_KEY": "a-caller-key",
+              "REDIS_URL": redis_server.url}
     config.update({name: "" for name in missing})
     with pytest.raises(ivr.StartupError) as raised:
         create_app(config)
     for name in missing:
         assert name in str(raised.value)
-    for name in {"TWILIO_AUTH_TOKEN", "SECRET_KEY"} - set(missing):
+    for name in set(SECRETS) - set(missing):
         assert name not in str(raised.value)
 
 
 def test_production_starts_with_its_secrets(redis_server):
     app = create_app({"RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": "a-token",
-                      "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url})
+                      "SECRET_KEY": "a-secret", "CALLER_ID_KEY": "a-caller-key",
+                      "REDIS_URL": redis_server.url})
     assert app.config["RUTA_ENV"] == "production"
+
+
+def test_the_pseudonym_key_is_never_derived_from_the_secret_key(redis_server):
+    """Every web host holds SECRET_KEY: a pseudonym key derived from it would let any of
+    them undo pseudonyms by enumerating numbers. Two development apps with the same
+    SECRET_KEY and no CALLER_ID_KEY give the same number different pseudonyms."""
+    config = {"RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": "a-token",
+              "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url}
+    one, two = (services.of(create_app(config)).caller_key for _ in range(2))
+    assert one != two
+    assert events.caller_pseudonym("+573001234567", one) != events.caller_pseudonym(
+        "+573001234567", two)
 
 
 # --- prompts are text, not markup ---------------------------------------------------------
