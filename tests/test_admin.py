@@ -702,7 +702,7 @@ def first_target(dial: ET.Element) -> str:
 @pytest.mark.slow
 def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
         app, ana, other_process, redis_client):
-    assert not int(app.config["RUTA_TWO_PERSON_RULE"])
+    assert not settings.two_person_rule(app.config)
     # The hotlines page says which line gets callers' numbers, next to that line only.
     page = parse(ana.page("/admin/hotlines"))
     warned = [fs.attrs["id"] for fs in page.all("fieldset", cls="hotline")
