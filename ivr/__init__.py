@@ -8,7 +8,7 @@ import redis
 from flask import Flask
 from flask.helpers import get_debug_flag
 
-from ivr import events, key_migration, logs, security, settings, store
+from ivr import errors, events, i18n, key_migration, logs, security, settings, store
 from ivr import menu as menu_config
 from ivr.services import Services
 from ivr.sessions import Sessions
@@ -93,4 +93,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     ops.init_app(app)  # /healthz, /readyz, /metrics and the webhook counters
     security.init_app(app)
+    i18n.init_app(app)  # the staff pages in Spanish (Colombia) or English
+    errors.init_app(app)  # styled error pages for people; webhooks and API as they were
     return app

@@ -28,10 +28,12 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext as _
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import opening_hours, services, settings, store, twiml
 from ivr.flow import question
+from ivr.i18n import page_language, shown
 from ivr.menu import (
     HOTLINE_FIELDS,
     field_of,
@@ -40,13 +42,14 @@ from ivr.menu import (
     spoken_number,
     word_count,
 )
+from ivr.message import Message
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.services import current_menu
 from ivr.sessions import SecurityEvent, log_security_event
 from ivr.simulator import DIAL_RESULTS, MOVE_KINDS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError
+from ivr.versions import ConfigVersions, PublishError, text_language
 from ivr.vocabulary import BOGOTA, DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -72,12 +75,18 @@ def _render(template: str, **context):
     return render_template(template, staff=current_staff(), live=v.version(v.latest()),
                            live_number=v.latest(), draft=v.draft(),
                            draft_digest=v.draft_digest(),
-                           two_person_rule=v.two_person_rule, **context)
+                           two_person_rule=v.two_person_rule,
+                           content_language=text_language, **context)
+
+
+def _pending_why(draft: dict | None) -> list[Message]:
+    """Why the pending draft waits for a second admin (besides the two-person rule)."""
+    return [Message.from_json(w) for w in (draft or {}).get("pending_why") or []]
 
 
 def _staff_language() -> str:
     """The language the signed-in staff member reads: "es" (the default) or "en"."""
-    return opening_hours.DEFAULT_LANGUAGE  # hook: the account's locale (Flask-Babel) goes here
+    return page_language()  # the account's (ivr.i18n)
 
 
 def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
@@ -99,7 +108,7 @@ def index():
     changes = (v.changes(v.document(v.latest()), draft["doc"], _staff_language())
                if draft else [])
     # Said before anyone presses the button: why this draft needs a second admin.
-    why = (draft.get("pending_why") if draft.get("pending_by")
+    why = (_pending_why(draft) if draft.get("pending_by")
            else v.approval_reasons(draft["doc"])) if draft else []
     return _render("admin/index.html", problems=problems, changes=changes,
                    approval_reasons=why or [])
@@ -125,7 +134,7 @@ def prompts():
                     texts[lang][key] = value
         doc = {**doc, "prompts": texts}
         v.save_draft(doc, current_staff().name)
-        flash("Draft saved. It is not live until you publish it.")
+        flash(_("Draft saved. It is not live until you publish it."))
         return redirect(url_for("admin.prompts"))
     menu, problems = v.check(doc)
     current = {lang: {**shipped[lang], **(doc.get("prompts", {}).get(lang) or {})}
@@ -197,9 +206,9 @@ def hotlines():
             if changed:
                 voices[lang] = changed
         v.save_draft({**doc, "hotlines": lines, "voices": voices}, current_staff().name)
-        flash("Draft saved. It is not live until you publish it.")
+        flash(_("Draft saved. It is not live until you publish it."))
         return redirect(url_for("admin.hotlines"))
-    _, problems = v.check(doc)
+    problems = v.check(doc)[1]
     current = {hid: {"min_answered_seconds": min_answered, **fields,
                      **(doc.get("hotlines", {}).get(hid) or {})}
                for hid, fields in shipped.hotlines.items()}
@@ -230,7 +239,7 @@ def examples():
         # Each option is its own form (all of them at once would pass the request size
         # limit): the fields sent replace theirs, the draft keeps every other change.
         changed = {name: dict(langs) for name, langs in doc.get("examples", {}).items()}
-        for name, _, _ in groups:
+        for name, *_option in groups:
             for lang in menu.languages:
                 raw = request.form.get(f"examples:{name}:{lang}")
                 if raw is None:
@@ -243,25 +252,24 @@ def examples():
                     changed.get(name, {}).pop(lang, None)
         changed = {name: langs for name, langs in changed.items() if langs}
         v.save_draft({**doc, "examples": changed}, current_staff().name)
-        flash("Draft saved. It is not live until you publish it.")
+        flash(_("Draft saved. It is not live until you publish it."))
         return redirect(url_for("admin.examples"))
-    _, problems = v.check(doc)
+    problems = v.check(doc)[1]
     current = {name: {lang: list((doc.get("examples", {}).get(name) or {}).get(
         lang, (shipped.examples.get(name) or {}).get(lang, []))) for lang in menu.languages}
-        for name, _, _ in groups}
+        for name, *_option in groups}
     return _render("admin/examples.html", groups=groups, languages=menu.languages,
                    current=current, problems=_problems_by_field(problems))
 
 
-def _example_groups(menu) -> list[tuple[str, str, str]]:
-    """(name in examples.toml, the question, what the option is) for every option with
-    a way to say it, danger first."""
-    groups = [("danger", "any", "someone is in danger now (key "
-               f"{menu.emergency_key})")]
+def _example_groups(menu) -> list[tuple[str, str, str, dict[str, str]]]:
+    """(name in examples.toml, the question, the key, the option's labels by language)
+    for every option with a way to say it, danger first (a question of "any", no labels)."""
+    groups = [("danger", "any", menu.emergency_key, {})]
     for node in menu.nodes.values():
         for option in node.options:
-            label = option.labels.get(menu.languages[0]) or option.hotline or option.next
-            groups.append((f"{node.id}.{option.key}", node.id, f"{option.key}: {label}"))
+            groups.append((f"{node.id}.{option.key}", node.id, option.key,
+                           dict(option.labels) or {"": option.hotline or option.next}))
     return groups
 
 
@@ -289,15 +297,16 @@ def publish():
                            request.form.get("draft") or None)
     except PublishError as e:
         for problem in e.problems:
-            flash(problem, "error")
+            flash(shown(problem), "error")
         return redirect(url_for("admin.index"))
     if number is None:
-        why = (v.draft() or {}).get("pending_why")
-        flash("This change needs approval from a second administrator before it goes live: "
-              + "; ".join(why) + "." if why else
-              "Waiting for a second administrator to approve it (two-person rule).")
+        why = _pending_why(v.draft())
+        flash(_("This change needs approval from a second administrator before it goes "
+                "live: %(reasons)s.", reasons="; ".join(map(shown, why))) if why else
+              _("Waiting for a second administrator to approve it (two-person rule)."))
     else:
-        flash(f"Version {number} is live: callers hear it from their next call.")
+        flash(_("Version %(number)s is live: callers hear it from their next call.",
+                number=number))
     return redirect(url_for("admin.index"))
 
 
@@ -305,17 +314,17 @@ def publish():
 def approve():
     try:
         number = versions().approve(current_staff().name, request.form.get("draft") or None)
-        flash(f"Approved: version {number} is live.")
+        flash(_("Approved: version %(number)s is live.", number=number))
     except PublishError as e:
         for problem in e.problems:
-            flash(problem, "error")
+            flash(shown(problem), "error")
     return redirect(url_for("admin.index"))
 
 
 @bp.post("/discard")
 def discard():
     versions().discard_draft(current_staff().name)
-    flash("Draft discarded.")
+    flash(_("Draft discarded."))
     return redirect(url_for("admin.index"))
 
 
@@ -331,7 +340,7 @@ def history():
         new = int(request.args.get("to", latest))
         diff = v.diff(old, new, _staff_language())
     except (ValueError, KeyError):
-        flash("Pick two versions that exist.", "error")
+        flash(_("Pick two versions that exist."), "error")
         old, new = max(latest - 1, 0), latest
         diff = v.diff(old, new, _staff_language())
     return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff)
@@ -343,14 +352,18 @@ def rollback():
     try:
         number = v.rollback(int(request.form.get("version", "-1")), current_staff().name,
                             request.form.get("note", ""))
-        why = (v.draft() or {}).get("pending_why") if number is None else None
-        flash(f"Rolled back: version {number} is live." if number is not None else
-              "This rollback needs approval from a second administrator before it goes "
-              "live: " + "; ".join(why) + "." if why else
-              "The rollback waits for a second administrator's approval (two-person rule).")
-    except (PublishError, ValueError) as e:
-        for problem in getattr(e, "problems", [str(e)]):
-            flash(problem, "error")
+        why = _pending_why(v.draft()) if number is None else None
+        flash(_("Rolled back: version %(number)s is live.", number=number)
+              if number is not None else
+              _("This rollback needs approval from a second administrator before it goes "
+                "live: %(reasons)s.", reasons="; ".join(map(shown, why))) if why else
+              _("The rollback waits for a second administrator's approval (two-person "
+                "rule)."))
+    except PublishError as e:
+        for problem in e.problems:
+            flash(shown(problem), "error")
+    except ValueError:  # not a number
+        flash(_("Pick a version that exists."), "error")
     return redirect(url_for("admin.history"))
 
 
@@ -461,7 +474,7 @@ def try_call():
     """Play a call against the draft: a keypad and a speech box, one move at a time."""
     v = versions()
     doc = v.draft_or_live()
-    _, problems = v.check(doc)
+    problems = v.check(doc)[1]
     moves = _earlier_moves(request.form.get("moves", "[]"))
     dials = _earlier_dials(request.form.get("dials", "[]"))
     if request.method == "POST" and not request.form.get("restart"):
@@ -536,19 +549,32 @@ def _why_understood(transcript, preview) -> dict[int, str]:
         said = line.text.removeprefix("says ").strip('"')
         if query.get("q", [""])[0].startswith("d") and best_match(
                 said, [("yes", menu.yes_words.get(lang, ()))], lang):
-            out[i] = "→ the emergency path, decided by a yes to the danger question"
+            out[i] = _("→ the emergency path, decided by a yes to the danger question")
             continue
         d = matcher.decide(said)
-        led_to = {"route": f"option {d.key}", "danger": "the emergency path",
-                  "ask_danger": "the question “is someone in danger right now?”",
-                  "either": f"the question between options {' and '.join(d.keys)}",
-                  "none": "not understood"}[d.action]
-        by = {"keyword": "keywords", "example": "the example", "age": "the age",
-              "digit": "a spoken digit", "signs": "signs of danger"}.get(d.method, "")
+        led_to = _led_to(d)
+        by = {"keyword": _("keywords"), "example": _("the example"), "age": _("the age"),
+              "digit": _("a spoken digit"), "signs": _("signs of danger")}.get(d.method, "")
         evidence = "; ".join(f"“{e}”" for e in d.evidence)
-        out[i] = f"→ {led_to}" + (f", decided by {by} {evidence}" if by else "") + (
-            f" (certainty {d.score:.2f})" if d.score else "")
+        out[i] = "→ " + led_to + (
+            _(", decided by %(by)s %(evidence)s", by=by, evidence=evidence) if by else "") + (
+            _(" (certainty %(score).2f)", score=d.score) if d.score else "")
     return out
+
+
+def _led_to(d) -> str:
+    """Where a speech.Decision leads, as the try-the-call panel says it."""
+    match d.action:
+        case "route":
+            return _("option %(key)s", key=d.key)
+        case "danger":
+            return _("the emergency path")
+        case "ask_danger":
+            return _("the question “is someone in danger right now?”")
+        case "either":
+            return _("the question between options %(first)s and %(second)s",
+                     first=d.keys[0], second=d.keys[-1])
+    return _("not understood")
 
 
 def _seconds_before_transfer(transcript, preview) -> float | None:

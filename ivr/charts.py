@@ -9,6 +9,10 @@ container a max-width (e.g. `.ruta-chart { max-width: 40rem }`) or the text grow
 Every label and series name is escaped. Each chart carries a <title> and a <desc> that
 states its data in words (aria-labelledby points at both) for screen readers, and every
 bar has a <title> tooltip with its number.
+
+The few words a chart adds itself (a legend, "no data") are English msgids of the staff
+pages' catalogue: the caller passes its `gettext` (Flask-Babel's) to have them in the
+reader's language; titles, labels and series names come translated from the caller.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from markupsafe import Markup, escape
 
@@ -72,6 +76,14 @@ HUNG_UP_COLOR = "#D55E00"  # funnel: callers who hung up there
 COLUMN_COLOR = "#0072B2"  # simple columns
 
 
+# gettext(msgid, **values) -> the text: Flask-Babel's, or `english` (the msgid as it is).
+Gettext = Callable[..., str]
+
+
+def english(msgid: str, **values) -> str:
+    return msgid % values if values else msgid
+
+
 def color_for(name: str) -> str:
     """The colour of a series: fixed for known names, a stable hash-picked one otherwise."""
     if name in SERIES_COLORS:
@@ -80,30 +92,32 @@ def color_for(name: str) -> str:
 
 
 def stacked_columns(labels: list[str], series: dict[str, list[int]], title: str, *,
-                    names: Mapping[str, str] | None = None) -> Markup:
+                    names: Mapping[str, str] | None = None,
+                    gettext: Gettext = english) -> Markup:
     """Vertical columns, one per label (e.g. a day), stacked by series, with legend and y-axis."""
     data = _series(series, len(labels))
     totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
     if not any(totals):
-        return _no_data(title)
+        return _no_data(title, gettext)
     colors, shown = _palette(data), _display(data, names)
     cols = [[(data[s][i], colors[s], f"{labels[i]} · {shown[s]}: {data[s][i]}")
              for s in data] for i in range(len(labels))]
     parts = [f"{label}: {total}{_breakdown(data, shown, i)}"
              for i, (label, total) in enumerate(zip(labels, totals, strict=True))]
-    desc = f"{title}, {_span(labels)}: {'; '.join(parts)}."
+    desc = f"{title}, {_span(labels, gettext)}: {'; '.join(parts)}."
     legend, y = _legend([(shown[s], colors[s]) for s in data], PAD)
     body, height = _column_plot(labels, cols, y + 6)
     return _svg("stacked_columns", title, desc, height, legend + body)
 
 
 def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
-                 names: Mapping[str, str] | None = None) -> Markup:
+                 names: Mapping[str, str] | None = None,
+                 gettext: Gettext = english) -> Markup:
     """Horizontal bars, one per row (e.g. a hotline), stacked by series, each ending in a total."""
     data = _series(series, len(rows))
     totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
     if not any(totals):
-        return _no_data(title)
+        return _no_data(title, gettext)
     colors, shown = _palette(data), _display(data, names)
     parts = [f"{row}: {total}{_breakdown(data, shown, i)}"
              for i, (row, total) in enumerate(zip(rows, totals, strict=True))]
@@ -129,22 +143,26 @@ def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
     return _svg("stacked_bars", title, desc, y, "".join(out))
 
 
-def funnel(rows: list[tuple[str, int, int]], title: str) -> Markup:
+def funnel(rows: list[tuple[str, int, int]], title: str, *,
+           gettext: Gettext = english) -> Markup:
     """Per menu question: a bar for the callers who reached it, its hung-up part drawn inside."""
     clean = [(str(label), max(0, int(r)), min(max(0, int(h)), max(0, int(r))))
              for label, r, h in rows]  # more hang-ups than arrivals cannot be drawn
     top = max((r for _, r, _ in clean), default=0)
     if not top:
-        return _no_data(title)
-    desc = f"{title}: " + "; ".join(f"{label}: {r} reached, {h} hung up"
-                                    for label, r, h in clean) + "."
-    legend, y = _legend([("reached", REACHED_COLOR), ("hung up here", HUNG_UP_COLOR)], PAD)
+        return _no_data(title, gettext)
+    desc = f"{title}: " + "; ".join(
+        gettext("%(question)s: %(reached)d reached, %(hung_up)d hung up",
+                question=label, reached=r, hung_up=h) for label, r, h in clean) + "."
+    legend, y = _legend([(gettext("reached"), REACHED_COLOR),
+                         (gettext("hung up here"), HUNG_UP_COLOR)], PAD)
     y += 4
     bar_max = WIDTH - 2 * PAD
     out = [legend]
     for label, reached, hung in clean:
         # The numbers sit right-aligned on the label's line, so the bar can use the full width.
-        numbers = f"{reached} reached · {hung} hung up" + (
+        numbers = gettext("%(reached)d reached · %(hung_up)d hung up",
+                          reached=reached, hung_up=hung) + (
             f" ({round(100 * hung / reached)}%)" if reached else "")
         room = WIDTH - 2 * PAD - _text_width(numbers, FONT) - 8
         out.append(_text(PAD, y + FONT, _fit(label, room, FONT), cls="row"))
@@ -153,21 +171,24 @@ def funnel(rows: list[tuple[str, int, int]], title: str) -> Markup:
         w_reached, w_hung = reached / top * bar_max, hung / top * bar_max
         if w_reached:
             out.append(_rect(PAD, y, w_reached, BAR_H, REACHED_COLOR,
-                             f"{label} · reached: {reached}", cls="seg reached"))
+                             gettext("%(question)s · reached: %(n)d", question=label,
+                                     n=reached), cls="seg reached"))
         if w_hung:  # at the bar's end: the callers lost at this question
             out.append(_rect(PAD + w_reached - w_hung, y, w_hung, BAR_H, HUNG_UP_COLOR,
-                             f"{label} · hung up: {hung}", cls="seg hung"))
+                             gettext("%(question)s · hung up: %(n)d", question=label,
+                                     n=hung), cls="seg hung"))
         y += BAR_H + 10
     return _svg("funnel", title, desc, y, "".join(out))
 
 
-def columns(labels: list[str], values: list[int], title: str) -> Markup:
+def columns(labels: list[str], values: list[int], title: str, *,
+            gettext: Gettext = english) -> Markup:
     """Simple vertical columns (e.g. calls by hour of day), with a y-axis."""
     counts = _counts(values, len(labels), "values")
     if not any(counts):
-        return _no_data(title)
+        return _no_data(title, gettext)
     cols = [[(v, COLUMN_COLOR, f"{label}: {v}")] for label, v in zip(labels, counts, strict=True)]
-    desc = f"{title}, {_span(labels)}: " + "; ".join(
+    desc = f"{title}, {_span(labels, gettext)}: " + "; ".join(
         f"{label}: {v}" for label, v in zip(labels, counts, strict=True)) + "."
     body, height = _column_plot(labels, cols, PAD + 4)
     return _svg("columns", title, desc, height, body)
@@ -209,8 +230,10 @@ def _breakdown(data: Mapping[str, list[int]], shown: Mapping[str, str], i: int) 
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _span(labels: Sequence[str]) -> str:
-    return labels[0] if len(labels) == 1 else f"from {labels[0]} to {labels[-1]}"
+def _span(labels: Sequence[str], gettext: Gettext) -> str:
+    if len(labels) == 1:
+        return labels[0]
+    return gettext("from %(first)s to %(last)s", first=labels[0], last=labels[-1])
 
 
 def _nice_axis(peak: int) -> tuple[int, int]:
@@ -287,9 +310,9 @@ def _svg(kind: str, title: str, desc: str, height: float, body: str) -> Markup:
         f"{body}</svg>")
 
 
-def _no_data(title: str) -> Markup:
-    body = _text(WIDTH / 2, 30, "No data", anchor="middle", fill=MUTED, cls="empty")
-    return _svg("empty", title, f"{title}: no data.", 48, body)
+def _no_data(title: str, gettext: Gettext) -> Markup:
+    body = _text(WIDTH / 2, 30, gettext("No data"), anchor="middle", fill=MUTED, cls="empty")
+    return _svg("empty", title, gettext("%(title)s: no data.", title=title), 48, body)
 
 
 def _rect(x: float, y: float, w: float, h: float, color: str, tip: str,

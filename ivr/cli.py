@@ -20,13 +20,13 @@ import redis
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ivr import key_migration, procfile, security, settings, store
+from ivr import key_migration, procfile, security, settings, staff, store
 from ivr import menu as menu_config
 from ivr.events import Spool
 from ivr.sessions import SecurityEvent, Sessions, log_security_event
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
 from ivr.staff import StaffAccounts
-from ivr.versions import audit
+from ivr.versions import AuditAction, audit
 from ivr.vocabulary import BOGOTA
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
@@ -391,9 +391,11 @@ def users():
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(security.ROLES), required=True)
+@click.option("--lang", type=click.Choice(staff.LANGUAGES), default=staff.DEFAULT_LANGUAGE,
+              show_default=True, help="The language of their pages (they can change it).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-def users_add(name, role, password_stdin):
-    """Add a staff account (`ivr users password` and `role` change one)."""
+def users_add(name, role, lang, password_stdin):
+    """Add a staff account (`ivr users password` and `ivr users role` change one)."""
     if not re.fullmatch(r"[\w.@-]{1,64}", name):
         raise click.UsageError("NAME: letters, digits, . @ _ - (at most 64)")
     if _accounts().user(name):
@@ -401,19 +403,20 @@ def users_add(name, role, password_stdin):
                                    f"the password, `ivr users role {name}` the role")
     password = _new_password(password_stdin)
     s = _accounts()
-    s.save_user(name, role, security.hash_password(password))
-    audit(s.r, _operator(), "user saved", f"{name} ({role})")
+    s.save_user(name, role, security.hash_password(password), lang)
+    audit(s.r, _operator(), AuditAction.USER_SAVED, f"{name} ({role})")
     click.echo(f"user {name} saved with role {role}")
 
 
 @users.command("list")
 def users_list():
-    """Every staff account and its role."""
+    """Every staff account, its role and its language."""
     found = _accounts().users()
     if not found:
         click.echo("no users yet: add one with `ivr users add NAME --role admin`")
     for name, fields in found:
-        click.echo(f"{name:<24}{fields.get('role', '?'):<12}since {fields.get('created', '?')}")
+        click.echo(f"{name:<24}{fields.get('role', '?'):<12}{staff.language_of(fields):<4}"
+                   f"since {fields.get('created', '?')}")
 
 
 @users.command("remove")
@@ -423,7 +426,7 @@ def users_remove(name):
     s = _accounts()
     if not s.remove_user(name):
         raise click.ClickException(f"no user named {name}")
-    audit(s.r, _operator(), "user removed", name)
+    audit(s.r, _operator(), AuditAction.USER_REMOVED, name)
     click.echo(f"user {name} removed")
 
 
@@ -447,7 +450,7 @@ def users_password(name, password_stdin):
     s = _accounts()
     if not s.set_password(name, security.hash_password(password)):
         raise click.ClickException(f"no user named {name}")
-    audit(s.r, _operator(), "password changed", name)
+    audit(s.r, _operator(), AuditAction.PASSWORD_CHANGED, name)
     click.echo(f"password of {name} changed; their sessions are ended")
 
 
@@ -459,7 +462,7 @@ def users_role(name, role):
     s = _accounts()
     if not s.set_role(name, role):
         raise click.ClickException(f"no user named {name}")
-    audit(s.r, _operator(), "role changed", f"{name} ({role})")
+    audit(s.r, _operator(), AuditAction.ROLE_CHANGED, f"{name} ({role})")
     click.echo(f"user {name} now has role {role}; their sessions are ended")
 
 
@@ -509,7 +512,7 @@ def tokens_add(name):
     s = _accounts()
     s.remove_token(name)
     s.save_token(name, "supervisor", token_hash)
-    audit(s.r, _operator(), "API token created", name)
+    audit(s.r, _operator(), AuditAction.TOKEN_CREATED, name)
     click.echo(token)
 
 
@@ -525,7 +528,7 @@ def tokens_remove(name):
     s = _accounts()
     if not s.remove_token(name):
         raise click.ClickException(f"no token named {name}")
-    audit(s.r, _operator(), "API token removed", name)
+    audit(s.r, _operator(), AuditAction.TOKEN_REMOVED, name)
     click.echo(f"token {name} removed")
 
 
@@ -839,6 +842,6 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     click.echo(f"{hotline} target {target} ({number}): {said}")
     s = store.Store(_redis())
     s.record_line_test(hotline, number, test.result, datetime.now(BOGOTA), test.error)
-    audit(s.r, _operator(), "line test", f"{hotline} {number}: {test.result}")
+    audit(s.r, _operator(), AuditAction.LINE_TEST, f"{hotline} {number}: {test.result}")
     if test.result != "answered":
         sys.exit(1)

@@ -17,6 +17,7 @@ from datetime import datetime, time
 from pathlib import Path
 
 from ivr import opening_hours
+from ivr.message import N_, Message
 from ivr.speech import Choice, Danger, Matcher
 from ivr.vocabulary import BOGOTA, Category
 
@@ -56,7 +57,8 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; `problems` lists every reason, one per line."""
+    """The configuration cannot be used; `problems` lists every reason, one per line (those
+    an administrator can cause on /admin are ivr.message.Message's, shown translated)."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -328,7 +330,9 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
         min_answered = raw.get("min_answered_seconds",
                                menu_raw.get("min_answered_seconds", 8))
         if not isinstance(min_answered, int) or not 0 <= min_answered <= 120:
-            problems.append(f"hotline {hid}: `min_answered_seconds` must be 0 to 120 seconds")
+            problems.append(Message(N_(
+                "hotline %(hotline)s: `min_answered_seconds` must be 0 to 120 seconds"),
+                {"hotline": hid}))
             min_answered = 8
         hotlines[hid] = Hotline(
             id=hid,
@@ -409,12 +413,14 @@ def _phrases(where: str, raw, problems: list[str]) -> dict[str, tuple[str, ...]]
     out = {}
     for lang, phrases in (raw or {}).items():
         if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
-            problems.append(f"{where}.{lang}: must be a list of phrases")
+            problems.append(Message(N_("%(where)s.%(lang)s: must be a list of phrases"),
+                                    {"where": where, "lang": lang}))
             continue
         long = [p for p in phrases if len(p) > MAX_EXAMPLE_CHARS]
         if long:
-            problems.append(f"{where}.{lang}: {len(long)} phrase(s) longer than "
-                            f"{MAX_EXAMPLE_CHARS} characters")
+            problems.append(Message(N_(
+                "%(where)s.%(lang)s: %(count)d phrase(s) longer than %(most)d characters"),
+                {"where": where, "lang": lang, "count": len(long), "most": MAX_EXAMPLE_CHARS}))
         out[lang] = tuple(p.strip() for p in phrases if p.strip())
     return out
 
@@ -450,7 +456,10 @@ def _parse_hours(hid: str, raw, problems: list[str]) -> OpeningHours:
     """"24/7" or ["mon-fri 07:00-19:00", "sáb 08:00-12:00"] -> OpeningHours; the days
     in English or Spanish (ivr.opening_hours)."""
     windows, errors = opening_hours.read(raw)
-    problems.extend(f"hotline {hid}: {e.text('en')}" for e in errors)
+    # The error says itself in the reader's language (HoursError.text: ivr.i18n.shown).
+    problems.extend(Message(N_("hotline %(hotline)s: %(problem)s"), {"hotline": hid,
+                                                                     "problem": e})
+                    for e in errors)
     return OpeningHours(tuple((day, w.start, w.end) for w in windows for day in w.days()))
 
 
@@ -463,38 +472,50 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
     for h in menu.hotlines.values():
         for lang in menu.languages:
             if not h.names.get(lang, "").strip():
-                problems.append(f"hotline {h.id}: missing name.{lang}")
+                problems.append(Message(N_("hotline %(hotline)s: missing name.%(lang)s"),
+                                        {"hotline": h.id, "lang": lang}))
         if not h.dial and h.id == menu.default_hotline:
-            problems.append(f"hotline {h.id}: the default line needs at least one E.164 "
-                            "number or SIP URI in `dial`")
+            problems.append(Message(N_(
+                "hotline %(hotline)s: the default line needs at least one E.164 number or "
+                "SIP URI in `dial`"), {"hotline": h.id}))
         if not re.fullmatch(r"[\d ]+", h.say):
-            problems.append(f"hotline {h.id}: `say` must be the digits a caller can dial")
+            problems.append(Message(N_(
+                "hotline %(hotline)s: `say` must be the digits a caller can dial"),
+                {"hotline": h.id}))
         if h.fallback and h.fallback not in menu.hotlines:
-            problems.append(f"hotline {h.id}: fallback {h.fallback!r} is not a hotline")
+            problems.append(Message(N_(
+                "hotline %(hotline)s: fallback %(fallback)r is not a hotline"),
+                {"hotline": h.id, "fallback": h.fallback}))
         for target in h.dial:
             # Twilio's <Number> takes E.164 only and cannot dial Colombian short codes;
             # what it does after such a <Dial> is not documented, so never send one.
             if target.startswith("+") and not E164.match(target):
-                problems.append(f"hotline {h.id}: {target!r} is not a valid E.164 number")
+                problems.append(Message(N_(
+                    "hotline %(hotline)s: %(target)r is not a valid E.164 number"),
+                    {"hotline": h.id, "target": target}))
             elif target.startswith("sip") and not SIP_URI.match(target):
-                problems.append(f"hotline {h.id}: {target!r} is not a valid SIP URI")
+                problems.append(Message(N_(
+                    "hotline %(hotline)s: %(target)r is not a valid SIP URI"),
+                    {"hotline": h.id, "target": target}))
             elif not is_dialable(target):
-                problems.append(
-                    f"hotline {h.id}: {target!r} cannot be dialled by Twilio (a short code or "
-                    "national form); a dial target is an E.164 number (+57...) or a SIP URI. "
-                    "Put the number callers dial themselves in `say`"
-                )
+                problems.append(Message(N_(
+                    "hotline %(hotline)s: %(target)r cannot be dialled by Twilio (a short "
+                    "code or national form); a dial target is an E.164 number (+57...) or a "
+                    "SIP URI. Put the number callers dial themselves in `say`"),
+                    {"hotline": h.id, "target": target}))
         if not h.dial and h.id != menu.default_hotline:
-            warnings.append(f"hotline {h.id}: no dial target; callers are told to call "
-                            f"{h.say} themselves and are connected to its fallback, "
-                            f"{h.fallback or menu.default_hotline}")
+            warnings.append(Message(N_(
+                "hotline %(hotline)s: no dial target; callers are told to call %(say)s "
+                "themselves and are connected to its fallback, %(fallback)s"),
+                {"hotline": h.id, "say": h.say, "fallback": h.fallback or menu.default_hotline}))
     for h in menu.hotlines.values():
         chain, hid = [], h.id
         while hid and hid in menu.hotlines and hid not in chain:
             chain.append(hid)
             hid = menu.hotlines[hid].fallback
         if hid in chain:
-            problems.append(f"hotline {h.id}: fallback cycle {' -> '.join([*chain, hid])}")
+            problems.append(Message(N_("hotline %(hotline)s: fallback cycle %(cycle)s"),
+                                    {"hotline": h.id, "cycle": " -> ".join([*chain, hid])}))
 
     for lang in menu.languages:
         texts = menu.prompts.get(lang, {})
@@ -505,20 +526,23 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
         for key in sorted(needed):
             text = texts.get(key)
             if text is None:
-                problems.append(f"prompts/{lang}: missing prompt {key!r}")
+                problems.append(Message(N_("prompts/%(lang)s: missing prompt %(key)r"),
+                                        {"lang": lang, "key": key}))
             elif not str(text).strip():
-                problems.append(f"prompts/{lang}: prompt {key!r} is empty")
+                problems.append(Message(N_("prompts/%(lang)s: prompt %(key)r is empty"),
+                                        {"lang": lang, "key": key}))
         for key, text in texts.items():
             allowed = PROMPT_PLACEHOLDERS.get(key, set())
             try:
                 used = {f for _, f, _, _ in string.Formatter().parse(str(text)) if f is not None}
             except ValueError as e:
-                problems.append(f"prompts/{lang}: prompt {key!r}: {e}")
+                problems.append(Message(N_("prompts/%(lang)s: prompt %(key)r: %(error)s"),
+                                        {"lang": lang, "key": key, "error": e}))
                 continue
             for name in sorted(used - allowed):
-                problems.append(
-                    f"prompts/{lang}: prompt {key!r} has unknown placeholder {{{name}}}"
-                )
+                problems.append(Message(N_(
+                    "prompts/%(lang)s: prompt %(key)r has unknown placeholder {%(name)s}"),
+                    {"lang": lang, "key": key, "name": name}))
 
     if menu.start not in menu.nodes:
         problems.append(f"menu.toml: start node {menu.start!r} does not exist")
@@ -536,9 +560,9 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
             for lang in menu.languages:
                 prompt = menu.prompts.get(lang, {}).get(node.prompt, "")
                 if prompt and offering_sentence(prompt, opt.key) is None:
-                    problems.append(
-                        f"prompts/{lang}: prompt {node.prompt!r} never names key {opt.key}"
-                    )
+                    problems.append(Message(N_(
+                        "prompts/%(lang)s: prompt %(key)r never names key %(option)s"),
+                        {"lang": lang, "key": node.prompt, "option": opt.key}))
                 if not opt.speech.get(lang):
                     problems.append(f"node {node.id}, key {opt.key}: no speech words for {lang}")
     reachable, stack = set(), [menu.start]
@@ -556,10 +580,10 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
     if not problems:
         for path in spoken_paths(menu):
             if path.seconds > menu.budget_seconds:
-                warnings.append(
-                    f"path {path.label}: {path.seconds:.1f} spoken seconds before the transfer, "
-                    f"over the {menu.budget_seconds:g} s budget"
-                )
+                warnings.append(Message(N_(
+                    "path %(path)s: %(seconds).1f spoken seconds before the transfer, over "
+                    "the %(budget)g s budget"), {"path": path.label, "seconds": path.seconds,
+                                                 "budget": menu.budget_seconds}))
     return warnings
 
 

@@ -12,19 +12,24 @@ from flask import (
     Response,
     abort,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
     stream_with_context,
     url_for,
 )
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, security, services
+from ivr import charts, i18n, security, services
 from ivr.call_record import CallRecord
 from ivr.menu import Menu
+from ivr.message import N_, Message
 from ivr.security import (
     current_staff,
     login_allowed,
@@ -33,9 +38,10 @@ from ivr.security import (
     staff_required,
 )
 from ivr.services import current_menu
-from ivr.staff import StaffAccounts
+from ivr.staff import LANGUAGES, StaffAccounts
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
+from ivr.versions import AuditAction, audit
 from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)
@@ -49,17 +55,20 @@ CSV_COLUMNS = [
 ]
 
 
+NO_REDIS = Message(N_("Redis is not configured (REDIS_URL)"))
+
+
 def _store() -> Store:
     store = services.of().store
     if store is None:
-        abort(503, "Redis is not configured (REDIS_URL)")
+        abort(503, NO_REDIS)
     return store
 
 
 def _accounts() -> StaffAccounts:
     accounts = services.of().staff
     if accounts is None:
-        abort(503, "Redis is not configured (REDIS_URL)")
+        abort(503, NO_REDIS)
     return accounts
 
 
@@ -123,7 +132,7 @@ def _days() -> list[str]:
         return parse_range(request.args.get("from"), request.args.get("to"),
                            request.args.get("range"))
     except RangeError as e:
-        abort(400, str(e))
+        abort(400, e.message)
 
 
 def _page_args() -> tuple[int, int]:
@@ -131,7 +140,7 @@ def _page_args() -> tuple[int, int]:
         page = max(1, int(request.args.get("page", 1)))
         per_page = min(MAX_PER_PAGE, max(1, int(request.args.get("per_page", PER_PAGE))))
     except ValueError:
-        abort(400, "page and per_page must be whole numbers")
+        abort(400, Message(N_("page and per_page must be whole numbers")))
     return page, per_page
 
 
@@ -139,8 +148,12 @@ def _page_args() -> tuple[int, int]:
 
 
 class LoginForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=64)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+    name = StringField(_l("Name"), validators=[
+        DataRequired(_l("Enter your name.")),
+        Length(max=64, message=_l("A name has at most %(max)d characters."))])
+    password = PasswordField(_l("Password"), validators=[
+        DataRequired(_l("Enter your password.")),
+        Length(max=256, message=_l("A password has at most %(max)d characters."))])
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -149,8 +162,8 @@ def login():
     form = LoginForm()
     keys = security.failed_login_counters(form.name.data or "")
     if request.method == "POST" and not login_allowed(keys):
-        return render_template("login.html", form=form,
-                               error="Too many failed logins: wait a minute and try again."), 429
+        return render_template("login.html", form=form, error=_(
+            "Too many failed logins: wait a minute and try again.")), 429
     if form.validate_on_submit():
         user = _accounts().user(form.name.data)
         # An unknown name costs the same scrypt as a known one: timing tells nothing.
@@ -162,7 +175,7 @@ def login():
         login_failed(keys)
         security.log_failed_login(form.name.data if user else None)
         return render_template("login.html", form=form,
-                               error="Wrong name or password."), 401
+                               error=_("Wrong name or password.")), 401
     return render_template("login.html", form=form, error=None)
 
 
@@ -182,6 +195,28 @@ def _safe_next(target: str | None) -> str:
 def logout():
     security.log_out()
     return redirect(url_for("reports.login"))
+
+
+class AccountForm(FlaskForm):
+    lang = RadioField(_l("Language of these pages"), choices=list(LANGUAGES))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@staff_required()
+def account():
+    """A person's own settings: the language they read these pages in."""
+    staff = current_staff()
+    form = AccountForm(data={"lang": staff.lang})
+    if form.validate_on_submit():
+        lang = form.lang.data
+        if lang != staff.lang:
+            _accounts().set_language(staff.name, lang)
+            audit(_store().r, staff.name, AuditAction.LANGUAGE_CHANGED, f"{staff.lang} -> {lang}")
+        with force_locale(i18n.LOCALES[lang]):  # said in the language just chosen
+            flash(_("Saved: these pages are in %(language)s.",
+                    language=i18n.LANGUAGE_NAMES[lang]))
+        return redirect(url_for("reports.account"))
+    return render_template("account.html", form=form, staff=staff)
 
 
 @bp.get("/")
@@ -224,13 +259,18 @@ def _charts(summary: Summary) -> dict:
                             for h in summary.hotlines]}
     for status in FAILED_DIALS:
         results[status] = [h.results.get(status, 0) for h in summary.hotlines]
+    # The categories and questions are shown by their ids until they have display names
+    # (the `names` of a chart).
     return {
         "per_day": charts.stacked_columns(labels, summary.categories,
-                                          "Calls per day, by what they were about"),
-        "hotlines": charts.stacked_bars(rows, results, "Transfers per hotline, by result"),
-        "funnel": charts.funnel(summary.funnel, "Callers at each question, and who hung up"),
+                                          _("Calls per day, by what they were about"),
+                                          gettext=_),
+        "hotlines": charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
+                                        names=i18n.dial_result_names(results), gettext=_),
+        "funnel": charts.funnel(summary.funnel, _("Callers at each question, and who hung up"),
+                                gettext=_),
         "by_hour": charts.columns([f"{h:02d}" for h in range(24)], summary.by_hour,
-                                  "Calls by hour of day (Bogotá)"),
+                                  _("Calls by hour of day (Bogotá)"), gettext=_),
     }
 
 
@@ -250,9 +290,10 @@ def calls_csv():
     store = _store()
     total = store.count_calls(days)
     if total > CSV_MAX_ROWS:
-        abort(400, f"{total:,} calls in this range: the web export takes at most "
-                   f"{CSV_MAX_ROWS:,}. Pick a shorter range, or use "
-                   "`ivr report --from ... --to ... --format csv` or /api/reports/calls.")
+        abort(400, Message(N_(
+            "%(total)s calls in this range: the web export takes at most %(most)s. Pick a "
+            "shorter range, or use `ivr report --from ... --to ... --format csv` or "
+            "/api/reports/calls."), {"total": f"{total:,}", "most": f"{CSV_MAX_ROWS:,}"}))
 
     def rows():
         buffer = io.StringIO()
@@ -288,10 +329,3 @@ def api_calls():
     records, total = _store().calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
     return {"from": days[0], "to": days[-1], "total": total, "page": page,
             "per_page": per_page, "calls": [call_row(r) for r in records]}
-
-
-@bp.errorhandler(400)
-def bad_request(error):
-    if request.path.startswith("/api/"):
-        return {"error": error.description}, 400
-    return render_template("error.html", message=error.description, staff=current_staff()), 400

@@ -23,6 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr import redis_url, services, store
 from ivr.sessions import SecurityEvent, log_security_event
+from ivr.staff import DEFAULT_LANGUAGE, language_of
 
 
 def public_url() -> str:
@@ -379,6 +380,7 @@ class Staff:
     name: str
     role: str
     via: str  # "session" or "token"
+    lang: str = DEFAULT_LANGUAGE  # the pages' language (ivr.i18n); a token's is unused
 
     @property
     def is_admin(self) -> bool:
@@ -399,9 +401,20 @@ def current_staff() -> Staff | None:
     elif (record := getattr(session, "record", None)) is not None:  # ivr.sessions
         found = accounts.user(record.user)
         if found:  # (else removed as this request began: its sessions are ended)
-            staff = Staff(record.user, found["role"], "session")
+            staff = Staff(record.user, found["role"], "session", language_of(found))
     g.ruta_staff = staff
     return staff
+
+
+def staff_if_readable() -> Staff | None:
+    """The logged-in person, or None: also when accounts cannot be read now (no Redis),
+    for what must show anyway (an error page, the language of a page)."""
+    if services.of().staff is None:
+        return None
+    try:
+        return current_staff()
+    except redis.RedisError:
+        return None
 
 
 def staff_required(role: str = "supervisor", api: bool = False):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from twilio.request_validator import RequestValidator
 
 from ivr.menu import E164
+from ivr.message import N_, Message
 from ivr.twiml import TWILIO_RING_PADDING  # Twilio rings about 5 s past <Dial timeout>
 from ivr.vocabulary import CallStatus, DialStatus
 
@@ -29,6 +30,9 @@ from ivr.vocabulary import CallStatus, DialStatus
 MACHINE = "machine"
 DIAL_RESULTS = (DialStatus.COMPLETED, MACHINE, DialStatus.BUSY, DialStatus.NO_ANSWER,
                 DialStatus.FAILED, DialStatus.CANCELED)
+# A hotline that does not answer, in the transcript: Twilio's status, as it is in English.
+DIAL_RESULT_WORDS = {DialStatus.BUSY: N_("busy"), DialStatus.NO_ANSWER: N_("no-answer"),
+                     DialStatus.FAILED: N_("failed"), DialStatus.CANCELED: N_("canceled")}
 TALK_SECONDS = 95  # how long a simulated person talks
 MACHINE_SECONDS = 4  # how long a simulated machine keeps the line
 WORDS_PER_SECOND = 2.5
@@ -50,12 +54,17 @@ class Move:
 
 @dataclass
 class Line:
-    """One line of the transcript: who (ruta, caller, dial, hotline) and what."""
+    """One line of the transcript: who (ruta, caller, dial, hotline) and what.
+
+    What Ruta says is the prompt's text, in `language`; the simulator's own words (what
+    the caller does, what rings) are in English in `text`, and `message` keeps them for
+    a page to translate."""
 
     who: str
     text: str
     language: str = ""
     asked_at: str = ""  # a caller's move: the URL of the question it answers
+    message: Message | None = None
 
     def __str__(self) -> str:
         lang = f" [{self.language}]" if self.language else ""
@@ -137,8 +146,9 @@ class SimulatedCall:
             "Direction": "inbound",
         }
 
-        def note(who: str, text: str, language: str = "", asked_at: str = "") -> None:
-            call.lines.append(Line(who, text, language, asked_at))
+        def note(who: str, said: str | Message, language: str = "", asked_at: str = "") -> None:
+            message = said if isinstance(said, Message) else None
+            call.lines.append(Line(who, str(said), language, asked_at, message))
             if on_line:
                 on_line(call.lines[-1])
 
@@ -156,7 +166,8 @@ class SimulatedCall:
             seconds += 5
         else:
             call.hung_up_by = "limit"
-            note("caller", f"gives up after {self.max_requests} requests")
+            note("caller", Message(N_("gives up after %(requests)d requests"),
+                                   {"requests": self.max_requests}))
         self.signed_post(f"{self.base_url}/voice/status",
                          {**base, "CallStatus": CallStatus.COMPLETED, "CallDuration": str(seconds)})
         return call
@@ -167,27 +178,28 @@ class SimulatedCall:
             if verb.tag == "Say":
                 note("ruta", "".join(verb.itertext()).strip(), verb.get("language", ""))
             elif verb.tag == "Pause":
-                note("ruta", f"(pause {verb.get('length', '1')} s)")
+                note("ruta", _pause(verb))
             elif verb.tag == "Gather":
                 for inner in verb:
                     if inner.tag == "Say":
                         note("ruta", "".join(inner.itertext()).strip(), inner.get("language", ""))
                     elif inner.tag == "Pause":
-                        note("ruta", f"(pause {inner.get('length', '1')} s)")
+                        note("ruta", _pause(inner))
                 if not moves:
-                    note("caller", "hangs up")
+                    note("caller", Message(N_("hangs up")))
                     call.hung_up_by = "caller"
                     return url, {}, True
                 move = moves.pop(0)
                 action = urllib.parse.urljoin(url, verb.get("action") or url)
                 if move.kind == "press":
-                    note("caller", f"presses {move.value}")
+                    note("caller", Message(N_("presses %(key)s"), {"key": move.value}))
                     return action, {"Digits": move.value}, False
                 if move.kind == "say":
-                    note("caller", f'says "{move.value}"', asked_at=action)
+                    note("caller", Message(N_('says "%(words)s"'), {"words": move.value}),
+                         asked_at=action)
                     return action, {"SpeechResult": move.value,
                                     "Confidence": str(move.confidence)}, False
-                note("caller", "stays silent")  # Twilio falls through to the next verb
+                note("caller", Message(N_("stays silent")))  # Twilio goes on to the next verb
             elif verb.tag == "Redirect":
                 return urllib.parse.urljoin(url, verb.text.strip()), {}, False
             elif verb.tag == "Dial":
@@ -197,7 +209,7 @@ class SimulatedCall:
                 call.hung_up_by = "ruta"
                 return url, {}, True
         # TwiML that ends without Hangup or Redirect: Twilio hangs up. Ours never should.
-        note("ruta", "(the TwiML ended: the call is cut off)")
+        note("ruta", Message(N_("(the TwiML ended: the call is cut off)")))
         call.hung_up_by = "cut off"
         return url, {}, True
 
@@ -211,15 +223,16 @@ class SimulatedCall:
         if target_el is not None and target_el.tag == "Number" and not E164.match(target):
             # Twilio's <Number> takes E.164 only; what it does then is not documented:
             # nothing rings, and the action is told the dial failed.
-            note("dial", f"{target}: not an E.164 number, Twilio cannot dial it "
-                         "(error 13224): nothing rings")
+            note("dial", Message(N_("%(target)s: not an E.164 number, Twilio cannot dial it "
+                                    "(error 13224): nothing rings"), {"target": target}))
             return {"DialCallStatus": DialStatus.FAILED, "DialCallDuration": "0"}
         timeout = int(verb.get("timeout", "30"))
-        note("dial", f"{target} (rings up to {timeout + TWILIO_RING_PADDING} s)")
+        note("dial", Message(N_("%(target)s (rings up to %(seconds)d s)"),
+                             {"target": target, "seconds": timeout + TWILIO_RING_PADDING}))
         result = dial_results.pop(0) if dial_results else DialStatus.COMPLETED
         child = {"DialCallSid": "CA" + secrets.token_hex(16)}
         if result not in (DialStatus.COMPLETED, MACHINE):
-            note("hotline", result)
+            note("hotline", Message(DIAL_RESULT_WORDS.get(result, result)))
             return {**child, "DialCallStatus": result, "DialCallDuration": "0"}
         whisper_url = target_el.get("url") if target_el is not None else None
         seconds = TALK_SECONDS if result == DialStatus.COMPLETED else MACHINE_SECONDS
@@ -227,8 +240,8 @@ class SimulatedCall:
             seconds = self._screen(urllib.parse.urljoin(url, whisper_url), result, child,
                                    note) + (seconds if result == DialStatus.COMPLETED else 0)
         else:
-            note("hotline", "answers" if result == DialStatus.COMPLETED else
-                 "a machine answers and hangs up")
+            note("hotline", Message(N_("answers") if result == DialStatus.COMPLETED else
+                                    N_("a machine answers and hangs up")))
         return {**child, "DialCallStatus": DialStatus.COMPLETED, "DialCallDuration": str(seconds)}
 
     def _screen(self, url: str, result: str, child: dict, note) -> int:
@@ -243,18 +256,22 @@ class SimulatedCall:
             raise RuntimeError(f"{url} answered HTTP {status}: {body[:200]}")
         gather = ET.fromstring(body).find("Gather")
         said = " ".join("".join(s.itertext()).strip() for s in gather.iter("Say"))
-        note("hotline", f'hears "{said}"')
+        note("hotline", Message(N_('hears "%(words)s"'), {"words": said}))
         spoken = int(len(re.findall(r"[\w']+", said)) / WORDS_PER_SECOND + 0.999)
         if result != DialStatus.COMPLETED:
-            note("hotline", "a machine: no key, Twilio hangs up its side")
+            note("hotline", Message(N_("a machine: no key, Twilio hangs up its side")))
             return spoken + int(gather.get("timeout", "5"))
-        note("hotline", "presses 1")
+        note("hotline", Message(N_("presses %(key)s"), {"key": "1"}))
         status, body = self.signed_post(urllib.parse.urljoin(url, gather.get("action")),
                                         {**params, "Digits": "1"})
         if status != 200 or len(ET.fromstring(body)):
             raise RuntimeError(f"accepting the whisper got HTTP {status}: {body[:200]}")
-        note("hotline", "connected")
+        note("hotline", Message(N_("connected")))
         return spoken + 1
+
+
+def _pause(verb) -> Message:
+    return Message(N_("(pause %(seconds)s s)"), {"seconds": verb.get("length", "1")})
 
 
 def parse_moves(args: list[str]) -> tuple[list[Move], list[str]]:

@@ -16,6 +16,25 @@ from ivr.sessions import end_sessions_of
 from ivr.store import TOKENS, USERS, token_key, user_key
 from ivr.vocabulary import BOGOTA
 
+# The language a staff member reads the pages in (ivr.i18n): Spanish unless they choose
+# English. An account saved before languages existed has none, and reads Spanish.
+LANGUAGES = ("es", "en")
+DEFAULT_LANGUAGE = "es"
+
+
+SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0"""
+
+
+def language_of(account: dict[str, str]) -> str:
+    """An account's language (Spanish for one saved before there was a choice)."""
+    lang = account.get("lang", DEFAULT_LANGUAGE)
+    return lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+
 
 class StaffAccounts:
     """Who may use the staff pages and the reports API."""
@@ -23,15 +42,26 @@ class StaffAccounts:
     def __init__(self, r: redis.Redis):
         self.r = r  # a client that decodes responses (the staff pages' own)
 
-    def save_user(self, name: str, role: str, password_hash: str) -> None:
+    def save_user(self, name: str, role: str, password_hash: str,
+                  lang: str = DEFAULT_LANGUAGE) -> None:
+        if lang not in LANGUAGES:
+            raise ValueError(f"lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
         pipe = self.r.pipeline()
         pipe.hset(user_key(name), mapping={"role": role, "password": password_hash,
+                                           "lang": lang,
                                            "created": f"{datetime.now(BOGOTA):%Y-%m-%d %H:%M}"})
         pipe.sadd(USERS, name)
         pipe.execute()
 
     def user(self, name: str) -> dict[str, str] | None:
         return self.r.hgetall(user_key(name)) or None
+
+    def set_language(self, name: str, lang: str) -> bool:
+        """Change an existing account's language; False if there is no such account."""
+        if lang not in LANGUAGES:
+            raise ValueError(f"lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
+        # Only an account that still exists: a removed one must not come back half-made.
+        return bool(self.r.eval(SET_IF_EXISTS, 1, user_key(name), "lang", lang))
 
     def users(self) -> list[tuple[str, dict[str, str]]]:
         names = sorted(self.r.smembers(USERS))

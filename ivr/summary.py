@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
+from ivr.message import N_, Message
 from ivr.vocabulary import (
     BOGOTA,
     FAILED_DIALS,
@@ -29,6 +30,10 @@ MAX_RANGE_DAYS = 366
 class RangeError(ValueError):
     """A date range a person typed that we cannot use; the message says why."""
 
+    def __init__(self, template: str, **values):
+        self.message = Message(template, values)
+        super().__init__(str(self.message))
+
 
 def today() -> date:
     return datetime.now(BOGOTA).date()
@@ -43,19 +48,19 @@ def parse_range(start: str | None, end: str | None, preset: str | None = None) -
             first = date.fromisoformat(start) if start else None
             last = date.fromisoformat(end) if end else last
         except ValueError as e:
-            raise RangeError("dates must look like 2026-01-31") from e
+            raise RangeError(N_("dates must look like 2026-01-31")) from e
         first = first or last
     elif preset == "today":
         first = last
     else:
         n = {"7": 7, "30": 30}.get(preset or "7")
         if n is None:
-            raise RangeError("range must be today, 7 or 30")
+            raise RangeError(N_("range must be today, 7 or 30"))
         first = last - timedelta(days=n - 1)
     if first > last:
-        raise RangeError("the first day is after the last day")
+        raise RangeError(N_("the first day is after the last day"))
     if (last - first).days >= MAX_RANGE_DAYS:
-        raise RangeError(f"a range is at most {MAX_RANGE_DAYS} days")
+        raise RangeError(N_("a range is at most %(days)d days"), days=MAX_RANGE_DAYS)
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
@@ -72,11 +77,12 @@ class HotlineRow:
     results: dict[str, int] = field(default_factory=dict)
 
 
-# A test call's result as the health strip says it (Spanish first: the translation
-# catalogue comes later). Results: ivr.twilio_account.LineTest.
-LINE_TEST_WORDS = {"answered": "contestó", "busy": "ocupado", "no-answer": "no contestó",
-                   "failed": "falló", "canceled": "cancelada", "error": "error",
-                   "unknown": "sin resultado"}
+# A test call's result as the health strip says it (translated where it is shown).
+# Results: ivr.twilio_account.LineTest.
+LINE_TEST_WORDS = {"answered": N_("answered"), "busy": N_("busy"),
+                   "no-answer": N_("no answer"), "failed": N_("failed"),
+                   "canceled": N_("canceled"), "error": N_("error"),
+                   "unknown": N_("no result")}
 
 
 @dataclass
@@ -92,16 +98,18 @@ class LineTestSeen:
     def answered(self) -> bool:
         return self.result == "answered"
 
-    def text(self) -> str:
-        """E.g. "contestó, 26/11 10:12" or "error 21211, 26/11 10:12"."""
-        word = LINE_TEST_WORDS.get(self.result, self.result)
+    def result_text(self) -> Message:
+        """E.g. "answered" or "error 21211" (the Twilio error code)."""
         if self.result == "error" and self.error:
-            word += " " + self.error.split(":", 1)[0]
+            return Message(N_("error %(code)s"), {"code": self.error.split(":", 1)[0]})
+        return Message(LINE_TEST_WORDS.get(self.result, self.result))
+
+    def when(self) -> str:
+        """E.g. "26/11 10:12", Bogotá time."""
         try:
-            when = datetime.fromisoformat(self.at).astimezone(BOGOTA).strftime("%d/%m %H:%M")
+            return datetime.fromisoformat(self.at).astimezone(BOGOTA).strftime("%d/%m %H:%M")
         except ValueError:
-            when = self.at
-        return f"{word}, {when}"
+            return self.at
 
 
 @dataclass

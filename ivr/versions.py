@@ -27,11 +27,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import redis
 
 from ivr import opening_hours, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
+from ivr.message import N_, Message
 from ivr.opening_hours import DEFAULT_LANGUAGE
 from ivr.vocabulary import BOGOTA
 
@@ -43,12 +45,39 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
 end"""
 
 
-class PublishError(Exception):
-    """The draft cannot go live; `problems` says why (each a ConfigError line)."""
+class AuditAction(StrEnum):
+    """What the audit log records; staff read each by its name (ivr.i18n)."""
 
-    def __init__(self, problems: list[str]):
+    # Logins and failed logins went here before they had a log of their own
+    # (ivr.sessions.SecurityEvent): older entries still say so.
+    LOGIN = "login"
+    LOGIN_FAILED = "login failed"
+    DRAFT_SAVED = "draft saved"
+    DRAFT_DISCARDED = "draft discarded"
+    PUBLISH = "publish"  # also a version's kind
+    PUBLISH_REQUESTED = "publish requested"
+    ROLLBACK = "rollback"  # also a version's kind
+    ROLLBACK_REQUESTED = "rollback requested"
+    USER_SAVED = "user saved"
+    USER_REMOVED = "user removed"
+    PASSWORD_CHANGED = "password changed"
+    ROLE_CHANGED = "role changed"
+    LANGUAGE_CHANGED = "language changed"
+    TOKEN_CREATED = "API token created"
+    TOKEN_REMOVED = "API token removed"
+    LINE_TEST = "line test"
+
+
+class PublishError(Exception):
+    """The draft cannot go live; `problems` says why (a ConfigError line, or a Message)."""
+
+    def __init__(self, problems: list[str | Message]):
         self.problems = problems
-        super().__init__("; ".join(problems))
+        super().__init__("; ".join(map(str, problems)))
+
+
+def refused(template: str, **values) -> PublishError:
+    return PublishError([Message(template, values)])
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,17 @@ def effective(shipped: Shipped, doc: dict,
             for phrase in phrases:  # one row a phrase: a diff shows just those added or gone
                 flat[f"example {name} {lang}: {phrase}"] = phrase
     return flat
+
+
+def text_language(what: str) -> str | None:
+    """The language of the text in a diff row named `what` (a key of `effective`): a
+    prompt's or an example phrase's; None for the rest (numbers, ids, voice names)."""
+    kind, _, rest = what.partition(" ")
+    if kind == "prompt":
+        return rest.split(" ", 1)[0]
+    if kind == "example":
+        return rest.split(" ", 2)[1].rstrip(":")
+    return None
 
 
 class ConfigVersions:
@@ -187,7 +227,8 @@ class ConfigVersions:
     def check(self, doc: dict) -> tuple[Menu | None, list[str]]:
         """The menu this document gives, or the problems that stop it going live."""
         # Only a real true/false: the loader's bool() would read "false" as true.
-        odd = [f"hotline {hid}: show_caller must be true or false"
+        odd = [Message(N_("hotline %(hotline)s: show_caller must be true or false"),
+                       {"hotline": hid})
                for hid, fields in (doc.get("hotlines") or {}).items()
                if not isinstance(fields.get("show_caller", False), bool)]
         try:
@@ -196,7 +237,7 @@ class ConfigVersions:
             return None, e.problems + odd
         return (None, odd) if odd else (menu, [])
 
-    def approval_reasons(self, doc: dict) -> list[str]:
+    def approval_reasons(self, doc: dict) -> list[Message]:
         """Why `doc` may not go live on one admin's word, whatever the two-person rule
         says (empty: it may). A line with `show_caller` gets callers' real numbers, so
         one admin must not be able to point such a line at a phone of their choosing:
@@ -207,14 +248,17 @@ class ConfigVersions:
         reasons = []
         for hid, (shows, dial) in new.items():
             shown_before, dial_before = live.get(hid, (False, ()))
-            targets = ", ".join(dial) or "nothing"
             if shows and not shown_before:
-                reasons.append(f"it turns show_caller on for hotline {hid}: that line "
-                               f"({targets}) would receive callers' real numbers")
+                reasons.append(Message(N_(
+                    "it turns show_caller on for hotline %(hotline)s: that line "
+                    "(%(targets)s) would receive callers' real numbers"),
+                    {"hotline": hid, "targets": ", ".join(dial) or "—"}))
             elif (shows or shown_before) and dial != dial_before:
-                reasons.append(f"it changes the dial targets of hotline {hid}, which "
-                               f"receives callers' real numbers (show_caller), from "
-                               f"{', '.join(dial_before) or 'nothing'} to {targets}")
+                reasons.append(Message(N_(
+                    "it changes the dial targets of hotline %(hotline)s, which receives "
+                    "callers' real numbers (show_caller), from %(before)s to %(after)s"),
+                    {"hotline": hid, "before": ", ".join(dial_before) or "—",
+                     "after": ", ".join(dial) or "—"}))
         return reasons
 
     # --- changing -----------------------------------------------------------------
@@ -225,11 +269,11 @@ class ConfigVersions:
         draft = {"doc": normalize(doc), "base": current["base"] if current else self.latest(),
                  "author": author, "at": now_text()}
         self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-        self.audit(author, "draft saved", "")
+        self.audit(author, AuditAction.DRAFT_SAVED, "")
 
     def discard_draft(self, author: str) -> None:
         if self.r.delete(store.CONFIG_DRAFT):
-            self.audit(author, "draft discarded", "")
+            self.audit(author, AuditAction.DRAFT_DISCARDED, "")
 
     def publish(self, author: str, note: str, seen: str | None = None) -> int | None:
         """Publish the draft: returns the new version, or None when it now waits for a
@@ -237,44 +281,46 @@ class ConfigVersions:
         the draft is no longer the one `seen` (its digest) when one is given."""
         note = (note or "").strip()
         if not note:
-            raise PublishError(["a short note saying what changed is required"])
+            raise refused(N_("a short note saying what changed is required"))
         draft = self._draft_as_seen(seen)
         if draft is None:
-            raise PublishError(["there is no draft to publish"])
+            raise refused(N_("there is no draft to publish"))
         _, problems = self.check(draft["doc"])
         if problems:
             raise PublishError(problems)
         why = self.approval_reasons(draft["doc"])
         if self.two_person_rule or why:
-            draft |= {"pending_note": note, "pending_by": author, "pending_why": why}
+            draft |= {"pending_note": note, "pending_by": author,
+                      "pending_why": [m.to_json() for m in why]}
             self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-            self.audit(author, "publish requested", "; ".join([note, *why]))
+            self.audit(author, AuditAction.PUBLISH_REQUESTED, "; ".join(map(str, [note, *why])))
             return None
-        return self._new_version(draft["doc"], author, note, "publish", clear_draft=True)
+        return self._new_version(draft["doc"], author, note, AuditAction.PUBLISH,
+                                 clear_draft=True)
 
     def approve(self, approver: str, seen: str | None = None) -> int:
         """A second admin approves the pending draft (the one `seen`), which goes live."""
         draft = self._draft_as_seen(seen)
         if not draft or not draft.get("pending_by"):
-            raise PublishError(["no publish is waiting for approval"])
+            raise refused(N_("no publish is waiting for approval"))
         if draft["pending_by"] == approver:
-            raise PublishError(["the two-person rule needs another admin to approve"])
+            raise refused(N_("the two-person rule needs another admin to approve"))
         _, problems = self.check(draft["doc"])
         if problems:
             raise PublishError(problems)
         return self._new_version(draft["doc"], draft["pending_by"], draft["pending_note"],
-                                 "publish", clear_draft=True, approved_by=approver)
+                                 AuditAction.PUBLISH, clear_draft=True, approved_by=approver)
 
     def rollback(self, number: int, author: str, note: str) -> int | None:
         """Publish version `number`'s document again, as a new version (with the
         two-person rule: put it in the draft, waiting for a second admin)."""
         note = (note or "").strip()
         if not note:
-            raise PublishError(["a short note saying why is required"])
+            raise refused(N_("a short note saying why is required"))
         try:
             doc = self.document(number)
         except KeyError as e:
-            raise PublishError([f"there is no version {number}"]) from e
+            raise refused(N_("there is no version %(number)s"), number=number) from e
         _, problems = self.check(doc)
         if problems:  # the shipped files changed since: that old version no longer loads
             raise PublishError(problems)
@@ -283,15 +329,15 @@ class ConfigVersions:
         if self.two_person_rule or why:
             draft = {"doc": normalize(doc), "base": self.latest(), "author": author,
                      "at": now_text(), "pending_note": note, "pending_by": author,
-                     "pending_why": why}
+                     "pending_why": [m.to_json() for m in why]}
             self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-            self.audit(author, "rollback requested", "; ".join([note, *why]))
+            self.audit(author, AuditAction.ROLLBACK_REQUESTED, "; ".join(map(str, [note, *why])))
             return None
-        return self._new_version(doc, author, note, "rollback", clear_draft=False)
+        return self._new_version(doc, author, note, AuditAction.ROLLBACK, clear_draft=False)
 
     def _draft_as_seen(self, seen: str | None) -> dict | None:
         if seen is not None and seen != self.draft_digest():
-            raise PublishError(["the draft changed since you looked at it: review it again"])
+            raise refused(N_("the draft changed since you looked at it: review it again"))
         return self.draft()
 
     def _new_version(self, doc, author, note, kind, clear_draft, approved_by="") -> int:
@@ -302,7 +348,7 @@ class ConfigVersions:
                     pipe.watch(store.CONFIG_DRAFT)
                     current = pipe.get(store.CONFIG_DRAFT)
                     if not current or normalize(json.loads(current)["doc"]) != normalize(doc):
-                        raise PublishError(["the draft changed meanwhile: review it again"])
+                        raise refused(N_("the draft changed meanwhile: review it again"))
                 pipe.multi()
                 pipe.hset(store.config_version_key(number), mapping={
                     "doc": json.dumps(normalize(doc), ensure_ascii=False), "author": author,
@@ -315,7 +361,7 @@ class ConfigVersions:
                     pipe.delete(store.CONFIG_DRAFT)
                 pipe.execute()
             except redis.WatchError as e:
-                raise PublishError(["the draft changed meanwhile: review it again"]) from e
+                raise refused(N_("the draft changed meanwhile: review it again")) from e
         self.audit(author, kind, f"version {number}: {note}"
                    + (f" (approved by {approved_by})" if approved_by else ""))
         return number

@@ -17,9 +17,11 @@ ensure_venv() {
       "$py" -m venv .venv
     fi
   fi
-  # Reinstall only when pyproject.toml changed since the last install of these extras.
+  # Reinstall only when pyproject.toml or setup.py changed since the last install of these
+  # extras, or a translation catalogue did: the install compiles them (setup.py).
   local stamp=".venv/.installed${extras:+-$extras}"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+      || [ -n "$(find ivr/translations -name '*.po' -newer "$stamp" -print -quit)" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
     touch "$stamp"

@@ -45,13 +45,14 @@ NATIONAL = "Le comunico con la Línea Nacional contra la Trata de Personas. No c
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     yield ctx.new_page()
     ctx.close()
 
 
 def add_user(app, name: str, role: str) -> None:
-    services.of(app).staff.save_user(name, role, QUICK_HASH)
+    """An account that reads the pages in English, the language these tests check them in."""
+    services.of(app).staff.save_user(name, role, QUICK_HASH, "en")
 
 
 def log_in(page, base: str, name: str):
@@ -115,7 +116,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
 
     add_user(app, "ana", "admin")
     log_in(page, base, "ana")
-    click_and_wait(page, page.locator("header nav").get_by_role("link", name="Admin"))
+    click_and_wait(page, page.locator("header nav").get_by_role("link", name="Administration"))
     expect(page.locator("h1")).to_have_text("Administration")
     click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Prompts"))
     expect(page.locator("h1")).to_have_text("What callers hear")
@@ -269,6 +270,6 @@ def test_a_supervisor_cannot_reach_the_admin_pages(app, base, page):
     for path in ("/admin", "/admin/prompts", "/admin/try", "/admin/history"):
         response = page.goto(base + path)
         assert response.status == 403, path
-        expect(page.locator("body")).to_contain_text("Forbidden")
+        expect(page.locator("body")).to_contain_text("This page is not for your account")
         expect(page.get_by_role("link", name="Admin")).to_have_count(0)
-        expect(page.locator("textarea, form")).to_have_count(0)
+        expect(page.locator("main textarea, main form")).to_have_count(0)

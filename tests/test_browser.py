@@ -82,7 +82,7 @@ def app_config(app_config):
 
 @pytest.fixture
 def context(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     yield ctx
     ctx.close()
 
@@ -100,8 +100,10 @@ def password_hash(password: str) -> str:
     return security.hash_password(password)  # scrypt: slow on purpose, so only once
 
 
-def add_user(app, name: str, role: str, password: str = PASSWORD) -> None:
-    services.of(app).staff.save_user(name, role, password_hash(password))
+def add_user(app, name: str, role: str, password: str = PASSWORD, lang: str = "en") -> None:
+    """An account that reads the pages in English, the language these tests check them in
+    (the browser asks for en-US too, Chromium's default here); the Spanish ones: below."""
+    services.of(app).staff.save_user(name, role, password_hash(password), lang)
 
 
 def drain(url: str) -> None:
@@ -308,7 +310,7 @@ def test_switching_the_range_counts_the_right_days(app, base, page, seeded):
     # A date that is not one.
     response = page.goto(base + "/reports?from=2026-02-30&to=2026-03-01")
     assert response.status == 400
-    assert page.locator("h1").inner_text() == "That did not work"
+    assert page.locator("h1").inner_text() == "That request could not be used"
     assert page.get_by_role("alert").inner_text() == "dates must look like 2026-01-31"
     page.get_by_role("link", name="Back to the reports").click()
     page.wait_for_url("**/reports")
@@ -380,15 +382,15 @@ def test_a_supervisor_is_refused_the_admin_pages(app, base, page):
     for path in ("/admin", "/admin/prompts", "/admin/hotlines", "/admin/examples"):
         response = page.goto(base + path)
         assert response.status == 403, path
-        assert "Forbidden" in page.locator("body").inner_text()
+        assert "This page is not for your account" in page.locator("body").inner_text()
         assert page.locator("textarea").count() == 0
 
 
 def test_an_admin_sees_the_prompts(app, base, page):
     add_user(app, "ana", "admin")
     log_in(page, base, "ana")
-    assert page.locator("header .who").inner_text() == "ana · admin"
-    page.get_by_role("link", name="Admin", exact=True).click()
+    assert page.locator("header .who").inner_text() == "ana · administrator"
+    page.get_by_role("link", name="Administration", exact=True).click()
     page.wait_for_url("**/admin")
     assert page.locator("h1").inner_text() == "Administration"
     page.get_by_role("navigation", name="Administration").get_by_role(
@@ -397,8 +399,9 @@ def test_an_admin_sees_the_prompts(app, base, page):
     assert page.locator("h1").inner_text() == "What callers hear"
     shipped = services.of(app).shipped.prompts
     prompt = page.locator("fieldset#prompt-main_menu")
-    for lang in ("es", "en"):
-        text = prompt.get_by_label(lang, exact=True)
+    for lang, name in (("es", "Español"), ("en", "English")):  # each in its own language
+        text = prompt.get_by_label(name, exact=True)
+        assert text.get_attribute("lang") == lang
         assert text.input_value() == shipped[lang]["main_menu"].strip()
     keys = {k for texts in shipped.values() for k in texts}
     assert page.locator("fieldset.prompt").count() == len(keys) >= 10
@@ -510,7 +513,7 @@ def test_wrong_password_then_too_many_failed_logins(app_config, redis_client, br
     assert not redis_client.keys(f"{store.LIMITS_PREFIX}*")
     add_user(app, "marta", "supervisor")
     base, stop = serve_app(app)
-    ctx = browser.new_context()
+    ctx = browser.new_context(locale="en-US")
     try:
         page = ctx.new_page()
 
@@ -554,7 +557,7 @@ def test_login_form_without_csrf_token_is_refused(app, base):
     status, headers, body = fetch(base + "/login", {"name": "marta", "password": PASSWORD},
                                   opener=opener)
     assert status == 400
-    assert "CSRF" in body
+    assert "Este formulario venció" in body  # the CSRF check's page, Spanish by default
     assert "Location" not in headers
     assert fetch(base + "/reports", opener=opener)[0] == 302
     # A made-up token is refused too.
@@ -654,7 +657,7 @@ def test_login_next_stays_on_this_site(app, base, page, next_path):
 def test_dashboard_fits_a_phone_and_the_table_scrolls_in_its_box(app, browser, base, seeded):
     add_user(app, "marta", "supervisor")
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
-                              has_touch=True)
+                              has_touch=True, locale="en-US")
     try:
         page = ctx.new_page()
         log_in(page, base, "marta")
@@ -717,3 +720,97 @@ def test_every_field_of_the_changed_admin_pages_has_a_label(app, base, page):
         assert unnamed == [], path
         page.screenshot(path=str(TEST_OUTPUT / f"admin-{path.rsplit('/', 1)[1]}.png"),
                         full_page=False)
+
+
+# --- 9. in Spanish, and in English ----------------------------------------------------------
+
+
+def test_a_supervisor_whose_browser_asks_for_spanish_reads_spanish(app, browser, base, seeded):
+    """Chromium set to Colombian Spanish; marta's account has the default language."""
+    add_user(app, "marta", "supervisor", lang="es")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-CO")
+    try:
+        page = ctx.new_page()
+        page.goto(base + "/login")
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.locator("h1").inner_text() == "Iniciar sesión"
+        page.get_by_label("Usuario").fill("marta")
+        page.get_by_label("Contraseña").fill("not the password")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Iniciar sesión").click()
+        assert page.get_by_role("alert").inner_text() == "Usuario o contraseña incorrectos."
+        page.get_by_label("Contraseña").fill(PASSWORD)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Iniciar sesión").click()
+
+        assert urllib.parse.urlsplit(page.url).path == "/reports"
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.locator("h1").inner_text() == (
+            f"Llamadas del {bogota_day(6)} al {bogota_day()}")
+        assert page.locator("header .who").inner_text() == "marta · supervisor(a)"
+        assert page.get_by_role("link", name="Reportes").is_visible()
+        assert page.get_by_role("button", name="Cerrar sesión").is_visible()
+        assert page.locator('[data-stat="calls"]').inner_text().split() == ["5", "llamadas"]
+        assert "llegaron a una línea (3)" in page.locator('[data-stat="reached"]').inner_text()
+        charts = page.locator("section.charts figure svg")
+        titles = [charts.nth(i).locator(":scope > title").text_content() for i in range(4)]
+        assert titles == ["Llamadas por día, según el motivo",
+                          "Transferencias por línea, según el resultado",
+                          "Personas en cada pregunta, y quiénes colgaron",
+                          "Llamadas por hora del día (Bogotá)"]
+        assert "llegaron" in charts.nth(2).locator(":scope > desc").text_content()
+        headers = page.locator("table.calls thead th").all_inner_texts()
+        assert headers[:3] == ["Hora", "Idioma", "Motivo"]
+        assert "(5, las más recientes primero)" in page.locator(".table-head h2").inner_text()
+        screenshot(page, "dashboard-es.png")
+
+        # An error, in the staff layout and in Spanish.
+        response = page.goto(base + "/reports?from=2026-02-30")
+        assert response.status == 400
+        assert page.locator("h1").inner_text() == "No se pudo usar esa solicitud"
+        assert page.get_by_role("alert").inner_text() == (
+            "las fechas deben tener la forma 2026-01-31")
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.get_by_role("link", name="Volver a los reportes").is_visible()
+    finally:
+        ctx.close()
+
+
+def test_an_english_speaking_admin_reads_english_whatever_the_browser_asks(app, browser,
+                                                                           base, seeded):
+    """Before login the browser decides (Spanish here); after, ana's account (English)."""
+    add_user(app, "ana", "admin", lang="en")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-CO")
+    try:
+        page = ctx.new_page()
+        page.goto(base + "/login")
+        assert page.locator("h1").inner_text() == "Iniciar sesión"
+        page.get_by_label("Usuario").fill("ana")
+        page.get_by_label("Contraseña").fill(PASSWORD)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Iniciar sesión").click()
+        assert page.locator("html").get_attribute("lang") == "en"
+        assert page.locator("h1").inner_text() == (
+            f"Calls from {bogota_day(6)} to {bogota_day()}")
+        assert page.locator("header .who").inner_text() == "ana · administrator"
+        page.get_by_role("link", name="Administration", exact=True).click()
+        page.wait_for_url("**/admin")
+        assert page.locator("h1").inner_text() == "Administration"
+        page.goto(base + "/admin/prompts")
+        greeting = page.locator("fieldset#prompt-greeting")
+        # English page; the Spanish prompt keeps its own language.
+        assert greeting.get_by_label("Español", exact=True).get_attribute("lang") == "es"
+
+        # She switches to Spanish on her account page, reached from the header.
+        page.locator("header .who").click()
+        page.wait_for_url("**/account")
+        page.get_by_label("Español").check()
+        with page.expect_navigation():
+            page.get_by_role("button", name="Save").click()
+        assert page.locator("html").get_attribute("lang") == "es-CO"
+        assert page.get_by_role("status").inner_text() == (
+            "Guardado: estas páginas están en Español.")
+        page.goto(base + "/admin")
+        assert page.locator("h1").inner_text() == "Administración"
+    finally:
+        ctx.close()

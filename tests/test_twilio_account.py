@@ -286,13 +286,13 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
     assert test_line(ivr, "icbf", "--yes").exit_code == 1  # ICBF's toll-free number
 
     app = create_app(app_config)
-    client = Staff(app, "ana", "supervisor").client  # logged in through the login form
+    client = Staff(app, "ana", "supervisor", lang="es").client  # through the login form
     html = client.get("/reports").get_data(as_text=True)
     strip = html[html.index('class="health"'):html.index('class="headline"')]
     assert "última prueba: contestó, " in strip
     assert "última prueba: ocupado, " in strip
     national = strip[strip.index('data-hotline="national"'):]
-    assert "no transfers" in national[:400]
+    assert "sin transferencias" in national[:400]  # ana reads Spanish
 
 
 def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():
@@ -302,6 +302,7 @@ def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():
     summary = summarize(["2026-11-26"], {}, 0, busy, [], line_tests=tests)
     rows = {h.hotline: h for h in summary.health}
     assert rows["bogota"].attempts == 0 and not rows["bogota"].flagged
-    assert rows["bogota"].last_test.text() == "error 13224, 26/11 10:12"
+    assert str(rows["bogota"].last_test.result_text()) == "error 13224"  # English, untranslated
+    assert rows["bogota"].last_test.when() == "26/11 10:12"
     assert rows["national"].last_test is None
     assert summary.to_dict()["health"][0]["last_test"]["result"] == "error"

@@ -1,0 +1,43 @@
+"""Messages that modules free of Flask give for people to read. Pure: no Flask, no Babel.
+
+The engine (ivr.menu, ivr.summary, ivr.simulator...) says what happened in English, the
+catalogue's language; the staff pages translate it when they show it (ivr.i18n.shown),
+while the command line, the logs and the JSON API print it as it is. `N_` marks the
+English template for `pybabel extract` (babel.cfg) without translating anything here.
+"""
+
+from __future__ import annotations
+
+
+def N_(template: str) -> str:  # noqa: N802 (gettext's own name for the marker)
+    """Marks `template` for the catalogue; it is translated where it is shown."""
+    return template
+
+
+class Message(str):
+    """The English text, as a string (like markupsafe.Markup), that keeps the template in
+    the catalogue (with %(name)s places) and the values that fill it, so that a page can
+    show it in its reader's language. Everything that reads it as a string (a test, the
+    CLI, a "where: what" parser) reads the English. A value may be a Message itself, or
+    anything with `text(lang)` (ivr.opening_hours.HoursError): shown in the reader's
+    language too."""
+
+    template: str
+    values: dict[str, object]
+
+    def __new__(cls, template: str, values: dict[str, object] | None = None) -> Message:
+        values = dict(values or {})
+        text = super().__new__(cls, template % values if values else template)
+        text.template, text.values = template, values
+        return text
+
+    def to_json(self) -> dict:
+        """Kept this way (e.g. in a draft) so it can be shown in any language later."""
+        return {"template": self.template, "values": self.values}
+
+    @classmethod
+    def from_json(cls, stored: dict | str) -> Message:
+        """From to_json's form, or a plain string kept before messages were (as it is)."""
+        if isinstance(stored, str):
+            return cls(stored)
+        return cls(stored["template"], dict(stored.get("values") or {}))

@@ -1,0 +1,492 @@
+"""The staff pages in Spanish (Colombia) and English: the catalogues and the pages.
+
+- The catalogues: every string the code marks (`pybabel extract`, as scripts/translations
+  runs it) is in them; the Spanish one has no untranslated or fuzzy entry and keeps every
+  placeholder; the compiled .mo files say what the .po files say.
+- The pages: every staff page, its flash messages and its error pages are rendered by the
+  real app (real Redis, real login, calls played through the webhooks) once in Spanish and
+  once in English. A text a person reads that comes out the same in both languages was
+  not translated: the test fails on it, unless it is made only of names and ids (hotline
+  ids, categories, "Ruta", "CSV"...) or is data the test itself typed.
+- Who reads which language: the account's setting (`ivr users add --lang`, /account),
+  and before login the browser's Accept-Language, Spanish when it names neither.
+"""
+
+from __future__ import annotations
+
+import gettext
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+from click.testing import CliRunner
+from werkzeug.security import generate_password_hash
+
+from ivr import create_app, services, store
+from ivr.cli import main as ivr_main
+from ivr.menu import read_shipped
+from ivr.simulator import Move
+from ivr.versions import ConfigVersions
+from ivr.vocabulary import Category, DialStatus, Outcome
+from workers.drain import Drainer
+
+REPO = Path(__file__).resolve().parent.parent
+TRANSLATIONS = REPO / "ivr" / "translations"
+PASSWORD = "correct horse battery"
+QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
+
+
+def catalogue(lang: str):
+    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
+        return read_po(f)
+
+
+def extracted(tmp_path: Path) -> set:
+    """Every msgid in the code and templates, found as scripts/translations finds them."""
+    template = tmp_path / "messages.pot"
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F",
+                    "babel.cfg", "-k", "_l", "--no-location", "-o", str(template), "."],
+                   cwd=REPO, capture_output=True, check=True)
+    with template.open("rb") as f:
+        return {m.id for m in read_po(f) if m.id}
+
+
+# --- the catalogues ---------------------------------------------------------------------------
+
+
+def test_every_marked_string_is_in_both_catalogues_and_none_is_left_over(tmp_path):
+    found = extracted(tmp_path)
+    assert len(found) > 200  # the extraction really read the code and the templates
+    for lang in ("es", "en"):
+        have = {m.id for m in catalogue(lang) if m.id}
+        assert not found - have, (
+            f"strings missing from the {lang} catalogue (run `scripts/translations update`, "
+            f"then translate them): {sorted(found - have, key=str)}")
+        assert not have - found, (
+            f"entries no code uses any more in the {lang} catalogue (run `scripts/"
+            f"translations update`): {sorted(have - found, key=str)}")
+
+
+def test_the_spanish_catalogue_has_no_untranslated_or_fuzzy_entry():
+    es = catalogue("es")
+    assert not es.fuzzy, "the catalogue's header is marked fuzzy"
+    untranslated = [m.id for m in es if m.id and (
+        not m.string or (isinstance(m.string, tuple) and not all(m.string)))]
+    fuzzy = [m.id for m in es if m.id and m.fuzzy]
+    assert not untranslated, f"untranslated in es: {untranslated}"
+    assert not fuzzy, f"fuzzy in es (check them, then remove the flag): {fuzzy}"
+    # Every %(name)s of the English is in the Spanish, and nothing else.
+    problems = [(m.id, [str(e) for e in errors]) for m, errors in es.check()]
+    assert not problems, problems
+
+
+def test_the_compiled_catalogues_say_what_the_po_files_say():
+    """The .mo files are built at install time (setup.py); a .po edited since is compiled
+    again by the next scripts/test or scripts/dev (scripts/_venv.sh)."""
+    for lang in ("es", "en"):
+        mo = TRANSLATIONS / lang / "LC_MESSAGES" / "messages.mo"
+        assert mo.exists(), f"{mo} is missing: reinstall (pip install -e .) to compile it"
+        with mo.open("rb") as f:
+            compiled = gettext.GNUTranslations(f)
+        for m in catalogue(lang):
+            if not m.id or not m.string or isinstance(m.id, tuple):
+                continue
+            assert compiled.gettext(m.id) == m.string, (
+                f"{mo} is older than its .po: run scripts/translations compile")
+
+
+def test_no_compiled_catalogue_is_committed():
+    tracked = subprocess.run(["git", "ls-files", "*.mo"], cwd=REPO, capture_output=True,
+                             text=True).stdout.split()
+    assert not tracked, f"compiled catalogues are built at install, never committed: {tracked}"
+
+
+# --- whose language -----------------------------------------------------------------------------
+
+
+def cli(redis_server, *args, input=None):
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, "USER": "ops-laura"})
+    return runner.invoke(ivr_main, list(args), input=input)
+
+
+def h1(html: str) -> str:
+    return re.search(r"<h1>(.*?)</h1>", html, re.S)[1].strip()
+
+
+@pytest.mark.parametrize("asks, reads", [
+    (None, "es-CO"),  # a browser that says nothing: Spanish
+    ("es-CO,es;q=0.9,en;q=0.8", "es-CO"),
+    ("en-US,en;q=0.9", "en"),
+    ("en-GB,es;q=0.5", "en"),  # English first, whatever its region
+    ("fr-FR,fr;q=0.9", "es-CO"),  # neither: Spanish
+    ("de,en;q=0.5", "en"),
+])
+def test_before_login_the_browser_chooses_spanish_or_english(client, asks, reads):
+    resp = client.get("/login", headers={"Accept-Language": asks} if asks else {})
+    lang, _ = readable(resp.text)
+    assert lang == reads
+    assert h1(resp.text) == {"es-CO": "Iniciar sesión", "en": "Log in"}[reads]
+    missing = client.get("/no-such-page", headers={"Accept-Language": asks} if asks else {})
+    assert missing.status_code == 404
+    assert h1(missing.text) == {"es-CO": "Esa página no existe",
+                                "en": "There is no such page"}[reads]
+
+
+def test_ivr_users_add_sets_the_language_spanish_unless_told(app, redis_server, client):
+    assert cli(redis_server, "users", "add", "bea", "--role", "supervisor",
+               "--password-stdin", input=PASSWORD + "\n").exit_code == 0
+    assert cli(redis_server, "users", "add", "tom", "--role", "admin", "--lang", "en",
+               "--password-stdin", input=PASSWORD + "\n").exit_code == 0
+    refused = cli(redis_server, "users", "add", "zoe", "--role", "admin", "--lang", "fr",
+                  "--password-stdin", input=PASSWORD + "\n")
+    assert refused.exit_code != 0 and "fr" in refused.output
+    listed = cli(redis_server, "users", "list").output.splitlines()
+    assert [line.split()[:3] for line in listed] == [["bea", "supervisor", "es"],
+                                                     ["tom", "admin", "en"]]
+    # Each reads their own language, whatever their browser asks for.
+    bea = Person(app, "bea", "en-US,en;q=0.9")
+    assert readable(bea.get("/reports").text)[0] == "es-CO"
+    tom = Person(app, "tom", "es-CO,es;q=0.9")
+    assert readable(tom.get("/reports").text)[0] == "en"
+
+
+def test_an_account_saved_before_languages_reads_spanish(app, redis_client):
+    add_user(app, "old", "supervisor")
+    redis_client.hdel(store.user_key("old"), "lang")  # as accounts were before
+    old = Person(app, "old", "en-US,en;q=0.9")
+    page = old.get("/reports").text
+    assert readable(page)[0] == "es-CO"
+    assert "Cerrar sesión" in page
+
+
+def test_a_person_changes_their_language_on_the_account_page(app, redis_client):
+    add_user(app, "ana", "admin")
+    ana = Person(app, "ana", "es-CO,es;q=0.9")
+    page = ana.get("/reports").text
+    assert 'href="/account"' in page  # reachable from every page's header
+    form = ana.get("/account").text
+    assert re.search(r'<input[^>]*checked[^>]*value="es"|<input[^>]*value="es"[^>]*checked',
+                     form)
+    assert '<span lang="en">English</span>' in form  # each language named in itself
+
+    saved = ana.post("/account", {"lang": "en"}, follow_redirects=True)
+    assert readable(saved.text)[0] == "en"
+    assert "Saved: these pages are in English." in saved.text  # said in the new language
+    assert redis_client.hget(store.user_key("ana"), "lang") == "en"
+    assert readable(ana.get("/admin").text)[0] == "en"
+    entry = redis_client.xrevrange(store.AUDIT, count=1)[0][1]
+    assert (entry["who"], entry["action"], entry["detail"]) == (
+        "ana", "language changed", "es -> en")
+
+    back = ana.post("/account", {"lang": "es"}, follow_redirects=True)
+    assert "Guardado: estas páginas están en Español." in back.text
+    # Only a language we have; and never without the form's CSRF token.
+    assert ana.post("/account", {"lang": "fr"}).status_code == 200  # the form, with its error
+    assert redis_client.hget(store.user_key("ana"), "lang") == "es"
+    assert ana.client.post("/account", data={"lang": "en"}).status_code == 400
+    assert redis_client.hget(store.user_key("ana"), "lang") == "es"
+    assert app.test_client().get("/account").status_code == 302  # to the login page
+
+
+def test_the_json_api_and_twilios_webhooks_stay_as_they_were(app, client, twilio):
+    """No language for machines: the API's errors in English, Twilio's 403 unstyled."""
+    resp = client.get("/api/reports/summary?from=nonsense",
+                      headers={"Accept-Language": "es-CO"})
+    assert resp.status_code == 401
+    add_user(app, "ana", "admin")
+    ana = Person(app, "ana", "es-CO")
+    resp = ana.get("/api/reports/summary?from=nonsense")
+    assert resp.status_code == 400
+    assert resp.json == {"error": "dates must look like 2026-01-31"}
+    assert ana.get("/api/reports/calls?page=x").json == {
+        "error": "page and per_page must be whole numbers"}
+    refused = client.post("/voice", data={"CallSid": "CA1"},
+                          headers={"Accept-Language": "es-CO"})
+    assert refused.status_code == 403
+    assert "<title>403 Forbidden</title>" in refused.text  # Werkzeug's, as before
+    assert client.get("/healthz").status_code in (200, 503)
+
+
+# --- the pages, read as a person reads them -------------------------------------------------
+
+
+class Readable(HTMLParser):
+    """What a person reads on a page (text, and the title, placeholder, aria-label and
+    button values attributes), without what declares a language of its own (an element
+    with a lang attribute: callers' prompts, language names), what is not to be
+    translated (translate="no": records and notes shown as they were written) and code
+    (<code>, <pre>)."""
+
+    SKIP = {"script", "style", "code", "pre"}
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+            "source", "track", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[bool] = []  # per open element: is it skipped?
+        self.texts: list[str] = []
+        self.lang = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "html":
+            self.lang = attrs.get("lang")
+        skipped = bool(self.stack and self.stack[-1]) or tag in self.SKIP or (
+            tag != "html" and "lang" in attrs) or attrs.get("translate") == "no"
+        if not skipped:
+            for name in ("title", "placeholder", "aria-label", "alt"):
+                if attrs.get(name):
+                    self.texts.append(attrs[name])
+            if tag == "input" and attrs.get("type") in ("submit", "button"):
+                self.texts.append(attrs.get("value") or "")
+        if tag not in self.VOID:
+            self.stack.append(skipped)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if not (self.stack and self.stack[-1]) and data.strip():
+            self.texts.append(" ".join(data.split()))
+
+
+def readable(html: str) -> tuple[str | None, list[str]]:
+    parser = Readable()
+    parser.feed(html)
+    parser.close()
+    return parser.lang, parser.texts
+
+
+SHIPPED = read_shipped()
+# Names and ids that read the same in every language. The ids of hotlines, categories,
+# outcomes, dial results and questions are here until they get display names.
+NAMES = {
+    "Ruta", "ruta", "CSV", "API", "Twilio", "TwiML", "SIP", "URI", "E", "Redis", "REDIS_URL",
+    "Bogotá", "America", "Bogota", "ivr", "call", "s", "c", "CA", "mon", "fri", "sat",
+    "ana", "marta", "url", "press", "http", "venv", "bin", "format", "report", "from", "to",
+    "api", "reports", "calls", "show_caller", "es", "en", "US",
+    *SHIPPED.hotlines, *(node for node in SHIPPED.menu.get("nodes", {})),
+    *(c.value for c in Category), "child", "labour", "migrant", "other",
+    *(word for o in Outcome for word in o.value.split("_")),
+    *(word for d in DialStatus for word in d.value.split("-")),
+    *(v for voice in (SHIPPED.menu.get("voices") or {}).values() for v in voice.values()),
+}
+# What the test itself typed (notes, prompts), shown as typed in any language; and a
+# rollback's note as it is kept ("rollback to version 0: ..."), quoted in the status line.
+TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "rollback", "version",
+         "lun", "Hola", "nombre"}
+
+
+def untranslated(es_texts: list[str], en_texts: list[str]) -> list[str]:
+    """Texts the same in both renderings that hold a word not a name, an id or typed."""
+    same = sorted(set(es_texts) & set(en_texts))
+    out = []
+    for text in same:
+        tokens = [t for t in text.split() if not re.search(r"\d", t)]
+        words = re.findall(r"[^\W\d_]+", " ".join(tokens))  # not numbers, dates, pseudonyms
+        if any(w not in NAMES and w not in TYPED for w in words):
+            out.append(text)
+    return out
+
+
+def add_user(app, name: str, role: str, lang: str = "es") -> None:
+    services.of(app).staff.save_user(name, role, QUICK_HASH, lang)
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html)[1]
+
+
+class Visitor:
+    """Someone at a browser that asks for `browser_asks` (a test client, its cookie)."""
+
+    def __init__(self, app, browser_asks: str):
+        self.client = app.test_client()
+        self.headers = {"Accept-Language": browser_asks}
+
+    def get(self, path: str, **kw):
+        return self.client.get(path, headers=self.headers, **kw)
+
+    def post(self, path: str, data: dict, **kw):
+        return self.client.post(path, headers=self.headers, data=data, **kw)
+
+
+class Person(Visitor):
+    """A visitor logged in as `name`, whose forms carry their CSRF token."""
+
+    def __init__(self, app, name: str, browser_asks: str):
+        super().__init__(app, browser_asks)
+        token = csrf_of(self.get("/login").text)
+        resp = super().post("/login", {"name": name, "password": PASSWORD,
+                                       "csrf_token": token})
+        assert resp.status_code == 302, resp.text
+
+    def post(self, path: str, data: dict, **kw):
+        token = csrf_of(self.get("/account").text)
+        return super().post(path, {"csrf_token": token, **data}, **kw)
+
+
+@pytest.fixture
+def app_config(app_config):
+    return {**app_config, "RUTA_MENU_OVERRIDES": {"hotlines": {
+        "labour": {"dial": ["+5716000120"]}, "icbf": {"dial": ["+5716000144"]}}}}
+
+
+@pytest.fixture
+def app(app_config, redis_client):
+    """The app, with a page that fails: a 500 shows its page, as in production."""
+    app = create_app(app_config)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.add_url_rule("/boom", "boom", lambda: 1 / 0)
+    return app
+
+
+@pytest.fixture
+def seeded(app, simulate, redis_client):
+    """Calls of every kind today, written by the real drain; a test call of two lines."""
+    for moves, dials in [([Move("press", "1")], []), ([Move("press", "2")], ["busy"]),
+                         ([Move("say", "me ofrecieron un trabajo falso")], ["completed"]),
+                         ([Move("press", "0")], ["failed"] * 3), ([], [])]:
+        simulate(moves, dials)
+    assert Drainer(redis_client).run(5).dead == 0
+    from datetime import datetime
+
+    from ivr.vocabulary import BOGOTA
+    s = store.Store(redis_client)
+    s.record_line_test("national", "+5718000522020", "answered", datetime.now(BOGOTA))
+    s.record_line_test("icbf", "+5718000918080", "busy", datetime.now(BOGOTA))
+
+
+def every_page(app, person: Person, supervisor: Person, anonymous, redis_client) -> dict:
+    """path or action -> the HTML a person reads there. The same steps in the same order
+    give the same data, so two runs differ only by their language."""
+    pages = {}
+
+    def keep(name, resp, status=200):
+        assert resp.status_code == status, (name, resp.status_code, resp.text[:500])
+        pages[name] = resp.text
+
+    keep("/login", anonymous.get("/login"))
+    token = csrf_of(pages["/login"])
+    keep("login failed", anonymous.post("/login", data={
+        "name": "ana", "password": "not the password", "csrf_token": token}), 401)
+    keep("login form empty", anonymous.post("/login", data={
+        "name": "", "password": "", "csrf_token": token}))
+    keep("404 anonymous", anonymous.get("/no-such-page"), 404)
+    keep("CSRF", anonymous.post("/login", data={"name": "ana", "password": "x"}), 400)
+
+    keep("/reports", person.get("/reports"))
+    keep("/reports today", person.get("/reports?range=today&per_page=2"))
+    keep("/reports page 2", person.get("/reports?range=today&per_page=2&page=2"))
+    keep("/reports empty", person.get("/reports?from=2020-01-01&to=2020-01-02"))
+    keep("400 range", person.get("/reports?from=2026-02-30"), 400)
+    keep("400 page", person.get("/reports?page=two"), 400)
+    keep("404", person.get("/no-such-page"), 404)
+    keep("405", person.get("/logout"), 405)
+    keep("413", person.post("/account", {"lang": "x" * 2_000_000}), 413)
+    keep("500", person.get("/boom"), 500)
+    keep("403", supervisor.get("/admin"), 403)
+    keep("/account", person.get("/account"))
+
+    keep("/admin", person.get("/admin"))
+    keep("/admin/prompts", person.get("/admin/prompts"))
+    keep("/admin/hotlines", person.get("/admin/hotlines"))
+    keep("/admin/examples", person.get("/admin/examples"))
+    keep("/admin/try", person.get("/admin/try"))
+    keep("try: press", person.post("/admin/try", {"press": "2"}))
+    keep("try: say", person.post("/admin/try", {
+        "say": "me ofrecieron un trabajo falso", "dial_result": "busy", "speak": "1"}))
+    keep("try: silent", person.post("/admin/try", {"silent": "1"}))
+    keep("publish without draft", person.post("/admin/publish", {"note": "prueba"},
+                                              follow_redirects=True))
+    keep("approve without request", person.post("/admin/approve", {}, follow_redirects=True))
+    # A broken draft: each problem shown next to its field, and publishing refused.
+    versions = ConfigVersions(redis_client, services.of(app).shipped)
+    versions.save_draft({"hotlines": {"labour": {"dial": ["144"], "hours": ["lun 08:00"],
+                                                 "min_answered_seconds": 500}},
+                         "prompts": {"es": {"goodbye": "", "greeting": "Hola {nombre}."}}},
+                        "ana")
+    keep("/admin broken", person.get("/admin"))
+    keep("/admin/hotlines broken", person.get("/admin/hotlines"))
+    keep("/admin/prompts broken", person.get("/admin/prompts"))
+    keep("/admin/try broken", person.get("/admin/try"))
+    keep("publish refused", person.post("/admin/publish", {"note": "prueba"},
+                                        follow_redirects=True))
+    versions.discard_draft("ana")
+    keep("saved prompts", person.post("/admin/prompts", {
+        **{f"prompt:{lang}:{key}": text for lang, texts in SHIPPED.prompts.items()
+           for key, text in texts.items()},
+        "prompt:es:greeting": "Nueva bienvenida corta."}, follow_redirects=True))
+    keep("/admin with a draft", person.get("/admin"))
+    keep("/admin/try on the draft", person.get("/admin/try"))
+    keep("publish without note", person.post("/admin/publish", {"note": ""},
+                                             follow_redirects=True))
+    keep("published", person.post("/admin/publish", {"note": "prueba uno"},
+                                  follow_redirects=True))
+    keep("rolled back", person.post("/admin/rollback", {"version": "0", "note": "prueba dos"},
+                                    follow_redirects=True))
+    keep("rollback to nothing", person.post("/admin/rollback", {"version": "uno"},
+                                            follow_redirects=True))
+    keep("/admin/history", person.get("/admin/history?from=0&to=1"))
+    keep("history of nothing", person.get("/admin/history?from=7&to=9"))
+    # A draft that sends callers' numbers to a new phone: it needs a second admin.
+    ConfigVersions(redis_client, services.of(app).shipped).save_draft({"hotlines": {
+        "emergency": {"dial": ["+573001112233"], "show_caller": True}}}, "ana")
+    keep("/admin needing approval", person.get("/admin"))
+    keep("asked for approval", person.post("/admin/publish", {"note": "prueba"},
+                                           follow_redirects=True))
+    keep("/admin waiting", person.get("/admin"))
+    keep("discarded", person.post("/admin/discard", {}, follow_redirects=True))
+    keep("/admin/audit", person.get("/admin/audit"))
+    keep("/admin/sessions", person.get("/admin/sessions"))
+    keep("no such session", person.post("/admin/sessions/end", {"session": "0" * 64},
+                                        follow_redirects=True))
+    keep("account saved", person.post("/account", {"lang": person.lang},
+                                      follow_redirects=True))
+    return pages
+
+
+@pytest.fixture
+def render(app, redis_client, seeded):
+    """render(lang) -> every page as people who read `lang` see it, each time from the
+    same start: ana (an admin), marta (a supervisor) and, before login, a visitor whose
+    browser asks for `lang`."""
+    start = {key: redis_client.dump(key) for key in redis_client.scan_iter()}
+
+    def pages_in(lang: str) -> dict:
+        redis_client.flushdb()
+        for key, value in start.items():
+            redis_client.restore(key, 0, value)
+        add_user(app, "ana", "admin", lang)
+        add_user(app, "marta", "supervisor", lang)
+        asks = "es-CO,es;q=0.9" if lang == "es" else "en-GB,en;q=0.9"
+        # The account's language wins over what the browser asks for.
+        other = "en-US,en;q=0.9" if lang == "es" else "es-CO,es;q=0.9"
+        ana = Person(app, "ana", other)
+        ana.lang = lang
+        return every_page(app, ana, Person(app, "marta", other), Visitor(app, asks),
+                          redis_client)
+
+    return pages_in
+
+
+def test_every_staff_page_reads_in_spanish_and_in_english_with_nothing_left_untranslated(
+        render):
+    es, en = render("es"), render("en")
+    assert es.keys() == en.keys()
+    for name in es:
+        es_lang, es_texts = readable(es[name])
+        en_lang, en_texts = readable(en[name])
+        assert (es_lang, en_lang) == ("es-CO", "en"), name
+        left = untranslated(es_texts, en_texts)
+        assert not left, f"{name}: the same in Spanish and English: {left}"
