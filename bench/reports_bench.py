@@ -361,26 +361,17 @@ def make_exporter(url: str, tmp: Path):
             with app.test_request_context(f"/reports/calls.csv?from={day}&to={day}"):
                 sink.take(view().iter_encoded())
 
-        return export, "the calls_csv view's stream (iter_calls + call_row + csv.DictWriter)"
+        return export, "the calls_csv view's stream (iter_calls + call_row + ivr.exports.write)"
     except Exception as e:  # noqa: BLE001 - fall back, and say why
-        import csv
-        import io
-
-        from ivr.reports import CSV_COLUMNS, call_row
+        from ivr import exports
+        from ivr.reports import call_row
 
         text_store = store.Store(redis.Redis.from_url(url, decode_responses=True))
 
         def rows(day: str):
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for record in text_store.iter_calls([day]):
-                writer.writerow(call_row(record))
-                if buffer.tell() > 64 * 1024:
-                    yield buffer.getvalue().encode()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue().encode()
+            calls = (call_row(record) for record in text_store.iter_calls([day]))
+            for piece in exports.write(exports.Form.DATA, exports.CALL_COLUMNS, calls):
+                yield piece.encode()
 
         def export(day: str, sink: Sink) -> None:
             sink.take(rows(day))

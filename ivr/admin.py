@@ -7,9 +7,7 @@ page here needs the admin role; every form carries a CSRF token (Flask-WTF, app-
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import re
 from collections import OrderedDict
@@ -18,7 +16,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     flash,
@@ -31,9 +28,9 @@ from flask import (
 from flask_babel import gettext as _
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import opening_hours, services, settings, store, twiml
+from ivr import exports, opening_hours, services, settings, store, twiml
 from ivr.flow import question
-from ivr.i18n import page_language, shown
+from ivr.i18n import audit_action, page_language, security_event, shown
 from ivr.menu import (
     HOTLINE_FIELDS,
     field_of,
@@ -43,7 +40,7 @@ from ivr.menu import (
     word_count,
 )
 from ivr.message import Message
-from ivr.reports import csv_safe
+from ivr.reports import csv_response
 from ivr.security import current_staff, staff_required
 from ivr.services import current_menu
 from ivr.sessions import SecurityEvent, log_security_event
@@ -380,33 +377,25 @@ def audit():
 
 @bp.get("/audit.csv")
 def audit_csv():
-    """The audit log as CSV, oldest first; ?log=security: the security log instead."""
+    """The audit log, oldest first, in the form asked for (ivr.exports); ?log=security:
+    the security log instead."""
     r = services.of().store.r
     security_log = request.args.get("log") == "security"
     log_key = store.SECURITY_LOG if security_log else store.AUDIT
-    filename = "ruta-security-log.csv" if security_log else "ruta-audit.csv"
 
-    def rows():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["at", "who", "action", "detail"])
+    def entries():
         last = "-"
-        while True:  # oldest first, 500 at a time
-            batch = r.xrange(log_key, min=last, count=500)
-            batch = [e for e in batch if e[0] != last]
+        while True:  # 500 at a time
+            batch = [e for e in r.xrange(log_key, min=last, count=500) if e[0] != last]
             if not batch:
-                break
+                return
             for entry_id, fields in batch:
-                writer.writerow([csv_safe(fields.get(k, "")) for k in
-                                 ("at", "who", "action", "detail")])
+                yield fields
                 last = entry_id
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-        yield buffer.getvalue()
 
-    return Response(rows(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return csv_response(exports.AUDIT_COLUMNS, entries(),
+                        "ruta-security-log" if security_log else "ruta-audit",
+                        names={"action": security_event if security_log else audit_action})
 
 
 # --- staff sessions ------------------------------------------------------------------------

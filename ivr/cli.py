@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -233,9 +232,14 @@ def _redis():
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="table and json: the summary; csv: every call.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-def report(day, start, end, fmt, as_json):
+@click.option("--lang", type=click.Choice(staff.LANGUAGES), default=None,
+              help="The table's language (default: the environment's locale, LC_ALL, "
+                   "LC_MESSAGES or LANG; Spanish unless it is English). The csv and json "
+                   "formats are for scripts: always the same ids.")
+def report(day, start, end, fmt, as_json, lang):
     """Calls of a day or range (default: today): the numbers supervisors see."""
-    from ivr.reports import CSV_COLUMNS, build_summary, call_row
+    from ivr import exports, i18n
+    from ivr.reports import build_summary, call_row
     from ivr.summary import RangeError, parse_range
 
     if day:
@@ -247,10 +251,9 @@ def report(day, start, end, fmt, as_json):
     s = store.Store(_redis())
     fmt = "json" if as_json else fmt
     if fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for record in s.iter_calls(days):
-            writer.writerow(call_row(record))
+        rows = (call_row(record) for record in s.iter_calls(days))
+        for piece in exports.write(exports.Form.DATA, exports.CALL_COLUMNS, rows):
+            sys.stdout.write(piece)
         return
     config = settings.load()
     menu = menu_config.load(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
@@ -258,29 +261,56 @@ def report(day, start, end, fmt, as_json):
     if fmt == "json":
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return
+    _print_report(summary, days, lang or i18n.environment_language())
+
+
+def _print_report(summary, days: list[str], lang: str) -> None:
+    """`ivr report`'s table, in `lang` from the staff pages' catalogue (ivr.i18n)."""
+    from babel.numbers import format_decimal, format_percent
+
+    from ivr import i18n
+
+    _ = i18n.catalogue(lang).gettext
+    locale = i18n.LOCALES[lang]
+
+    def number(n) -> str:
+        return format_decimal(n, locale=locale)
+
+    def share(pct) -> str:  # the summary's percentages: 87.7 -> "87,7 %" in Spanish
+        return format_percent(pct / 100, "#,##0.#%", locale=locale)
+
     head = summary.headline()
-    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
-    click.echo(f"{span} (America/Bogota): {summary.calls} calls")
+    span = days[0] if len(days) == 1 else _("%(first)s to %(last)s") % {
+        "first": days[0], "last": days[-1]}
+    click.echo(_("%(span)s (America/Bogota): %(calls)s calls") % {
+        "span": span, "calls": number(summary.calls)})
     if not summary.calls:
-        click.echo("No calls yet — place one with `ivr call`.")
+        click.echo(_("No calls yet — place one with `ivr call`."))
         return
-    click.echo(f"  reached a hotline {head['reached_hotline']} ({head['reached_hotline_pct']}%), "
-               f"transfer failed {head['transfer_failed']} ({head['transfer_failed_pct']}%), "
-               f"hung up in the menu {head['hung_up_in_menu']} ({head['hung_up_in_menu_pct']}%)")
+    click.echo("  " + _(
+        "reached a hotline %(reached)s (%(reached_share)s), transfer failed %(failed)s "
+        "(%(failed_share)s), hung up in the menu %(hung_up)s (%(hung_up_share)s)") % {
+        "reached": number(head["reached_hotline"]),
+        "reached_share": share(head["reached_hotline_pct"]),
+        "failed": number(head["transfer_failed"]),
+        "failed_share": share(head["transfer_failed_pct"]),
+        "hung_up": number(head["hung_up_in_menu"]),
+        "hung_up_share": share(head["hung_up_in_menu_pct"])})
     groups = {
-        "category": {c: sum(v) for c, v in summary.categories.items()},
-        "language": summary.languages,
-        "outcome": summary.outcomes,
-        "hung up at question": {q: h for q, _, h in summary.funnel if h},
+        _("by category:"): {c: sum(v) for c, v in summary.categories.items()},
+        _("by language:"): summary.languages,
+        _("by outcome:"): summary.outcomes,
+        _("by question where they hung up:"): {q: h for q, _n, h in summary.funnel if h},
     }
     for title, counts in groups.items():
-        click.echo(f"  by {title}:")
+        click.echo(f"  {title}")
         for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            click.echo(f"    {name:<24}{n:>6}")
-    click.echo("  transfers by hotline (dial results):")
+            click.echo(f"    {name:<24}{number(n):>6}")
+    click.echo("  " + _("transfers by hotline (dial results):"))
+    no_result = _("no result yet")
     for row in summary.hotlines:
-        results = ", ".join(f"{k} {v}" for k, v in sorted(row.results.items()))
-        click.echo(f"    {row.hotline:<24}{row.transfers:>6}  ({results or 'no result yet'})")
+        results = ", ".join(f"{k} {number(v)}" for k, v in sorted(row.results.items()))
+        click.echo(f"    {row.hotline:<24}{number(row.transfers):>6}  ({results or no_result})")
 
 
 # --- ivr spool, ivr jobs, ivr events, ivr redis ----------------------------------------

@@ -18,8 +18,11 @@ format_* functions, or a filter registered in `init_app` below), display names o
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
+from babel.support import NullTranslations, Translations
 from flask import has_request_context, request
 from flask_babel import Babel, get_locale
 from flask_babel import gettext as _
@@ -61,6 +64,23 @@ def browser_language(accepted) -> str:
         if quality > 0 and main in LANGUAGES:
             return main
     return DEFAULT_LANGUAGE
+
+
+def environment_language(environ: Mapping[str, str] = os.environ) -> str:
+    """es or en for the command line: the first locale variable set, in the order gettext
+    reads them (LC_ALL, LC_MESSAGES, LANG), by its main tag; Spanish when it is Spanish,
+    unset, or none of ours (C, POSIX, fr_FR...)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if environ.get(name):
+            main = environ[name].split(".")[0].replace("-", "_").split("_")[0].lower()
+            return main if main in LANGUAGES else DEFAULT_LANGUAGE
+    return DEFAULT_LANGUAGE
+
+
+def catalogue(lang: str) -> NullTranslations:
+    """The staff pages' catalogue of `lang` outside Flask (the command line): English
+    as written when it was never compiled."""
+    return Translations.load(str(TRANSLATIONS), [LOCALES[lang]])
 
 
 def select_locale() -> str:

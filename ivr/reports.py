@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -19,14 +17,14 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_babel import force_locale
+from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, i18n, security, services
+from ivr import charts, exports, i18n, security, services
 from ivr.call_record import CallRecord
 from ivr.menu import Menu
 from ivr.message import N_, Message
@@ -48,11 +46,6 @@ bp = Blueprint("reports", __name__)
 PER_PAGE = 25
 CSV_MAX_ROWS = 30_000  # about 5 s of streaming: well inside gunicorn's 10 s timeout
 MAX_PER_PAGE = 500
-CSV_COLUMNS = [
-    "call_sid", "started", "language", "category", "path", "hotlines", "outcome",
-    "call_status", "duration_s", "talk_s", "seconds_to_transfer", "no_input",
-    "invalid_input", "caller",
-]
 
 
 NO_REDIS = Message(N_("Redis is not configured (REDIS_URL)"))
@@ -118,12 +111,23 @@ def call_row(record: CallRecord) -> dict:
     }
 
 
-def csv_safe(value):
-    """A cell a spreadsheet will not run: text starting with = + - @ (or a tab or CR) is
-    prefixed with an apostrophe. Numbers stay numbers."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+def export_form() -> exports.Form:
+    """The CSV form asked for (?form=datos|excel; datos when none is): a bad one is a 400."""
+    try:
+        return exports.Form.asked(request.args.get("form"))
+    except ValueError:
+        abort(400, Message(N_("form must be datos or excel")))
+
+
+def csv_response(columns, rows, stem: str, names: dict | None = None) -> Response:
+    """A CSV download in the form asked for, streamed (ivr.exports): the Excel form in the
+    reader's language and formats, the data form as scripts have always read it."""
+    form = export_form()
+    reader = exports.Reader(get_locale(), _, names) if form is exports.Form.EXCEL else None
+    filename = exports.filename(stem, form)
+    return Response(stream_with_context(exports.write(form, columns, rows, reader)),
+                    mimetype="text/csv", headers={
+                        "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _days() -> list[str]:
@@ -295,21 +299,9 @@ def calls_csv():
             "shorter range, or use `ivr report --from ... --to ... --format csv` or "
             "/api/reports/calls."), {"total": f"{total:,}", "most": f"{CSV_MAX_ROWS:,}"}))
 
-    def rows():
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for record in store.iter_calls(days):
-            writer.writerow({k: csv_safe(v) for k, v in call_row(record).items()})
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-    filename = f"ruta-calls-{days[0]}-to-{days[-1]}.csv"
-    return Response(stream_with_context(rows()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    rows = (call_row(record) for record in store.iter_calls(days))
+    return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
+                        names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang)})
 
 
 @bp.get("/api/reports/summary")

@@ -33,7 +33,9 @@ from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
 from ivr import create_app, redis_url, security, services, store  # noqa: E402
 from ivr.cli import main as ivr_main  # noqa: E402
-from ivr.reports import CSV_COLUMNS  # noqa: E402
+from ivr.exports import CALL_COLUMNS  # noqa: E402
+
+CSV_COLUMNS = [c.id for c in CALL_COLUMNS]  # the data form's header
 from ivr.simulator import Move  # noqa: E402
 from ivr.vocabulary import BOGOTA, Event  # noqa: E402
 from workers.drain import Drainer  # noqa: E402
@@ -322,7 +324,7 @@ def test_switching_the_range_counts_the_right_days(app, base, page, seeded):
 
 def download_csv(page) -> tuple[str, str]:
     with page.expect_download() as info:
-        page.get_by_role("link", name="Download CSV").click()
+        page.get_by_role("link", name="Download CSV data", exact=True).click()
     download = info.value
     return download.suggested_filename, Path(download.path()).read_text(encoding="utf-8")
 

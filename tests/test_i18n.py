@@ -18,6 +18,7 @@ import gettext
 import re
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ivr.cli import main as ivr_main
 from ivr.menu import read_shipped
 from ivr.simulator import Move
 from ivr.versions import ConfigVersions
-from ivr.vocabulary import Category, DialStatus, Outcome
+from ivr.vocabulary import Category, DialStatus, Outcome, day_of
 from workers.drain import Drainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -490,3 +491,50 @@ def test_every_staff_page_reads_in_spanish_and_in_english_with_nothing_left_untr
         assert (es_lang, en_lang) == ("es-CO", "en"), name
         left = untranslated(es_texts, en_texts)
         assert not left, f"{name}: the same in Spanish and English: {left}"
+
+
+# --- ivr report ------------------------------------------------------------------------------
+
+UNSET = {"LC_ALL": None, "LC_MESSAGES": None, "LANG": None, "LANGUAGE": None}
+
+
+@pytest.mark.parametrize("args, locale, reads", [
+    (["--lang", "es"], {"LANG": "en_US.UTF-8"}, "es"),
+    (["--lang", "en"], {}, "en"),
+    ([], {"LANG": "en_US.UTF-8"}, "en"),
+    ([], {"LANG": "es_CO.UTF-8"}, "es"),
+    ([], {"LC_ALL": "es_CO.UTF-8", "LANG": "en_GB.UTF-8"}, "es"),  # LC_ALL first
+    ([], {"LC_MESSAGES": "en_US.UTF-8"}, "en"),
+    ([], {}, "es"),  # unset
+    ([], {"LANG": "C.UTF-8"}, "es"),
+])
+def test_ivr_report_prints_in_the_language_asked_or_the_environments(
+        seeded, redis_server, args, locale, reads):
+    """`ivr report` reads --lang, else LC_ALL, LC_MESSAGES, LANG; Spanish unless English."""
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET, **locale})
+    result = runner.invoke(ivr_main, ["report", "--day", day_of(time.time()), *args])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    if reads == "es":
+        assert re.fullmatch(r"\S+ \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
+        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?%\), transferencia fallida",
+                        lines[1]), lines[1]
+        for heading in ("  por motivo:", "  por idioma:", "  por resultado:",
+                        "  transferencias por línea (resultados de la marcación):"):
+            assert heading in lines
+    else:
+        assert re.fullmatch(r"\S+ \(America/Bogota\): 5 calls", lines[0]), lines[0]
+        assert re.match(r"  reached a hotline \d+ \(\d+(\.\d)?%\), transfer failed",
+                        lines[1]), lines[1]
+        for heading in ("  by category:", "  by language:", "  by outcome:",
+                        "  transfers by hotline (dial results):"):
+            assert heading in lines
+
+
+def test_ivr_report_with_no_calls_says_so_in_spanish(redis_server, redis_client):
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET})
+    result = runner.invoke(ivr_main, ["report", "--day", "2020-01-01"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "2020-01-01 (America/Bogota): 0 llamadas",
+        "Todavía no hay llamadas: haga una con `ivr call`."]

@@ -42,6 +42,9 @@ SAME_SPELLING_OTHER_MEANING = {
         "a field of the call's hash: its count of them",
     ("ivr/reports.py", EventKind.NO_INPUT): "a column of the calls export (CSV and JSON)",
     ("ivr/reports.py", EventKind.INVALID_INPUT): "a column of the calls export (CSV and JSON)",
+    ("ivr/exports.py", EventKind.NO_INPUT): "a column of the calls CSV (its data form's id)",
+    ("ivr/exports.py", EventKind.INVALID_INPUT):
+        "a column of the calls CSV (its data form's id)",
     ("ivr/menu.py", EventKind.NO_INPUT): "a prompt's name (prompts/*.toml)",
     ("ivr/menu.py", EventKind.STEP_LIMIT): "a menu setting (config/menu.toml)",
     ("ivr/flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",

@@ -1,0 +1,181 @@
+"""The CSV exports in their two forms (ivr.exports): "excel", read here as a Spanish Excel
+reads it (semicolons, a byte-order mark, Spanish headers, decimal commas, day/month/year
+dates), and "datos", RFC 4180 with the English column ids scripts have always read. Real
+app, real Redis, calls played through the webhooks; neither form ever holds a number."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime
+
+import pytest
+from babel import Locale
+from werkzeug.security import generate_password_hash
+
+from ivr import exports, services
+from ivr.simulator import Move
+from ivr.vocabulary import BOGOTA
+from workers.drain import Drainer
+
+PASSWORD = "correct horse battery"
+QUICK_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
+CALLER = "+573001234567"
+PHONE_DIGITS = "3001234567"
+BOM = b"\xef\xbb\xbf"
+CALL_IDS = [c.id for c in exports.CALL_COLUMNS]
+SPANISH_CALL_HEADERS = [
+    "Llamada", "Inicio", "Idioma", "Motivo", "Recorrido", "Líneas", "Resultado",
+    "Estado de la llamada", "Duración de la llamada (s)", "Tiempo de conversación (s)",
+    "Segundos hasta la transferencia", "Preguntas sin respuesta", "Respuestas no entendidas",
+    "Quien llama (seudónimo)",
+]
+SPANISH_DATE = r"\d{1,2}/\d\d/\d{4} \d\d:\d\d:\d\d"  # 26/11/2026 07:40:00
+
+
+def log_in(app, name: str, role: str, lang: str):
+    """A test client logged in as a new account `name` who reads `lang`."""
+    services.of(app).staff.save_user(name, role, QUICK_HASH, lang)
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"',
+                      client.get("/login").text)[1]
+    resp = client.post("/login", data={"name": name, "password": PASSWORD,
+                                       "csrf_token": token})
+    assert resp.status_code == 302, resp.text
+    return client
+
+
+@pytest.fixture
+def calls(app, simulate, redis_client):
+    """Three of today's calls, written by the real drain."""
+    for moves, dials in [([Move("press", "1")], []), ([Move("press", "2")], ["busy"]),
+                         ([Move("say", "me ofrecieron un trabajo falso")], ["completed"])]:
+        simulate(moves, dials, caller=CALLER)
+    assert Drainer(redis_client).run(5).dead == 0
+
+
+def excel_rows(body: bytes) -> list[list[str]]:
+    """The file as Excel opens it: UTF-8 because of its byte-order mark, split on ';'."""
+    assert body.startswith(BOM)
+    return list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=";"))
+
+
+def data_rows(body: bytes) -> list[list[str]]:
+    """The file as a script reads it: RFC 4180 (commas, CRLF), UTF-8, no byte-order mark."""
+    assert not body.startswith(BOM)
+    text = body.decode("utf-8")
+    assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+# --- the pure part -------------------------------------------------------------------------
+
+
+def test_excel_cells_read_as_the_readers_locale_writes_them():
+    es, en = Locale.parse("es_CO"), Locale.parse("en")
+    assert exports.excel_cell(1234.5, es) == "1234,5"
+    assert exports.excel_cell(1234.5, en) == "1234.5"
+    assert exports.excel_cell(12, es) == 12  # whole numbers as they are
+    started = datetime(2026, 11, 26, 7, 40, 5, tzinfo=BOGOTA).isoformat()
+    assert exports.excel_cell(started, es, when=True) == "26/11/2026 07:40:05"
+    assert exports.excel_cell(started, en, when=True) == "11/26/2026 07:40:05"
+    assert exports.excel_cell("2026-11-26 07:40:05", es, when=True) == "26/11/2026 07:40:05"
+    assert exports.excel_cell("not a date", es, when=True) == "not a date"
+
+
+def test_a_decimal_number_keeps_its_column_in_a_spanish_excel():
+    columns = (exports.Column("share", "Share"), exports.Column("note", "Note"))
+    spanish = {"Share": "Proporción"}
+    reader = exports.Reader(Locale.parse("es_CO"), lambda text: spanish.get(text, text))
+    text = "".join(exports.write(exports.Form.EXCEL, columns,
+                                 [{"share": 87.5, "note": "=1+1"}, {"share": -1.25}], reader))
+    assert excel_rows(text.encode()) == [["Proporción", "Note"], ["87,5", "'=1+1"],
+                                         ["-1,25", ""]]
+    data = "".join(exports.write(exports.Form.DATA, columns, [{"share": 87.5, "note": "@x"}]))
+    assert data_rows(data.encode()) == [["share", "note"], ["87.5", "'@x"]]
+
+
+def test_the_form_is_asked_by_name_and_datos_is_the_default():
+    assert exports.Form.asked(None) is exports.Form.DATA
+    assert exports.Form.asked("excel") is exports.Form.EXCEL
+    with pytest.raises(ValueError):
+        exports.Form.asked("xlsx")
+
+
+# --- the calls CSV ---------------------------------------------------------------------------
+
+
+def test_the_calls_csv_for_excel_reads_in_spanish_and_holds_no_number(app, calls):
+    marta = log_in(app, "marta", "supervisor", "es")
+    resp = marta.get("/reports/calls.csv?range=today&form=excel")
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    assert re.fullmatch(r'attachment; filename="ruta-calls-[\d-]+-to-[\d-]+-excel\.csv"',
+                        resp.headers["Content-Disposition"])
+    body = resp.get_data()
+    rows = excel_rows(body)
+    assert rows[0] == SPANISH_CALL_HEADERS
+    assert len(rows) == 4 and all(len(r) == len(SPANISH_CALL_HEADERS) for r in rows)
+    started, language = rows[0].index("Inicio"), rows[0].index("Idioma")
+    for row in rows[1:]:
+        assert re.fullmatch(SPANISH_DATE, row[started]), row
+        assert row[language] == "Español"
+    assert PHONE_DIGITS not in body.decode("utf-8-sig")
+
+
+def test_the_calls_csv_for_scripts_is_unchanged_and_the_default(app, calls):
+    ana = log_in(app, "ana", "supervisor", "es")  # a Spanish reader: the data stay ids
+    default = ana.get("/reports/calls.csv?range=today")
+    assert default.headers["Content-Disposition"].endswith('.csv"')
+    assert "-excel" not in default.headers["Content-Disposition"]
+    body = default.get_data()  # read to the end before the next request: it streams
+    rows = data_rows(body)
+    assert data_rows(ana.get("/reports/calls.csv?range=today&form=datos").get_data()) == rows
+    assert rows[0] == CALL_IDS
+    assert len(rows) == 4
+    table = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    for row in table:
+        datetime.fromisoformat(row["started"])  # ISO 8601, as scripts parse it
+        assert row["language"] in ("es", "en")
+    assert PHONE_DIGITS not in body.decode()
+    assert ana.get("/reports/calls.csv?form=xlsx").status_code == 400
+
+
+def test_a_spanish_supervisors_page_offers_both_forms(app, calls):
+    page = log_in(app, "marta", "supervisor", "es").get("/reports?range=7").text
+    links = dict((text.strip(), href.replace("&amp;", "&")) for href, text in re.findall(
+        r'<a class="button" href="([^"]*calls\.csv[^"]*)" download>([^<]+)</a>', page))
+    assert set(links) == {"Descargar CSV para Excel", "Descargar CSV de datos"}
+    assert "form=excel" in links["Descargar CSV para Excel"]
+    assert "form=datos" in links["Descargar CSV de datos"]
+    assert all("range=7" in href for href in links.values())  # the range shown
+
+
+# --- the audit CSV ----------------------------------------------------------------------------
+
+
+def test_the_security_log_for_excel_names_actions_in_spanish_and_keeps_nothing_typed(
+        app, client):
+    formula = '=HYPERLINK("http://attacker.example/","Open")'
+    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"',
+                      client.get("/login").text)[1]
+    client.post("/login", data={"name": formula, "password": "wrong password!",
+                                "csrf_token": token})
+    laura = log_in(app, "laura", "admin", "es")
+    page = laura.get("/admin/audit").text
+    assert "Exportar CSV para Excel" in page and "Exportar CSV de datos" in page
+
+    resp = laura.get("/admin/audit.csv?log=security&form=excel")
+    assert resp.headers["Content-Disposition"] == (
+        'attachment; filename="ruta-security-log-excel.csv"')
+    raw = resp.get_data()
+    rows = excel_rows(raw)
+    assert rows[0] == ["Cuándo", "Quién", "Qué", "Detalle"]
+    assert [r[1:3] for r in rows[1:]] == [["", "inicio de sesión fallido, nombre desconocido"],
+                                          ["laura", "inicio de sesión"]]
+    assert formula.encode() not in raw  # what was typed is never kept
+    assert all(re.fullmatch(SPANISH_DATE, r[0]) for r in rows[1:])
+
+    rows = data_rows(laura.get("/admin/audit.csv").get_data())
+    assert rows[0] == ["at", "who", "action", "detail"]
+    assert [r[1:3] for r in rows[1:]] == [["'" + formula, "login failed"], ["laura", "login"]]
