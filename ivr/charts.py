@@ -12,7 +12,8 @@ bar has a <title> tooltip with its number.
 
 The few words a chart adds itself (a legend, "no data") are English msgids of the staff
 pages' catalogue: the caller passes its `gettext` (Flask-Babel's) to have them in the
-reader's language; titles, labels and series names come translated from the caller.
+reader's language; titles, labels and series names come translated from the caller, and
+its `number` and `percent` (ivr.i18n's) write the numbers in the reader's forms.
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ def english(msgid: str, **values) -> str:
     return msgid % values if values else msgid
 
 
+# How a chart writes a count and a percentage (given as 0-100): plain by default.
+Number = Callable[[int], str]
+Percent = Callable[[float], str]
+
+
+def whole_percent(value: float) -> str:
+    return f"{value:.0f}%"
+
+
 def color_for(name: str) -> str:
     """The colour of a series: fixed for known names, a stable hash-picked one otherwise."""
     if name in SERIES_COLORS:
@@ -93,40 +103,40 @@ def color_for(name: str) -> str:
 
 def stacked_columns(labels: list[str], series: dict[str, list[int]], title: str, *,
                     names: Mapping[str, str] | None = None,
-                    gettext: Gettext = english) -> Markup:
+                    gettext: Gettext = english, number: Number = str) -> Markup:
     """Vertical columns, one per label (e.g. a day), stacked by series, with legend and y-axis."""
     data = _series(series, len(labels))
     totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
     if not any(totals):
         return _no_data(title, gettext)
     colors, shown = _palette(data), _display(data, names)
-    cols = [[(data[s][i], colors[s], f"{labels[i]} · {shown[s]}: {data[s][i]}")
+    cols = [[(data[s][i], colors[s], f"{labels[i]} · {shown[s]}: {number(data[s][i])}")
              for s in data] for i in range(len(labels))]
-    parts = [f"{label}: {total}{_breakdown(data, shown, i)}"
+    parts = [f"{label}: {number(total)}{_breakdown(data, shown, i, number)}"
              for i, (label, total) in enumerate(zip(labels, totals, strict=True))]
     desc = f"{title}, {_span(labels, gettext)}: {'; '.join(parts)}."
     legend, y = _legend([(shown[s], colors[s]) for s in data], PAD)
-    body, height = _column_plot(labels, cols, y + 6)
+    body, height = _column_plot(labels, cols, y + 6, number)
     return _svg("stacked_columns", title, desc, height, legend + body)
 
 
 def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
                  names: Mapping[str, str] | None = None,
-                 gettext: Gettext = english) -> Markup:
+                 gettext: Gettext = english, number: Number = str) -> Markup:
     """Horizontal bars, one per row (e.g. a hotline), stacked by series, each ending in a total."""
     data = _series(series, len(rows))
     totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
     if not any(totals):
         return _no_data(title, gettext)
     colors, shown = _palette(data), _display(data, names)
-    parts = [f"{row}: {total}{_breakdown(data, shown, i)}"
+    parts = [f"{row}: {number(total)}{_breakdown(data, shown, i, number)}"
              for i, (row, total) in enumerate(zip(rows, totals, strict=True))]
     desc = f"{title}: {'; '.join(parts)}."
     legend, y = _legend([(shown[s], colors[s]) for s in data], PAD)
     y += 4
     # Leave room after the longest bar for its total.
     peak = max(totals)
-    bar_max = WIDTH - 2 * PAD - _text_width(str(peak), FONT) - 6
+    bar_max = WIDTH - 2 * PAD - _text_width(number(peak), FONT) - 6
     out = [legend]
     for i, row in enumerate(rows):
         out.append(_text(PAD, y + FONT, _fit(row, WIDTH - 2 * PAD, FONT), cls="row"))
@@ -135,16 +145,17 @@ def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
         for s in data:
             w = data[s][i] / peak * bar_max
             if w:
-                tip = f"{row} · {shown[s]}: {data[s][i]}"
+                tip = f"{row} · {shown[s]}: {number(data[s][i])}"
                 out.append(_rect(x, y, w, BAR_H, colors[s], tip))
             x += w
-        out.append(_text(x + 4, y + BAR_H - 3, str(totals[i]), cls="total"))
+        out.append(_text(x + 4, y + BAR_H - 3, number(totals[i]), cls="total"))
         y += BAR_H + 10
     return _svg("stacked_bars", title, desc, y, "".join(out))
 
 
 def funnel(rows: list[tuple[str, int, int]], title: str, *,
-           gettext: Gettext = english) -> Markup:
+           gettext: Gettext = english, number: Number = str,
+           percent: Percent = whole_percent) -> Markup:
     """Per menu question: a bar for the callers who reached it, its hung-up part drawn inside."""
     clean = [(str(label), max(0, int(r)), min(max(0, int(h)), max(0, int(r))))
              for label, r, h in rows]  # more hang-ups than arrivals cannot be drawn
@@ -152,8 +163,9 @@ def funnel(rows: list[tuple[str, int, int]], title: str, *,
     if not top:
         return _no_data(title, gettext)
     desc = f"{title}: " + "; ".join(
-        gettext("%(question)s: %(reached)d reached, %(hung_up)d hung up",
-                question=label, reached=r, hung_up=h) for label, r, h in clean) + "."
+        gettext("%(question)s: %(reached)s reached, %(hung_up)s hung up",
+                question=label, reached=number(r), hung_up=number(h))
+        for label, r, h in clean) + "."
     legend, y = _legend([(gettext("reached"), REACHED_COLOR),
                          (gettext("hung up here"), HUNG_UP_COLOR)], PAD)
     y += 4
@@ -161,9 +173,9 @@ def funnel(rows: list[tuple[str, int, int]], title: str, *,
     out = [legend]
     for label, reached, hung in clean:
         # The numbers sit right-aligned on the label's line, so the bar can use the full width.
-        numbers = gettext("%(reached)d reached · %(hung_up)d hung up",
-                          reached=reached, hung_up=hung) + (
-            f" ({round(100 * hung / reached)}%)" if reached else "")
+        numbers = gettext("%(reached)s reached · %(hung_up)s hung up",
+                          reached=number(reached), hung_up=number(hung)) + (
+            f" ({percent(100 * hung / reached)})" if reached else "")
         room = WIDTH - 2 * PAD - _text_width(numbers, FONT) - 8
         out.append(_text(PAD, y + FONT, _fit(label, room, FONT), cls="row"))
         out.append(_text(WIDTH - PAD, y + FONT, numbers, anchor="end", cls="total"))
@@ -171,26 +183,27 @@ def funnel(rows: list[tuple[str, int, int]], title: str, *,
         w_reached, w_hung = reached / top * bar_max, hung / top * bar_max
         if w_reached:
             out.append(_rect(PAD, y, w_reached, BAR_H, REACHED_COLOR,
-                             gettext("%(question)s · reached: %(n)d", question=label,
-                                     n=reached), cls="seg reached"))
+                             gettext("%(question)s · reached: %(n)s", question=label,
+                                     n=number(reached)), cls="seg reached"))
         if w_hung:  # at the bar's end: the callers lost at this question
             out.append(_rect(PAD + w_reached - w_hung, y, w_hung, BAR_H, HUNG_UP_COLOR,
-                             gettext("%(question)s · hung up: %(n)d", question=label,
-                                     n=hung), cls="seg hung"))
+                             gettext("%(question)s · hung up: %(n)s", question=label,
+                                     n=number(hung)), cls="seg hung"))
         y += BAR_H + 10
     return _svg("funnel", title, desc, y, "".join(out))
 
 
 def columns(labels: list[str], values: list[int], title: str, *,
-            gettext: Gettext = english) -> Markup:
+            gettext: Gettext = english, number: Number = str) -> Markup:
     """Simple vertical columns (e.g. calls by hour of day), with a y-axis."""
     counts = _counts(values, len(labels), "values")
     if not any(counts):
         return _no_data(title, gettext)
-    cols = [[(v, COLUMN_COLOR, f"{label}: {v}")] for label, v in zip(labels, counts, strict=True)]
+    cols = [[(v, COLUMN_COLOR, f"{label}: {number(v)}")]
+            for label, v in zip(labels, counts, strict=True)]
     desc = f"{title}, {_span(labels, gettext)}: " + "; ".join(
-        f"{label}: {v}" for label, v in zip(labels, counts, strict=True)) + "."
-    body, height = _column_plot(labels, cols, PAD + 4)
+        f"{label}: {number(v)}" for label, v in zip(labels, counts, strict=True)) + "."
+    body, height = _column_plot(labels, cols, PAD + 4, number)
     return _svg("columns", title, desc, height, body)
 
 
@@ -225,8 +238,9 @@ def _palette(data: Mapping[str, object]) -> dict[str, str]:
     return {s: colors[s] for s in data}
 
 
-def _breakdown(data: Mapping[str, list[int]], shown: Mapping[str, str], i: int) -> str:
-    parts = [f"{shown[s]} {vals[i]}" for s, vals in data.items() if vals[i]]
+def _breakdown(data: Mapping[str, list[int]], shown: Mapping[str, str], i: int,
+               number: Number) -> str:
+    parts = [f"{shown[s]} {number(vals[i])}" for s, vals in data.items() if vals[i]]
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -254,10 +268,10 @@ def _thinned(n: int, label_width: float, plot_width: float) -> list[int]:
 # --- drawing ---------------------------------------------------------------------------
 
 def _column_plot(labels: Sequence[str], cols: list[list[tuple[int, str, str]]],
-                 top_y: float) -> tuple[str, float]:
+                 top_y: float, number: Number) -> tuple[str, float]:
     """Gridlines, y ticks, stacked columns and thinned x labels; returns (svg, bottom y)."""
     top, step = _nice_axis(max(sum(v for v, _, _ in col) for col in cols))
-    x0 = PAD + _text_width(str(top), SMALL) + 6
+    x0 = PAD + _text_width(number(top), SMALL) + 6
     x1 = WIDTH - PAD
     base = top_y + SMALL / 2 + PLOT_H  # room above the top gridline for its tick text
     out = []
@@ -265,7 +279,7 @@ def _column_plot(labels: Sequence[str], cols: list[list[tuple[int, str, str]]],
         y = base - v / top * PLOT_H
         out.append(f'<line x1="{_f(x0)}" y1="{_f(y)}" x2="{_f(x1)}" y2="{_f(y)}" '
                    f'stroke="{AXIS if v == 0 else GRID}" stroke-width="1"/>')
-        out.append(_text(x0 - 4, y + SMALL * 0.35, str(v), anchor="end", size=SMALL,
+        out.append(_text(x0 - 4, y + SMALL * 0.35, number(v), anchor="end", size=SMALL,
                          fill=MUTED, cls="tick"))
     slot = (x1 - x0) / len(cols)
     bar_w = slot * 0.75

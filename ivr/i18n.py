@@ -10,9 +10,12 @@ add --lang`, the /account page); before login the browser's Accept-Language choo
 Spanish when it names neither. Twilio's webhooks, the JSON API and the health endpoints
 never ask: what they say stays as it is.
 
-Where a later part plugs in: locale formats of numbers and dates (flask_babel's
-format_* functions, or a filter registered in `init_app` below), display names of ids
-(a filter beside `audit_action` below), each reads `get_locale()`.
+What a page shows is in the reader's forms (each reads `get_locale()`): numbers, dates,
+times and percentages through Babel's CLDR data (`number`, `day`, `moment`, `percent`:
+26/11/2026, 7:40 a. m., 87,7 %, 1.234 in Spanish), always in Bogotá time, which the
+staff layout states once; and display names, never ids, for hotlines (the directory's
+names), categories, outcomes, dial results and questions (the tables below). The ids
+stay in URLs, the JSON API and the data CSV.
 """
 
 from __future__ import annotations
@@ -20,21 +23,24 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
+from babel import Locale, dates, numbers
 from babel.support import NullTranslations, Translations
-from flask import has_request_context, request
+from flask import has_app_context, has_request_context, request
 from flask_babel import Babel, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
-from ivr import security
+from ivr import security, services
 from ivr.message import Message
 from ivr.sessions import SecurityEvent
 from ivr.staff import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.versions import AuditAction
-from ivr.vocabulary import DialStatus
+from ivr.vocabulary import BOGOTA, Category, DialStatus, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ LOCALES = {"es": "es_CO", "en": "en"}  # es_CO falls back to the es catalogue
 # Each language named in itself (with its own lang attribute where it is shown).
 LANGUAGE_NAMES = {"es": "Español", "en": "English"}
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+# The time zone of every date and time on the staff pages, named for the reader once a page.
+TIME_ZONE = "America/Bogota"
 
 babel = Babel()
 
@@ -117,6 +125,64 @@ def _in_reader_language(value):
     return value
 
 
+# --- locale formats (Babel's CLDR data, in the page's locale; Bogotá time) ---------------
+
+
+def _locale() -> Locale:
+    return (get_locale() if has_request_context() else None) or Locale.parse(
+        LOCALES[DEFAULT_LANGUAGE])
+
+
+def number(n: int | float) -> str:
+    """1234 -> "1.234" (es), "1,234" (en)."""
+    return numbers.format_decimal(n, locale=_locale())
+
+
+def percent(value: float, decimals: int = 1) -> str:
+    """A percentage given as 87.66 -> "87,7 %" (es), "87.7%" (en); at most `decimals`
+    decimals, none when they are zero. Spanish takes the pattern of CLDR's `es`, with
+    its space before %, as the RAE and Colombia's NTC 1486 write it (CLDR's es_CO
+    drops the space)."""
+    share = Decimal(str(round(value, decimals))).normalize() / 100
+    return numbers.format_percent(share, locale=_locale().language, decimal_quantization=False)
+
+
+def _moment_of(value: str | datetime) -> datetime | None:
+    """A stored moment: ISO 8601 with its offset, or "YYYY-MM-DD HH:MM:SS" in Bogotá."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=BOGOTA)
+
+
+def moment(value: str | datetime) -> str:
+    """A date and time in Bogotá: "26/11/2026, 7:40 a. m." (es), "Nov 26, 2026, 7:40 AM"
+    (en). A text that is no moment is shown as it is."""
+    at = _moment_of(value)
+    if at is None:
+        return str(value)
+    locale = _locale()
+    return locale.datetime_formats["medium"].format(
+        dates.format_time(at, "short", tzinfo=BOGOTA, locale=locale),
+        dates.format_date(at.astimezone(BOGOTA), "medium", locale=locale))
+
+
+def day(value: str | date) -> str:
+    """A calendar day, "2026-11-26" -> "26/11/2026" (es), "Nov 26, 2026" (en)."""
+    try:
+        value = date.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return str(value)
+    return dates.format_date(value, "medium", locale=_locale())
+
+
+def day_of_month(value: str) -> str:
+    """A chart's day label, "2026-11-26" -> "26/11" (es), "11/26" (en)."""
+    return dates.format_skeleton("dM", date.fromisoformat(value), locale=_locale())
+
+
 # --- display names of ids (the ids themselves stay in URLs, the API and the data CSV) -----
 
 ROLE_NAMES = {"supervisor": _l("supervisor"), "admin": _l("administrator")}
@@ -161,9 +227,69 @@ DIAL_RESULT_NAMES = {
 }
 
 
+# What a call was about: the menu's categories (config/menu.toml) and the code's own.
+CATEGORY_NAMES = {
+    "child": _l("Children"),
+    "labour": _l("Work"),
+    "migrant": _l("Migrants"),
+    "report": _l("Reporting a crime"),
+    "other": _l("Something else"),
+    Category.EMERGENCY: _l("Emergency"),
+    Category.UNCLEAR: _l("Not understood"),
+    Category.NONE: _l("Hung up before answering"),
+}
+OUTCOME_NAMES = {
+    Outcome.IN_PROGRESS: _l("In progress"),
+    Outcome.TRANSFERRED: _l("Transferred"),
+    Outcome.EMERGENCY_TRANSFERRED: _l("Transferred to emergencies"),
+    Outcome.TRANSFER_FAILED: _l("Transfer failed"),
+    Outcome.ABANDONED_IN_MENU: _l("Hung up in the menu"),
+    Outcome.EMERGENCY_HUNG_UP_TO_DIAL: _l("Hung up to dial 123"),
+}
+# The menu's questions (config/menu.toml's nodes), by what they ask.
+QUESTION_NAMES = {
+    "welcome": _l("What the call is about"),
+    "report": _l("Where to report a crime"),
+}
+# A directory name as the menu says it in a sentence ("Le comunico con la línea del
+# ICBF"), without its article when it stands alone as a label.
+ARTICLES = {"es": ("la ", "el ", "los ", "las "), "en": ("the ",)}
+
+
 def dial_result_names(results) -> dict[str, str]:
     """{dial result id: its name} for the results given (ids without a name: as they are)."""
     return {r: str(DIAL_RESULT_NAMES.get(r, r)) for r in results}
+
+
+def category_name(category: str) -> str:
+    return str(CATEGORY_NAMES.get(category, category))
+
+
+def outcome_name(outcome: str) -> str:
+    return str(OUTCOME_NAMES.get(outcome, outcome))
+
+
+def question_name(node: str) -> str:
+    return str(QUESTION_NAMES.get(node, node))
+
+
+def dial_result_name(result: str) -> str:
+    return str(DIAL_RESULT_NAMES.get(result, result))
+
+
+def hotline_name(hotline: str) -> str:
+    """A hotline's name from the live directory in the reader's language, as a label:
+    "Línea del ICBF para niños, niñas y adolescentes" (an unknown id as it is)."""
+    line = services.current_menu().hotlines.get(hotline) if has_app_context() else None
+    lang = page_language()
+    name = (line.names.get(lang) or line.names.get(DEFAULT_LANGUAGE)) if line else None
+    if not name:
+        return hotline
+    for article in ARTICLES.get(lang, ()):
+        if name.lower().startswith(article) and len(name) > len(article):
+            name = name[len(article):]
+            break
+    return name[:1].upper() + name[1:]
 
 
 def audit_action(action: str) -> str:
@@ -193,11 +319,11 @@ def init_app(app) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     babel.init_app(app, locale_selector=select_locale)
     app.jinja_env.globals.update(html_lang=html_lang, page_language=page_language,
-                                 language_name=language_name)
-    app.add_template_filter(shown)
-    app.add_template_filter(audit_action)
-    app.add_template_filter(security_event)
-    app.add_template_filter(role_name)
+                                 language_name=language_name, time_zone=TIME_ZONE)
+    for name_of in (shown, audit_action, security_event, role_name, category_name,
+                    outcome_name, question_name, dial_result_name, hotline_name, number,
+                    percent, moment, day):
+        app.add_template_filter(name_of)
     missing = [lang for lang in LANGUAGES if lang != "en" and not any(
         (TRANSLATIONS / lang / "LC_MESSAGES").glob("*.mo"))]
     if missing and not app.config.get("RUTA_PREVIEW"):

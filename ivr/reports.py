@@ -246,7 +246,7 @@ def dashboard():
         summary=summary,
         headline=summary.headline(),
         charts=_charts(summary) if summary.calls else None,
-        rows=[call_row(r) for r in records],
+        rows=[table_row(r) for r in records],
         total=total,
         page=page,
         pages=max(1, -(-total // per_page)),
@@ -256,25 +256,46 @@ def dashboard():
     )
 
 
+def table_row(record: CallRecord) -> dict:
+    """One call as the calls table shows it: call_row, with the answers and transfers
+    named in the reader's language ("What the call is about: 4 › Where to report a
+    crime: 1"; "Ministry of Labour line (busy)")."""
+    answers = [record.path[step].rpartition(":") for step in sorted(record.path)]
+    dials = [record.dials[step].rpartition(":") for step in sorted(record.dials)]
+    ringing = [h for step, h in sorted(record.transfers.items())
+               if step > max(record.dials, default=0)]
+    still = _("ringing")
+    return {
+        **call_row(record),
+        "path": " › ".join(f"{i18n.question_name(node)}: {key}"
+                           for node, _colon, key in answers),
+        "hotlines": " › ".join(
+            [f"{i18n.hotline_name(h)} ({i18n.dial_result_name(status)})"
+             for h, _colon, status in dials]
+            + [f"{i18n.hotline_name(h)} ({still})" for h in ringing]),
+    }
+
+
 def _charts(summary: Summary) -> dict:
-    labels = [d[5:] for d in summary.days]  # "11-22"
-    rows = [h.hotline for h in summary.hotlines]
+    """The dashboard's charts, with names and numbers in the reader's language."""
+    labels = [i18n.day_of_month(d) for d in summary.days]  # "26/11"
+    rows = [i18n.hotline_name(h.hotline) for h in summary.hotlines]
     results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED)
                             for h in summary.hotlines]}
     for status in FAILED_DIALS:
         results[status] = [h.results.get(status, 0) for h in summary.hotlines]
-    # The categories and questions are shown by their ids until they have display names
-    # (the `names` of a chart).
+    funnel = [(i18n.question_name(q), reached, hung) for q, reached, hung in summary.funnel]
+    forms = {"gettext": _, "number": i18n.number}
     return {
-        "per_day": charts.stacked_columns(labels, summary.categories,
-                                          _("Calls per day, by what they were about"),
-                                          gettext=_),
+        "per_day": charts.stacked_columns(
+            labels, summary.categories, _("Calls per day, by what they were about"),
+            names={c: i18n.category_name(c) for c in summary.categories}, **forms),
         "hotlines": charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
-                                        names=i18n.dial_result_names(results), gettext=_),
-        "funnel": charts.funnel(summary.funnel, _("Callers at each question, and who hung up"),
-                                gettext=_),
+                                        names=i18n.dial_result_names(results), **forms),
+        "funnel": charts.funnel(funnel, _("Callers at each question, and who hung up"),
+                                percent=lambda p: i18n.percent(p, 0), **forms),
         "by_hour": charts.columns([f"{h:02d}" for h in range(24)], summary.by_hour,
-                                  _("Calls by hour of day (Bogotá)"), gettext=_),
+                                  _("Calls by hour of day (Bogotá)"), **forms),
     }
 
 
@@ -297,7 +318,8 @@ def calls_csv():
         abort(400, Message(N_(
             "%(total)s calls in this range: the web export takes at most %(most)s. Pick a "
             "shorter range, or use `ivr report --from ... --to ... --format csv` or "
-            "/api/reports/calls."), {"total": f"{total:,}", "most": f"{CSV_MAX_ROWS:,}"}))
+            "/api/reports/calls."),
+            {"total": i18n.number(total), "most": i18n.number(CSV_MAX_ROWS)}))
 
     rows = (call_row(record) for record in store.iter_calls(days))
     return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",

@@ -92,7 +92,7 @@ class LineTestSeen:
     target: str
     result: str
     error: str
-    at: str  # ISO 8601, Bogotá
+    at: str  # ISO 8601, Bogotá (the pages show it with ivr.i18n.moment)
 
     @property
     def answered(self) -> bool:
@@ -103,13 +103,6 @@ class LineTestSeen:
         if self.result == "error" and self.error:
             return Message(N_("error %(code)s"), {"code": self.error.split(":", 1)[0]})
         return Message(LINE_TEST_WORDS.get(self.result, self.result))
-
-    def when(self) -> str:
-        """E.g. "26/11 10:12", Bogotá time."""
-        try:
-            return datetime.fromisoformat(self.at).astimezone(BOGOTA).strftime("%d/%m %H:%M")
-        except ValueError:
-            return self.at
 
 
 @dataclass

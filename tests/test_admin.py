@@ -24,7 +24,7 @@ from conftest import Twilio
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, services, settings, store
+from ivr import create_app, i18n, services, settings, store
 from ivr.cli import main as ivr_main
 from ivr.events import Spool
 from ivr.menu import read_shipped, spoken_paths
@@ -45,6 +45,9 @@ ADMIN_GETS = ["/admin", "/admin/prompts", "/admin/hotlines", "/admin/history",
               "/admin/audit", "/admin/audit.csv", "/admin/try", "/admin/sessions"]
 ADMIN_POSTS = ["/admin/prompts", "/admin/hotlines", "/admin/publish", "/admin/approve",
                "/admin/discard", "/admin/rollback", "/admin/try", "/admin/sessions/end"]
+
+# A moment as an English reader sees it (ivr.i18n.moment): "Nov 26, 2026, 7:40 AM".
+MOMENT_EN = r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d\d\s[AP]M"
 
 
 # --- a small HTML tree (the standard library's parser; no extra dependency) -------------
@@ -537,7 +540,7 @@ def test_versions_are_numbered_immutable_and_listed_with_who_when_and_note(
     assert rows["2"][:2] == ["2 (live)", "bob"] and rows["2"][3] == "second try"
     assert rows["1"][:2] == ["1", "ana"] and rows["1"][3] == "first try"
     for number in ("2", "1"):
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[number][2]), rows
+        assert re.fullmatch(MOMENT_EN, rows[number][2]), rows  # CLDR's, Bogotá time
     assert rows["0"][3] == "The shipped files"
     # Versions 1 and 0 offer a rollback (version 2 is live).
     assert [f.one("input", name="version").attrs["value"]
@@ -863,7 +866,7 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
     assert [tr.attrs["data-action"] for tr in table.all("tr") if tr.all("td")] == [
         action for _, action, _ in expected[::-1]]
     for r in rows:
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r[0]), r
+        assert re.fullmatch(MOMENT_EN, r[0]), r  # CLDR's, Bogotá time
     # Logins are on the same page, from the security log (ivr.sessions).
     logins = parse(carla.page("/admin/audit")).one("table", cls="security-log")
     assert [[td.text() for td in tr.all("td")][1:] for tr in logins.all("tr")
@@ -876,7 +879,9 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
     exported = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
     assert exported[0] == ["at", "who", "action", "detail"]
     assert [tuple(r[1:]) for r in exported[1:]] == expected  # oldest first
-    assert [r[0] for r in exported[1:]] == [r[0] for r in rows[::-1]]
+    # The data keeps the stored moment; the page shows it in the reader's forms.
+    with app.test_request_context(headers={"Accept-Language": "en"}):
+        assert [i18n.moment(r[0]) for r in exported[1:]] == [r[0] for r in rows[::-1]]
 
 
 def test_audit_csv_does_not_turn_a_login_name_into_a_spreadsheet_formula(app, client, ana):

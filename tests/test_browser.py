@@ -17,7 +17,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ if not os.path.exists(CHROMIUM):
                 "chromium); CI installs it", allow_module_level=True)
 
 import redis  # noqa: E402
+from babel.dates import format_date  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
@@ -150,6 +151,28 @@ def bogota_day(days_ago: int = 0) -> str:
     return (datetime.now(BOGOTA) - timedelta(days=days_ago)).strftime("%Y-%m-%d")
 
 
+def shown_day(day: str, lang: str = "en") -> str:
+    """A day as the pages write it (CLDR): "Nov 26, 2026" (en), "26/11/2026" (es)."""
+    return format_date(date.fromisoformat(day), "medium", locale={"en": "en", "es": "es_CO"}[lang])
+
+
+# What an English reader sees instead of the ids (ivr.i18n and config/hotlines.toml).
+CATEGORY_EN = {"child": "Children", "labour": "Work", "migrant": "Migrants",
+               "report": "Reporting a crime", "emergency": "Emergency", "": ""}
+OUTCOME_EN = {"transferred": "Transferred", "transfer_failed": "Transfer failed",
+              "abandoned_in_menu": "Hung up in the menu"}
+HOTLINE_EN = {"icbf": "ICBF child protection line", "labour": "Ministry of Labour line",
+              "national": "National Anti-Trafficking Line", "emergency": "Emergency line",
+              "police": "National Police line"}
+RESULT_EN = {"completed": "answered", "busy": "busy", "failed": "failed"}
+
+
+def shown_hotlines(text: str) -> str:
+    """"labour:busy > national:completed" as the calls table shows it in English."""
+    return " › ".join(f"{HOTLINE_EN[h]} ({RESULT_EN[result]})"
+                      for h, result in (d.split(":") for d in text.split(" > ") if d))
+
+
 # --- what a person does and sees -------------------------------------------------------------
 
 
@@ -164,7 +187,7 @@ def log_in(page, base: str, name: str, password: str = PASSWORD, path: str = "/l
 
 
 def stat(page, name: str) -> str:
-    """A headline number as shown, e.g. "60.0%"."""
+    """A headline number as shown, e.g. "60%" or "57.1%" (CLDR's English)."""
     return page.locator(f'[data-stat="{name}"] .n').inner_text().strip()
 
 
@@ -212,13 +235,14 @@ def test_supervisor_logs_in_and_sees_the_days_numbers_charts_and_calls(app, base
     assert page.locator("header .who").inner_text() == "marta · supervisor"
 
     # The last 7 days by default: today's five calls, not the two of ten days ago.
-    assert page.locator("h1").inner_text() == f"Calls from {bogota_day(6)} to {bogota_day()}"
+    assert page.locator("h1").inner_text() == (
+        f"Calls from {shown_day(bogota_day(6))} to {shown_day(bogota_day())}")
     assert page.locator('[data-stat="calls"]').inner_text().split() == ["5", "calls"]
-    assert stat(page, "reached") == "60.0%"
+    assert stat(page, "reached") == "60%"
     assert "reached a hotline (3)" in page.locator('[data-stat="reached"]').inner_text()
-    assert stat(page, "failed") == "20.0%"
+    assert stat(page, "failed") == "20%"
     assert "transfer failed (1)" in page.locator('[data-stat="failed"]').inner_text()
-    assert stat(page, "hung-up") == "20.0%"
+    assert stat(page, "hung-up") == "20%"
     assert "hung up in the menu (1)" in page.locator('[data-stat="hung-up"]').inner_text()
     assert stat(page, "emergency") == "0"  # the emergency call reached nobody
     assert stat(page, "repeat") == "4"  # five calls from one number
@@ -232,11 +256,11 @@ def test_supervisor_logs_in_and_sees_the_days_numbers_charts_and_calls(app, base
         box = charts.nth(i).bounding_box()
         assert box and box["width"] > 200 and box["height"] > 50, (titles[i], box)
     per_day = charts.nth(0).locator(":scope > desc").text_content()
-    for category in ("child", "labour", "emergency"):
-        assert category in per_day
+    for category in ("child", "labour", "emergency"):  # named, never by their ids
+        assert CATEGORY_EN[category] in per_day and category not in per_day
     hotlines = charts.nth(1).locator(":scope > desc").text_content()
     for hotline in ("icbf", "labour", "national", "emergency", "police"):
-        assert hotline in hotlines
+        assert HOTLINE_EN[hotline] in hotlines and hotline not in hotlines
 
     # The calls table: one row per call, newest first, with what happened.
     assert "(5, newest first)" in page.locator(".table-head h2").inner_text()
@@ -246,11 +270,11 @@ def test_supervisor_logs_in_and_sees_the_days_numbers_charts_and_calls(app, base
     assert times == sorted(times, reverse=True)  # newest first
     for sid, (_, _, category, outcome, hotlines_text) in seeded["today"]:
         time_cell, lang, about, _path, hotline_cell, outcome_cell, *_, caller = rows[sid]
-        assert time_cell.startswith(bogota_day() + " "), time_cell
-        assert lang == "es"
-        assert about == category
-        assert hotline_cell == hotlines_text
-        assert outcome_cell == outcome.replace("_", " ")
+        assert time_cell.startswith(shown_day(bogota_day()) + ", "), time_cell
+        assert lang == "Español"
+        assert about == CATEGORY_EN[category]
+        assert hotline_cell == shown_hotlines(hotlines_text)
+        assert outcome_cell == OUTCOME_EN[outcome]
         assert caller.startswith("c_")
     body = page.locator("body").inner_text()
     assert PHONE_DIGITS not in body and PHONE_DIGITS not in page.content()
@@ -274,7 +298,8 @@ def test_switching_the_range_counts_the_right_days(app, base, page, seeded):
     page.get_by_role("link", name="30 days").click()
     page.wait_for_url("**/reports?range=30")
     assert page.get_by_role("link", name="30 days").get_attribute("aria-current") == "page"
-    assert page.locator("h1").inner_text() == f"Calls from {bogota_day(29)} to {bogota_day()}"
+    assert page.locator("h1").inner_text() == (
+        f"Calls from {shown_day(bogota_day(29))} to {shown_day(bogota_day())}")
     assert stat(page, "calls") == "7"
     assert stat(page, "reached") == "57.1%"  # 4 of 7
     assert stat(page, "hung-up") == "28.6%"  # 2 of 7
@@ -291,15 +316,16 @@ def test_switching_the_range_counts_the_right_days(app, base, page, seeded):
     page.get_by_label("To", exact=True).fill(old_day)
     page.get_by_role("button", name="Show").click()
     page.wait_for_url(f"**/reports?from={old_day}&to={old_day}")
-    assert page.locator("h1").inner_text() == f"Calls from {old_day} to {old_day}"
+    assert page.locator("h1").inner_text() == (
+        f"Calls from {shown_day(old_day)} to {shown_day(old_day)}")
     assert stat(page, "calls") == "2"
-    assert stat(page, "reached") == "50.0%"
+    assert stat(page, "reached") == "50%"
     rows = table_rows(page)
     assert set(rows) == {sid for sid, _ in seeded["old"]}
     for sid, (_, _, category, outcome, _) in seeded["old"]:
-        assert rows[sid][0].startswith(old_day + " ")
-        assert rows[sid][2] == category
-        assert rows[sid][5] == outcome.replace("_", " ")
+        assert rows[sid][0].startswith(shown_day(old_day) + ", ")
+        assert rows[sid][2] == CATEGORY_EN[category]
+        assert rows[sid][5] == OUTCOME_EN[outcome]
 
     # The first day after the last: the error page says why.
     page.get_by_label("From", exact=True).fill(bogota_day())
@@ -700,7 +726,7 @@ def test_no_calls_yet(app, base, page):
     assert empty.locator("h2").inner_text() == "No calls yet"
     assert "ivr call" in empty.inner_text()
     assert stat(page, "calls") == "0"
-    assert stat(page, "reached") == "0.0%"
+    assert stat(page, "reached") == "0%"
     assert page.locator("section.charts").count() == 0
     assert page.locator("table.calls").count() == 0
     assert "(0, newest first)" in page.locator(".table-head h2").inner_text()
@@ -748,7 +774,7 @@ def test_a_supervisor_whose_browser_asks_for_spanish_reads_spanish(app, browser,
         assert urllib.parse.urlsplit(page.url).path == "/reports"
         assert page.locator("html").get_attribute("lang") == "es-CO"
         assert page.locator("h1").inner_text() == (
-            f"Llamadas del {bogota_day(6)} al {bogota_day()}")
+            f"Llamadas del {shown_day(bogota_day(6), 'es')} al {shown_day(bogota_day(), 'es')}")
         assert page.locator("header .who").inner_text() == "marta · supervisor(a)"
         assert page.get_by_role("link", name="Reportes").is_visible()
         assert page.get_by_role("button", name="Cerrar sesión").is_visible()
@@ -793,7 +819,7 @@ def test_an_english_speaking_admin_reads_english_whatever_the_browser_asks(app, 
             page.get_by_role("button", name="Iniciar sesión").click()
         assert page.locator("html").get_attribute("lang") == "en"
         assert page.locator("h1").inner_text() == (
-            f"Calls from {bogota_day(6)} to {bogota_day()}")
+            f"Calls from {shown_day(bogota_day(6))} to {shown_day(bogota_day())}")
         assert page.locator("header .who").inner_text() == "ana · administrator"
         page.get_by_role("link", name="Administration", exact=True).click()
         page.wait_for_url("**/admin")

@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -27,12 +28,12 @@ from babel.messages.pofile import read_po
 from click.testing import CliRunner
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, services, store
+from ivr import create_app, i18n, services, store
 from ivr.cli import main as ivr_main
 from ivr.menu import read_shipped
 from ivr.simulator import Move
 from ivr.versions import ConfigVersions
-from ivr.vocabulary import Category, DialStatus, Outcome, day_of
+from ivr.vocabulary import BOGOTA, day_of
 from workers.drain import Drainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -269,17 +270,13 @@ def readable(html: str) -> tuple[str | None, list[str]]:
 
 
 SHIPPED = read_shipped()
-# Names and ids that read the same in every language. The ids of hotlines, categories,
-# outcomes, dial results and questions are here until they get display names.
+# Names that read the same in every language. Hotlines, categories, outcomes, dial results
+# and questions are shown by their display names (ivr.i18n), never by their ids.
 NAMES = {
     "Ruta", "ruta", "CSV", "API", "Twilio", "TwiML", "SIP", "URI", "E", "Redis", "REDIS_URL",
     "Bogotá", "America", "Bogota", "ivr", "call", "s", "c", "CA", "mon", "fri", "sat",
     "ana", "marta", "url", "press", "http", "venv", "bin", "format", "report", "from", "to",
     "api", "reports", "calls", "show_caller", "es", "en", "US",
-    *SHIPPED.hotlines, *(node for node in SHIPPED.menu.get("nodes", {})),
-    *(c.value for c in Category), "child", "labour", "migrant", "other",
-    *(word for o in Outcome for word in o.value.split("_")),
-    *(word for d in DialStatus for word in d.value.split("-")),
     *(v for voice in (SHIPPED.menu.get("voices") or {}).values() for v in voice.values()),
 }
 # What the test itself typed (notes, prompts), shown as typed in any language; and a
@@ -538,3 +535,60 @@ def test_ivr_report_with_no_calls_says_so_in_spanish(redis_server, redis_client)
     assert result.output.splitlines() == [
         "2020-01-01 (America/Bogota): 0 llamadas",
         "Todavía no hay llamadas: haga una con `ivr call`."]
+
+# --- the reader's forms and names ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang, forms", [
+    ("es", {"number": "1.234", "percent": "87,7 %", "whole": "30 %", "day": "26/11/2026",
+            "moment": "26/11/2026, 7:40 a. m.", "utc": "26/11/2026, 10:12 a. m.",
+            "label": "26/11"}),
+    ("en", {"number": "1,234", "percent": "87.7%", "whole": "30%", "day": "Nov 26, 2026",
+            "moment": "Nov 26, 2026, 7:40 AM", "utc": "Nov 26, 2026, 10:12 AM",
+            "label": "11/26"}),
+])
+def test_numbers_dates_and_times_are_written_as_cldr_says_for_the_reader(app, lang, forms):
+    """Babel's CLDR data in the reader's locale, and always Bogotá time (spaces as a
+    person reads them: CLDR puts no-break spaces in "7:40 a. m." and "87,7 %")."""
+    with app.test_request_context(headers={"Accept-Language": lang}):
+        shown = {"number": i18n.number(1234), "percent": i18n.percent(87.66),
+                 "whole": i18n.percent(30.0, 0), "day": i18n.day("2026-11-26"),
+                 "moment": i18n.moment("2026-11-26 07:40:00"),  # as kept: Bogotá
+                 "utc": i18n.moment("2026-11-26T15:12:09+00:00"),
+                 "label": i18n.day_of_month("2026-11-26")}
+    assert {k: " ".join(v.split()) for k, v in shown.items()} == forms
+    assert i18n.moment("not a time") == "not a time"
+
+
+def dashboard_text(app, name: str, lang: str) -> str:
+    add_user(app, name, "admin", lang)
+    return " | ".join(readable(Person(app, name, "fr").get("/reports?range=today").text)[1])
+
+
+def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
+    today = datetime.now(BOGOTA).date()
+    es, en = dashboard_text(app, "ana", "es"), dashboard_text(app, "tom", "en")
+    # Hotlines by the directory's names, categories, outcomes, results and questions by
+    # the catalogue's, in the health strip, the charts and the calls table alike.
+    for names, text in [(["Línea del ICBF para niños", "Línea del Ministerio del Trabajo",
+                          "Niños", "Trabajo", "Transferida", "Colgó en el menú", "ocupado",
+                          "De qué se trata la llamada: 2"], es),
+                        (["ICBF child protection line", "Ministry of Labour line", "Children",
+                          "Work", "Transferred", "Hung up in the menu", "busy",
+                          "What the call is about: 2"], en)]:
+        for name in names:
+            assert name in text, name
+        ids = set(re.findall(r"[\w-]+", text)) & {
+            "icbf", "labour", "national", "migrant", "welcome", "report", "transferred",
+            "transfer_failed", "abandoned_in_menu", "no-answer", "completed"}
+        assert not ids, ids
+    assert "child" not in re.findall(r"\w+", es)
+    # Dates, times and percentages as CLDR writes them; the time zone said once.
+    assert f"Llamadas del {today:%d/%m/%Y} al {today:%d/%m/%Y}" in es
+    assert re.search(r"\d\d/\d\d/\d{4}, \d{1,2}:\d\d [ap]\. m\.", es)
+    assert re.search(r"\| \d+ % \| llegaron a una línea", es)
+    assert f"Calls from {today:%b} {today.day}, {today.year} to" in en
+    assert re.search(r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d\d [AP]M", en)
+    assert re.search(r"\| \d+% \| reached a hotline", en)
+    assert es.count("America/Bogota") == en.count("America/Bogota") == 1
+    assert "Fechas y horas en hora de Colombia (America/Bogota)." in es

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_admin import Staff
 from twilio_api_server import TwilioApiServer, twilio_error
 
-from ivr import create_app
+from ivr import create_app, i18n
 from ivr.cli import main
 from ivr.store import CONFIG_VERSION, Store, config_version_key
 from ivr.summary import summarize
@@ -303,6 +303,7 @@ def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():
     rows = {h.hotline: h for h in summary.health}
     assert rows["bogota"].attempts == 0 and not rows["bogota"].flagged
     assert str(rows["bogota"].last_test.result_text()) == "error 13224"  # English, untranslated
-    assert rows["bogota"].last_test.when() == "26/11 10:12"
+    # Shown in Bogotá time, in the reader's forms (Spanish outside a request).
+    assert i18n.moment(rows["bogota"].last_test.at) == "26/11/2026, 10:12\u202fa.\u202fm."
     assert rows["national"].last_test is None
     assert summary.to_dict()["health"][0]["last_test"]["result"] == "error"
