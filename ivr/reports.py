@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from flask import (
@@ -24,6 +25,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
@@ -257,25 +259,46 @@ def dashboard():
     )
 
 
-def _charts(summary: Summary) -> dict:
+class Figure(NamedTuple):
+    """A dashboard chart and the same numbers as a table (shown under it, folded)."""
+
+    svg: Markup
+    table: Markup
+
+
+def _charts(summary: Summary) -> dict[str, Figure]:
     labels = [d[5:] for d in summary.days]  # "11-22"
     rows = [h.hotline for h in summary.hotlines]
     results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED)
                             for h in summary.hotlines]}
     for status in FAILED_DIALS:
         results[status] = [h.results.get(status, 0) for h in summary.hotlines]
+    result_names = i18n.dial_result_names(results)
+    questions = [q for q, _r, _h in summary.funnel]
+    hours = [f"{h:02d}" for h in range(24)]
     # The categories and questions are shown by their ids until they have display names
     # (the `names` of a chart).
     return {
-        "per_day": charts.stacked_columns(labels, summary.categories,
-                                          _("Calls per day, by what they were about"),
-                                          gettext=_),
-        "hotlines": charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
-                                        names=i18n.dial_result_names(results), gettext=_),
-        "funnel": charts.funnel(summary.funnel, _("Callers at each question, and who hung up"),
-                                gettext=_),
-        "by_hour": charts.columns([f"{h:02d}" for h in range(24)], summary.by_hour,
-                                  _("Calls by hour of day (Bogotá)"), gettext=_),
+        "per_day": Figure(
+            charts.stacked_columns(labels, summary.categories,
+                                   _("Calls per day, by what they were about"), gettext=_),
+            charts.data_table(_("Day"), labels, summary.categories, total=_("In all"))),
+        "hotlines": Figure(
+            charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
+                                names=result_names, gettext=_),
+            charts.data_table(_("Hotline"), rows,
+                              {result_names[r]: v for r, v in results.items()},
+                              total=_("In all"))),
+        "funnel": Figure(
+            charts.funnel(summary.funnel, _("Callers at each question, and who hung up"),
+                          gettext=_),
+            charts.data_table(_("Question"), questions,
+                              {_("reached"): [r for _q, r, _h in summary.funnel],
+                               _("hung up here"): [h for _q, _r, h in summary.funnel]})),
+        "by_hour": Figure(
+            charts.columns(hours, summary.by_hour, _("Calls by hour of day (Bogotá)"),
+                           gettext=_),
+            charts.data_table(_("Hour"), hours, {_("Calls"): summary.by_hour})),
     }
 
 
