@@ -55,14 +55,22 @@ def serious_violations(axe, page) -> list[str]:
 def check_page(axe, page, viewport: str) -> list[str]:
     """Everything wrong with the page as shown: axe's findings, the skip link, the width."""
     problems = serious_violations(axe, page)
-    page.keyboard.press("Tab")
-    first = page.evaluate("document.activeElement && document.activeElement.className")
+    # The skip link is the first thing a keyboard reaches, and shows when it has the focus.
+    first = page.evaluate("""document.querySelector('a[href], button, input:not([type=hidden]),'
+        + ' select, textarea, summary, [tabindex]:not([tabindex="-1"])').className""")
     if first != "skip":
-        problems.append(f"{page.url}: the first Tab lands on {first!r}, not the skip link")
+        problems.append(f"{page.url}: the first focusable element is {first!r}, not the skip link")
+    page.locator("a.skip").focus()
+    box = page.locator("a.skip").bounding_box()
+    if not (box and box["y"] >= 0):
+        problems.append(f"{page.url}: the skip link stays off screen when focused: {box}")
     if viewport == "phone":
         wide = page.evaluate("document.documentElement.scrollWidth")
         if wide > VIEWPORTS["phone"]["width"] + 1:
-            problems.append(f"{page.url}: {wide} px wide on a 390 px phone")
+            past = page.evaluate("""[...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+                .slice(0, 5).map(e => e.tagName + '.' + e.className)""")
+            problems.append(f"{page.url}: {wide} px wide on a 390 px phone: {past}")
     return problems
 
 
