@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import redis
 from flask import Flask
 from flask.helpers import get_debug_flag
@@ -9,6 +11,7 @@ from flask.helpers import get_debug_flag
 from ivr import errors, events, i18n, key_migration, logs, security, settings, store
 from ivr import menu as menu_config
 from ivr.services import Services
+from ivr.sessions import Sessions
 from ivr.staff import StaffAccounts
 from ivr.versions import LiveMenu
 
@@ -76,6 +79,9 @@ def create_app(config: dict | None = None) -> Flask:
     if staff_client := store.staff_pages_client(app.config):
         services.store = store.Store(staff_client, int(app.config["RUTA_RETENTION_DAYS"]))
         services.staff = StaffAccounts(staff_client)
+        services.sessions = Sessions(
+            staff_client, timedelta(hours=int(app.config["RUTA_SESSION_HOURS"])),
+            timedelta(minutes=int(app.config["RUTA_SESSION_IDLE_MINUTES"])))
     # The newest version an administrator published, else the shipped files.
     services.live_menu = LiveMenu(shipped, client, menu)
 

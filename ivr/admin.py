@@ -13,6 +13,7 @@ import io
 import json
 import re
 from collections import OrderedDict
+from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 from flask import (
@@ -24,6 +25,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -44,14 +46,16 @@ from ivr.message import Message
 from ivr.reports import csv_safe
 from ivr.security import current_staff, staff_required
 from ivr.services import current_menu
+from ivr.sessions import SecurityEvent, log_security_event
 from ivr.simulator import DIAL_RESULTS, MOVE_KINDS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
 from ivr.versions import ConfigVersions, PublishError, text_language
-from ivr.vocabulary import DialStatus
+from ivr.vocabulary import BOGOTA, DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PREVIEW_TOKEN = "preview-only-token"  # signs the preview app's requests; never served
 MAX_TRY_MOVES = 30
+SECURITY_EVENTS_SHOWN = 200  # the audit page's latest logins, failures and ended sessions
 
 
 @bp.before_request
@@ -368,13 +372,19 @@ def rollback():
 
 @bp.get("/audit")
 def audit():
-    entries = services.of().store.r.xrevrange(store.AUDIT, count=500)
-    return _render("admin/audit.html", entries=entries)
+    r = services.of().store.r
+    entries = r.xrevrange(store.AUDIT, count=500)
+    return _render("admin/audit.html", entries=entries,
+                   security_events=r.xrevrange(store.SECURITY_LOG, count=SECURITY_EVENTS_SHOWN))
 
 
 @bp.get("/audit.csv")
 def audit_csv():
+    """The audit log as CSV, oldest first; ?log=security: the security log instead."""
     r = services.of().store.r
+    security_log = request.args.get("log") == "security"
+    log_key = store.SECURITY_LOG if security_log else store.AUDIT
+    filename = "ruta-security-log.csv" if security_log else "ruta-audit.csv"
 
     def rows():
         buffer = io.StringIO()
@@ -382,7 +392,7 @@ def audit_csv():
         writer.writerow(["at", "who", "action", "detail"])
         last = "-"
         while True:  # oldest first, 500 at a time
-            batch = r.xrange(store.AUDIT, min=last, count=500)
+            batch = r.xrange(log_key, min=last, count=500)
             batch = [e for e in batch if e[0] != last]
             if not batch:
                 break
@@ -396,7 +406,36 @@ def audit_csv():
         yield buffer.getvalue()
 
     return Response(rows(), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="ruta-audit.csv"'})
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# --- staff sessions ------------------------------------------------------------------------
+
+
+@bp.get("/sessions")
+def sessions():
+    """Everyone's open sessions: whose, since when, last used, from where."""
+    def shown(unix: float) -> str:
+        return f"{datetime.fromtimestamp(unix, BOGOTA):%Y-%m-%d %H:%M}"
+
+    everyone = [{"handle": s.handle, "user": s.user, "since": shown(s.created),
+                 "seen": shown(s.seen), "address": s.address, "agent": s.agent}
+                for name, _ in services.of().staff.users()
+                for s in services.of().sessions.of_user(name)]
+    return _render("admin/sessions.html", sessions=everyone,
+                   this_session=getattr(session.record, "handle", None),
+                   lifetime_hours=current_app.config["RUTA_SESSION_HOURS"],
+                   idle_minutes=current_app.config["RUTA_SESSION_IDLE_MINUTES"])
+
+
+@bp.post("/sessions/end")
+def end_session():
+    """End one session (a stolen one, say): its browser must log in again."""
+    ended = services.of().sessions.end(request.form.get("session", ""))
+    if ended is not None:
+        log_security_event(services.of().store.r, SecurityEvent.SESSIONS_ENDED,
+                           current_staff().name, f"{ended.user}: 1")
+    return redirect(url_for("admin.sessions"))
 
 
 # --- try the call --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -22,9 +23,11 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from ivr import key_migration, procfile, security, settings, staff, store
 from ivr import menu as menu_config
 from ivr.events import Spool
+from ivr.sessions import SecurityEvent, Sessions, log_security_event
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
 from ivr.staff import StaffAccounts
 from ivr.versions import AuditAction, audit
+from ivr.vocabulary import BOGOTA
 
 DEV_DIR = Path(os.environ.get("RUTA_DEV_DIR", ".ruta-dev"))
 
@@ -392,15 +395,13 @@ def users():
               show_default=True, help="The language of their pages (they can change it).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 def users_add(name, role, lang, password_stdin):
-    """Add a staff account (or reset its password, role and language)."""
+    """Add a staff account (`ivr users password` and `ivr users role` change one)."""
     if not re.fullmatch(r"[\w.@-]{1,64}", name):
         raise click.UsageError("NAME: letters, digits, . @ _ - (at most 64)")
-    if password_stdin or not sys.stdin.isatty():
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 10:
-        raise click.UsageError("the password must have at least 10 characters")
+    if _accounts().user(name):
+        raise click.ClickException(f"user {name} exists: `ivr users password {name}` changes "
+                                   f"the password, `ivr users role {name}` the role")
+    password = _new_password(password_stdin)
     s = _accounts()
     s.save_user(name, role, security.hash_password(password), lang)
     audit(s.r, _operator(), AuditAction.USER_SAVED, f"{name} ({role})")
@@ -421,12 +422,81 @@ def users_list():
 @users.command("remove")
 @click.argument("name")
 def users_remove(name):
-    """Remove a staff account (its sessions end at their next request)."""
+    """Remove a staff account; its sessions end at once."""
     s = _accounts()
     if not s.remove_user(name):
         raise click.ClickException(f"no user named {name}")
     audit(s.r, _operator(), AuditAction.USER_REMOVED, name)
     click.echo(f"user {name} removed")
+
+
+def _new_password(from_stdin: bool) -> str:
+    """A password typed twice, or read from stdin (one line): 10 characters or more."""
+    if from_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        raise click.UsageError("the password must have at least 10 characters")
+    return password
+
+
+@users.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def users_password(name, password_stdin):
+    """Change a staff account's password; its sessions end at once."""
+    password = _new_password(password_stdin)
+    s = _accounts()
+    if not s.set_password(name, security.hash_password(password)):
+        raise click.ClickException(f"no user named {name}")
+    audit(s.r, _operator(), AuditAction.PASSWORD_CHANGED, name)
+    click.echo(f"password of {name} changed; their sessions are ended")
+
+
+@users.command("role")
+@click.argument("name")
+@click.option("--role", type=click.Choice(security.ROLES), required=True)
+def users_role(name, role):
+    """Change a staff account's role; its sessions end at once."""
+    s = _accounts()
+    if not s.set_role(name, role):
+        raise click.ClickException(f"no user named {name}")
+    audit(s.r, _operator(), AuditAction.ROLE_CHANGED, f"{name} ({role})")
+    click.echo(f"user {name} now has role {role}; their sessions are ended")
+
+
+@users.command("sessions")
+@click.argument("name")
+def users_sessions(name):
+    """A staff member's open sessions: since when, last used, address and browser."""
+    found = _sessions().of_user(name)
+    if not found:
+        click.echo(f"no open sessions for {name}")
+    for s in found:
+        click.echo(f"{s.handle[:12]}  since {_local_time(s.created)}  last used "
+                   f"{_local_time(s.seen)}  {s.address:<15}  {s.agent[:60]}")
+
+
+@users.command("revoke")
+@click.argument("name")
+def users_revoke(name):
+    """End every session of a staff member at once (they must log in again)."""
+    sessions = _sessions()
+    ended = sessions.end_all(name)
+    log_security_event(sessions.r, SecurityEvent.SESSIONS_ENDED, _operator(),
+                       f"{name}: {ended}")
+    click.echo(f"{ended} session(s) of {name} ended")
+
+
+def _sessions() -> Sessions:
+    config = settings.load()
+    return Sessions(_redis(), timedelta(hours=int(config["RUTA_SESSION_HOURS"])),
+                    timedelta(minutes=int(config["RUTA_SESSION_IDLE_MINUTES"])))
+
+
+def _local_time(unix: float) -> str:
+    return f"{datetime.fromtimestamp(unix, BOGOTA):%Y-%m-%d %H:%M}"
 
 
 @main.group()

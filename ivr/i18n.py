@@ -28,6 +28,7 @@ from markupsafe import Markup
 
 from ivr import security
 from ivr.message import Message
+from ivr.sessions import SecurityEvent
 from ivr.staff import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.versions import AuditAction
 from ivr.vocabulary import DialStatus
@@ -110,10 +111,20 @@ AUDIT_ACTION_NAMES = {
     AuditAction.ROLLBACK_REQUESTED: _l("rollback requested"),
     AuditAction.USER_SAVED: _l("account saved"),
     AuditAction.USER_REMOVED: _l("account removed"),
+    AuditAction.PASSWORD_CHANGED: _l("password changed"),
+    AuditAction.ROLE_CHANGED: _l("role changed"),
     AuditAction.LANGUAGE_CHANGED: _l("language changed"),
     AuditAction.TOKEN_CREATED: _l("API token created"),
     AuditAction.TOKEN_REMOVED: _l("API token removed"),
     AuditAction.LINE_TEST: _l("line test"),
+}
+
+SECURITY_EVENT_NAMES = {
+    SecurityEvent.LOGIN: _l("logged in"),
+    SecurityEvent.LOGOUT: _l("logged out"),
+    SecurityEvent.LOGIN_FAILED: _l("failed login"),
+    SecurityEvent.LOGIN_FAILED_UNKNOWN: _l("failed login, unknown name"),
+    SecurityEvent.SESSIONS_ENDED: _l("sessions ended"),
 }
 
 
@@ -140,6 +151,11 @@ def audit_action(action: str) -> str:
     return str(AUDIT_ACTION_NAMES.get(action, action))
 
 
+def security_event(action: str) -> str:
+    """A security log entry's action as staff read it (an unknown one as it was stored)."""
+    return str(SECURITY_EVENT_NAMES.get(action, action))
+
+
 def role_name(role: str) -> str:
     return str(ROLE_NAMES.get(role, role))
 
@@ -160,6 +176,7 @@ def init_app(app) -> None:
                                  language_name=language_name)
     app.add_template_filter(shown)
     app.add_template_filter(audit_action)
+    app.add_template_filter(security_event)
     app.add_template_filter(role_name)
     missing = [lang for lang in LANGUAGES if lang != "en" and not any(
         (TRANSLATIONS / lang / "LC_MESSAGES").glob("*.mo"))]

@@ -17,7 +17,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     stream_with_context,
     url_for,
 )
@@ -163,9 +162,7 @@ class LoginForm(FlaskForm):
 def login():
     """Staff log in; only failed attempts count toward the slow-down."""
     form = LoginForm()
-    address = request.remote_addr or ""
-    # Failed logins are counted per client address and per account name.
-    keys = [f"address:{address}", f"name:{(form.name.data or '')[:64]}"]
+    keys = security.failed_login_counters(form.name.data or "")
     if request.method == "POST" and not login_allowed(keys):
         return render_template("login.html", form=form, error=_(
             "Too many failed logins: wait a minute and try again.")), 429
@@ -174,13 +171,11 @@ def login():
         # An unknown name costs the same scrypt as a known one: timing tells nothing.
         password_hash = user["password"] if user else security.decoy_password_hash()
         if password_matches(password_hash, form.password.data) and user:
-            session.clear()
-            session["user"] = form.name.data
-            session.permanent = True
-            audit(_store().r, form.name.data, AuditAction.LOGIN, address)
-            return redirect(_safe_next(request.args.get("next")))
+            security.log_in(form.name.data)
+            return security.remember_device(redirect(_safe_next(request.args.get("next"))),
+                                            form.name.data)
         login_failed(keys)
-        audit(_store().r, form.name.data[:64], AuditAction.LOGIN_FAILED, address)
+        security.log_failed_login(form.name.data if user else None)
         return render_template("login.html", form=form,
                                error=_("Wrong name or password.")), 401
     return render_template("login.html", form=form, error=None)
@@ -200,7 +195,7 @@ def _safe_next(target: str | None) -> str:
 
 @bp.post("/logout")
 def logout():
-    session.clear()
+    security.log_out()
     return redirect(url_for("reports.login"))
 
 

@@ -7,12 +7,13 @@ import hashlib
 import io
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import abort, current_app, g, redirect, request, session, url_for
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -21,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr import redis_url, services, store
+from ivr.sessions import SecurityEvent, log_security_event
 from ivr.staff import DEFAULT_LANGUAGE, language_of
 
 
@@ -112,19 +114,73 @@ STAFF_HEADERS = {
 HSTS = "max-age=31536000"  # a year; not includeSubDomains: the domain's other hosts are not ours
 
 
-# Twilio's webhooks and the health, readiness and metrics endpoints: no staff session.
-SESSIONLESS = ("/voice", "/healthz", "/readyz", "/metrics")
+# Twilio's webhooks, the health, readiness and metrics endpoints, the stylesheet: no
+# staff session.
+SESSIONLESS = ("/voice", "/healthz", "/readyz", "/metrics", "/static/")
+SESSION_ID = "sid"  # what a logged-in person's cookie holds, alone
+
+
+class StaffSession(SecureCookieSession):
+    """One browser's session. Before login its contents (the login form's CSRF token)
+    ride in the signed cookie; from login on they are kept in the session record in
+    Redis (ivr.sessions), and the cookie holds the record's id alone."""
+
+    sid: str | None = None  # the session record's id; None before login
+    record = None  # the ivr.sessions.Session it resumes
+    started_now = False  # logged in by this request: its cookie is sent with the answer
 
 
 class StaffSessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, not even opened for Twilio's webhooks (which have
-    no cookie and no use for one: a few hundred microseconds saved on every call step),
-    nor for the health checks and metrics scrapes."""
+    """Sessions whose cookie carries a session record's id: one that has ended (logout,
+    a password or role change, removal, revocation, left idle, past its lifetime) opens
+    nothing.
+
+    Not even opened for Twilio's webhooks (which have no cookie and no use for one: a
+    few hundred microseconds saved on every call step), nor for the health checks,
+    metrics scrapes and the stylesheet."""
+
+    session_class = StaffSession
 
     def open_session(self, app, request):
         if request.path.startswith(SESSIONLESS):
             return self.make_null_session(app)
-        return super().open_session(app, request)
+        session = super().open_session(app, request)
+        sid = session.get(SESSION_ID) if session is not None else None
+        if not sid:
+            return session  # before login
+        sessions = services.of(app).sessions
+        opened = StaffSession()
+        try:
+            record = sessions.resume(sid) if sessions else None
+        except redis.RedisError:  # unreadable now: logged out for this request, cookie kept
+            return opened
+        if record is None:  # ended: the cookie goes
+            opened.modified = True
+            return opened
+        opened.update(self.serializer.loads(record.data) if record.data else {})
+        opened.modified = False
+        opened.sid, opened.record = sid, record
+        return opened
+
+    def save_session(self, app, session, response):
+        if getattr(session, "sid", None) is None:
+            return super().save_session(app, session, response)
+        sessions = services.of(app).sessions
+        if session.modified or session.started_now:
+            sessions.keep_data(session.sid, self.serializer.dumps(dict(session)))
+        if session.accessed:
+            response.vary.add("Cookie")
+        if session.started_now:
+            # Sent once, at login, to expire when the session ends: never sent again, so
+            # its lifetime cannot slide.
+            response.set_cookie(
+                self.get_cookie_name(app),
+                self.get_signing_serializer(app).dumps({SESSION_ID: session.sid}),
+                expires=datetime.fromtimestamp(sessions.ends_at(session.record), UTC),
+                httponly=self.get_cookie_httponly(app), domain=self.get_cookie_domain(app),
+                path=self.get_cookie_path(app), secure=self.get_cookie_secure(app),
+                partitioned=self.get_cookie_partitioned(app),
+                samesite=self.get_cookie_samesite(app))
 
 
 def init_app(app) -> None:
@@ -139,7 +195,8 @@ def init_app(app) -> None:
         SESSION_COOKIE_SECURE=not development,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        # The longest a signed cookie is read: a session's own lifetime (ivr.sessions).
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=int(app.config["RUTA_SESSION_HOURS"])),
     )
     app.session_interface = StaffSessions()
     app.after_request(functools.partial(staff_headers, hsts=not development))
@@ -212,6 +269,87 @@ def login_failed(keys: list[str]) -> None:
         pass
 
 
+# OWASP's device cookies: a browser that logged in as a name keeps a signed cookie
+# saying so. Its failed logins as that name count against that cookie alone, and the
+# counts per address and per name never block it: someone typing wrong passwords at
+# bob's name, from anywhere, cannot keep bob out.
+# https://owasp.org/www-community/Slow_Down_Online_Guessing_Attacks_with_Device_Cookies
+DEVICE_COOKIE_DAYS = 180
+DEVICE_COOKIE_SALT = "ruta-device-cookie"  # its signature is no session cookie's
+
+
+def failed_login_counters(name: str) -> list[str]:
+    """What a failed login as `name` by this request counts against, and what may block
+    it: this browser's device cookie for `name` alone when it carries a valid one, else
+    the client's address and the account name."""
+    raw = request.cookies.get(_device_cookie_name(name))
+    try:
+        device = _device_signer().loads(raw, max_age=DEVICE_COOKIE_DAYS * 86400) if raw else {}
+    except BadSignature:  # forged, or expired
+        device = {}
+    if isinstance(device, dict) and device.get("name") == name and device.get("nonce"):
+        return [f"device:{device['nonce']}"]
+    return [f"address:{request.remote_addr or ''}", f"name:{name[:64]}"]
+
+
+def remember_device(response, name: str):
+    """Leave this browser a device cookie for `name`, after it logged in as `name`: a
+    new nonce each time, so failures counted against an older one stay behind."""
+    response.set_cookie(
+        _device_cookie_name(name),
+        _device_signer().dumps({"name": name, "nonce": secrets.token_urlsafe(16)}),
+        max_age=DEVICE_COOKIE_DAYS * 86400, path=url_for("reports.login"),
+        secure=current_app.config["SESSION_COOKIE_SECURE"], httponly=True,
+        samesite="Strict")
+    return response
+
+
+def _device_cookie_name(name: str) -> str:
+    """One cookie per account name, so a shared computer keeps each person's; named by a
+    hash, so the cookie's name shows no account name."""
+    return "ruta_device_" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def _device_signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt=DEVICE_COOKIE_SALT)
+
+
+# --- staff sessions: started, ended, logged -----------------------------------------------
+
+
+def log_in(name: str) -> None:
+    """Start a session for `name` in this browser, in place of the one it had."""
+    sessions = services.of().sessions
+    if session.record is not None:
+        sessions.end(session.record.handle)
+    address = request.remote_addr or ""
+    session.clear()
+    session.sid, session.record = sessions.start(name, address, request.user_agent.string)
+    session.started_now = True
+    g.pop("ruta_staff", None)
+    log_security_event(sessions.r, SecurityEvent.LOGIN, name, address)
+
+
+def log_out() -> None:
+    """End this browser's session: its record, so a copy of the cookie opens nothing."""
+    record = getattr(session, "record", None)
+    if record is not None:
+        sessions = services.of().sessions
+        sessions.end(record.handle)
+        log_security_event(sessions.r, SecurityEvent.LOGOUT, record.user,
+                           request.remote_addr or "")
+    session.clear()
+    session.sid = session.record = None
+
+
+def log_failed_login(account: str | None) -> None:
+    """Record a failed login under the account it named, or as an unknown name: never
+    the text typed (anyone can type anything there, a mistyped password included)."""
+    event = SecurityEvent.LOGIN_FAILED if account else SecurityEvent.LOGIN_FAILED_UNKNOWN
+    log_security_event(services.of().sessions.r, event, account or "",
+                       request.remote_addr or "")
+
+
 @functools.cache
 def decoy_password_hash() -> str:
     """Checked when a login names no account, so that it takes as long as a real one."""
@@ -260,12 +398,10 @@ def current_staff() -> Staff | None:
         found = accounts.token(token_hash(auth.removeprefix("Bearer ").strip()))
         if found:
             staff = Staff(found["name"], found["role"], "token")
-    elif session.get("user"):
-        found = accounts.user(session["user"])
-        if found:
-            staff = Staff(session["user"], found["role"], "session", language_of(found))
-        else:
-            session.clear()
+    elif (record := getattr(session, "record", None)) is not None:  # ivr.sessions
+        found = accounts.user(record.user)
+        if found:  # (else removed as this request began: its sessions are ended)
+            staff = Staff(record.user, found["role"], "session", language_of(found))
     g.ruta_staff = staff
     return staff
 

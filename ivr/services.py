@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # annotations only: the services' modules import this one
     from ivr.events import Emitter
     from ivr.menu import Menu, Shipped
     from ivr.ops import Metrics
+    from ivr.sessions import Sessions
     from ivr.staff import StaffAccounts
     from ivr.store import Store
     from ivr.versions import LiveMenu
@@ -28,6 +29,7 @@ class Services:
     caller_key: bytes  # the key of callers' pseudonyms
     store: Store | None = None  # call data for the staff pages; None without Redis
     staff: StaffAccounts | None = None  # staff accounts and API tokens; None without Redis
+    sessions: Sessions | None = None  # staff sessions; None without Redis
     live_menu: LiveMenu | None = None  # the newest published menu
     login_limiter: MovingWindowRateLimiter | None = None
     metrics: Metrics | None = None  # None in a preview

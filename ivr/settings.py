@@ -33,6 +33,10 @@ DEFAULTS: dict[str, object] = {
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
     # 1: a publish needs a second admin's approval, 0: it does not; unset: 1 in production
     "RUTA_TWO_PERSON_RULE": "",
+    # A staff session ends this many hours after its login however busy, and sooner after
+    # this many minutes unused (ivr.sessions).
+    "RUTA_SESSION_HOURS": 8,
+    "RUTA_SESSION_IDLE_MINUTES": 30,
     "RUTA_TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-* headers we trust
     # Operations (ivr.ops, ivr.logs):
     "RUTA_READY_MAX_QUEUE": 500,  # /readyz: 503 past this many drain jobs waiting in RQ

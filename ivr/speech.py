@@ -275,7 +275,7 @@ class Matcher:
         if hits:
             return Decision(action, key, score=round(probability, 2), method="keyword",
                             evidence=tuple(hits[:3]))
-        signs = self.danger.signs.heard(words) if action in ("danger", "ask_danger") else {}
+        signs = self.danger.signs_of_danger(words) if action in ("danger", "ask_danger") else {}
         if signs:
             return Decision(action, key, score=round(probability, 2), method="signs",
                             evidence=tuple(f"{kind}: {sign}" for kind, sign in signs.items()))
@@ -481,6 +481,13 @@ class Danger:
         heard = hits.get(DANGER_OWNER, [])
         probability = self.model.probability(features) if self.model else 0.0
         return probability, heard, self.reader.nearest.closest(said)
+
+    def signs_of_danger(self, words: list[str]) -> dict[str, str]:
+        """The signs heard whose kind the model learned to count for danger (not the
+        "not now" kinds, such as a past tense), for explaining a decision."""
+        weights = self.model.weights if self.model else {}
+        return {kind: sign for kind, sign in self.signs.heard(words).items()
+                if weights.get(f"sign:{kind}", [0.0])[0] > 0}
 
 
 class _Signs:

@@ -2,6 +2,8 @@
 
 The keys are named in ivr.store (the key layout's owner); this module reads and writes
 them. An account or a token is written together with its index, in one transaction.
+Changing who someone is (password, role) or removing them ends their sessions at once
+(ivr.sessions).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from datetime import datetime
 
 import redis
 
+from ivr.sessions import end_sessions_of
 from ivr.store import TOKENS, USERS, token_key, user_key
 from ivr.vocabulary import BOGOTA
 
@@ -71,7 +74,28 @@ class StaffAccounts:
         pipe = self.r.pipeline()
         pipe.delete(user_key(name))
         pipe.srem(USERS, name)
-        return bool(pipe.execute()[0])
+        removed = bool(pipe.execute()[0])
+        end_sessions_of(self.r, name)
+        return removed
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        """A new password for an existing account, whose sessions end; False if none."""
+        return self._change(name, {"password": password_hash})
+
+    def set_role(self, name: str, role: str) -> bool:
+        """A new role for an existing account, whose sessions end; False if none."""
+        return self._change(name, {"role": role})
+
+    def _change(self, name: str, fields: dict[str, str]) -> bool:
+        with self.r.pipeline() as pipe:
+            pipe.watch(user_key(name))  # removed meanwhile: refused, not half re-made
+            if not pipe.exists(user_key(name)):
+                return False
+            pipe.multi()
+            pipe.hset(user_key(name), mapping=fields)
+            pipe.execute()
+        end_sessions_of(self.r, name)
+        return True
 
     def save_token(self, name: str, role: str, token_hash: str) -> None:
         pipe = self.r.pipeline()

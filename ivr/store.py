@@ -16,11 +16,15 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:users               set: staff account names
     {ruta}:token:<sha256>      hash: an API token's name and role (the token is not kept)
     {ruta}:tokens              hash: API token name -> its sha256
+    {ruta}:session:<sha256>    hash: a staff session (user, created, seen, address, agent,
+                               data); the id the cookie carries is not kept (ivr.sessions)
+    {ruta}:sessions:<name>     sorted set: a person's sessions (sha256) by when they end
     {ruta}:config:version      the configuration version web processes serve (0: files)
     {ruta}:config:seq          the last version number given out
     {ruta}:config:v:<n>        hash: version n (overrides document, author, time, note)
     {ruta}:config:draft        JSON: the administrators' draft
-    {ruta}:audit               stream: who published, rolled back, logged in... (kept)
+    {ruta}:audit               stream: who published, rolled back, changed a user... (kept)
+    {ruta}:security            stream: logins, failed logins, ended sessions (capped)
     {ruta}:line_tests          hash: hotline -> its last test call, JSON {target, result,
                                error, at} (`ivr twilio test-line`)
     {ruta}:drain:scheduled     flag: a drain job was enqueued in the last moments
@@ -102,12 +106,21 @@ def token_key(token_hash: str) -> str:
     return f"{PREFIX}token:{token_hash}"
 
 
+def session_key(session_hash: str) -> str:
+    return f"{PREFIX}session:{session_hash}"
+
+
+def user_sessions_key(name: str) -> str:
+    return f"{PREFIX}sessions:{name}"
+
+
 USERS = f"{PREFIX}users"
 TOKENS = f"{PREFIX}tokens"
 CONFIG_VERSION = f"{PREFIX}config:version"
 CONFIG_VERSION_SEQ = f"{PREFIX}config:seq"
 CONFIG_DRAFT = f"{PREFIX}config:draft"
 AUDIT = f"{PREFIX}audit"
+SECURITY_LOG = f"{PREFIX}security"
 LINE_TESTS = f"{PREFIX}line_tests"
 
 

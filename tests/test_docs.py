@@ -170,13 +170,14 @@ def cli_option_default(command: str, option: str):
 
 
 def shortest_password() -> int:
-    """The length `ivr users add` asks for, from the message it refuses a short one with."""
+    """The length `ivr users add` and `ivr users password` ask for (one check), from the
+    message a short one is refused with (before any Redis is needed)."""
     from click.testing import CliRunner
 
     from ivr.cli import main
 
-    result = CliRunner().invoke(main, ["users", "add", "x", "--role", "admin",
-                                       "--password-stdin"], input="short\n")
+    result = CliRunner().invoke(main, ["users", "password", "x", "--password-stdin"],
+                                input="short\n")
     assert result.exit_code != 0
     return int(re.search(r"at least (\d+) characters", result.output).group(1))
 
@@ -238,6 +239,7 @@ def doc_figures() -> list[tuple[str, str]]:
         redis_url,
         reports,
         security,
+        sessions,
         speech,
         store,
         summary,
@@ -339,6 +341,10 @@ def doc_figures() -> list[tuple[str, str]]:
         ("docs/deploy.md", "(as shipped: "
          f"{', '.join(LINE_NAMES[name] for name in undialable)})"),
         ("docs/threat-model.md", f"cookies lasting {session_hours} h"),
+        ("docs/threat-model.md",
+         f"{ruta_settings.DEFAULTS['RUTA_SESSION_IDLE_MINUTES']} minutes unused or "
+         f"{ruta_settings.DEFAULTS['RUTA_SESSION_HOURS']} hours after login"),
+        ("docs/staff.md", f"the latest {sessions.SECURITY_LOG_KEEP:,} or so"),
         ("docs/performance.md", f"at most {reports.CSV_MAX_ROWS:,} calls"),
         ("docs/performance.md", f"`WEB_TIMEOUT` ({gunicorn['timeout']} s by default)"),
         ("docs/performance.md", f"`config/gunicorn.conf.py`: {gunicorn['workers']} sync workers"),

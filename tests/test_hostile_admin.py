@@ -37,6 +37,7 @@ FORMS = {
     "/admin/discard": [],
     "/admin/rollback": ["version", "note"],
     "/admin/try": ["moves", "dials", "press", "say", "silent", "restart", "dial_result"],
+    "/admin/sessions/end": ["session"],
     "/login": ["name", "password"],
     "/logout": [],
 }

@@ -448,6 +448,9 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("/admin waiting", person.get("/admin"))
     keep("discarded", person.post("/admin/discard", {}, follow_redirects=True))
     keep("/admin/audit", person.get("/admin/audit"))
+    keep("/admin/sessions", person.get("/admin/sessions"))
+    keep("no such session", person.post("/admin/sessions/end", {"session": "0" * 64},
+                                        follow_redirects=True))
     keep("account saved", person.post("/account", {"lang": person.lang},
                                       follow_redirects=True))
     return pages

@@ -305,6 +305,14 @@ def test_every_key_ruta_touches_is_in_one_cluster_slot(app, app_config, redis_se
         failed = web.post("/login", data={"name": "ana", "password": "not it at all",
                                           "csrf_token": csrf_of(web.get("/login").text)})
         assert failed.status_code == 401
+        # A session: a login, a page, a password change that ends it.
+        web = app.test_client()
+        assert web.post("/login", data={"name": "ana", "password": "a long password",
+                                        "csrf_token": csrf_of(web.get("/login").text)}
+                        ).status_code == 302
+        assert web.get("/reports").status_code == 200
+        done = cli.invoke(main, ["users", "password", "ana"], input="a new long password\n")
+        assert done.exit_code == 0, done.output
         # An administrator's draft, publish and rollback.
         versions = ConfigVersions(redis_url.decoding(redis_client), read_shipped(
             app.config["RUTA_CONFIG_DIR"], app.config["RUTA_PROMPTS_DIR"]))
@@ -320,7 +328,8 @@ def test_every_key_ruta_touches_is_in_one_cluster_slot(app, app_config, redis_se
     assert {store.DRAIN_LOCK, store.LOG, store.EVENTS, store.day_key(day),
             store.day_calls_key(day), store.call_key(calls[0].call_sid), store.CONFIG_DRAFT,
             store.CONFIG_VERSION, store.config_version_key(1), store.USERS,
-            store.user_key("ana"), store.TOKENS} <= in_transactions
+            store.user_key("ana"), store.TOKENS,
+            store.user_sessions_key("ana")} <= in_transactions
     assert {store.EVENTS, store.DRAIN_SCHEDULED} <= in_scripts
     assert any(k.startswith(store.LIMITS_PREFIX) for k in ours)
     assert {k: slot(k) for k in ours if slot(k) != SLOT} == {}

@@ -187,8 +187,10 @@ def test_gunicorn_refuses_oversized_lines_and_headers_without_a_server_error(
 # --- 2. the session cookie ------------------------------------------------------------------------
 
 
-def set_cookie(resp) -> str:
-    cookies = [v for k, v in resp.headers.items() if k == "Set-Cookie"]
+def set_cookie(resp, name: str = "session=") -> str:
+    """The one Set-Cookie header of `resp` whose text starts with `name`."""
+    cookies = [v for k, v in resp.headers.items()
+               if k == "Set-Cookie" and v.startswith(name)]
     assert len(cookies) == 1, cookies
     return cookies[0]
 
@@ -206,6 +208,10 @@ def test_the_login_cookie_is_secure_httponly_and_samesite_in_production(producti
     assert "SameSite=Lax" in cookie
     expires = parsedate_to_datetime(re.search(r"Expires=([^;]+)", cookie).group(1))
     assert expires - datetime.now(UTC) < timedelta(hours=8, minutes=1)  # not Flask's 31 days
+    # The device cookie (failed logins, below): as guarded, and sent to the login form only.
+    device = set_cookie(resp, "ruta_device_")
+    assert {"Secure", "HttpOnly", "SameSite=Strict", "Path=/login"} <= {
+        part.strip() for part in device.split(";")}
 
 
 def test_in_development_the_cookie_is_not_secure_but_still_httponly(admin):
@@ -342,3 +348,65 @@ def test_nothing_runs_flasks_debugger():
 def test_an_unsigned_webhook_is_still_refused_in_production(production):
     twilio = Twilio(production.test_client(), base_url=PRODUCTION)
     assert twilio.post("/voice", signature="forged").status_code == 403
+
+
+# --- 5. failed logins cannot keep an account's owner out (OWASP's device cookies) ---------------
+
+
+@pytest.fixture
+def behind_proxy(app_config, redis_client):
+    """An app behind one proxy (the client's address from X-Forwarded-For), two accounts."""
+    app = create_app({**app_config, "RUTA_TRUSTED_PROXIES": 1})
+    for name in ("ana", "marta"):
+        services.of(app).staff.save_user(name, "admin", quick_hash(PASSWORD))
+    return app
+
+
+def attempt(client, name: str, password: str, address: str) -> int:
+    """A login from `address`: 302 in, 401 wrong, 429 refused before the password is read."""
+    return log_in(client, name, password, headers={"X-Forwarded-For": address}).status_code
+
+
+def browser_that_logged_in(app, name: str, address: str):
+    """A browser that has logged in as `name` before (it holds the device cookie), now
+    logged out."""
+    client = app.test_client()
+    assert attempt(client, name, PASSWORD, address) == 302
+    client.delete_cookie("session")
+    return client
+
+
+def test_a_spray_at_a_name_from_anywhere_does_not_keep_its_owner_out(behind_proxy):
+    anas = browser_that_logged_in(behind_proxy, "ana", "198.51.100.7")
+    attacker = behind_proxy.test_client()
+    sprayed = [attempt(attacker, "ana", f"guess {i}", f"192.0.2.{i}") for i in range(1, 41)]
+    assert sprayed[:5] == [401] * 5 and set(sprayed[5:]) == {429}  # the name is limited...
+    assert attempt(attacker, "ana", PASSWORD, "192.0.2.99") == 429  # ...for everyone else,
+    assert attempt(anas, "ana", PASSWORD, "198.51.100.7") == 302  # not for ana's browser
+
+
+def test_failures_from_a_device_cookie_count_against_that_cookie_alone(behind_proxy):
+    anas = browser_that_logged_in(behind_proxy, "ana", "198.51.100.7")
+    typos = [attempt(anas, "ana", f"typo {i}", "198.51.100.7") for i in range(6)]
+    assert typos == [401] * 5 + [429]
+    assert attempt(anas, "ana", PASSWORD, "198.51.100.7") == 429  # that browser waits
+    # Neither the name nor the address was counted.
+    assert attempt(behind_proxy.test_client(), "ana", PASSWORD, "203.0.113.5") == 302
+    assert attempt(behind_proxy.test_client(), "marta", PASSWORD, "198.51.100.7") == 302
+
+
+def test_a_device_cookie_is_trusted_for_its_own_name_and_signature_only(behind_proxy):
+    martas = browser_that_logged_in(behind_proxy, "marta", "198.51.100.8")
+    anas = behind_proxy.test_client()
+    login = log_in(anas, "ana", headers={"X-Forwarded-For": "198.51.100.7"})
+    name, value = next(v.split(";")[0].split("=", 1) for k, v in login.headers.items()
+                       if k == "Set-Cookie" and v.startswith("ruta_device_"))
+    attacker = behind_proxy.test_client()
+    for i in range(5):
+        assert attempt(attacker, "ana", f"guess {i}", f"192.0.2.{i}") == 401
+    assert attempt(martas, "ana", PASSWORD, "198.51.100.8") == 429  # marta's: not for ana
+    tampered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    attacker.set_cookie(name, tampered, path="/login")
+    assert attempt(attacker, "ana", PASSWORD, "192.0.2.50") == 429  # a forged one: no
+    attacker.set_cookie(name, value, path="/login")  # ana's own, stolen: counted on its own
+    assert attempt(attacker, "ana", "wrong again", "192.0.2.50") == 401

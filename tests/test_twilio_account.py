@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
+from test_admin import Staff
 from twilio_api_server import TwilioApiServer, twilio_error
-from werkzeug.security import generate_password_hash
 
-from ivr import create_app, services
+from ivr import create_app
 from ivr.cli import main
 from ivr.store import CONFIG_VERSION, Store, config_version_key
 from ivr.summary import summarize
@@ -286,17 +286,13 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
     assert test_line(ivr, "icbf", "--yes").exit_code == 1  # ICBF's toll-free number
 
     app = create_app(app_config)
-    services.of(app).staff.save_user(
-        "ana", "supervisor", generate_password_hash("x" * 12, method="scrypt:1024:8:1"))
-    client = app.test_client()
-    with client.session_transaction() as session:
-        session["user"] = "ana"
+    client = Staff(app, "ana", "supervisor", lang="es").client  # through the login form
     html = client.get("/reports").get_data(as_text=True)
     strip = html[html.index('class="health"'):html.index('class="headline"')]
     assert "última prueba: contestó, " in strip
     assert "última prueba: ocupado, " in strip
     national = strip[strip.index('data-hotline="national"'):]
-    assert "sin transferencias" in national[:400]  # ana reads Spanish, every account's default
+    assert "sin transferencias" in national[:400]  # ana reads Spanish
 
 
 def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():

@@ -265,3 +265,17 @@ def test_a_sign_of_danger_at_the_keys_only_question_still_asks_about_danger():
     assert keys.ask == "k"
     asked = say(keys, unsure_about_a_child())
     assert texts(asked.step) == [MENU.text("es", "danger_question")]
+
+
+def test_a_decision_by_signs_names_only_the_kinds_that_count_for_danger():
+    """Signs weigh in the detector; a decision explained by them names the kinds the
+    model learned to count for danger, never a "not now" kind such as a past tense."""
+    danger = speech.Danger(
+        "es", words=(), examples=("nos tienen encerradas", "me tienen amarrada ahorita",
+                                  "lo encerraron en un cuarto"),
+        others=("hace un mes quise denunciar", "hace un año trabajé en una finca",
+                "quiero información"),
+        signs=(("held", ("encerr", "amarr")), ("past", ("hace un",))))
+    heard = speech.tokens("hace un mes me encerraron")
+    assert danger.signs.heard(heard) == {"held": "encerr", "past": "hace un"}
+    assert danger.signs_of_danger(heard) == {"held": "encerr"}
