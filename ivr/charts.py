@@ -39,40 +39,42 @@ MUTED = "#555555"
 GRID = "#E2E2E2"
 AXIS = "#888888"
 
-# Colour-blind-safe fixed colours, so a series keeps its colour across every chart. Each
-# group (one chart shows one group) was checked for distinctness under simulated protan-,
-# deuteran- and tritanopia; no two names share a colour.
+# Fixed colours, so a series keeps its colour across every chart. Every one has at least
+# 3:1 contrast on the white card (WCAG 2.2 non-text contrast; tests/test_contrast.py), and
+# within each group (one chart shows one group) any two stay at least 20 CIE76 units apart
+# under simulated protan-, deutan- and tritanopia (Machado et al. 2009, full severity).
 SERIES_COLORS: dict[str, str] = {
-    # Call categories: the Okabe-Ito palette, with greys for "no real category".
-    "child": "#E69F00",
-    "labour": "#56B4E9",
-    "migrant": "#009E73",
-    "report": "#0072B2",
-    "other": "#CC79A7",
-    Category.EMERGENCY: "#D55E00",
-    Category.UNCLEAR: "#444444",
-    Category.NONE: "#CCCCCC",
-    # Outcomes: Paul Tol's "vibrant" colours; the failures warm.
-    Outcome.TRANSFERRED: "#009988",
-    Outcome.EMERGENCY_TRANSFERRED: "#33BBEE",
-    Outcome.TRANSFER_FAILED: "#AA2211",
-    Outcome.ABANDONED_IN_MENU: "#EE9944",
-    Outcome.EMERGENCY_HUNG_UP_TO_DIAL: "#0077BB",
-    Outcome.IN_PROGRESS: "#DDDDDD",
+    # Call categories: darkened from the Okabe-Ito palette, greys-ish for "no real category".
+    "child": "#BB7700",
+    "labour": "#6666AA",
+    "migrant": "#008844",
+    "report": "#0088FF",
+    "other": "#773344",
+    Category.EMERGENCY: "#992211",
+    Category.UNCLEAR: "#553366",
+    Category.NONE: "#998888",
+    # Outcomes: darkened from Paul Tol's "vibrant" colours; the failures warm.
+    Outcome.TRANSFERRED: "#3300DD",
+    Outcome.EMERGENCY_TRANSFERRED: "#2288CC",
+    Outcome.TRANSFER_FAILED: "#FF5511",
+    Outcome.ABANDONED_IN_MENU: "#CC7755",
+    Outcome.EMERGENCY_HUNG_UP_TO_DIAL: "#224422",
+    Outcome.IN_PROGRESS: "#888899",
     # Dial results: answered in blues; busy / no-answer / failed warm and of clearly
     # different lightness, so a hotline that fails stands out to every viewer.
     DialStatus.COMPLETED: "#4477AA",
-    DialStatus.ANSWERED: "#66CCEE",
-    DialStatus.DROPPED: "#CC3311",  # answered by a machine or a menu that hung up
-    DialStatus.BUSY: "#DDAA33",
-    DialStatus.NO_ANSWER: "#EE6677",
-    DialStatus.FAILED: "#994400",
-    DialStatus.CANCELED: "#BBBBBB",
+    DialStatus.ANSWERED: "#114488",
+    DialStatus.DROPPED: "#EE5566",  # answered by a machine or a menu that hung up
+    DialStatus.BUSY: "#AA8800",
+    DialStatus.NO_ANSWER: "#990044",
+    DialStatus.FAILED: "#554400",
+    DialStatus.CANCELED: "#3399BB",
 }
-# For names not above (Paul Tol's "muted" palette), picked by a stable hash of the name.
-FALLBACK_COLORS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77",
-                   "#CC6677", "#882255", "#AA4499")
-REACHED_COLOR = "#56B4E9"  # funnel: callers who reached a question
+# For names not above (darkened from Paul Tol's "muted" palette), picked by a stable hash
+# of the name.
+FALLBACK_COLORS = ("#6655DD", "#0099CC", "#115544", "#779900", "#665511", "#AA8855",
+                   "#CC7788", "#CC2299", "#771199")
+REACHED_COLOR = "#0072B2"  # funnel: callers who reached a question
 HUNG_UP_COLOR = "#D55E00"  # funnel: callers who hung up there
 COLUMN_COLOR = "#0072B2"  # simple columns
 
@@ -205,6 +207,26 @@ def columns(labels: list[str], values: list[int], title: str, *,
         f"{label}: {number(v)}" for label, v in zip(labels, counts, strict=True)) + "."
     body, height = _column_plot(labels, cols, PAD + 4, number)
     return _svg("columns", title, desc, height, body)
+
+
+def data_table(row_header: str, rows: Sequence[str], columns: Mapping[str, Sequence[int]],
+               *, total: str | None = None) -> Markup:
+    """The numbers a chart draws as an HTML <table>: one row per label, one column per
+    series (keys are the columns' headers, already in the reader's language), and a last
+    column summing each row when `total` (its header) is given. For everyone who cannot
+    see the chart's colours or read its small text."""
+    data = {str(name): _counts(vals, len(rows), f"column {name!r}")
+            for name, vals in columns.items()}
+    heads = [row_header, *data] + ([total] if total else [])
+    head = "".join(f'<th scope="col">{escape(h)}</th>' for h in heads)
+    body = []
+    for i, row in enumerate(rows):
+        cells = [vals[i] for vals in data.values()] + (
+            [sum(vals[i] for vals in data.values())] if total else [])
+        body.append(f'<tr><th scope="row">{escape(row)}</th>'
+                    + "".join(f'<td class="num">{n}</td>' for n in cells) + "</tr>")
+    return Markup(f'<table class="chart-data"><thead><tr>{head}</tr></thead>'
+                  f'<tbody>{"".join(body)}</tbody></table>')
 
 
 # --- data ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from flask import (
@@ -21,6 +22,7 @@ from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
@@ -276,8 +278,16 @@ def table_row(record: CallRecord) -> dict:
     }
 
 
-def _charts(summary: Summary) -> dict:
-    """The dashboard's charts, with names and numbers in the reader's language."""
+class Figure(NamedTuple):
+    """A dashboard chart and the same numbers as a table (shown under it, folded)."""
+
+    svg: Markup
+    table: Markup
+
+
+def _charts(summary: Summary) -> dict[str, Figure]:
+    """The dashboard's charts, with names and numbers in the reader's language, each with
+    its numbers as a table."""
     labels = [i18n.day_of_month(d) for d in summary.days]  # "26/11"
     rows = [i18n.hotline_name(h.hotline) for h in summary.hotlines]
     results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED)
@@ -286,16 +296,34 @@ def _charts(summary: Summary) -> dict:
         results[status] = [h.results.get(status, 0) for h in summary.hotlines]
     funnel = [(i18n.question_name(q), reached, hung) for q, reached, hung in summary.funnel]
     forms = {"gettext": _, "number": i18n.number}
+    result_names = i18n.dial_result_names(results)
+    category_names = {c: i18n.category_name(c) for c in summary.categories}
+    questions = [q for q, _r, _h in funnel]
+    hours = [f"{h:02d}" for h in range(24)]
     return {
-        "per_day": charts.stacked_columns(
-            labels, summary.categories, _("Calls per day, by what they were about"),
-            names={c: i18n.category_name(c) for c in summary.categories}, **forms),
-        "hotlines": charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
-                                        names=i18n.dial_result_names(results), **forms),
-        "funnel": charts.funnel(funnel, _("Callers at each question, and who hung up"),
-                                percent=lambda p: i18n.percent(p, 0), **forms),
-        "by_hour": charts.columns([f"{h:02d}" for h in range(24)], summary.by_hour,
-                                  _("Calls by hour of day (Bogotá)"), **forms),
+        "per_day": Figure(
+            charts.stacked_columns(labels, summary.categories,
+                                   _("Calls per day, by what they were about"),
+                                   names=category_names, **forms),
+            charts.data_table(_("Day"), labels,
+                              {category_names[c]: v for c, v in summary.categories.items()},
+                              total=_("In all"))),
+        "hotlines": Figure(
+            charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
+                                names=result_names, **forms),
+            charts.data_table(_("Hotline"), rows,
+                              {result_names[r]: v for r, v in results.items()},
+                              total=_("In all"))),
+        "funnel": Figure(
+            charts.funnel(funnel, _("Callers at each question, and who hung up"),
+                          percent=lambda p: i18n.percent(p, 0), **forms),
+            charts.data_table(_("Question"), questions,
+                              {_("reached"): [r for _q, r, _h in funnel],
+                               _("hung up here"): [h for _q, _r, h in funnel]})),
+        "by_hour": Figure(
+            charts.columns(hours, summary.by_hour, _("Calls by hour of day (Bogotá)"),
+                           **forms),
+            charts.data_table(_("Hour"), hours, {_("Calls"): summary.by_hour})),
     }
 
 

@@ -1,0 +1,156 @@
+"""Readable for everyone, on a phone too: the staff pages in a real browser (Debian's
+Chromium via Playwright), in Spanish and in English, on a desktop (1366×900) and a phone
+(390×844), checked by axe-core (bundled in axe-playwright-python: nothing is fetched) and
+by what a person does: the skip link first, no page wider than the phone, the calls table
+stacked so time, category, outcome and hotlines all show.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import CHROMIUM, CONNECTED_HOTLINES, TEST_OUTPUT
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install "
+                "chromium); CI installs it", allow_module_level=True)
+
+from axe_playwright_python.sync_playwright import Axe  # noqa: E402
+from test_browser import PASSWORD, TODAY, drain, password_hash, play  # noqa: E402
+
+from ivr import services  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a browser and a served app
+
+VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+BROWSER_LOCALE = {"es": "es-CO", "en": "en-US"}
+ADMIN_PAGES = ["/admin", "/admin/hotlines", "/admin/prompts", "/admin/examples",
+               "/admin/history", "/admin/audit", "/admin/sessions", "/admin/try"]
+SERIOUS = {"serious", "critical"}
+# axe-core leaves WCAG 2.2's target size (2.5.8) out unless asked.
+AXE_OPTIONS = {"resultTypes": ["violations"], "rules": {"target-size": {"enabled": True}}}
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Every line dialable, so the seeded calls reach hotlines (as in test_browser)."""
+    return {**app_config, "RUTA_MENU_OVERRIDES": CONNECTED_HOTLINES}
+
+
+@pytest.fixture(scope="module")
+def axe():
+    return Axe()
+
+
+def serious_violations(axe, page) -> list[str]:
+    """axe-core's serious and critical findings on the page, one line each."""
+    found = axe.run(page, options=AXE_OPTIONS).response["violations"]
+    return [f"{page.url}: {v['id']} ({v['impact']}): {v['help']} — "
+            + "; ".join(n["target"][0] if isinstance(n["target"][0], str) else str(n["target"])
+                        for n in v["nodes"][:5])
+            for v in found if v["impact"] in SERIOUS]
+
+
+def check_page(axe, page, viewport: str) -> list[str]:
+    """Everything wrong with the page as shown: axe's findings, the skip link, the width."""
+    problems = serious_violations(axe, page)
+    # The skip link is the first thing a keyboard reaches, and shows when it has the focus.
+    first = page.evaluate("""document.querySelector('a[href], button, input:not([type=hidden]),'
+        + ' select, textarea, summary, [tabindex]:not([tabindex="-1"])').className""")
+    if first != "skip":
+        problems.append(f"{page.url}: the first focusable element is {first!r}, not the skip link")
+    page.locator("a.skip").focus()
+    box = page.locator("a.skip").bounding_box()
+    if not (box and box["y"] >= 0):
+        problems.append(f"{page.url}: the skip link stays off screen when focused: {box}")
+    if viewport == "phone":
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        if wide > VIEWPORTS["phone"]["width"] + 1:
+            past = page.evaluate("""[...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+                .slice(0, 5).map(e => e.tagName + '.' + e.className)""")
+            problems.append(f"{page.url}: {wide} px wide on a 390 px phone: {past}")
+    return problems
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
+        app, base, browser, axe, simulate, redis_server, lang, viewport):
+    play(simulate, TODAY)
+    drain(redis_server.url)
+    services.of(app).staff.save_user("ana", "admin", password_hash(PASSWORD), lang)
+    ctx = browser.new_context(viewport=VIEWPORTS[viewport], locale=BROWSER_LOCALE[lang])
+    page = ctx.new_page()
+    problems = []
+    try:
+        page.goto(base + "/login")
+        assert page.locator("html").get_attribute("lang").startswith(lang)
+        problems += check_page(axe, page, viewport)
+        # A failed login shows its error on the page: checked too.
+        page.locator("#name").fill("ana")
+        page.locator("#password").fill("not the password")
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+        problems += check_page(axe, page, viewport)
+        page.locator("#password").fill(PASSWORD)
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+
+        page.goto(base + "/reports")
+        assert page.locator("table.calls tbody tr").count() == len(TODAY)
+        page.locator("details.chart-table").first.locator("summary").click()
+        problems += check_page(axe, page, viewport)
+        if viewport == "phone":
+            problems += calls_table_fits(page)
+        TEST_OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / f"a11y-dashboard-{lang}-{viewport}.png"),
+                        full_page=True)
+
+        for path in ["/account", "/no-such-page", *ADMIN_PAGES]:
+            response = page.goto(base + path)
+            assert response.status == (404 if path == "/no-such-page" else 200), path
+            problems += check_page(axe, page, viewport)
+    finally:
+        ctx.close()
+    assert not problems, "\n".join(problems)
+
+
+def calls_table_fits(page) -> list[str]:
+    """On the phone, each call's time, category, outcome and hotlines are on screen."""
+    problems = []
+    row = page.locator("table.calls tbody tr").first
+    for i, heading in [(0, "time"), (2, "category"), (5, "outcome"), (4, "hotlines")]:
+        cell = row.locator("td").nth(i)
+        box = cell.bounding_box()
+        if not (cell.is_visible() and box and box["x"] >= 0
+                and box["x"] + box["width"] <= VIEWPORTS["phone"]["width"]):
+            problems.append(f"calls table on the phone: the {heading} cell is off screen: {box}")
+    return problems
+
+
+def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, redis_server):
+    """Under each chart, a folded table with the same numbers (here: calls per hour)."""
+    play(simulate, TODAY)
+    drain(redis_server.url)
+    services.of(app).staff.save_user("ana", "supervisor", password_hash(PASSWORD), "en")
+    ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale="en-US")
+    page = ctx.new_page()
+    try:
+        page.goto(base + "/login")
+        page.locator("#name").fill("ana")
+        page.locator("#password").fill(PASSWORD)
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+        page.goto(base + "/reports")
+        tables = page.locator("section.charts figure details.chart-table")
+        assert tables.count() == 4
+        assert not tables.nth(3).locator("table").is_visible()  # folded until asked
+        tables.nth(3).locator("summary").click()
+        by_hour = tables.nth(3).locator("table")
+        assert by_hour.is_visible()
+        counts = [int(t) for t in by_hour.locator("tbody td").all_inner_texts()]
+        assert len(counts) == 24 and sum(counts) == len(TODAY)
+    finally:
+        ctx.close()
