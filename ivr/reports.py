@@ -349,9 +349,15 @@ def calls_csv():
             "/api/reports/calls."),
             {"total": i18n.number(total), "most": i18n.number(CSV_MAX_ROWS)}))
 
-    rows = (call_row(record) for record in store.iter_calls(days))
+    # The Excel form is for people: the table's names (questions, hotlines, results),
+    # never ids; the data form keeps the ids scripts read.
+    excel = export_form() is exports.Form.EXCEL
+    row = table_row if excel else call_row
+    rows = (row(record) for record in store.iter_calls(days))
     return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
-                        names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang)})
+                        names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
+                               "category": i18n.category_name,
+                               "outcome": i18n.outcome_name})
 
 
 @bp.get("/api/reports/summary")

@@ -122,6 +122,13 @@ def test_the_calls_csv_for_excel_reads_in_spanish_and_holds_no_number(app, calls
         assert re.fullmatch(SPANISH_DATE, row[started]), row
         assert row[language] == "Español"
     assert PHONE_DIGITS not in body.decode("utf-8-sig")
+    # Names for people, never the ids scripts read (those are in the data form).
+    shown = {h: [row[i] for row in rows[1:]] for i, h in enumerate(rows[0])}
+    ids = {"child", "labour", "migrant", "other", "report", "emergency", "unclear",
+           "transferred", "transfer_failed", "abandoned_in_menu", "icbf", "national"}
+    for heading in ("Motivo", "Resultado", "Líneas", "Recorrido"):
+        assert not ids & {word for cell in shown[heading]
+                          for word in re.split(r"[\s:()›]+", cell)}, shown[heading]
 
 
 def test_the_calls_csv_for_scripts_is_unchanged_and_the_default(app, calls):
