@@ -73,6 +73,9 @@ def _render(template: str, **context):
                            live_number=v.latest(), draft=v.draft(),
                            draft_digest=v.draft_digest(),
                            two_person_rule=v.two_person_rule,
+                           # Said on every admin page: production's default is on.
+                           two_person_rule_turned_off=not v.two_person_rule
+                           and current_app.config["RUTA_ENV"] == "production",
                            content_language=text_language, **context)
 
 

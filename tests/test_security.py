@@ -410,3 +410,22 @@ def test_a_device_cookie_is_trusted_for_its_own_name_and_signature_only(behind_p
     assert attempt(attacker, "ana", PASSWORD, "192.0.2.50") == 429  # a forged one: no
     attacker.set_cookie(name, value, path="/login")  # ana's own, stolen: counted on its own
     assert attempt(attacker, "ana", "wrong again", "192.0.2.50") == 401
+
+
+@pytest.mark.parametrize(("setting", "warned"), [("", False), ("0", True)])
+def test_admin_pages_say_when_the_two_person_rule_is_turned_off(
+        redis_server, redis_client, tmp_path, setting, warned):
+    """Production's default is two administrators a publish: turned off, every admin page
+    says so (in the reader's language)."""
+    app = create_app({
+        "RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
+        "CALLER_ID_KEY": "a-caller-key", "REDIS_URL": redis_server.url,
+        "RUTA_SPOOL_DIR": str(tmp_path / "spool"), "PUBLIC_BASE_URL": PRODUCTION,
+        "RUTA_TWO_PERSON_RULE": setting})
+    services.of(app).staff.save_user("ana", "admin", quick_hash(PASSWORD), lang="es")
+    client = app.test_client()
+    resp = log_in(client, base=PRODUCTION, headers={"Referer": PRODUCTION + "/login"})
+    assert resp.status_code == 302
+    for path in ("/admin", "/admin/prompts", "/admin/hotlines", "/admin/audit"):
+        page = client.get(PRODUCTION + path).get_data(as_text=True)
+        assert ("La regla de dos personas está desactivada" in page) is warned, path
