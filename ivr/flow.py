@@ -39,7 +39,6 @@ from ivr.vocabulary import ANSWERED, TWILIO_DIAL_STATUSES, Category, DialStatus,
 
 MIN_RING = 10  # seconds: a ring shorter than this is not worth starting
 SCREEN_TIMEOUT = 5  # seconds the answering side has to press a key after the whisper
-MAX_HINTS, MAX_HINT_CHARS = 500, 100  # Twilio's limits on <Gather hints>
 
 
 class Phase(StrEnum):
@@ -489,18 +488,9 @@ def _follow_up_prompts(menu: Menu, node: Node, state: CallState) -> tuple[Say, .
 
 
 def hints(menu: Menu, node: Node, lang: str, ask: str = "") -> tuple[str, ...]:
-    """Twilio's speech hints: the options' keywords, then their example phrases, the
-    danger words (and the yes words after the danger question); at most 500 entries of
-    at most 100 characters, as Twilio documents."""
-    words = [*menu.yes_words.get(lang, ())] if ask.startswith("d") else []
-    words += [w for o in node.options for w in o.speech.get(lang, ())]
-    words += menu.emergency_words.get(lang, ())
-    if node.offers_language:
-        words += menu.language_words.get(lang, ())
-    words += [e for o in node.options for e in o.examples.get(lang, ())]
-    words += menu.danger_examples.get(lang, ())
-    kept = [w.replace(",", " ")[:MAX_HINT_CHARS].strip() for w in words]
-    return tuple(dict.fromkeys(w for w in kept if w))[:MAX_HINTS]
+    """Twilio's speech hints for a question (ivr.menu.speech_hints, made with the menu:
+    a webhook only looks them up)."""
+    return menu.hints.get((node.id, lang, ask.startswith("d")), ())
 
 
 def _emergency(menu: Menu, state: CallState, now: datetime, events=()) -> Result:

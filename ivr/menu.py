@@ -158,6 +158,9 @@ class Menu:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # (node, language) -> the speech matcher for that question, built with the menu
     matchers: dict[tuple[str, str], Matcher] = field(default_factory=dict, compare=False)
+    # (node, language, after the danger question) -> Twilio's speech hints, likewise
+    hints: dict[tuple[str, str, bool], tuple[str, ...]] = field(default_factory=dict,
+                                                                compare=False)
 
     def text(self, language: str, key: str, /, **values: str) -> str:
         """The prompt `key` in `language`, placeholders filled; a sentence that starts
@@ -281,7 +284,8 @@ def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False)
         problems += [w for w in warnings if w.startswith("path ")]
     if problems:
         raise ConfigError(problems)
-    return replace(menu, warnings=tuple(warnings), matchers=matchers(menu))
+    return replace(menu, warnings=tuple(warnings), matchers=matchers(menu),
+                   hints=speech_hints(menu))
 
 
 def field_of(problem: str) -> str:
@@ -422,6 +426,32 @@ def _phrases(where: str, raw, problems: list[str]) -> dict[str, tuple[str, ...]]
                 "%(where)s.%(lang)s: %(count)d phrase(s) longer than %(most)d characters"),
                 {"where": where, "lang": lang, "count": len(long), "most": MAX_EXAMPLE_CHARS}))
         out[lang] = tuple(p.strip() for p in phrases if p.strip())
+    return out
+
+
+MAX_HINTS, MAX_HINT_CHARS = 500, 100  # Twilio's limits on <Gather hints>
+
+
+def speech_hints(menu: Menu) -> dict[tuple[str, str, bool], tuple[str, ...]]:
+    """Twilio's speech hints per (question, language, after the danger question): the yes
+    words after that question, the options' keywords, the danger words, the language
+    words where offered, then the options' example phrases and the danger examples; at
+    most 500 entries of at most 100 characters, as Twilio documents. Made once per menu
+    version: thousands of examples are too many to sort through on every webhook."""
+    out = {}
+    for node in menu.nodes.values():
+        for lang in menu.languages:
+            words = [w for o in node.options for w in o.speech.get(lang, ())]
+            words += menu.emergency_words.get(lang, ())
+            if node.offers_language:
+                words += menu.language_words.get(lang, ())
+            words += [e for o in node.options for e in o.examples.get(lang, ())]
+            words += menu.danger_examples.get(lang, ())
+            for danger_question in (False, True):
+                said = [*menu.yes_words.get(lang, ()), *words] if danger_question else words
+                kept = [w.replace(",", " ")[:MAX_HINT_CHARS].strip() for w in said]
+                out[node.id, lang, danger_question] = tuple(
+                    dict.fromkeys(w for w in kept if w))[:MAX_HINTS]
     return out
 
 

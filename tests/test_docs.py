@@ -290,7 +290,7 @@ def doc_figures() -> list[tuple[str, str]]:
          f"{max(path.seconds for path in menu.spoken_paths(m)):.1f} s."),
         ("docs/design.md", f"letter {speech.NGRAM}-grams"),
         ("docs/design.md", f"an age under {speech.ADULT_AGE}"),
-        ("docs/design.md", f"(at most {flow.MAX_HINTS}, of at most {flow.MAX_HINT_CHARS} "
+        ("docs/design.md", f"(at most {menu.MAX_HINTS}, of at most {menu.MAX_HINT_CHARS} "
                            "characters)"),
         ("docs/design.md", f"after a {ORDINALS[m.max_attempts]} the national line rings"),
         ("docs/design.md", f"{learn + test} utterances"),
