@@ -19,7 +19,7 @@ import redis
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ivr import key_migration, procfile, security, settings, staff, store
+from ivr import key_migration, message, procfile, security, settings, staff, store
 from ivr import menu as menu_config
 from ivr.events import Spool
 from ivr.sessions import SecurityEvent, Sessions, log_security_event
@@ -232,7 +232,7 @@ def _redis():
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="table and json: the summary; csv: every call.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--lang", type=click.Choice(staff.LANGUAGES), default=None,
+@click.option("--lang", type=click.Choice(message.LANGUAGES), default=None,
               help="The table's language (default: the environment's locale, LC_ALL, "
                    "LC_MESSAGES or LANG; Spanish unless it is English). The csv and json "
                    "formats are for scripts: always the same ids.")
@@ -421,7 +421,7 @@ def users():
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(security.ROLES), required=True)
-@click.option("--lang", type=click.Choice(staff.LANGUAGES), default=staff.DEFAULT_LANGUAGE,
+@click.option("--lang", type=click.Choice(message.LANGUAGES), default=message.DEFAULT_LANGUAGE,
               show_default=True, help="The language of their pages (they can change it).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 def users_add(name, role, lang, password_stdin):

@@ -36,9 +36,8 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
 from ivr import security, services
-from ivr.message import Message
+from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, Message
 from ivr.sessions import SecurityEvent
-from ivr.staff import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.versions import AuditAction
 from ivr.vocabulary import BOGOTA, Category, DialStatus, Outcome
 

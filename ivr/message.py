@@ -8,6 +8,11 @@ English template for `pybabel extract` (babel.cfg) without translating anything 
 
 from __future__ import annotations
 
+# The languages staff read the pages in (ivr.i18n): Spanish unless their account says
+# English. An account saved before languages existed has none, and reads Spanish.
+LANGUAGES = ("es", "en")
+DEFAULT_LANGUAGE = "es"
+
 
 def N_(template: str) -> str:  # noqa: N802 (gettext's own name for the marker)
     """Marks `template` for the catalogue; it is translated where it is shown."""

@@ -15,6 +15,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import time
 
+from ivr.message import DEFAULT_LANGUAGE
+
 ALWAYS = "24/7"
 # How each language names the days, Monday first: (shown, also understood). The English
 # abbreviations are also the stored form.
@@ -25,7 +27,6 @@ DAY_NAMES = {
            ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday")),
 }
 STORED_LANGUAGE = "en"  # config files and published versions: keep them valid as they are
-DEFAULT_LANGUAGE = "es"  # staff read Spanish unless their account says otherwise
 
 # Every text staff read from this module, by language: the one place the translation
 # catalogue (Flask-Babel) will take over.

@@ -29,7 +29,7 @@ from wtforms.validators import DataRequired, Length
 from ivr import charts, exports, i18n, security, services
 from ivr.call_record import CallRecord
 from ivr.menu import Menu
-from ivr.message import N_, Message
+from ivr.message import LANGUAGES, N_, Message
 from ivr.security import (
     current_staff,
     login_allowed,
@@ -38,7 +38,7 @@ from ivr.security import (
     staff_required,
 )
 from ivr.services import current_menu
-from ivr.staff import LANGUAGES, StaffAccounts
+from ivr.staff import StaffAccounts
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
 from ivr.versions import AuditAction, audit

@@ -22,8 +22,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr import redis_url, services, store
+from ivr.message import DEFAULT_LANGUAGE
 from ivr.sessions import SecurityEvent, log_security_event
-from ivr.staff import DEFAULT_LANGUAGE, language_of
+from ivr.staff import language_of
 
 
 def public_url() -> str:

@@ -12,15 +12,10 @@ from datetime import datetime
 
 import redis
 
+from ivr.message import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.sessions import end_sessions_of
 from ivr.store import TOKENS, USERS, token_key, user_key
 from ivr.vocabulary import BOGOTA
-
-# The language a staff member reads the pages in (ivr.i18n): Spanish unless they choose
-# English. An account saved before languages existed has none, and reads Spanish.
-LANGUAGES = ("es", "en")
-DEFAULT_LANGUAGE = "es"
-
 
 SET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then

@@ -33,8 +33,7 @@ import redis
 
 from ivr import opening_hours, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
-from ivr.message import N_, Message
-from ivr.opening_hours import DEFAULT_LANGUAGE
+from ivr.message import DEFAULT_LANGUAGE, N_, Message
 from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
