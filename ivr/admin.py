@@ -84,11 +84,6 @@ def _pending_why(draft: dict | None) -> list[Message]:
     return [Message.from_json(w) for w in (draft or {}).get("pending_why") or []]
 
 
-def _staff_language() -> str:
-    """The language the signed-in staff member reads: "es" (the default) or "en"."""
-    return page_language()  # the account's (ivr.i18n)
-
-
 def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for problem in problems:
@@ -105,7 +100,7 @@ def index():
     v = versions()
     draft = v.draft()
     problems = v.check(draft["doc"])[1] if draft else []
-    changes = (v.changes(v.document(v.latest()), draft["doc"], _staff_language())
+    changes = (v.changes(v.document(v.latest()), draft["doc"], page_language())
                if draft else [])
     # Said before anyone presses the button: why this draft needs a second admin.
     why = (_pending_why(draft) if draft.get("pending_by")
@@ -214,7 +209,7 @@ def hotlines():
                for hid, fields in shipped.hotlines.items()}
     voices = {lang: {**fields, **(doc.get("voices", {}).get(lang) or {})}
               for lang, fields in (shipped.menu.get("voices") or {}).items()}
-    staff_lang = _staff_language()
+    staff_lang = page_language()
     by_field = _problems_by_field(problems)
     for hid, fields in current.items():  # the check's own hours problems, in staff_lang
         if by_field.get(f"hotline:{hid}:hours"):
@@ -338,11 +333,11 @@ def history():
     try:
         old = int(request.args.get("from", max(latest - 1, 0)))
         new = int(request.args.get("to", latest))
-        diff = v.diff(old, new, _staff_language())
+        diff = v.diff(old, new, page_language())
     except (ValueError, KeyError):
         flash(_("Pick two versions that exist."), "error")
         old, new = max(latest - 1, 0), latest
-        diff = v.diff(old, new, _staff_language())
+        diff = v.diff(old, new, page_language())
     return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff)
 
 
