@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import redis
@@ -31,6 +32,13 @@ def _refuse_the_old_key_layout(r) -> None:
         return
     if old:
         raise StartupError(f"Ruta will not start: {key_migration.LEGACY_HELP}")
+
+
+def _forget_typed_failed_logins(r) -> None:
+    """Once, the first start after the upgrade: old audit entries of failed logins keep
+    what anyone typed as a name (ivr.key_migration)."""
+    with contextlib.suppress(redis.RedisError):  # Redis down: done at a later start
+        key_migration.forget_typed_failed_logins_once(r)
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -76,9 +84,12 @@ def create_app(config: dict | None = None) -> Flask:
     if not app.config["RUTA_PREVIEW"]:
         _refuse_the_old_key_layout(client)
     services = app.extensions["ruta"] = Services(shipped, client, emitter, caller_key)
+    caller_key.note_in_use(client)  # a new key's "from when" (ivr.caller_keys)
     if staff_client := store.staff_pages_client(app.config):
         services.store = store.Store(staff_client, int(app.config["RUTA_RETENTION_DAYS"]))
         services.staff = StaffAccounts(staff_client)
+        if not app.config["RUTA_PREVIEW"]:
+            _forget_typed_failed_logins(staff_client)
         services.sessions = Sessions(
             staff_client, timedelta(hours=int(app.config["RUTA_SESSION_HOURS"])),
             timedelta(minutes=int(app.config["RUTA_SESSION_IDLE_MINUTES"])))

@@ -19,8 +19,9 @@ import redis
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ivr import key_migration, message, procfile, security, settings, staff, store
+from ivr import caller_keys, key_migration, message, procfile, security, settings, staff, store
 from ivr import menu as menu_config
+from ivr.caller_keys import KeyEpochs
 from ivr.events import Spool
 from ivr.sessions import SecurityEvent, Sessions, log_security_event
 from ivr.simulator import SimulatedCall, flask_transport, parse_moves
@@ -251,7 +252,8 @@ def report(day, start, end, fmt, as_json, lang):
     s = store.Store(_redis())
     fmt = "json" if as_json else fmt
     if fmt == "csv":
-        rows = (call_row(record) for record in s.iter_calls(days))
+        epochs = KeyEpochs.read(s.r)
+        rows = (call_row(record, epochs) for record in s.iter_calls(days))
         for piece in exports.write(exports.Form.DATA, exports.CALL_COLUMNS, rows):
             sys.stdout.write(piece)
         return
@@ -261,10 +263,13 @@ def report(day, start, end, fmt, as_json, lang):
     if fmt == "json":
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         return
-    _print_report(summary, days, lang or i18n.environment_language())
+    from ivr.reports import day_span
+
+    changes = KeyEpochs.read(s.r).changes_between(*day_span(days))
+    _print_report(summary, days, lang or i18n.environment_language(), changes)
 
 
-def _print_report(summary, days: list[str], lang: str) -> None:
+def _print_report(summary, days: list[str], lang: str, key_changes=()) -> None:
     """`ivr report`'s table, in `lang` from the staff pages' catalogue (ivr.i18n)."""
     from babel.numbers import format_decimal, format_percent
 
@@ -311,6 +316,12 @@ def _print_report(summary, days: list[str], lang: str) -> None:
     for row in summary.hotlines:
         results = ", ".join(f"{k} {number(v)}" for k, v in sorted(row.results.items()))
         click.echo(f"    {row.hotline:<24}{number(row.transfers):>6}  ({results or no_result})")
+    for change in key_changes:  # as the dashboard says it
+        click.echo("  " + _(
+            "Caller pseudonyms changed on %(when)s: calls before then are not matched with "
+            "later ones, so a caller heard on both sides counts as two callers and this "
+            "range's repeat calls are undercounted.") % {
+            "when": _local_time(change.since.timestamp())})
 
 
 # --- ivr spool, ivr jobs, ivr events, ivr redis ----------------------------------------
@@ -399,6 +410,51 @@ def redis_migrate_keys():
         click.echo(f"{len(left)} key(s) left as they were: the new name is taken "
                    f"(e.g. {', '.join(left[:5])})", err=True)
         sys.exit(1)
+
+
+@redis_group.command("forget-typed-logins")
+def redis_forget_typed_logins():
+    """Remove the failed logins older versions kept in the audit log with the name typed.
+
+    The web does it on its first start after the upgrade; this does it now. Safe to run
+    again."""
+    removed = key_migration.forget_typed_failed_logins(_redis(), _operator())
+    click.echo(f"removed {removed} failed login(s) that kept the typed name from the audit log")
+
+
+# --- ivr caller-key ----------------------------------------------------------------------
+
+
+@main.group("caller-key")
+def caller_key_group():
+    """CALLER_ID_KEY, the key of callers' pseudonyms (held by the web processes only)."""
+
+
+@caller_key_group.command("rotate")
+def caller_key_rotate():
+    """Make a new CALLER_ID_KEY and print it once, for the web processes' environment.
+
+    Nothing changes until the web runs with it: from its first use new calls get new
+    pseudonyms, old ones stay as they are, and the reports say from when (a caller heard
+    on both sides counts as two). Redis keeps the key's fingerprint, never the key."""
+    key = secrets.token_hex(32)
+    fingerprint = caller_keys.fingerprint(key.encode())
+    audit(_redis(), _operator(), AuditAction.CALLER_KEY_MADE, fingerprint)
+    click.echo(key)
+    click.echo(f"fingerprint {fingerprint}. Shown once, kept nowhere: set it as "
+               "CALLER_ID_KEY on every web process (not the worker) and restart them "
+               "(docs/deploy.md, Rotating the caller ID key).", err=True)
+
+
+@caller_key_group.command("history")
+def caller_key_history():
+    """Each key used so far, by fingerprint, and from when (Bogotá time)."""
+    epochs = KeyEpochs.read(_redis()).epochs
+    if not epochs:
+        click.echo("no key recorded yet: the web records its key at its first start")
+    for n, epoch in enumerate(epochs):
+        newest = "  (newest)" if n == len(epochs) - 1 else ""
+        click.echo(f"{epoch.fingerprint}  in use since {epoch.since:%Y-%m-%d %H:%M:%S}{newest}")
 
 
 # --- ivr users, ivr tokens -------------------------------------------------------------

@@ -31,6 +31,7 @@ import redis
 from rq import Queue, Retry
 
 from ivr import redis_url, store
+from ivr.caller_keys import CallerKey
 from ivr.vocabulary import ANONYMOUS, Event
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ return 0
 """
 
 
-def connect(config) -> tuple[redis.Redis | None, Emitter | None, bytes]:
+def connect(config) -> tuple[redis.Redis | None, Emitter | None, CallerKey]:
     """The webhooks' Redis client, their Emitter and the callers' pseudonym key.
 
     The web's client fails fast and never retries: a webhook must not wait on a sick
@@ -61,7 +62,7 @@ def connect(config) -> tuple[redis.Redis | None, Emitter | None, bytes]:
     # holds): production refuses to start without it. In development, unset, each process
     # makes a throwaway one (`ivr dev` gives web and worker one to share).
     secret = config["CALLER_ID_KEY"] or secrets.token_hex(32)
-    return client, emitter, secret.encode()
+    return client, emitter, CallerKey(secret.encode(), record=emitter is not None)
 
 
 def caller_pseudonym(number: str | None, key: bytes) -> str:

@@ -63,6 +63,8 @@ CALL_COLUMNS = (
     Column("no_input", N_("Questions unanswered")),
     Column("invalid_input", N_("Answers not understood")),
     Column("caller", N_("Caller (pseudonym)")),
+    # Pseudonyms made with different keys never match (ivr.caller_keys).
+    Column("caller_key_since", N_("Pseudonym key in use since"), when=True),
 )
 AUDIT_COLUMNS = (
     Column("at", N_("When"), when=True),

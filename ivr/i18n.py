@@ -202,6 +202,8 @@ AUDIT_ACTION_NAMES = {
     AuditAction.TOKEN_CREATED: _l("API token created"),
     AuditAction.TOKEN_REMOVED: _l("API token removed"),
     AuditAction.LINE_TEST: _l("line test"),
+    AuditAction.CALLER_KEY_MADE: _l("new caller pseudonym key made"),
+    AuditAction.TYPED_LOGINS_REMOVED: _l("old failed logins removed (they kept the typed name)"),
 }
 
 SECURITY_EVENT_NAMES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from wtforms.validators import DataRequired, Length
 
 from ivr import charts, exports, i18n, security, services
 from ivr.call_record import CallRecord
+from ivr.caller_keys import KeyEpochs
 from ivr.menu import Menu
 from ivr.message import LANGUAGES, N_, Message
 from ivr.security import (
@@ -92,9 +93,12 @@ def build_summary(store: Store, menu: Menu, days: list[str], threshold: float) -
     )
 
 
-def call_row(record: CallRecord) -> dict:
-    """One call as supervisors see it (table, CSV, API): never a phone number."""
+def call_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
+    """One call as supervisors see it (table, CSV, API): never a phone number. With
+    `epochs`, since when the key of its caller's pseudonym was in use: pseudonyms of two
+    keys never match, even for the same caller."""
     started = datetime.fromtimestamp(record.started, BOGOTA) if record.started else None
+    key_since = epochs.since(started) if epochs and started else None
     return {
         "call_sid": record.call,
         "started": started.isoformat(timespec="seconds") if started else "",
@@ -110,6 +114,7 @@ def call_row(record: CallRecord) -> dict:
         "no_input": record.no_input,
         "invalid_input": record.invalid_input,
         "caller": record.caller,
+        "caller_key_since": key_since.isoformat(timespec="seconds") if key_since else "",
     }
 
 
@@ -255,10 +260,17 @@ def dashboard():
         range_args={k: v for k, v in request.args.items() if k in ("from", "to", "range")},
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
+        caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
     )
 
 
-def table_row(record: CallRecord) -> dict:
+def day_span(days: list[str]) -> tuple[datetime, datetime]:
+    """From the first day's midnight to the midnight after the last (Bogotá)."""
+    first = datetime.fromisoformat(days[0]).replace(tzinfo=BOGOTA)
+    return first, datetime.fromisoformat(days[-1]).replace(tzinfo=BOGOTA) + timedelta(days=1)
+
+
+def table_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
     """One call as the calls table shows it: call_row, with the answers and transfers
     named in the reader's language ("What the call is about: 4 › Where to report a
     crime: 1"; "Ministry of Labour line (busy)")."""
@@ -268,7 +280,7 @@ def table_row(record: CallRecord) -> dict:
                if step > max(record.dials, default=0)]
     still = _("ringing")
     return {
-        **call_row(record),
+        **call_row(record, epochs),
         "path": " › ".join(f"{i18n.question_name(node)}: {key}"
                            for node, _colon, key in answers),
         "hotlines": " › ".join(
@@ -353,7 +365,8 @@ def calls_csv():
     # never ids; the data form keeps the ids scripts read.
     excel = export_form() is exports.Form.EXCEL
     row = table_row if excel else call_row
-    rows = (row(record) for record in store.iter_calls(days))
+    epochs = KeyEpochs.read(store.r)
+    rows = (row(record, epochs) for record in store.iter_calls(days))
     return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
                         names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
                                "category": i18n.category_name,
@@ -374,6 +387,8 @@ def api_summary():
 def api_calls():
     days = _days()
     page, per_page = _page_args()
-    records, total = _store().calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    store = _store()
+    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    epochs = KeyEpochs.read(store.r)
     return {"from": days[0], "to": days[-1], "total": total, "page": page,
-            "per_page": per_page, "calls": [call_row(r) for r in records]}
+            "per_page": per_page, "calls": [call_row(r, epochs) for r in records]}

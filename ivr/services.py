@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # annotations only: the services' modules import this one
     import redis
     from limits.strategies import MovingWindowRateLimiter
 
+    from ivr.caller_keys import CallerKey
     from ivr.events import Emitter
     from ivr.menu import Menu, Shipped
     from ivr.ops import Metrics
@@ -26,7 +27,7 @@ class Services:
     shipped: Shipped  # the configuration files as read at start
     redis: redis.Redis | None  # the webhooks' client: fails fast, never retries
     emitter: Emitter | None  # None in an admin's "try the call" preview: not a call
-    caller_key: bytes  # the key of callers' pseudonyms
+    caller_key: CallerKey  # the key of callers' pseudonyms (and its fingerprint)
     store: Store | None = None  # call data for the staff pages; None without Redis
     staff: StaffAccounts | None = None  # staff accounts and API tokens; None without Redis
     sessions: Sessions | None = None  # staff sessions; None without Redis

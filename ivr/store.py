@@ -25,6 +25,10 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:config:draft        JSON: the administrators' draft
     {ruta}:audit               stream: who published, rolled back, changed a user... (kept)
     {ruta}:security            stream: logins, failed logins, ended sessions (capped)
+    {ruta}:caller-keys         sorted set: each CALLER_ID_KEY's fingerprint, by when the
+                               web first used it (ivr.caller_keys; the key is not kept)
+    {ruta}:migrations          hash: a one-time migration's name -> when it ran, its result
+                               (ivr.key_migration)
     {ruta}:line_tests          hash: hotline -> its last test call, JSON {target, result,
                                error, at} (`ivr twilio test-line`)
     {ruta}:drain:scheduled     flag: a drain job was enqueued in the last moments
@@ -122,6 +126,8 @@ CONFIG_DRAFT = f"{PREFIX}config:draft"
 AUDIT = f"{PREFIX}audit"
 SECURITY_LOG = f"{PREFIX}security"
 LINE_TESTS = f"{PREFIX}line_tests"
+CALLER_KEYS = f"{PREFIX}caller-keys"
+MIGRATIONS = f"{PREFIX}migrations"
 
 
 def config_version_key(number: int) -> str:

@@ -48,9 +48,12 @@ class AuditAction(StrEnum):
     """What the audit log records; staff read each by its name (ivr.i18n)."""
 
     # Logins and failed logins went here before they had a log of their own
-    # (ivr.sessions.SecurityEvent): older entries still say so.
+    # (ivr.sessions.SecurityEvent): older entries still say "login"; the failed ones,
+    # which kept whatever a visitor typed as a name, are removed once
+    # (ivr.key_migration.forget_typed_failed_logins).
     LOGIN = "login"
     LOGIN_FAILED = "login failed"
+    TYPED_LOGINS_REMOVED = "failed logins with typed names removed"  # detail: how many
     DRAFT_SAVED = "draft saved"
     DRAFT_DISCARDED = "draft discarded"
     PUBLISH = "publish"  # also a version's kind
@@ -65,6 +68,7 @@ class AuditAction(StrEnum):
     TOKEN_CREATED = "API token created"
     TOKEN_REMOVED = "API token removed"
     LINE_TEST = "line test"
+    CALLER_KEY_MADE = "caller ID key made"  # detail: its fingerprint (ivr.caller_keys)
 
 
 class PublishError(Exception):

@@ -113,8 +113,9 @@ def _emit(happened: list[Event]) -> None:
 @twilio_signed
 def incoming():
     """A new call on our number. The caller ID becomes a pseudonym here, and only here."""
-    caller = events.caller_pseudonym(request.form.get("From"),
-                                     services.of().caller_key)
+    running = services.of()
+    running.caller_key.note_in_use(running.redis)  # once: from when this key is in use
+    caller = events.caller_pseudonym(request.form.get("From"), running.caller_key.secret)
     return _respond(flow.start(current_menu(), _now(), caller))
 
 

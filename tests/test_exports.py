@@ -30,7 +30,7 @@ SPANISH_CALL_HEADERS = [
     "Llamada", "Inicio", "Idioma", "Motivo", "Recorrido", "Líneas", "Resultado",
     "Estado de la llamada", "Duración de la llamada (s)", "Tiempo de conversación (s)",
     "Segundos hasta la transferencia", "Preguntas sin respuesta", "Respuestas no entendidas",
-    "Quien llama (seudónimo)",
+    "Quien llama (seudónimo)", "Clave del seudónimo en uso desde",
 ]
 SPANISH_DATE = r"\d{1,2}/\d\d/\d{4} \d\d:\d\d:\d\d"  # 26/11/2026 07:40:00
 
@@ -118,8 +118,10 @@ def test_the_calls_csv_for_excel_reads_in_spanish_and_holds_no_number(app, calls
     assert rows[0] == SPANISH_CALL_HEADERS
     assert len(rows) == 4 and all(len(r) == len(SPANISH_CALL_HEADERS) for r in rows)
     started, language = rows[0].index("Inicio"), rows[0].index("Idioma")
+    key_since = rows[0].index("Clave del seudónimo en uso desde")
     for row in rows[1:]:
         assert re.fullmatch(SPANISH_DATE, row[started]), row
+        assert re.fullmatch(SPANISH_DATE, row[key_since]), row
         assert row[language] == "Español"
     assert PHONE_DIGITS not in body.decode("utf-8-sig")
     # Names for people, never the ids scripts read (those are in the data form).

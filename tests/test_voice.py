@@ -381,7 +381,7 @@ def test_the_pseudonym_key_is_never_derived_from_the_secret_key(redis_server):
     SECRET_KEY and no CALLER_ID_KEY give the same number different pseudonyms."""
     config = {"RUTA_ENV": "development", "TWILIO_AUTH_TOKEN": "a-token",
               "SECRET_KEY": "a-secret", "REDIS_URL": redis_server.url}
-    one, two = (services.of(create_app(config)).caller_key for _ in range(2))
+    one, two = (services.of(create_app(config)).caller_key.secret for _ in range(2))
     assert one != two
     assert events.caller_pseudonym("+573001234567", one) != events.caller_pseudonym(
         "+573001234567", two)
