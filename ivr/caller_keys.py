@@ -67,6 +67,9 @@ class KeyEpochs:
 
     def __init__(self, epochs: list[KeyEpoch]):
         self.epochs = sorted(epochs, key=lambda e: e.since)
+        # In whole seconds, as a call's start is kept: a call begun in the second a key
+        # was first used was made with it.
+        self._starts = [e.since.replace(microsecond=0) for e in self.epochs]
 
     @classmethod
     def read(cls, r: redis.Redis) -> KeyEpochs:
@@ -82,12 +85,9 @@ class KeyEpochs:
         return [e for e in self.changes() if start <= e.since < end]
 
     def since(self, at: datetime) -> datetime | None:
-        """When the key in use at `at` started (None: no key recorded before `at`). In
-        whole seconds, as a call's start is kept: a call begun in the second a key was
-        first used was made with it."""
-        starts = [e.since.replace(microsecond=0) for e in self.epochs]
-        i = bisect.bisect_right(starts, at)
-        return starts[i - 1] if i else None
+        """When the key in use at `at` started (None: no key recorded before `at`)."""
+        i = bisect.bisect_right(self._starts, at)
+        return self._starts[i - 1] if i else None
 
 
 def _text(value) -> str:

@@ -174,7 +174,10 @@ def dev(port, host):
     # The Procfile's web and worker, started here rather than at the repository's root:
     # relative paths in this shell's environment keep their meaning.
     lines = procfile.commands(env | {"PORT": str(port)}, host=host)
-    children = [procfile.start(lines[name], env, cwd=None) for name in ("web", "worker")]
+    # The caller ID key is the web's alone: the worker never needs it (ivr.caller_keys).
+    worker_env = {k: v for k, v in env.items() if k != "CALLER_ID_KEY"}
+    children = [procfile.start(lines["web"], env, cwd=None),
+                procfile.start(lines["worker"], worker_env, cwd=None)]
     base = f"http://{host}:{port}"
     DEV_DIR.mkdir(exist_ok=True)
     (DEV_DIR / "env").write_text(

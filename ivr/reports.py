@@ -98,7 +98,7 @@ def call_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
     `epochs`, since when the key of its caller's pseudonym was in use: pseudonyms of two
     keys never match, even for the same caller."""
     started = datetime.fromtimestamp(record.started, BOGOTA) if record.started else None
-    key_since = epochs.since(started) if epochs and started else None
+    key_since = epochs.since(started) if epochs is not None and started else None
     return {
         "call_sid": record.call,
         "started": started.isoformat(timespec="seconds") if started else "",
