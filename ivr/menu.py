@@ -104,6 +104,12 @@ class Option:
     priority: bool = False  # heard at all, it wins over the other options' words
     examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # how callers say it
     labels: dict[str, str] = field(default_factory=dict)  # its name in a short question
+    # Keywords said of grown-ups or places too ("la pelada", "una charla en el colegio"): they
+    # count toward a priority option, but do not win for it alone.
+    loose: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def keywords(self, lang: str) -> tuple[str, ...]:
+        return (*self.speech.get(lang, ()), *self.loose.get(lang, ()))
 
 
 @dataclass(frozen=True)
@@ -368,7 +374,8 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
             options.append(Option(key, speech, opt.get("next"), opt.get("hotline"),
                                   str(opt.get("category", "")), bool(opt.get("priority")),
                                   said, {lang: str(text) for lang, text in
-                                         (opt.get("label") or {}).items()}))
+                                         (opt.get("label") or {}).items()},
+                                  _words(opt.get("loose"))))
         nodes[nid] = Node(
             id=nid,
             prompt=raw.get("prompt", ""),
@@ -441,7 +448,7 @@ def speech_hints(menu: Menu) -> dict[tuple[str, str, bool], tuple[str, ...]]:
     out = {}
     for node in menu.nodes.values():
         for lang in menu.languages:
-            words = [w for o in node.options for w in o.speech.get(lang, ())]
+            words = [w for o in node.options for w in o.keywords(lang)]
             words += menu.emergency_words.get(lang, ())
             if node.offers_language:
                 words += menu.language_words.get(lang, ())
@@ -461,17 +468,18 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
     out = {}
     for lang in menu.languages:
         # An example of danger may also be an option's ("my girl of 15 is locked in"):
-        # it is not a sign of no danger.
+        # it is not a sign of no danger. The options' keywords teach that a short answer
+        # naming a line ("en Bogotá", "Spanish please") is none.
         dangerous = set(menu.danger_examples.get(lang, ()))
         others = tuple(t for n in menu.nodes.values() for o in n.options
-                       for t in (*o.examples.get(lang, ()), *o.speech.get(lang, ()))
+                       for t in (*o.examples.get(lang, ()), *o.keywords(lang))
                        if t not in dangerous)
         danger = Danger(lang, menu.emergency_words.get(lang, ()),
                         menu.danger_examples.get(lang, ()), others,
                         menu.danger_signs.get(lang, ()))
         for node in menu.nodes.values():
-            choices = [Choice(o.key, o.speech.get(lang, ()), o.examples.get(lang, ()),
-                              o.priority) for o in node.options]
+            choices = [Choice(o.key, o.keywords(lang), o.examples.get(lang, ()),
+                              o.priority, o.loose.get(lang, ())) for o in node.options]
             if node.offers_language:
                 choices.append(Choice(menu.language_key, menu.language_words.get(lang, ())))
             out[node.id, lang] = Matcher(lang, choices, danger, menu.emergency_key)

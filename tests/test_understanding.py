@@ -104,9 +104,43 @@ def test_callers_own_words_land_on_their_line(text, lang, key):
     ("somos como 10 o 12 personas", None),
     ("trabajo de 9 a 5", None),
     ("tengo 3 hijos", None),
+    ("mi chino de 16 se fue pa'l Guaviare", 16),  # a person named, then the age alone
+    ("my daughter's 15 and she's been missing", 15),
+    # Years that measure time are no one's age.
+    ("me tuvo dos años sin sueldo", None),
+    ("hace 2 años me tuvieron encerrada", None),
+    ("I was held two years ago", None),
+    ("viví 10 años en Venezuela", None),
+    ("me despidieron después de cuatro años en la empresa", None),
+    ("el pasaje es pa' hoy a las nueve de la noche", None),  # an hour
+    ("hace dos años se llevaron a mi hija de 14 años", 14),
 ])
 def test_an_age_under_18_is_heard_as_people_say_it(text, age):
     assert speech.minor_age(speech.tokens(text)) == age
+
+
+@pytest.mark.parametrize(("text", "lang"), [
+    ("me agarraron del pelo y me metieron a un carro", "es"),  # "pelo" is not "pelado"
+    ("me echaron algo en la bebida", "es"),  # "bebida" is not "bebé"
+    ("me ofrecieron trabajo de modelo en China", "es"),  # the country, not "chinas"
+    ("soy docente en un colegio y quería pedir una charla sobre trata", "es"),
+    ("the school that hired me as a teacher kept my passport", "en"),
+])
+def test_a_word_said_of_adults_or_places_does_not_send_a_caller_to_the_child_line(text, lang):
+    """Only a child's own words ("niña", "guambritos", "hija") or an age under 18 win for
+    the child's line alone; "colegio", "pelada" weigh toward it in the model."""
+    decision = MENU.matchers["welcome", lang].decide(text)
+    assert decision.key != "1", decision
+
+
+@pytest.mark.parametrize(("text", "lang"), [
+    ("aquí en el pueblo hay unos guambritos pidiendo en la calle", "es"),
+    ("en el mercado una señora tiene tres guagüitas pidiendo", "es"),
+    ("a webcam studio is using girls under eighteen", "en"),
+])
+def test_a_childs_own_word_in_any_gender_or_number_goes_to_the_child_line(text, lang):
+    decision = MENU.matchers["welcome", lang].decide(text)
+    assert (decision.action, decision.key) in (("route", "1"), ("ask_danger", "1")), decision
 
 
 def test_a_decision_says_which_keywords_or_example_decided_it():
