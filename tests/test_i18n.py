@@ -513,14 +513,16 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     if reads == "es":
-        assert re.fullmatch(r"\S+ \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
-        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?%\), transferencia fallida",
+        assert re.fullmatch(r"\d+/\d\d/\d{4} \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
+        # The pages' forms: a no-break space before %, as the RAE writes it.
+        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?\xa0%\), transferencia fallida",
                         lines[1]), lines[1]
         for heading in ("  por motivo:", "  por idioma:", "  por resultado:",
                         "  transferencias por línea (resultados de la marcación):"):
             assert heading in lines
     else:
-        assert re.fullmatch(r"\S+ \(America/Bogota\): 5 calls", lines[0]), lines[0]
+        assert re.fullmatch(r"[A-Z][a-z]{2} \d+, \d{4} \(America/Bogota\): 5 calls", lines[0]), (
+            lines[0])
         assert re.match(r"  reached a hotline \d+ \(\d+(\.\d)?%\), transfer failed",
                         lines[1]), lines[1]
         for heading in ("  by category:", "  by language:", "  by outcome:",
@@ -528,12 +530,32 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
             assert heading in lines
 
 
+@pytest.mark.parametrize("lang, names, ids", [
+    ("es", ["Niños", "Trabajo", "Transferida", "Colgó en el menú", "De qué se trata la llamada",
+            "Línea del Ministerio del Trabajo", "Línea del ICBF para niños", "ocupado 1",
+            "Español"], ["labour", "icbf", "child", "transferred", "welcome", "busy", "es"]),
+    ("en", ["Children", "Work", "Transferred", "Hung up in the menu", "What the call is about",
+            "Ministry of Labour line", "ICBF child protection line", "busy 1", "Español"],
+     ["labour", "icbf", "transferred", "welcome", "abandoned_in_menu"]),
+])
+def test_ivr_report_names_groups_as_the_staff_pages_do(seeded, redis_server, lang, names, ids):
+    """Categories, languages, outcomes, questions, hotlines and dial results by the names
+    the dashboard gives them in that language (the catalogue, the directory), never ids."""
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET})
+    result = runner.invoke(ivr_main, ["report", "--day", day_of(time.time()), "--lang", lang])
+    assert result.exit_code == 0, result.output
+    for name in names:
+        assert name in result.output, (name, result.output)
+    shown_ids = set(re.findall(r"[\w-]+", result.output)) & set(ids)
+    assert not shown_ids, (shown_ids, result.output)
+
+
 def test_ivr_report_with_no_calls_says_so_in_spanish(redis_server, redis_client):
     runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET})
     result = runner.invoke(ivr_main, ["report", "--day", "2020-01-01"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "2020-01-01 (America/Bogota): 0 llamadas",
+        "1/01/2020 (America/Bogota): 0 llamadas",  # the day as CLDR writes it, as the pages do
         "Todavía no hay llamadas: haga una con `ivr call`."]
 
 # --- the reader's forms and names ---------------------------------------------------------------
