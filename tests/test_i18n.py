@@ -614,3 +614,19 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
     assert re.search(r"\| \d+% \| reached a hotline", en)
     assert es.count("America/Bogota") == en.count("America/Bogota") == 1
     assert "Fechas y horas en hora de Colombia (America/Bogota)." in es
+
+
+def test_the_charts_tables_write_numbers_and_shares_in_the_readers_forms(app, seeded):
+    """The numbers under each chart (its folded table) as the chart writes them: the
+    funnel's share who hung up "33,3 %" in Spanish, "33.3%" in English."""
+    for name, lang, share in [("ana", "es", r"\d+(,\d)?\xa0%"), ("tom", "en", r"\d+(\.\d)?%")]:
+        add_user(app, name, "admin", lang)
+        page = Person(app, name, "fr").get("/reports?range=today").text
+        tables = re.findall(r'<table class="chart-data">.*?</table>', page, re.S)
+        assert len(tables) == 4
+        funnel = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)
+                  for row in re.findall(r"<tr>(.*?)</tr>", tables[2])]
+        assert funnel[0][-1] == {"es": "proporción que colgó", "en": "share who hung up"}[lang]
+        assert all(re.fullmatch(share, row[-1]) for row in funnel[1:] if row[-1]), funnel
+        assert any(row[-1] for row in funnel[1:]), funnel
+
