@@ -323,6 +323,19 @@ def _print_report(summary, menu, days: list[str], lang: str) -> None:
                    f"  ({said or no_result})")
 
 
+def _line_test_detail(menu, hotline: str, number: str, result: str) -> message.Message:
+    """An audit entry's "ICBF child protection line +57…: busy": the directory's name
+    and the result in the reader's language."""
+    from ivr import i18n
+    from ivr.summary import LINE_TEST_WORDS
+
+    name = message.InLanguages({lang: i18n.hotline_name(hotline, menu, lang)
+                                for lang in message.LANGUAGES})
+    return message.Message(message.N_("%(hotline)s %(number)s: %(result)s"), {
+        "hotline": name, "number": number,
+        "result": message.Message(LINE_TEST_WORDS.get(result, result))})
+
+
 # --- ivr spool, ivr jobs, ivr events, ivr redis ----------------------------------------
 
 
@@ -444,8 +457,16 @@ def users_add(name, role, lang, password_stdin):
     password = _new_password(password_stdin)
     s = _accounts()
     s.save_user(name, role, security.hash_password(password), lang)
-    audit(s.r, _operator(), AuditAction.USER_SAVED, f"{name} ({role})")
+    audit(s.r, _operator(), AuditAction.USER_SAVED, _account_detail(name, role))
     click.echo(f"user {name} saved with role {role}")
+
+
+def _account_detail(name: str, role: str) -> message.Message:
+    """An audit entry's "ana (administrator)", the role said in the reader's language."""
+    from ivr.i18n import ROLE_NAMES
+
+    return message.Message(message.N_("%(name)s (%(role)s)"), {
+        "name": name, "role": message.Message(ROLE_NAMES.get(role, role))})
 
 
 @users.command("list")
@@ -502,7 +523,7 @@ def users_role(name, role):
     s = _accounts()
     if not s.set_role(name, role):
         raise click.ClickException(f"no user named {name}")
-    audit(s.r, _operator(), AuditAction.ROLE_CHANGED, f"{name} ({role})")
+    audit(s.r, _operator(), AuditAction.ROLE_CHANGED, _account_detail(name, role))
     click.echo(f"user {name} now has role {role}; their sessions are ended")
 
 
@@ -882,6 +903,7 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     click.echo(f"{hotline} target {target} ({number}): {said}")
     s = store.Store(_redis())
     s.record_line_test(hotline, number, test.result, datetime.now(BOGOTA), test.error)
-    audit(s.r, _operator(), AuditAction.LINE_TEST, f"{hotline} {number}: {test.result}")
+    audit(s.r, _operator(), AuditAction.LINE_TEST, _line_test_detail(menu, hotline, number,
+                                                                     test.result))
     if test.result != "answered":
         sys.exit(1)

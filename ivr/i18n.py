@@ -39,6 +39,7 @@ from ivr import security, services
 from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, N_, Message
 from ivr.sessions import SecurityEvent
 from ivr.versions import AuditAction
+from ivr.versions import audit_detail as stored_detail
 from ivr.vocabulary import BOGOTA, Category, DialStatus, Outcome
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,12 @@ def audit_action(action: str) -> str:
     return str(AUDIT_ACTION_NAMES.get(action, action))
 
 
+def audit_detail(entry: Mapping[str, str]) -> str:
+    """An audit entry's detail in the reader's language (one kept as English text before
+    details were kept as messages: as it is)."""
+    return shown(stored_detail(entry))
+
+
 def security_event(action: str) -> str:
     """A security log entry's action as staff read it (an unknown one as it was stored)."""
     return str(SECURITY_EVENT_NAMES.get(action, action))
@@ -335,7 +342,7 @@ def init_app(app) -> None:
     babel.init_app(app, locale_selector=select_locale)
     app.jinja_env.globals.update(html_lang=html_lang, page_language=page_language,
                                  language_name=language_name, time_zone=TIME_ZONE)
-    for name_of in (shown, audit_action, security_event, role_name, category_name,
+    for name_of in (shown, audit_action, audit_detail, security_event, role_name, category_name,
                     outcome_name, question_name, dial_result_name, hotline_name, number,
                     percent, moment, day):
         app.add_template_filter(name_of)

@@ -217,7 +217,10 @@ def account():
         lang = form.lang.data
         if lang != staff.lang:
             _accounts().set_language(staff.name, lang)
-            audit(_store().r, staff.name, AuditAction.LANGUAGE_CHANGED, f"{staff.lang} -> {lang}")
+            audit(_store().r, staff.name, AuditAction.LANGUAGE_CHANGED, Message(
+                N_("from %(before)s to %(after)s"),
+                {"before": i18n.LANGUAGE_NAMES.get(staff.lang, staff.lang),
+                 "after": i18n.LANGUAGE_NAMES[lang]}))
         with force_locale(i18n.LOCALES[lang]):  # said in the language just chosen
             flash(_("Saved: these pages are in %(language)s.",
                     language=i18n.LANGUAGE_NAMES[lang]))

@@ -182,7 +182,7 @@ def test_a_person_changes_their_language_on_the_account_page(app, redis_client):
     assert readable(ana.get("/admin").text)[0] == "en"
     entry = redis_client.xrevrange(store.AUDIT, count=1)[0][1]
     assert (entry["who"], entry["action"], entry["detail"]) == (
-        "ana", "language changed", "es -> en")
+        "ana", "language changed", "from Español to English")
 
     back = ana.post("/account", {"lang": "es"}, follow_redirects=True)
     assert "Guardado: estas páginas están en Español." in back.text
@@ -279,10 +279,8 @@ NAMES = {
     "api", "reports", "calls", "show_caller", "es", "en", "US",
     *(v for voice in (SHIPPED.menu.get("voices") or {}).values() for v in voice.values()),
 }
-# What the test itself typed (notes, prompts), shown as typed in any language; and a
-# rollback's note as it is kept ("rollback to version 0: ..."), quoted in the status line.
-TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "rollback", "version",
-         "lun", "Hola", "nombre"}
+# What the test itself typed (notes, prompts), shown as typed in any language.
+TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "lun", "Hola", "nombre"}
 
 
 def untranslated(es_texts: list[str], en_texts: list[str]) -> list[str]:
@@ -630,3 +628,55 @@ def test_the_charts_tables_write_numbers_and_shares_in_the_readers_forms(app, se
         assert all(re.fullmatch(share, row[-1]) for row in funnel[1:] if row[-1]), funnel
         assert any(row[-1] for row in funnel[1:]), funnel
 
+
+
+# --- what the audit log and the versions keep, read in either language -------------------
+
+
+@pytest.mark.parametrize("lang, shown", [
+    ("es", {"user": "bea (supervisor(a))", "language": "de Español a English",
+            "publish": "versión 2: prueba uno",
+            "rollback": "versión 3: vuelta a la versión 0: prueba dos",
+            "note": "vuelta a la versión 0: prueba dos"}),
+    ("en", {"user": "bea (supervisor)", "language": "from Español to English",
+            "publish": "version 2: prueba uno",
+            "rollback": "version 3: rollback to version 0: prueba dos",
+            "note": "rollback to version 0: prueba dos"}),
+])
+def test_audit_details_and_version_notes_read_in_the_readers_language(
+        app, redis_server, redis_client, lang, shown):
+    """Kept as a message (its template and values), a detail or a note is shown in the
+    reader's language; one kept as English text before (older entries) as it is."""
+    assert cli(redis_server, "users", "add", "bea", "--role", "supervisor",
+               "--password-stdin", input=PASSWORD + "\n").exit_code == 0
+    redis_client.xadd(store.AUDIT, {"at": "2026-01-02 03:04:05", "who": "old",
+                                    "action": "publish", "detail": "version 7: an old note"})
+    redis_client.hset(store.config_version_key(1), mapping={  # no rollback_of: kept before
+        "doc": "{}", "author": "old", "at": "2026-01-02 03:04:05", "kind": "rollback",
+        "note": "rollback to version 0: an old note"})
+    redis_client.set(store.CONFIG_VERSION_SEQ, 1)
+    add_user(app, "ana", "admin", "es")
+    ana = Person(app, "ana", "fr")
+    ana.post("/account", {"lang": "en"})
+    ana.post("/admin/prompts", {**{f"prompt:{la}:{key}": text
+                                   for la, texts in SHIPPED.prompts.items()
+                                   for key, text in texts.items()},
+                                "prompt:es:greeting": "Nueva bienvenida corta."})
+    ana.post("/admin/publish", {"note": "prueba uno"})
+    ana.post("/admin/rollback", {"version": "0", "note": "prueba dos"})
+    add_user(app, "tom", "admin", lang)
+    tom = Person(app, "tom", "fr")
+
+    audit = readable(tom.get("/admin/audit").text)[1]
+    for detail in (shown["user"], shown["language"], shown["publish"], shown["rollback"],
+                   "version 7: an old note"):
+        assert detail in audit, (detail, audit)
+    history = readable(tom.get("/admin/history").text)[1]
+    assert shown["note"] in history and "rollback to version 0: an old note" in history
+    live = readable(tom.get("/admin").text)[1]
+    assert any(shown["note"] in text for text in live), live
+
+    excel = tom.get("/admin/audit.csv?form=excel").get_data(as_text=True)
+    assert shown["rollback"] in excel and "version 7: an old note" in excel
+    data = tom.get("/admin/audit.csv?form=datos").get_data(as_text=True)
+    assert "version 3: rollback to version 0: prueba dos" in data  # scripts read English
