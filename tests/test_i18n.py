@@ -530,7 +530,7 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
 
 @pytest.mark.parametrize("lang, names, ids", [
     ("es", ["Niños", "Trabajo", "Transferida", "Colgó en el menú", "De qué se trata la llamada",
-            "Línea del Ministerio del Trabajo", "Línea del ICBF para niños", "ocupado 1",
+            "Línea del Ministerio del Trabajo", "Línea del ICBF para niños", "ocupada 1",
             "Español"], ["labour", "icbf", "child", "transferred", "welcome", "busy", "es"]),
     ("en", ["Children", "Work", "Transferred", "Hung up in the menu", "What the call is about",
             "Ministry of Labour line", "ICBF child protection line", "busy 1", "Español"],
@@ -591,7 +591,7 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
     # Hotlines by the directory's names, categories, outcomes, results and questions by
     # the catalogue's, in the health strip, the charts and the calls table alike.
     for names, text in [(["Línea del ICBF para niños", "Línea del Ministerio del Trabajo",
-                          "Niños", "Trabajo", "Transferida", "Colgó en el menú", "ocupado",
+                          "Niños", "Trabajo", "Transferida", "Colgó en el menú", "ocupada",
                           "De qué se trata la llamada: 2"], es),
                         (["ICBF child protection line", "Ministry of Labour line", "Children",
                           "Work", "Transferred", "Hung up in the menu", "busy",

@@ -290,8 +290,8 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
     client = Staff(app, "ana", "supervisor", lang="es").client  # through the login form
     html = client.get("/reports").get_data(as_text=True)
     strip = html[html.index('class="health"'):html.index('class="headline"')]
-    assert "última prueba: contestó, " in strip
-    assert "última prueba: ocupado, " in strip
+    assert "última prueba: contestada, " in strip
+    assert "última prueba: ocupada, " in strip
     national = strip[strip.index('data-hotline="national"'):]
     assert "sin transferencias" in national[:400]  # ana reads Spanish
 
@@ -299,7 +299,7 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
     admin = Staff(app, "tom", "admin", lang="en").client
     for reader, said in [(admin, f"ICBF child protection line {ICBF}: busy"),
                          (Staff(app, "eva", "admin", lang="es").client,
-                          f"Línea del ICBF para niños, niñas y adolescentes, {ICBF}: ocupado")]:
+                          f"Línea del ICBF para niños, niñas y adolescentes, {ICBF}: ocupada")]:
         assert said in reader.get("/admin/audit").get_data(as_text=True)
 
 
