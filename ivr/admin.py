@@ -30,7 +30,15 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import exports, opening_hours, services, settings, store, twiml
 from ivr.flow import question
-from ivr.i18n import audit_action, audit_detail, page_language, security_event, shown
+from ivr.i18n import (
+    audit_action,
+    audit_detail,
+    decimal,
+    moment,
+    page_language,
+    security_event,
+    shown,
+)
 from ivr.menu import (
     HOTLINE_FIELDS,
     field_of,
@@ -407,8 +415,8 @@ def audit_csv():
 @bp.get("/sessions")
 def sessions():
     """Everyone's open sessions: whose, since when, last used, from where."""
-    def shown(unix: float) -> str:
-        return f"{datetime.fromtimestamp(unix, BOGOTA):%Y-%m-%d %H:%M}"
+    def shown(unix: float) -> str:  # in the reader's forms (ivr.i18n.moment)
+        return moment(datetime.fromtimestamp(unix, BOGOTA))
 
     everyone = [{"handle": s.handle, "user": s.user, "since": shown(s.created),
                  "seen": shown(s.seen), "address": s.address, "agent": s.agent}
@@ -550,7 +558,7 @@ def _why_understood(transcript, preview) -> dict[int, str]:
         evidence = "; ".join(f"“{e}”" for e in d.evidence)
         out[i] = "→ " + led_to + (
             _(", decided by %(by)s %(evidence)s", by=by, evidence=evidence) if by else "") + (
-            _(" (certainty %(score).2f)", score=d.score) if d.score else "")
+            _(" (certainty %(score)s)", score=decimal(d.score, 2)) if d.score else "")
     return out
 
 

@@ -141,6 +141,11 @@ def number(n: int | float, lang: str | None = None) -> str:
     return numbers.format_decimal(n, locale=_locale(lang))
 
 
+def decimal(value: float, places: int) -> str:
+    """A measure with a fixed number of decimals: 0.5 -> "0,50" (es), "0.50" (en)."""
+    return numbers.format_decimal(value, "0." + "0" * places, locale=_locale())
+
+
 def percent(value: float, decimals: int = 1, lang: str | None = None) -> str:
     """A percentage given as 87.66 -> "87,7 %" (es), "87.7%" (en); at most `decimals`
     decimals, none when they are zero. Spanish takes the pattern of CLDR's `es`, with
@@ -299,9 +304,12 @@ def hotline_name(hotline: str, menu=None, lang: str | None = None) -> str:
     line = menu.hotlines.get(hotline) if menu is not None else None
     lang = lang or page_language()
     name = (line.names.get(lang) or line.names.get(DEFAULT_LANGUAGE)) if line else None
-    if not name:
-        return hotline
-    for article in ARTICLES.get(lang, ()):
+    return as_label(name, lang) if name else hotline
+
+
+def as_label(name: str, lang: str | None = None) -> str:
+    """A directory name as a label: "la línea del ICBF" -> "Línea del ICBF"."""
+    for article in ARTICLES.get(lang or page_language(), ()):
         if name.lower().startswith(article) and len(name) > len(article):
             name = name[len(article):]
             break
@@ -343,7 +351,7 @@ def init_app(app) -> None:
     app.jinja_env.globals.update(html_lang=html_lang, page_language=page_language,
                                  language_name=language_name, time_zone=TIME_ZONE)
     for name_of in (shown, audit_action, audit_detail, security_event, role_name, category_name,
-                    outcome_name, question_name, dial_result_name, hotline_name, number,
+                    outcome_name, question_name, dial_result_name, hotline_name, as_label, number,
                     percent, moment, day):
         app.add_template_filter(name_of)
     missing = [lang for lang in LANGUAGES if lang != "en" and not any(

@@ -680,3 +680,20 @@ def test_audit_details_and_version_notes_read_in_the_readers_language(
     assert shown["rollback"] in excel and "version 7: an old note" in excel
     data = tom.get("/admin/audit.csv?form=datos").get_data(as_text=True)
     assert "version 3: rollback to version 0: prueba dos" in data  # scripts read English
+
+
+
+def test_spanish_pages_write_times_decimals_and_line_names_as_a_reader_expects(render):
+    """Walking the admin pages in Spanish: the security log's and the sessions' times in
+    CLDR's forms, the try-the-call panel's seconds and certainty with decimal commas, and
+    each hotline's legend as a label ("Línea del ICBF…", not "la línea del ICBF…")."""
+    es = {name: " | ".join(readable(html)[1]) for name, html in render("es").items()}
+    moment_es = r"\d{1,2}/\d\d/\d{4}, \d{1,2}:\d\d\s[ap]\.\s?m\."
+    logins = es["/admin/audit"].split("Inicios de sesión y sesiones")[1]
+    assert re.search(moment_es + r" \| marta \| inicio de sesión", logins), logins
+    assert not re.search(r"\d{4}-\d\d-\d\d", logins + es["/admin/sessions"])
+    assert re.search(moment_es + r" \| " + moment_es, es["/admin/sessions"])
+    assert "(certeza 1,00)" in es["try: say"]
+    assert re.search(r"(^|\| )\d+,\d s \| de voz antes", es["try: press"]), es["try: press"]
+    assert "| Línea del ICBF para niños, niñas y adolescentes |" in es["/admin/hotlines"]
+    assert "la línea del ICBF" not in es["/admin/hotlines"]
