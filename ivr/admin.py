@@ -30,7 +30,15 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import exports, opening_hours, services, settings, store, twiml
 from ivr.flow import question
-from ivr.i18n import audit_action, page_language, security_event, shown
+from ivr.i18n import (
+    audit_action,
+    audit_detail,
+    decimal,
+    moment,
+    page_language,
+    security_event,
+    shown,
+)
 from ivr.menu import (
     HOTLINE_FIELDS,
     field_of,
@@ -40,13 +48,13 @@ from ivr.menu import (
     word_count,
 )
 from ivr.message import Message
-from ivr.reports import csv_response
+from ivr.reports import csv_response, export_form
 from ivr.security import current_staff, staff_required
 from ivr.services import current_menu
 from ivr.sessions import SecurityEvent, log_security_event
 from ivr.simulator import DIAL_RESULTS, MOVE_KINDS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError, text_language
+from ivr.versions import ConfigVersions, PublishError, pending_note, text_language
 from ivr.vocabulary import BOGOTA, DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -76,7 +84,8 @@ def _render(template: str, **context):
                            # Said on every admin page: production's default is on.
                            two_person_rule_turned_off=not v.two_person_rule
                            and current_app.config["RUTA_ENV"] == "production",
-                           content_language=text_language, **context)
+                           content_language=text_language, pending_note=pending_note,
+                           **context)
 
 
 def _pending_why(draft: dict | None) -> list[Message]:
@@ -381,6 +390,8 @@ def audit_csv():
     security_log = request.args.get("log") == "security"
     log_key = store.SECURITY_LOG if security_log else store.AUDIT
 
+    translated = export_form() is exports.Form.EXCEL and not security_log
+
     def entries():
         last = "-"
         while True:  # 500 at a time
@@ -388,7 +399,9 @@ def audit_csv():
             if not batch:
                 return
             for entry_id, fields in batch:
-                yield fields
+                # The Excel form says an audit detail in the reader's language; the data
+                # form keeps the English text scripts have always read.
+                yield {**fields, "detail": audit_detail(fields)} if translated else fields
                 last = entry_id
 
     return csv_response(exports.AUDIT_COLUMNS, entries(),
@@ -402,8 +415,8 @@ def audit_csv():
 @bp.get("/sessions")
 def sessions():
     """Everyone's open sessions: whose, since when, last used, from where."""
-    def shown(unix: float) -> str:
-        return f"{datetime.fromtimestamp(unix, BOGOTA):%Y-%m-%d %H:%M}"
+    def shown(unix: float) -> str:  # in the reader's forms (ivr.i18n.moment)
+        return moment(datetime.fromtimestamp(unix, BOGOTA))
 
     everyone = [{"handle": s.handle, "user": s.user, "since": shown(s.created),
                  "seen": shown(s.seen), "address": s.address, "agent": s.agent}
@@ -545,7 +558,7 @@ def _why_understood(transcript, preview) -> dict[int, str]:
         evidence = "; ".join(f"“{e}”" for e in d.evidence)
         out[i] = "→ " + led_to + (
             _(", decided by %(by)s %(evidence)s", by=by, evidence=evidence) if by else "") + (
-            _(" (certainty %(score).2f)", score=d.score) if d.score else "")
+            _(" (certainty %(score)s)", score=decimal(d.score, 2)) if d.score else "")
     return out
 
 

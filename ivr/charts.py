@@ -210,21 +210,30 @@ def columns(labels: list[str], values: list[int], title: str, *,
 
 
 def data_table(row_header: str, rows: Sequence[str], columns: Mapping[str, Sequence[int]],
-               *, total: str | None = None) -> Markup:
+               *, total: str | None = None, number: Number = str,
+               shares: Mapping[str, Sequence[float | None]] | None = None,
+               percent: Percent = whole_percent) -> Markup:
     """The numbers a chart draws as an HTML <table>: one row per label, one column per
-    series (keys are the columns' headers, already in the reader's language), and a last
-    column summing each row when `total` (its header) is given. For everyone who cannot
-    see the chart's colours or read its small text."""
+    series (keys are the columns' headers, already in the reader's language), a column
+    summing each row when `total` (its header) is given, then the `shares` columns
+    (percentages 0-100, None for none). Counts written by `number`, shares by `percent`
+    (ivr.i18n's: "1.234", "87,7 %"). For everyone who cannot see the chart's colours or
+    read its small text."""
     data = {str(name): _counts(vals, len(rows), f"column {name!r}")
             for name, vals in columns.items()}
-    heads = [row_header, *data] + ([total] if total else [])
+    shares = {str(name): list(vals) for name, vals in (shares or {}).items()}
+    for name, vals in shares.items():
+        if len(vals) != len(rows):
+            raise ValueError(f"column {name!r} has {len(vals)} values for {len(rows)} labels")
+    heads = [row_header, *data] + ([total] if total else []) + list(shares)
     head = "".join(f'<th scope="col">{escape(h)}</th>' for h in heads)
     body = []
     for i, row in enumerate(rows):
-        cells = [vals[i] for vals in data.values()] + (
-            [sum(vals[i] for vals in data.values())] if total else [])
+        cells = [number(vals[i]) for vals in data.values()] + (
+            [number(sum(vals[i] for vals in data.values()))] if total else []) + [
+            "" if vals[i] is None else percent(vals[i]) for vals in shares.values()]
         body.append(f'<tr><th scope="row">{escape(row)}</th>'
-                    + "".join(f'<td class="num">{n}</td>' for n in cells) + "</tr>")
+                    + "".join(f'<td class="num">{escape(c)}</td>' for c in cells) + "</tr>")
     return Markup(f'<table class="chart-data"><thead><tr>{head}</tr></thead>'
                   f'<tbody>{"".join(body)}</tbody></table>')
 

@@ -269,27 +269,26 @@ def report(day, start, end, fmt, as_json, lang):
     from ivr.reports import day_span
 
     changes = KeyEpochs.read(s.r).changes_between(*day_span(days))
-    _print_report(summary, days, lang or i18n.environment_language(), changes)
+    _print_report(summary, menu, days, lang or i18n.environment_language(), changes)
 
 
-def _print_report(summary, days: list[str], lang: str, key_changes=()) -> None:
-    """`ivr report`'s table, in `lang` from the staff pages' catalogue (ivr.i18n)."""
-    from babel.numbers import format_decimal, format_percent
-
+def _print_report(summary, menu, days: list[str], lang: str, key_changes=()) -> None:
+    """`ivr report`'s table, in `lang` from the staff pages' catalogue and with their
+    names and forms (ivr.i18n): "Niños", "Línea del ICBF…", "1.234", "87,7 %"."""
     from ivr import i18n
 
     _ = i18n.catalogue(lang).gettext
-    locale = i18n.LOCALES[lang]
 
     def number(n) -> str:
-        return format_decimal(n, locale=locale)
+        return i18n.number(n, lang)
 
     def share(pct) -> str:  # the summary's percentages: 87.7 -> "87,7 %" in Spanish
-        return format_percent(pct / 100, "#,##0.#%", locale=locale)
+        return i18n.percent(pct, lang=lang)
 
     head = summary.headline()
-    span = days[0] if len(days) == 1 else _("%(first)s to %(last)s") % {
-        "first": days[0], "last": days[-1]}
+    first, last = i18n.day(days[0], lang), i18n.day(days[-1], lang)
+    span = first if len(days) == 1 else _("%(first)s to %(last)s") % {
+        "first": first, "last": last}
     click.echo(_("%(span)s (America/Bogota): %(calls)s calls") % {
         "span": span, "calls": number(summary.calls)})
     if not summary.calls:
@@ -305,26 +304,50 @@ def _print_report(summary, days: list[str], lang: str, key_changes=()) -> None:
         "hung_up": number(head["hung_up_in_menu"]),
         "hung_up_share": share(head["hung_up_in_menu_pct"])})
     groups = {
-        _("by category:"): {c: sum(v) for c, v in summary.categories.items()},
-        _("by language:"): summary.languages,
-        _("by outcome:"): summary.outcomes,
-        _("by question where they hung up:"): {q: h for q, _n, h in summary.funnel if h},
+        _("by category:"): {i18n.category_name(c, _): sum(v)
+                            for c, v in summary.categories.items()},
+        _("by language:"): {i18n.LANGUAGE_NAMES.get(code, code): n
+                            for code, n in summary.languages.items()},
+        _("by outcome:"): {i18n.outcome_name(o, _): n for o, n in summary.outcomes.items()},
+        _("by question where they hung up:"): {
+            i18n.question_name(q, _): h for q, _n, h in summary.funnel if h},
     }
     for title, counts in groups.items():
         click.echo(f"  {title}")
+        width = max(map(len, counts), default=0) + 2
         for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            click.echo(f"    {name:<24}{number(n):>6}")
+            click.echo(f"    {name:<{width}}{number(n):>6}")
     click.echo("  " + _("transfers by hotline (dial results):"))
     no_result = _("no result yet")
+    names = {row.hotline: i18n.hotline_name(row.hotline, menu, lang) for row in summary.hotlines}
+    width = max(map(len, names.values()), default=0) + 2
     for row in summary.hotlines:
-        results = ", ".join(f"{k} {number(v)}" for k, v in sorted(row.results.items()))
-        click.echo(f"    {row.hotline:<24}{number(row.transfers):>6}  ({results or no_result})")
+        results: dict[str, int] = {}  # by name: "answered" stands for several statuses
+        for status, n in sorted(row.results.items()):
+            name = i18n.dial_result_name(status, _)
+            results[name] = results.get(name, 0) + n
+        said = ", ".join(f"{name} {number(n)}" for name, n in results.items())
+        click.echo(f"    {names[row.hotline]:<{width}}{number(row.transfers):>6}"
+                   f"  ({said or no_result})")
     for change in key_changes:  # as the dashboard says it
         click.echo("  " + _(
             "Caller pseudonyms changed on %(when)s: calls before then are not matched with "
             "later ones, so a caller heard on both sides counts as two callers and this "
             "range's repeat calls are undercounted.") % {
             "when": _local_time(change.since.timestamp())})
+
+
+def _line_test_detail(menu, hotline: str, number: str, result: str) -> message.Message:
+    """An audit entry's "ICBF child protection line +57…: busy": the directory's name
+    and the result in the reader's language."""
+    from ivr import i18n
+    from ivr.summary import LINE_TEST_WORDS
+
+    name = message.InLanguages({lang: i18n.hotline_name(hotline, menu, lang)
+                                for lang in message.LANGUAGES})
+    return message.Message(message.N_("%(hotline)s %(number)s: %(result)s"), {
+        "hotline": name, "number": number,
+        "result": message.Message(LINE_TEST_WORDS.get(result, result))})
 
 
 # --- ivr spool, ivr jobs, ivr events, ivr redis ----------------------------------------
@@ -493,8 +516,16 @@ def users_add(name, role, lang, password_stdin):
     password = _new_password(password_stdin)
     s = _accounts()
     s.save_user(name, role, security.hash_password(password), lang)
-    audit(s.r, _operator(), AuditAction.USER_SAVED, f"{name} ({role})")
+    audit(s.r, _operator(), AuditAction.USER_SAVED, _account_detail(name, role))
     click.echo(f"user {name} saved with role {role}")
+
+
+def _account_detail(name: str, role: str) -> message.Message:
+    """An audit entry's "ana (administrator)", the role said in the reader's language."""
+    from ivr.i18n import ROLE_NAMES
+
+    return message.Message(message.N_("%(name)s (%(role)s)"), {
+        "name": name, "role": message.Message(ROLE_NAMES.get(role, role))})
 
 
 @users.command("list")
@@ -551,7 +582,7 @@ def users_role(name, role):
     s = _accounts()
     if not s.set_role(name, role):
         raise click.ClickException(f"no user named {name}")
-    audit(s.r, _operator(), AuditAction.ROLE_CHANGED, f"{name} ({role})")
+    audit(s.r, _operator(), AuditAction.ROLE_CHANGED, _account_detail(name, role))
     click.echo(f"user {name} now has role {role}; their sessions are ended")
 
 
@@ -931,6 +962,7 @@ def twilio_test_line(hotline, target, yes, wait, poll_every):
     click.echo(f"{hotline} target {target} ({number}): {said}")
     s = store.Store(_redis())
     s.record_line_test(hotline, number, test.result, datetime.now(BOGOTA), test.error)
-    audit(s.r, _operator(), AuditAction.LINE_TEST, f"{hotline} {number}: {test.result}")
+    audit(s.r, _operator(), AuditAction.LINE_TEST, _line_test_detail(menu, hotline, number,
+                                                                     test.result))
     if test.result != "answered":
         sys.exit(1)

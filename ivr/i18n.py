@@ -36,9 +36,10 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
 from ivr import security, services
-from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, Message
+from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, N_, Message
 from ivr.sessions import SecurityEvent
 from ivr.versions import AuditAction
+from ivr.versions import audit_detail as stored_detail
 from ivr.vocabulary import BOGOTA, Category, DialStatus, Outcome
 
 log = logging.getLogger(__name__)
@@ -127,23 +128,32 @@ def _in_reader_language(value):
 # --- locale formats (Babel's CLDR data, in the page's locale; Bogotá time) ---------------
 
 
-def _locale() -> Locale:
+def _locale(lang: str | None = None) -> Locale:
+    """The locale of `lang` (the command line's), else the page's."""
+    if lang:
+        return Locale.parse(LOCALES[lang])
     return (get_locale() if has_request_context() else None) or Locale.parse(
         LOCALES[DEFAULT_LANGUAGE])
 
 
-def number(n: int | float) -> str:
+def number(n: int | float, lang: str | None = None) -> str:
     """1234 -> "1.234" (es), "1,234" (en)."""
-    return numbers.format_decimal(n, locale=_locale())
+    return numbers.format_decimal(n, locale=_locale(lang))
 
 
-def percent(value: float, decimals: int = 1) -> str:
+def decimal(value: float, places: int) -> str:
+    """A measure with a fixed number of decimals: 0.5 -> "0,50" (es), "0.50" (en)."""
+    return numbers.format_decimal(value, "0." + "0" * places, locale=_locale())
+
+
+def percent(value: float, decimals: int = 1, lang: str | None = None) -> str:
     """A percentage given as 87.66 -> "87,7 %" (es), "87.7%" (en); at most `decimals`
     decimals, none when they are zero. Spanish takes the pattern of CLDR's `es`, with
     its space before %, as the RAE and Colombia's NTC 1486 write it (CLDR's es_CO
     drops the space)."""
     share = Decimal(str(round(value, decimals))).normalize() / 100
-    return numbers.format_percent(share, locale=_locale().language, decimal_quantization=False)
+    return numbers.format_percent(share, locale=_locale(lang).language,
+                                  decimal_quantization=False)
 
 
 def _moment_of(value: str | datetime) -> datetime | None:
@@ -168,13 +178,13 @@ def moment(value: str | datetime) -> str:
         dates.format_date(at.astimezone(BOGOTA), "medium", locale=locale))
 
 
-def day(value: str | date) -> str:
+def day(value: str | date, lang: str | None = None) -> str:
     """A calendar day, "2026-11-26" -> "26/11/2026" (es), "Nov 26, 2026" (en)."""
     try:
         value = date.fromisoformat(value) if isinstance(value, str) else value
     except ValueError:
         return str(value)
-    return dates.format_date(value, "medium", locale=_locale())
+    return dates.format_date(value, "medium", locale=_locale(lang))
 
 
 def day_of_month(value: str) -> str:
@@ -184,7 +194,9 @@ def day_of_month(value: str) -> str:
 
 # --- display names of ids (the ids themselves stay in URLs, the API and the data CSV) -----
 
-ROLE_NAMES = {"supervisor": _l("supervisor"), "admin": _l("administrator")}
+# The tables of names hold msgids (N_), translated where they are read: by the page's
+# Flask-Babel, or by the catalogue `ivr report` is given (`gettext=`).
+ROLE_NAMES = {"supervisor": N_("supervisor"), "admin": N_("administrator")}
 AUDIT_ACTION_NAMES = {
     AuditAction.LOGIN: _l("logged in"),
     AuditAction.LOGIN_FAILED: _l("failed login"),
@@ -218,75 +230,88 @@ SECURITY_EVENT_NAMES = {
 # How transfers ended, as the hotlines chart's legend says it ("answered" stands for
 # every status in ivr.vocabulary.ANSWERED).
 DIAL_RESULT_NAMES = {
-    DialStatus.ANSWERED: _l("answered"),
-    DialStatus.COMPLETED: _l("answered"),
-    DialStatus.DROPPED: _l("dropped (a machine)"),
-    DialStatus.BUSY: _l("busy"),
-    DialStatus.NO_ANSWER: _l("no answer"),
-    DialStatus.FAILED: _l("failed"),
-    DialStatus.CANCELED: _l("canceled"),
+    DialStatus.ANSWERED: N_("answered"),
+    DialStatus.COMPLETED: N_("answered"),
+    DialStatus.DROPPED: N_("dropped (a machine)"),
+    DialStatus.BUSY: N_("busy"),
+    DialStatus.NO_ANSWER: N_("no answer"),
+    DialStatus.FAILED: N_("failed"),
+    DialStatus.CANCELED: N_("canceled"),
 }
 
 
 # What a call was about: the menu's categories (config/menu.toml) and the code's own.
 CATEGORY_NAMES = {
-    "child": _l("Children"),
-    "labour": _l("Work"),
-    "migrant": _l("Migrants"),
-    "report": _l("Reporting a crime"),
-    "other": _l("Something else"),
-    Category.EMERGENCY: _l("Emergency"),
-    Category.UNCLEAR: _l("Not understood"),
-    Category.NONE: _l("Hung up before answering"),
+    "child": N_("Children"),
+    "labour": N_("Work"),
+    "migrant": N_("Migrants"),
+    "report": N_("Reporting a crime"),
+    "other": N_("Something else"),
+    Category.EMERGENCY: N_("Emergency"),
+    Category.UNCLEAR: N_("Not understood"),
+    Category.NONE: N_("Hung up before answering"),
 }
 OUTCOME_NAMES = {
-    Outcome.IN_PROGRESS: _l("In progress"),
-    Outcome.TRANSFERRED: _l("Transferred"),
-    Outcome.EMERGENCY_TRANSFERRED: _l("Transferred to emergencies"),
-    Outcome.TRANSFER_FAILED: _l("Transfer failed"),
-    Outcome.ABANDONED_IN_MENU: _l("Hung up in the menu"),
-    Outcome.EMERGENCY_HUNG_UP_TO_DIAL: _l("Hung up to dial 123"),
+    Outcome.IN_PROGRESS: N_("In progress"),
+    Outcome.TRANSFERRED: N_("Transferred"),
+    Outcome.EMERGENCY_TRANSFERRED: N_("Transferred to emergencies"),
+    Outcome.TRANSFER_FAILED: N_("Transfer failed"),
+    Outcome.ABANDONED_IN_MENU: N_("Hung up in the menu"),
+    Outcome.EMERGENCY_HUNG_UP_TO_DIAL: N_("Hung up to dial 123"),
 }
 # The menu's questions (config/menu.toml's nodes), by what they ask.
 QUESTION_NAMES = {
-    "welcome": _l("What the call is about"),
-    "report": _l("Where to report a crime"),
+    "welcome": N_("What the call is about"),
+    "report": N_("Where to report a crime"),
 }
 # A directory name as the menu says it in a sentence ("Le comunico con la línea del
 # ICBF"), without its article when it stands alone as a label.
 ARTICLES = {"es": ("la ", "el ", "los ", "las "), "en": ("the ",)}
 
 
+def _name(table: Mapping[str, str], key: str, gettext=None) -> str:
+    """`key`'s name in `table`, through `gettext` (the page's when None); an id without
+    a name as it is."""
+    msgid = table.get(key)
+    return (gettext or _)(msgid) if msgid else key
+
+
 def dial_result_names(results) -> dict[str, str]:
     """{dial result id: its name} for the results given (ids without a name: as they are)."""
-    return {r: str(DIAL_RESULT_NAMES.get(r, r)) for r in results}
+    return {r: dial_result_name(r) for r in results}
 
 
-def category_name(category: str) -> str:
-    return str(CATEGORY_NAMES.get(category, category))
+def category_name(category: str, gettext=None) -> str:
+    return _name(CATEGORY_NAMES, category, gettext)
 
 
-def outcome_name(outcome: str) -> str:
-    return str(OUTCOME_NAMES.get(outcome, outcome))
+def outcome_name(outcome: str, gettext=None) -> str:
+    return _name(OUTCOME_NAMES, outcome, gettext)
 
 
-def question_name(node: str) -> str:
-    return str(QUESTION_NAMES.get(node, node))
+def question_name(node: str, gettext=None) -> str:
+    return _name(QUESTION_NAMES, node, gettext)
 
 
-def dial_result_name(result: str) -> str:
-    return str(DIAL_RESULT_NAMES.get(result, result))
+def dial_result_name(result: str, gettext=None) -> str:
+    return _name(DIAL_RESULT_NAMES, result, gettext)
 
 
-def hotline_name(hotline: str) -> str:
-    """A hotline's name from the live directory in the reader's language, as a label:
-    "Línea del ICBF para niños, niñas y adolescentes" (an unknown id as it is)."""
-    line = services.current_menu().hotlines.get(hotline) if has_app_context() else None
-    lang = page_language()
+def hotline_name(hotline: str, menu=None, lang: str | None = None) -> str:
+    """A hotline's name from the directory in the reader's language, as a label: "Línea
+    del ICBF para niños, niñas y adolescentes" (an unknown id as it is). The live menu
+    and the page's language unless given (`ivr report` gives its own)."""
+    if menu is None and has_app_context():
+        menu = services.current_menu()
+    line = menu.hotlines.get(hotline) if menu is not None else None
+    lang = lang or page_language()
     name = (line.names.get(lang) or line.names.get(DEFAULT_LANGUAGE)) if line else None
-    if not name:
-        return hotline
-    for article in ARTICLES.get(lang, ()):
+    return as_label(name, lang) if name else hotline
+
+
+def as_label(name: str, lang: str | None = None) -> str:
+    """A directory name as a label: "la línea del ICBF" -> "Línea del ICBF"."""
+    for article in ARTICLES.get(lang or page_language(), ()):
         if name.lower().startswith(article) and len(name) > len(article):
             name = name[len(article):]
             break
@@ -298,13 +323,19 @@ def audit_action(action: str) -> str:
     return str(AUDIT_ACTION_NAMES.get(action, action))
 
 
+def audit_detail(entry: Mapping[str, str]) -> str:
+    """An audit entry's detail in the reader's language (one kept as English text before
+    details were kept as messages: as it is)."""
+    return shown(stored_detail(entry))
+
+
 def security_event(action: str) -> str:
     """A security log entry's action as staff read it (an unknown one as it was stored)."""
     return str(SECURITY_EVENT_NAMES.get(action, action))
 
 
 def role_name(role: str) -> str:
-    return str(ROLE_NAMES.get(role, role))
+    return _name(ROLE_NAMES, role)
 
 
 def language_name(lang: str) -> Markup:
@@ -321,8 +352,8 @@ def init_app(app) -> None:
     babel.init_app(app, locale_selector=select_locale)
     app.jinja_env.globals.update(html_lang=html_lang, page_language=page_language,
                                  language_name=language_name, time_zone=TIME_ZONE)
-    for name_of in (shown, audit_action, security_event, role_name, category_name,
-                    outcome_name, question_name, dial_result_name, hotline_name, number,
+    for name_of in (shown, audit_action, audit_detail, security_event, role_name, category_name,
+                    outcome_name, question_name, dial_result_name, hotline_name, as_label, number,
                     percent, moment, day):
         app.add_template_filter(name_of)
     missing = [lang for lang in LANGUAGES if lang != "en" and not any(

@@ -37,12 +37,46 @@ class Message(str):
         return text
 
     def to_json(self) -> dict:
-        """Kept this way (e.g. in a draft) so it can be shown in any language later."""
-        return {"template": self.template, "values": self.values}
+        """Kept this way (e.g. in a draft, an audit entry) so it can be shown in any
+        language later; a message or a name in several languages among the values too."""
+        return {"template": self.template, "values": {
+            k: v.to_json() if isinstance(v, Message | InLanguages) else v
+            for k, v in self.values.items()}}
 
     @classmethod
     def from_json(cls, stored: dict | str) -> Message:
         """From to_json's form, or a plain string kept before messages were (as it is)."""
         if isinstance(stored, str):
             return cls(stored)
-        return cls(stored["template"], dict(stored.get("values") or {}))
+        return cls(stored["template"], {k: _value_from_json(v) for k, v in
+                                        (stored.get("values") or {}).items()})
+
+    @classmethod
+    def joined(cls, parts: list, separator: str = "; ") -> Message:
+        """Messages (or plain texts) one after the other, each shown in the reader's
+        language (the template of places alone needs no translation)."""
+        return cls(separator.join(f"%(part{i})s" for i in range(len(parts))),
+                   {f"part{i}": part for i, part in enumerate(parts)})
+
+
+class InLanguages(dict):
+    """A value said differently in each language, {"es": …, "en": …}: a hotline's name
+    from the directory at the time. Shown in the reader's language (`text`); as a
+    string, in English like the message around it."""
+
+    def text(self, lang: str) -> str:
+        return self.get(lang) or self.get(DEFAULT_LANGUAGE) or next(iter(self.values()), "")
+
+    def __str__(self) -> str:
+        return self.text("en")
+
+    def to_json(self) -> dict:
+        return {"in_languages": dict(self)}
+
+
+def _value_from_json(value):
+    if isinstance(value, dict) and "template" in value:
+        return Message.from_json(value)
+    if isinstance(value, dict) and "in_languages" in value:
+        return InLanguages(value["in_languages"])
+    return value

@@ -222,7 +222,10 @@ def account():
         lang = form.lang.data
         if lang != staff.lang:
             _accounts().set_language(staff.name, lang)
-            audit(_store().r, staff.name, AuditAction.LANGUAGE_CHANGED, f"{staff.lang} -> {lang}")
+            audit(_store().r, staff.name, AuditAction.LANGUAGE_CHANGED, Message(
+                N_("from %(before)s to %(after)s"),
+                {"before": i18n.LANGUAGE_NAMES.get(staff.lang, staff.lang),
+                 "after": i18n.LANGUAGE_NAMES[lang]}))
         with force_locale(i18n.LOCALES[lang]):  # said in the language just chosen
             flash(_("Saved: these pages are in %(language)s.",
                     language=i18n.LANGUAGE_NAMES[lang]))
@@ -319,23 +322,27 @@ def _charts(summary: Summary) -> dict[str, Figure]:
                                    names=category_names, **forms),
             charts.data_table(_("Day"), labels,
                               {category_names[c]: v for c, v in summary.categories.items()},
-                              total=_("In all"))),
+                              total=_("In all"), number=i18n.number)),
         "hotlines": Figure(
             charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
                                 names=result_names, **forms),
             charts.data_table(_("Hotline"), rows,
                               {result_names[r]: v for r, v in results.items()},
-                              total=_("In all"))),
+                              total=_("In all"), number=i18n.number)),
         "funnel": Figure(
             charts.funnel(funnel, _("Callers at each question, and who hung up"),
                           percent=lambda p: i18n.percent(p, 0), **forms),
             charts.data_table(_("Question"), questions,
                               {_("reached"): [r for _q, r, _h in funnel],
-                               _("hung up here"): [h for _q, _r, h in funnel]})),
+                               _("hung up here"): [h for _q, _r, h in funnel]},
+                              number=i18n.number, percent=i18n.percent,
+                              shares={_("share who hung up"): [
+                                  100 * h / r if r else None for _q, r, h in funnel]})),
         "by_hour": Figure(
             charts.columns(hours, summary.by_hour, _("Calls by hour of day (Bogotá)"),
                            **forms),
-            charts.data_table(_("Hour"), hours, {_("Calls"): summary.by_hour})),
+            charts.data_table(_("Hour"), hours, {_("Calls"): summary.by_hour},
+                              number=i18n.number)),
     }
 
 

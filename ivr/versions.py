@@ -88,9 +88,29 @@ class Version:
     number: int
     author: str
     at: str
-    note: str
+    note: str  # as the admin typed it (before rollback_of was kept: with its prefix)
     kind: str  # "publish" or "rollback"
     approved_by: str = ""
+    rollback_of: int | None = None  # the version a rollback brought back
+
+    @property
+    def shown_note(self) -> Message | str:
+        """The note as staff read it, in their language: a rollback's says which version
+        it brought back. An older note, kept as English text, as it is."""
+        return note_of(self.note, self.rollback_of)
+
+
+def note_of(note: str, rollback_of: int | None) -> Message | str:
+    """A version's (or a pending draft's) note, with what it rolled back to if it did."""
+    if rollback_of is None:
+        return note
+    return Message(N_("rollback to version %(number)s: %(note)s"),
+                   {"number": rollback_of, "note": note})
+
+
+def pending_note(draft: dict) -> Message | str:
+    """The note of a draft waiting for approval, as staff read it."""
+    return note_of(draft.get("pending_note", ""), draft.get("pending_rollback_of"))
 
 
 def now_text() -> str:
@@ -187,9 +207,11 @@ class ConfigVersions:
         fields = self.r.hgetall(store.config_version_key(number))
         if not fields:
             return None
+        rollback_of = fields.get("rollback_of")
         return Version(number, fields.get("author", ""), fields.get("at", ""),
                        fields.get("note", ""), fields.get("kind", ""),
-                       fields.get("approved_by", ""))
+                       fields.get("approved_by", ""),
+                       int(rollback_of) if rollback_of not in (None, "") else None)
 
     def history(self) -> list[Version]:
         """Every version, newest first."""
@@ -296,7 +318,7 @@ class ConfigVersions:
             draft |= {"pending_note": note, "pending_by": author,
                       "pending_why": [m.to_json() for m in why]}
             self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-            self.audit(author, AuditAction.PUBLISH_REQUESTED, "; ".join(map(str, [note, *why])))
+            self.audit(author, AuditAction.PUBLISH_REQUESTED, Message.joined([note, *why]))
             return None
         return self._new_version(draft["doc"], author, note, AuditAction.PUBLISH,
                                  clear_draft=True)
@@ -312,7 +334,8 @@ class ConfigVersions:
         if problems:
             raise PublishError(problems)
         return self._new_version(draft["doc"], draft["pending_by"], draft["pending_note"],
-                                 AuditAction.PUBLISH, clear_draft=True, approved_by=approver)
+                                 AuditAction.PUBLISH, clear_draft=True, approved_by=approver,
+                                 rollback_of=draft.get("pending_rollback_of"))
 
     def rollback(self, number: int, author: str, note: str) -> int | None:
         """Publish version `number`'s document again, as a new version (with the
@@ -327,23 +350,25 @@ class ConfigVersions:
         _, problems = self.check(doc)
         if problems:  # the shipped files changed since: that old version no longer loads
             raise PublishError(problems)
-        note = f"rollback to version {number}: {note}"
         why = self.approval_reasons(doc)
         if self.two_person_rule or why:
             draft = {"doc": normalize(doc), "base": self.latest(), "author": author,
-                     "at": now_text(), "pending_note": note, "pending_by": author,
-                     "pending_why": [m.to_json() for m in why]}
+                     "at": now_text(), "pending_note": note, "pending_rollback_of": number,
+                     "pending_by": author, "pending_why": [m.to_json() for m in why]}
             self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-            self.audit(author, AuditAction.ROLLBACK_REQUESTED, "; ".join(map(str, [note, *why])))
+            self.audit(author, AuditAction.ROLLBACK_REQUESTED,
+                       Message.joined([note_of(note, number), *why]))
             return None
-        return self._new_version(doc, author, note, AuditAction.ROLLBACK, clear_draft=False)
+        return self._new_version(doc, author, note, AuditAction.ROLLBACK, clear_draft=False,
+                                 rollback_of=number)
 
     def _draft_as_seen(self, seen: str | None) -> dict | None:
         if seen is not None and seen != self.draft_digest():
             raise refused(N_("the draft changed since you looked at it: review it again"))
         return self.draft()
 
-    def _new_version(self, doc, author, note, kind, clear_draft, approved_by="") -> int:
+    def _new_version(self, doc, author, note, kind, clear_draft, approved_by="",
+                     rollback_of: int | None = None) -> int:
         number = self.r.incr(store.CONFIG_VERSION_SEQ)
         with self.r.pipeline() as pipe:
             try:
@@ -356,6 +381,7 @@ class ConfigVersions:
                 pipe.hset(store.config_version_key(number), mapping={
                     "doc": json.dumps(normalize(doc), ensure_ascii=False), "author": author,
                     "at": now_text(), "note": note, "kind": kind, "approved_by": approved_by,
+                    **({"rollback_of": rollback_of} if rollback_of is not None else {}),
                 })
                 # Web processes watch this counter; it moves only once the version is
                 # stored, and only forward (two publishing at once: the higher wins).
@@ -365,19 +391,34 @@ class ConfigVersions:
                 pipe.execute()
             except redis.WatchError as e:
                 raise refused(N_("the draft changed meanwhile: review it again")) from e
-        self.audit(author, kind, f"version {number}: {note}"
-                   + (f" (approved by {approved_by})" if approved_by else ""))
+        values = {"number": number, "note": note_of(note, rollback_of), "name": approved_by}
+        self.audit(author, kind, Message(
+            N_("version %(number)s: %(note)s (approved by %(name)s)") if approved_by
+            else N_("version %(number)s: %(note)s"), values))
         return number
 
     # --- audit --------------------------------------------------------------------
 
-    def audit(self, who: str, action: str, detail: str) -> None:
+    def audit(self, who: str, action: str, detail: Message | str) -> None:
         audit(self.r, who, action, detail)
 
 
-def audit(r: redis.Redis, who: str, action: str, detail: str = "") -> None:
-    """Record who did what (publish, rollback, user change, login...). Kept for ever."""
-    r.xadd(store.AUDIT, {"at": now_text(), "who": who, "action": action, "detail": detail})
+def audit(r: redis.Redis, who: str, action: str, detail: Message | str = "") -> None:
+    """Record who did what (publish, rollback, user change, login...). Kept for ever.
+    `detail` in English (what scripts and the data CSV read) and, when it is a message,
+    also as its template and values, so that staff read it in their language."""
+    entry = {"at": now_text(), "who": who, "action": action, "detail": str(detail)}
+    if isinstance(detail, Message):
+        entry["detail_message"] = json.dumps(detail.to_json(), ensure_ascii=False)
+    r.xadd(store.AUDIT, entry)
+
+
+def audit_detail(entry: dict) -> Message | str:
+    """An audit entry's detail to show: its message, or the English text an entry
+    written before messages were kept holds (as it is)."""
+    if entry.get("detail_message"):
+        return Message.from_json(json.loads(entry["detail_message"]))
+    return entry.get("detail", "")
 
 
 class LiveMenu:

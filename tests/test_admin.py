@@ -586,7 +586,8 @@ def test_rollback_makes_a_new_version_with_the_old_text_and_the_next_call_hears_
     assert live_version(redis_client) == 3
     v = ConfigVersions(redis_client, SHIPPED)
     assert v.document(3) == v.document(1)
-    assert v.version(3).note == "rollback to version 1: the new text had an error"
+    assert (v.version(3).note, v.version(3).rollback_of) == ("the new text had an error", 1)
+    assert v.version(3).shown_note == "rollback to version 1: the new text had an error"
     assert v.version(3).kind == "rollback"
     assert v.document(2) == {"prompts": {"es": {"greeting": bad}}}  # kept as it was
     assert hears_within(other_process, good) == good
@@ -849,7 +850,7 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
     carla.post("/admin/rollback", {"version": "0", "note": "too short"})
 
     expected = [
-        ("cli:ops-laura", "user saved", "carla (admin)"),
+        ("cli:ops-laura", "user saved", "carla (administrator)"),
         ("cli:ops-laura", "user saved", "temp (supervisor)"),
         ("cli:ops-laura", "user removed", "temp"),
         ("carla", "draft saved", ""),

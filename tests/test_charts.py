@@ -18,6 +18,7 @@ from ivr.charts import (
     SERIES_COLORS,
     color_for,
     columns,
+    data_table,
     funnel,
     stacked_bars,
     stacked_columns,
@@ -434,3 +435,17 @@ def test_nice_gridline_steps_are_integers():
         ticks = [int(t) for t in texts(parse(columns(["a"], [peak], "C")), "tick")]
         step = ticks[1] - ticks[0]
         assert math.log10(step / int(str(step)[0])).is_integer()
+
+
+def test_a_charts_data_table_writes_its_numbers_and_shares_in_the_forms_given():
+    """The table under a chart writes counts with `number` and shares with `percent`
+    (the dashboard passes ivr.i18n's: "1.234", "87,7 %"); a row without a share is blank."""
+    table = data_table("Question", ["Welcome", "Report <b>"],
+                       {"reached": [1234, 0], "hung up": [1082, 0]}, total="In all",
+                       number=lambda n: f"{n:,}".replace(",", "."),
+                       shares={"share": [87.66, None]}, percent=lambda p: f"{p:.1f} %")
+    rows = re.findall(r"<tr>(.*?)</tr>", str(table))
+    cells = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in rows]
+    assert cells == [["Question", "reached", "hung up", "In all", "share"],
+                     ["Welcome", "1.234", "1.082", "2.316", "87.7 %"],
+                     ["Report &lt;b&gt;", "0", "0", "0", ""]]

@@ -182,7 +182,7 @@ def test_a_person_changes_their_language_on_the_account_page(app, redis_client):
     assert readable(ana.get("/admin").text)[0] == "en"
     entry = redis_client.xrevrange(store.AUDIT, count=1)[0][1]
     assert (entry["who"], entry["action"], entry["detail"]) == (
-        "ana", "language changed", "es -> en")
+        "ana", "language changed", "from Español to English")
 
     back = ana.post("/account", {"lang": "es"}, follow_redirects=True)
     assert "Guardado: estas páginas están en Español." in back.text
@@ -279,10 +279,8 @@ NAMES = {
     "api", "reports", "calls", "show_caller", "es", "en", "US",
     *(v for voice in (SHIPPED.menu.get("voices") or {}).values() for v in voice.values()),
 }
-# What the test itself typed (notes, prompts), shown as typed in any language; and a
-# rollback's note as it is kept ("rollback to version 0: ..."), quoted in the status line.
-TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "rollback", "version",
-         "lun", "Hola", "nombre"}
+# What the test itself typed (notes, prompts), shown as typed in any language.
+TYPED = {"Nueva", "bienvenida", "corta", "prueba", "uno", "dos", "lun", "Hola", "nombre"}
 
 
 def untranslated(es_texts: list[str], en_texts: list[str]) -> list[str]:
@@ -513,14 +511,16 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     if reads == "es":
-        assert re.fullmatch(r"\S+ \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
-        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?%\), transferencia fallida",
+        assert re.fullmatch(r"\d+/\d\d/\d{4} \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
+        # The pages' forms: a no-break space before %, as the RAE writes it.
+        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?\xa0%\), transferencia fallida",
                         lines[1]), lines[1]
         for heading in ("  por motivo:", "  por idioma:", "  por resultado:",
                         "  transferencias por línea (resultados de la marcación):"):
             assert heading in lines
     else:
-        assert re.fullmatch(r"\S+ \(America/Bogota\): 5 calls", lines[0]), lines[0]
+        assert re.fullmatch(r"[A-Z][a-z]{2} \d+, \d{4} \(America/Bogota\): 5 calls", lines[0]), (
+            lines[0])
         assert re.match(r"  reached a hotline \d+ \(\d+(\.\d)?%\), transfer failed",
                         lines[1]), lines[1]
         for heading in ("  by category:", "  by language:", "  by outcome:",
@@ -528,12 +528,32 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
             assert heading in lines
 
 
+@pytest.mark.parametrize("lang, names, ids", [
+    ("es", ["Niños", "Trabajo", "Transferida", "Colgó en el menú", "De qué se trata la llamada",
+            "Línea del Ministerio del Trabajo", "Línea del ICBF para niños", "ocupada 1",
+            "Español"], ["labour", "icbf", "child", "transferred", "welcome", "busy", "es"]),
+    ("en", ["Children", "Work", "Transferred", "Hung up in the menu", "What the call is about",
+            "Ministry of Labour line", "ICBF child protection line", "busy 1", "Español"],
+     ["labour", "icbf", "transferred", "welcome", "abandoned_in_menu"]),
+])
+def test_ivr_report_names_groups_as_the_staff_pages_do(seeded, redis_server, lang, names, ids):
+    """Categories, languages, outcomes, questions, hotlines and dial results by the names
+    the dashboard gives them in that language (the catalogue, the directory), never ids."""
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET})
+    result = runner.invoke(ivr_main, ["report", "--day", day_of(time.time()), "--lang", lang])
+    assert result.exit_code == 0, result.output
+    for name in names:
+        assert name in result.output, (name, result.output)
+    shown_ids = set(re.findall(r"[\w-]+", result.output)) & set(ids)
+    assert not shown_ids, (shown_ids, result.output)
+
+
 def test_ivr_report_with_no_calls_says_so_in_spanish(redis_server, redis_client):
     runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET})
     result = runner.invoke(ivr_main, ["report", "--day", "2020-01-01"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "2020-01-01 (America/Bogota): 0 llamadas",
+        "1/01/2020 (America/Bogota): 0 llamadas",  # the day as CLDR writes it, as the pages do
         "Todavía no hay llamadas: haga una con `ivr call`."]
 
 # --- the reader's forms and names ---------------------------------------------------------------
@@ -571,7 +591,7 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
     # Hotlines by the directory's names, categories, outcomes, results and questions by
     # the catalogue's, in the health strip, the charts and the calls table alike.
     for names, text in [(["Línea del ICBF para niños", "Línea del Ministerio del Trabajo",
-                          "Niños", "Trabajo", "Transferida", "Colgó en el menú", "ocupado",
+                          "Niños", "Trabajo", "Transferida", "Colgó en el menú", "ocupada",
                           "De qué se trata la llamada: 2"], es),
                         (["ICBF child protection line", "Ministry of Labour line", "Children",
                           "Work", "Transferred", "Hung up in the menu", "busy",
@@ -592,3 +612,88 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
     assert re.search(r"\| \d+% \| reached a hotline", en)
     assert es.count("America/Bogota") == en.count("America/Bogota") == 1
     assert "Fechas y horas en hora de Colombia (America/Bogota)." in es
+
+
+def test_the_charts_tables_write_numbers_and_shares_in_the_readers_forms(app, seeded):
+    """The numbers under each chart (its folded table) as the chart writes them: the
+    funnel's share who hung up "33,3 %" in Spanish, "33.3%" in English."""
+    for name, lang, share in [("ana", "es", r"\d+(,\d)?\xa0%"), ("tom", "en", r"\d+(\.\d)?%")]:
+        add_user(app, name, "admin", lang)
+        page = Person(app, name, "fr").get("/reports?range=today").text
+        tables = re.findall(r'<table class="chart-data">.*?</table>', page, re.S)
+        assert len(tables) == 4
+        funnel = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)
+                  for row in re.findall(r"<tr>(.*?)</tr>", tables[2])]
+        assert funnel[0][-1] == {"es": "proporción que colgó", "en": "share who hung up"}[lang]
+        assert all(re.fullmatch(share, row[-1]) for row in funnel[1:] if row[-1]), funnel
+        assert any(row[-1] for row in funnel[1:]), funnel
+
+
+
+# --- what the audit log and the versions keep, read in either language -------------------
+
+
+@pytest.mark.parametrize("lang, shown", [
+    ("es", {"user": "bea (supervisor(a))", "language": "de Español a English",
+            "publish": "versión 2: prueba uno",
+            "rollback": "versión 3: vuelta a la versión 0: prueba dos",
+            "note": "vuelta a la versión 0: prueba dos"}),
+    ("en", {"user": "bea (supervisor)", "language": "from Español to English",
+            "publish": "version 2: prueba uno",
+            "rollback": "version 3: rollback to version 0: prueba dos",
+            "note": "rollback to version 0: prueba dos"}),
+])
+def test_audit_details_and_version_notes_read_in_the_readers_language(
+        app, redis_server, redis_client, lang, shown):
+    """Kept as a message (its template and values), a detail or a note is shown in the
+    reader's language; one kept as English text before (older entries) as it is."""
+    assert cli(redis_server, "users", "add", "bea", "--role", "supervisor",
+               "--password-stdin", input=PASSWORD + "\n").exit_code == 0
+    redis_client.xadd(store.AUDIT, {"at": "2026-01-02 03:04:05", "who": "old",
+                                    "action": "publish", "detail": "version 7: an old note"})
+    redis_client.hset(store.config_version_key(1), mapping={  # no rollback_of: kept before
+        "doc": "{}", "author": "old", "at": "2026-01-02 03:04:05", "kind": "rollback",
+        "note": "rollback to version 0: an old note"})
+    redis_client.set(store.CONFIG_VERSION_SEQ, 1)
+    add_user(app, "ana", "admin", "es")
+    ana = Person(app, "ana", "fr")
+    ana.post("/account", {"lang": "en"})
+    ana.post("/admin/prompts", {**{f"prompt:{la}:{key}": text
+                                   for la, texts in SHIPPED.prompts.items()
+                                   for key, text in texts.items()},
+                                "prompt:es:greeting": "Nueva bienvenida corta."})
+    ana.post("/admin/publish", {"note": "prueba uno"})
+    ana.post("/admin/rollback", {"version": "0", "note": "prueba dos"})
+    add_user(app, "tom", "admin", lang)
+    tom = Person(app, "tom", "fr")
+
+    audit = readable(tom.get("/admin/audit").text)[1]
+    for detail in (shown["user"], shown["language"], shown["publish"], shown["rollback"],
+                   "version 7: an old note"):
+        assert detail in audit, (detail, audit)
+    history = readable(tom.get("/admin/history").text)[1]
+    assert shown["note"] in history and "rollback to version 0: an old note" in history
+    live = readable(tom.get("/admin").text)[1]
+    assert any(shown["note"] in text for text in live), live
+
+    excel = tom.get("/admin/audit.csv?form=excel").get_data(as_text=True)
+    assert shown["rollback"] in excel and "version 7: an old note" in excel
+    data = tom.get("/admin/audit.csv?form=datos").get_data(as_text=True)
+    assert "version 3: rollback to version 0: prueba dos" in data  # scripts read English
+
+
+
+def test_spanish_pages_write_times_decimals_and_line_names_as_a_reader_expects(render):
+    """Walking the admin pages in Spanish: the security log's and the sessions' times in
+    CLDR's forms, the try-the-call panel's seconds and certainty with decimal commas, and
+    each hotline's legend as a label ("Línea del ICBF…", not "la línea del ICBF…")."""
+    es = {name: " | ".join(readable(html)[1]) for name, html in render("es").items()}
+    moment_es = r"\d{1,2}/\d\d/\d{4}, \d{1,2}:\d\d\s[ap]\.\s?m\."
+    logins = es["/admin/audit"].split("Inicios de sesión y sesiones")[1]
+    assert re.search(moment_es + r" \| marta \| inicio de sesión", logins), logins
+    assert not re.search(r"\d{4}-\d\d-\d\d", logins + es["/admin/sessions"])
+    assert re.search(moment_es + r" \| " + moment_es, es["/admin/sessions"])
+    assert "(certeza 1,00)" in es["try: say"]
+    assert re.search(r"(^|\| )\d+,\d s \| de voz antes", es["try: press"]), es["try: press"]
+    assert "| Línea del ICBF para niños, niñas y adolescentes |" in es["/admin/hotlines"]
+    assert "la línea del ICBF" not in es["/admin/hotlines"]

@@ -23,6 +23,7 @@ CALLER_ID = "+576015550199"
 BASE = "https://ruta.example.org"
 BIN = "https://handler.twilio.com/twiml/EH" + "0" * 32
 NATIONAL = "+5718000522020"  # the national line's first target, as shipped
+ICBF = "+5718000918080"  # ICBF's toll-free number, its first dialable target
 VOICE_FIELDS = {"VoiceUrl": f"{BASE}/voice", "VoiceMethod": "POST",
                 "StatusCallback": f"{BASE}/voice/status", "StatusCallbackMethod": "POST",
                 "VoiceFallbackUrl": BIN, "VoiceFallbackMethod": "POST"}
@@ -289,10 +290,17 @@ def test_the_dashboard_health_strip_shows_the_last_test_per_hotline(
     client = Staff(app, "ana", "supervisor", lang="es").client  # through the login form
     html = client.get("/reports").get_data(as_text=True)
     strip = html[html.index('class="health"'):html.index('class="headline"')]
-    assert "última prueba: contestó, " in strip
-    assert "última prueba: ocupado, " in strip
+    assert "última prueba: contestada, " in strip
+    assert "última prueba: ocupada, " in strip
     national = strip[strip.index('data-hotline="national"'):]
     assert "sin transferencias" in national[:400]  # ana reads Spanish
+
+    # The audit log names each test's line and result in its reader's language.
+    admin = Staff(app, "tom", "admin", lang="en").client
+    for reader, said in [(admin, f"ICBF child protection line {ICBF}: busy"),
+                         (Staff(app, "eva", "admin", lang="es").client,
+                          f"Línea del ICBF para niños, niñas y adolescentes, {ICBF}: ocupada")]:
+        assert said in reader.get("/admin/audit").get_data(as_text=True)
 
 
 def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():
