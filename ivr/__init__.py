@@ -70,6 +70,10 @@ def create_app(config: dict | None = None) -> Flask:
                 "Ruta will not start in production in Flask's debug mode: unset FLASK_DEBUG "
                 "(its debugger would let anyone who sees an error page run code here)."
             )
+    try:
+        settings.admin_totp_required(app.config)
+    except ValueError as e:
+        raise StartupError(f"Ruta will not start: {e}") from e
     caller_id = app.config["RUTA_CALLER_ID"]
     if caller_id and not menu_config.E164.match(caller_id):
         raise StartupError(f"Ruta will not start: RUTA_CALLER_ID={caller_id!r} is not an "

@@ -66,7 +66,13 @@ SECURITY_EVENTS_SHOWN = 200  # the audit page's latest logins, failures and ende
 @bp.before_request
 @staff_required("admin")
 def admins_only():
-    """Every page of this blueprint is for admins (supervisors get 403)."""
+    """Every page of this blueprint is for admins (supervisors get 403), and, where
+    RUTA_ADMIN_TOTP requires it (production's default), for admins who sign in with a
+    code: one without is sent to set it up first."""
+    if settings.admin_totp_required(current_app.config) and not current_staff().two_factor:
+        flash(_("Administrators sign in with a code from an app on their phone: set up "
+                "two-step sign-in to open the administration pages."), "error")
+        return redirect(url_for("reports.two_factor_setup"))
 
 
 def versions() -> ConfigVersions:

@@ -530,13 +530,14 @@ def _account_detail(name: str, role: str) -> message.Message:
 
 @users.command("list")
 def users_list():
-    """Every staff account, its role and its language."""
+    """Every staff account, its role and its language; "two-step": signs in with a code."""
     found = _accounts().users()
     if not found:
         click.echo("no users yet: add one with `ivr users add NAME --role admin`")
     for name, fields in found:
         click.echo(f"{name:<24}{fields.get('role', '?'):<12}{staff.language_of(fields):<4}"
-                   f"since {fields.get('created', '?')}")
+                   f"since {fields.get('created', '?')}"
+                   + ("  two-step" if staff.has_two_factor(fields) else ""))
 
 
 @users.command("remove")
@@ -607,6 +608,18 @@ def users_revoke(name):
     log_security_event(sessions.r, SecurityEvent.SESSIONS_ENDED, _operator(),
                        f"{name}: {ended}")
     click.echo(f"{ended} session(s) of {name} ended")
+
+
+@users.command("totp-reset")
+@click.argument("name")
+def users_totp_reset(name):
+    """Turn off a staff member's two-step sign-in (a lost phone, no recovery code left):
+    their sessions end; they sign in with their password and set it up again."""
+    s = _accounts()
+    if not s.turn_off_two_factor(name):
+        raise click.ClickException(f"no user named {name}")
+    log_security_event(s.r, SecurityEvent.TWO_FACTOR_RESET, _operator(), name)
+    click.echo(f"two-step sign-in of {name} reset; their sessions are ended")
 
 
 def _sessions() -> Sessions:

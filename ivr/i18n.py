@@ -224,6 +224,11 @@ SECURITY_EVENT_NAMES = {
     SecurityEvent.LOGIN_FAILED: _l("failed login"),
     SecurityEvent.LOGIN_FAILED_UNKNOWN: _l("failed login, unknown name"),
     SecurityEvent.SESSIONS_ENDED: _l("sessions ended"),
+    SecurityEvent.CODE_FAILED: _l("failed sign-in code"),
+    SecurityEvent.RECOVERY_CODE_USED: _l("recovery code used"),
+    SecurityEvent.TWO_FACTOR_ON: _l("two-step sign-in turned on"),
+    SecurityEvent.TWO_FACTOR_OFF: _l("two-step sign-in turned off"),
+    SecurityEvent.TWO_FACTOR_RESET: _l("two-step sign-in reset"),
 }
 
 

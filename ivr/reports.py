@@ -1,7 +1,9 @@
-"""Supervisors: login, the dashboard, the calls table, CSV export and the JSON API."""
+"""Supervisors: login (with its second step), the account page and two-step sign-in, the
+dashboard, the calls table, CSV export and the JSON API."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -15,6 +17,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     stream_with_context,
     url_for,
 )
@@ -26,7 +29,7 @@ from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, exports, i18n, security, services
+from ivr import charts, exports, i18n, security, services, settings, two_factor
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
 from ivr.menu import Menu
@@ -39,7 +42,8 @@ from ivr.security import (
     staff_required,
 )
 from ivr.services import current_menu
-from ivr.staff import StaffAccounts
+from ivr.sessions import SecurityEvent
+from ivr.staff import BY_RECOVERY_CODE, StaffAccounts, has_two_factor, recovery_codes_left
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
 from ivr.versions import AuditAction, audit
@@ -167,27 +171,76 @@ class LoginForm(FlaskForm):
         Length(max=256, message=_l("A password has at most %(max)d characters."))])
 
 
+class CodeForm(FlaskForm):
+    code = StringField(_l("Code"), validators=[
+        DataRequired(_l("Enter the code.")),
+        Length(max=32, message=_l("A code has at most %(max)d characters."))])
+
+
+TOO_MANY_FAILURES = _l("Too many failed logins: wait a minute and try again.")
+# What the session notes when the password was right and the code is still to come: the
+# name, when, and where to go next. The session itself starts only with the code.
+SIGN_IN = "sign_in"
+SIGN_IN_SECONDS = 300  # to type the code after the password
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Staff log in; only failed attempts count toward the slow-down."""
+    """Staff log in; only failed attempts count toward the slow-down. An account with
+    two-step sign-in goes on to /login/code: no session before the code."""
     form = LoginForm()
     keys = security.failed_login_counters(form.name.data or "")
     if request.method == "POST" and not login_allowed(keys):
-        return render_template("login.html", form=form, error=_(
-            "Too many failed logins: wait a minute and try again.")), 429
+        return render_template("login.html", form=form, error=TOO_MANY_FAILURES), 429
     if form.validate_on_submit():
         user = _accounts().user(form.name.data)
         # An unknown name costs the same scrypt as a known one: timing tells nothing.
         password_hash = user["password"] if user else security.decoy_password_hash()
         if password_matches(password_hash, form.password.data) and user:
-            security.log_in(form.name.data)
-            return security.remember_device(redirect(_safe_next(request.args.get("next"))),
-                                            form.name.data)
+            if has_two_factor(user):
+                session[SIGN_IN] = {"name": form.name.data, "at": time.time(),
+                                    "next": request.args.get("next") or ""}
+                return redirect(url_for("reports.login_code"))
+            return _signed_in(form.name.data, request.args.get("next"))
         login_failed(keys)
         security.log_failed_login(form.name.data if user else None)
         return render_template("login.html", form=form,
                                error=_("Wrong name or password.")), 401
     return render_template("login.html", form=form, error=None)
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def login_code():
+    """Signing in, second step: the code the person's app shows, or a recovery code.
+    A wrong one counts like a wrong password (the same slow-down, the security log)."""
+    pending = session.get(SIGN_IN)
+    if (not isinstance(pending, dict)
+            or not time.time() < pending.get("at", 0) + SIGN_IN_SECONDS):
+        session.pop(SIGN_IN, None)
+        flash(_("Log in again: the code was not typed in time."), "error")
+        return redirect(url_for("reports.login"))
+    name = pending["name"]
+    form = CodeForm()
+    keys = security.failed_login_counters(name)
+    if request.method == "POST" and not login_allowed(keys):
+        return render_template("login_code.html", form=form, error=TOO_MANY_FAILURES), 429
+    if form.validate_on_submit():
+        passed = _accounts().second_step(name, form.code.data)
+        if passed is not None:
+            if passed == BY_RECOVERY_CODE:
+                security.log_event(SecurityEvent.RECOVERY_CODE_USED, name)
+            return _signed_in(name, pending.get("next"))
+        login_failed(keys)
+        security.log_event(SecurityEvent.CODE_FAILED, name)
+        return render_template("login_code.html", form=form, error=_(
+            "Wrong code, or one already used. Type the code your app shows now.")), 401
+    return render_template("login_code.html", form=form, error=None)
+
+
+def _signed_in(name: str, target: str | None):
+    """Start `name`'s session in this browser and go on to `target` (if on this site)."""
+    security.log_in(name)
+    return security.remember_device(redirect(_safe_next(target)), name)
 
 
 def _safe_next(target: str | None) -> str:
@@ -230,7 +283,72 @@ def account():
             flash(_("Saved: these pages are in %(language)s.",
                     language=i18n.LANGUAGE_NAMES[lang]))
         return redirect(url_for("reports.account"))
-    return render_template("account.html", form=form, staff=staff)
+    return render_template("account.html", form=form, staff=staff,
+                           code_form=CodeForm(formdata=None),
+                           recovery_left=recovery_codes_left(_accounts().user(staff.name)
+                                                             or {}),
+                           required=_two_factor_required(staff))
+
+
+def _two_factor_required(staff) -> bool:
+    return staff.is_admin and settings.admin_totp_required(current_app.config)
+
+
+# The secret drawn for someone setting up two-step sign-in, until their first code shows
+# their app has it: kept in their session's record, in Redis (ivr.sessions), never in a
+# cookie.
+PENDING_SECRET = "two_factor_secret"
+
+
+@bp.route("/account/two-factor", methods=["GET", "POST"])
+@staff_required()
+def two_factor_setup():
+    """Set up two-step sign-in: scan the QR code (or type the secret) into an app, type
+    the code it shows; then the recovery codes, shown this once."""
+    staff = current_staff()
+    if staff.two_factor:
+        return redirect(url_for("reports.account"))
+    secret = session.get(PENDING_SECRET)
+    if not secret:
+        secret = session[PENDING_SECRET] = two_factor.new_secret()
+    form = CodeForm()
+    error = None
+    if form.validate_on_submit():
+        codes = _accounts().turn_on_two_factor(staff.name, secret, form.code.data,
+                                               keep_session=session.record.handle)
+        if codes is not None:
+            session.pop(PENDING_SECRET)
+            security.log_event(SecurityEvent.TWO_FACTOR_ON, staff.name)
+            return render_template("recovery_codes.html", codes=codes, staff=staff)
+        error = _("That is not the code your app shows now: check that it has this "
+                  "account, and type its newest code.")
+    qr = two_factor.qr_svg(two_factor.setup_uri(secret, staff.name),
+                           _("QR code to set up your app"))
+    return render_template("two_factor_setup.html", form=form, error=error, staff=staff,
+                           qr=Markup(qr), secret=two_factor.secret_for_typing(secret),
+                           required=_two_factor_required(staff)), 400 if error else 200
+
+
+@bp.post("/account/two-factor/off")
+@staff_required()
+def two_factor_off():
+    """Turn two-step sign-in off, with a code from the app (or a recovery code): a
+    session left open on someone's computer cannot do it alone. Every other session of
+    theirs ends."""
+    staff = current_staff()
+    form = CodeForm()
+    keys = security.failed_login_counters(staff.name)
+    if not login_allowed(keys):
+        flash(TOO_MANY_FAILURES, "error")
+    elif form.validate_on_submit() and _accounts().second_step(staff.name, form.code.data):
+        _accounts().turn_off_two_factor(staff.name, keep_session=session.record.handle)
+        security.log_event(SecurityEvent.TWO_FACTOR_OFF, staff.name)
+        flash(_("Two-step sign-in is off: you sign in with your password alone."))
+    else:
+        login_failed(keys)
+        security.log_event(SecurityEvent.CODE_FAILED, staff.name)
+        flash(_("Wrong code, or one already used: two-step sign-in is still on."), "error")
+    return redirect(url_for("reports.account"))
 
 
 @bp.get("/")

@@ -24,7 +24,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ivr import redis_url, services, store
 from ivr.message import DEFAULT_LANGUAGE
 from ivr.sessions import SecurityEvent, log_security_event
-from ivr.staff import language_of
+from ivr.staff import has_two_factor, language_of
 
 
 def public_url() -> str:
@@ -351,6 +351,11 @@ def log_failed_login(account: str | None) -> None:
                        request.remote_addr or "")
 
 
+def log_event(event: SecurityEvent, who: str) -> None:
+    """Record `event` of `who` in the security log, with this request's address."""
+    log_security_event(services.of().sessions.r, event, who, request.remote_addr or "")
+
+
 @functools.cache
 def decoy_password_hash() -> str:
     """Checked when a login names no account, so that it takes as long as a real one."""
@@ -382,6 +387,7 @@ class Staff:
     role: str
     via: str  # "session" or "token"
     lang: str = DEFAULT_LANGUAGE  # the pages' language (ivr.i18n); a token's is unused
+    two_factor: bool = False  # signs in with a code after the password (ivr.two_factor)
 
     @property
     def is_admin(self) -> bool:
@@ -402,7 +408,8 @@ def current_staff() -> Staff | None:
     elif (record := getattr(session, "record", None)) is not None:  # ivr.sessions
         found = accounts.user(record.user)
         if found:  # (else removed as this request began: its sessions are ended)
-            staff = Staff(record.user, found["role"], "session", language_of(found))
+            staff = Staff(record.user, found["role"], "session", language_of(found),
+                          has_two_factor(found))
     g.ruta_staff = staff
     return staff
 

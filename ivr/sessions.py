@@ -50,6 +50,13 @@ class SecurityEvent(StrEnum):
     LOGIN_FAILED = "failed login"  # by a known account's name
     LOGIN_FAILED_UNKNOWN = "failed login, unknown name"
     SESSIONS_ENDED = "sessions ended"
+    # Two-step sign-in (ivr.two_factor): a wrong code after the right password counts
+    # like a failed login.
+    CODE_FAILED = "failed sign-in code"
+    RECOVERY_CODE_USED = "recovery code used"
+    TWO_FACTOR_ON = "two-step sign-in turned on"
+    TWO_FACTOR_OFF = "two-step sign-in turned off"
+    TWO_FACTOR_RESET = "two-step sign-in reset"  # by an operator: `ivr users totp-reset`
 
 
 def log_security_event(r: redis.Redis, event: SecurityEvent, who: str = "",
@@ -85,19 +92,20 @@ def _session(handle: str, fields: dict[str, str]) -> Session | None:
         return None
 
 
-def end_sessions_of(r: redis.Redis, user: str) -> int:
-    """End every session of `user` at once; returns how many were open."""
+def end_sessions_of(r: redis.Redis, user: str, keep: str | None = None) -> int:
+    """End every session of `user` at once (but the one whose handle is `keep`: the
+    browser that made the change); returns how many ended."""
     index = user_sessions_key(user)
     with r.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(index)  # a login meanwhile: read again, end it too
-                handles = pipe.zrange(index, 0, -1)
+                handles = [h for h in pipe.zrange(index, 0, -1) if h != keep]
                 pipe.multi()
                 for handle in handles:
                     pipe.delete(session_key(handle))
-                pipe.delete(index)
-                return sum(pipe.execute()[:len(handles)])
+                    pipe.zrem(index, handle)
+                return sum(pipe.execute()[0::2])
             except redis.WatchError:
                 continue
 

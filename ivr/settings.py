@@ -33,6 +33,9 @@ DEFAULTS: dict[str, object] = {
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
     # 1: a publish needs a second admin's approval, 0: it does not; unset: 1 in production
     "RUTA_TWO_PERSON_RULE": "",
+    # "required": an administrator without two-step sign-in (TOTP) is sent to set it up
+    # before any admin page; "optional": they may. Unset: required in production.
+    "RUTA_ADMIN_TOTP": "",
     # A staff session ends this many hours after its login however busy, and sooner after
     # this many minutes unused (ivr.sessions).
     "RUTA_SESSION_HOURS": 8,
@@ -75,3 +78,18 @@ def two_person_rule(config) -> bool:
     if value == "":
         return config["RUTA_ENV"] == "production"
     return value.lower() not in ("0", "false", "no", "off")
+
+
+ADMIN_TOTP_CHOICES = ("required", "optional")
+
+
+def admin_totp_required(config) -> bool:
+    """Must an administrator sign in with a code to open the admin pages? Yes unless
+    RUTA_ADMIN_TOTP=optional, except in development (`ivr dev`, the tests), where it is
+    optional unless set. Anything else is a ValueError: a typo must not turn it off."""
+    value = str(config["RUTA_ADMIN_TOTP"]).strip().lower()
+    if value == "":
+        return config["RUTA_ENV"] == "production"
+    if value not in ADMIN_TOTP_CHOICES:
+        raise ValueError(f"RUTA_ADMIN_TOTP={value!r}: use required or optional")
+    return value == "required"

@@ -2,16 +2,22 @@
 
 The keys are named in ivr.store (the key layout's owner); this module reads and writes
 them. An account or a token is written together with its index, in one transaction.
-Changing who someone is (password, role) or removing them ends their sessions at once
-(ivr.sessions).
+Changing who someone is (password, role, two-step sign-in) or removing them ends their
+sessions at once (ivr.sessions).
+
+Two-step sign-in (ivr.two_factor) lives in the account's own hash: the TOTP secret, the
+last time step accepted (so no code is taken twice), and the recovery codes, each a field
+of its own, "recovery:<its scrypt>", that is deleted as it is used: HDEL answers 1 once.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import redis
 
+from ivr import two_factor
 from ivr.message import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.sessions import end_sessions_of
 from ivr.store import TOKENS, USERS, token_key, user_key
@@ -23,6 +29,31 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 1
 end
 return 0"""
+
+# Accept a TOTP time step only if it is later than the last one accepted: a code seen
+# over someone's shoulder, or replayed, within its window opens nothing.
+ACCEPT_STEP = """
+local last = redis.call('HGET', KEYS[1], 'totp_step')
+if not last or not redis.call('HGET', KEYS[1], 'totp_secret') then
+  return 0
+end
+if tonumber(ARGV[1]) <= tonumber(last) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'totp_step', ARGV[1])
+return 1"""
+TWO_FACTOR_FIELDS = ("totp_secret", "totp_step", "recovery_salt")
+RECOVERY_FIELD = "recovery:"  # + a code's scrypt
+BY_CODE, BY_RECOVERY_CODE = "code", "recovery code"  # how a second step passed
+
+
+def has_two_factor(account: dict[str, str]) -> bool:
+    """Does signing in as this account take a code after the password?"""
+    return bool(account.get("totp_secret"))
+
+
+def recovery_codes_left(account: dict[str, str]) -> int:
+    return sum(1 for field in account if field.startswith(RECOVERY_FIELD))
 
 
 def language_of(account: dict[str, str]) -> str:
@@ -81,16 +112,65 @@ class StaffAccounts:
         """A new role for an existing account, whose sessions end; False if none."""
         return self._change(name, {"role": role})
 
-    def _change(self, name: str, fields: dict[str, str]) -> bool:
+    def _change(self, name: str, fields: dict[str, str], drop: list[str] = (),
+                keep_session: str | None = None) -> bool:
+        """Set `fields` and delete `drop` of an existing account, then end its sessions
+        (all, or all but `keep_session`)."""
         with self.r.pipeline() as pipe:
             pipe.watch(user_key(name))  # removed meanwhile: refused, not half re-made
             if not pipe.exists(user_key(name)):
                 return False
             pipe.multi()
-            pipe.hset(user_key(name), mapping=fields)
+            if drop:
+                pipe.hdel(user_key(name), *drop)
+            if fields:
+                pipe.hset(user_key(name), mapping=fields)
             pipe.execute()
-        end_sessions_of(self.r, name)
+        end_sessions_of(self.r, name, keep=keep_session)
         return True
+
+    # --- two-step sign-in --------------------------------------------------------------
+
+    def turn_on_two_factor(self, name: str, secret: str, code: str,
+                           keep_session: str | None = None) -> list[str] | None:
+        """Turn on two-step sign-in with `secret` once `code` shows the person's app
+        has it: the recovery codes to show them (once), or None for a wrong code. Their
+        other sessions end: each began with a password alone."""
+        step = two_factor.matching_step(secret, code, time.time())
+        if step is None:
+            return None
+        codes, salt = two_factor.new_recovery_codes(), two_factor.new_salt()
+        fields = {"totp_secret": secret, "totp_step": str(step), "recovery_salt": salt}
+        for recovery in codes:
+            fields[RECOVERY_FIELD + two_factor.recovery_code_hash(recovery, salt)] = "1"
+        if not self._change(name, fields, drop=self._two_factor_fields(name),
+                            keep_session=keep_session):
+            return None
+        return codes
+
+    def turn_off_two_factor(self, name: str, keep_session: str | None = None) -> bool:
+        """Sign in with a password alone again (the person's choice, or an operator's
+        reset for a lost phone): every session but `keep_session` ends."""
+        return self._change(name, {}, drop=self._two_factor_fields(name),
+                            keep_session=keep_session)
+
+    def second_step(self, name: str, code: str) -> str | None:
+        """Check a code typed after the password: BY_CODE for the app's code (unused
+        so far), BY_RECOVERY_CODE for a recovery code (now used up), None for neither."""
+        account = self.user(name) or {}
+        if not has_two_factor(account):
+            return None
+        if two_factor.looks_like_a_totp_code(code):
+            step = two_factor.matching_step(account["totp_secret"], code, time.time())
+            accepted = step is not None and self.r.eval(ACCEPT_STEP, 1, user_key(name), step)
+            return BY_CODE if accepted else None
+        field = RECOVERY_FIELD + two_factor.recovery_code_hash(
+            code, account.get("recovery_salt", ""))
+        return BY_RECOVERY_CODE if self.r.hdel(user_key(name), field) else None
+
+    def _two_factor_fields(self, name: str) -> list[str]:
+        return [*TWO_FACTOR_FIELDS,
+                *(f for f in self.r.hkeys(user_key(name)) if f.startswith(RECOVERY_FIELD))]
 
     def save_token(self, name: str, role: str, token_hash: str) -> None:
         pipe = self.r.pipeline()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pyotp
 import pytest
 from conftest import CHROMIUM, CONNECTED_HOTLINES, TEST_OUTPUT
 
@@ -112,6 +113,26 @@ def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
             response = page.goto(base + path)
             assert response.status == (404 if path == "/no-such-page" else 200), path
             problems += check_page(axe, page, viewport)
+
+        # Two-step sign-in: its set-up page, the recovery codes, the login's code step.
+        page.goto(base + "/account/two-factor")
+        problems += check_page(axe, page, viewport)
+        secret = page.locator("main code").first.inner_text().replace(" ", "")
+        page.locator("#code").fill(pyotp.TOTP(secret).now())
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+        assert page.locator("ul.recovery-codes li").count() == 10
+        problems += check_page(axe, page, viewport)
+        page.goto(base + "/account")
+        problems += check_page(axe, page, viewport)
+        page.locator("header form button").click()  # log out
+        page.wait_for_url("**/login")
+        page.locator("#name").fill("ana")
+        page.locator("#password").fill(PASSWORD)
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+        assert page.url.endswith("/login/code")
+        problems += check_page(axe, page, viewport)
     finally:
         ctx.close()
     assert not problems, "\n".join(problems)

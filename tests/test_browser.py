@@ -14,12 +14,14 @@ import http.cookiejar
 import io
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 from conftest import CHROMIUM, CONNECTED_HOTLINES, TEST_OUTPUT
 
@@ -641,6 +643,36 @@ def test_her_browser_logs_in_while_her_name_is_sprayed_and_a_copied_cookie_opens
     finally:
         martas.close()
         attackers.close()
+
+
+def test_an_admin_sets_up_two_step_sign_in_then_logs_in_with_the_apps_code(app, base, page):
+    """In Chromium, as production asks of an admin: the QR code drawn, the app's code
+    (pyotp, from the key shown) turning it on, the recovery codes, then a login that
+    asks for the code and goes on where it was headed."""
+    app.config["RUTA_ADMIN_TOTP"] = "required"
+    add_user(app, "ana", "admin")
+    log_in(page, base, "ana", path="/login?next=/admin/prompts")
+    assert urllib.parse.urlsplit(page.url).path == "/account/two-factor"  # sent to set up
+    assert "set up two-step sign-in" in page.locator("p.flash.error").inner_text()
+    qr = page.locator("figure.qr-code svg").bounding_box()
+    assert qr and qr["width"] >= 200 and qr["width"] == qr["height"]  # drawn, to scan
+    secret = page.locator("main code").first.inner_text().replace(" ", "")
+    page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
+    with page.expect_navigation():
+        page.get_by_role("button", name="Turn on two-step sign-in").click()
+    assert len(page.locator("ul.recovery-codes li").all_inner_texts()) == 10
+    page.get_by_role("link", name="I have written them down").click()
+    assert "10 recovery codes left." in page.locator("main").inner_text()
+    assert page.goto(base + "/admin").status == 200
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+
+    log_in(page, base, "ana", path="/login?next=/admin/prompts")
+    assert urllib.parse.urlsplit(page.url).path == "/login/code"
+    page.get_by_label("Code").fill(pyotp.TOTP(secret).at(time.time() + 30))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+    assert urllib.parse.urlsplit(page.url).path == "/admin/prompts"
 
 
 def test_a_removed_account_is_out_at_its_next_request(app, base, page):

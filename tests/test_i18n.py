@@ -23,6 +23,7 @@ from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pyotp
 import pytest
 from babel.messages.pofile import read_po
 from click.testing import CliRunner
@@ -449,6 +450,19 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
                                         follow_redirects=True))
     keep("account saved", person.post("/account", {"lang": person.lang},
                                       follow_redirects=True))
+    # Two-step sign-in: set up, its recovery codes, the account page, a login's code step.
+    keep("/account/two-factor", person.get("/account/two-factor"))
+    secret = re.search(r"<code>([A-Z2-7 ]+)</code>", pages["/account/two-factor"])[1]
+    keep("set-up code wrong", person.post("/account/two-factor", {"code": "000000"}), 400)
+    keep("recovery codes", person.post("/account/two-factor", {
+        "code": pyotp.TOTP(secret.replace(" ", "")).now()}))
+    keep("/account with two-step sign-in", person.get("/account"))
+    keep("turning it off refused", person.post("/account/two-factor/off", {"code": "000000"},
+                                               follow_redirects=True))
+    keep("/login/code", anonymous.post("/login", data={
+        "name": "ana", "password": PASSWORD, "csrf_token": token}, follow_redirects=True))
+    keep("login code wrong", anonymous.post("/login/code", data={
+        "code": "000000", "csrf_token": token}), 401)
     return pages
 
 

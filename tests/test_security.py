@@ -422,11 +422,16 @@ def test_admin_pages_say_when_the_two_person_rule_is_turned_off(
         "RUTA_ENV": "production", "TWILIO_AUTH_TOKEN": TOKEN, "SECRET_KEY": "a-secret",
         "CALLER_ID_KEY": "a-caller-key", "REDIS_URL": redis_server.url,
         "RUTA_SPOOL_DIR": str(tmp_path / "spool"), "PUBLIC_BASE_URL": PRODUCTION,
-        "RUTA_TWO_PERSON_RULE": setting})
+        "RUTA_TWO_PERSON_RULE": setting,
+        # ana has no two-step sign-in: optional, so the admin pages open to her
+        # (required, they would not: tests/test_two_factor.py).
+        "RUTA_ADMIN_TOTP": "optional"})
     services.of(app).staff.save_user("ana", "admin", quick_hash(PASSWORD), lang="es")
     client = app.test_client()
     resp = log_in(client, base=PRODUCTION, headers={"Referer": PRODUCTION + "/login"})
     assert resp.status_code == 302
     for path in ("/admin", "/admin/prompts", "/admin/hotlines", "/admin/audit"):
-        page = client.get(PRODUCTION + path).get_data(as_text=True)
+        answer = client.get(PRODUCTION + path)
+        assert answer.status_code == 200, path
+        page = answer.get_data(as_text=True)
         assert ("La regla de dos personas está desactivada" in page) is warned, path
