@@ -134,16 +134,16 @@ def recovered(key: str, since: float, attempts: dict[str, list[Attempt]],
 # --- what staff read (in the catalogue: the worker sends it in Spanish) -------------------
 
 RAISED = {
-    Problem.FAILING: N_("Alert: the line %(line)s did not connect %(failed)s of its "
+    Problem.FAILING: N_("Alert: %(line)s did not connect %(failed)s of its "
                         "%(attempts)s transfers in the last 60 minutes."),
-    Problem.FAILED_IN_A_ROW: N_("Alert: the line %(line)s did not connect its last "
+    Problem.FAILED_IN_A_ROW: N_("Alert: %(line)s did not connect its last "
                                 "%(attempts)s transfers."),
     Problem.SILENT: N_("Alert: no call has arrived for %(minutes)s minutes. Check that the "
                        "hotline number answers."),
 }
 CLEARED = {
-    Problem.FAILING: N_("Recovered: the line %(line)s connects calls again."),
-    Problem.FAILED_IN_A_ROW: N_("Recovered: the line %(line)s connects calls again."),
+    Problem.FAILING: N_("Recovered: %(line)s connects calls again."),
+    Problem.FAILED_IN_A_ROW: N_("Recovered: %(line)s connects calls again."),
     Problem.SILENT: N_("Recovered: calls arrive again."),
 }
 

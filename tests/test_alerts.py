@@ -18,6 +18,7 @@ import redis
 from aiosmtpd.controller import Controller
 from conftest import CONNECTED_HOTLINES
 from rq import Queue, SimpleWorker
+from test_admin import Staff
 
 from ivr import alerts, incidents, redis_url, store
 from ivr.alerts import SILENCE, Attempt, Problem, Rules
@@ -194,8 +195,9 @@ def run_deliveries(rq_client) -> None:
     worker.work(burst=True)
 
 
+@pytest.mark.slow
 def test_a_line_answering_busy_raises_one_alert_by_webhook_and_mail_then_one_recovery(
-        simulate, rq_client, alert_env, webhook, mailbox):
+        app, simulate, rq_client, alert_env, webhook, mailbox):
     box, _ = mailbox
     caller = "+573001234567"
     for _ in range(2):
@@ -229,8 +231,17 @@ def test_a_line_answering_busy_raises_one_alert_by_webhook_and_mail_then_one_rec
     assert caller not in everything and caller[3:] not in everything  # never a number
     assert [e["state"] for e in incidents.recent(redis_url.decoding(rq_client))] == [
         "cleared", "raised"]
+    # Both listed on the dashboard, in each reader's language, newest first.
+    page = Staff(app, "sara", "supervisor", lang="es").page("/reports")
+    assert page.index("Recuperado: la línea del Ministerio del Trabajo vuelve a conectar") < \
+        page.index("Alerta: la línea del Ministerio del Trabajo no conectó sus últimas 3 "
+                   "transferencias")
+    assert "(ninguna abierta ahora)" in page
+    english = Staff(app, "sam", "supervisor", lang="en").page("/reports")
+    assert "Alert: the Ministry of Labour line did not connect its last 3" in english
 
 
+@pytest.mark.slow
 def test_a_webhook_that_fails_gets_the_alert_when_it_answers_again(
         simulate, rq_client, alert_env, webhook, mailbox, monkeypatch):
     monkeypatch.setattr(alert_jobs, "RETRY_SECONDS", [0, 0, 0])  # no waiting in a test
