@@ -171,13 +171,15 @@ def dev(port, host):
         redis_server = RedisServer(DEV_DIR / "redis", persist=True).start()
         env["REDIS_URL"] = redis_server.url
         click.echo(f"embedded Redis at {redis_server.url} (data in {DEV_DIR / 'redis'})")
-    # The Procfile's web and worker, started here rather than at the repository's root:
+    # The Procfile's web, worker and cron, started here rather than at the repository's root:
     # relative paths in this shell's environment keep their meaning.
     lines = procfile.commands(env | {"PORT": str(port)}, host=host)
     # The caller ID key is the web's alone: the worker never needs it (ivr.caller_keys).
     worker_env = {k: v for k, v in env.items() if k != "CALLER_ID_KEY"}
     children = [procfile.start(lines["web"], env, cwd=None),
-                procfile.start(lines["worker"], worker_env, cwd=None)]
+                procfile.start(lines["worker"], worker_env, cwd=None),
+                *([procfile.start(lines["cron"], worker_env, cwd=None)] if "cron" in lines
+                  else [])]
     base = f"http://{host}:{port}"
     DEV_DIR.mkdir(exist_ok=True)
     (DEV_DIR / "env").write_text(

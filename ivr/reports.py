@@ -29,7 +29,7 @@ from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, exports, i18n, security, services, settings, two_factor
+from ivr import charts, exports, i18n, incidents, security, services, settings, two_factor
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
 from ivr.menu import Menu
@@ -382,7 +382,16 @@ def dashboard():
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
         caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
+        alerts=_alerts(store),
     )
+
+
+def _alerts(store: Store) -> dict:
+    """The latest alerts and recoveries (workers.alerts), and the incidents open now."""
+    recent = incidents.recent(store.r)
+    for entry in recent:
+        entry["at"] = datetime.fromtimestamp(entry["at"], BOGOTA)
+    return {"recent": recent, "open": len(incidents.open_incidents(store.r))}
 
 
 def day_span(days: list[str]) -> tuple[datetime, datetime]:

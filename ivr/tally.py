@@ -43,6 +43,11 @@ class Changes:
     days: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     hours: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     callers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # The alerts' inputs (ivr.alerts): each line's transfer results in order of
+    # arrival, (when, DialStatus), and when the newest call of the batch started.
+    attempts: dict[str, list[tuple[float, str]]] = field(
+        default_factory=lambda: defaultdict(list))
+    last_call: float = 0.0
 
 
 def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes:
@@ -72,6 +77,7 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
         match event.kind:
             case EventKind.CALL_STARTED:
                 day.update([Count.CALLS, hour_counter(hour_of(record.started))])
+                changes.last_call = max(changes.last_call, record.started)
                 if record.caller and record.caller != ANONYMOUS:
                     day[Count.IDENTIFIED] += 1
                     changes.callers[record.day].add(record.caller)
@@ -81,6 +87,8 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
                 result = counter(Count.DIAL, data.get("hotline", ""), data.get("status", ""))
                 day[result] += 1
                 changes.hours[hour_of_day(event.at)][result] += 1
+                changes.attempts[data.get("hotline", "")].append(
+                    (event.at, data.get("status", "")))
             case EventKind.NO_INPUT | EventKind.INVALID_INPUT:
                 day[EVENT_COUNTS[event.kind]] += 1
     for record in changes.records.values():
