@@ -520,7 +520,7 @@ def test_pages_and_api_need_a_login_or_a_token(app, base, page, seeded, redis_se
                             headers={"Authorization": f"Bearer {token}"})
     assert status == 200
     summary = json.loads(body)
-    assert (summary["calls"], summary["reached_hotline"]) == (7, 4)
+    assert (summary["calls"], summary["reached_person"]) == (7, 4)
     assert summary["outcomes"] == {"transferred": 4, "transfer_failed": 1,
                                    "abandoned_in_menu": 2}
     status, _, body = fetch(base + "/api/reports/calls?range=30",
