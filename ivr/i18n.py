@@ -297,6 +297,15 @@ def outcome_name(outcome: str, gettext=None) -> str:
     return _name(OUTCOME_NAMES, outcome, gettext)
 
 
+# A language as the reader calls it (LANGUAGE_NAMES name each language in itself).
+LANGUAGE_NAMES_READ = {"es": N_("Spanish"), "en": N_("English")}
+
+
+def language_read(lang: str, gettext=None) -> str:
+    """A language named in the reader's language: "inglés" for a Spanish reader."""
+    return _name(LANGUAGE_NAMES_READ, lang, gettext)
+
+
 def input_name(way: str, gettext=None) -> str:
     return _name(INPUT_NAMES, way, gettext)
 

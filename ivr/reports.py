@@ -469,7 +469,7 @@ def _charts(summary: Summary) -> dict[str, Figure]:
     questions = [q for q, _r, _h in funnel]
     hours = [f"{h:02d}" for h in range(24)]
     heat_rows = [i18n.hotline_name(h) for h in summary.not_connected_by_hour]
-    languages = [i18n.LANGUAGE_NAMES.get(lang, lang) for lang in summary.languages]
+    languages = [i18n.language_read(lang) for lang in summary.languages]
     inputs = [i18n.input_name(way) for way in summary.inputs]
     return {
         "per_day": Figure(
