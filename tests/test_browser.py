@@ -468,7 +468,7 @@ def test_dashboard_and_admin_pages_load_with_no_csp_violation(app, base, page, s
         assert "default-src 'self'" in response.headers["content-security-policy"]
         assert page.evaluate("getComputedStyle(document.body).margin") == "0px"  # ruta.css
         if path.startswith("/reports"):
-            assert page.locator("figure svg").count() == 4  # the charts, drawn
+            assert page.locator("figure svg").count() == 7  # the charts, drawn
         assert page.evaluate("window.__csp") == [], path
     # A form post on /admin/try (form-action 'self'), then its answer.
     page.goto(base + "/admin/try")
