@@ -297,14 +297,19 @@ def _print_report(summary, menu, days: list[str], lang: str, key_changes=()) -> 
         click.echo(_("No calls yet — place one with `ivr call`."))
         return
     click.echo("  " + _(
-        "reached a hotline %(reached)s (%(reached_share)s), transfer failed %(failed)s "
-        "(%(failed_share)s), hung up in the menu %(hung_up)s (%(hung_up_share)s)") % {
-        "reached": number(head["reached_hotline"]),
-        "reached_share": share(head["reached_hotline_pct"]),
-        "failed": number(head["transfer_failed"]),
-        "failed_share": share(head["transfer_failed_pct"]),
+        "reached a person %(reached)s (%(reached_share)s), never reached a person "
+        "%(never)s (%(never_share)s), hung up in the menu %(hung_up)s (%(hung_up_share)s)") % {
+        "reached": number(head["reached_person"]),
+        "reached_share": share(head["reached_person_pct"]),
+        "never": number(head["never_reached_person"]),
+        "never_share": share(head["never_reached_person_pct"]),
         "hung_up": number(head["hung_up_in_menu"]),
         "hung_up_share": share(head["hung_up_in_menu_pct"])})
+    click.echo("  " + _(
+        "transfer attempts %(attempts)s: not connected %(not_connected)s (%(share)s)") % {
+        "attempts": number(head["attempts"]),
+        "not_connected": number(head["attempts_not_connected"]),
+        "share": share(head["attempts_not_connected_pct"])})
     groups = {
         _("by category:"): {i18n.category_name(c, _): sum(v)
                             for c, v in summary.categories.items()},

@@ -182,13 +182,6 @@ def shortest_password() -> int:
     return int(re.search(r"at least (\d+) characters", result.output).group(1))
 
 
-def health_hours() -> int:
-    """How far back the reports' health strip looks (`last_hours(N)`)."""
-    from ivr import reports
-
-    return int(re.search(r"last_hours\((\d+)\)", inspect.getsource(reports.build_summary))[1])
-
-
 def lines_without_a_dial_target(menu) -> list[str]:
     return [name for name, line in menu.hotlines.items() if not line.dial]
 
@@ -222,7 +215,7 @@ def readme_figures() -> list[str]:
         f"After {m.max_attempts} silences",
         f"{NUMBER_WORDS[len(lines_without_a_dial_target(m))]} lines have none yet",
         f"{NUMBER_WORDS[len(security.ROLES)].capitalize()} roles",
-        f"failed more than this share in {health_hours()} h",
+        "not connected more than this share of its attempts in the range shown",
         *(phrase for phrase, *_ in TREE),
     ]
 
@@ -277,7 +270,7 @@ def doc_figures() -> list[tuple[str, str]]:
         ("docs/staff.md", f"(default the last {len(summary.parse_range(None, None))}; "
                           f"presets {presets[0]}, {' or '.join(presets[1:])} days"),
         ("docs/staff.md", f"`?range={'|'.join(presets)}`"),
-        ("docs/staff.md", f"failed transfers in the last {health_hours()} hours"),
+        ("docs/staff.md", "transfer attempts over the range shown"),
         ("docs/staff.md", "with at least "
          f"{inspect.signature(summary.summarize).parameters['health_min_attempts'].default}"
          " attempts"),
