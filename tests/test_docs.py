@@ -674,8 +674,8 @@ def test_the_understanding_figures_are_what_the_benchmark_measures():
     assert f"false emergencies {result['false_emergency']:.1%}" in row
     assert f"at least {result['worst_group']:.1%}" in row
     elsewhere = int(result["child_elsewhere"])
-    assert (f"{elsewhere} utterances naming a child sent to another line" if elsewhere
-            else "no utterance naming a child sent to another line") in row
+    said = {0: "no utterance", 1: "1 utterance"}.get(elsewhere, f"{elsewhere} utterances")
+    assert f"{said} naming a child sent to another line" in row
 
 
 @pytest.mark.slow
