@@ -11,6 +11,7 @@ locale writes them. In both, a cell a spreadsheet would run as a formula is defu
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -111,6 +112,7 @@ def excel_cell(value, locale: Locale, when: bool = False):
     return value
 
 
+@functools.lru_cache(maxsize=16)  # once per locale, not once per cell
 def _date_time_pattern(locale: Locale) -> str:
     """The locale's short date with the year in full (a spreadsheet reads "26/11/26" as
     1926 in some settings), and a 24-hour time every spreadsheet reads."""

@@ -29,7 +29,17 @@ from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, exports, i18n, incidents, security, services, settings, two_factor
+from ivr import (
+    charts,
+    export_jobs,
+    exports,
+    i18n,
+    incidents,
+    security,
+    services,
+    settings,
+    two_factor,
+)
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
 from ivr.menu import Menu
@@ -58,7 +68,8 @@ from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
-CSV_MAX_ROWS = 30_000  # about 5 s of streaming: well inside gunicorn's 10 s timeout
+CSV_MAX_ROWS = 30_000  # about 5 s of streaming: well inside gunicorn's 10 s timeout;
+# a bigger range is exported by the worker (ivr.export_jobs)
 MAX_PER_PAGE = 500
 
 
@@ -537,34 +548,39 @@ def _charts(summary: Summary) -> dict[str, Figure]:
 @bp.get("/reports/calls.csv")
 @staff_required()
 def calls_csv():
-    """The range's calls as CSV, oldest first, streamed: memory stays flat.
+    """The range's calls as CSV, oldest first.
 
-    A web worker that streams longer than gunicorn's timeout is killed mid-file, so a
-    range with more calls than we write in a few seconds is refused up front rather than
-    cut short: the command line and the paginated API have no such limit.
+    A web worker that streams longer than gunicorn's timeout is killed mid-file (and
+    holds back webhooks meanwhile), so only a range the web writes in a few seconds is
+    streamed here; a bigger one is built by the worker in parts (ivr.export_jobs), and
+    the supervisor is sent to its progress page.
     """
     days = _days()
     store = _store()
+    form = export_form()
     total = store.count_calls(days)
+    stem = f"ruta-calls-{days[0]}-to-{days[-1]}"
     if total > CSV_MAX_ROWS:
-        abort(400, Message(N_(
-            "%(total)s calls in this range: the web export takes at most %(most)s. Pick a "
-            "shorter range, or use `ivr report --from ... --to ... --format csv` or "
-            "/api/reports/calls."),
-            {"total": i18n.number(total), "most": i18n.number(CSV_MAX_ROWS)}))
+        export_id = export_jobs.start(
+            services.of().redis, current_staff().name, form.value, str(get_locale()),
+            dict(request.args), stem, total)
+        return redirect(url_for("downloads.progress", export_id=export_id))
+    rows = csv_rows(store.iter_calls(days), form, KeyEpochs.read(store.r))
+    return csv_response(exports.CALL_COLUMNS, rows, stem, names=csv_names())
 
-    # The Excel form is for people: the table's names (questions, hotlines, results),
-    # never ids; the data form keeps the ids scripts read.
-    excel = export_form() is exports.Form.EXCEL
-    row = table_row if excel else call_row
-    epochs = KeyEpochs.read(store.r)
-    rows = (row(record, epochs) for record in store.iter_calls(days))
-    return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
-                        names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
-                               "category": i18n.category_name,
-                               "outcome": i18n.outcome_name,
-                               "reached_person": lambda said: {"yes": _("yes"),
-                                                               "no": _("no")}[said]})
+
+def csv_rows(records, form: exports.Form, epochs: KeyEpochs):
+    """The calls CSV's rows. The Excel form is for people: the table's names (questions,
+    hotlines, results), never ids; the data form keeps the ids scripts read."""
+    row = table_row if form is exports.Form.EXCEL else call_row
+    return (row(record, epochs) for record in records)
+
+
+def csv_names() -> dict:
+    """The Excel form's names for the ids of some columns, in the reader's language."""
+    return {"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
+            "category": i18n.category_name, "outcome": i18n.outcome_name,
+            "reached_person": lambda said: {"yes": _("yes"), "no": _("no")}[said]}
 
 
 @bp.get("/api/reports/summary")

@@ -333,6 +333,21 @@ class Store:
                 yield from self._records(sids)
                 start += chunk
 
+    def calls_from(self, days: list[str], position: tuple[int, int], limit: int):
+        """Up to `limit` calls of the days, oldest first, from `position` (day index,
+        offset in that day), and where the next read starts (None after the last day).
+        A long export reads its range this way, part by part, in separate jobs."""
+        day, offset = position
+        sids: list[str] = []
+        while day < len(days) and len(sids) < limit:
+            got = self.r.zrange(day_calls_key(days[day]), offset,
+                                offset + limit - len(sids) - 1)
+            sids += got
+            offset += len(got)
+            if len(sids) < limit:  # this day is over
+                day, offset = day + 1, 0
+        return self._records(sids), ((day, offset) if day < len(days) else None)
+
     def _records(self, sids: list[str]) -> list[CallRecord]:
         read = self.r.pipeline(transaction=False)
         for sid in sids:

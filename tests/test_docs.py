@@ -226,6 +226,7 @@ def doc_figures() -> list[tuple[str, str]]:
 
     from ivr import (
         events,
+        export_jobs,
         flow,
         menu,
         ops,
@@ -276,6 +277,8 @@ def doc_figures() -> list[tuple[str, str]]:
          " attempts"),
         ("docs/staff.md", f"{reports.PER_PAGE} a page"),
         ("docs/staff.md", f"up to {reports.CSV_MAX_ROWS:,} calls"),
+        ("docs/staff.md", f"parts of at most {export_jobs.PART_ROWS:,} calls"),
+        ("docs/staff.md", f"kept {export_jobs.KEEP_SECONDS // 3600} hours"),
         ("docs/staff.md", f"version counter in Redis at most {check_every}"),
         ("docs/design.md", f"at `words_per_minute` ({m.words_per_minute})"),
         ("docs/design.md", f"over `budget_seconds` ({m.budget_seconds:g})"),
@@ -339,6 +342,7 @@ def doc_figures() -> list[tuple[str, str]]:
          f"{ruta_settings.DEFAULTS['RUTA_SESSION_HOURS']} hours after login"),
         ("docs/staff.md", f"the latest {sessions.SECURITY_LOG_KEEP:,} or so"),
         ("docs/performance.md", f"at most {reports.CSV_MAX_ROWS:,} calls"),
+        ("docs/performance.md", f"one part of at most {export_jobs.PART_ROWS:,} calls"),
         ("docs/performance.md", f"`WEB_TIMEOUT` ({gunicorn['timeout']} s by default)"),
         ("docs/performance.md", f"`config/gunicorn.conf.py`: {gunicorn['workers']} sync workers"),
         ("docs/performance.md", f"{retention} days at"),
