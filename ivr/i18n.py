@@ -36,7 +36,7 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
 from ivr import security, services
-from ivr.menu import Problem
+from ivr.menu import DANGER_EXAMPLES, Problem
 from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, N_, Message
 from ivr.sessions import SecurityEvent
 from ivr.versions import AuditAction
@@ -405,13 +405,12 @@ def field_label(field: str) -> str:
     return field
 
 
-def option_name(name: str, menu=None) -> str:
+def option_name(name: str) -> str:
     """An option of examples.toml ("welcome.2", "danger") as staff read it: its label in
-    the menu in the reader's language, with its key."""
-    if name == "danger":
+    the live menu in the reader's language, with its key."""
+    if name == DANGER_EXAMPLES:
         return _("someone is in danger now")
-    if menu is None and has_app_context():
-        menu = services.current_menu()
+    menu = services.current_menu() if has_app_context() else None
     question, _dot, key = name.partition(".")
     node = menu.nodes.get(question) if menu is not None else None
     option = node.option(key) if node else None
