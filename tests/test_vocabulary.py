@@ -52,6 +52,7 @@ SAME_SPELLING_OTHER_MEANING = {
     ("ivr/menu.py", EventKind.NO_INPUT): "a prompt's name (prompts/*.toml)",
     ("ivr/menu.py", EventKind.STEP_LIMIT): "a menu setting (config/menu.toml)",
     ("ivr/flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
+    ("ivr/i18n.py", EventKind.NO_INPUT): "a prompt's name, named for staff",
     ("tests/test_flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
 }
 
