@@ -318,17 +318,24 @@ def _device_signer() -> URLSafeTimedSerializer:
 # --- staff sessions: started, ended, logged -----------------------------------------------
 
 
-def log_in(name: str) -> None:
-    """Start a session for `name` in this browser, in place of the one it had."""
+def log_in(name: str, credentials: str) -> bool:
+    """Start a session for `name` in this browser, in place of the one it had; False (no
+    session) if the account's `credentials` (ivr.sessions.credentials_of) changed since
+    the login checked them."""
     sessions = services.of().sessions
     if session.record is not None:
         sessions.end(session.record.handle)
     address = request.remote_addr or ""
     session.clear()
-    session.sid, session.record = sessions.start(name, address, request.user_agent.string)
+    session.sid = session.record = None
+    started = sessions.start(name, address, request.user_agent.string, credentials)
+    if started is None:
+        return False
+    session.sid, session.record = started
     session.started_now = True
     g.pop("ruta_staff", None)
     log_security_event(sessions.r, SecurityEvent.LOGIN, name, address)
+    return True
 
 
 def log_out() -> None:

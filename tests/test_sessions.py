@@ -16,11 +16,18 @@ import time
 import pytest
 from click.testing import CliRunner
 from test_admin import PASSWORD, QUICK_HASH, Staff, csrf_of, parse
+from test_security import quick_hash
 
 from ivr import create_app, services, store
 from ivr.cli import main as ivr_main
 from ivr.redis_server import free_port
-from ivr.sessions import SECURITY_LOG_KEEP, SecurityEvent, log_security_event, session_hash
+from ivr.sessions import (
+    SECURITY_LOG_KEEP,
+    SecurityEvent,
+    credentials_of,
+    log_security_event,
+    session_hash,
+)
 
 STAFF_PAGES = ("/reports", "/reports/calls.csv", "/admin")
 NEW_PASSWORD = "a brand new password"
@@ -120,6 +127,25 @@ def test_removing_and_adding_the_name_again_brings_no_old_session_back(app, ana,
     assert cli(redis_server, "users", "add", "ana", "--role", "admin", "--password-stdin",
                input=NEW_PASSWORD + "\n").exit_code == 0
     assert logged_out(browser_holding(app, cookie))
+
+
+@pytest.mark.parametrize("change", ["password", "removal"])
+def test_a_login_checked_before_a_change_starts_no_session_after_it(app, change):
+    """A login in flight (its password checked, its session not yet started) while an
+    operator changes a stolen password or removes the account: it must not land after
+    the change has ended every session."""
+    accounts, sessions = services.of(app).staff, services.of(app).sessions
+    accounts.save_user("ana", "admin", QUICK_HASH)
+    checked = credentials_of(accounts.user("ana"))  # the password read, and matched
+    if change == "password":
+        accounts.set_password("ana", quick_hash(PASSWORD))  # a new salt: a new hash
+    else:
+        accounts.remove_user("ana")
+        accounts.save_user("ana", "admin", quick_hash(PASSWORD))  # the name, someone new
+    assert sessions.start("ana", "192.0.2.1", "a browser", checked) is None
+    assert sessions.of_user("ana") == []
+    assert sessions.start("ana", "192.0.2.1", "a browser",
+                          credentials_of(accounts.user("ana"))) is not None
 
 
 def test_adding_a_name_that_exists_is_refused_and_changes_nothing(app, ana, redis_server):

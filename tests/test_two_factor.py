@@ -190,6 +190,49 @@ def test_wrong_codes_are_slowed_down_like_wrong_passwords(app, ana):
     assert security_log(app).count(("ana", "failed sign-in code")) == 5
 
 
+ACCOUNT_CHANGED = ("Log in again: your account changed, or you signed in elsewhere, since "
+                   "you typed your password.")
+
+
+def sent_back_to_login(browser: Browser) -> bool:
+    """The code step refuses this browser: back to the login page, saying why."""
+    resp = browser.get("/login/code")
+    if resp.status_code != 302 or resp.headers["Location"] != "/login":
+        return False
+    return flashes(browser.get("/login").text, "error") == [ACCOUNT_CHANGED]
+
+
+def holding(app, cookie: str) -> Browser:
+    """Another browser, holding a copy of a session cookie."""
+    browser = Browser(app)
+    browser.client.set_cookie("session", cookie)
+    return browser
+
+
+@pytest.mark.parametrize("change", [
+    ["users", "password", "ana", "--password-stdin"], ["users", "totp-reset", "ana"],
+    ["users", "role", "ana", "--role", "supervisor"]])
+def test_a_password_step_waiting_for_its_code_is_void_once_the_account_changes(
+        app, ana, redis_server, change):
+    secret, _codes = set_up(ana)
+    thief = Browser(app)  # has ana's password; waits for a code
+    assert thief.password().headers["Location"] == "/login/code"
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, "USER": "ops-laura"})
+    assert runner.invoke(ivr_main, change, input="a brand new password\n").exit_code == 0
+    assert sent_back_to_login(thief)
+    assert not thief.opens("/reports")
+
+
+def test_a_copy_of_the_password_step_is_void_once_its_sign_in_is_done(app, ana):
+    secret, _codes = set_up(ana)
+    browser = Browser(app)
+    browser.password()
+    copy = browser.client.get_cookie("session").value  # taken before the code is typed
+    assert browser.code(code_at(secret, 30)).status_code == 302
+    browser.post("/logout", {}, form_at="/reports")
+    assert sent_back_to_login(holding(app, copy))  # no later code may finish it
+
+
 def test_the_code_step_needs_the_password_first(app, ana):
     set_up(ana)
     browser = Browser(app)
