@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -290,7 +291,21 @@ def failed_login_counters(name: str) -> list[str]:
         device = {}
     if isinstance(device, dict) and device.get("name") == name and device.get("nonce"):
         return [f"device:{device['nonce']}"]
-    return [f"address:{request.remote_addr or ''}", f"name:{name[:64]}"]
+    return [f"address:{_counted_address(request.remote_addr or '')}", f"name:{name[:64]}"]
+
+
+def _counted_address(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 one as its /64, the block one customer gets:
+    counted one by one, its 2^64 addresses would each have their own allowance."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return address
+    if ip.ipv4_mapped:  # ::ffff:192.0.2.1, an IPv4 client of a dual-stack server
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def remember_device(response, name: str):
