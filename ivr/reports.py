@@ -177,6 +177,15 @@ class CodeForm(FlaskForm):
         Length(max=32, message=_l("A code has at most %(max)d characters."))])
 
 
+class SetUpForm(CodeForm):
+    """Turning two-step sign-in on asks for the password too: else a session left open on
+    someone's computer could tie their account to a stranger's phone, and lock them out."""
+
+    password = PasswordField(_l("Password"), validators=[
+        DataRequired(_l("Enter your password.")),
+        Length(max=256, message=_l("A password has at most %(max)d characters."))])
+
+
 TOO_MANY_FAILURES = _l("Too many failed logins: wait a minute and try again.")
 ACCOUNT_CHANGED = _l("Log in again: your account changed, or you signed in elsewhere, "
                      "since you typed your password.")
@@ -329,17 +338,26 @@ def two_factor_setup():
     secret = session.get(PENDING_SECRET)
     if not secret:
         secret = session[PENDING_SECRET] = two_factor.new_secret()
-    form = CodeForm()
+    form = SetUpForm()
     error = None
-    if form.validate_on_submit():
-        codes = _accounts().turn_on_two_factor(staff.name, secret, form.code.data,
-                                               keep_session=session.record.handle)
-        if codes is not None:
-            session.pop(PENDING_SECRET)
-            security.log_event(SecurityEvent.TWO_FACTOR_ON, staff.name)
-            return render_template("recovery_codes.html", codes=codes, staff=staff)
-        error = _("That is not the code your app shows now: check that it has this "
-                  "account, and type its newest code.")
+    keys = security.failed_login_counters(staff.name)
+    if request.method == "POST" and not login_allowed(keys):
+        error = TOO_MANY_FAILURES  # a stolen session is no way to guess the password
+    elif form.validate_on_submit():
+        account = _accounts().user(staff.name) or {}
+        if not password_matches(account.get("password", ""), form.password.data):
+            login_failed(keys)
+            security.log_failed_login(staff.name)
+            error = _("Wrong password: two-step sign-in is still off.")
+        else:
+            codes = _accounts().turn_on_two_factor(staff.name, secret, form.code.data,
+                                                   keep_session=session.record.handle)
+            if codes is not None:
+                session.pop(PENDING_SECRET)
+                security.log_event(SecurityEvent.TWO_FACTOR_ON, staff.name)
+                return render_template("recovery_codes.html", codes=codes, staff=staff)
+            error = _("That is not the code your app shows now: check that it has this "
+                      "account, and type its newest code.")
     qr = two_factor.qr_svg(two_factor.setup_uri(secret, staff.name),
                            _("QR code to set up your app"))
     return render_template("two_factor_setup.html", form=form, error=error, staff=staff,

@@ -70,7 +70,7 @@ def set_up(browser: Browser) -> tuple[str, list[str]]:
     page = browser.get("/account/two-factor")
     assert page.status_code == 200
     secret = secret_on(page.text)
-    done = browser.post("/account/two-factor", {"code": code_at(secret)},
+    done = browser.post("/account/two-factor", {"code": code_at(secret), "password": PASSWORD},
                         form_at="/account/two-factor")
     assert done.status_code == 200, done.text
     return secret, recovery_codes_on(done.text)
@@ -107,10 +107,11 @@ def test_set_up_with_the_code_of_the_secret_shown_then_recovery_codes_shown_once
     secret = secret_on(page)
     assert len(secret) == 32 and ana.get("/account/two-factor").text == page  # kept
     # A code that is not the app's: still off.
-    wrong = ana.post("/account/two-factor", {"code": "000000"}, form_at="/account/two-factor")
+    wrong = ana.post("/account/two-factor", {"code": "000000", "password": PASSWORD},
+                     form_at="/account/two-factor")
     assert wrong.status_code == 400 and "not the code your app shows" in wrong.text
     assert "Off: you sign in with your password alone." in ana.get("/account").text
-    done = ana.post("/account/two-factor", {"code": code_at(secret)},
+    done = ana.post("/account/two-factor", {"code": code_at(secret), "password": PASSWORD},
                     form_at="/account/two-factor")
     codes = recovery_codes_on(done.text)
     assert len(codes) == len(set(codes)) == 10
@@ -125,6 +126,26 @@ def test_set_up_with_the_code_of_the_secret_shown_then_recovery_codes_shown_once
                     services.of(app).store.r.hgetall(store.user_key("ana")).items())
     assert not any(code.replace("-", "") in kept.replace("-", "") for code in codes)
     assert ("ana", "two-step sign-in turned on") in security_log(app)
+
+
+def test_setting_it_up_takes_the_password_so_a_session_left_open_cannot(app, ana):
+    """Someone at a computer where ana's session was left open, with their own phone:
+    without her password they cannot tie her account to it (and lock her out)."""
+    secret = secret_on(ana.get("/account/two-factor").text)
+    tries = [ana.post("/account/two-factor", {"code": code_at(secret), "password": guess},
+                      form_at="/account/two-factor") for guess in ("", "a guess")]
+    assert not any(recovery_codes_on(t.text) for t in tries)
+    assert "Enter your password." in tries[0].text
+    assert "Wrong password: two-step sign-in is still off." in tries[1].text
+    assert "Off: you sign in with your password alone." in ana.get("/account").text
+    assert Browser(app).password().headers["Location"] == "/reports"  # no code asked
+    assert ("ana", "failed login") in security_log(app)
+    # Nor is the session a way to guess her password past the slow-down.
+    guesses = [ana.post("/account/two-factor", {"code": code_at(secret),
+                                                "password": f"guess {i}"},
+                        form_at="/account/two-factor") for i in range(5)]
+    assert "Too many failed logins" in guesses[-1].text
+    assert all("Wrong password" in g.text for g in guesses[:4])
 
 
 def test_setting_it_up_ends_the_other_sessions_opened_by_password_alone(app, ana):
@@ -196,10 +217,12 @@ ACCOUNT_CHANGED = ("Log in again: your account changed, or you signed in elsewhe
 
 def sent_back_to_login(browser: Browser) -> bool:
     """The code step refuses this browser: back to the login page, saying why."""
-    resp = browser.get("/login/code")
+    english = {**browser.headers, "Accept-Language": "en"}
+    resp = browser.client.get(browser.base + "/login/code", headers=english)
     if resp.status_code != 302 or resp.headers["Location"] != "/login":
         return False
-    return flashes(browser.get("/login").text, "error") == [ACCOUNT_CHANGED]
+    said = browser.client.get(browser.base + "/login", headers=english)
+    return flashes(said.text, "error") == [ACCOUNT_CHANGED]
 
 
 def holding(app, cookie: str) -> Browser:
