@@ -143,6 +143,9 @@ class Sessions:
         Written while the account is unchanged (WATCH): a change that lands first is
         seen here, and one that lands after finds this session and ends it."""
         session_id = secrets.token_urlsafe(32)
+        # Printable characters only: the operator reads it in a terminal (`ivr users
+        # sessions`), where escape sequences could retitle it or write its clipboard.
+        agent = "".join(c for c in agent if c.isprintable())[:AGENT_KEPT]
         with self.r.pipeline() as pipe:
             while True:
                 try:
@@ -151,7 +154,7 @@ class Sessions:
                         return None
                     now = time.time()
                     session = Session(session_hash(session_id), user, now, now, address,
-                                      agent[:AGENT_KEPT])
+                                      agent)
                     pipe.multi()
                     pipe.hset(session_key(session.handle), mapping={
                         "user": user, "created": repr(now), "seen": repr(now),

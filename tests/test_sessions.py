@@ -15,7 +15,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from test_admin import PASSWORD, QUICK_HASH, Staff, csrf_of, parse
+from test_admin import PASSWORD, QUICK_HASH, Staff, add_user, csrf_of, parse
 from test_security import quick_hash
 
 from ivr import create_app, services, store
@@ -239,6 +239,22 @@ def test_ivr_users_sessions_lists_them_and_revoke_ends_them(app, redis_server, r
     assert cli(redis_server, "users", "sessions", "ana").output.strip() == (
         "no open sessions for ana")
     assert ("cli:ops-laura", "sessions ended", "ana: 2") in security_log(redis_client)
+
+
+def test_a_browser_name_cannot_write_terminal_controls_into_ivr_users_sessions(
+        app, redis_server):
+    """A staff member's User-Agent, shown to the operator: escape sequences in it could
+    rewrite the operator's terminal (its title, its clipboard, what it shows)."""
+    add_user(app, "ana", "admin", "en")
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = (
+        "Firefox\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x9b1A\u202eok")
+    token = csrf_of(client.get("/login").text)
+    assert client.post("/login", data={"name": "ana", "password": PASSWORD,
+                                       "csrf_token": token}).status_code == 302
+    listed = cli(redis_server, "users", "sessions", "ana").output
+    assert "Firefox]52;c;cm0gLXJmIH4=[2J1Aok" in listed
+    assert all(c.isprintable() for c in listed.replace("\n", ""))
 
 
 def test_an_admin_sees_who_is_logged_in_and_ends_one_session(app, redis_client):
