@@ -105,7 +105,7 @@ def test_set_up_with_the_code_of_the_secret_shown_then_recovery_codes_shown_once
     svg = parse(page).all("svg", cls="qr")
     assert len(svg) == 1 and svg[0].all("path")  # the QR code, drawn on the server
     secret = secret_on(page)
-    assert len(secret) == 32 and ana.get("/account/two-factor").text == page  # kept
+    assert len(secret) == 32 and secret_on(ana.get("/account/two-factor").text) == secret
     # A code that is not the app's: still off.
     wrong = ana.post("/account/two-factor", {"code": "000000", "password": PASSWORD},
                      form_at="/account/two-factor")
