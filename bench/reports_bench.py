@@ -496,8 +496,9 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
           f"HGETALL of the {len(days)} day hashes, {fields:,} fields): median "
           f"{floor_p50:.2f} ms, p95 {floor_p95:.2f} ms; ratio {sum_p50 / floor_p50:.1f}x")
     outcomes_total = sum(summary.outcomes.values())
-    print(f"  it says: {head['calls']:,} calls, reached a hotline "
-          f"{head['reached_hotline_pct']}%, transfer failed {head['transfer_failed_pct']}%, "
+    print(f"  it says: {head['calls']:,} calls, reached a person "
+          f"{head['reached_person_pct']}%, never reached a person "
+          f"{head['never_reached_person_pct']}%, "
           f"hung up in menu {head['hung_up_in_menu_pct']}%, in progress "
           f"{head['in_progress']}, emergency transfers {head['emergency_transfers']:,}, "
           f"median {head['median_seconds_to_transfer']} s to transfer, repeat calls "

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, replace
 
 from ivr.vocabulary import (
     ANSWERED,
+    INPUT_OF_EVENT,
+    Attempt,
     Category,
     Count,
     DialStatus,
     Event,
     EventKind,
+    Input,
     Outcome,
     day_of,
 )
@@ -53,6 +56,7 @@ class CallRecord:
     duration: int = 0
     no_input: int = 0
     invalid_input: int = 0
+    inputs: set[str] = field(default_factory=set)  # how the caller answered: Input values
     seen: set[str] = field(default_factory=set)  # events applied (id without the CallSid)
     counted: dict[str, str] = field(default_factory=dict)  # dimension -> value counted
 
@@ -91,10 +95,12 @@ class CallRecord:
                 self.caller = str(data.get("caller", ""))
             case EventKind.MENU_ANSWERED:
                 self.path[event.step] = f"{data.get('node', '')}:{data.get('option', '')}"
+                self._answered_by(data)
             case EventKind.NO_INPUT:
                 self.no_input += 1
             case EventKind.INVALID_INPUT:
                 self.invalid_input += 1
+                self._answered_by(data)  # not understood, but the caller did answer
             case EventKind.TRANSFER_STARTED:
                 self.transfers[event.step] = str(data.get("hotline", ""))
                 if not self.first_transfer_at or event.at < self.first_transfer_at:
@@ -107,11 +113,17 @@ class CallRecord:
                 self.duration = int(data.get("duration") or 0)
         return True
 
+    def _answered_by(self, data: dict) -> None:
+        way = INPUT_OF_EVENT.get(str(data.get("input", "")))
+        if way:
+            self.inputs.add(way.value)
+
     def copy(self) -> CallRecord:
         """A copy sharing no set or dict with this record: folding into it leaves this one."""
         return replace(self, path=dict(self.path), nodes=set(self.nodes),
                        transfers=dict(self.transfers), dials=dict(self.dials),
-                       seen=set(self.seen), counted=dict(self.counted))
+                       inputs=set(self.inputs), seen=set(self.seen),
+                       counted=dict(self.counted))
 
     # --- what supervisors count -------------------------------------------------------
 
@@ -139,6 +151,32 @@ class CallRecord:
         return (max(self.transfers) > last_dial
                 or self.dials[last_dial].rsplit(":", 1)[1] == DialStatus.CANCELED)
 
+    @property
+    def reached_person(self) -> bool:
+        """A person took one of its transfers: "reached a person", else it never did."""
+        return self.outcome in (Outcome.TRANSFERRED, Outcome.EMERGENCY_TRANSFERRED)
+
+    @property
+    def attempts(self) -> int:
+        """Transfer attempts ended (connected or not)."""
+        return len(self.dials)
+
+    @property
+    def connected(self) -> int:
+        """Transfer attempts a person took."""
+        return sum(Attempt.of(d.rsplit(":", 1)[1]) is Attempt.CONNECTED
+                   for d in self.dials.values())
+
+    @property
+    def input(self) -> str:
+        """How the caller answered (an Input value); "" while a call that never answered
+        is still going (it may yet)."""
+        if len(self.inputs) > 1:
+            return Input.BOTH.value
+        if self.inputs:
+            return next(iter(self.inputs))
+        return Input.NONE.value if self.status else ""
+
     def dimensions(self) -> dict[str, str]:
         """The values this call adds to the day's counters, by counter (empty: not
         counted)."""
@@ -153,6 +191,7 @@ class CallRecord:
             Count.LANG: self.lang,
             Count.HANGUP: self.asked if outcome is Outcome.ABANDONED_IN_MENU else "",
             Count.TO_TRANSFER: seconds,
+            Count.INPUT: self.input,
         }
 
     # --- storage as a flat hash -------------------------------------------------------
@@ -170,7 +209,7 @@ class CallRecord:
             "talk_seconds": str(self.talk_seconds), "status": self.status,
             "duration": str(self.duration), "no_input": str(self.no_input),
             "invalid_input": str(self.invalid_input), "outcome": self.outcome.value,
-            "seen": ",".join(sorted(self.seen)),
+            "inputs": ",".join(sorted(self.inputs)), "seen": ",".join(sorted(self.seen)),
         }
         fields |= {f"c:{dim}": value for dim, value in self.counted.items()}
         return fields
@@ -195,6 +234,7 @@ class CallRecord:
             talk_seconds=int(get("talk_seconds", 0)), status=get("status", ""),
             duration=int(get("duration", 0)), no_input=int(get("no_input", 0)),
             invalid_input=int(get("invalid_input", 0)),
+            inputs=set(filter(None, get("inputs", "").split(","))),
             seen=set(filter(None, get("seen", "").split(","))),
             counted={k[2:]: v for k, v in fields.items() if k.startswith("c:")},
         )

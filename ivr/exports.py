@@ -56,6 +56,10 @@ CALL_COLUMNS = (
     Column("path", N_("Path")),
     Column("hotlines", N_("Hotlines")),
     Column("outcome", N_("Outcome")),
+    # The one meaning of failed: an attempt connected or not; a call reached a person or not.
+    Column("reached_person", N_("Reached a person")),
+    Column("attempts", N_("Transfer attempts")),
+    Column("not_connected", N_("Attempts not connected")),
     Column("call_status", N_("Call status")),
     Column("duration_s", N_("Call length (s)")),
     Column("talk_s", N_("Talk time (s)")),

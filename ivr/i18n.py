@@ -40,7 +40,7 @@ from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, N_, Message
 from ivr.sessions import SecurityEvent
 from ivr.versions import AuditAction
 from ivr.versions import audit_detail as stored_detail
-from ivr.vocabulary import BOGOTA, Category, DialStatus, Outcome
+from ivr.vocabulary import BOGOTA, Category, DialStatus, Input, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,9 @@ OUTCOME_NAMES = {
     Outcome.ABANDONED_IN_MENU: N_("Hung up in the menu"),
     Outcome.EMERGENCY_HUNG_UP_TO_DIAL: N_("Hung up to dial 123"),
 }
+# How a caller answered the menu (ivr.vocabulary.Input).
+INPUT_NAMES = {Input.KEYPAD: N_("keypad"), Input.SPEECH: N_("speech"),
+               Input.BOTH: N_("keypad and speech"), Input.NONE: N_("never answered")}
 # The menu's questions (config/menu.toml's nodes), by what they ask.
 QUESTION_NAMES = {
     "welcome": N_("What the call is about"),
@@ -292,6 +295,19 @@ def category_name(category: str, gettext=None) -> str:
 
 def outcome_name(outcome: str, gettext=None) -> str:
     return _name(OUTCOME_NAMES, outcome, gettext)
+
+
+# A language as the reader calls it (LANGUAGE_NAMES name each language in itself).
+LANGUAGE_NAMES_READ = {"es": N_("Spanish"), "en": N_("English")}
+
+
+def language_read(lang: str, gettext=None) -> str:
+    """A language named in the reader's language: "inglés" for a Spanish reader."""
+    return _name(LANGUAGE_NAMES_READ, lang, gettext)
+
+
+def input_name(way: str, gettext=None) -> str:
+    return _name(INPUT_NAMES, way, gettext)
 
 
 def question_name(node: str, gettext=None) -> str:

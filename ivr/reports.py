@@ -21,7 +21,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_babel import force_locale, get_locale
+from flask_babel import force_locale, get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -29,7 +29,7 @@ from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, exports, i18n, security, services, settings, two_factor
+from ivr import charts, exports, i18n, incidents, security, services, settings, two_factor
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
 from ivr.menu import Menu
@@ -45,7 +45,14 @@ from ivr.services import current_menu
 from ivr.sessions import SecurityEvent, credentials_of
 from ivr.staff import BY_RECOVERY_CODE, StaffAccounts, has_two_factor, recovery_codes_left
 from ivr.store import Store
-from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
+from ivr.summary import (
+    HEALTH_MIN_ATTEMPTS,
+    RangeError,
+    Summary,
+    parse_range,
+    previous_period,
+    summarize,
+)
 from ivr.versions import AuditAction, audit
 from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
 
@@ -88,13 +95,16 @@ def questions_in_order(menu: Menu) -> list[str]:
 
 
 def build_summary(store: Store, menu: Menu, days: list[str], threshold: float) -> Summary:
-    """Read only counters: a 30-day summary is 30 small hashes plus 24 hourly ones (and
-    the hotlines' latest test calls, one small hash)."""
-    return summarize(
-        days, store.counters_for(days), store.unique_callers(days),
-        store.recent_dials(last_hours(24)), questions_in_order(menu), threshold,
-        line_tests=store.line_tests(),
-    )
+    """Read only counters: a 30-day summary is 30 small hashes, and as many for the
+    previous 30 days it is compared with (and the hotlines' latest test calls, one small
+    hash)."""
+    questions = questions_in_order(menu)
+    summary = summarize(days, store.counters_for(days), store.unique_callers(days),
+                        questions, threshold, line_tests=store.line_tests())
+    before = previous_period(days)
+    summary.previous = summarize(before, store.counters_for(before),
+                                 store.unique_callers(before), questions, threshold).headline()
+    return summary
 
 
 def call_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
@@ -111,6 +121,9 @@ def call_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
         "path": record.path_text(),
         "hotlines": record.hotlines_text(),
         "outcome": record.outcome.value,
+        "reached_person": "yes" if record.reached_person else "no",
+        "attempts": record.attempts,
+        "not_connected": record.attempts - record.connected,
         "call_status": record.status,
         "duration_s": record.duration,
         "talk_s": record.talk_seconds,
@@ -410,6 +423,8 @@ def dashboard():
         summary=summary,
         headline=summary.headline(),
         charts=_charts(summary) if summary.calls else None,
+        changes=_changes(summary),
+        min_attempts=HEALTH_MIN_ATTEMPTS,
         rows=[table_row(r) for r in records],
         total=total,
         page=page,
@@ -418,7 +433,16 @@ def dashboard():
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
         caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
+        alerts=_alerts(store),
     )
+
+
+def _alerts(store: Store) -> dict:
+    """The latest alerts and recoveries (workers.alerts), and the incidents open now."""
+    recent = incidents.recent(store.r)
+    for entry in recent:
+        entry["at"] = datetime.fromtimestamp(entry["at"], BOGOTA)
+    return {"recent": recent, "open": len(incidents.open_incidents(store.r))}
 
 
 def day_span(days: list[str]) -> tuple[datetime, datetime]:
@@ -447,6 +471,26 @@ def table_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
     }
 
 
+def _changes(summary: Summary) -> dict[str, str]:
+    """Each headline figure's change from the previous period, in words: "up 3 on the
+    previous 7 days" (percentages in points). The arrow beside it is for the eye."""
+    n = len(summary.days)
+    before = ngettext("the previous day", "the previous %(num)s days", n)
+    out = {}
+    for key, difference in summary.changes().items():
+        if key.endswith("_pct"):
+            amount = _("%(points)s points", points=i18n.number(abs(difference)))
+        else:
+            amount = i18n.number(abs(difference))
+        if difference > 0:
+            out[key] = "▲ " + _("up %(amount)s on %(before)s", amount=amount, before=before)
+        elif difference < 0:
+            out[key] = "▼ " + _("down %(amount)s on %(before)s", amount=amount, before=before)
+        else:
+            out[key] = "= " + _("as many as %(before)s", before=before)
+    return out
+
+
 class Figure(NamedTuple):
     """A dashboard chart and the same numbers as a table (shown under it, folded)."""
 
@@ -469,6 +513,9 @@ def _charts(summary: Summary) -> dict[str, Figure]:
     category_names = {c: i18n.category_name(c) for c in summary.categories}
     questions = [q for q, _r, _h in funnel]
     hours = [f"{h:02d}" for h in range(24)]
+    heat_rows = [i18n.hotline_name(h) for h in summary.not_connected_by_hour]
+    languages = [i18n.language_read(lang) for lang in summary.languages]
+    inputs = [i18n.input_name(way) for way in summary.inputs]
     return {
         "per_day": Figure(
             charts.stacked_columns(labels, summary.categories,
@@ -492,6 +539,26 @@ def _charts(summary: Summary) -> dict[str, Figure]:
                               number=i18n.number, percent=i18n.percent,
                               shares={_("share who hung up"): [
                                   100 * h / r if r else None for _q, r, h in funnel]})),
+        "not_connected": Figure(
+            charts.heat_map(heat_rows, hours, list(summary.not_connected_by_hour.values()),
+                            _("Transfer attempts not connected, by hotline and hour (Bogotá)"),
+                            out_of=list(summary.attempts_by_hour.values()), **forms),
+            charts.data_table(_("Hour"), hours, {
+                _("%(hotline)s: not connected", hotline=name): summary.not_connected_by_hour[h]
+                for h, name in zip(summary.not_connected_by_hour, heat_rows, strict=True)},
+                number=i18n.number)),
+        "languages": Figure(
+            charts.stacked_bars(languages, {_("Calls"): list(summary.languages.values())},
+                                _("Calls by language"), **forms),
+            charts.data_table(_("Language"), languages,
+                              {_("Calls"): list(summary.languages.values())},
+                              number=i18n.number)),
+        "inputs": Figure(
+            charts.stacked_bars(inputs, {_("Calls"): list(summary.inputs.values())},
+                                _("Calls by how the caller answered"), **forms),
+            charts.data_table(_("Answered by"), inputs,
+                              {_("Calls"): list(summary.inputs.values())},
+                              number=i18n.number)),
         "by_hour": Figure(
             charts.columns(hours, summary.by_hour, _("Calls by hour of day (Bogotá)"),
                            **forms),
@@ -531,7 +598,9 @@ def calls_csv():
     return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
                         names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
                                "category": i18n.category_name,
-                               "outcome": i18n.outcome_name})
+                               "outcome": i18n.outcome_name,
+                               "reached_person": lambda said: {"yes": _("yes"),
+                                                               "no": _("no")}[said]})
 
 
 @bp.get("/api/reports/summary")

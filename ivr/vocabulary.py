@@ -129,6 +129,18 @@ FAILED_DIALS = (DialStatus.DROPPED, DialStatus.BUSY, DialStatus.NO_ANSWER, DialS
                 DialStatus.CANCELED)
 
 
+class Attempt(StrEnum):
+    """What one transfer attempt came to, the one meaning of "failed" everywhere: a person
+    took it (an ANSWERED status), or not (busy, no answer, failed, canceled, dropped)."""
+
+    CONNECTED = "connected"
+    NOT_CONNECTED = "not_connected"
+
+    @classmethod
+    def of(cls, status: str) -> Attempt:
+        return cls.CONNECTED if status in ANSWERED else cls.NOT_CONNECTED
+
+
 class CallStatus(StrEnum):
     """Twilio's CallStatus of a whole call (the status callback, the Calls API)."""
 
@@ -159,6 +171,19 @@ class Outcome(StrEnum):
     # Someone in danger was told to hang up and dial 123 and did, before any line we
     # rang answered: what we asked of them, not a failure.
     EMERGENCY_HUNG_UP_TO_DIAL = "emergency_hung_up_to_dial"
+
+
+class Input(StrEnum):
+    """How a caller answered the menu: keypad, speech, both in one call, or never."""
+
+    KEYPAD = "keypad"
+    SPEECH = "speech"
+    BOTH = "both"
+    NONE = "none"
+
+
+# The `input` an answer's event data names (ivr.flow), as the caller's way of answering.
+INPUT_OF_EVENT = {"dtmf": Input.KEYPAD, "speech": Input.SPEECH}
 
 
 class Category(StrEnum):
@@ -195,6 +220,10 @@ class Count(StrEnum):
     # to_transfer:<seconds>: from the start to the first transfer, whole seconds up to
     # ivr.call_record.MAX_COUNTED_WAIT (a histogram: the dashboard reads its median)
     TO_TRANSFER = "to_transfer"
+    INPUT = "input"  # input:<Input>: how the caller answered
+    # dial_hour:<hotline>:<HH>:<Attempt>: transfers ended in that Bogotá hour of day (the
+    # failures heat map)
+    DIAL_HOUR = "dial_hour"
 
 
 # The event kinds counted by their own name.
@@ -209,6 +238,17 @@ def counter(name: Count, *values: object) -> str:
 def hour_counter(hour: int) -> str:
     """hour:<HH>, the hour two digits: "hour:07"."""
     return counter(Count.HOUR, f"{hour:02d}")
+
+
+def dial_hour_counter(hotline: str, hour: int, attempt: Attempt) -> str:
+    """dial_hour:<hotline>:<HH>:<Attempt>: "dial_hour:labour:07:not_connected"."""
+    return counter(Count.DIAL_HOUR, hotline, f"{hour:02d}", attempt)
+
+
+def split_dial_hour(value: str) -> tuple[str, int, str]:
+    """(hotline, hour, attempt) of a dial_hour counter's value: "labour:07:connected"."""
+    hotline, hour, attempt = value.rsplit(":", 2)
+    return hotline, int(hour), attempt
 
 
 def split_counter(full: str) -> tuple[str, str]:

@@ -28,6 +28,7 @@ BOM = b"\xef\xbb\xbf"
 CALL_IDS = [c.id for c in exports.CALL_COLUMNS]
 SPANISH_CALL_HEADERS = [
     "Llamada", "Inicio", "Idioma", "Motivo", "Recorrido", "Líneas", "Resultado",
+    "Habló con una persona", "Intentos de transferencia", "Intentos sin comunicar",
     "Estado de la llamada", "Duración de la llamada (s)", "Tiempo de conversación (s)",
     "Segundos hasta la transferencia", "Preguntas sin respuesta", "Respuestas no entendidas",
     "Quien llama (seudónimo)", "Clave del seudónimo en uso desde",

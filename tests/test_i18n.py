@@ -528,7 +528,8 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     if reads == "es":
         assert re.fullmatch(r"\d+/\d\d/\d{4} \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
         # The pages' forms: a no-break space before %, as the RAE writes it.
-        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?\xa0%\), transferencia fallida",
+        assert re.match(r"  hablaron con una persona \d+ \(\d+(,\d)?\xa0%\), nunca "
+                        r"hablaron con una persona",
                         lines[1]), lines[1]
         for heading in ("  por motivo:", "  por idioma:", "  por resultado:",
                         "  transferencias por línea (resultados de la marcación):"):
@@ -536,7 +537,7 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     else:
         assert re.fullmatch(r"[A-Z][a-z]{2} \d+, \d{4} \(America/Bogota\): 5 calls", lines[0]), (
             lines[0])
-        assert re.match(r"  reached a hotline \d+ \(\d+(\.\d)?%\), transfer failed",
+        assert re.match(r"  reached a person \d+ \(\d+(\.\d)?%\), never reached a person",
                         lines[1]), lines[1]
         for heading in ("  by category:", "  by language:", "  by outcome:",
                         "  transfers by hotline (dial results):"):
@@ -621,10 +622,10 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
     # Dates, times and percentages as CLDR writes them; the time zone said once.
     assert f"Llamadas del {today:%d/%m/%Y} al {today:%d/%m/%Y}" in es
     assert re.search(r"\d\d/\d\d/\d{4}, \d{1,2}:\d\d [ap]\. m\.", es)
-    assert re.search(r"\| \d+ % \| llegaron a una línea", es)
+    assert re.search(r"\| \d+ % \| hablaron con una persona", es)
     assert f"Calls from {today:%b} {today.day}, {today.year} to" in en
     assert re.search(r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d\d [AP]M", en)
-    assert re.search(r"\| \d+% \| reached a hotline", en)
+    assert re.search(r"\| \d+% \| reached a person", en)
     assert es.count("America/Bogota") == en.count("America/Bogota") == 1
     assert "Fechas y horas en hora de Colombia (America/Bogota)." in es
 
@@ -636,7 +637,7 @@ def test_the_charts_tables_write_numbers_and_shares_in_the_readers_forms(app, se
         add_user(app, name, "admin", lang)
         page = Person(app, name, "fr").get("/reports?range=today").text
         tables = re.findall(r'<table class="chart-data">.*?</table>', page, re.S)
-        assert len(tables) == 4
+        assert len(tables) == 7
         funnel = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)
                   for row in re.findall(r"<tr>(.*?)</tr>", tables[2])]
         assert funnel[0][-1] == {"es": "proporción que colgó", "en": "share who hung up"}[lang]
