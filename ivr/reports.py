@@ -52,7 +52,7 @@ from ivr.security import (
     staff_required,
 )
 from ivr.services import current_menu
-from ivr.sessions import SecurityEvent
+from ivr.sessions import SecurityEvent, credentials_of
 from ivr.staff import BY_RECOVERY_CODE, StaffAccounts, has_two_factor, recovery_codes_left
 from ivr.store import Store
 from ivr.summary import (
@@ -201,7 +201,18 @@ class CodeForm(FlaskForm):
         Length(max=32, message=_l("A code has at most %(max)d characters."))])
 
 
+class SetUpForm(CodeForm):
+    """Turning two-step sign-in on asks for the password too: else a session left open on
+    someone's computer could tie their account to a stranger's phone, and lock them out."""
+
+    password = PasswordField(_l("Password"), validators=[
+        DataRequired(_l("Enter your password.")),
+        Length(max=256, message=_l("A password has at most %(max)d characters."))])
+
+
 TOO_MANY_FAILURES = _l("Too many failed logins: wait a minute and try again.")
+ACCOUNT_CHANGED = _l("Log in again: your account changed, or you signed in elsewhere, "
+                     "since you typed your password.")
 # What the session notes when the password was right and the code is still to come: the
 # name, when, and where to go next. The session itself starts only with the code.
 SIGN_IN = "sign_in"
@@ -222,10 +233,15 @@ def login():
         password_hash = user["password"] if user else security.decoy_password_hash()
         if password_matches(password_hash, form.password.data) and user:
             if has_two_factor(user):
+                # Bound to the account as checked: a password change, a reset or a
+                # sign-in elsewhere with a code voids it (_pending_sign_in).
                 session[SIGN_IN] = {"name": form.name.data, "at": time.time(),
-                                    "next": request.args.get("next") or ""}
+                                    "next": request.args.get("next") or "",
+                                    "credentials": credentials_of(user),
+                                    "step": user.get("totp_step", "")}
                 return redirect(url_for("reports.login_code"))
-            return _signed_in(form.name.data, request.args.get("next"))
+            return _signed_in(form.name.data, credentials_of(user),
+                              request.args.get("next"))
         login_failed(keys)
         security.log_failed_login(form.name.data if user else None)
         return render_template("login.html", form=form,
@@ -244,6 +260,14 @@ def login_code():
         flash(_("Log in again: the code was not typed in time."), "error")
         return redirect(url_for("reports.login"))
     name = pending["name"]
+    account = _accounts().user(name) or {}
+    if (credentials_of(account) != pending.get("credentials")
+            or account.get("totp_step", "") != pending.get("step")):
+        # A copy of this browser's cookie, taken after the password, must not outlive
+        # a new password, a reset, or the sign-in it was made for.
+        session.pop(SIGN_IN, None)
+        flash(str(ACCOUNT_CHANGED), "error")
+        return redirect(url_for("reports.login"))
     form = CodeForm()
     keys = security.failed_login_counters(name)
     if request.method == "POST" and not login_allowed(keys):
@@ -253,7 +277,7 @@ def login_code():
         if passed is not None:
             if passed == BY_RECOVERY_CODE:
                 security.log_event(SecurityEvent.RECOVERY_CODE_USED, name)
-            return _signed_in(name, pending.get("next"))
+            return _signed_in(name, pending["credentials"], pending.get("next"))
         login_failed(keys)
         security.log_event(SecurityEvent.CODE_FAILED, name)
         return render_template("login_code.html", form=form, error=_(
@@ -261,9 +285,12 @@ def login_code():
     return render_template("login_code.html", form=form, error=None)
 
 
-def _signed_in(name: str, target: str | None):
-    """Start `name`'s session in this browser and go on to `target` (if on this site)."""
-    security.log_in(name)
+def _signed_in(name: str, credentials: str, target: str | None):
+    """Start `name`'s session in this browser and go on to `target` (if on this site);
+    back to the login page if the account changed since its `credentials` were read."""
+    if not security.log_in(name, credentials):
+        flash(str(ACCOUNT_CHANGED), "error")
+        return redirect(url_for("reports.login"))
     return security.remember_device(redirect(_safe_next(target)), name)
 
 
@@ -335,17 +362,26 @@ def two_factor_setup():
     secret = session.get(PENDING_SECRET)
     if not secret:
         secret = session[PENDING_SECRET] = two_factor.new_secret()
-    form = CodeForm()
+    form = SetUpForm()
     error = None
-    if form.validate_on_submit():
-        codes = _accounts().turn_on_two_factor(staff.name, secret, form.code.data,
-                                               keep_session=session.record.handle)
-        if codes is not None:
-            session.pop(PENDING_SECRET)
-            security.log_event(SecurityEvent.TWO_FACTOR_ON, staff.name)
-            return render_template("recovery_codes.html", codes=codes, staff=staff)
-        error = _("That is not the code your app shows now: check that it has this "
-                  "account, and type its newest code.")
+    keys = security.failed_login_counters(staff.name)
+    if request.method == "POST" and not login_allowed(keys):
+        error = TOO_MANY_FAILURES  # a stolen session is no way to guess the password
+    elif form.validate_on_submit():
+        account = _accounts().user(staff.name) or {}
+        if not password_matches(account.get("password", ""), form.password.data):
+            login_failed(keys)
+            security.log_failed_login(staff.name)
+            error = _("Wrong password: two-step sign-in is still off.")
+        else:
+            codes = _accounts().turn_on_two_factor(staff.name, secret, form.code.data,
+                                                   keep_session=session.record.handle)
+            if codes is not None:
+                session.pop(PENDING_SECRET)
+                security.log_event(SecurityEvent.TWO_FACTOR_ON, staff.name)
+                return render_template("recovery_codes.html", codes=codes, staff=staff)
+            error = _("That is not the code your app shows now: check that it has this "
+                      "account, and type its newest code.")
     qr = two_factor.qr_svg(two_factor.setup_uri(secret, staff.name),
                            _("QR code to set up your app"))
     return render_template("two_factor_setup.html", form=form, error=error, staff=staff,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -290,7 +291,21 @@ def failed_login_counters(name: str) -> list[str]:
         device = {}
     if isinstance(device, dict) and device.get("name") == name and device.get("nonce"):
         return [f"device:{device['nonce']}"]
-    return [f"address:{request.remote_addr or ''}", f"name:{name[:64]}"]
+    return [f"address:{_counted_address(request.remote_addr or '')}", f"name:{name[:64]}"]
+
+
+def _counted_address(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 one as its /64, the block one customer gets:
+    counted one by one, its 2^64 addresses would each have their own allowance."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return address
+    if ip.ipv4_mapped:  # ::ffff:192.0.2.1, an IPv4 client of a dual-stack server
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def remember_device(response, name: str):
@@ -318,17 +333,24 @@ def _device_signer() -> URLSafeTimedSerializer:
 # --- staff sessions: started, ended, logged -----------------------------------------------
 
 
-def log_in(name: str) -> None:
-    """Start a session for `name` in this browser, in place of the one it had."""
+def log_in(name: str, credentials: str) -> bool:
+    """Start a session for `name` in this browser, in place of the one it had; False (no
+    session) if the account's `credentials` (ivr.sessions.credentials_of) changed since
+    the login checked them."""
     sessions = services.of().sessions
     if session.record is not None:
         sessions.end(session.record.handle)
     address = request.remote_addr or ""
     session.clear()
-    session.sid, session.record = sessions.start(name, address, request.user_agent.string)
+    session.sid = session.record = None
+    started = sessions.start(name, address, request.user_agent.string, credentials)
+    if started is None:
+        return False
+    session.sid, session.record = started
     session.started_now = True
     g.pop("ruta_staff", None)
     log_security_event(sessions.r, SecurityEvent.LOGIN, name, address)
+    return True
 
 
 def log_out() -> None:

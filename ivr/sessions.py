@@ -25,7 +25,7 @@ from enum import StrEnum
 
 import redis
 
-from ivr.store import SECURITY_LOG, session_key, user_sessions_key
+from ivr.store import SECURITY_LOG, session_key, user_key, user_sessions_key
 from ivr.versions import now_text
 
 SECURITY_LOG_KEEP = 10_000  # entries: the oldest go first
@@ -65,6 +65,18 @@ def log_security_event(r: redis.Redis, event: SecurityEvent, who: str = "",
     change (at, who, action, detail); the stream keeps about the last SECURITY_LOG_KEEP."""
     r.xadd(SECURITY_LOG, {"at": now_text(), "who": who, "action": event.value,
                           "detail": detail}, maxlen=SECURITY_LOG_KEEP, approximate=True)
+
+
+# What a sign-in is checked against. A login checked before one of them changed (a new
+# password, role, or two-step secret; the account removed) starts no session: else a
+# login in flight while an operator changes a stolen password would outlive the change.
+CREDENTIAL_FIELDS = ("password", "role", "totp_secret")
+
+
+def credentials_of(account: dict[str, str]) -> str:
+    """A digest of the account's CREDENTIAL_FIELDS ("" for each one missing)."""
+    return hashlib.sha256("\0".join(
+        account.get(field, "") for field in CREDENTIAL_FIELDS).encode()).hexdigest()
 
 
 def session_hash(session_id: str) -> str:
@@ -123,21 +135,40 @@ class Sessions:
         """When `session` ends however busy it is: the cookie expires then too."""
         return session.created + self.lifetime
 
-    def start(self, user: str, address: str, agent: str) -> tuple[str, Session]:
-        """A new session for `user`: (its id, for the cookie only; the session)."""
+    def start(self, user: str, address: str, agent: str,
+              credentials: str) -> tuple[str, Session] | None:
+        """A new session for `user`: (its id, for the cookie only; the session). None if
+        the account's credentials are no longer those the login checked (credentials_of).
+
+        Written while the account is unchanged (WATCH): a change that lands first is
+        seen here, and one that lands after finds this session and ends it."""
         session_id = secrets.token_urlsafe(32)
-        now = time.time()
-        session = Session(session_hash(session_id), user, now, now, address,
-                          agent[:AGENT_KEPT])
-        pipe = self.r.pipeline()
-        pipe.hset(session_key(session.handle), mapping={
-            "user": user, "created": repr(now), "seen": repr(now), "address": address,
-            "agent": session.agent, "data": ""})
-        pipe.expire(session_key(session.handle), self._keep_seconds(session, now))
-        pipe.zadd(user_sessions_key(user), {session.handle: self.ends_at(session)})
-        pipe.expire(user_sessions_key(user), math.ceil(self.lifetime))  # outlives them all
-        pipe.execute()
-        return session_id, session
+        # Printable characters only: the operator reads it in a terminal (`ivr users
+        # sessions`), where escape sequences could retitle it or write its clipboard.
+        agent = "".join(c for c in agent if c.isprintable())[:AGENT_KEPT]
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(user_key(user))
+                    if credentials_of(pipe.hgetall(user_key(user))) != credentials:
+                        return None
+                    now = time.time()
+                    session = Session(session_hash(session_id), user, now, now, address,
+                                      agent)
+                    pipe.multi()
+                    pipe.hset(session_key(session.handle), mapping={
+                        "user": user, "created": repr(now), "seen": repr(now),
+                        "address": address, "agent": session.agent, "data": ""})
+                    pipe.expire(session_key(session.handle),
+                                self._keep_seconds(session, now))
+                    pipe.zadd(user_sessions_key(user),
+                              {session.handle: self.ends_at(session)})
+                    # The index outlives every session in it.
+                    pipe.expire(user_sessions_key(user), math.ceil(self.lifetime))
+                    pipe.execute()
+                    return session_id, session
+                except redis.WatchError:  # the account changed meanwhile: look again
+                    continue
 
     def resume(self, session_id: str) -> Session | None:
         """The open session with this id, marked as used now; None once it has ended."""

@@ -664,6 +664,7 @@ def test_an_admin_sets_up_two_step_sign_in_then_logs_in_with_the_apps_code(app, 
     qr = page.locator("figure.qr-code svg").bounding_box()
     assert qr and qr["width"] >= 200 and qr["width"] == qr["height"]  # drawn, to scan
     secret = page.locator("main code").first.inner_text().replace(" ", "")
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
     with page.expect_navigation():
         page.get_by_role("button", name="Turn on two-step sign-in").click()

@@ -454,9 +454,10 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     # Two-step sign-in: set up, its recovery codes, the account page, a login's code step.
     keep("/account/two-factor", person.get("/account/two-factor"))
     secret = re.search(r"<code>([A-Z2-7 ]+)</code>", pages["/account/two-factor"])[1]
-    keep("set-up code wrong", person.post("/account/two-factor", {"code": "000000"}), 400)
+    keep("set-up code wrong", person.post("/account/two-factor", {
+        "code": "000000", "password": PASSWORD}), 400)
     keep("recovery codes", person.post("/account/two-factor", {
-        "code": pyotp.TOTP(secret.replace(" ", "")).now()}))
+        "code": pyotp.TOTP(secret.replace(" ", "")).now(), "password": PASSWORD}))
     keep("/account with two-step sign-in", person.get("/account"))
     keep("turning it off refused", person.post("/account/two-factor/off", {"code": "000000"},
                                                follow_redirects=True))

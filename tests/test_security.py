@@ -413,6 +413,16 @@ def test_a_device_cookie_is_trusted_for_its_own_name_and_signature_only(behind_p
     assert attempt(attacker, "ana", "wrong again", "192.0.2.50") == 401
 
 
+def test_addresses_of_one_ipv6_block_share_one_allowance(behind_proxy):
+    """An IPv6 customer holds a /64: 2^64 addresses, never 2^64 allowances."""
+    attacker = behind_proxy.test_client()
+    sprayed = [attempt(attacker, f"name {i}", "guess", f"2001:db8:1:2::{i + 1:x}")
+               for i in range(6)]
+    assert sprayed == [401] * 5 + [429]
+    assert attempt(attacker, "marta", PASSWORD, "2001:db8:1:2:ffff::9") == 429
+    assert attempt(attacker, "marta", PASSWORD, "2001:db8:1:3::1") == 302  # next block
+
+
 @pytest.mark.parametrize(("setting", "warned"), [("", False), ("0", True)])
 def test_admin_pages_say_when_the_two_person_rule_is_turned_off(
         redis_server, redis_client, tmp_path, setting, warned):

@@ -15,12 +15,19 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from test_admin import PASSWORD, QUICK_HASH, Staff, csrf_of, parse
+from test_admin import PASSWORD, QUICK_HASH, Staff, add_user, csrf_of, parse
+from test_security import quick_hash
 
 from ivr import create_app, services, store
 from ivr.cli import main as ivr_main
 from ivr.redis_server import free_port
-from ivr.sessions import SECURITY_LOG_KEEP, SecurityEvent, log_security_event, session_hash
+from ivr.sessions import (
+    SECURITY_LOG_KEEP,
+    SecurityEvent,
+    credentials_of,
+    log_security_event,
+    session_hash,
+)
 
 STAFF_PAGES = ("/reports", "/reports/calls.csv", "/admin")
 NEW_PASSWORD = "a brand new password"
@@ -122,6 +129,25 @@ def test_removing_and_adding_the_name_again_brings_no_old_session_back(app, ana,
     assert logged_out(browser_holding(app, cookie))
 
 
+@pytest.mark.parametrize("change", ["password", "removal"])
+def test_a_login_checked_before_a_change_starts_no_session_after_it(app, change):
+    """A login in flight (its password checked, its session not yet started) while an
+    operator changes a stolen password or removes the account: it must not land after
+    the change has ended every session."""
+    accounts, sessions = services.of(app).staff, services.of(app).sessions
+    accounts.save_user("ana", "admin", QUICK_HASH)
+    checked = credentials_of(accounts.user("ana"))  # the password read, and matched
+    if change == "password":
+        accounts.set_password("ana", quick_hash(PASSWORD))  # a new salt: a new hash
+    else:
+        accounts.remove_user("ana")
+        accounts.save_user("ana", "admin", quick_hash(PASSWORD))  # the name, someone new
+    assert sessions.start("ana", "192.0.2.1", "a browser", checked) is None
+    assert sessions.of_user("ana") == []
+    assert sessions.start("ana", "192.0.2.1", "a browser",
+                          credentials_of(accounts.user("ana"))) is not None
+
+
 def test_adding_a_name_that_exists_is_refused_and_changes_nothing(app, ana, redis_server):
     before = services.of(app).staff.user("ana")
     result = cli(redis_server, "users", "add", "ana", "--role", "supervisor",
@@ -213,6 +239,22 @@ def test_ivr_users_sessions_lists_them_and_revoke_ends_them(app, redis_server, r
     assert cli(redis_server, "users", "sessions", "ana").output.strip() == (
         "no open sessions for ana")
     assert ("cli:ops-laura", "sessions ended", "ana: 2") in security_log(redis_client)
+
+
+def test_a_browser_name_cannot_write_terminal_controls_into_ivr_users_sessions(
+        app, redis_server):
+    """A staff member's User-Agent, shown to the operator: escape sequences in it could
+    rewrite the operator's terminal (its title, its clipboard, what it shows)."""
+    add_user(app, "ana", "admin", "en")
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = (
+        "Firefox\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x9b1A\u202eok")
+    token = csrf_of(client.get("/login").text)
+    assert client.post("/login", data={"name": "ana", "password": PASSWORD,
+                                       "csrf_token": token}).status_code == 302
+    listed = cli(redis_server, "users", "sessions", "ana").output
+    assert "Firefox]52;c;cm0gLXJmIH4=[2J1Aok" in listed
+    assert all(c.isprintable() for c in listed.replace("\n", ""))
 
 
 def test_an_admin_sees_who_is_logged_in_and_ends_one_session(app, redis_client):

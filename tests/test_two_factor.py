@@ -70,7 +70,7 @@ def set_up(browser: Browser) -> tuple[str, list[str]]:
     page = browser.get("/account/two-factor")
     assert page.status_code == 200
     secret = secret_on(page.text)
-    done = browser.post("/account/two-factor", {"code": code_at(secret)},
+    done = browser.post("/account/two-factor", {"code": code_at(secret), "password": PASSWORD},
                         form_at="/account/two-factor")
     assert done.status_code == 200, done.text
     return secret, recovery_codes_on(done.text)
@@ -105,12 +105,13 @@ def test_set_up_with_the_code_of_the_secret_shown_then_recovery_codes_shown_once
     svg = parse(page).all("svg", cls="qr")
     assert len(svg) == 1 and svg[0].all("path")  # the QR code, drawn on the server
     secret = secret_on(page)
-    assert len(secret) == 32 and ana.get("/account/two-factor").text == page  # kept
+    assert len(secret) == 32 and secret_on(ana.get("/account/two-factor").text) == secret
     # A code that is not the app's: still off.
-    wrong = ana.post("/account/two-factor", {"code": "000000"}, form_at="/account/two-factor")
+    wrong = ana.post("/account/two-factor", {"code": "000000", "password": PASSWORD},
+                     form_at="/account/two-factor")
     assert wrong.status_code == 400 and "not the code your app shows" in wrong.text
     assert "Off: you sign in with your password alone." in ana.get("/account").text
-    done = ana.post("/account/two-factor", {"code": code_at(secret)},
+    done = ana.post("/account/two-factor", {"code": code_at(secret), "password": PASSWORD},
                     form_at="/account/two-factor")
     codes = recovery_codes_on(done.text)
     assert len(codes) == len(set(codes)) == 10
@@ -125,6 +126,26 @@ def test_set_up_with_the_code_of_the_secret_shown_then_recovery_codes_shown_once
                     services.of(app).store.r.hgetall(store.user_key("ana")).items())
     assert not any(code.replace("-", "") in kept.replace("-", "") for code in codes)
     assert ("ana", "two-step sign-in turned on") in security_log(app)
+
+
+def test_setting_it_up_takes_the_password_so_a_session_left_open_cannot(app, ana):
+    """Someone at a computer where ana's session was left open, with their own phone:
+    without her password they cannot tie her account to it (and lock her out)."""
+    secret = secret_on(ana.get("/account/two-factor").text)
+    tries = [ana.post("/account/two-factor", {"code": code_at(secret), "password": guess},
+                      form_at="/account/two-factor") for guess in ("", "a guess")]
+    assert not any(recovery_codes_on(t.text) for t in tries)
+    assert "Enter your password." in tries[0].text
+    assert "Wrong password: two-step sign-in is still off." in tries[1].text
+    assert "Off: you sign in with your password alone." in ana.get("/account").text
+    assert Browser(app).password().headers["Location"] == "/reports"  # no code asked
+    assert ("ana", "failed login") in security_log(app)
+    # Nor is the session a way to guess her password past the slow-down.
+    guesses = [ana.post("/account/two-factor", {"code": code_at(secret),
+                                                "password": f"guess {i}"},
+                        form_at="/account/two-factor") for i in range(5)]
+    assert "Too many failed logins" in guesses[-1].text
+    assert all("Wrong password" in g.text for g in guesses[:4])
 
 
 def test_setting_it_up_ends_the_other_sessions_opened_by_password_alone(app, ana):
@@ -188,6 +209,51 @@ def test_wrong_codes_are_slowed_down_like_wrong_passwords(app, ana):
     assert tries == [401] * 5 + [429]
     assert browser.code(code_at(secret, 30)).status_code == 429  # even the right one
     assert security_log(app).count(("ana", "failed sign-in code")) == 5
+
+
+ACCOUNT_CHANGED = ("Log in again: your account changed, or you signed in elsewhere, since "
+                   "you typed your password.")
+
+
+def sent_back_to_login(browser: Browser) -> bool:
+    """The code step refuses this browser: back to the login page, saying why."""
+    english = {**browser.headers, "Accept-Language": "en"}
+    resp = browser.client.get(browser.base + "/login/code", headers=english)
+    if resp.status_code != 302 or resp.headers["Location"] != "/login":
+        return False
+    said = browser.client.get(browser.base + "/login", headers=english)
+    return flashes(said.text, "error") == [ACCOUNT_CHANGED]
+
+
+def holding(app, cookie: str) -> Browser:
+    """Another browser, holding a copy of a session cookie."""
+    browser = Browser(app)
+    browser.client.set_cookie("session", cookie)
+    return browser
+
+
+@pytest.mark.parametrize("change", [
+    ["users", "password", "ana", "--password-stdin"], ["users", "totp-reset", "ana"],
+    ["users", "role", "ana", "--role", "supervisor"]])
+def test_a_password_step_waiting_for_its_code_is_void_once_the_account_changes(
+        app, ana, redis_server, change):
+    secret, _codes = set_up(ana)
+    thief = Browser(app)  # has ana's password; waits for a code
+    assert thief.password().headers["Location"] == "/login/code"
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, "USER": "ops-laura"})
+    assert runner.invoke(ivr_main, change, input="a brand new password\n").exit_code == 0
+    assert sent_back_to_login(thief)
+    assert not thief.opens("/reports")
+
+
+def test_a_copy_of_the_password_step_is_void_once_its_sign_in_is_done(app, ana):
+    secret, _codes = set_up(ana)
+    browser = Browser(app)
+    browser.password()
+    copy = browser.client.get_cookie("session").value  # taken before the code is typed
+    assert browser.code(code_at(secret, 30)).status_code == 302
+    browser.post("/logout", {}, form_at="/reports")
+    assert sent_back_to_login(holding(app, copy))  # no later code may finish it
 
 
 def test_the_code_step_needs_the_password_first(app, ana):
