@@ -295,8 +295,10 @@ class Store:
         record = CallRecord.from_fields(call_sid, fields)
         calls = 0
         if record.caller not in ("", ANONYMOUS):
-            calls = self.r.zcount(caller_calls_key(record.caller), self._retained_since(),
-                                  "+inf")
+            # At least this one: calls written before callers' calls were kept are not
+            # in the set.
+            calls = max(1, self.r.zcount(caller_calls_key(record.caller),
+                                         self._retained_since(), "+inf"))
         return record, lines, calls
 
     def counters_for(self, days: list[str]) -> dict[str, dict[str, int]]:

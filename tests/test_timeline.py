@@ -159,3 +159,6 @@ def test_a_callers_calls_older_than_the_retention_are_not_counted(redis_client):
     call("CA3", 0)
     record, _lines, calls = old.timeline("CA3")
     assert isinstance(record, CallRecord) and calls == 2
+    # A call written before callers' calls were kept still counts itself.
+    redis_client.delete(store.caller_calls_key("c_repeat"))
+    assert old.timeline("CA3")[2] == 1
