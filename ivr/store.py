@@ -52,7 +52,7 @@ and writes a version and the version counter; an account or a token is written w
 index. A tag per call cannot work: writing a call also moves the day's counters and the
 log, which every call shares, in the all-or-nothing batch exactly-once counting rests
 on; tags per subsystem would spread nothing that matters (the write path is nearly all
-the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
+the traffic). All of Ruta fits one server many times over (~3.8 KB a call;
 one drain writes thousands of events a second), so a cluster would give Ruta
 availability, not scale. RQ's own keys (`rq:*`) are not tagged and RQ does not run on a
 cluster: Redis Sentinel is the supported way to survive a server's loss (docs/design.md).
