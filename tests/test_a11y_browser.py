@@ -112,7 +112,7 @@ def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
         # One call's timeline, reached from its row of the calls table.
         with page.expect_navigation():
             page.locator("table.calls tbody tr a").first.click()
-        assert page.locator("ol.timeline li").count() > 2
+        assert page.locator("ol.timeline li").count() >= 2  # at least its start and end
         problems += check_page(axe, page, viewport)
 
         for path in ["/account", "/no-such-page", *ADMIN_PAGES]:
