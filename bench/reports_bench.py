@@ -7,6 +7,9 @@ Bogotá days up to now) into a fresh redis-server, then times what the staff pag
   under 200 ms; floor: the raw pipelined HGETALL of the D day hashes alone;
 - the first page of the calls table, newest first (`Store.calls_page` + `call_row`),
   target under 100 ms; floor: the same round trips (ZCARDs, ZREVRANGE, HGETALLs) raw;
+- one call's timeline page (`/reports/calls/<CallSid>`, the `call_timeline` view rendered
+  whole, for calls spread over the range), target under 50 ms; floor: its reads raw
+  (HGETALL and LRANGE pipelined, then ZCOUNT of the caller's calls);
 - the whole range's CSV as the worker builds it (`workers.exports.write_part`, part by
   part, gzip into Redis), in rows/s, with the tracemalloc peak of its first part and of
   its biggest; then every part downloaded through the web's download view, rows counted;
@@ -50,11 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ivr import menu as menu_config  # noqa: E402
-from ivr import store  # noqa: E402
+from ivr import store, timeline  # noqa: E402
 from ivr.redis_server import RedisServer  # noqa: E402
 from ivr.summary import parse_range, today  # noqa: E402
 from ivr.tally import tally  # noqa: E402
-from ivr.vocabulary import BOGOTA, Event, EventKind  # noqa: E402
+from ivr.vocabulary import ANONYMOUS, BOGOTA, Event, EventKind, day_of  # noqa: E402
 
 CHUNK = 2_000  # calls generated (and written) per task; the equivalence sample is chunk 0
 RUNS = 20
@@ -206,21 +209,32 @@ def chunk_calls(chunk: int) -> list[list[Event]]:
 
 
 def fold(calls: list[list[Event]]):
-    """Each call's record and the counter deltas, from the tally Store.write_batch uses
-    (ivr.tally), all of a call's events at once."""
+    """Each call's record, its timeline's lines and the counter deltas, from the tally
+    Store.write_batch uses (ivr.tally), all of a call's events at once."""
     changes = tally({}, (event for events in calls for event in events))
-    return list(changes.records.values()), changes.days, changes.hours, changes.callers
+    lines: dict[str, list[str]] = {}
+    for event in changes.events:
+        lines.setdefault(event.call, []).append(timeline.line(event))
+    return list(changes.records.values()), lines, changes.days, changes.hours, changes.callers
 
 
-def write_calls(r: redis.Redis, records, callers, expiry) -> None:
-    """Call hashes, day indexes and caller HyperLogLogs, in one pipeline."""
+def write_calls(r: redis.Redis, records, lines, callers, expiry) -> None:
+    """Call hashes and timelines, day indexes, callers' calls and the caller
+    HyperLogLogs, in one pipeline."""
     pipe = r.pipeline(transaction=False)
     days = set()
+    today_expiry = expiry(day_of(time.time()))
     for record in records:
         key = store.call_key(record.call)
         pipe.hset(key, mapping=record.to_fields())
         pipe.expireat(key, expiry(record.day))
+        pipe.rpush(store.timeline_key(record.call), *lines[record.call])
+        pipe.expireat(store.timeline_key(record.call), expiry(record.day))
         pipe.zadd(store.day_calls_key(record.day), {record.call: record.started})
+        if record.caller and record.caller != ANONYMOUS:
+            pipe.zadd(store.caller_calls_key(record.caller), {record.call: record.started})
+            pipe.expireat(store.caller_calls_key(record.caller),
+                          max(expiry(record.day), today_expiry))
         days.add(record.day)
     for day in days:
         pipe.expireat(store.day_calls_key(day), expiry(day))
@@ -251,8 +265,8 @@ def merge(into: dict[str, Counter], more: dict[str, Counter]) -> None:
 def load_chunk(chunk: int, r: redis.Redis | None = None):
     """Simulate, fold and write one chunk; the counters go back to the caller to sum."""
     calls = chunk_calls(chunk)
-    records, counters, hours, callers = fold(calls)
-    write_calls(r or G["r"], records, callers, G["expiry"])
+    records, lines, counters, hours, callers = fold(calls)
+    write_calls(r or G["r"], records, lines, callers, G["expiry"])
     return len(calls), sum(map(len, calls)), dict(counters), dict(hours)
 
 
@@ -302,6 +316,8 @@ def compare_dbs(real: redis.Redis, bulk: redis.Redis) -> tuple[list[str], int, i
                     == bulk.zrange(key, 0, -1, withscores=True))
         elif kind == "string":  # HyperLogLog
             same = real.pfcount(key) == bulk.pfcount(key)
+        elif kind == "list":  # a timeline: the page orders it by time, so as a set
+            same = sorted(real.lrange(key, 0, -1)) == sorted(bulk.lrange(key, 0, -1))
         else:
             same = False
         if not same:
@@ -452,6 +468,23 @@ def big_export(url: str, days: list[str], loaded: int) -> dict:
             "download_ms": slowest}
 
 
+def make_timeline_page(url: str, tmp: Path):
+    """show(sid) -> the HTML of /reports/calls/<sid>: the `call_timeline` view under a
+    request context, the staff check peeled off (as make_exporter does), in Spanish."""
+    from ivr import create_app, reports
+
+    app = create_app({"RUTA_ENV": "development", "REDIS_URL": url, "SECRET_KEY": "bench",
+                      "RUTA_SPOOL_DIR": str(tmp / "spool-timeline")})
+    view = reports.call_timeline.__wrapped__
+
+    def show(sid: str) -> str:
+        with app.test_request_context(f"/reports/calls/{sid}",
+                                      headers={"Accept-Language": "es-CO"}):
+            return view(sid)
+
+    return show, "the call_timeline view, rendered"
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -502,9 +535,10 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
           f"of {BATCH} (time order, 3% delivered twice) at {n_events / real_s:,.0f} events/s "
           f"= {len(sample) / real_s:,.0f} calls/s")
     print(f"bulk == real write path on {len(sample):,} calls: {'yes' if same else 'no'} "
-          f"({keys:,} keys compared: call hashes, day indexes, day and hour counters, "
-          f"caller HLLs, TTLs; the real path also left {zeros} counter fields at 0 where a "
-          f"call's count moved between batches, which the bulk path does not write)")
+          f"({keys:,} keys compared: call hashes and timelines, day indexes, day and "
+          f"hour counters, caller HLLs and callers' calls, TTLs; the real path also left "
+          f"{zeros} counter fields at 0 where a call's count moved between batches, which "
+          f"the bulk path does not write)")
     for p in problems[:10]:
         print(f"  DIFFERENT {p}")
     real_db.flushdb()
@@ -539,11 +573,14 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     per_call = used / loaded
     some = [store.call_key(f"CA{i:032x}") for i in range(0, loaded, max(1, loaded // 500))]
     hash_bytes = statistics.mean(r.memory_usage(k) or 0 for k in some)
+    line_bytes = statistics.mean(r.memory_usage(store.timeline_key(k.rsplit(":", 1)[1])) or 0
+                                 for k in some)
     print(f"bulk load: {loaded:,} calls ({events:,} events) in {load_s:.1f} s = "
           f"{load_rate:,.0f} calls/s with {args.procs} process(es) simulating and writing; "
           f"{store.LOG} (the event log stream) skipped")
     print(f"redis memory: {used / 2**20:,.0f} MiB used = {per_call:,.0f} bytes per call "
-          f"(call hash about {hash_bytes:,.0f} B; plus day index and counters; no event log)")
+          f"(call hash about {hash_bytes:,.0f} B, timeline about {line_bytes:,.0f} B; plus day "
+          f"index, callers' calls and counters; no event log)")
 
     # --- 3. the dashboard summary -------------------------------------------------------------
     from ivr import reports
@@ -612,7 +649,36 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
           f"{page_p50 / pfloor_p50:.1f}x; last page {last_p50:.2f} ms")
     page_ok = len(rows) == 25 and total == loaded
 
-    # --- 5. one day's CSV export -----------------------------------------------------------------
+    # --- 5. one call's timeline page --------------------------------------------------------------
+    show_call, how_page = make_timeline_page(url, tmp)
+    spread = [f"CA{i:032x}" for i in range(0, loaded, max(1, loaded // 97))]  # 1 in ~10,000
+    turn = {"page": 0, "floor": 0}
+
+    def next_sid(who: str) -> str:
+        turn[who] += 1
+        return spread[turn[who] % len(spread)]
+
+    def timeline_page():
+        return show_call(next_sid("page"))
+
+    def floor_timeline():
+        read = text.pipeline(transaction=False)
+        sid = next_sid("floor")
+        read.hgetall(store.call_key(sid))
+        read.lrange(store.timeline_key(sid), 0, -1)
+        fields, lines = read.execute()
+        return text.zcount(store.caller_calls_key(fields.get("caller", "")), "-inf", "+inf")
+
+    (tfloor_p50, _, _), (tl_p50, tl_p95, html) = timed(floor_timeline, timeline_page,
+                                                      runs=len(spread))
+    steps_shown = html.count("<li data-kind=")
+    print(f"one call's timeline via {how_page} ({len(spread)} calls spread over the range): "
+          f"median {tl_p50:.2f} ms, p95 {tl_p95:.2f} ms (target 50 ms); floor (HGETALL + "
+          f"LRANGE pipelined, ZCOUNT): median {tfloor_p50:.2f} ms; the last page showed "
+          f"{steps_shown} steps")
+    timeline_ok = steps_shown > 1
+
+    # --- 6. one day's CSV export -----------------------------------------------------------------
     export, how = make_exporter(url, tmp)
     day = days[-2] if len(days) > 1 else days[-1]  # yesterday: a whole day
     day_calls = text.zcard(store.day_calls_key(day))
@@ -666,8 +732,10 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     big = big_export(url, days, loaded)
     big_ok = big["rows"] == loaded and big["flat"]
 
-    ok = (summary_ok and page_ok and csv_ok and big_ok and sum_p50 < 200 and page_p50 < 100)
+    ok = (summary_ok and page_ok and csv_ok and big_ok and timeline_ok and sum_p50 < 200
+          and page_p50 < 100 and tl_p50 < 50)
     checks = {"summary counts every call": summary_ok, "page has 25 rows of all calls": page_ok,
+              "a call's timeline shows its steps": timeline_ok,
               "worker export has every row, flat memory": big_ok,
               "CSV has every row, flat memory": csv_ok}
     for name, good in checks.items():
@@ -677,6 +745,8 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
           f"summary_ms_p50={sum_p50:.2f} summary_ms_p95={sum_p95:.2f} summary_ms_target=200 "
           f"summary_floor_ms_p50={floor_p50:.2f} page_ms_p50={page_p50:.2f} "
           f"page_ms_p95={page_p95:.2f} page_ms_target=100 page_floor_ms_p50={pfloor_p50:.2f} "
+          f"timeline_ms_p50={tl_p50:.2f} timeline_ms_p95={tl_p95:.2f} timeline_ms_target=50 "
+          f"timeline_floor_ms_p50={tfloor_p50:.2f} "
           f"csv_rows_per_s={csv_rate:.0f} csv_floor_rows_per_s={floor_rate:.0f} "
           f"csv_peak_kb_small={small_kb:.0f} csv_peak_kb_full={full_kb:.0f} "
           f"export_rows_per_s={big['rate']:.0f} export_s={big['seconds']:.0f} "

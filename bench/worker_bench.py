@@ -159,10 +159,12 @@ def run(url: str, target_events: int, tmp: Path) -> None:
     # --- memory per stored call -------------------------------------------------------
     used = int(text.info("memory")["used_memory"])
     sample = [text.memory_usage(store.call_key(evs[0].call)) or 0 for evs in calls[:200]]
+    lines = [text.memory_usage(store.timeline_key(evs[0].call)) or 0 for evs in calls[:200]]
     log_bytes = text.memory_usage(store.LOG) or 0
     per_call = used / len(calls)
     print(f"memory: {per_call:,.0f} bytes per stored call in all (call hash about "
-          f"{sum(sample) / len(sample):,.0f} B, event log {log_bytes / len(calls):,.0f} B)")
+          f"{sum(sample) / len(sample):,.0f} B, timeline about {sum(lines) / len(lines):,.0f} "
+          f"B, event log {log_bytes / len(calls):,.0f} B)")
     ok = counted == len(calls) and left == 0 and rate >= 10_000
     print(f"RESULT events={len(all_events)} worker_events_per_s={rate:.0f} "
           f"floor_events_per_s={floor_rate:.0f} ratio={rate / floor_rate:.3f} "

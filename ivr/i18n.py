@@ -186,6 +186,14 @@ def moment(value: str | datetime) -> str:
         dates.format_date(at.astimezone(BOGOTA), "medium", locale=locale))
 
 
+def clock(at: float | datetime) -> str:
+    """A moment (unix seconds, or a datetime) as a time of day to the second, in Bogotá:
+    "7:40:05 a. m." (es), "7:40:05 AM" (en)."""
+    if not isinstance(at, datetime):
+        at = datetime.fromtimestamp(at, BOGOTA)
+    return dates.format_time(at, "medium", tzinfo=BOGOTA, locale=_locale())
+
+
 def day(value: str | date, lang: str | None = None) -> str:
     """A calendar day, "2026-11-26" -> "26/11/2026" (es), "Nov 26, 2026" (en)."""
     try:

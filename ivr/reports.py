@@ -38,6 +38,7 @@ from ivr import (
     security,
     services,
     settings,
+    timeline,
     two_factor,
 )
 from ivr.call_record import CallRecord
@@ -500,6 +501,26 @@ def _changes(summary: Summary) -> dict[str, str]:
         else:
             out[key] = "= " + _("as many as %(before)s", before=before)
     return out
+
+
+@bp.get("/reports/calls/<call_sid>")
+@staff_required()
+def call_timeline(call_sid: str):
+    """One call, event by event: what the caller heard and answered, each transfer, the
+    numbers read, how it ended. The caller only as a pseudonym, with how often it called."""
+    store = _store()
+    found = store.timeline(call_sid)
+    if found is None:
+        abort(404, Message(N_("No call %(call)s: it never reached Ruta, or it is older "
+                              "than the retention period."), {"call": call_sid}))
+    record, lines, caller_calls = found
+    now = datetime.now(BOGOTA)
+    return render_template(
+        "call.html", record=record, steps=timeline.steps(record, lines),
+        started=datetime.fromtimestamp(record.started, BOGOTA) if record.started else None,
+        caller_calls=caller_calls, retention_days=store.retention.days,
+        caller_key_changes=KeyEpochs.read(store.r).changes_between(now - store.retention, now),
+        clock=i18n.clock, decimal=i18n.decimal, staff=current_staff())
 
 
 class Figure(NamedTuple):

@@ -8,6 +8,10 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:events:dead         stream: entries that could not be used, with the reason
     {ruta}:log                 stream: every event written, once (trimmed to the retention)
     {ruta}:call:<CallSid>      hash: one call's record (ivr.call_record.CallRecord)
+    {ruta}:timeline:<CallSid>  list: the call's events, each once, in the order written
+                               (ivr.timeline.line): its timeline page
+    {ruta}:caller:<pseudonym>  sorted set: a caller's calls (CallSid by start), within the
+                               retention: how often they called (never for "anonymous")
     {ruta}:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
     {ruta}:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
     {ruta}:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
@@ -44,8 +48,8 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:limits:...          failed logins, by client address and account name (the
                                `limits` library's keys, under our prefix; they expire)
 
-Days are America/Bogota days. Call records, day indexes and the log expire after the
-retention period (RUTA_RETENTION_DAYS, default 180); the day counters stay.
+Days are America/Bogota days. Call records, timelines, day indexes, callers' calls and the
+log expire after the retention period (RUTA_RETENTION_DAYS, default 180); the day counters stay.
 
 One hash tag, so one slot, on purpose. Redis Cluster runs a Lua script or a MULTI/EXEC
 only when all its keys are in one slot (CROSSSLOT otherwise), and ours span the layout:
@@ -56,7 +60,7 @@ and writes a version and the version counter; an account or a token is written w
 index. A tag per call cannot work: writing a call also moves the day's counters and the
 log, which every call shares, in the all-or-nothing batch exactly-once counting rests
 on; tags per subsystem would spread nothing that matters (the write path is nearly all
-the traffic). All of Ruta fits one server many times over (~2.7 KB a call;
+the traffic). All of Ruta fits one server many times over (~3.8 KB a call;
 one drain writes thousands of events a second), so a cluster would give Ruta
 availability, not scale. RQ's own keys (`rq:*`) are not tagged and RQ does not run on a
 cluster: Redis Sentinel is the supported way to survive a server's loss (docs/design.md).
@@ -73,10 +77,10 @@ from functools import lru_cache
 import redis
 from rq import Queue
 
-from ivr import redis_url
+from ivr import redis_url, timeline
 from ivr.call_record import CallRecord
 from ivr.tally import tally
-from ivr.vocabulary import BOGOTA, Event
+from ivr.vocabulary import ANONYMOUS, BOGOTA, Event, day_of
 
 PREFIX = "{ruta}:"  # the hash tag: every key in one cluster slot (see above)
 EVENTS = f"{PREFIX}events"
@@ -98,6 +102,14 @@ QUEUE = "ruta"  # the RQ queue our workers listen on (RQ's keys: rq:queue:ruta, 
 
 def call_key(call_sid: str) -> str:
     return f"{PREFIX}call:{call_sid}"
+
+
+def timeline_key(call_sid: str) -> str:
+    return f"{PREFIX}timeline:{call_sid}"
+
+
+def caller_calls_key(pseudonym: str) -> str:
+    return f"{PREFIX}caller:{pseudonym}"
 
 
 def day_calls_key(day: str) -> str:
@@ -203,6 +215,9 @@ class Store:
         changes = tally({sid: CallRecord.from_fields(sid, fields)
                          for sid, fields in stored.items() if fields}, events)
         raw_of = {id(e): raw for e, raw in zip(events, raws, strict=True)} if raws else {}
+        lines: dict[str, list[str]] = {}  # the calls' new timeline entries
+        for event in changes.events:
+            lines.setdefault(event.call, []).append(timeline.line(event))
 
         with self.r.pipeline() as pipe:
             try:
@@ -217,12 +232,16 @@ class Store:
                     # Only what changed: most batches touch a few fields of a call.
                     pipe.hset(call_key(sid), mapping={
                         k: v for k, v in fields.items() if before.get(k) != v})
+                    pipe.rpush(timeline_key(sid), *lines[sid])  # (before its expiry is set)
                     if before.get("day") != record.day or not before:  # new, or now dated
                         keep_until = self._expiry(record.day)
                         pipe.expireat(call_key(sid), keep_until)
+                        pipe.expireat(timeline_key(sid), keep_until)
                         if record.day:
                             pipe.zadd(day_calls_key(record.day), {sid: record.started})
                             pipe.expireat(day_calls_key(record.day), keep_until)
+                    if record.caller != before.get("caller", "") and record.day:
+                        self._index_caller(pipe, record)
                 for day, counts in changes.days.items():
                     for name, delta in counts.items():
                         if delta:
@@ -254,6 +273,21 @@ class Store:
                 raise LostLock from e
         return len(changes.events)
 
+    def _index_caller(self, pipe, record: CallRecord) -> None:
+        """File the call under its caller's pseudonym, and forget that caller's calls
+        older than the retention: the key lives as long as its newest call's record."""
+        if record.caller in ("", ANONYMOUS):
+            return
+        key = caller_calls_key(record.caller)
+        pipe.zadd(key, {record.call: record.started})
+        pipe.zremrangebyscore(key, "-inf", f"({self._retained_since()}")
+        # Never earlier than today's calls' records (Redis 6.2 has no EXPIREAT GT).
+        pipe.expireat(key, max(self._expiry(record.day), self._expiry(day_of(time.time()))))
+
+    def _retained_since(self) -> float:
+        """The oldest start time the retention still keeps."""
+        return time.time() - self.retention.total_seconds()
+
     def trim_log(self) -> None:
         """Drop logged events older than the retention period."""
         cutoff_ms = int((datetime.now(BOGOTA) - self.retention).timestamp() * 1000)
@@ -273,6 +307,25 @@ class Store:
     def call(self, call_sid: str) -> CallRecord | None:
         fields = self.r.hgetall(call_key(call_sid))
         return CallRecord.from_fields(call_sid, fields) if fields else None
+
+    def timeline(self, call_sid: str) -> tuple[CallRecord, list[str], int] | None:
+        """A call's record, its timeline's entries (ivr.timeline.line) and how many calls
+        its caller's pseudonym made within the retention (0: withheld number); None if
+        no such call is kept. Two round trips, whatever the data's size."""
+        read = self.r.pipeline(transaction=False)
+        read.hgetall(call_key(call_sid))
+        read.lrange(timeline_key(call_sid), 0, -1)
+        fields, lines = read.execute()
+        if not fields:
+            return None
+        record = CallRecord.from_fields(call_sid, fields)
+        calls = 0
+        if record.caller not in ("", ANONYMOUS):
+            # At least this one: calls written before callers' calls were kept are not
+            # in the set.
+            calls = max(1, self.r.zcount(caller_calls_key(record.caller),
+                                         self._retained_since(), "+inf"))
+        return record, lines, calls
 
     def counters_for(self, days: list[str]) -> dict[str, dict[str, int]]:
         """Each day's counters, in one round trip."""

@@ -109,6 +109,12 @@ def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
         page.screenshot(path=str(TEST_OUTPUT / f"a11y-dashboard-{lang}-{viewport}.png"),
                         full_page=True)
 
+        # One call's timeline, reached from its row of the calls table.
+        with page.expect_navigation():
+            page.locator("table.calls tbody tr a").first.click()
+        assert page.locator("ol.timeline li").count() >= 2  # at least its start and end
+        problems += check_page(axe, page, viewport)
+
         for path in ["/account", "/no-such-page", *ADMIN_PAGES]:
             response = page.goto(base + path)
             assert response.status == (404 if path == "/no-such-page" else 200), path

@@ -387,6 +387,10 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("/reports today", person.get("/reports?range=today&per_page=2"))
     keep("/reports page 2", person.get("/reports?range=today&per_page=2&page=2"))
     keep("/reports empty", person.get("/reports?from=2020-01-01&to=2020-01-02"))
+    # Each seeded call's own page (every kind of step), and one that is not kept.
+    for n, sid in enumerate(redis_client.zrange(store.day_calls_key(day_of(time.time())), 0, -1)):
+        keep(f"call {n}", person.get(f"/reports/calls/{sid}"))
+    keep("404 call", person.get("/reports/calls/CA" + "0" * 32), 404)
     keep("400 range", person.get("/reports?from=2026-02-30"), 400)
     keep("400 page", person.get("/reports?page=two"), 400)
     keep("404", person.get("/no-such-page"), 404)
