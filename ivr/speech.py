@@ -393,7 +393,7 @@ class _Reader:
             sure = [k for k in keywords if k not in self._loose.get(owner, ())]
             if sure:
                 features[f"kw:{owner}"] = KEYWORD_WEIGHT * min(len(sure), 3) / 3 + 1
-            elif keywords:  # the model learns how far "hija" or "colegio" alone counts
+            elif keywords:  # the model learns how far "colegio" or "pelada" alone counts
                 features[f"loose:{owner}"] = 1.0
         if age is not None:
             features["age:minor"] = KEYWORD_WEIGHT
@@ -445,9 +445,9 @@ class _Reader:
     def keywords_heard(self, said: list[str], words: list[str]) -> dict[str, list[str]]:
         """Option key (or DANGER_OWNER) -> its keywords, as the menu writes them, heard
         in `said` (the stems of `words`). Phrases are looked up by their first stem; a
-        priority option's (a child's) words must be heard whole, as written or with a
-        plural's -s (not "pelo" for "pelado", "bebida" for "bebé", "China" for "chinas"),
-        the others may be a recognition error away or split in two."""
+        priority option's (a child's) words must be heard whole, in any gender or number
+        (not "pelo" for "pelado", nor "bebida" for "bebé"), the others may be a
+        recognition error away or split in two."""
         like = [self._keywords_like(w) for w in said]
         heard: dict[str, list[str]] = defaultdict(list)
         for i in range(len(said)):
