@@ -59,7 +59,11 @@ from ivr.vocabulary import BOGOTA, DialStatus
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PREVIEW_TOKEN = "preview-only-token"  # signs the preview app's requests; never served
 MAX_TRY_MOVES = 30
-SECURITY_EVENTS_SHOWN = 200  # the audit page's latest logins, failures and ended sessions
+SECURITY_EVENTS_SHOWN = 200  # the audit page's latest logins, two-step changes, ended sessions
+FAILED_LOGINS_SHOWN = 200  # and, in a section of their own, its latest failed logins
+# The audit page's CSV exports: ?log= names a log, the audit log without it.
+LOGS = {"security": (store.SECURITY_LOG, "ruta-security-log"),
+        "failed-logins": (store.FAILED_LOGINS, "ruta-failed-logins")}
 
 
 @bp.before_request
@@ -381,16 +385,17 @@ def audit():
     r = services.of().store.r
     entries = r.xrevrange(store.AUDIT, count=500)
     return _render("admin/audit.html", entries=entries,
-                   security_events=r.xrevrange(store.SECURITY_LOG, count=SECURITY_EVENTS_SHOWN))
+                   security_events=r.xrevrange(store.SECURITY_LOG, count=SECURITY_EVENTS_SHOWN),
+                   failed_logins=r.xrevrange(store.FAILED_LOGINS, count=FAILED_LOGINS_SHOWN))
 
 
 @bp.get("/audit.csv")
 def audit_csv():
-    """The audit log, oldest first, in the form asked for (ivr.exports); ?log=security:
-    the security log instead."""
+    """The audit log, oldest first, in the form asked for (ivr.exports); ?log=security or
+    ?log=failed-logins: that log instead."""
     r = services.of().store.r
-    security_log = request.args.get("log") == "security"
-    log_key = store.SECURITY_LOG if security_log else store.AUDIT
+    security_log = request.args.get("log") in LOGS
+    log_key, file_name = LOGS.get(request.args.get("log"), (store.AUDIT, "ruta-audit"))
 
     translated = export_form() is exports.Form.EXCEL and not security_log
 
@@ -406,8 +411,7 @@ def audit_csv():
                 yield {**fields, "detail": audit_detail(fields)} if translated else fields
                 last = entry_id
 
-    return csv_response(exports.AUDIT_COLUMNS, entries(),
-                        "ruta-security-log" if security_log else "ruta-audit",
+    return csv_response(exports.AUDIT_COLUMNS, entries(), file_name,
                         names={"action": security_event if security_log else audit_action})
 
 

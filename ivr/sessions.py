@@ -9,8 +9,11 @@ role or account changes (ivr.staff); when someone ends it (`ivr users revoke`, t
 page); after RUTA_SESSION_IDLE_MINUTES unused; and RUTA_SESSION_HOURS after its login,
 however busy.
 
-The security log is a stream of its own, capped: failed logins, which anyone can cause
-from the login page, never push configuration changes out of the audit log.
+The security log is a stream of its own, capped, so it never pushes configuration
+changes out of the audit log. It keeps only what signed-in staff and operators did;
+failed logins and sign-in codes, which anyone can cause from the login page, go to a
+capped stream of their own, so that no flood of them pushes a real login or an ended
+session out of sight.
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ from enum import StrEnum
 
 import redis
 
-from ivr.store import SECURITY_LOG, session_key, user_key, user_sessions_key
+from ivr.store import (
+    FAILED_LOGINS,
+    SECURITY_LOG,
+    session_key,
+    user_key,
+    user_sessions_key,
+)
 from ivr.versions import now_text
 
 SECURITY_LOG_KEEP = 10_000  # entries: the oldest go first
+FAILED_LOGINS_KEEP = 10_000  # the same, in the failed logins' stream
 AGENT_KEPT = 200  # characters of a browser's User-Agent kept with its session
 
 # Sets the fields given only while the record exists: a session ended meanwhile must not
@@ -58,13 +68,30 @@ class SecurityEvent(StrEnum):
     TWO_FACTOR_OFF = "two-step sign-in turned off"
     TWO_FACTOR_RESET = "two-step sign-in reset"  # by an operator: `ivr users totp-reset`
 
+    @property
+    def anyone_can_cause(self) -> bool:
+        """Can a visitor who is not signed in cause it? Those go to the failed logins'
+        stream, never to the security log (log_security_event)."""
+        return self in BY_ANYONE
+
+
+# A wrong code needs the right password, but a stolen password is exactly when it comes.
+BY_ANYONE = frozenset({SecurityEvent.LOGIN_FAILED, SecurityEvent.LOGIN_FAILED_UNKNOWN,
+                       SecurityEvent.CODE_FAILED})
+
 
 def log_security_event(r: redis.Redis, event: SecurityEvent, who: str = "",
                        detail: str = "") -> None:
     """Record a login, a failed login or ended sessions, as the audit log records a
-    change (at, who, action, detail); the stream keeps about the last SECURITY_LOG_KEEP."""
-    r.xadd(SECURITY_LOG, {"at": now_text(), "who": who, "action": event.value,
-                          "detail": detail}, maxlen=SECURITY_LOG_KEEP, approximate=True)
+    change (at, who, action, detail): in the security log, or in the failed logins'
+    stream if anyone can cause it. Each keeps about its last ..._KEEP entries.
+
+    Failed logins written before the two streams were split stay in the security log
+    (nothing is moved): the staff's own entries push them out in time."""
+    log, keep = ((FAILED_LOGINS, FAILED_LOGINS_KEEP) if event.anyone_can_cause
+                 else (SECURITY_LOG, SECURITY_LOG_KEEP))
+    r.xadd(log, {"at": now_text(), "who": who, "action": event.value, "detail": detail},
+           maxlen=keep, approximate=True)
 
 
 # What a sign-in is checked against. A login checked before one of them changed (a new

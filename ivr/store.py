@@ -28,7 +28,10 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:config:v:<n>        hash: version n (overrides document, author, time, note)
     {ruta}:config:draft        JSON: the administrators' draft
     {ruta}:audit               stream: who published, rolled back, changed a user... (kept)
-    {ruta}:security            stream: logins, failed logins, ended sessions (capped)
+    {ruta}:security            stream: signed-in staff's and operators' logins, logouts,
+                               two-step changes, ended sessions (capped; ivr.sessions)
+    {ruta}:failed-logins       stream: failed logins and sign-in codes, which anyone can
+                               cause (capped apart, so they push none of the above out)
     {ruta}:caller-keys         sorted set: each CALLER_ID_KEY's fingerprint, by when the
                                web first used it (ivr.caller_keys; the key is not kept)
     {ruta}:migrations          hash: a one-time migration's name -> when it ran, its result
@@ -156,6 +159,7 @@ CONFIG_VERSION_SEQ = f"{PREFIX}config:seq"
 CONFIG_DRAFT = f"{PREFIX}config:draft"
 AUDIT = f"{PREFIX}audit"
 SECURITY_LOG = f"{PREFIX}security"
+FAILED_LOGINS = f"{PREFIX}failed-logins"
 LINE_TESTS = f"{PREFIX}line_tests"
 CALLER_KEYS = f"{PREFIX}caller-keys"
 MIGRATIONS = f"{PREFIX}migrations"

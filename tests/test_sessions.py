@@ -22,7 +22,7 @@ from ivr import create_app, services, store
 from ivr.cli import main as ivr_main
 from ivr.redis_server import free_port
 from ivr.sessions import (
-    SECURITY_LOG_KEEP,
+    FAILED_LOGINS_KEEP,
     SecurityEvent,
     credentials_of,
     log_security_event,
@@ -69,8 +69,18 @@ def backdate(app, name: str, **seconds_ago: float) -> None:
                mapping={field: repr(time.time() - ago) for field, ago in seconds_ago.items()})
 
 
-def security_log(r) -> list[tuple[str, str, str]]:
-    return [(e["who"], e["action"], e["detail"]) for _, e in r.xrange(store.SECURITY_LOG)]
+def security_log(r, log: str = store.SECURITY_LOG) -> list[tuple[str, str, str]]:
+    return [(e["who"], e["action"], e["detail"]) for _, e in r.xrange(log)]
+
+
+def failed_logins(r) -> list[tuple[str, str, str]]:
+    return security_log(r, store.FAILED_LOGINS)
+
+
+def rows_of(page, table: str) -> list[list[str]]:
+    """A table's cells on the audit page, row by row (newest first)."""
+    return [[td.text().strip() for td in tr.all("td")]
+            for tr in page.one("table", cls=table).all("tr") if tr.all("td")]
 
 
 @pytest.fixture
@@ -290,9 +300,9 @@ def test_failed_logins_keep_no_typed_text_and_never_touch_the_audit_log(app, cli
     assert client.post("/login", data={"name": "ana", "password": "wrong password!",
                                        "csrf_token": token}).status_code == 401
     assert redis_client.xrange(store.AUDIT) == audit_before  # the audit page is as it was
-    failures = [e for e in security_log(redis_client) if e[1] != "login"]
-    assert failures == [("", "failed login, unknown name", "127.0.0.1")] * 4 + [
+    assert failed_logins(redis_client) == [("", "failed login, unknown name", "127.0.0.1")] * 4 + [
         ("ana", "failed login", "127.0.0.1")]
+    assert [e[1] for e in security_log(redis_client)] == ["login"]  # ana's own, alone
     dump = " ".join(f"{k} {v}" for key in redis_client.scan_iter()
                     if redis_client.type(key) == "stream"
                     for _, e in redis_client.xrange(key) for k, v in e.items())
@@ -300,23 +310,49 @@ def test_failed_logins_keep_no_typed_text_and_never_touch_the_audit_log(app, cli
         assert name not in dump, name
 
 
-def test_the_security_log_is_capped_and_cannot_push_out_configuration_changes(
+def test_a_flood_of_anonymous_failed_logins_pushes_nothing_out_of_the_audit_page(
         app, ana, redis_client):
+    """Anyone can fail to log in, as often as they like: those failures fill a capped
+    stream and a section of their own, never the audit log or the security log, so the
+    staff's logins and ended sessions stay on the page."""
     ana.edit("/admin/prompts", {"prompt:es:goodbye": "Gracias por llamar."})
+    Staff(app, "marta", "supervisor")  # logged in, in a browser of her own
+    martas = services.of(app).sessions.of_user("marta")[0].handle
+    assert ana.post("/admin/sessions/end", {"session": martas}).status_code == 200
     audit_before = redis_client.xrange(store.AUDIT)
-    r = services.of(app).store.r
-    for _ in range(SECURITY_LOG_KEEP + 500):
+    security_before = security_log(redis_client)
+    assert [e[:2] for e in security_before] == [
+        ("ana", "login"), ("marta", "login"), ("ana", "sessions ended")]
+
+    stranger = app.test_client()  # through the real login form first...
+    for name in ("marta", "nobody-here"):
+        token = csrf_of(stranger.get("/login").text)
+        assert stranger.post("/login", data={"name": name, "password": "wrong password!",
+                                             "csrf_token": token}).status_code == 401
+    assert failed_logins(redis_client) == [("marta", "failed login", "127.0.0.1"),
+                                           ("", "failed login, unknown name", "127.0.0.1")]
+    r = services.of(app).store.r  # ...then as many as a script would send
+    for _ in range(FAILED_LOGINS_KEEP + 500):
         log_security_event(r, SecurityEvent.LOGIN_FAILED_UNKNOWN, "", "203.0.113.9")
-    assert redis_client.xlen(store.SECURITY_LOG) <= SECURITY_LOG_KEEP + 200  # trimmed
+    assert redis_client.xlen(store.FAILED_LOGINS) <= FAILED_LOGINS_KEEP + 200  # trimmed
     assert redis_client.xrange(store.AUDIT) == audit_before
+    assert security_log(redis_client) == security_before
+
     page = parse(ana.page("/admin/audit"))
-    audit_rows = [tr for tr in page.one("table", cls="audit").all("tr") if tr.all("td")]
-    assert [tr.all("td")[2].text() for tr in audit_rows][:1] == ["draft saved"]
-    shown = [tr for tr in page.one("table", cls="security-log").all("tr") if tr.all("td")]
-    assert len(shown) == 200
-    exported = list(csv.reader(io.StringIO(ana.client.get("/admin/audit.csv?log=security").text)))
+    assert [row[2] for row in rows_of(page, "audit")][:1] == ["draft saved"]
+    assert [row[1:3] for row in rows_of(page, "security-log")] == [
+        ["ana", "sessions ended"], ["marta", "logged in"], ["ana", "logged in"]]
+    failures = rows_of(page, "failed-logins")
+    assert len(failures) == 200
+    assert {tuple(row[1:]) for row in failures} == {
+        ("", "failed login, unknown name", "203.0.113.9")}
+    exported = list(csv.reader(io.StringIO(
+        ana.client.get("/admin/audit.csv?log=failed-logins").text)))
     assert exported[0] == ["at", "who", "action", "detail"]
-    assert len(exported) - 1 == redis_client.xlen(store.SECURITY_LOG)
+    assert len(exported) - 1 == redis_client.xlen(store.FAILED_LOGINS)
+    security_csv = list(csv.reader(io.StringIO(
+        ana.client.get("/admin/audit.csv?log=security").text)))
+    assert [row[1:3] for row in security_csv[1:]] == [list(e[:2]) for e in security_before]
 
 
 def test_while_redis_is_unreachable_a_session_cookie_is_no_server_error(app_config):
