@@ -627,6 +627,9 @@ def users_totp_reset(name):
         raise click.ClickException(f"no user named {name}")
     log_security_event(s.r, SecurityEvent.TWO_FACTOR_RESET, _operator(), name)
     click.echo(f"two-step sign-in of {name} reset; their sessions are ended")
+    # Whoever sets up two-step sign-in first owns the account: a reset without a new
+    # password lets anyone who knew the old one get there first (docs/deploy.md).
+    click.echo(f"give {name} a new password too: ivr users password {name}")
 
 
 def _sessions() -> Sessions:

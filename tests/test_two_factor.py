@@ -311,6 +311,8 @@ def test_ivr_users_totp_reset_turns_it_off_and_ends_every_session(app, ana, redi
     assert re.search(r"^ana .*two-step$", listed, re.M)
     result = runner.invoke(ivr_main, ["users", "totp-reset", "ana"])
     assert result.exit_code == 0, result.output
+    # Whoever sets it up first owns the account: the operator is told to change the password.
+    assert "ivr users password ana" in result.output
     assert not ana.opens("/reports")
     assert logged_in(app).opens("/account")  # the password alone, to set it up again
     assert ("cli:ops-laura", "two-step sign-in reset") in security_log(app)
