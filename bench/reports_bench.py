@@ -10,6 +10,8 @@ Bogotá days up to now) into a fresh redis-server, then times what the staff pag
 - one call's timeline page (`/reports/calls/<CallSid>`, the `call_timeline` view rendered
   whole, for calls spread over the range), target under 50 ms; floor: its reads raw
   (HGETALL and LRANGE pipelined, then ZCOUNT of the caller's calls);
+- the alert check the worker runs every minute (`workers.alerts.check`), target under
+  20 ms; floor: its one pipelined read of the lines' latest transfers (`incidents.inputs`);
 - the whole range's CSV as the worker builds it (`workers.exports.write_part`, part by
   part, gzip into Redis), in rows/s, with the tracemalloc peak of its first part and of
   its biggest; then every part downloaded through the web's download view, rows counted;
@@ -210,12 +212,39 @@ def chunk_calls(chunk: int) -> list[list[Event]]:
 
 def fold(calls: list[list[Event]]):
     """Each call's record, its timeline's lines and the counter deltas, from the tally
-    Store.write_batch uses (ivr.tally), all of a call's events at once."""
+    Store.write_batch uses (ivr.tally), all of a call's events at once; and the alert
+    check's inputs: each line's latest transfer results (time order) and when the newest
+    call started."""
     changes = tally({}, (event for events in calls for event in events))
     lines: dict[str, list[str]] = {}
     for event in changes.events:
         lines.setdefault(event.call, []).append(timeline.line(event))
-    return list(changes.records.values()), lines, changes.days, changes.hours, changes.callers
+    latest = {hotline: sorted(tried, key=lambda a: a[0])[-store.ATTEMPTS_KEPT:]
+              for hotline, tried in changes.attempts.items()}
+    return (list(changes.records.values()), lines, changes.days, changes.hours,
+            changes.callers, (latest, changes.last_call))
+
+
+def merge_attempts(into: tuple[dict, float], more: tuple[dict, float]) -> tuple[dict, float]:
+    """Two chunks' alert inputs as one: each line's latest ATTEMPTS_KEPT, the newest call."""
+    lines = dict(into[0])
+    for hotline, tried in more[0].items():
+        lines[hotline] = sorted([*lines.get(hotline, []), *tried],
+                                key=lambda a: a[0])[-store.ATTEMPTS_KEPT:]
+    return lines, max(into[1], more[1])
+
+
+def write_attempts(r: redis.Redis, latest: tuple[dict, float]) -> None:
+    """The lists and the newest call's time Store.write_batch keeps for the alert check."""
+    lines, last_call = latest
+    pipe = r.pipeline(transaction=False)
+    for hotline, tried in lines.items():
+        pipe.lpush(store.attempts_key(hotline), *(f"{at}|{st}" for at, st in tried))
+        pipe.expire(store.attempts_key(hotline), store.HOUR_KEEP_SECONDS)
+        pipe.sadd(store.ATTEMPT_LINES, hotline)
+    if last_call:
+        pipe.zadd(store.LAST_CALL, {"call": last_call}, gt=True)
+    pipe.execute()
 
 
 def write_calls(r: redis.Redis, records, lines, callers, expiry) -> None:
@@ -265,9 +294,9 @@ def merge(into: dict[str, Counter], more: dict[str, Counter]) -> None:
 def load_chunk(chunk: int, r: redis.Redis | None = None):
     """Simulate, fold and write one chunk; the counters go back to the caller to sum."""
     calls = chunk_calls(chunk)
-    records, lines, counters, hours, callers = fold(calls)
+    records, lines, counters, hours, callers, latest = fold(calls)
     write_calls(r or G["r"], records, lines, callers, G["expiry"])
-    return len(calls), sum(map(len, calls)), dict(counters), dict(hours)
+    return len(calls), sum(map(len, calls)), dict(counters), dict(hours), latest
 
 
 def pool_init(url: str) -> None:
@@ -291,8 +320,11 @@ def real_write(r_text: redis.Redis, calls: list[list[Event]], batch: int) -> tup
     return len(stream), time.perf_counter() - t0
 
 
-def compare_dbs(real: redis.Redis, bulk: redis.Redis) -> tuple[list[str], int, int]:
-    """Every key but the log, real vs bulk: (differences, keys compared, zero fields)."""
+def compare_dbs(real: redis.Redis, bulk: redis.Redis,
+                slack: float = 5) -> tuple[list[str], int, int]:
+    """Every key but the log, real vs bulk: (differences, keys compared, zero fields).
+    TTLs may differ by `slack` seconds: a relative EXPIRE (hour keys, the lines' latest
+    transfers) set early in the real write runs out sooner than the bulk path's."""
     real_keys = {k for k in real.scan_iter(count=1000) if k != store.LOG}
     bulk_keys = set(bulk.scan_iter(count=1000))
     problems = [f"only in real path: {k}" for k in sorted(real_keys - bulk_keys)[:5]]
@@ -316,13 +348,17 @@ def compare_dbs(real: redis.Redis, bulk: redis.Redis) -> tuple[list[str], int, i
                     == bulk.zrange(key, 0, -1, withscores=True))
         elif kind == "string":  # HyperLogLog
             same = real.pfcount(key) == bulk.pfcount(key)
-        elif kind == "list":  # a timeline: the page orders it by time, so as a set
+        elif kind == "list" and ":timeline:" in key:  # the page orders it by time
             same = sorted(real.lrange(key, 0, -1)) == sorted(bulk.lrange(key, 0, -1))
+        elif kind == "list":  # a line's latest transfers
+            same = real.lrange(key, 0, -1) == bulk.lrange(key, 0, -1)
+        elif kind == "set":
+            same = real.smembers(key) == bulk.smembers(key)
         else:
             same = False
         if not same:
             problems.append(f"{key}: {kind} values differ")
-        if abs(real.ttl(key) - bulk.ttl(key)) > 5:
+        if abs(real.ttl(key) - bulk.ttl(key)) > slack:
             problems.append(f"{key}: TTL {real.ttl(key)} vs {bulk.ttl(key)}")
     return problems, len(real_keys | bulk_keys), zero_fields
 
@@ -485,6 +521,23 @@ def make_timeline_page(url: str, tmp: Path):
     return show, "the call_timeline view, rendered"
 
 
+def time_alert_check(url: str, now: float) -> tuple[float, float, float, list[str]]:
+    """(median ms, p95 ms, floor median ms, what the first run raised) of the alert check
+    as the worker runs it, on the loaded lines' latest transfers; no channel is set, so an
+    alert only logs a warning (its delivery is another job, not timed here)."""
+    import logging
+
+    from ivr import incidents
+    from workers import alerts as alert_jobs
+
+    logging.getLogger("workers.alerts").setLevel(logging.ERROR)
+    client, text = redis.Redis.from_url(url), redis.Redis.from_url(url, decode_responses=True)
+    first = alert_jobs.check(client, now=now)
+    (floor_ms, _, _), (check_ms, check_p95, _) = timed(
+        lambda: incidents.inputs(text, now), lambda: alert_jobs.check(client, now=now))
+    return check_ms, check_p95, floor_ms, first.get("raised", [])
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -527,9 +580,10 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     from workers.drain import BATCH
 
     n_events, real_s = real_write(real_db, sample, BATCH)
-    _, _, counters, hours = load_chunk(0, redis.Redis.from_url(f"{base}/2"))
+    _, _, counters, hours, latest = load_chunk(0, redis.Redis.from_url(f"{base}/2"))
     write_counters(bulk_db, counters, hours)
-    problems, keys, zeros = compare_dbs(real_db, bulk_db)
+    write_attempts(bulk_db, latest)
+    problems, keys, zeros = compare_dbs(real_db, bulk_db, slack=5 + real_s)
     same = not problems
     print(f"real Store.write_batch on {len(sample):,} calls: {n_events:,} events in batches "
           f"of {BATCH} (time order, 3% delivered twice) at {n_events / real_s:,.0f} events/s "
@@ -550,23 +604,26 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     # --- 2. bulk load -----------------------------------------------------------------------
     empty = int(r.info("memory")["used_memory"])
     chunks = range(math.ceil(args.calls / CHUNK))
-    counters, hours = {}, {}
+    counters, hours, latest = {}, {}, ({}, 0.0)
     loaded = events = 0
     t0 = time.perf_counter()
     if args.procs > 1:
         with multiprocessing.get_context("fork").Pool(args.procs, pool_init, (url,)) as pool:
-            for n, e, c, h in pool.imap_unordered(load_chunk, chunks):
+            for n, e, c, h, a in pool.imap_unordered(load_chunk, chunks):
                 loaded, events = loaded + n, events + e
                 merge(counters, c)
                 merge(hours, h)
+                latest = merge_attempts(latest, a)
     else:
         pool_init(url)
         for chunk in chunks:
-            n, e, c, h = load_chunk(chunk)
+            n, e, c, h, a = load_chunk(chunk)
             loaded, events = loaded + n, events + e
             merge(counters, c)
             merge(hours, h)
+            latest = merge_attempts(latest, a)
     write_counters(r, counters, hours)
+    write_attempts(r, latest)
     load_s = time.perf_counter() - t0
     load_rate = loaded / load_s
     used = int(r.info("memory")["used_memory"]) - empty
@@ -678,6 +735,13 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
           f"{steps_shown} steps")
     timeline_ok = steps_shown > 1
 
+    # --- 5b. the alert check (the worker's job every minute) -----------------------------------
+    alert_ms, alert_p95, alert_floor_ms, alert_did = time_alert_check(url, G["now"])
+    print(f"alert check (workers.alerts.check over every line's latest transfers, {RUNS} "
+          f"runs): median {alert_ms:.2f} ms, p95 {alert_p95:.2f} ms (target 20 ms); floor "
+          f"(incidents.inputs alone: one pipelined read): median {alert_floor_ms:.2f} ms; "
+          f"first run raised {alert_did}")
+
     # --- 6. one day's CSV export -----------------------------------------------------------------
     export, how = make_exporter(url, tmp)
     day = days[-2] if len(days) > 1 else days[-1]  # yesterday: a whole day
@@ -733,7 +797,7 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
     big_ok = big["rows"] == loaded and big["flat"]
 
     ok = (summary_ok and page_ok and csv_ok and big_ok and timeline_ok and sum_p50 < 200
-          and page_p50 < 100 and tl_p50 < 50)
+          and page_p50 < 100 and tl_p50 < 50 and alert_ms < 20)
     checks = {"summary counts every call": summary_ok, "page has 25 rows of all calls": page_ok,
               "a call's timeline shows its steps": timeline_ok,
               "worker export has every row, flat memory": big_ok,
@@ -747,6 +811,8 @@ def run(server: RedisServer, args, tmp: Path) -> bool:
           f"page_ms_p95={page_p95:.2f} page_ms_target=100 page_floor_ms_p50={pfloor_p50:.2f} "
           f"timeline_ms_p50={tl_p50:.2f} timeline_ms_p95={tl_p95:.2f} timeline_ms_target=50 "
           f"timeline_floor_ms_p50={tfloor_p50:.2f} "
+          f"alert_check_ms_p50={alert_ms:.2f} alert_check_ms_p95={alert_p95:.2f} "
+          f"alert_check_ms_target=20 alert_check_floor_ms_p50={alert_floor_ms:.2f} "
           f"csv_rows_per_s={csv_rate:.0f} csv_floor_rows_per_s={floor_rate:.0f} "
           f"csv_peak_kb_small={small_kb:.0f} csv_peak_kb_full={full_kb:.0f} "
           f"export_rows_per_s={big['rate']:.0f} export_s={big['seconds']:.0f} "

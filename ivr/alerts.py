@@ -10,17 +10,24 @@ An incident opens once and stays open until it recovers: for a line, when a tran
 connects again and no condition holds; for the silence, when a call arrives. So a line
 that fails for an hour raises one alert and one recovery, never one a minute. The texts
 never carry a caller's number: only lines, counts and times.
+
+The weekly digest, mailed to the staff who ask for it (workers.alerts.send_digests), is
+pushed the same way: last week (Monday to Sunday in Bogotá) against the week before
+(ivr.summary.previous_period, as the dashboard's arrows), the lines that failed, and a
+link to that week's dashboard; figures and lines only, never a caller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlencode
 
 from ivr import opening_hours
 from ivr.menu import OpeningHours
 from ivr.message import N_, Message
+from ivr.summary import Summary
 from ivr.vocabulary import ANSWERED, BOGOTA
 
 WINDOW_SECONDS = 3600  # "the last 60 minutes"
@@ -153,3 +160,80 @@ def message(finding: Finding, line_name, cleared: bool = False) -> Message:
     template = (CLEARED if cleared else RAISED)[finding.problem]
     return Message(template, {"line": line_name, "failed": finding.failed,
                               "attempts": finding.attempts, "minutes": finding.minutes})
+
+
+# --- the weekly digest ---------------------------------------------------------------------
+SEND_WEEKDAY, SEND_HOUR = 0, 7  # Mondays from 07:00 in Bogotá: before the week's work
+
+# The headline figures the digest gives, in this order: (figure, its words, a percentage
+# figure shown beside it). Changes are in calls, or in points for percentages.
+FIGURES = [
+    ("calls", N_("Calls: %(value)s"), None),
+    ("reached_person", N_("Reached a person: %(value)s (%(pct)s%%)"), "reached_person_pct"),
+    ("never_reached_person", N_("Never reached a person: %(value)s (%(pct)s%%)"),
+     "never_reached_person_pct"),
+    ("hung_up_in_menu", N_("Hung up in the menu: %(value)s (%(pct)s%%)"), "hung_up_in_menu_pct"),
+    ("attempts_not_connected", N_("Transfer attempts not connected: %(value)s of "
+                                  "%(attempts)s (%(pct)s%%)"), "attempts_not_connected_pct"),
+    ("emergency_transfers", N_("Emergency transfers: %(value)s"), None),
+    ("repeat_calls", N_("Repeat calls: %(value)s"), None),
+]
+
+
+def last_week(now: datetime) -> list[str]:
+    """The Bogotá days, Monday to Sunday, of the week before the one `now` is in."""
+    today = now.astimezone(BOGOTA).date()
+    monday = today - timedelta(days=today.weekday() + 7)
+    return [(monday + timedelta(days=i)).isoformat() for i in range(7)]
+
+
+def is_due(now: datetime) -> bool:
+    """Is it time to send last week's digest (Monday 07:00 Bogotá, or later that week)?"""
+    local = now.astimezone(BOGOTA)
+    return (local.weekday(), local.hour) >= (SEND_WEEKDAY, SEND_HOUR)
+
+
+def dashboard_link(base_url: str, days: list[str]) -> str:
+    """The dashboard of those days (its own ?from=&to=), or "" with no public URL."""
+    if not base_url:
+        return ""
+    return f"{base_url.rstrip('/')}/reports/?{urlencode({'from': days[0], 'to': days[-1]})}"
+
+
+def digest_subject(days: list[str]) -> Message:
+    first, last = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+    return Message(N_("Ruta: the week from %(first)s to %(last)s"),
+                   {"first": first.isoformat(), "last": last.isoformat()})
+
+
+def _signed(n: float | int) -> str:
+    return f"+{n}" if n > 0 else str(n)
+
+
+def digest_body(summary: Summary, line_name, link: str) -> list[Message]:
+    """The digest's lines. `line_name(hotline)` is the line's name (InLanguages or str);
+    `summary` must carry the previous week (reports.build_summary does)."""
+    head, changes = summary.headline(), summary.changes()
+    out = [digest_subject(summary.days), Message("")]
+    for figure, words, pct in FIGURES:
+        line = Message(words, {"value": head[figure], "pct": head.get(pct, ""),
+                               "attempts": head["attempts"]})
+        if figure in changes:
+            change = changes[figure]
+            line = Message(N_("%(figure)s; the week before: %(change)s"), {
+                "figure": line, "change": _signed(change) if not pct else Message(
+                    N_("%(change)s (%(points)s points)"),
+                    {"change": _signed(change), "points": _signed(changes[pct])})})
+        out.append(line)
+    out.append(Message(""))
+    failing = [h for h in summary.health if h.flagged]
+    if failing:
+        out.append(Message(N_("Lines that failed (more transfers not connected than allowed):")))
+        out += [Message(N_("- %(line)s: %(failed)s of %(attempts)s transfer attempts not "
+                           "connected"), {"line": line_name(h.hotline), "failed": h.not_connected,
+                                          "attempts": h.attempts}) for h in failing]
+    else:
+        out.append(Message(N_("No line failed.")))
+    if link:
+        out += [Message(""), Message(N_("The week on the dashboard: %(link)s"), {"link": link})]
+    return out

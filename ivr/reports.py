@@ -27,7 +27,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from ivr import (
     charts,
@@ -54,7 +54,13 @@ from ivr.security import (
 )
 from ivr.services import current_menu
 from ivr.sessions import SecurityEvent, credentials_of
-from ivr.staff import BY_RECOVERY_CODE, StaffAccounts, has_two_factor, recovery_codes_left
+from ivr.staff import (
+    BY_RECOVERY_CODE,
+    DIGEST_FIELD,
+    StaffAccounts,
+    has_two_factor,
+    recovery_codes_left,
+)
 from ivr.store import Store
 from ivr.summary import (
     HEALTH_MIN_ATTEMPTS,
@@ -317,6 +323,14 @@ class AccountForm(FlaskForm):
     lang = RadioField(_l("Language of these pages"), choices=list(LANGUAGES))
 
 
+class DigestForm(FlaskForm):
+    address = StringField(_l("E-mail address for the weekly summary (empty: none)"),
+                          validators=[Optional(), Length(max=254, message=_l(
+                              "An address has at most %(max)d characters.")),
+                              Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                                     message=_l("Type an address like name@example.org."))])
+
+
 @bp.route("/account", methods=["GET", "POST"])
 @staff_required()
 def account():
@@ -335,11 +349,32 @@ def account():
             flash(_("Saved: these pages are in %(language)s.",
                     language=i18n.LANGUAGE_NAMES[lang]))
         return redirect(url_for("reports.account"))
-    return render_template("account.html", form=form, staff=staff,
+    return _account_page(form, DigestForm(formdata=None, data={
+        "address": (_accounts().user(staff.name) or {}).get(DIGEST_FIELD, "")}))
+
+
+def _account_page(form: AccountForm, digest_form: DigestForm):
+    staff = current_staff()
+    return render_template("account.html", form=form, staff=staff, digest_form=digest_form,
                            code_form=CodeForm(formdata=None),
                            recovery_left=recovery_codes_left(_accounts().user(staff.name)
                                                              or {}),
                            required=_two_factor_required(staff))
+
+
+@bp.post("/account/digest")
+@staff_required()
+def digest_setting():
+    """Ask for (an address) or stop (empty) the weekly summary by e-mail (ivr.digest)."""
+    staff = current_staff()
+    form = DigestForm()
+    if not form.validate_on_submit():
+        return _account_page(AccountForm(data={"lang": staff.lang}), form), 400
+    address = (form.address.data or "").strip()
+    _accounts().set_digest_email(staff.name, address)
+    flash(_("Saved: the weekly summary goes to %(address)s every Monday.", address=address)
+          if address else _("Saved: no weekly summary by e-mail."))
+    return redirect(url_for("reports.account"))
 
 
 def _two_factor_required(staff) -> bool:

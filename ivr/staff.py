@@ -44,6 +44,7 @@ redis.call('HSET', KEYS[1], 'totp_step', ARGV[1])
 return 1"""
 TWO_FACTOR_FIELDS = ("totp_secret", "totp_step", "recovery_salt")
 RECOVERY_FIELD = "recovery:"  # + a code's scrypt
+DIGEST_FIELD = "digest_email"  # where the weekly digest goes (ivr.digest); none: not sent
 BY_CODE, BY_RECOVERY_CODE = "code", "recovery code"  # how a second step passed
 
 
@@ -88,6 +89,15 @@ class StaffAccounts:
             raise ValueError(f"lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
         # Only an account that still exists: a removed one must not come back half-made.
         return bool(self.r.eval(SET_IF_EXISTS, 1, user_key(name), "lang", lang))
+
+    def set_digest_email(self, name: str, address: str) -> bool:
+        """Where `name` gets the weekly digest ("": not at all); False if no account."""
+        return bool(self.r.eval(SET_IF_EXISTS, 1, user_key(name), DIGEST_FIELD, address))
+
+    def digest_readers(self) -> list[tuple[str, str, str]]:
+        """(name, address, language) of everyone who asked for the weekly digest."""
+        return [(name, account[DIGEST_FIELD], language_of(account))
+                for name, account in self.users() if account.get(DIGEST_FIELD)]
 
     def users(self) -> list[tuple[str, dict[str, str]]]:
         names = sorted(self.r.smembers(USERS))

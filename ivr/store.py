@@ -136,6 +136,11 @@ def attempts_key(hotline: str) -> str:
     return f"{PREFIX}attempts:{hotline}"
 
 
+def digest_sent_key(week: str, name: str) -> str:
+    """Set when `name`'s digest of the week starting `week` (its Monday) is sent: once."""
+    return f"{PREFIX}digest:{week}:{name}"
+
+
 def user_key(name: str) -> str:
     return f"{PREFIX}user:{name}"
 

@@ -272,3 +272,48 @@ def test_the_prometheus_rules_in_docs_pass_promtool():
                              text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 3 rules found" in checked.stdout
+
+
+# --- the deployed processes ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_procfiles_cron_and_worker_raise_one_alert_then_one_recovery(
+        simulate, redis_server, redis_client, webhook, tmp_path):
+    """The Procfile's `cron:` and `worker:` lines as deployed, the check every 2 s: calls
+    through the webhooks to a line answering busy bring exactly one alert to a real HTTP
+    receiver, and calls it answers again exactly one recovery."""
+    from ivr import procfile
+
+    env = procfile.service_env(redis_server.url, tmp_path / "spool") | {
+        "RUTA_ALERT_CHECK_SECONDS": "2", "RUTA_ALERT_WEBHOOK_URL": webhook.url,
+        "RUTA_SMTP_URL": "", "RUTA_ALERT_FAILED_IN_A_ROW": "3",
+        "RUTA_ALERT_MIN_ATTEMPTS": "5", "RUTA_ALERT_SILENCE_MINUTES": "0"}
+    lines = procfile.commands(env)
+    log = tmp_path / "processes.log"
+    worker = procfile.start(lines["worker"], env, log)
+    cron = procfile.start(lines["cron"], env, log)
+
+    def wait_for_posts(n: int, seconds: float = 40) -> None:
+        deadline = time.monotonic() + seconds
+        while len(webhook.posts) < n and time.monotonic() < deadline:
+            assert worker.poll() is None and cron.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert len(webhook.posts) == n, (webhook.posts, log.read_text()[-3000:])
+
+    try:
+        for _ in range(3):
+            simulate(LABOUR, ["busy"])
+        wait_for_posts(1)
+        assert "Ministerio del Trabajo" in webhook.posts[0]["text"]
+        assert webhook.posts[0]["text"].startswith("Alerta:")
+        time.sleep(6)  # three more checks while it still fails: nothing new
+        assert len(webhook.posts) == 1
+        for _ in range(4):
+            simulate(LABOUR, ["completed"])
+        wait_for_posts(2)
+        assert webhook.posts[1]["text"].startswith("Recuperado:")
+        time.sleep(6)
+        assert len(webhook.posts) == 2
+    finally:
+        procfile.stop_processes(worker, cron)

@@ -7,6 +7,12 @@ alert or recovery. `deliver` posts to RUTA_ALERT_WEBHOOK_URL and mails RUTA_ALER
 through RUTA_SMTP_URL; a failure is retried by RQ (`Retry`, run by the worker's
 scheduler) with growing waits, so a webhook down for a while still gets the alert.
 Alerts go to staff only and carry no caller's number (ivr.alerts).
+
+`send_digests` (hourly, on the same clock) mails last week's digest to each account that
+asked for it on /account, in that account's language. It sends only from Monday 07:00
+Bogotá, once per account and week (a Redis key set with NX): the `cron:` process's own
+time zone does not matter, a missed hour is caught up by the next, and two runs at once
+send one digest each.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import smtplib
 import ssl
 import time
 import urllib.request
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import unquote, urlsplit
@@ -28,7 +35,10 @@ from ivr import alerts, i18n, incidents, settings, store
 from ivr.alerts import Rules
 from ivr.menu import Menu, build, read_shipped
 from ivr.message import DEFAULT_LANGUAGE, InLanguages, Message
+from ivr.reports import build_summary
+from ivr.staff import StaffAccounts
 from ivr.versions import LiveMenu
+from ivr.vocabulary import BOGOTA
 from workers import drain
 
 log = logging.getLogger(__name__)
@@ -60,16 +70,16 @@ def check(connection: redis.Redis | None = None, now: float | None = None) -> di
     raised, cleared = [], []
     menu = None
     for key, finding in holding.items():
-        menu = menu or _menu(r, config)
-        text = alerts.message(finding, _line_name(menu, finding.hotline))
+        menu = menu or live_menu(r, config)
+        text = alerts.message(finding, line_name(menu, finding.hotline))
         if incidents.open_incident(r, finding, text, now):
             raised.append(key)
             _send(connection, config, text)
     for key, (since, finding) in incidents.open_incidents(r).items():
         if key in holding or not alerts.recovered(key, since, attempts, last_call):
             continue
-        menu = menu or _menu(r, config)
-        text = alerts.message(finding, _line_name(menu, finding.hotline), cleared=True)
+        menu = menu or live_menu(r, config)
+        text = alerts.message(finding, line_name(menu, finding.hotline), cleared=True)
         if incidents.close_incident(r, finding, text, now):
             cleared.append(key)
             _send(connection, config, text)
@@ -114,14 +124,15 @@ def post_webhook(url: str, text: str) -> None:
         answer.read()
 
 
-def send_email(smtp_url: str, sender: str, to: list[str], text: str) -> None:
+def send_email(smtp_url: str, sender: str, to: list[str], text: str,
+               subject: str | None = None) -> None:
     """Mail `text` through `smtp_url`: smtp://[user:password@]host[:port] (STARTTLS when
     the server offers it; port 587 unless given), or smtps:// (TLS from the start; 465)."""
     url = urlsplit(smtp_url)
     if url.scheme not in ("smtp", "smtps"):
         raise ValueError("RUTA_SMTP_URL: use smtp://host:port or smtps://host:port")
     mail = EmailMessage()
-    mail["Subject"] = text.split(".")[0][:120]
+    mail["Subject"] = subject or text.split(".")[0][:120]
     mail["From"], mail["To"] = sender, ", ".join(to)
     mail["Date"], mail["Message-ID"] = formatdate(localtime=False), make_msgid("ruta")
     mail.set_content(text)
@@ -147,16 +158,25 @@ def _addresses(raw: str) -> list[str]:
 
 def _in_spanish(text: Message) -> str:
     """Staff work in Spanish: the alert from the staff pages' catalogue."""
-    _ = i18n.catalogue(DEFAULT_LANGUAGE).gettext
-    values = {k: v.text(DEFAULT_LANGUAGE) if isinstance(v, InLanguages) else v
+    return in_language(text, DEFAULT_LANGUAGE)
+
+
+def in_language(text: Message, lang: str) -> str:
+    """A message from the staff pages' catalogue of `lang`, the messages and names in its
+    values too (an empty one stays empty: gettext("") is the catalogue's header)."""
+    if not text.template:
+        return ""
+    values = {k: in_language(v, lang) if isinstance(v, Message)
+              else v.text(lang) if isinstance(v, InLanguages) else v
               for k, v in text.values.items()}
-    return _(text.template) % values
+    translated = i18n.catalogue(lang).gettext(text.template)
+    return translated % values if values else translated
 
 
 _menus: dict[int, LiveMenu] = {}
 
 
-def _menu(r: redis.Redis, config) -> Menu:
+def live_menu(r: redis.Redis, config) -> Menu:
     """The published menu (the lines' names), one LiveMenu per worker process."""
     key = id(r.connection_pool)
     if key not in _menus:
@@ -165,8 +185,59 @@ def _menu(r: redis.Redis, config) -> Menu:
     return _menus[key].get()
 
 
-def _line_name(menu: Menu, hotline: str) -> InLanguages | str:
+def line_name(menu: Menu, hotline: str) -> InLanguages | str:
     """The line's name in each language (the dashboard shows its reader's), else its id."""
     line = menu.hotlines.get(hotline)
     return InLanguages(line.names) if line and line.names else hotline
 
+
+# --- the weekly digest ---------------------------------------------------------------------
+
+DIGEST_JOB = "workers.alerts.deliver_digest"
+SENT_KEPT_SECONDS = 14 * 86400  # a week's "sent" mark outlives the week it guards
+
+
+def send_digests(connection: redis.Redis | None = None, now: float | None = None) -> list[str]:
+    """The RQ job (hourly): enqueue last week's digest for each reader not yet sent it.
+    Returns the accounts it was enqueued for."""
+    if connection is None:
+        from rq import get_current_job
+
+        connection = get_current_job().connection
+    config = settings.load()
+    moment = datetime.fromtimestamp(time.time() if now is None else now, BOGOTA)
+    if not alerts.is_due(moment):
+        return []
+    r = drain.text_client(connection)
+    readers = StaffAccounts(r).digest_readers()
+    if not readers:
+        return []
+    if not config["RUTA_SMTP_URL"]:
+        log.warning("weekly digest asked for by %d account(s), but RUTA_SMTP_URL is not set",
+                    len(readers))
+        return []
+    days = alerts.last_week(moment)
+    menu = live_menu(r, config)
+    summary = build_summary(store.Store(r), menu, days,
+                            float(config["RUTA_HEALTH_FAILED_SHARE"]))
+    lines = alerts.digest_body(summary, lambda hotline: line_name(menu, hotline),
+                        alerts.dashboard_link(config["PUBLIC_BASE_URL"], days))
+    queue = Queue(store.QUEUE, connection=connection)
+    sent = []
+    for name, address, lang in readers:
+        if not r.set(store.digest_sent_key(days[0], name), "1", nx=True,
+                     ex=SENT_KEPT_SECONDS):
+            continue
+        text = "\n".join(in_language(line, lang) for line in lines)
+        queue.enqueue(DIGEST_JOB, address, in_language(alerts.digest_subject(days), lang),
+                      text, retry=Retry(max=len(RETRY_SECONDS),
+                                        interval=RETRY_SECONDS))
+        sent.append(name)
+    return sent
+
+
+def deliver_digest(address: str, subject: str, text: str) -> None:
+    """The RQ job: mail one digest. An error fails the job: RQ retries it."""
+    config = settings.load()
+    send_email(config["RUTA_SMTP_URL"], config["RUTA_SMTP_FROM"], [address], text,
+                      subject=subject)

@@ -5,7 +5,9 @@
 
 RQ's own CronScheduler (RQ 2.4+) only enqueues: the worker runs the jobs. Run one `cron`
 process: two would enqueue every check twice (harmless, the check takes a lock, but
-wasted). RUTA_ALERT_CHECK_SECONDS (60) sets how often the alert check runs.
+wasted). RUTA_ALERT_CHECK_SECONDS (60) sets how often the alert check runs. The weekly
+digest's job runs every hour and sends once a week, from Monday 07:00 Bogotá
+(workers.alerts.send_digests): so the cron process's own time zone does not matter.
 """
 
 from __future__ import annotations
@@ -17,3 +19,4 @@ from workers import alerts
 
 cron.register(alerts.check, queue_name=store.QUEUE,
               interval=int(settings.load()["RUTA_ALERT_CHECK_SECONDS"]), job_timeout=60)
+cron.register(alerts.send_digests, queue_name=store.QUEUE, interval=3600, job_timeout=300)
