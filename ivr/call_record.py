@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, replace
 
 from ivr.vocabulary import (
     ANSWERED,
+    SPOKEN_INPUT,
     Category,
     Count,
     DialStatus,
     Event,
     EventKind,
+    Facet,
+    InputKind,
     Outcome,
     day_of,
 )
@@ -53,6 +56,7 @@ class CallRecord:
     duration: int = 0
     no_input: int = 0
     invalid_input: int = 0
+    inputs: set[str] = field(default_factory=set)  # how answers came: "dtmf", "speech"
     seen: set[str] = field(default_factory=set)  # events applied (id without the CallSid)
     counted: dict[str, str] = field(default_factory=dict)  # dimension -> value counted
 
@@ -91,10 +95,14 @@ class CallRecord:
                 self.caller = str(data.get("caller", ""))
             case EventKind.MENU_ANSWERED:
                 self.path[event.step] = f"{data.get('node', '')}:{data.get('option', '')}"
+                if data.get("input"):
+                    self.inputs.add(str(data["input"]))
             case EventKind.NO_INPUT:
                 self.no_input += 1
             case EventKind.INVALID_INPUT:
                 self.invalid_input += 1
+                if data.get("input"):
+                    self.inputs.add(str(data["input"]))
             case EventKind.TRANSFER_STARTED:
                 self.transfers[event.step] = str(data.get("hotline", ""))
                 if not self.first_transfer_at or event.at < self.first_transfer_at:
@@ -111,7 +119,7 @@ class CallRecord:
         """A copy sharing no set or dict with this record: folding into it leaves this one."""
         return replace(self, path=dict(self.path), nodes=set(self.nodes),
                        transfers=dict(self.transfers), dials=dict(self.dials),
-                       seen=set(self.seen), counted=dict(self.counted))
+                       inputs=set(self.inputs), seen=set(self.seen), counted=dict(self.counted))
 
     # --- what supervisors count -------------------------------------------------------
 
@@ -155,6 +163,23 @@ class CallRecord:
             Count.TO_TRANSFER: seconds,
         }
 
+    @property
+    def input_kind(self) -> InputKind:
+        """How the caller answered: speech if they spoke once, else keys, else none."""
+        if SPOKEN_INPUT in self.inputs:
+            return InputKind.SPEECH
+        return InputKind.KEYPAD if self.inputs else InputKind.NONE
+
+    def facets(self) -> dict[Facet, tuple[str, ...]]:
+        """The values the dashboard's filters match this call on; a call transferred to
+        two lines has both, a call with no value for a facet has none ()."""
+        dims = self.dimensions()
+        one = {Facet.OUTCOME: dims[Count.OUTCOME], Facet.CATEGORY: dims[Count.CATEGORY],
+               Facet.LANG: dims[Count.LANG], Facet.HANGUP: dims[Count.HANGUP],
+               Facet.INPUT: self.input_kind.value}
+        return {Facet.HOTLINE: tuple(sorted(set(self.transfers.values()) - {""})),
+                **{facet: (value,) if value else () for facet, value in one.items()}}
+
     # --- storage as a flat hash -------------------------------------------------------
 
     def to_fields(self) -> dict[str, str]:
@@ -170,6 +195,7 @@ class CallRecord:
             "talk_seconds": str(self.talk_seconds), "status": self.status,
             "duration": str(self.duration), "no_input": str(self.no_input),
             "invalid_input": str(self.invalid_input), "outcome": self.outcome.value,
+            "inputs": ",".join(sorted(self.inputs)),
             "seen": ",".join(sorted(self.seen)),
         }
         fields |= {f"c:{dim}": value for dim, value in self.counted.items()}
@@ -195,6 +221,7 @@ class CallRecord:
             talk_seconds=int(get("talk_seconds", 0)), status=get("status", ""),
             duration=int(get("duration", 0)), no_input=int(get("no_input", 0)),
             invalid_input=int(get("invalid_input", 0)),
+            inputs=set(filter(None, get("inputs", "").split(","))),
             seen=set(filter(None, get("seen", "").split(","))),
             counted={k[2:]: v for k, v in fields.items() if k.startswith("c:")},
         )

@@ -170,6 +170,33 @@ class Category(StrEnum):
     NONE = "none"  # the call ended before any answer
 
 
+class InputKind(StrEnum):
+    """How a caller answered the menu: a filter of the dashboard. Speech wins: a caller who
+    spoke once is a speech caller, whatever keys they also pressed."""
+
+    KEYPAD = "keypad"
+    SPEECH = "speech"
+    NONE = "none"  # no answer at all
+
+
+# The `input` of an answer event (ivr.flow) that was a spoken one; keys are "dtmf".
+SPOKEN_INPUT = "speech"
+
+
+class Facet(StrEnum):
+    """What the dashboard filters calls on (its URL parameters): each a value of the
+    whole call record (ivr.call_record.CallRecord.facets), kept for each day as calls per
+    combination of values (ivr.filters) and as an index of the day's calls by value
+    (ivr.store)."""
+
+    HOTLINE = "hotline"  # a line the call was transferred to (a call may have several)
+    OUTCOME = "outcome"
+    CATEGORY = "category"
+    LANG = "lang"
+    INPUT = "input"  # an InputKind
+    HANGUP = "hangup"  # the question where the caller hung up (abandoned in the menu)
+
+
 # --- the day counters ------------------------------------------------------------------------
 
 
