@@ -32,6 +32,7 @@ from wtforms.validators import DataRequired, Length
 from ivr import charts, exports, i18n, security, services, settings, two_factor
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
+from ivr.filters import NONE, FilterError, Filters
 from ivr.menu import Menu
 from ivr.message import LANGUAGES, N_, Message
 from ivr.security import (
@@ -47,7 +48,7 @@ from ivr.staff import BY_RECOVERY_CODE, StaffAccounts, has_two_factor, recovery_
 from ivr.store import Store
 from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
 from ivr.versions import AuditAction, audit
-from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
+from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS, Category, Facet, InputKind, Outcome
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
@@ -87,14 +88,21 @@ def questions_in_order(menu: Menu) -> list[str]:
     return order
 
 
-def build_summary(store: Store, menu: Menu, days: list[str], threshold: float) -> Summary:
+def build_summary(store: Store, menu: Menu, days: list[str], threshold: float,
+                  filters: Filters = NONE) -> Summary:
     """Read only counters: a 30-day summary is 30 small hashes plus 24 hourly ones (and
-    the hotlines' latest test calls, one small hash)."""
-    return summarize(
-        days, store.counters_for(days), store.unique_callers(days),
+    the hotlines' latest test calls, one small hash); filtered, the facet counts of the
+    combinations picked (ivr.filters). Distinct callers are known for all calls only, so
+    a filtered summary has no repeat calls; a hotline filter keeps that line's health."""
+    summary = summarize(
+        days, store.filtered_counters(days, filters) if filters else store.counters_for(days),
+        None if filters else store.unique_callers(days),
         store.recent_dials(last_hours(24)), questions_in_order(menu), threshold,
         line_tests=store.line_tests(),
     )
+    if filters.hotline:
+        summary.health = [h for h in summary.health if h.hotline == filters.hotline]
+    return summary
 
 
 def call_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
@@ -147,6 +155,14 @@ def _days() -> list[str]:
         return parse_range(request.args.get("from"), request.args.get("to"),
                            request.args.get("range"))
     except RangeError as e:
+        abort(400, e.message)
+
+
+def _filters() -> Filters:
+    """The filters asked for (?hotline=&outcome=&category=&lang=&input=&hangup=)."""
+    try:
+        return Filters.from_args(request.args)
+    except FilterError as e:
         abort(400, e.message)
 
 
@@ -363,12 +379,15 @@ def home():
 @staff_required()
 def dashboard():
     """A range's headline numbers, charts, health strip and the calls table."""
-    days = _days()
+    days, filters = _days(), _filters()
     page, per_page = _page_args()
     store = _store()
-    summary = build_summary(store, _menu(), days,
-                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]))
-    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    menu = _menu()
+    summary = build_summary(store, menu, days,
+                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]), filters)
+    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page,
+                                      filters)
+    range_args = {k: v for k, v in request.args.items() if k in ("from", "to", "range")}
     return render_template(
         "reports.html",
         summary=summary,
@@ -378,11 +397,34 @@ def dashboard():
         total=total,
         page=page,
         pages=max(1, -(-total // per_page)),
-        range_args={k: v for k, v in request.args.items() if k in ("from", "to", "range")},
+        range_args={**range_args, **filters.args()},
+        range_only=range_args,
+        filters=filters,
+        filter_choices=filter_choices(menu, summary),
+        # A figure's link to the calls it counts: these filters, narrowed.
+        calls_of=lambda **narrower: url_for(
+            "reports.dashboard", **range_args, **filters.narrowed(**narrower).args(),
+            _anchor="calls"),
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
         caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
     )
+
+
+def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, str]]]:
+    """Each filter's values, named in the reader's language: (value, name)."""
+    categories = sorted({o.category for n in menu.nodes.values() for o in n.options
+                         if o.category} | {c.value for c in Category} | set(summary.categories))
+    return {
+        Facet.HOTLINE: [(h, i18n.hotline_name(h)) for h in menu.hotlines],
+        Facet.OUTCOME: [(o.value, i18n.outcome_name(o.value)) for o in Outcome],
+        Facet.CATEGORY: [(c, i18n.category_name(c)) for c in categories],
+        Facet.LANG: [(lang, i18n.LANGUAGE_NAMES.get(lang, lang)) for lang in menu.languages],
+        Facet.INPUT: [(InputKind.KEYPAD.value, _("keypad")),
+                      (InputKind.SPEECH.value, _("speech")),
+                      (InputKind.NONE.value, _("no answer"))],
+        Facet.HANGUP: [(q, i18n.question_name(q)) for q in questions_in_order(menu)],
+    }
 
 
 def day_span(days: list[str]) -> tuple[datetime, datetime]:
@@ -476,9 +518,9 @@ def calls_csv():
     range with more calls than we write in a few seconds is refused up front rather than
     cut short: the command line and the paginated API have no such limit.
     """
-    days = _days()
+    days, filters = _days(), _filters()
     store = _store()
-    total = store.count_calls(days)
+    total = store.count_calls(days, filters)
     if total > CSV_MAX_ROWS:
         abort(400, Message(N_(
             "%(total)s calls in this range: the web export takes at most %(most)s. Pick a "
@@ -491,7 +533,7 @@ def calls_csv():
     excel = export_form() is exports.Form.EXCEL
     row = table_row if excel else call_row
     epochs = KeyEpochs.read(store.r)
-    rows = (row(record, epochs) for record in store.iter_calls(days))
+    rows = (row(record, epochs) for record in store.iter_calls(days, filters=filters))
     return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
                         names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
                                "category": i18n.category_name,
@@ -501,19 +543,21 @@ def calls_csv():
 @bp.get("/api/reports/summary")
 @staff_required(api=True)
 def api_summary():
-    days = _days()
+    days, filters = _days(), _filters()
     summary = build_summary(_store(), _menu(), days,
-                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]))
-    return summary.to_dict()
+                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]), filters)
+    return {**summary.to_dict(), "filters": filters.args()}
 
 
 @bp.get("/api/reports/calls")
 @staff_required(api=True)
 def api_calls():
-    days = _days()
+    days, filters = _days(), _filters()
     page, per_page = _page_args()
     store = _store()
-    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page,
+                                      filters)
     epochs = KeyEpochs.read(store.r)
-    return {"from": days[0], "to": days[-1], "total": total, "page": page,
+    return {"from": days[0], "to": days[-1], "filters": filters.args(), "total": total,
+            "page": page,
             "per_page": per_page, "calls": [call_row(r, epochs) for r in records]}

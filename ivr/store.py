@@ -332,7 +332,10 @@ class Store:
             total.update({k: int(v) for k, v in fields.items()})
         return dict(total)
 
-    def count_calls(self, days: list[str]) -> int:
+    def count_calls(self, days: list[str], filters: Filters = NONE) -> int:
+        if filters:
+            return sum(calls_matching(found, filters)
+                       for found in self._facet_calls(days).values())
         return sum(self._day_sizes(days))
 
     def _day_sizes(self, days: list[str]) -> list[int]:
