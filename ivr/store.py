@@ -228,7 +228,7 @@ class Store:
                     for name, delta in counts.items():
                         if delta:
                             pipe.hincrby(day_key(day), name, delta)
-                self._write_facets(pipe, changes)
+                self.write_facets(pipe, changes)
                 for day, pseudonyms in changes.callers.items():
                     pipe.pfadd(day_callers_key(day), *pseudonyms)
                     pipe.expireat(day_callers_key(day), self._expiry(day))
@@ -249,7 +249,7 @@ class Store:
                 raise LostLock from e
         return len(changes.events)
 
-    def _write_facets(self, pipe, changes) -> None:
+    def write_facets(self, pipe, changes) -> None:
         """The facet counts and indexes a batch moves (ivr.tally), kept as long as calls."""
         for day, counts in changes.facet_calls.items():
             for key, delta in counts.items():
