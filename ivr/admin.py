@@ -41,7 +41,6 @@ from ivr.i18n import (
 )
 from ivr.menu import (
     HOTLINE_FIELDS,
-    field_of,
     offering_sentence,
     sentences,
     spoken_number,
@@ -100,9 +99,11 @@ def _pending_why(draft: dict | None) -> list[Message]:
 
 
 def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
+    """Each problem under the form field it belongs to (ivr.menu.Problem.field): shown
+    next to it; "" for the rest, shown at the top of the page."""
     grouped: dict[str, list[str]] = {}
     for problem in problems:
-        grouped.setdefault(field_of(problem), []).append(problem)
+        grouped.setdefault(getattr(problem, "field", ""), []).append(problem)
     return grouped
 
 
@@ -225,15 +226,10 @@ def hotlines():
     voices = {lang: {**fields, **(doc.get("voices", {}).get(lang) or {})}
               for lang, fields in (shipped.menu.get("voices") or {}).items()}
     staff_lang = page_language()
-    by_field = _problems_by_field(problems)
-    for hid, fields in current.items():  # the check's own hours problems, in staff_lang
-        if by_field.get(f"hotline:{hid}:hours"):
-            by_field[f"hotline:{hid}:hours"] = opening_hours.problems(fields.get("hours"),
-                                                                      staff_lang)
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
                    voices=voices, fields=HOTLINE_FIELDS,
                    hours_text=lambda hours: opening_hours.shown(hours, staff_lang),
-                   problems=by_field)
+                   problems=_problems_by_field(problems))
 
 
 @bp.route("/examples", methods=["GET", "POST"])

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field, replace
 
 from ivr.vocabulary import (
     ANSWERED,
-    SPOKEN_INPUT,
+    INPUT_OF_EVENT,
+    Attempt,
     Category,
     Count,
     DialStatus,
     Event,
     EventKind,
     Facet,
-    InputKind,
+    Input,
     Outcome,
     day_of,
 )
@@ -56,7 +57,7 @@ class CallRecord:
     duration: int = 0
     no_input: int = 0
     invalid_input: int = 0
-    inputs: set[str] = field(default_factory=set)  # how answers came: "dtmf", "speech"
+    inputs: set[str] = field(default_factory=set)  # how the caller answered: Input values
     seen: set[str] = field(default_factory=set)  # events applied (id without the CallSid)
     counted: dict[str, str] = field(default_factory=dict)  # dimension -> value counted
 
@@ -95,14 +96,12 @@ class CallRecord:
                 self.caller = str(data.get("caller", ""))
             case EventKind.MENU_ANSWERED:
                 self.path[event.step] = f"{data.get('node', '')}:{data.get('option', '')}"
-                if data.get("input"):
-                    self.inputs.add(str(data["input"]))
+                self._answered_by(data)
             case EventKind.NO_INPUT:
                 self.no_input += 1
             case EventKind.INVALID_INPUT:
                 self.invalid_input += 1
-                if data.get("input"):
-                    self.inputs.add(str(data["input"]))
+                self._answered_by(data)  # not understood, but the caller did answer
             case EventKind.TRANSFER_STARTED:
                 self.transfers[event.step] = str(data.get("hotline", ""))
                 if not self.first_transfer_at or event.at < self.first_transfer_at:
@@ -115,11 +114,17 @@ class CallRecord:
                 self.duration = int(data.get("duration") or 0)
         return True
 
+    def _answered_by(self, data: dict) -> None:
+        way = INPUT_OF_EVENT.get(str(data.get("input", "")))
+        if way:
+            self.inputs.add(way.value)
+
     def copy(self) -> CallRecord:
         """A copy sharing no set or dict with this record: folding into it leaves this one."""
         return replace(self, path=dict(self.path), nodes=set(self.nodes),
                        transfers=dict(self.transfers), dials=dict(self.dials),
-                       inputs=set(self.inputs), seen=set(self.seen), counted=dict(self.counted))
+                       inputs=set(self.inputs), seen=set(self.seen),
+                       counted=dict(self.counted))
 
     # --- what supervisors count -------------------------------------------------------
 
@@ -147,6 +152,32 @@ class CallRecord:
         return (max(self.transfers) > last_dial
                 or self.dials[last_dial].rsplit(":", 1)[1] == DialStatus.CANCELED)
 
+    @property
+    def reached_person(self) -> bool:
+        """A person took one of its transfers: "reached a person", else it never did."""
+        return self.outcome in (Outcome.TRANSFERRED, Outcome.EMERGENCY_TRANSFERRED)
+
+    @property
+    def attempts(self) -> int:
+        """Transfer attempts ended (connected or not)."""
+        return len(self.dials)
+
+    @property
+    def connected(self) -> int:
+        """Transfer attempts a person took."""
+        return sum(Attempt.of(d.rsplit(":", 1)[1]) is Attempt.CONNECTED
+                   for d in self.dials.values())
+
+    @property
+    def input(self) -> str:
+        """How the caller answered (an Input value); "" while a call that never answered
+        is still going (it may yet)."""
+        if len(self.inputs) > 1:
+            return Input.BOTH.value
+        if self.inputs:
+            return next(iter(self.inputs))
+        return Input.NONE.value if self.status else ""
+
     def dimensions(self) -> dict[str, str]:
         """The values this call adds to the day's counters, by counter (empty: not
         counted)."""
@@ -161,14 +192,8 @@ class CallRecord:
             Count.LANG: self.lang,
             Count.HANGUP: self.asked if outcome is Outcome.ABANDONED_IN_MENU else "",
             Count.TO_TRANSFER: seconds,
+            Count.INPUT: self.input,
         }
-
-    @property
-    def input_kind(self) -> InputKind:
-        """How the caller answered: speech if they spoke once, else keys, else none."""
-        if SPOKEN_INPUT in self.inputs:
-            return InputKind.SPEECH
-        return InputKind.KEYPAD if self.inputs else InputKind.NONE
 
     def facets(self) -> dict[Facet, tuple[str, ...]]:
         """The values the dashboard's filters match this call on; a call transferred to
@@ -176,7 +201,7 @@ class CallRecord:
         dims = self.dimensions()
         one = {Facet.OUTCOME: dims[Count.OUTCOME], Facet.CATEGORY: dims[Count.CATEGORY],
                Facet.LANG: dims[Count.LANG], Facet.HANGUP: dims[Count.HANGUP],
-               Facet.INPUT: self.input_kind.value}
+               Facet.INPUT: dims[Count.INPUT]}
         return {Facet.HOTLINE: tuple(sorted(set(self.transfers.values()) - {""})),
                 **{facet: (value,) if value else () for facet, value in one.items()}}
 
@@ -195,8 +220,7 @@ class CallRecord:
             "talk_seconds": str(self.talk_seconds), "status": self.status,
             "duration": str(self.duration), "no_input": str(self.no_input),
             "invalid_input": str(self.invalid_input), "outcome": self.outcome.value,
-            "inputs": ",".join(sorted(self.inputs)),
-            "seen": ",".join(sorted(self.seen)),
+            "inputs": ",".join(sorted(self.inputs)), "seen": ",".join(sorted(self.seen)),
         }
         fields |= {f"c:{dim}": value for dim, value in self.counted.items()}
         return fields

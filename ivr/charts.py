@@ -77,6 +77,11 @@ FALLBACK_COLORS = ("#6655DD", "#0099CC", "#115544", "#779900", "#665511", "#AA88
 REACHED_COLOR = "#0072B2"  # funnel: callers who reached a question
 HUNG_UP_COLOR = "#D55E00"  # funnel: callers who hung up there
 COLUMN_COLOR = "#0072B2"  # simple columns
+# The heat map's levels, from few to many: one hue growing darker, each 3:1 or more on
+# the white card and each clearly darker than the one before. A cell with none is left
+# unfilled (its outline is decoration: the numbers are in the tooltips and the table).
+HEAT_COLORS = ("#E06C00", "#B23F12", "#86260A", "#4F1104")
+HEAT_ROW_H = 16
 
 
 # gettext(msgid, **values) -> the text: Flask-Babel's, or `english` (the msgid as it is).
@@ -207,6 +212,60 @@ def columns(labels: list[str], values: list[int], title: str, *,
         f"{label}: {number(v)}" for label, v in zip(labels, counts, strict=True)) + "."
     body, height = _column_plot(labels, cols, PAD + 4, number)
     return _svg("columns", title, desc, height, body)
+
+
+def heat_map(rows: list[str], columns: list[str], values: Sequence[Sequence[int]],
+             title: str, *, out_of: Sequence[Sequence[int]] | None = None,
+             gettext: Gettext = english, number: Number = str) -> Markup:
+    """A grid of cells, one row per label (e.g. a hotline), one column per column label
+    (e.g. an hour of day), each cell darker the larger its value; `out_of` gives what
+    each value is a part of (e.g. all attempts), for the tooltips and the description."""
+    grid = [_counts(vals, len(columns), f"row {row!r}") for row, vals in
+            zip(rows, values, strict=True)]
+    whole = ([_counts(vals, len(columns), f"row {row!r}") for row, vals in
+              zip(rows, out_of, strict=True)] if out_of is not None else None)
+    peak = max((v for vals in grid for v in vals), default=0)
+    if not peak:
+        return _no_data(title, gettext)
+
+    def said(i: int, j: int) -> str:
+        n = number(grid[i][j])
+        return gettext("%(n)s of %(of)s", n=n, of=number(whole[i][j])) if whole else n
+
+    desc = f"{title}: " + "; ".join(
+        f"{row}: " + ", ".join(f"{columns[j]} {said(i, j)}" for j in range(len(columns))
+                               if grid[i][j])
+        for i, row in enumerate(rows) if any(grid[i])) + "."
+    levels = len(HEAT_COLORS)
+    # Level k holds the values v with (v - 1) * levels // peak == k (as drawn below).
+    bounds = [(-(-peak * k // levels) + 1, -(-peak * (k + 1) // levels)) for k in range(levels)]
+    legend, y = _legend([(f"{number(lo)}–{number(hi)}" if hi > lo else number(hi), color)
+                         for (lo, hi), color in zip(bounds, HEAT_COLORS, strict=True)
+                         if hi >= lo], PAD)
+    label_w = min(max(_text_width(r, SMALL) for r in rows), WIDTH * 0.3)
+    x0 = PAD + label_w + 6
+    cell_w = (WIDTH - PAD - x0) / len(columns)
+    out = [legend]
+    y += 2
+    for i, row in enumerate(rows):
+        out.append(_text(PAD, y + HEAT_ROW_H - 4, _fit(row, label_w, SMALL), size=SMALL,
+                         cls="row"))
+        for j, v in enumerate(grid[i]):
+            x = x0 + j * cell_w
+            if v:
+                level = min(levels - 1, (v - 1) * levels // peak)
+                tip = f"{row} · {columns[j]}: {said(i, j)}"
+                out.append(_rect(x, y, cell_w, HEAT_ROW_H, HEAT_COLORS[level], tip))
+            else:
+                out.append(f'<rect class="empty-cell" x="{_f(x)}" y="{_f(y)}" '
+                           f'width="{_f(cell_w)}" height="{HEAT_ROW_H}" fill="none" '
+                           f'stroke="{GRID}" stroke-width="0.5"/>')
+        y += HEAT_ROW_H + 2
+    col_w = max(_text_width(c, SMALL) for c in columns)
+    for j in _thinned(len(columns), col_w, WIDTH - PAD - x0):
+        out.append(_text(x0 + (j + 0.5) * cell_w, y + SMALL + 2, columns[j], anchor="middle",
+                         size=SMALL, fill=MUTED, cls="xlabel"))
+    return _svg("heat_map", title, desc, y + SMALL + 8, "".join(out))
 
 
 def data_table(row_header: str, rows: Sequence[str], columns: Mapping[str, Sequence[int]],

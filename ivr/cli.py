@@ -171,13 +171,15 @@ def dev(port, host):
         redis_server = RedisServer(DEV_DIR / "redis", persist=True).start()
         env["REDIS_URL"] = redis_server.url
         click.echo(f"embedded Redis at {redis_server.url} (data in {DEV_DIR / 'redis'})")
-    # The Procfile's web and worker, started here rather than at the repository's root:
+    # The Procfile's web, worker and cron, started here rather than at the repository's root:
     # relative paths in this shell's environment keep their meaning.
     lines = procfile.commands(env | {"PORT": str(port)}, host=host)
     # The caller ID key is the web's alone: the worker never needs it (ivr.caller_keys).
     worker_env = {k: v for k, v in env.items() if k != "CALLER_ID_KEY"}
     children = [procfile.start(lines["web"], env, cwd=None),
-                procfile.start(lines["worker"], worker_env, cwd=None)]
+                procfile.start(lines["worker"], worker_env, cwd=None),
+                *([procfile.start(lines["cron"], worker_env, cwd=None)] if "cron" in lines
+                  else [])]
     base = f"http://{host}:{port}"
     DEV_DIR.mkdir(exist_ok=True)
     (DEV_DIR / "env").write_text(
@@ -295,14 +297,19 @@ def _print_report(summary, menu, days: list[str], lang: str, key_changes=()) -> 
         click.echo(_("No calls yet — place one with `ivr call`."))
         return
     click.echo("  " + _(
-        "reached a hotline %(reached)s (%(reached_share)s), transfer failed %(failed)s "
-        "(%(failed_share)s), hung up in the menu %(hung_up)s (%(hung_up_share)s)") % {
-        "reached": number(head["reached_hotline"]),
-        "reached_share": share(head["reached_hotline_pct"]),
-        "failed": number(head["transfer_failed"]),
-        "failed_share": share(head["transfer_failed_pct"]),
+        "reached a person %(reached)s (%(reached_share)s), never reached a person "
+        "%(never)s (%(never_share)s), hung up in the menu %(hung_up)s (%(hung_up_share)s)") % {
+        "reached": number(head["reached_person"]),
+        "reached_share": share(head["reached_person_pct"]),
+        "never": number(head["never_reached_person"]),
+        "never_share": share(head["never_reached_person_pct"]),
         "hung_up": number(head["hung_up_in_menu"]),
         "hung_up_share": share(head["hung_up_in_menu_pct"])})
+    click.echo("  " + _(
+        "transfer attempts %(attempts)s: not connected %(not_connected)s (%(share)s)") % {
+        "attempts": number(head["attempts"]),
+        "not_connected": number(head["attempts_not_connected"]),
+        "share": share(head["attempts_not_connected_pct"])})
     groups = {
         _("by category:"): {i18n.category_name(c, _): sum(v)
                             for c, v in summary.categories.items()},

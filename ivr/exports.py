@@ -11,6 +11,7 @@ locale writes them. In both, a cell a spreadsheet would run as a formula is defu
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -56,6 +57,10 @@ CALL_COLUMNS = (
     Column("path", N_("Path")),
     Column("hotlines", N_("Hotlines")),
     Column("outcome", N_("Outcome")),
+    # The one meaning of failed: an attempt connected or not; a call reached a person or not.
+    Column("reached_person", N_("Reached a person")),
+    Column("attempts", N_("Transfer attempts")),
+    Column("not_connected", N_("Attempts not connected")),
     Column("call_status", N_("Call status")),
     Column("duration_s", N_("Call length (s)")),
     Column("talk_s", N_("Talk time (s)")),
@@ -107,6 +112,7 @@ def excel_cell(value, locale: Locale, when: bool = False):
     return value
 
 
+@functools.lru_cache(maxsize=16)  # once per locale, not once per cell
 def _date_time_pattern(locale: Locale) -> str:
     """The locale's short date with the year in full (a spreadsheet reads "26/11/26" as
     1926 in some settings), and a 24-hour time every spreadsheet reads."""

@@ -109,7 +109,7 @@ def parse_combination(key: str) -> dict[Facet, tuple[str, ...]]:
 def contributions(record: CallRecord) -> tuple[str, Counter]:
     """(the call's combination, the counters it adds there): what ivr.summary draws and
     the combination does not already say (its outcome, category, language, hang-up
-    question are the combination's own, counted by its calls)."""
+    question, input are the combination's own, counted by its calls)."""
     counts: Counter = Counter()
     counts[hour_counter(hour_of(record.started))] = 1
     if record.caller and record.caller != ANONYMOUS:
@@ -131,7 +131,7 @@ def contributions(record: CallRecord) -> tuple[str, Counter]:
 
 # The facets that are also day counters: a combination's calls count under their values.
 AS_COUNTER = {Facet.OUTCOME: Count.OUTCOME, Facet.CATEGORY: Count.CATEGORY,
-              Facet.LANG: Count.LANG, Facet.HANGUP: Count.HANGUP}
+              Facet.LANG: Count.LANG, Facet.INPUT: Count.INPUT, Facet.HANGUP: Count.HANGUP}
 
 
 def calls_matching(facet_calls: Mapping[str, int], filters: Filters) -> int:

@@ -36,11 +36,12 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
 from ivr import security, services
+from ivr.menu import DANGER_EXAMPLES, Problem
 from ivr.message import DEFAULT_LANGUAGE, LANGUAGES, N_, Message
 from ivr.sessions import SecurityEvent
 from ivr.versions import AuditAction
 from ivr.versions import audit_detail as stored_detail
-from ivr.vocabulary import BOGOTA, Category, DialStatus, Outcome
+from ivr.vocabulary import BOGOTA, Category, DialStatus, Input, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,17 @@ def page_language() -> str:
     return locale.language if locale else DEFAULT_LANGUAGE
 
 
-def shown(message: Message | str) -> str:
-    """An engine's message (ivr.message) in the reader's language; plain text as it is."""
+def shown(message: Message | Problem | str) -> str:
+    """An engine's message (ivr.message) in the reader's language; a configuration
+    problem after the name of what it is about ("Línea del Ministerio del Trabajo,
+    Destinos de marcación: ..."); a text that says itself in several languages
+    (`text(lang)`) in the reader's; plain text as it is."""
+    if isinstance(message, Problem):
+        where = field_label(message.field)
+        what = _in_reader_language(message.message)
+        return f"{where}: {what}" if where else what
     if not isinstance(message, Message):
-        return message
+        return _in_reader_language(message)
     if not message.values:
         return _(message.template)
     return _(message.template, **{k: _in_reader_language(v) for k, v in message.values.items()})
@@ -264,10 +272,56 @@ OUTCOME_NAMES = {
     Outcome.ABANDONED_IN_MENU: N_("Hung up in the menu"),
     Outcome.EMERGENCY_HUNG_UP_TO_DIAL: N_("Hung up to dial 123"),
 }
+# How a caller answered the menu (ivr.vocabulary.Input).
+INPUT_NAMES = {Input.KEYPAD: N_("keypad"), Input.SPEECH: N_("speech"),
+               Input.BOTH: N_("keypad and speech"), Input.NONE: N_("never answered")}
 # The menu's questions (config/menu.toml's nodes), by what they ask.
 QUESTION_NAMES = {
     "welcome": N_("What the call is about"),
     "report": N_("Where to report a crime"),
+}
+# What callers hear (prompts/<lang>.toml), by what each prompt is for.
+PROMPT_NAMES = {
+    "greeting": N_("Greeting"),
+    "language_offer": N_("Offer of the other language"),
+    "main_menu": N_("Main menu: what the call is about"),
+    "report_menu": N_("Menu: where to report a crime"),
+    "no_input": N_("When the caller says nothing"),
+    "invalid": N_("When the answer is not understood"),
+    "transfer": N_("Before a transfer"),
+    "unreachable": N_("When a line does not answer"),
+    "numbers_intro": N_("Before the numbers to write down"),
+    "numbers_item": N_("Each number to write down"),
+    "numbers_again": N_("Offer to hear the numbers again"),
+    "goodbye": N_("Goodbye"),
+    "still_trying": N_("While the line keeps ringing"),
+    "out_of_service": N_("When Ruta cannot answer"),
+    "emergency_advice": N_("Emergency: the number to call"),
+    "emergency_stay": N_("Emergency: stay on the line"),
+    "direct_only": N_("A line the caller must call themselves"),
+    "danger_question": N_("Is someone in danger right now?"),
+    "either_or": N_("Between two options"),
+    "keys_only": N_("Keys only, after a second miss"),
+    "keys_item": N_("Each key, after a second miss"),
+    "screen_whisper": N_("To a screening line, before the caller is connected"),
+    "language_es": N_("To a screening line: the word for Spanish"),
+    "language_en": N_("To a screening line: the word for English"),
+}
+# The screening line hears what a call is about (ivr.menu.screen_prompts): about_<category>.
+ABOUT_PROMPT = "about_"
+HOTLINE_FIELD_NAMES = {
+    "dial": N_("Dial targets"),
+    "say": N_("Number said to callers"),
+    "hours": N_("Opening hours"),
+    "fallback": N_("Fallback hotline"),
+    "show_caller": N_("Gets the caller's real number"),
+    "screen": N_("Screens calls"),
+    "min_answered_seconds": N_("Fewest seconds of a real answer"),
+}
+VOICE_FIELD_NAMES = {
+    "voice": N_("Twilio voice"),
+    "say_language": N_("Spoken language"),
+    "speech_language": N_("Speech recognition language"),
 }
 # A directory name as the menu says it in a sentence ("Le comunico con la línea del
 # ICBF"), without its article when it stands alone as a label.
@@ -292,6 +346,19 @@ def category_name(category: str, gettext=None) -> str:
 
 def outcome_name(outcome: str, gettext=None) -> str:
     return _name(OUTCOME_NAMES, outcome, gettext)
+
+
+# A language as the reader calls it (LANGUAGE_NAMES name each language in itself).
+LANGUAGE_NAMES_READ = {"es": N_("Spanish"), "en": N_("English")}
+
+
+def language_read(lang: str, gettext=None) -> str:
+    """A language named in the reader's language: "inglés" for a Spanish reader."""
+    return _name(LANGUAGE_NAMES_READ, lang, gettext)
+
+
+def input_name(way: str, gettext=None) -> str:
+    return _name(INPUT_NAMES, way, gettext)
 
 
 def question_name(node: str, gettext=None) -> str:
@@ -321,6 +388,53 @@ def as_label(name: str, lang: str | None = None) -> str:
             name = name[len(article):]
             break
     return name[:1].upper() + name[1:]
+
+
+def prompt_name(key: str) -> str:
+    """What a prompt is for, "Despedida" (a key without a name: as it is)."""
+    if key.startswith(ABOUT_PROMPT) and key not in PROMPT_NAMES:
+        return _("To a screening line: what the call is about, %(category)s",
+                 category=category_name(key.removeprefix(ABOUT_PROMPT)))
+    return _name(PROMPT_NAMES, key)
+
+
+def field_label(field: str) -> str:
+    """What an admin form's field id (ivr.menu.Problem.field, ivr.versions.effective)
+    stands for, in the reader's language: "hotline:labour:dial" -> "Línea del Ministerio
+    del Trabajo, Destinos de marcación"; "prompt:es:goodbye" -> "Despedida (Español)"."""
+    kind, first, second = (field.split(":", 3) + ["", ""])[:3]
+    language = LANGUAGE_NAMES.get(first, first)
+    match kind:
+        case "hotline":
+            line = hotline_name(first)
+            return f"{line}, {_name(HOTLINE_FIELD_NAMES, second)}" if second else line
+        case "prompt":
+            return f"{prompt_name(second)} ({language})"
+        case "voice":
+            return f"{_('Voice for %(language)s', language=language)}, " \
+                   f"{_name(VOICE_FIELD_NAMES, second)}"
+        case "examples":
+            return _("How callers say it: %(option)s (%(language)s)",
+                     option=option_name(first), language=LANGUAGE_NAMES.get(second, second))
+        case "language":
+            return language
+    return field
+
+
+def option_name(name: str) -> str:
+    """An option of examples.toml ("welcome.2", "danger") as staff read it: its label in
+    the live menu in the reader's language, with its key."""
+    if name == DANGER_EXAMPLES:
+        return _("someone is in danger now")
+    menu = services.current_menu() if has_app_context() else None
+    question, _dot, key = name.partition(".")
+    node = menu.nodes.get(question) if menu is not None else None
+    option = node.option(key) if node else None
+    if option is None or not option.labels:
+        return name
+    lang = page_language()
+    label = option.labels.get(lang) or next(iter(option.labels.values()))
+    return _("%(label)s (key %(key)s)", label=label, key=key)
 
 
 def audit_action(action: str) -> str:
@@ -359,7 +473,7 @@ def init_app(app) -> None:
                                  language_name=language_name, time_zone=TIME_ZONE)
     for name_of in (shown, audit_action, audit_detail, security_event, role_name, category_name,
                     outcome_name, question_name, dial_result_name, hotline_name, as_label, number,
-                    percent, moment, day):
+                    percent, moment, day, prompt_name, field_label):
         app.add_template_filter(name_of)
     missing = [lang for lang in LANGUAGES if lang != "en" and not any(
         (TRANSLATIONS / lang / "LC_MESSAGES").glob("*.mo"))]

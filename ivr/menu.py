@@ -17,7 +17,7 @@ from datetime import datetime, time
 from pathlib import Path
 
 from ivr import opening_hours
-from ivr.message import N_, Message
+from ivr.message import N_, InLanguages, Message
 from ivr.speech import Choice, Danger, Matcher
 from ivr.vocabulary import BOGOTA, Category
 
@@ -56,9 +56,26 @@ SIP_URI = re.compile(r"^sips?:[^@\s]+@[^\s]+$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
+class Problem(str):
+    """A problem an administrator can cause or fix on /admin. As a string, for the command
+    line and the logs, where it is in the files and what is wrong, in English ("hotline
+    labour: '144' cannot be dialled..."); for the admin pages, apart: `field`, the form
+    field it belongs to ("hotline:labour:dial", "prompt:es:goodbye", "language:es"; the
+    pages name it for their reader, ivr.i18n.field_label), and `message`, what is wrong (a
+    Message, or anything with `text(lang)`), shown in the reader's language."""
+
+    field: str
+    message: Message
+
+    def __new__(cls, where: str, message, field: str) -> Problem:
+        problem = super().__new__(cls, f"{where}: {message}")
+        problem.field, problem.message = field, message
+        return problem
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; `problems` lists every reason, one per line (those
-    an administrator can cause on /admin are ivr.message.Message's, shown translated)."""
+    an administrator can cause on /admin are Problems, shown translated)."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -294,28 +311,6 @@ def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False)
                    hints=speech_hints(menu))
 
 
-def field_of(problem: str) -> str:
-    """The form field a problem belongs to, e.g. "prompt:en:greeting", "hotline:icbf:dial".
-
-    The admin page shows each problem next to its field; "" means the whole config.
-    """
-    patterns = [
-        (r"prompts/(\w+): (?:missing )?prompt '([^']+)'", "prompt:{0}:{1}"),
-        (r"path (\w+) .*", "language:{0}"),
-        (r"hotline (\w+): hours", "hotline:{0}:hours"),
-        (r"hotline (\w+): (?:fallback|no such)", "hotline:{0}:fallback"),
-        (r"hotline (\w+): `say`", "hotline:{0}:say"),
-        (r"hotline (\w+): `min_answered_seconds`", "hotline:{0}:min_answered_seconds"),
-        (r"hotline (\w+): ", "hotline:{0}:dial"),
-        (r"voices\.(\w+)", "voice:{0}"),
-        (r"examples ([\w.]+)\.(\w+): ", "examples:{0}:{1}"),
-    ]
-    for pattern, field_id in patterns:
-        m = re.match(pattern, problem)
-        if m:
-            return field_id.format(*m.groups())
-    return ""
-
 
 def _read_toml(path: Path, problems: list[str]) -> dict:
     try:
@@ -340,9 +335,9 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
         min_answered = raw.get("min_answered_seconds",
                                menu_raw.get("min_answered_seconds", 8))
         if not isinstance(min_answered, int) or not 0 <= min_answered <= 120:
-            problems.append(Message(N_(
-                "hotline %(hotline)s: `min_answered_seconds` must be 0 to 120 seconds"),
-                {"hotline": hid}))
+            problems.append(Problem(f"hotline {hid}", Message(N_(
+                "the fewest seconds of a real answer must be 0 to 120")),
+                f"hotline:{hid}:min_answered_seconds"))
             min_answered = 8
         hotlines[hid] = Hotline(
             id=hid,
@@ -370,7 +365,7 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
             if bool(opt.get("next")) == bool(opt.get("hotline")):
                 problems.append(f"{where}: needs exactly one of `next` or `hotline`")
             speech = {lang: tuple(words) for lang, words in (opt.get("speech") or {}).items()}
-            said = _phrases(f"examples {nid}.{key}", examples.get(f"{nid}.{key}"), problems)
+            said = _phrases(f"{nid}.{key}", examples.get(f"{nid}.{key}"), problems)
             options.append(Option(key, speech, opt.get("next"), opt.get("hotline"),
                                   str(opt.get("category", "")), bool(opt.get("priority")),
                                   said, {lang: str(text) for lang, text in
@@ -411,7 +406,7 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
         voices=voices,
         emergency_words=_words(menu_raw.get("emergency_words")),
         language_words=_words(menu_raw.get("language_words")),
-        danger_examples=_phrases("examples danger", examples.get(DANGER_EXAMPLES), problems),
+        danger_examples=_phrases(DANGER_EXAMPLES, examples.get(DANGER_EXAMPLES), problems),
         yes_words=_words(menu_raw.get("yes_words")),
         danger_signs={lang: tuple((kind, tuple(words)) for kind, words in kinds.items())
                       for lang, kinds in (menu_raw.get("danger_signs") or {}).items()},
@@ -419,19 +414,19 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
     )
 
 
-def _phrases(where: str, raw, problems: list[str]) -> dict[str, tuple[str, ...]]:
-    """Example phrases per language: lists of short strings."""
+def _phrases(name: str, raw, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """Example phrases per language (of examples.toml's `name`): lists of short strings."""
     out = {}
     for lang, phrases in (raw or {}).items():
+        where, field = f"examples {name}.{lang}", f"examples:{name}:{lang}"
         if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
-            problems.append(Message(N_("%(where)s.%(lang)s: must be a list of phrases"),
-                                    {"where": where, "lang": lang}))
+            problems.append(Problem(where, Message(N_("must be a list of phrases")), field))
             continue
         long = [p for p in phrases if len(p) > MAX_EXAMPLE_CHARS]
         if long:
-            problems.append(Message(N_(
-                "%(where)s.%(lang)s: %(count)d phrase(s) longer than %(most)d characters"),
-                {"where": where, "lang": lang, "count": len(long), "most": MAX_EXAMPLE_CHARS}))
+            problems.append(Problem(where, Message(N_(
+                "%(count)d phrase(s) longer than %(most)d characters"),
+                {"count": len(long), "most": MAX_EXAMPLE_CHARS}), field))
         out[lang] = tuple(p.strip() for p in phrases if p.strip())
     return out
 
@@ -495,8 +490,7 @@ def _parse_hours(hid: str, raw, problems: list[str]) -> OpeningHours:
     in English or Spanish (ivr.opening_hours)."""
     windows, errors = opening_hours.read(raw)
     # The error says itself in the reader's language (HoursError.text: ivr.i18n.shown).
-    problems.extend(Message(N_("hotline %(hotline)s: %(problem)s"), {"hotline": hid,
-                                                                     "problem": e})
+    problems.extend(Problem(f"hotline {hid}: hours", e.unnamed(), f"hotline:{hid}:hours")
                     for e in errors)
     return OpeningHours(tuple((day, w.start, w.end) for w in windows for day in w.days()))
 
@@ -504,56 +498,59 @@ def _parse_hours(hid: str, raw, problems: list[str]) -> OpeningHours:
 def _validate(menu: Menu, problems: list[str]) -> list[str]:
     """Append every problem; return the warnings (usable, but an operator should act)."""
     warnings: list[str] = []
+    names = {hid: InLanguages(h.names) for hid, h in menu.hotlines.items()}  # in messages
     for hid in (menu.default_hotline, menu.emergency_hotline):
         if hid not in menu.hotlines:
             problems.append(f"menu.toml: hotline {hid!r} is not in hotlines.toml")
     for h in menu.hotlines.values():
         for lang in menu.languages:
             if not h.names.get(lang, "").strip():
-                problems.append(Message(N_("hotline %(hotline)s: missing name.%(lang)s"),
-                                        {"hotline": h.id, "lang": lang}))
+                problems.append(Problem(f"hotline {h.id}", Message(
+                    N_("missing name.%(lang)s"), {"lang": lang}), f"hotline:{h.id}"))
+        where, field = f"hotline {h.id}", f"hotline:{h.id}:"
         if not h.dial and h.id == menu.default_hotline:
-            problems.append(Message(N_(
-                "hotline %(hotline)s: the default line needs at least one E.164 number or "
-                "SIP URI in `dial`"), {"hotline": h.id}))
+            problems.append(Problem(where, Message(N_(
+                "the default line needs at least one E.164 number or SIP URI to dial")),
+                field + "dial"))
         if not re.fullmatch(r"[\d ]+", h.say):
-            problems.append(Message(N_(
-                "hotline %(hotline)s: `say` must be the digits a caller can dial"),
-                {"hotline": h.id}))
+            problems.append(Problem(where, Message(N_(
+                "the number said to callers must be the digits a caller can dial")),
+                field + "say"))
         if h.fallback and h.fallback not in menu.hotlines:
-            problems.append(Message(N_(
-                "hotline %(hotline)s: fallback %(fallback)r is not a hotline"),
-                {"hotline": h.id, "fallback": h.fallback}))
+            problems.append(Problem(where, Message(N_(
+                "fallback %(fallback)r is not a hotline"), {"fallback": h.fallback}),
+                field + "fallback"))
         for target in h.dial:
             # Twilio's <Number> takes E.164 only and cannot dial Colombian short codes;
             # what it does after such a <Dial> is not documented, so never send one.
             if target.startswith("+") and not E164.match(target):
-                problems.append(Message(N_(
-                    "hotline %(hotline)s: %(target)r is not a valid E.164 number"),
-                    {"hotline": h.id, "target": target}))
+                problems.append(Problem(where, Message(N_(
+                    "%(target)r is not a valid E.164 number"), {"target": target}),
+                    field + "dial"))
             elif target.startswith("sip") and not SIP_URI.match(target):
-                problems.append(Message(N_(
-                    "hotline %(hotline)s: %(target)r is not a valid SIP URI"),
-                    {"hotline": h.id, "target": target}))
+                problems.append(Problem(where, Message(N_(
+                    "%(target)r is not a valid SIP URI"), {"target": target}), field + "dial"))
             elif not is_dialable(target):
-                problems.append(Message(N_(
-                    "hotline %(hotline)s: %(target)r cannot be dialled by Twilio (a short "
-                    "code or national form); a dial target is an E.164 number (+57...) or a "
-                    "SIP URI. Put the number callers dial themselves in `say`"),
-                    {"hotline": h.id, "target": target}))
+                problems.append(Problem(where, Message(N_(
+                    "%(target)r cannot be dialled by Twilio (a short code or national form); "
+                    "a dial target is an E.164 number (+57...) or a SIP URI. Give the number "
+                    "callers dial themselves as the number said to callers"),
+                    {"target": target}), field + "dial"))
         if not h.dial and h.id != menu.default_hotline:
-            warnings.append(Message(N_(
-                "hotline %(hotline)s: no dial target; callers are told to call %(say)s "
-                "themselves and are connected to its fallback, %(fallback)s"),
-                {"hotline": h.id, "say": h.say, "fallback": h.fallback or menu.default_hotline}))
+            fallback = h.fallback or menu.default_hotline
+            warnings.append(Problem(where, Message(N_(
+                "no dial target; callers are told to call %(say)s themselves and are "
+                "connected to its fallback, %(fallback)s"),
+                {"say": h.say, "fallback": names.get(fallback, fallback)}), field + "dial"))
     for h in menu.hotlines.values():
         chain, hid = [], h.id
         while hid and hid in menu.hotlines and hid not in chain:
             chain.append(hid)
             hid = menu.hotlines[hid].fallback
         if hid in chain:
-            problems.append(Message(N_("hotline %(hotline)s: fallback cycle %(cycle)s"),
-                                    {"hotline": h.id, "cycle": " -> ".join([*chain, hid])}))
+            cycle = Message.joined([names[c] for c in [*chain, hid]], " -> ")
+            problems.append(Problem(f"hotline {h.id}", Message(
+                N_("fallback cycle %(cycle)s"), {"cycle": cycle}), f"hotline:{h.id}:fallback"))
 
     for lang in menu.languages:
         texts = menu.prompts.get(lang, {})
@@ -564,23 +561,22 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
         for key in sorted(needed):
             text = texts.get(key)
             if text is None:
-                problems.append(Message(N_("prompts/%(lang)s: missing prompt %(key)r"),
-                                        {"lang": lang, "key": key}))
+                problems.append(_prompt_problem(lang, key, Message(N_(
+                    "this prompt is missing"))))
             elif not str(text).strip():
-                problems.append(Message(N_("prompts/%(lang)s: prompt %(key)r is empty"),
-                                        {"lang": lang, "key": key}))
+                problems.append(_prompt_problem(lang, key, Message(N_(
+                    "this prompt is empty"))))
         for key, text in texts.items():
             allowed = PROMPT_PLACEHOLDERS.get(key, set())
             try:
                 used = {f for _, f, _, _ in string.Formatter().parse(str(text)) if f is not None}
             except ValueError as e:
-                problems.append(Message(N_("prompts/%(lang)s: prompt %(key)r: %(error)s"),
-                                        {"lang": lang, "key": key, "error": e}))
+                problems.append(_prompt_problem(lang, key, Message(N_(
+                    "it cannot be read: %(error)s"), {"error": e})))
                 continue
             for name in sorted(used - allowed):
-                problems.append(Message(N_(
-                    "prompts/%(lang)s: prompt %(key)r has unknown placeholder {%(name)s}"),
-                    {"lang": lang, "key": key, "name": name}))
+                problems.append(_prompt_problem(lang, key, Message(N_(
+                    "unknown placeholder {%(name)s}"), {"name": name})))
 
     if menu.start not in menu.nodes:
         problems.append(f"menu.toml: start node {menu.start!r} does not exist")
@@ -598,9 +594,8 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
             for lang in menu.languages:
                 prompt = menu.prompts.get(lang, {}).get(node.prompt, "")
                 if prompt and offering_sentence(prompt, opt.key) is None:
-                    problems.append(Message(N_(
-                        "prompts/%(lang)s: prompt %(key)r never names key %(option)s"),
-                        {"lang": lang, "key": node.prompt, "option": opt.key}))
+                    problems.append(_prompt_problem(lang, node.prompt, Message(N_(
+                        "it never names key %(option)s"), {"option": opt.key})))
                 if not opt.speech.get(lang):
                     problems.append(f"node {node.id}, key {opt.key}: no speech words for {lang}")
     reachable, stack = set(), [menu.start]
@@ -618,11 +613,17 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
     if not problems:
         for path in spoken_paths(menu):
             if path.seconds > menu.budget_seconds:
-                warnings.append(Message(N_(
-                    "path %(path)s: %(seconds).1f spoken seconds before the transfer, over "
-                    "the %(budget)g s budget"), {"path": path.label, "seconds": path.seconds,
-                                                 "budget": menu.budget_seconds}))
+                warnings.append(Problem(f"path {path.label}", Message(N_(
+                    "keys %(keys)s to %(hotline)s: %(seconds).1f spoken seconds before the "
+                    "transfer, over the %(budget)g s budget"), {
+                        "keys": " ".join(path.keys) or "—", "seconds": path.seconds,
+                        "hotline": names[path.hotline], "budget": menu.budget_seconds}),
+                    f"language:{path.language}"))
     return warnings
+
+
+def _prompt_problem(lang: str, key: str, message: Message) -> Problem:
+    return Problem(f"prompts/{lang}: prompt {key!r}", message, f"prompt:{lang}:{key}")
 
 
 def _reaches_hotline(menu: Menu, nid: str, seen: set[str]) -> bool:

@@ -59,13 +59,18 @@ DAY_OF = {_folded(name): day for names in DAY_NAMES.values()
 class HoursError(ValueError):
     """One window that cannot be read; `text(lang)` says why, naming the field."""
 
-    def __init__(self, kind: str, value: str):
-        self.kind, self.value = kind, value
+    def __init__(self, kind: str, value: str, named: bool = True):
+        self.kind, self.value, self.named = kind, value, named
         super().__init__(self.text("en"))
 
     def text(self, lang: str) -> str:
         lang = language(lang)
-        return f"{TEXTS['field'][lang]}: {TEXTS[self.kind][lang].format(value=self.value)}"
+        said = TEXTS[self.kind][lang].format(value=self.value)
+        return f"{TEXTS['field'][lang]}: {said}" if self.named else said
+
+    def unnamed(self) -> HoursError:
+        """The same error without the field's name: said next to the field, or after it."""
+        return HoursError(self.kind, self.value, named=False)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_babel import force_locale, get_locale
+from flask_babel import force_locale, get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -29,7 +29,17 @@ from markupsafe import Markup
 from wtforms import PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, Length
 
-from ivr import charts, exports, i18n, security, services, settings, two_factor
+from ivr import (
+    charts,
+    export_jobs,
+    exports,
+    i18n,
+    incidents,
+    security,
+    services,
+    settings,
+    two_factor,
+)
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
 from ivr.filters import NONE, FilterError, Filters
@@ -46,13 +56,21 @@ from ivr.services import current_menu
 from ivr.sessions import SecurityEvent
 from ivr.staff import BY_RECOVERY_CODE, StaffAccounts, has_two_factor, recovery_codes_left
 from ivr.store import Store
-from ivr.summary import RangeError, Summary, last_hours, parse_range, summarize
+from ivr.summary import (
+    HEALTH_MIN_ATTEMPTS,
+    RangeError,
+    Summary,
+    parse_range,
+    previous_period,
+    summarize,
+)
 from ivr.versions import AuditAction, audit
-from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS, Category, Facet, InputKind, Outcome
+from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS, Category, Facet, Input, Outcome
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
-CSV_MAX_ROWS = 30_000  # about 5 s of streaming: well inside gunicorn's 10 s timeout
+CSV_MAX_ROWS = 30_000  # about 5 s of streaming: well inside gunicorn's 10 s timeout;
+# a bigger range is exported by the worker (ivr.export_jobs)
 MAX_PER_PAGE = 500
 
 
@@ -90,16 +108,21 @@ def questions_in_order(menu: Menu) -> list[str]:
 
 def build_summary(store: Store, menu: Menu, days: list[str], threshold: float,
                   filters: Filters = NONE) -> Summary:
-    """Read only counters: a 30-day summary is 30 small hashes plus 24 hourly ones (and
-    the hotlines' latest test calls, one small hash); filtered, the facet counts of the
-    combinations picked (ivr.filters). Distinct callers are known for all calls only, so
-    a filtered summary has no repeat calls; a hotline filter keeps that line's health."""
-    summary = summarize(
-        days, store.filtered_counters(days, filters) if filters else store.counters_for(days),
-        None if filters else store.unique_callers(days),
-        store.recent_dials(last_hours(24)), questions_in_order(menu), threshold,
-        line_tests=store.line_tests(),
-    )
+    """Read only counters: a 30-day summary is 30 small hashes, and as many for the
+    previous 30 days it is compared with (and the hotlines' latest test calls, one small
+    hash); filtered, the facet counts of the combinations picked (ivr.filters). Distinct
+    callers are known for all calls only, so a filtered summary has no repeat calls; a
+    hotline filter keeps that line's health."""
+    questions = questions_in_order(menu)
+
+    def period(days: list[str], line_tests: dict | None = None) -> Summary:
+        counters = (store.filtered_counters(days, filters) if filters
+                    else store.counters_for(days))
+        return summarize(days, counters, None if filters else store.unique_callers(days),
+                         questions, threshold, line_tests=line_tests)
+
+    summary = period(days, store.line_tests())
+    summary.previous = period(previous_period(days)).headline()
     if filters.hotline:
         summary.health = [h for h in summary.health if h.hotline == filters.hotline]
     return summary
@@ -119,6 +142,9 @@ def call_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
         "path": record.path_text(),
         "hotlines": record.hotlines_text(),
         "outcome": record.outcome.value,
+        "reached_person": "yes" if record.reached_person else "no",
+        "attempts": record.attempts,
+        "not_connected": record.attempts - record.connected,
         "call_status": record.status,
         "duration_s": record.duration,
         "talk_s": record.talk_seconds,
@@ -393,6 +419,8 @@ def dashboard():
         summary=summary,
         headline=summary.headline(),
         charts=_charts(summary) if summary.calls else None,
+        changes=_changes(summary),
+        min_attempts=HEALTH_MIN_ATTEMPTS,
         rows=[table_row(r) for r in records],
         total=total,
         page=page,
@@ -408,6 +436,7 @@ def dashboard():
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
         caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
+        alerts=_alerts(store),
     )
 
 
@@ -420,11 +449,17 @@ def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, st
         Facet.OUTCOME: [(o.value, i18n.outcome_name(o.value)) for o in Outcome],
         Facet.CATEGORY: [(c, i18n.category_name(c)) for c in categories],
         Facet.LANG: [(lang, i18n.LANGUAGE_NAMES.get(lang, lang)) for lang in menu.languages],
-        Facet.INPUT: [(InputKind.KEYPAD.value, _("keypad")),
-                      (InputKind.SPEECH.value, _("speech")),
-                      (InputKind.NONE.value, _("no answer"))],
+        Facet.INPUT: [(way.value, i18n.input_name(way)) for way in Input],
         Facet.HANGUP: [(q, i18n.question_name(q)) for q in questions_in_order(menu)],
     }
+
+
+def _alerts(store: Store) -> dict:
+    """The latest alerts and recoveries (workers.alerts), and the incidents open now."""
+    recent = incidents.recent(store.r)
+    for entry in recent:
+        entry["at"] = datetime.fromtimestamp(entry["at"], BOGOTA)
+    return {"recent": recent, "open": len(incidents.open_incidents(store.r))}
 
 
 def day_span(days: list[str]) -> tuple[datetime, datetime]:
@@ -453,6 +488,26 @@ def table_row(record: CallRecord, epochs: KeyEpochs | None = None) -> dict:
     }
 
 
+def _changes(summary: Summary) -> dict[str, str]:
+    """Each headline figure's change from the previous period, in words: "up 3 on the
+    previous 7 days" (percentages in points). The arrow beside it is for the eye."""
+    n = len(summary.days)
+    before = ngettext("the previous day", "the previous %(num)s days", n)
+    out = {}
+    for key, difference in summary.changes().items():
+        if key.endswith("_pct"):
+            amount = _("%(points)s points", points=i18n.number(abs(difference)))
+        else:
+            amount = i18n.number(abs(difference))
+        if difference > 0:
+            out[key] = "▲ " + _("up %(amount)s on %(before)s", amount=amount, before=before)
+        elif difference < 0:
+            out[key] = "▼ " + _("down %(amount)s on %(before)s", amount=amount, before=before)
+        else:
+            out[key] = "= " + _("as many as %(before)s", before=before)
+    return out
+
+
 class Figure(NamedTuple):
     """A dashboard chart and the same numbers as a table (shown under it, folded)."""
 
@@ -475,6 +530,9 @@ def _charts(summary: Summary) -> dict[str, Figure]:
     category_names = {c: i18n.category_name(c) for c in summary.categories}
     questions = [q for q, _r, _h in funnel]
     hours = [f"{h:02d}" for h in range(24)]
+    heat_rows = [i18n.hotline_name(h) for h in summary.not_connected_by_hour]
+    languages = [i18n.language_read(lang) for lang in summary.languages]
+    inputs = [i18n.input_name(way) for way in summary.inputs]
     return {
         "per_day": Figure(
             charts.stacked_columns(labels, summary.categories,
@@ -498,6 +556,26 @@ def _charts(summary: Summary) -> dict[str, Figure]:
                               number=i18n.number, percent=i18n.percent,
                               shares={_("share who hung up"): [
                                   100 * h / r if r else None for _q, r, h in funnel]})),
+        "not_connected": Figure(
+            charts.heat_map(heat_rows, hours, list(summary.not_connected_by_hour.values()),
+                            _("Transfer attempts not connected, by hotline and hour (Bogotá)"),
+                            out_of=list(summary.attempts_by_hour.values()), **forms),
+            charts.data_table(_("Hour"), hours, {
+                _("%(hotline)s: not connected", hotline=name): summary.not_connected_by_hour[h]
+                for h, name in zip(summary.not_connected_by_hour, heat_rows, strict=True)},
+                number=i18n.number)),
+        "languages": Figure(
+            charts.stacked_bars(languages, {_("Calls"): list(summary.languages.values())},
+                                _("Calls by language"), **forms),
+            charts.data_table(_("Language"), languages,
+                              {_("Calls"): list(summary.languages.values())},
+                              number=i18n.number)),
+        "inputs": Figure(
+            charts.stacked_bars(inputs, {_("Calls"): list(summary.inputs.values())},
+                                _("Calls by how the caller answered"), **forms),
+            charts.data_table(_("Answered by"), inputs,
+                              {_("Calls"): list(summary.inputs.values())},
+                              number=i18n.number)),
         "by_hour": Figure(
             charts.columns(hours, summary.by_hour, _("Calls by hour of day (Bogotá)"),
                            **forms),
@@ -512,32 +590,39 @@ def _charts(summary: Summary) -> dict[str, Figure]:
 @bp.get("/reports/calls.csv")
 @staff_required()
 def calls_csv():
-    """The range's calls as CSV, oldest first, streamed: memory stays flat.
+    """The range's calls as CSV, oldest first.
 
-    A web worker that streams longer than gunicorn's timeout is killed mid-file, so a
-    range with more calls than we write in a few seconds is refused up front rather than
-    cut short: the command line and the paginated API have no such limit.
+    A web worker that streams longer than gunicorn's timeout is killed mid-file (and
+    holds back webhooks meanwhile), so only a range the web writes in a few seconds is
+    streamed here; a bigger one is built by the worker in parts (ivr.export_jobs), and
+    the supervisor is sent to its progress page.
     """
     days, filters = _days(), _filters()
     store = _store()
+    form = export_form()
     total = store.count_calls(days, filters)
+    stem = f"ruta-calls-{days[0]}-to-{days[-1]}"
     if total > CSV_MAX_ROWS:
-        abort(400, Message(N_(
-            "%(total)s calls in this range: the web export takes at most %(most)s. Pick a "
-            "shorter range, or use `ivr report --from ... --to ... --format csv` or "
-            "/api/reports/calls."),
-            {"total": i18n.number(total), "most": i18n.number(CSV_MAX_ROWS)}))
+        export_id = export_jobs.start(
+            services.of().redis, current_staff().name, form.value, str(get_locale()),
+            dict(request.args), stem, total)
+        return redirect(url_for("downloads.progress", export_id=export_id))
+    rows = csv_rows(store.iter_calls(days, filters=filters), form, KeyEpochs.read(store.r))
+    return csv_response(exports.CALL_COLUMNS, rows, stem, names=csv_names())
 
-    # The Excel form is for people: the table's names (questions, hotlines, results),
-    # never ids; the data form keeps the ids scripts read.
-    excel = export_form() is exports.Form.EXCEL
-    row = table_row if excel else call_row
-    epochs = KeyEpochs.read(store.r)
-    rows = (row(record, epochs) for record in store.iter_calls(days, filters=filters))
-    return csv_response(exports.CALL_COLUMNS, rows, f"ruta-calls-{days[0]}-to-{days[-1]}",
-                        names={"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
-                               "category": i18n.category_name,
-                               "outcome": i18n.outcome_name})
+
+def csv_rows(records, form: exports.Form, epochs: KeyEpochs):
+    """The calls CSV's rows. The Excel form is for people: the table's names (questions,
+    hotlines, results), never ids; the data form keeps the ids scripts read."""
+    row = table_row if form is exports.Form.EXCEL else call_row
+    return (row(record, epochs) for record in records)
+
+
+def csv_names() -> dict:
+    """The Excel form's names for the ids of some columns, in the reader's language."""
+    return {"language": lambda lang: i18n.LANGUAGE_NAMES.get(lang, lang),
+            "category": i18n.category_name, "outcome": i18n.outcome_name,
+            "reached_person": lambda said: {"yes": _("yes"), "no": _("no")}[said]}
 
 
 @bp.get("/api/reports/summary")

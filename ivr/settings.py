@@ -49,6 +49,20 @@ DEFAULTS: dict[str, object] = {
     "RUTA_METRICS_TOKEN": "",  # /metrics wants "Authorization: Bearer <it>"; unset: 404
     # in production, open in development
     "RUTA_LOG_FORMAT": "",  # "json" or "text"; unset: json in production, text in development
+    # Alerts to staff (ivr.alerts, workers.alerts; docs/operations.md): where they go...
+    "RUTA_ALERT_WEBHOOK_URL": "",  # a Slack, Teams or Google Chat incoming webhook
+    "RUTA_SMTP_URL": "",  # smtp://user:password@host:587 (STARTTLS) or smtps://...:465
+    "RUTA_SMTP_FROM": "ruta@localhost",  # the alerts' sender address
+    "RUTA_ALERT_EMAIL": "",  # who gets them by e-mail, comma-separated
+    # ... and when: a line whose transfers over 60 minutes fail more than this share,
+    # with at least this many of them; or whose last this many all failed; or no call
+    # for this many minutes (0: never) in these hours (Bogotá; "24/7": always).
+    "RUTA_ALERT_FAILED_SHARE": 0.5,
+    "RUTA_ALERT_MIN_ATTEMPTS": 5,
+    "RUTA_ALERT_FAILED_IN_A_ROW": 3,
+    "RUTA_ALERT_SILENCE_MINUTES": 120,
+    "RUTA_ALERT_SILENCE_HOURS": "lun-dom 07:00-22:00",
+    "RUTA_ALERT_CHECK_SECONDS": 60,  # how often the check runs (the `cron:` process)
     "RUTA_PREVIEW": False,  # set only for the admin page's "try the call" apps
     "RUTA_MENU_OVERRIDES": None,  # a draft to serve instead of the live version (preview)
 }

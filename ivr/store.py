@@ -36,6 +36,14 @@ Redis Cluster all of them live in one slot (why: below). The layout:
                                (ivr.key_migration)
     {ruta}:line_tests          hash: hotline -> its last test call, JSON {target, result,
                                error, at} (`ivr twilio test-line`)
+    {ruta}:attempts:<hotline>  list: the line's latest transfer results, "<unix>|<status>",
+                               newest first (capped; the alert check reads them)
+    {ruta}:attempts            set: the lines that have such a list
+    {ruta}:last-call           sorted set: "call" -> when the newest call started;
+                               "watching" -> when the alert check first ran
+    {ruta}:alerts:open         hash: an open incident's key -> JSON (ivr.incidents)
+    {ruta}:alerts              list: alerts raised and cleared, newest first (capped)
+    {ruta}:alerts:check        lock: the one alert check running right now
     {ruta}:drain:scheduled     flag: a drain job was enqueued in the last moments
     {ruta}:drain:lock          lock: the one drain writing right now
     {ruta}:limits:...          failed logins, by client address and account name (the
@@ -85,6 +93,13 @@ LOG = f"{PREFIX}log"
 WRITERS = "writers"  # the consumer group that writes events
 DRAIN_SCHEDULED = f"{PREFIX}drain:scheduled"
 DRAIN_LOCK = f"{PREFIX}drain:lock"
+ATTEMPT_LINES = f"{PREFIX}attempts"
+ATTEMPTS_KEPT = 200  # per line: the alert check's 60 minutes, and its last M, fit in it
+LAST_CALL = f"{PREFIX}last-call"
+ALERTS_OPEN = f"{PREFIX}alerts:open"
+ALERTS_LOG = f"{PREFIX}alerts"
+ALERTS_KEPT = 200
+ALERT_CHECK_LOCK = f"{PREFIX}alerts:check"
 LIMITS_PREFIX = f"{PREFIX}limits"  # the login limiter's (`limits`) keys start with this
 QUEUE = "ruta"  # the RQ queue our workers listen on (RQ's keys: rq:queue:ruta, ...)
 
@@ -120,6 +135,10 @@ def day_callers_key(day: str) -> str:
 def hour_key(hour: str) -> str:
     """`hour` is "YYYY-MM-DDTHH" in Bogotá time."""
     return f"{PREFIX}hour:{hour}"
+
+
+def attempts_key(hotline: str) -> str:
+    return f"{PREFIX}attempts:{hotline}"
 
 
 def user_key(name: str) -> str:
@@ -236,6 +255,13 @@ class Store:
                     for name, delta in counts.items():
                         pipe.hincrby(hour_key(hour), name, delta)
                     pipe.expire(hour_key(hour), HOUR_KEEP_SECONDS)
+                for hotline, results in changes.attempts.items():
+                    pipe.lpush(attempts_key(hotline), *(f"{at}|{st}" for at, st in results))
+                    pipe.ltrim(attempts_key(hotline), 0, ATTEMPTS_KEPT - 1)
+                    pipe.expire(attempts_key(hotline), HOUR_KEEP_SECONDS)
+                    pipe.sadd(ATTEMPT_LINES, hotline)
+                if changes.last_call:
+                    pipe.zadd(LAST_CALL, {"call": changes.last_call}, gt=True)
                 for event in changes.events:  # (the plain command: redis-py's xadd() is slower)
                     pipe.execute_command("XADD", LOG, "*", "e",
                                          raw_of.get(id(event)) or event.to_json())
@@ -410,6 +436,21 @@ class Store:
                         if all(scores[i] is not None for scores in found)]
             yield from sids
             start += chunk
+
+    def calls_from(self, days: list[str], position: tuple[int, int], limit: int):
+        """Up to `limit` calls of the days, oldest first, from `position` (day index,
+        offset in that day), and where the next read starts (None after the last day).
+        A long export reads its range this way, part by part, in separate jobs."""
+        day, offset = position
+        sids: list[str] = []
+        while day < len(days) and len(sids) < limit:
+            got = self.r.zrange(day_calls_key(days[day]), offset,
+                                offset + limit - len(sids) - 1)
+            sids += got
+            offset += len(got)
+            if len(sids) < limit:  # this day is over
+                day, offset = day + 1, 0
+        return self._records(sids), ((day, offset) if day < len(days) else None)
 
     def _records(self, sids: list[str]) -> list[CallRecord]:
         read = self.r.pipeline(transaction=False)

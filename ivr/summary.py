@@ -10,21 +10,23 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 
 from ivr.message import N_, Message
 from ivr.vocabulary import (
     BOGOTA,
-    FAILED_DIALS,
+    Attempt,
     Count,
     Outcome,
     counter,
     group_counters,
     hour_counter,
-    split_counter,
     split_dial,
+    split_dial_hour,
 )
 
 MAX_RANGE_DAYS = 366
+HEALTH_MIN_ATTEMPTS = 3  # fewer transfer attempts than this: "too few calls", never green
 
 
 class RangeError(ValueError):
@@ -62,6 +64,12 @@ def parse_range(start: str | None, end: str | None, preset: str | None = None) -
     if (last - first).days >= MAX_RANGE_DAYS:
         raise RangeError(N_("a range is at most %(days)d days"), days=MAX_RANGE_DAYS)
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def previous_period(days: list[str]) -> list[str]:
+    """The days of the same length just before `days`: what the headline compares with."""
+    first = date.fromisoformat(days[0])
+    return [(first - timedelta(days=len(days) - i)).isoformat() for i in range(len(days))]
 
 
 def last_hours(n: int = 24, now: datetime | None = None) -> list[str]:
@@ -105,17 +113,30 @@ class LineTestSeen:
         return Message(LINE_TEST_WORDS.get(self.result, self.result))
 
 
+class HealthState(StrEnum):
+    """A hotline's transfers over the range: too many not connected, fine, or too few
+    attempts to say (grey, never green)."""
+
+    FAILING = "failing"
+    OK = "ok"
+    TOO_FEW = "too_few"
+
+
 @dataclass
 class Health:
     hotline: str
     attempts: int
-    failed: int
-    flagged: bool
+    not_connected: int
+    state: HealthState
     last_test: LineTestSeen | None = None
 
     @property
-    def failed_share(self) -> float:
-        return self.failed / self.attempts if self.attempts else 0.0
+    def flagged(self) -> bool:
+        return self.state is HealthState.FAILING
+
+    @property
+    def not_connected_share(self) -> float:
+        return self.not_connected / self.attempts if self.attempts else 0.0
 
 
 @dataclass
@@ -132,6 +153,11 @@ class Summary:
     funnel: list[tuple[str, int, int]]  # (question, callers who reached it, hung up there)
     by_hour: list[int]
     health: list[Health]
+    inputs: dict[str, int] = field(default_factory=dict)  # Input -> calls
+    # hotline -> not-connected attempts in each Bogotá hour of day (0-23), and all attempts
+    not_connected_by_hour: dict[str, list[int]] = field(default_factory=dict)
+    attempts_by_hour: dict[str, list[int]] = field(default_factory=dict)
+    previous: dict | None = None  # the previous period's headline (same length, just before)
 
     @property
     def reached(self) -> int:
@@ -142,18 +168,38 @@ class Summary:
         """n as a percentage of the calls (0 when there were none)."""
         return 100.0 * n / self.calls if self.calls else 0.0
 
+    @property
+    def attempts(self) -> int:
+        return sum(h.attempts for h in self.health)
+
+    @property
+    def not_connected(self) -> int:
+        return sum(h.not_connected for h in self.health)
+
     def headline(self) -> dict[str, float | int | None]:
-        failed = self.outcomes.get(Outcome.TRANSFER_FAILED, 0)
+        """The headline figures. A call reached a person or never did (one still going
+        is neither yet); a transfer attempt was connected or not connected."""
+        never_connected = self.outcomes.get(Outcome.TRANSFER_FAILED, 0)
         abandoned = self.outcomes.get(Outcome.ABANDONED_IN_MENU, 0)
+        in_progress = self.outcomes.get(Outcome.IN_PROGRESS, 0)
+        never = max(0, self.calls - self.reached - in_progress)
+        attempts, not_connected = self.attempts, self.not_connected
         return {
             "calls": self.calls,
-            "reached_hotline": self.reached,
-            "reached_hotline_pct": round(self.share(self.reached), 1),
-            "transfer_failed": failed,
-            "transfer_failed_pct": round(self.share(failed), 1),
+            "reached_person": self.reached,
+            "reached_person_pct": round(self.share(self.reached), 1),
+            "never_reached_person": never,
+            "never_reached_person_pct": round(self.share(never), 1),
+            # ... of which: transfers tried, none connected
+            "transfers_never_connected": never_connected,
+            "transfers_never_connected_pct": round(self.share(never_connected), 1),
+            "attempts": attempts,
+            "attempts_not_connected": not_connected,
+            "attempts_not_connected_pct": round(
+                100.0 * not_connected / attempts if attempts else 0.0, 1),
             "hung_up_in_menu": abandoned,
             "hung_up_in_menu_pct": round(self.share(abandoned), 1),
-            "in_progress": self.outcomes.get(Outcome.IN_PROGRESS, 0),
+            "in_progress": in_progress,
             "emergency_transfers": self.emergency_transfers,
             # Told to hang up and dial 123, they did: what we asked, not a failure.
             "emergency_hung_up_to_dial": self.outcomes.get(Outcome.EMERGENCY_HUNG_UP_TO_DIAL, 0),
@@ -161,11 +207,20 @@ class Summary:
             "repeat_calls": self.repeat_calls,
         }
 
+    def changes(self) -> dict[str, float | int]:
+        """Each headline figure minus the previous period's (percentages in points)."""
+        if self.previous is None:
+            return {}
+        return {k: round(v - self.previous[k], 1) if isinstance(v, float) else v - self.previous[k]
+                for k, v in self.headline().items()
+                if isinstance(v, int | float) and isinstance(self.previous.get(k), int | float)}
+
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["health"] = [{**asdict(h), "failed_share": round(h.failed_share, 3)}
+        out["health"] = [{**asdict(h), "not_connected_share": round(h.not_connected_share, 3)}
                          for h in self.health]
         out["funnel"] = [{"question": q, "reached": r, "hung_up": h} for q, r, h in self.funnel]
+        out["change_from_previous"] = self.changes()
         return {"from": self.days[0], "to": self.days[-1], **self.headline(), **{
             k: v for k, v in out.items() if k not in ("days", "calls")}}
 
@@ -174,14 +229,14 @@ def summarize(
     days: list[str],
     counters: dict[str, dict[str, int]],
     unique_callers: int | None,
-    recent_dials: dict[str, int],
     questions: list[str],
     health_threshold: float = 0.3,
-    health_min_attempts: int = 3,
+    health_min_attempts: int = HEALTH_MIN_ATTEMPTS,
     line_tests: dict[str, dict] | None = None,
 ) -> Summary:
     """Add up the days' counters. `questions` orders the funnel (menu order);
-    `line_tests` is each hotline's latest test call (Store.line_tests)."""
+    `line_tests` is each hotline's latest test call (Store.line_tests). A hotline's health
+    is over the same days as every other figure."""
     total: Counter = Counter()
     for day in days:
         total.update(counters.get(day, {}))
@@ -214,8 +269,25 @@ def summarize(
         hotlines=sorted(hotlines.values(), key=lambda h: -h.transfers),
         funnel=[(q, asked.get(q, 0), hung.get(q, 0)) for q in funnel_order],
         by_hour=[total.get(hour_counter(h), 0) for h in range(24)],
-        health=_health(recent_dials, health_threshold, health_min_attempts, line_tests or {}),
+        health=_health(by_name.get(Count.DIAL, {}), health_threshold, health_min_attempts,
+                       line_tests or {}),
+        inputs=by_name.get(Count.INPUT, {}),
+        **_dials_by_hour(by_name.get(Count.DIAL_HOUR, {})),
     )
+
+
+def _dials_by_hour(counts: dict[str, int]) -> dict[str, dict[str, list[int]]]:
+    """Each hotline's attempts and not-connected attempts by Bogotá hour of day."""
+    attempts: dict[str, list[int]] = {}
+    not_connected: dict[str, list[int]] = {}
+    for value, n in counts.items():
+        hotline, hour, attempt = split_dial_hour(value)
+        attempts.setdefault(hotline, [0] * 24)[hour] += n
+        not_connected.setdefault(hotline, [0] * 24)
+        if attempt == Attempt.NOT_CONNECTED:
+            not_connected[hotline][hour] += n
+    return {"attempts_by_hour": dict(sorted(attempts.items())),
+            "not_connected_by_hour": dict(sorted(not_connected.items()))}
 
 
 def _median(histogram: dict[int, int]) -> int | None:
@@ -231,23 +303,28 @@ def _median(histogram: dict[int, int]) -> int | None:
     return None
 
 
-def _health(recent_dials: dict[str, int], threshold: float, min_attempts: int,
+def _health(dials: dict[str, int], threshold: float, min_attempts: int,
             line_tests: dict[str, dict]) -> list[Health]:
-    """Each hotline's dial results over the last hours, flagged when too many failed,
-    with its latest test call; a hotline only tested has a row too."""
+    """Each hotline's transfer attempts ("<hotline>:<status>" -> n), failing when more
+    than `threshold` of them were not connected, too few to say under `min_attempts`;
+    with its latest test call (a hotline only tested has a row too)."""
     attempts: Counter = Counter()
-    failed: Counter = Counter()
-    for name, n in recent_dials.items():
-        hotline, status = split_dial(split_counter(name)[1])
+    not_connected: Counter = Counter()
+    for value, n in dials.items():
+        hotline, status = split_dial(value)
         attempts[hotline] += n
-        if status in FAILED_DIALS:
-            failed[hotline] += n
+        if Attempt.of(status) is Attempt.NOT_CONNECTED:
+            not_connected[hotline] += n
     tests = {h: LineTestSeen(**{k: str(t.get(k, "")) for k in ("target", "result", "error", "at")})
              for h, t in line_tests.items()}
-    rows = [
-        Health(h, attempts[h], failed[h],
-               attempts[h] >= min_attempts and failed[h] / attempts[h] > threshold,
-               tests.get(h))
-        for h in sorted(set(attempts) | set(tests))
-    ]
-    return sorted(rows, key=lambda h: (not h.flagged, h.hotline))
+    rows = [Health(h, attempts[h], not_connected[h],
+                   _state(attempts[h], not_connected[h], threshold, min_attempts), tests.get(h))
+            for h in sorted(set(attempts) | set(tests))]
+    order = list(HealthState)
+    return sorted(rows, key=lambda h: (order.index(h.state), h.hotline))
+
+
+def _state(attempts: int, not_connected: int, threshold: float, min_attempts: int) -> HealthState:
+    if attempts < min_attempts:
+        return HealthState.TOO_FEW
+    return HealthState.FAILING if not_connected / attempts > threshold else HealthState.OK

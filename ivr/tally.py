@@ -6,9 +6,9 @@ in one transaction (ivr.store.Store.write_batch). The rules that make the day's 
 converge whatever the order the events arrive in, and however often:
 - an event counts once, the first time its call's record takes it (`CallRecord.apply`
   skips an event it has seen): calls, hour, identified, transfer, dial, no_input,
-  invalid_input;
+  invalid_input, dial_hour (by the hour the attempt ended);
 - asked:<node> counts a call once per question, when the call first reaches it;
-- a call's dimensions (outcome, category, lang, hangup, to_transfer) count it once, under
+- a call's dimensions (outcome, category, lang, hangup, to_transfer, input) count it once, under
   the value its whole record gives now; when that value changes, the count moves from the
   old value to the new one (the record keeps what it was counted under);
 - the facet counts (ivr.filters: the dashboard's filters) hold each call once, under its
@@ -28,10 +28,12 @@ from ivr.call_record import CallRecord
 from ivr.vocabulary import (
     ANONYMOUS,
     EVENT_COUNTS,
+    Attempt,
     Count,
     Event,
     EventKind,
     counter,
+    dial_hour_counter,
     hour_counter,
     hour_of,
     hour_of_day,
@@ -57,6 +59,11 @@ class Changes:
         default_factory=lambda: defaultdict(dict))
     index_remove: dict[tuple[str, str, str], set[str]] = field(
         default_factory=lambda: defaultdict(set))
+    # The alerts' inputs (ivr.alerts): each line's transfer results in order of
+    # arrival, (when, DialStatus), and when the newest call of the batch started.
+    attempts: dict[str, list[tuple[float, str]]] = field(
+        default_factory=lambda: defaultdict(list))
+    last_call: float = 0.0
 
 
 def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes:
@@ -86,15 +93,20 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
         match event.kind:
             case EventKind.CALL_STARTED:
                 day.update([Count.CALLS, hour_counter(hour_of(record.started))])
+                changes.last_call = max(changes.last_call, record.started)
                 if record.caller and record.caller != ANONYMOUS:
                     day[Count.IDENTIFIED] += 1
                     changes.callers[record.day].add(record.caller)
             case EventKind.TRANSFER_STARTED:
                 day[counter(Count.TRANSFER, data.get("hotline", ""))] += 1
             case EventKind.TRANSFER_ENDED:
-                result = counter(Count.DIAL, data.get("hotline", ""), data.get("status", ""))
+                hotline, status = data.get("hotline", ""), data.get("status", "")
+                result = counter(Count.DIAL, hotline, status)
                 day[result] += 1
+                day[dial_hour_counter(hotline, hour_of(event.at), Attempt.of(status))] += 1
                 changes.hours[hour_of_day(event.at)][result] += 1
+                changes.attempts[data.get("hotline", "")].append(
+                    (event.at, data.get("status", "")))
             case EventKind.NO_INPUT | EventKind.INVALID_INPUT:
                 day[EVENT_COUNTS[event.kind]] += 1
     for record in changes.records.values():

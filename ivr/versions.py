@@ -32,8 +32,8 @@ from enum import StrEnum
 import redis
 
 from ivr import opening_hours, store
-from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Shipped, build
-from ivr.message import DEFAULT_LANGUAGE, N_, Message
+from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Problem, Shipped, build
+from ivr.message import DEFAULT_LANGUAGE, N_, InLanguages, Message
 from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,17 @@ class AuditAction(StrEnum):
     TOKEN_REMOVED = "API token removed"
     LINE_TEST = "line test"
     CALLER_KEY_MADE = "caller ID key made"  # detail: its fingerprint (ivr.caller_keys)
+
+
+# Why a draft waited for a second admin, as drafts and audit entries kept it before the
+# line was named by the directory's names: kept in the catalogue so that those entries
+# still read in the reader's language.
+FORMER_APPROVAL_REASONS = (
+    N_("it turns show_caller on for hotline %(hotline)s: that line (%(targets)s) would "
+       "receive callers' real numbers"),
+    N_("it changes the dial targets of hotline %(hotline)s, which receives callers' real "
+       "numbers (show_caller), from %(before)s to %(after)s"),
+)
 
 
 class PublishError(Exception):
@@ -140,13 +151,15 @@ def caller_lines(shipped: Shipped, doc: dict) -> dict[str, tuple[bool, tuple[str
 
 def effective(shipped: Shipped, doc: dict,
               staff_lang: str = DEFAULT_LANGUAGE) -> dict[str, str]:
-    """Every overridable value, flattened to "prompt es greeting" -> text: for diffs
-    (hours in the staff member's language: ivr.opening_hours)."""
+    """Every overridable value, flattened by the admin form's field id ("prompt:es:greeting"
+    -> text; an example phrase: "examples:welcome.2:es:" + the phrase): for diffs, whose
+    rows the pages name for their reader (ivr.i18n.field_label). Hours in the staff
+    member's language (ivr.opening_hours)."""
     flat: dict[str, str] = {}
     for lang, texts in shipped.prompts.items():
         merged = {**texts, **(doc.get("prompts", {}).get(lang) or {})}
         for key, text in merged.items():
-            flat[f"prompt {lang} {key}"] = str(text)
+            flat[f"prompt:{lang}:{key}"] = str(text)
     defaults = {"hours": "24/7", "show_caller": False, "screen": False,
                 "min_answered_seconds": shipped.menu.get("min_answered_seconds", 8)}
     for hid, fields in shipped.hotlines.items():
@@ -156,29 +169,25 @@ def effective(shipped: Shipped, doc: dict,
             text = (opening_hours.shown(value, staff_lang) if name == "hours"
                     else ", ".join(value) if isinstance(value, list)
                     else str(value).lower() if isinstance(value, bool) else str(value))
-            flat[f"hotline {hid} {name}"] = text
+            flat[f"hotline:{hid}:{name}"] = text
     for lang, fields in (shipped.menu.get("voices") or {}).items():
         merged = {**fields, **(doc.get("voices", {}).get(lang) or {})}
         for name, value in merged.items():
-            flat[f"voice {lang} {name}"] = str(value)
+            flat[f"voice:{lang}:{name}"] = str(value)
     for name in sorted({*shipped.examples, *(doc.get("examples") or {})}):
         merged = {**(shipped.examples.get(name) or {}),
                   **((doc.get("examples") or {}).get(name) or {})}
         for lang, phrases in merged.items():
             for phrase in phrases:  # one row a phrase: a diff shows just those added or gone
-                flat[f"example {name} {lang}: {phrase}"] = phrase
+                flat[f"examples:{name}:{lang}:{phrase}"] = phrase
     return flat
 
 
 def text_language(what: str) -> str | None:
     """The language of the text in a diff row named `what` (a key of `effective`): a
     prompt's or an example phrase's; None for the rest (numbers, ids, voice names)."""
-    kind, _, rest = what.partition(" ")
-    if kind == "prompt":
-        return rest.split(" ", 1)[0]
-    if kind == "example":
-        return rest.split(" ", 2)[1].rstrip(":")
-    return None
+    kind, lang, name = (what.split(":", 3) + ["", ""])[:3]
+    return {"prompt": lang, "examples": name}.get(kind)
 
 
 class ConfigVersions:
@@ -252,8 +261,8 @@ class ConfigVersions:
     def check(self, doc: dict) -> tuple[Menu | None, list[str]]:
         """The menu this document gives, or the problems that stop it going live."""
         # Only a real true/false: the loader's bool() would read "false" as true.
-        odd = [Message(N_("hotline %(hotline)s: show_caller must be true or false"),
-                       {"hotline": hid})
+        odd = [Problem(f"hotline {hid}, show_caller", Message(N_("must be yes or no")),
+                       f"hotline:{hid}:show_caller")
                for hid, fields in (doc.get("hotlines") or {}).items()
                if not isinstance(fields.get("show_caller", False), bool)]
         try:
@@ -273,16 +282,17 @@ class ConfigVersions:
         reasons = []
         for hid, (shows, dial) in new.items():
             shown_before, dial_before = live.get(hid, (False, ()))
+            # The line by the directory's names, kept in every language with the reason.
+            line = InLanguages(self.shipped.hotlines[hid].get("name") or {"en": hid})
             if shows and not shown_before:
                 reasons.append(Message(N_(
-                    "it turns show_caller on for hotline %(hotline)s: that line "
-                    "(%(targets)s) would receive callers' real numbers"),
-                    {"hotline": hid, "targets": ", ".join(dial) or "—"}))
+                    "it would give callers' real numbers to %(hotline)s, which did not get "
+                    "them (%(targets)s)"), {"hotline": line, "targets": ", ".join(dial) or "—"}))
             elif (shows or shown_before) and dial != dial_before:
                 reasons.append(Message(N_(
-                    "it changes the dial targets of hotline %(hotline)s, which receives "
-                    "callers' real numbers (show_caller), from %(before)s to %(after)s"),
-                    {"hotline": hid, "before": ", ".join(dial_before) or "—",
+                    "it changes the dial targets of %(hotline)s, which gets callers' real "
+                    "numbers, from %(before)s to %(after)s"),
+                    {"hotline": line, "before": ", ".join(dial_before) or "—",
                      "after": ", ".join(dial) or "—"}))
         return reasons
 

@@ -129,6 +129,18 @@ FAILED_DIALS = (DialStatus.DROPPED, DialStatus.BUSY, DialStatus.NO_ANSWER, DialS
                 DialStatus.CANCELED)
 
 
+class Attempt(StrEnum):
+    """What one transfer attempt came to, the one meaning of "failed" everywhere: a person
+    took it (an ANSWERED status), or not (busy, no answer, failed, canceled, dropped)."""
+
+    CONNECTED = "connected"
+    NOT_CONNECTED = "not_connected"
+
+    @classmethod
+    def of(cls, status: str) -> Attempt:
+        return cls.CONNECTED if status in ANSWERED else cls.NOT_CONNECTED
+
+
 class CallStatus(StrEnum):
     """Twilio's CallStatus of a whole call (the status callback, the Calls API)."""
 
@@ -161,6 +173,19 @@ class Outcome(StrEnum):
     EMERGENCY_HUNG_UP_TO_DIAL = "emergency_hung_up_to_dial"
 
 
+class Input(StrEnum):
+    """How a caller answered the menu: keypad, speech, both in one call, or never."""
+
+    KEYPAD = "keypad"
+    SPEECH = "speech"
+    BOTH = "both"
+    NONE = "none"
+
+
+# The `input` an answer's event data names (ivr.flow), as the caller's way of answering.
+INPUT_OF_EVENT = {"dtmf": Input.KEYPAD, "speech": Input.SPEECH}
+
+
 class Category(StrEnum):
     """The categories the code gives a call; the menu's options add their own ("child",
     "labour"...: config/menu.toml)."""
@@ -168,19 +193,6 @@ class Category(StrEnum):
     EMERGENCY = "emergency"  # danger at any question: wins over every other answer
     UNCLEAR = "unclear"  # nothing understood by the last attempt: the default line
     NONE = "none"  # the call ended before any answer
-
-
-class InputKind(StrEnum):
-    """How a caller answered the menu: a filter of the dashboard. Speech wins: a caller who
-    spoke once is a speech caller, whatever keys they also pressed."""
-
-    KEYPAD = "keypad"
-    SPEECH = "speech"
-    NONE = "none"  # no answer at all
-
-
-# The `input` of an answer event (ivr.flow) that was a spoken one; keys are "dtmf".
-SPOKEN_INPUT = "speech"
 
 
 class Facet(StrEnum):
@@ -193,7 +205,7 @@ class Facet(StrEnum):
     OUTCOME = "outcome"
     CATEGORY = "category"
     LANG = "lang"
-    INPUT = "input"  # an InputKind
+    INPUT = "input"  # an Input
     HANGUP = "hangup"  # the question where the caller hung up (abandoned in the menu)
 
 
@@ -222,6 +234,10 @@ class Count(StrEnum):
     # to_transfer:<seconds>: from the start to the first transfer, whole seconds up to
     # ivr.call_record.MAX_COUNTED_WAIT (a histogram: the dashboard reads its median)
     TO_TRANSFER = "to_transfer"
+    INPUT = "input"  # input:<Input>: how the caller answered
+    # dial_hour:<hotline>:<HH>:<Attempt>: transfers ended in that Bogotá hour of day (the
+    # failures heat map)
+    DIAL_HOUR = "dial_hour"
 
 
 # The event kinds counted by their own name.
@@ -236,6 +252,17 @@ def counter(name: Count, *values: object) -> str:
 def hour_counter(hour: int) -> str:
     """hour:<HH>, the hour two digits: "hour:07"."""
     return counter(Count.HOUR, f"{hour:02d}")
+
+
+def dial_hour_counter(hotline: str, hour: int, attempt: Attempt) -> str:
+    """dial_hour:<hotline>:<HH>:<Attempt>: "dial_hour:labour:07:not_connected"."""
+    return counter(Count.DIAL_HOUR, hotline, f"{hour:02d}", attempt)
+
+
+def split_dial_hour(value: str) -> tuple[str, int, str]:
+    """(hotline, hour, attempt) of a dial_hour counter's value: "labour:07:connected"."""
+    hotline, hour, attempt = value.rsplit(":", 2)
+    return hotline, int(hour), attempt
 
 
 def split_counter(full: str) -> tuple[str, str]:

@@ -166,7 +166,7 @@ def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, 
             page.locator("main button[type=submit]").click()
         page.goto(base + "/reports")
         tables = page.locator("section.charts figure details.chart-table")
-        assert tables.count() == 4
+        assert tables.count() == 7
         assert not tables.nth(3).locator("table").is_visible()  # folded until asked
         tables.nth(3).locator("summary").click()
         by_hour = tables.nth(3).locator("table")

@@ -284,7 +284,7 @@ def test_a_published_spanish_prompt_is_heard_by_the_next_call_without_restart(
     # Saved, not published: the draft is listed on /admin, callers still hear the old text.
     overview = ana.page("/admin")
     row = next(tr for tr in parse(overview).all("tr")
-               if tr.all("code") and tr.all("code")[0].text() == "prompt es greeting")
+               if tr.all("td") and tr.all("td")[0].text() == "Greeting (Español)")
     assert [td.text() for td in row.all("td")][1:] == [ES_GREETING, new]
     assert greeting(other_process) == ES_GREETING
     assert live_version(redis_client) == 0
@@ -304,47 +304,57 @@ def test_a_published_spanish_prompt_is_heard_by_the_next_call_without_restart(
 LONG_TRANSFER = ("Le comunico con {hotline}. " + "Por favor siga en la línea. " * 10
                  + "No cuelgue.")
 PATH_OVER_BUDGET = re.compile(
-    r"path (es|en) ([0-9 ]+) -> (\w+)(?: \(number read\))?: (\d+\.\d) spoken seconds "
-    r"before the transfer, "
-    r"over the 30 s budget")
+    r"(Español|English): keys ([0-9 ]+) to (the .+?): (\d+\.\d) spoken seconds "
+    r"before the transfer, over the 30 s budget")
 
 NOT_DIALLABLE = ("cannot be dialled by Twilio (a short code or national form); a dial target "
-                 "is an E.164 number (+57...) or a SIP URI. Put the number callers dial "
-                 "themselves in `say`")
-REFUSED = [
+                 "is an E.164 number (+57...) or a SIP URI. Give the number callers dial "
+                 "themselves as the number said to callers")
+ICBF, LABOUR = "the ICBF child protection line", "the Ministry of Labour line"
+# What each field is called where its problems are listed away from it (on /admin, in the
+# refusal), for an admin who reads English: names, never ids.
+FIELD_NAMES = {
+    "prompt:en:greeting": "Greeting (English)",
+    "prompt:es:transfer": "Before a transfer (Español)",
+    "hotline:labour:dial": "Ministry of Labour line, Dial targets",
+    "hotline:icbf:dial": "ICBF child protection line, Dial targets",
+    "hotline:icbf:min_answered_seconds":
+        "ICBF child protection line, Fewest seconds of a real answer",
+    "hotline:labour:say": "Ministry of Labour line, Number said to callers",
+    "hotline:labour:fallback": "Ministry of Labour line, Fallback hotline",
+    "hotline:icbf:fallback": "ICBF child protection line, Fallback hotline",
+}
+REFUSED = [  # page, fields sent, each field's problems as said next to it
     pytest.param("/admin/prompts", {"prompt:en:greeting": ""},
-                 {"prompt:en:greeting": ["prompts/en: prompt 'greeting' is empty"]},
+                 {"prompt:en:greeting": ["this prompt is empty"]},
                  id="emptied-english-prompt"),
     pytest.param("/admin/prompts", {"prompt:es:transfer": "Le comunico con {hotlin}. No cuelgue."},
-                 {"prompt:es:transfer":
-                  ["prompts/es: prompt 'transfer' has unknown placeholder {hotlin}"]},
+                 {"prompt:es:transfer": ["unknown placeholder {hotlin}"]},
                  id="unknown-placeholder"),
     pytest.param("/admin/hotlines", {"hotline:labour:dial": "+57abc"},
-                 {"hotline:labour:dial": ["hotline labour: '+57abc' is not a valid E.164 number"]},
+                 {"hotline:labour:dial": ["'+57abc' is not a valid E.164 number"]},
                  id="invalid-e164"),
     pytest.param("/admin/hotlines", {"hotline:icbf:dial": "14A\n+5718000918080"},
-                 {"hotline:icbf:dial": [f"hotline icbf: '14A' {NOT_DIALLABLE}"]},
+                 {"hotline:icbf:dial": [f"'14A' {NOT_DIALLABLE}"]},
                  id="dialled-number-with-letters"),
     pytest.param("/admin/hotlines", {"hotline:labour:dial": "120"},
-                 {"hotline:labour:dial": [f"hotline labour: '120' {NOT_DIALLABLE}"]},
+                 {"hotline:labour:dial": [f"'120' {NOT_DIALLABLE}"]},
                  id="short-code-as-dial-target"),
     pytest.param("/admin/hotlines", {"hotline:icbf:min_answered_seconds": "doce"},
                  {"hotline:icbf:min_answered_seconds":
-                  ["hotline icbf: `min_answered_seconds` must be 0 to 120 seconds"]},
+                  ["the fewest seconds of a real answer must be 0 to 120"]},
                  id="minimum-answer-in-words"),
     pytest.param("/admin/hotlines", {"hotline:labour:say": "uno dos cero"},
                  {"hotline:labour:say":
-                  ["hotline labour: `say` must be the digits a caller can dial"]},
+                  ["the number said to callers must be the digits a caller can dial"]},
                  id="said-number-with-letters"),
     pytest.param("/admin/hotlines", {"hotline:labour:fallback": "nowhere"},
-                 {"hotline:labour:fallback":
-                  ["hotline labour: fallback 'nowhere' is not a hotline"]},
+                 {"hotline:labour:fallback": ["fallback 'nowhere' is not a hotline"]},
                  id="unknown-fallback"),
     pytest.param("/admin/hotlines", {"hotline:labour:fallback": "icbf",
                                      "hotline:icbf:fallback": "labour"},
-                 {"hotline:icbf:fallback": ["hotline icbf: fallback cycle icbf -> labour -> icbf"],
-                  "hotline:labour:fallback":
-                  ["hotline labour: fallback cycle labour -> icbf -> labour"]},
+                 {"hotline:icbf:fallback": [f"fallback cycle {ICBF} -> {LABOUR} -> {ICBF}"],
+                  "hotline:labour:fallback": [f"fallback cycle {LABOUR} -> {ICBF} -> {LABOUR}"]},
                  id="fallback-cycle"),
 ]
 
@@ -380,8 +390,8 @@ def test_an_admin_turns_on_call_screening_and_a_voicemail_is_skipped(
                                  "hotline:icbf:min_answered_seconds": "10"})
     overview = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
                 if tr.all("td")]
-    assert ["hotline icbf screen", "false", "true"] in overview
-    assert ["hotline icbf min_answered_seconds", "8", "10"] in overview
+    assert ["ICBF child protection line, Screens calls", "false", "true"] in overview
+    assert ["ICBF child protection line, Fewest seconds of a real answer", "8", "10"] in overview
     ana.publish("ICBF screens its calls")
     deadline = time.monotonic() + 3
     while True:
@@ -400,7 +410,8 @@ def test_an_admin_turns_on_call_screening_and_a_voicemail_is_skipped(
 def test_a_broken_draft_is_refused_at_publish_with_the_problem_next_to_its_field(
         app, ana, other_process, redis_client, page, changes, expected):
     ana.edit(page, changes)
-    wanted = sorted(p for problems in expected.values() for p in problems)
+    wanted = sorted(f"{FIELD_NAMES[field]}: {p}" for field, problems in expected.items()
+                    for p in problems)
     # Listed on /admin before anyone tries to publish...
     overview = parse(ana.page("/admin"))
     assert sorted(li.text() for li in overview.one("ul", cls="problems").all("li")) == wanted
@@ -450,14 +461,16 @@ def test_hours_typed_in_spanish_or_english_are_stored_one_way_and_shown_in_spani
     pending = {tr.all("td")[0].text(): [td.text() for td in tr.all("td")[1:]]
                for tr in parse(ana.page("/admin")).one("table", cls="diff").all("tr")
                if tr.all("td")}
-    assert pending == {"hotline labour hours": ["24/7", "lun-vie 08:00-17:00"]}
+    assert pending == {"Línea del Ministerio del Trabajo, Horario de atención":
+                       ["24/7", "lun-vie 08:00-17:00"]}
 
     ana.publish("Labour line's office hours")
     assert json.loads(redis_client.hget(store.config_version_key(1), "doc"))["hotlines"] == {
         "labour": {"hours": ["mon-fri 08:00-17:00"]}}
     diff = parse(ana.page("/admin/history?from=0&to=1")).one("table", cls="diff")
     assert [[td.text() for td in tr.all("td")] for tr in diff.all("tr") if tr.all("td")] == [
-        ["hotline labour hours", "24/7", "lun-vie 08:00-17:00"]]
+        ["Línea del Ministerio del Trabajo, Horario de atención", "24/7",
+         "lun-vie 08:00-17:00"]]
 
     # Saving the page again as shown changes nothing.
     ana.edit("/admin/hotlines", {})
@@ -471,7 +484,7 @@ def test_unreadable_hours_are_refused_and_named_in_spanish_next_to_their_field(
     which day it did not understand, in Spanish, as do the overview and the refusal."""
     ana = Staff(app, "ana", lang="es")
     ana.edit("/admin/hotlines", {"hotline:labour:hours": "lnu-vie 08:00-17:00"})
-    problem = "línea labour: horario: día desconocido «lnu»"
+    problem = "Línea del Ministerio del Trabajo, Horario de atención: día desconocido «lnu»"
     overview = parse(ana.page("/admin"))
     assert [li.text() for li in overview.one("ul", cls="problems").all("li")] == [problem]
     assert flashes(ana.publish("should not go live").text, "error") == [problem]
@@ -480,7 +493,7 @@ def test_unreadable_hours_are_refused_and_named_in_spanish_next_to_their_field(
     html = ana.page("/admin/hotlines")
     assert form_values(html)["hotline:labour:hours"] == "lnu-vie 08:00-17:00"
     assert problems_next_to(html, "hotline:labour:hours") == (
-        "true", ["horario: día desconocido «lnu»"])
+        "true", ["día desconocido «lnu»"])
 
 
 def test_a_prompt_that_makes_a_path_too_long_is_refused_and_shown_on_the_prompts_page(
@@ -491,10 +504,11 @@ def test_a_prompt_that_makes_a_path_too_long_is_refused_and_shown_on_the_prompts
     assert refused, "a path over 30 spoken seconds was published"
     paths = [PATH_OVER_BUDGET.fullmatch(p) for p in refused]
     assert all(paths), refused
-    assert {m[1] for m in paths} == {"es"}  # only the Spanish paths got longer
+    assert {m[1] for m in paths} == {"Español"}  # only the Spanish paths got longer
     # every Spanish path that rings a line (the others end on the number they read)
     assert {f"{m[2]} -> {m[3]}" for m in paths} == {
-        "1 -> icbf", "3 -> national", "4 2 -> bogota", "5 -> national"}
+        "1 -> the ICBF child protection line", "3 -> the National Anti-Trafficking Line",
+        "4 2 -> the Bogotá Mayor's Office", "5 -> the National Anti-Trafficking Line"}
     assert all(float(m[4]) > 30 for m in paths)
     assert live_version(redis_client) == 0
     # The prompts page lists them above the prompts (a path is not one field).
@@ -552,14 +566,15 @@ def test_versions_are_numbered_immutable_and_listed_with_who_when_and_note(
     changes = {tr.all("td")[0].text(): [td.text() for td in tr.all("td")[1:]]
                for tr in diff.all("tr") if tr.all("td")}
     assert changes == {
-        "prompt es greeting": [first, second],
-        "prompt en invalid": [SHIPPED.prompts["en"]["invalid"], "Sorry, I did not catch that."],
+        "Greeting (Español)": [first, second],
+        "When the answer is not understood (English)": [
+            SHIPPED.prompts["en"]["invalid"], "Sorry, I did not catch that."],
     }
     # Against the shipped files (version 0).
     changes = {tr.all("td")[0].text(): [td.text() for td in tr.all("td")[1:]]
                for tr in parse(ana.page("/admin/history?from=0&to=1")).one(
                    "table", cls="diff").all("tr") if tr.all("td")}
-    assert changes == {"prompt es greeting": [ES_GREETING, first]}
+    assert changes == {"Greeting (Español)": [ES_GREETING, first]}
     resp = ana.client.get("/admin/history?from=7&to=1")
     assert flashes(resp.text, "error") == ["Pick two versions that exist."]
 
@@ -722,13 +737,13 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     # Before she publishes, the page says a second admin is needed, and why.
     overview = parse(ana.page("/admin"))
     why = overview.one("div", cls="needs-approval").text()
-    assert "hotline emergency" in why and "+573001112233" in why
+    assert "the emergency line" in why and "+573001112233" in why
     assert overview.one("form", action="/admin/publish").one("button").text() == (
         "Ask for approval")
     resp = ana.publish("new emergency route")
     [said] = flashes(resp.text)
     assert "needs approval from a second administrator" in said
-    assert "changes the dial targets of hotline emergency" in said
+    assert "changes the dial targets of the emergency line" in said
     assert live_version(redis_client) == 0
     resp = ana.post("/admin/approve")  # her own approval does not count
     assert flashes(resp.text, "error") == ["the two-person rule needs another admin to approve"]
@@ -738,7 +753,7 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     assert first_target(dial_of(other_process, "0")) == NATIONAL
 
     bob = Staff(app, "bob")
-    assert "hotline emergency" in parse(bob.page("/admin")).one(
+    assert "the emergency line" in parse(bob.page("/admin")).one(
         "div", cls="needs-approval").text()
     resp = bob.post("/admin/approve")
     assert flashes(resp.text) == ["Approved: version 1 is live."]
@@ -750,7 +765,7 @@ def test_one_admin_cannot_change_the_emergency_lines_dial_target_alone(
     assert row.all("td")[1].text() == "ana, approved by bob"
     requested = [e for _, e in redis_client.xrange(store.AUDIT)
                  if e["action"] == "publish requested"]
-    assert "hotline emergency" in requested[0]["detail"]
+    assert "the emergency line" in requested[0]["detail"]
 
 
 @pytest.mark.slow
@@ -761,7 +776,7 @@ def test_one_admin_cannot_give_another_line_the_callers_real_numbers_alone(
     resp = ana.publish("the ICBF line calls callers back")
     [said] = flashes(resp.text)
     assert "needs approval from a second administrator" in said
-    assert "turns show_caller on for hotline icbf" in said
+    assert "would give callers' real numbers to the ICBF child protection line" in said
     assert live_version(redis_client) == 0
     time.sleep(1.05)
     assert dial_of(other_process, "1").get("callerId") == OUR_NUMBER
@@ -783,7 +798,7 @@ def test_one_admin_cannot_give_another_line_the_callers_real_numbers_alone(
     resp = ana.post("/admin/rollback", {"version": "1", "note": "undo"})
     [said] = flashes(resp.text)
     assert "needs approval from a second administrator" in said
-    assert "turns show_caller on for hotline icbf" in said
+    assert "would give callers' real numbers to the ICBF child protection line" in said
     assert live_version(redis_client) == 2
 
 
@@ -806,7 +821,7 @@ def test_the_cli_refuses_to_publish_or_roll_back_such_a_change_alone(
     ana.edit("/admin/hotlines", {"hotline:emergency:dial": "+573001112233"})
     result = cli(redis_server, "prompts", "publish", "--note", "from a shell")
     assert result.exit_code != 0
-    assert "changes the dial targets of hotline emergency" in result.output
+    assert "changes the dial targets of the emergency line" in result.output
     assert "not published: a second administrator must approve it on /admin" in result.output
     assert live_version(redis_client) == 0
     assert not ConfigVersions(redis_client, SHIPPED).draft().get("pending_by")  # kept as is
@@ -823,7 +838,7 @@ def test_the_cli_refuses_to_publish_or_roll_back_such_a_change_alone(
     assert live_version(redis_client) == 1
     result = cli(redis_server, "prompts", "rollback", "0", "--note", "back to 123")
     assert result.exit_code != 0
-    assert "changes the dial targets of hotline emergency" in result.output
+    assert "changes the dial targets of the emergency line" in result.output
     assert "not rolled back: a second administrator must approve it on /admin" in (
         result.output)
     assert live_version(redis_client) == 1
@@ -1110,7 +1125,7 @@ def test_try_the_call_plays_the_draft_not_the_live_version(app, ana, other_proce
     ana.edit("/admin/prompts", {"prompt:es:transfer": "Le paso con {hotlin}."})
     tree = parse(ana.page("/admin/try"))
     assert [li.text() for li in tree.one("ul", cls="problems").all("li")] == [
-        "prompts/es: prompt 'transfer' has unknown placeholder {hotlin}"]
+        "Before a transfer (Español): unknown placeholder {hotlin}"]
     assert not tree.all("section", cls="transcript")
 
 
@@ -1174,7 +1189,7 @@ def test_prompts_as_files_export_import_publish_history_rollback(
     assert "error" not in result.output
     rows = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
             if tr.all("td")]
-    assert rows == [["prompt es greeting", published, from_file]]
+    assert rows == [["Greeting (Español)", published, from_file]]
     assert hears_within(other_process, published) == published
 
     result = cli(redis_server, "prompts", "publish", "--note", "x")
@@ -1199,10 +1214,10 @@ def test_prompts_as_files_export_import_publish_history_rollback(
         text.replace(f"greeting = {json.dumps(EN_GREETING)}", 'greeting = ""'),
         encoding="utf-8")
     result = cli(redis_server, "prompts", "import", str(folder))
-    assert "error: prompts/en: prompt 'greeting' is empty" in result.output
+    assert "error: prompts/en: prompt 'greeting': this prompt is empty" in result.output
     result = cli(redis_server, "prompts", "publish", "--note", "z")
     assert result.exit_code != 0
-    assert "error: prompts/en: prompt 'greeting' is empty" in result.output
+    assert "error: prompts/en: prompt 'greeting': this prompt is empty" in result.output
     assert "not published" in result.output
     assert live_version(redis_client) == 3
     assert greeting(other_process) == ES_GREETING
@@ -1227,7 +1242,8 @@ def test_an_admin_teaches_a_new_way_of_saying_an_option_and_the_next_call_unders
         "el cucho no me afloja la lana\nel cucho no me quiere soltar la plata")})
     overview = [[td.text() for td in tr.all("td")] for tr in parse(ana.page("/admin")).all("tr")
                 if tr.all("td")]
-    added = [row for row in overview if row[0].startswith("example welcome.2 es:")]
+    added = [row for row in overview if row[0] == (
+        "How callers say it: work or a false job offer (key 2) (Español)")]
     assert sorted(row[2] for row in added) == ["el cucho no me afloja la lana",
                                                "el cucho no me quiere soltar la plata"]
     assert all(row[1] == "" for row in added)  # added: nothing was there before
@@ -1255,11 +1271,10 @@ def test_try_the_call_shows_which_words_or_example_decided_a_match(app, ana):
 def test_example_phrases_that_are_too_long_are_refused_next_to_their_field(app, ana):
     ana.edit("/admin/examples", {"examples:danger:en": "x" * 201})
     resp = ana.publish("too long")
-    assert flashes(resp.text, "error") == [
-        "examples danger.en: 1 phrase(s) longer than 200 characters"]
+    assert flashes(resp.text, "error") == ["How callers say it: someone is in danger now "
+                                           "(English): 1 phrase(s) longer than 200 characters"]
     invalid, listed = problems_next_to(ana.page("/admin/examples"), "examples:danger:en")
-    assert invalid == "true" and listed == [
-        "examples danger.en: 1 phrase(s) longer than 200 characters"]
+    assert invalid == "true" and listed == ["1 phrase(s) longer than 200 characters"]
 
 
 def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(

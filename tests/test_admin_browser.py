@@ -134,7 +134,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     english = prompt_field(page, "en", "greeting")
     expect(english).to_have_attribute("aria-invalid", "true")
     problems = page.locator('[id="prompt:en:greeting-problems"]')
-    expect(problems).to_have_text("prompts/en: prompt 'greeting' is empty")
+    expect(problems).to_have_text("this prompt is empty")
     expect(problems).to_be_visible()
     field_box, list_box = english.bounding_box(), problems.bounding_box()
     assert 0 <= list_box["y"] - (field_box["y"] + field_box["height"]) < 40
@@ -149,7 +149,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     expect(page.locator("h3.error")).to_have_text("It cannot be published yet:")
     page.get_by_label("What changed, and why (required)").fill("friendlier greeting")
     click_and_wait(page, page.get_by_role("button", name="Publish"))
-    expect(flash(page, "alert")).to_have_text(["prompts/en: prompt 'greeting' is empty"])
+    expect(flash(page, "alert")).to_have_text(["Greeting (English): this prompt is empty"])
     assert int(redis_client.get(store.CONFIG_VERSION)) == 1
     assert greeting(base, app) == ES_GREETING
 
@@ -162,7 +162,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     expect(page.locator("h3.error")).to_have_count(0)
     changes = page.locator("table.diff tbody tr")
     expect(changes).to_have_count(1)
-    expect(changes.locator("td")).to_have_text(["prompt es greeting", ES_GREETING, new])
+    expect(changes.locator("td")).to_have_text(["Greeting (Español)", ES_GREETING, new])
     publish = page.get_by_role("button", name="Publish")
     note = page.get_by_label("What changed, and why (required)")
     publish.click()  # no note: the browser itself asks for one, nothing is sent
@@ -182,7 +182,7 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     expect(rows.nth(0).locator("td").nth(3)).to_have_text("friendlier greeting")
     expect(rows.nth(1).locator("td").nth(3)).to_have_text("shorter goodbye")
     expect(page.locator("table.diff tbody tr").locator("td")).to_have_text(
-        ["prompt es greeting", ES_GREETING, new])
+        ["Greeting (Español)", ES_GREETING, new])
     page.get_by_label("Why roll back to version 1").fill("the old greeting tested better")
     click_and_wait(page, page.get_by_role("button", name="Roll back to 1"))
     expect(flash(page)).to_have_text("Rolled back: version 3 is live.")

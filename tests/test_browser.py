@@ -240,19 +240,26 @@ def test_supervisor_logs_in_and_sees_the_days_numbers_charts_and_calls(app, base
     # The last 7 days by default: today's five calls, not the two of ten days ago.
     assert page.locator("h1").inner_text() == (
         f"Calls from {shown_day(bogota_day(6))} to {shown_day(bogota_day())}")
-    assert page.locator('[data-stat="calls"]').inner_text().split() == ["5", "calls"]
+    assert page.locator('[data-stat="calls"]').inner_text().split()[:2] == ["5", "calls"]
     assert stat(page, "reached") == "60%"
-    assert "reached a hotline (3)" in page.locator('[data-stat="reached"]').inner_text()
-    assert stat(page, "failed") == "20%"
-    assert "transfer failed (1)" in page.locator('[data-stat="failed"]').inner_text()
+    assert "reached a person (3)" in page.locator('[data-stat="reached"]').inner_text()
+    assert stat(page, "never-reached") == "40%"
+    assert "never reached a person (2)" in page.locator(
+        '[data-stat="never-reached"]').inner_text()
+    # Seven transfer attempts today, four not connected (busy, and the three failed).
+    assert stat(page, "not-connected") == "57.1%"
+    assert "(4 of 7 attempts)" in page.locator('[data-stat="not-connected"]').inner_text()
+    # The previous 7 days hold the two calls of ten days ago.
+    assert page.locator('[data-stat="calls"] .change').inner_text() == (
+        "▲ up 3 on the previous 7 days")
     assert stat(page, "hung-up") == "20%"
     assert "hung up in the menu (1)" in page.locator('[data-stat="hung-up"]').inner_text()
     assert stat(page, "emergency") == "0"  # the emergency call reached nobody
     assert stat(page, "repeat") == "4"  # five calls from one number
 
-    # The four charts, each an SVG with its title, drawn from these calls.
+    # The charts, each an SVG with its title, drawn from these calls: the first four here.
     charts = page.locator("section.charts figure svg")
-    assert charts.count() == 4
+    assert charts.count() == 7
     titles = [charts.nth(i).locator(":scope > title").text_content() for i in range(4)]
     assert titles == CHART_TITLES
     for i in range(4):
@@ -462,7 +469,7 @@ def test_dashboard_and_admin_pages_load_with_no_csp_violation(app, base, page, s
         assert "default-src 'self'" in response.headers["content-security-policy"]
         assert page.evaluate("getComputedStyle(document.body).margin") == "0px"  # ruta.css
         if path.startswith("/reports"):
-            assert page.locator("figure svg").count() == 4  # the charts, drawn
+            assert page.locator("figure svg").count() == 7  # the charts, drawn
         assert page.evaluate("window.__csp") == [], path
     # A form post on /admin/try (form-action 'self'), then its answer.
     page.goto(base + "/admin/try")
@@ -521,7 +528,7 @@ def test_pages_and_api_need_a_login_or_a_token(app, base, page, seeded, redis_se
                             headers={"Authorization": f"Bearer {token}"})
     assert status == 200
     summary = json.loads(body)
-    assert (summary["calls"], summary["reached_hotline"]) == (7, 4)
+    assert (summary["calls"], summary["reached_person"]) == (7, 4)
     assert summary["outcomes"] == {"transferred": 4, "transfer_failed": 1,
                                    "abandoned_in_menu": 2}
     status, _, body = fetch(base + "/api/reports/calls?range=30",
@@ -809,8 +816,11 @@ def test_a_supervisor_whose_browser_asks_for_spanish_reads_spanish(app, browser,
         assert page.locator("header .who").inner_text() == "marta · supervisor(a)"
         assert page.get_by_role("link", name="Reportes").is_visible()
         assert page.get_by_role("button", name="Cerrar sesión").is_visible()
-        assert page.locator('[data-stat="calls"]').inner_text().split() == ["5", "llamadas"]
-        assert "llegaron a una línea (3)" in page.locator('[data-stat="reached"]').inner_text()
+        assert page.locator('[data-stat="calls"]').inner_text().split()[:2] == ["5", "llamadas"]
+        assert "hablaron con una persona (3)" in page.locator(
+            '[data-stat="reached"]').inner_text()
+        assert page.locator('[data-stat="calls"] .change').inner_text() == (
+            "▲ 3 más que los 7 días anteriores")
         charts = page.locator("section.charts figure svg")
         titles = [charts.nth(i).locator(":scope > title").text_content() for i in range(4)]
         assert titles == ["Llamadas por día, según el motivo",

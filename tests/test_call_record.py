@@ -23,6 +23,7 @@ from ivr.vocabulary import (
     DialStatus,
     Event,
     EventKind,
+    Input,
     Outcome,
     day_of,
     hour_of,
@@ -91,7 +92,10 @@ def test_a_labour_call_answered_after_a_busy_line_is_transferred():
         Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour", Count.LANG: "es",
         Count.HANGUP: "",
         Count.TO_TRANSFER: "10",  # 10.3 s from t0 to the first transfer, in whole seconds
+        Count.INPUT: Input.SPEECH,
     }
+    # Two attempts, one connected: the call reached a person.
+    assert (record.attempts, record.connected, record.reached_person) == (2, 1, True)
     assert record.day == "2026-03-10"
     assert record.caller == CALLER
     assert record.path_text() == "welcome:2"
@@ -115,6 +119,7 @@ def test_only_a_busy_line_then_hang_up_is_a_failed_transfer():
     assert record.outcome is Outcome.TRANSFER_FAILED
     assert record.dimensions()[Count.CATEGORY] == "labour"
     assert record.dimensions()[Count.HANGUP] == ""  # not counted as hanging up in the menu
+    assert (record.attempts, record.connected, record.reached_person) == (1, 0, False)
 
 
 def test_a_child_call_by_keypad_answered_at_once():
@@ -130,7 +135,8 @@ def test_a_child_call_by_keypad_answered_at_once():
     ])
     assert record.outcome is Outcome.TRANSFERRED
     assert record.dimensions() == {Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "child",
-                                   Count.LANG: "es", Count.HANGUP: "", Count.TO_TRANSFER: "4"}
+                                   Count.LANG: "es", Count.HANGUP: "", Count.TO_TRANSFER: "4",
+                                   Count.INPUT: Input.KEYPAD}
 
 
 def test_three_silences_are_unclear_and_go_to_the_national_line():
@@ -297,7 +303,8 @@ def test_a_caller_hanging_up_in_the_menu_is_counted_at_the_last_question_asked()
     assert record.nodes == {"welcome", "report"}
     assert record.dimensions() == {Count.OUTCOME: Outcome.ABANDONED_IN_MENU,
                                    Count.CATEGORY: "report", Count.LANG: "es",
-                                   Count.HANGUP: "report", Count.TO_TRANSFER: ""}
+                                   Count.HANGUP: "report", Count.TO_TRANSFER: "",
+                                   Count.INPUT: Input.KEYPAD}
 
 
 def test_the_last_question_asked_wins_whatever_the_order():
@@ -310,7 +317,8 @@ def test_hanging_up_at_the_greeting_is_uncategorised():
     record = fold([started_event(), ended(REAL_START + 3.2, 3)])
     assert record.dimensions() == {Count.OUTCOME: Outcome.ABANDONED_IN_MENU,
                                    Count.CATEGORY: Category.NONE, Count.LANG: "es",
-                                   Count.HANGUP: "welcome", Count.TO_TRANSFER: ""}
+                                   Count.HANGUP: "welcome", Count.TO_TRANSFER: "",
+                                   Count.INPUT: Input.NONE}
 
 
 # --- any order, any number of times ---------------------------------------------------

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from markupsafe import Markup
 
+from ivr import charts
 from ivr.charts import (
     FALLBACK_COLORS,
     SERIES_COLORS,
@@ -449,3 +450,14 @@ def test_a_charts_data_table_writes_its_numbers_and_shares_in_the_forms_given():
     assert cells == [["Question", "reached", "hung up", "In all", "share"],
                      ["Welcome", "1.234", "1.082", "2.316", "87.7 %"],
                      ["Report &lt;b&gt;", "0", "0", "0", ""]]
+
+
+def test_the_heat_map_darkens_with_the_value_and_says_every_cell_in_words():
+    hours = [f"{h:02d}" for h in range(24)]
+    svg = str(charts.heat_map(["ICBF", "Labour"], hours,
+                              [[0] * 3 + [4] + [0] * 20, [1] + [0] * 23], "Not connected",
+                              out_of=[[0] * 3 + [5] + [0] * 20, [2] + [0] * 23]))
+    cells = re.findall(r'<rect class="seg"[^>]*fill="(#\w+)"', svg)
+    assert cells == [charts.HEAT_COLORS[-1], charts.HEAT_COLORS[0]]  # 4 darkest, 1 lightest
+    assert "ICBF: 03 4 of 5; Labour: 00 1 of 2." in svg
+    assert "No data" in str(charts.heat_map(["ICBF"], hours, [[0] * 24], "Not connected"))

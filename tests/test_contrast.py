@@ -22,7 +22,7 @@ MARK_MIN = 3.0  # WCAG 1.4.11, graphical objects a reader needs
 ON_DARK = {"header.top": ["--ink"], "button.link": ["--ink"]}
 # Text drawn inside a coloured chip: the line test's result sits in a health chip of
 # either colour.
-INSIDE = {".health .line-test": ["#e7f4ea", "#fbe9e7"]}
+INSIDE = {".health .line-test": ["#e7f4ea", "#fbe9e7", "#ececec"]}
 
 
 def luminance(color: str) -> float:
@@ -125,7 +125,8 @@ def test_every_chart_mark_is_3_to_1_or_more_on_the_card():
     marks = {**{f"series {k}": v for k, v in charts.SERIES_COLORS.items()},
              **{f"fallback {i}": c for i, c in enumerate(charts.FALLBACK_COLORS)},
              "reached": charts.REACHED_COLOR, "hung up": charts.HUNG_UP_COLOR,
-             "columns": charts.COLUMN_COLOR, "axis": charts.AXIS}
+             "columns": charts.COLUMN_COLOR, "axis": charts.AXIS,
+             **{f"heat {i}": c for i, c in enumerate(charts.HEAT_COLORS)}}
     low = {name: (color, round(ratio(color, chart_background()), 2))
            for name, color in marks.items() if ratio(color, chart_background()) < MARK_MIN}
     assert not low, low

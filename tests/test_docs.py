@@ -182,13 +182,6 @@ def shortest_password() -> int:
     return int(re.search(r"at least (\d+) characters", result.output).group(1))
 
 
-def health_hours() -> int:
-    """How far back the reports' health strip looks (`last_hours(N)`)."""
-    from ivr import reports
-
-    return int(re.search(r"last_hours\((\d+)\)", inspect.getsource(reports.build_summary))[1])
-
-
 def lines_without_a_dial_target(menu) -> list[str]:
     return [name for name, line in menu.hotlines.items() if not line.dial]
 
@@ -222,7 +215,7 @@ def readme_figures() -> list[str]:
         f"After {m.max_attempts} silences",
         f"{NUMBER_WORDS[len(lines_without_a_dial_target(m))]} lines have none yet",
         f"{NUMBER_WORDS[len(security.ROLES)].capitalize()} roles",
-        f"failed more than this share in {health_hours()} h",
+        "not connected more than this share of its attempts in the range shown",
         *(phrase for phrase, *_ in TREE),
     ]
 
@@ -233,6 +226,7 @@ def doc_figures() -> list[tuple[str, str]]:
 
     from ivr import (
         events,
+        export_jobs,
         flow,
         menu,
         ops,
@@ -277,12 +271,14 @@ def doc_figures() -> list[tuple[str, str]]:
         ("docs/staff.md", f"(default the last {len(summary.parse_range(None, None))}; "
                           f"presets {presets[0]}, {' or '.join(presets[1:])} days"),
         ("docs/staff.md", f"`?range={'|'.join(presets)}`"),
-        ("docs/staff.md", f"failed transfers in the last {health_hours()} hours"),
+        ("docs/staff.md", "transfer attempts over the range shown"),
         ("docs/staff.md", "with at least "
          f"{inspect.signature(summary.summarize).parameters['health_min_attempts'].default}"
          " attempts"),
         ("docs/staff.md", f"{reports.PER_PAGE} a page"),
         ("docs/staff.md", f"up to {reports.CSV_MAX_ROWS:,} calls"),
+        ("docs/staff.md", f"parts of at most {export_jobs.PART_ROWS:,} calls"),
+        ("docs/staff.md", f"kept {export_jobs.KEEP_SECONDS // 3600} hours"),
         ("docs/staff.md", f"version counter in Redis at most {check_every}"),
         ("docs/design.md", f"at `words_per_minute` ({m.words_per_minute})"),
         ("docs/design.md", f"over `budget_seconds` ({m.budget_seconds:g})"),
@@ -346,6 +342,7 @@ def doc_figures() -> list[tuple[str, str]]:
          f"{ruta_settings.DEFAULTS['RUTA_SESSION_HOURS']} hours after login"),
         ("docs/staff.md", f"the latest {sessions.SECURITY_LOG_KEEP:,} or so"),
         ("docs/performance.md", f"at most {reports.CSV_MAX_ROWS:,} calls"),
+        ("docs/performance.md", f"one part of at most {export_jobs.PART_ROWS:,} calls"),
         ("docs/performance.md", f"`WEB_TIMEOUT` ({gunicorn['timeout']} s by default)"),
         ("docs/performance.md", f"`config/gunicorn.conf.py`: {gunicorn['workers']} sync workers"),
         ("docs/performance.md", f"{retention} days at"),
@@ -521,7 +518,6 @@ def benchmark_figures() -> list[tuple[str, str]]:
     """The parameters and targets docs/performance.md states for each benchmark."""
     worker, reports = bench_options("bench/worker"), bench_options("bench/reports")
     webhook, load = bench_options("bench/webhook"), bench_options("bench/load")
-    folds = bench_default("bench/understanding", "cross_validate", "folds")
     per_call = int(re.search(r"Redis memory per stored call \| ([\d,]+) B",
                              read("docs/performance.md"))[1].replace(",", ""))
     return [("docs/performance.md", figure) for figure in [
@@ -536,7 +532,7 @@ def benchmark_figures() -> list[tuple[str, str]]:
         if bench_target("bench/webhook", "target_ratio") == "0.9" else "target_ratio",
         f"{load['--callers']} callers over {load['--seconds']:g} s",
         f"Redis stopped for {load['--outage']:g} s",
-        f"{folds}-fold cross-validation",
+        "leave-one-writer-out cross-validation",
         f"A call kept takes about {per_call / 1000:.1f} KB",
     ]]
 
@@ -682,14 +678,15 @@ def test_the_understanding_figures_are_what_the_benchmark_measures():
     assert f"false emergencies {result['false_emergency']:.1%}" in row
     assert f"at least {result['worst_group']:.1%}" in row
     elsewhere = int(result["child_elsewhere"])
-    assert (f"{elsewhere} utterances naming a child sent to another line" if elsewhere
-            else "no utterance naming a child sent to another line") in row
+    said = {0: "no utterance", 1: "1 utterance"}.get(elsewhere, f"{elsewhere} utterances")
+    assert f"{said} naming a child sent to another line" in row
 
 
 @pytest.mark.slow
 def test_the_cross_validation_figure_is_what_the_benchmark_measures():
     """`bench/understanding --learn`: the learn part's cross-validated accuracy."""
     out = run_understanding_bench("--learn", "--no-test")
-    learned = int(re.search(r"== learn part, 5-fold cross-validation: (\d+) utterances", out)[1])
+    learned = int(re.search(r"== learn part, leave-one-writer-out cross-validation: (\d+) "
+                            r"utterances", out)[1])
     accuracy = re.search(r"first-try accuracy +([\d.]+%)", out)[1]
     assert f"on the {learned:,} of the learn part: {accuracy})" in understanding_row()

@@ -12,7 +12,7 @@ from test_tally import deliveries, labour_call, write_all
 
 from ivr.filters import NONE, FilterError, Filters, counters_matching
 from ivr.tally import tally
-from ivr.vocabulary import Facet, InputKind
+from ivr.vocabulary import Facet, Input
 
 
 def facet_totals(batches):
@@ -75,7 +75,7 @@ def test_a_filter_counts_and_lists_exactly_the_calls_with_its_value(delivery):
 def test_a_call_is_found_under_each_of_its_lines_and_by_how_it_answered():
     record = tally({}, labour_call().events).records["CA" + "ab" * 16]
     assert record.facets()[Facet.HOTLINE] == ("labour", "national")
-    assert record.facets()[Facet.INPUT] == (InputKind.KEYPAD,)
+    assert record.facets()[Facet.INPUT] == (Input.KEYPAD,)
     assert Filters(hotline="national", input="keypad").matches(record.facets())
     assert not Filters(hotline="national", input="speech").matches(record.facets())
 

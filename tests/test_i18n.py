@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import gettext
+import json
 import re
 import subprocess
 import sys
@@ -527,7 +528,8 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     if reads == "es":
         assert re.fullmatch(r"\d+/\d\d/\d{4} \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
         # The pages' forms: a no-break space before %, as the RAE writes it.
-        assert re.match(r"  llegaron a una línea \d+ \(\d+(,\d)?\xa0%\), transferencia fallida",
+        assert re.match(r"  hablaron con una persona \d+ \(\d+(,\d)?\xa0%\), nunca "
+                        r"hablaron con una persona",
                         lines[1]), lines[1]
         for heading in ("  por motivo:", "  por idioma:", "  por resultado:",
                         "  transferencias por línea (resultados de la marcación):"):
@@ -535,7 +537,7 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     else:
         assert re.fullmatch(r"[A-Z][a-z]{2} \d+, \d{4} \(America/Bogota\): 5 calls", lines[0]), (
             lines[0])
-        assert re.match(r"  reached a hotline \d+ \(\d+(\.\d)?%\), transfer failed",
+        assert re.match(r"  reached a person \d+ \(\d+(\.\d)?%\), never reached a person",
                         lines[1]), lines[1]
         for heading in ("  by category:", "  by language:", "  by outcome:",
                         "  transfers by hotline (dial results):"):
@@ -620,10 +622,10 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
     # Dates, times and percentages as CLDR writes them; the time zone said once.
     assert f"Llamadas del {today:%d/%m/%Y} al {today:%d/%m/%Y}" in es
     assert re.search(r"\d\d/\d\d/\d{4}, \d{1,2}:\d\d [ap]\. m\.", es)
-    assert re.search(r"\| \d+ % \| llegaron a una línea", es)
+    assert re.search(r"\| \d+ % \| hablaron con una persona", es)
     assert f"Calls from {today:%b} {today.day}, {today.year} to" in en
     assert re.search(r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d\d [AP]M", en)
-    assert re.search(r"\| \d+% \| reached a hotline", en)
+    assert re.search(r"\| \d+% \| reached a person", en)
     assert es.count("America/Bogota") == en.count("America/Bogota") == 1
     assert "Fechas y horas en hora de Colombia (America/Bogota)." in es
 
@@ -635,7 +637,7 @@ def test_the_charts_tables_write_numbers_and_shares_in_the_readers_forms(app, se
         add_user(app, name, "admin", lang)
         page = Person(app, name, "fr").get("/reports?range=today").text
         tables = re.findall(r'<table class="chart-data">.*?</table>', page, re.S)
-        assert len(tables) == 4
+        assert len(tables) == 7
         funnel = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)
                   for row in re.findall(r"<tr>(.*?)</tr>", tables[2])]
         assert funnel[0][-1] == {"es": "proporción que colgó", "en": "share who hung up"}[lang]
@@ -711,3 +713,60 @@ def test_spanish_pages_write_times_decimals_and_line_names_as_a_reader_expects(r
     assert re.search(r"(^|\| )\d+,\d s \| de voz antes", es["try: press"]), es["try: press"]
     assert "| Línea del ICBF para niños, niñas y adolescentes |" in es["/admin/hotlines"]
     assert "la línea del ICBF" not in es["/admin/hotlines"]
+
+
+@pytest.mark.parametrize("lang, shown", [
+    ("es", {"row": "Línea del Ministerio del Trabajo, Destinos de marcación",
+            "problem": "Línea del Ministerio del Trabajo, Destinos de marcación: Twilio no "
+                       "puede marcar '144'",
+            "at_field": "Twilio no puede marcar '144'",
+            "empty": "Despedida (Español): este mensaje está vacío",
+            "prompts": ["Saludo", "Despedida", "¿Alguien está en peligro ahora mismo?"],
+            "reason": "cambia los destinos de marcación de la línea de emergencias, que "
+                      "recibe el número real de quienes llaman, de — a +573001112233",
+            "old reason": "cambia los destinos de la línea emergency, que recibe el número "
+                          "real de quienes llaman (show_caller), de — a +573009998877"}),
+    ("en", {"row": "Ministry of Labour line, Dial targets",
+            "problem": "Ministry of Labour line, Dial targets: '144' cannot be dialled",
+            "at_field": "'144' cannot be dialled",
+            "empty": "Goodbye (Español): this prompt is empty",
+            "prompts": ["Greeting", "Goodbye", "Is someone in danger right now?"],
+            "reason": "it changes the dial targets of the emergency line, which gets "
+                      "callers' real numbers, from — to +573001112233",
+            "old reason": "it changes the dial targets of hotline emergency, which receives "
+                          "callers' real numbers (show_caller), from — to +573009998877"}),
+])
+def test_admin_pages_name_lines_fields_and_prompts_in_the_readers_language(
+        app, redis_client, lang, shown):
+    """The draft's changes, its problems and why it needs a second admin name the line by
+    the directory and the field by its label, never `hotline labour dial`; next to its
+    field a problem says only what is wrong; the prompt editor names each prompt by what
+    it is for. A reason kept before lines were named (a draft waiting since) still reads in
+    the reader's language."""
+    add_user(app, "ana", "admin", lang)
+    ana = Person(app, "ana", "fr")
+    versions = ConfigVersions(redis_client, services.of(app).shipped)
+    versions.save_draft({"hotlines": {"labour": {"dial": ["144"]}},
+                         "prompts": {"es": {"goodbye": ""}}}, "ana")
+    overview = readable(ana.get("/admin").text)[1]
+    assert shown["row"] in overview
+    assert any(text.startswith(shown["problem"]) for text in overview), overview
+    assert shown["empty"] in overview
+    assert not [text for text in overview if re.search(r"\b(labour|goodbye|hotline)\b", text)]
+    hotlines = ana.get("/admin/hotlines").text
+    next_to_dial = hotlines.split('id="hotline:labour:dial-problems">')[1].split("</ul>")[0]
+    assert readable(next_to_dial)[1][0].startswith(shown["at_field"]), next_to_dial
+    prompts = readable(ana.get("/admin/prompts").text)[1]
+    assert all(name in prompts for name in shown["prompts"])
+    assert not {"greeting", "goodbye", "about_child", "danger_question"} & set(prompts)
+
+    versions.save_draft({"hotlines": {"emergency": {"dial": ["+573001112233"],
+                                                    "show_caller": True}}}, "ana")
+    assert shown["reason"] in readable(ana.get("/admin").text)[1]
+    # Waiting since before: its reason kept with the old template and the line's id.
+    draft = versions.draft() | {"pending_by": "bob", "pending_note": "prueba", "pending_why": [
+        {"template": "it changes the dial targets of hotline %(hotline)s, which receives "
+                     "callers' real numbers (show_caller), from %(before)s to %(after)s",
+         "values": {"hotline": "emergency", "before": "—", "after": "+573009998877"}}]}
+    redis_client.set(store.CONFIG_DRAFT, json.dumps(draft))
+    assert shown["old reason"] in readable(ana.get("/admin").text)[1]

@@ -369,7 +369,7 @@ def test_the_dashboard_counts_callers_who_hung_up_to_dial_123():
            counter(Count.OUTCOME, Outcome.TRANSFERRED): 1,
            counter(Count.DIAL, "icbf", DialStatus.DROPPED): 1,
            counter(Count.DIAL, "icbf", DialStatus.COMPLETED): 1}
-    summary = summarize(["2026-11-26"], {"2026-11-26": day}, 3, {}, ["welcome"])
+    summary = summarize(["2026-11-26"], {"2026-11-26": day}, 3, ["welcome"])
     headline = summary.headline()
     assert headline["emergency_hung_up_to_dial"] == 2
-    assert headline["transfer_failed"] == 0  # not counted as failures
+    assert headline["transfers_never_connected"] == 0  # not counted as failures

@@ -205,30 +205,30 @@ BROKEN = [
     ("voice settings missing for a language", M, r"^\[voices\.en\]", "[voices.fr]",
      "voices.en: missing voice settings for language en"),
     ("missing prompt in a language", EN, r"^still_trying = .*\n", "",
-     "prompts/en: missing prompt 'still_trying'"),
+     "prompts/en: prompt 'still_trying': this prompt is missing"),
     ("missing node prompt in a language", ES, r'^report_menu = """(?:.|\n)*?"""\n', "",
-     "prompts/es: missing prompt 'report_menu'"),
+     "prompts/es: prompt 'report_menu': this prompt is missing"),
     ("empty prompt", ES, r"^goodbye = .*$", 'goodbye = ""',
-     "prompts/es: prompt 'goodbye' is empty"),
+     "prompts/es: prompt 'goodbye': this prompt is empty"),
     ("blank prompt", EN, r"^invalid = .*$", 'invalid = "   "',
-     "prompts/en: prompt 'invalid' is empty"),
+     "prompts/en: prompt 'invalid': this prompt is empty"),
     ("unknown placeholder", ES, r"^transfer = .*$", 'transfer = "Le comunico con {linea}."',
-     "prompts/es: prompt 'transfer' has unknown placeholder {linea}"),
+     "prompts/es: prompt 'transfer': unknown placeholder {linea}"),
     ("placeholder in a prompt that takes none", EN, r"^goodbye = .*$",
      'goodbye = "Goodbye from {hotline}."',
-     "prompts/en: prompt 'goodbye' has unknown placeholder {hotline}"),
+     "prompts/en: prompt 'goodbye': unknown placeholder {hotline}"),
     ("unbalanced brace in a prompt", EN, r"^goodbye = .*$", 'goodbye = "Goodbye {"',
-     "prompts/en: prompt 'goodbye': "),
+     "prompts/en: prompt 'goodbye': it cannot be read: "),
     ("prompt never names an offered key", EN, r"press 3\.", "press three.",
-     "prompts/en: prompt 'main_menu' never names key 3"),
+     "prompts/en: prompt 'main_menu': it never names key 3"),
     ("hotline name missing in a language", H, r"^name\.en = .*$", "",
      "hotline national: missing name.en"),
     ("default line with nothing to dial", H, r'^dial = \["\+5718000522020"\]', "dial = []",
-     "hotline national: the default line needs at least one E.164 number or SIP URI"),
+     "hotline national: the default line needs at least one E.164 number or SIP URI to dial"),
     ("short code as dial target", H, r'^dial = \["\+573503085507"\]', 'dial = ["123"]',
      "hotline bogota: '123' cannot be dialled by Twilio"),
     ("say is not digits", H, r'^say = "120"', 'say = "ciento veinte"',
-     "hotline labour: `say` must be the digits a caller can dial"),
+     "hotline labour: the number said to callers must be the digits a caller can dial"),
     ("fallback to an unknown hotline", H, r'^fallback = "national"\n\n\[labour\]',
      'fallback = "nacional"\n\n[labour]',
      "hotline icbf: fallback 'nacional' is not a hotline"),
@@ -302,7 +302,8 @@ def test_fallback_cycle_is_reported(tmp_path):
     config, prompts = copy_config(tmp_path)
     edit(config / H, r"^\[national\]", '[national]\nfallback = "police"')
     problems = problems_of(config, prompts)
-    assert "hotline national: fallback cycle national -> police -> national" in problems
+    assert ("hotline national: fallback cycle the National Anti-Trafficking Line -> the "
+            "National Police line -> the National Anti-Trafficking Line") in problems
 
 
 def test_all_problems_are_reported_at_once(tmp_path):
@@ -329,7 +330,7 @@ def test_prompt_override_is_checked_like_a_file():
     """An override that empties a prompt is refused like an empty prompt in the file."""
     with pytest.raises(ConfigError) as caught:
         menu_config.load(overrides={"prompts": {"es": {"goodbye": "  "}}})
-    assert "prompts/es: prompt 'goodbye' is empty" in caught.value.problems
+    assert "prompts/es: prompt 'goodbye': this prompt is empty" in caught.value.problems
 
 
 def test_over_budget_path_is_a_warning_not_an_error(tmp_path):

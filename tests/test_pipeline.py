@@ -187,7 +187,7 @@ def test_a_day_of_calls_is_reported_exactly(simulate, redis_server, redis_client
     assert (printed["from"], printed["to"]) == (day, day)
     assert report_view(printed) == DAY_REPORT
     assert printed["emergency_transfers"] == 1
-    assert printed["reached_hotline"] == 5  # transferred and emergency_transferred
+    assert printed["reached_person"] == 5  # transferred and emergency_transferred
     assert printed["in_progress"] == 0
     assert printed["repeat_calls"] == len(DAY) - 1  # the same caller all day
     assert {q["question"]: q["reached"] for q in printed["funnel"]} == {"welcome": 8,

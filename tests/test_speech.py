@@ -121,7 +121,6 @@ SENTENCES = [
     ("Quiero denunciar", "es", "4"),
     ("Necesito poner una denuncia", "es", "4"),
     ("quiero reportar un caso", "es", "4"),
-    ("Necesito hablar con la policia", "es", "4"),
     ("I want to report a crime", "en", "4"),
     ("I want to file a complaint", "en", "4"),
     # 5: not sure -> national line
@@ -174,6 +173,17 @@ def test_caller_sentence_lands_on_its_option(text, lang, key):
         assert result.step.resume.ask == f"d{key}"  # the option understood is kept
         result = flow.answer(MENU, result.step.resume, Answer(speech="no", confidence=0.9), NOW)
     assert (outcome(result), chosen_option(result)) == (expected(key, lang), key)
+
+
+def test_a_caller_asking_for_the_police_is_asked_between_the_two_lines_it_may_mean():
+    """"Necesito hablar con la policía" is said both by callers who want to report and by
+    callers who are not sure where to turn: they are asked which, both lines named, and
+    a second word settles it."""
+    result = ask("Necesito hablar con la policia", "es")
+    assert isinstance(result.step, Ask)
+    assert "denunciar un delito" in result.step.prompts[0].text
+    then = flow.answer(MENU, result.step.resume, Answer(speech="la policía", confidence=0.9), NOW)
+    assert (outcome(then), chosen_option(then)) == ("ask report", "4")
 
 
 def test_table_is_big_enough_and_covers_every_key():

@@ -21,14 +21,17 @@ from ivr.vocabulary import (
     BOGOTA,
     FINAL_CALL_STATUSES,
     TWILIO_DIAL_STATUSES,
+    Attempt,
     CallStatus,
     Category,
     Count,
     DialStatus,
     Event,
     EventKind,
+    Input,
     Outcome,
     counter,
+    dial_hour_counter,
     hour_counter,
     hour_of_day,
 )
@@ -116,7 +119,10 @@ def test_a_labour_call_moves_each_counter_once():
         counter(Count.TRANSFER, "labour"): 1, counter(Count.TRANSFER, "national"): 1,
         LABOUR_BUSY: 1, NATIONAL_ANSWERED: 1,
         TRANSFERRED: 1, LABOUR: 1, counter(Count.LANG, "es"): 1,
-        counter(Count.TO_TRANSFER, 15): 1,
+        counter(Count.TO_TRANSFER, 15): 1, counter(Count.INPUT, Input.KEYPAD): 1,
+        # both attempts ended at 15:00-something, Bogotá: one not connected, one connected
+        dial_hour_counter("labour", 15, Attempt.NOT_CONNECTED): 1,
+        dial_hour_counter("national", 15, Attempt.CONNECTED): 1,
     })}
     assert dict(changes.hours) == {hour_of_day(call.events[3].at): Counter({
         LABOUR_BUSY: 1, NATIONAL_ANSWERED: 1})}
@@ -126,7 +132,26 @@ def test_a_labour_call_moves_each_counter_once():
     assert list(changes.records) == [call.sid]
     assert changes.records[call.sid].counted == {  # no "hangup": never counted
         Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour", Count.LANG: "es",
-        Count.TO_TRANSFER: "15", filters.COUNTED: "1"}
+        Count.TO_TRANSFER: "15", Count.INPUT: Input.KEYPAD, filters.COUNTED: "1"}
+
+
+def test_a_caller_who_spoke_one_answer_and_keyed_another_answered_by_both():
+    spoken = {"node": "report", "input": "speech", "option": "1", "attempt": 0}
+    call = (Call().started()
+            .request("report", answered("welcome", "4", "report"))
+            .request("", (EventKind.MENU_ANSWERED, spoken))
+            .ended())
+    day = tally({}, call.events).days["2026-03-10"]
+    assert day[counter(Count.INPUT, Input.BOTH)] == 1
+    assert day[counter(Count.INPUT, Input.KEYPAD)] == day[counter(Count.INPUT, Input.SPEECH)] == 0
+
+
+def test_a_caller_who_never_answered_counts_under_no_input_once_the_call_ended():
+    going = Call().started()
+    assert not any(name.startswith(Count.INPUT) for name in tally({}, going.events).days[
+        "2026-03-10"])
+    day = tally({}, going.ended().events).days["2026-03-10"]
+    assert day[counter(Count.INPUT, Input.NONE)] == 1
 
 
 def test_silences_and_wrong_keys_are_counted_by_their_kind():

@@ -307,7 +307,7 @@ def test_a_hotline_only_tested_gets_a_health_row_in_bogota_time():
     tests = {"bogota": {"target": "+573503085507", "result": "error",
                         "error": "13224: invalid number", "at": "2026-11-26T15:12:09+00:00"}}
     busy = {counter(Count.DIAL, "national", DialStatus.BUSY): 1}
-    summary = summarize(["2026-11-26"], {}, 0, busy, [], line_tests=tests)
+    summary = summarize(["2026-11-26"], {"2026-11-26": busy}, 0, [], line_tests=tests)
     rows = {h.hotline: h for h in summary.health}
     assert rows["bogota"].attempts == 0 and not rows["bogota"].flagged
     assert str(rows["bogota"].last_test.result_text()) == "error 13224"  # English, untranslated

@@ -54,8 +54,11 @@ def test_the_evaluation_set_is_big_varied_and_split_without_overlap():
     learn, test = read("learn"), read("test")
     assert len(learn) + len(test) >= 400
     assert not {u["text"] for u in learn} & {u["text"] for u in test}
+    # The test part's writers wrote nothing the matcher learns from: it measures a new
+    # caller's words, as leave-one-writer-out cross-validation does on the learn part.
+    assert not {u["writer"] for u in learn} & {u["writer"] for u in test}
     for u in learn + test:
-        assert set(u) == {"text", "lang", "variety", "right", "about", "noise"}
+        assert set(u) == {"text", "lang", "variety", "right", "about", "noise", "writer"}
         assert u["right"] and set(u["right"]) <= set("012345")
     for part in (learn, test):
         assert {u["lang"] for u in part} == {"es", "en"}

@@ -16,17 +16,21 @@ from ivr.vocabulary import (
     FAILED_DIALS,
     FINAL_CALL_STATUSES,
     TWILIO_DIAL_STATUSES,
+    Attempt,
     CallStatus,
     Category,
     Count,
     DialStatus,
     EventKind,
+    Input,
     Outcome,
     counter,
+    dial_hour_counter,
     group_counters,
     hour_counter,
     split_counter,
     split_dial,
+    split_dial_hour,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +52,7 @@ SAME_SPELLING_OTHER_MEANING = {
     ("ivr/menu.py", EventKind.NO_INPUT): "a prompt's name (prompts/*.toml)",
     ("ivr/menu.py", EventKind.STEP_LIMIT): "a menu setting (config/menu.toml)",
     ("ivr/flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
+    ("ivr/i18n.py", EventKind.NO_INPUT): "a prompt's name, named for staff",
     ("tests/test_flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
 }
 
@@ -74,7 +79,10 @@ def test_the_names_stored_in_redis_stay_as_they_are():
     assert {c.value for c in Category} == {"emergency", "unclear", "none"}
     assert {c.value for c in Count} == {
         "calls", "identified", "hour", "transfer", "dial", "asked", "no_input",
-        "invalid_input", "outcome", "category", "lang", "hangup", "to_transfer"}
+        "invalid_input", "outcome", "category", "lang", "hangup", "to_transfer", "input",
+        "dial_hour"}
+    assert {a.value for a in Attempt} == {"connected", "not_connected"}
+    assert {i.value for i in Input} == {"keypad", "speech", "both", "none"}
     # Counter names as the day and hour hashes hold them.
     assert counter(Count.CALLS) == "calls"
     assert counter(Count.DIAL, "icbf", DialStatus.COMPLETED) == "dial:icbf:completed"
@@ -84,6 +92,9 @@ def test_the_names_stored_in_redis_stay_as_they_are():
     assert counter(Count.OUTCOME, Outcome.TRANSFERRED) == "outcome:transferred"
     assert counter(Count.CATEGORY, Category.NONE) == "category:none"
     assert counter(Count.TO_TRANSFER, 12) == "to_transfer:12"
+    assert counter(Count.INPUT, Input.SPEECH) == "input:speech"
+    assert (dial_hour_counter("labour", 7, Attempt.NOT_CONNECTED)
+            == "dial_hour:labour:07:not_connected")
     assert hour_counter(7) == "hour:07"
     assert hour_counter(23) == "hour:23"
 
@@ -98,6 +109,13 @@ def test_counter_names_parse_back_to_what_built_them():
         assert split_counter(full) == (name, ":".join(values))
     dial = split_counter(counter(Count.DIAL, "icbf", DialStatus.COMPLETED))[1]
     assert split_dial(dial) == ("icbf", DialStatus.COMPLETED)
+    by_hour = split_counter(dial_hour_counter("icbf", 9, Attempt.CONNECTED))[1]
+    assert split_dial_hour(by_hour) == ("icbf", 9, Attempt.CONNECTED)
+
+
+def test_an_attempt_is_connected_only_when_a_person_took_it():
+    assert {s for s in DialStatus if Attempt.of(s) is Attempt.CONNECTED} == ANSWERED
+    assert Attempt.of(DialStatus.DROPPED) is Attempt.NOT_CONNECTED
 
 
 def test_grouped_counters_leave_out_zeros_and_plain_names():

@@ -1,0 +1,81 @@
+"""Exports too big for the web's stream (ivr.export_jobs, ivr.downloads, workers.exports):
+the supervisor is sent to a progress page in Spanish, a real RQ worker writes the file in
+parts, and the parts together hold exactly the rows the web would have streamed. Real
+app, real Redis, real RQ worker (in this process), calls played through the webhooks."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+from test_exports import CALLER, PHONE_DIGITS, calls, data_rows, excel_rows, log_in  # noqa: F401 - a fixture
+
+import workers.exports
+from ivr import export_jobs, reports, store
+
+
+@pytest.fixture
+def worker(app_config, redis_server, monkeypatch):
+    """run(): a real RQ worker, in this process, works the queue until it is empty. Its
+    jobs build the app from the environment, as the Procfile's worker does."""
+    for name in ("REDIS_URL", "SECRET_KEY", "CALLER_ID_KEY", "RUTA_ENV", "RUTA_SPOOL_DIR",
+                 "TWILIO_AUTH_TOKEN"):
+        monkeypatch.setenv(name, app_config[name])
+    monkeypatch.setattr(workers.exports, "_apps", [])
+    connection = redis.Redis.from_url(redis_server.url)
+
+    def run():
+        SimpleWorker([Queue(store.QUEUE, connection=connection)],
+                     connection=connection).work(burst=True)
+
+    return run
+
+
+@pytest.mark.usefixtures("calls")  # three of today's calls
+@pytest.mark.parametrize(("form", "part_rows", "parts"), [("excel", 2, 2), ("datos", 3, 1)])
+def test_a_range_too_big_to_stream_is_built_in_parts_with_its_progress_shown(
+        app, worker, monkeypatch, form, part_rows, parts):
+    marta = log_in(app, "marta", "supervisor", "es")
+    streamed = marta.get(f"/reports/calls.csv?range=today&form={form}")
+    assert streamed.status_code == 200
+    read = excel_rows if form == "excel" else data_rows
+    header, *every_row = read(streamed.get_data())
+    assert len(every_row) == 3
+
+    monkeypatch.setattr(reports, "CSV_MAX_ROWS", 2)  # three calls: too many to stream
+    monkeypatch.setattr(export_jobs, "PART_ROWS", part_rows)
+    asked = marta.get(f"/reports/calls.csv?range=today&form={form}")
+    assert asked.status_code == 302
+    page_url = asked.headers["Location"]
+    assert marta.get(f"/reports/calls.csv?range=today&form={form}").headers[
+        "Location"] == page_url  # asking again does not build it twice
+
+    waiting = marta.get(page_url)
+    assert waiting.status_code == 200 and waiting.headers["Refresh"] == "3"
+    assert "Preparando el archivo: 0 de 3 llamadas" in waiting.text
+    assert log_in(app, "ana", "supervisor", "es").get(page_url).status_code == 404
+
+    worker()
+    ready = marta.get(page_url)
+    assert "Refresh" not in ready.headers
+    assert "Listo" in ready.text and "Preparando" not in ready.text
+    links = [f"{page_url}/{n}" for n in range(parts)]
+    assert all(link in ready.text for link in links)
+    assert f"{page_url}/{parts}" not in ready.text
+
+    rows = []
+    for link in links:
+        got = marta.get(link)
+        assert got.status_code == 200 and got.mimetype == "text/csv"
+        assert "attachment" in got.headers["Content-Disposition"]
+        part_header, *part_rows_read = read(got.get_data())
+        assert part_header == header  # each part opens on its own, headers first
+        rows += part_rows_read
+        # A browser takes the part as stored, gzip, and saves the same CSV.
+        packed = marta.get(link, headers={"Accept-Encoding": "gzip, deflate"})
+        assert packed.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(packed.get_data()) == got.get_data()
+        assert PHONE_DIGITS not in got.text and CALLER not in got.text
+    assert rows == every_row

@@ -1,0 +1,172 @@
+"""The alert check and the alerts' delivery, as RQ jobs.
+
+`check` runs every minute (`rq cron workers.cron`, the Procfile's `cron:` line): it reads
+each line's latest transfers and the newest call (ivr.incidents), asks ivr.alerts what
+holds, opens and clears incidents, and enqueues one `deliver` job per channel for each
+alert or recovery. `deliver` posts to RUTA_ALERT_WEBHOOK_URL and mails RUTA_ALERT_EMAIL
+through RUTA_SMTP_URL; a failure is retried by RQ (`Retry`, run by the worker's
+scheduler) with growing waits, so a webhook down for a while still gets the alert.
+Alerts go to staff only and carry no caller's number (ivr.alerts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import ssl
+import time
+import urllib.request
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from urllib.parse import unquote, urlsplit
+
+import redis
+from rq import Queue, Retry
+
+from ivr import alerts, i18n, incidents, settings, store
+from ivr.alerts import Rules
+from ivr.menu import Menu, build, read_shipped
+from ivr.message import DEFAULT_LANGUAGE, InLanguages, Message
+from ivr.versions import LiveMenu
+from workers import drain
+
+log = logging.getLogger(__name__)
+
+# Waits between tries of one delivery: about an hour and a half in all, then RQ keeps the
+# job in its failed registry (`rq info`).
+RETRY_SECONDS = [10, 30, 60, 300, 900, 1800, 3600]
+DELIVER_JOB = "workers.alerts.deliver"
+SEND_TIMEOUT = 10  # seconds for one webhook POST or SMTP session
+
+
+def check(connection: redis.Redis | None = None, now: float | None = None) -> dict:
+    """The RQ job (every minute): raise and clear alerts. Returns what it did."""
+    if connection is None:
+        from rq import get_current_job
+
+        connection = get_current_job().connection
+    r = drain.text_client(connection)
+    config = settings.load()
+    now = time.time() if now is None else now
+    if not incidents.check_lock(r, 30):  # a check is running: this minute is covered
+        return {"skipped": True}
+    rules = Rules.from_settings(config)
+    attempts, last_call = incidents.inputs(r, now)
+    holding = alerts.line_findings(rules, attempts, now)
+    silence = alerts.silence_finding(rules, last_call, now)
+    if silence:
+        holding[silence.key] = silence
+    raised, cleared = [], []
+    menu = None
+    for key, finding in holding.items():
+        menu = menu or _menu(r, config)
+        text = alerts.message(finding, _line_name(menu, finding.hotline))
+        if incidents.open_incident(r, finding, text, now):
+            raised.append(key)
+            _send(connection, config, text)
+    for key, (since, finding) in incidents.open_incidents(r).items():
+        if key in holding or not alerts.recovered(key, since, attempts, last_call):
+            continue
+        menu = menu or _menu(r, config)
+        text = alerts.message(finding, _line_name(menu, finding.hotline), cleared=True)
+        if incidents.close_incident(r, finding, text, now):
+            cleared.append(key)
+            _send(connection, config, text)
+    r.delete(store.ALERT_CHECK_LOCK)
+    return {"raised": raised, "cleared": cleared}
+
+
+def _send(connection: redis.Redis, config, text: Message) -> None:
+    """One delivery job per configured channel, each retried on its own."""
+    queue = Queue(store.QUEUE, connection=connection)
+    shown = _in_spanish(text)
+    channels = []
+    if config["RUTA_ALERT_WEBHOOK_URL"]:
+        channels.append("webhook")
+    if config["RUTA_SMTP_URL"] and config["RUTA_ALERT_EMAIL"]:
+        channels.append("email")
+    if not channels:
+        log.warning("alert with nowhere to send it (set RUTA_ALERT_WEBHOOK_URL or "
+                    "RUTA_SMTP_URL and RUTA_ALERT_EMAIL): %s", text)
+    for channel in channels:
+        queue.enqueue(DELIVER_JOB, channel, shown,
+                      retry=Retry(max=len(RETRY_SECONDS), interval=RETRY_SECONDS))
+
+
+def deliver(channel: str, text: str) -> None:
+    """The RQ job: send one alert by one channel. An error fails the job: RQ retries."""
+    config = settings.load()
+    if channel == "webhook":
+        post_webhook(config["RUTA_ALERT_WEBHOOK_URL"], text)
+    else:
+        send_email(config["RUTA_SMTP_URL"], config["RUTA_SMTP_FROM"],
+                   _addresses(config["RUTA_ALERT_EMAIL"]), text)
+
+
+def post_webhook(url: str, text: str) -> None:
+    """POST {"text": ...}: the field Slack, Microsoft Teams and Google Chat incoming
+    webhooks all show. Raises on anything but a 2xx answer."""
+    body = json.dumps({"text": text}, ensure_ascii=False).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json; charset=utf-8", "User-Agent": "Ruta-alerts"})
+    with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as answer:  # noqa: S310
+        answer.read()
+
+
+def send_email(smtp_url: str, sender: str, to: list[str], text: str) -> None:
+    """Mail `text` through `smtp_url`: smtp://[user:password@]host[:port] (STARTTLS when
+    the server offers it; port 587 unless given), or smtps:// (TLS from the start; 465)."""
+    url = urlsplit(smtp_url)
+    if url.scheme not in ("smtp", "smtps"):
+        raise ValueError("RUTA_SMTP_URL: use smtp://host:port or smtps://host:port")
+    mail = EmailMessage()
+    mail["Subject"] = text.split(".")[0][:120]
+    mail["From"], mail["To"] = sender, ", ".join(to)
+    mail["Date"], mail["Message-ID"] = formatdate(localtime=False), make_msgid("ruta")
+    mail.set_content(text)
+    context = ssl.create_default_context()
+    if url.scheme == "smtps":
+        server = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=SEND_TIMEOUT,
+                                  context=context)
+    else:
+        server = smtplib.SMTP(url.hostname, url.port or 587, timeout=SEND_TIMEOUT)
+    with server:
+        server.ehlo()
+        if url.scheme == "smtp" and server.has_extn("starttls"):
+            server.starttls(context=context)
+            server.ehlo()
+        if url.username:
+            server.login(unquote(url.username), unquote(url.password or ""))
+        server.send_message(mail)
+
+
+def _addresses(raw: str) -> list[str]:
+    return [a.strip() for a in raw.replace(";", ",").split(",") if a.strip()]
+
+
+def _in_spanish(text: Message) -> str:
+    """Staff work in Spanish: the alert from the staff pages' catalogue."""
+    _ = i18n.catalogue(DEFAULT_LANGUAGE).gettext
+    values = {k: v.text(DEFAULT_LANGUAGE) if isinstance(v, InLanguages) else v
+              for k, v in text.values.items()}
+    return _(text.template) % values
+
+
+_menus: dict[int, LiveMenu] = {}
+
+
+def _menu(r: redis.Redis, config) -> Menu:
+    """The published menu (the lines' names), one LiveMenu per worker process."""
+    key = id(r.connection_pool)
+    if key not in _menus:
+        shipped = read_shipped(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
+        _menus[key] = LiveMenu(shipped, r, build(shipped))
+    return _menus[key].get()
+
+
+def _line_name(menu: Menu, hotline: str) -> InLanguages | str:
+    """The line's name in each language (the dashboard shows its reader's), else its id."""
+    line = menu.hotlines.get(hotline)
+    return InLanguages(line.names) if line and line.names else hotline
+
