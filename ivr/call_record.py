@@ -26,6 +26,7 @@ from ivr.vocabulary import (
     Input,
     Outcome,
     day_of,
+    hour_of,
 )
 
 MAX_COUNTED_WAIT = 600  # seconds to transfer above this are counted as this
@@ -51,6 +52,7 @@ class CallRecord:
     nodes: set[str] = field(default_factory=set)  # questions the caller reached
     transfers: dict[int, str] = field(default_factory=dict)  # step -> hotline
     dials: dict[int, str] = field(default_factory=dict)  # step -> "hotline:status"
+    dial_hours: dict[int, str] = field(default_factory=dict)  # step -> Bogotá hour it ended
     first_transfer_at: float = 0.0
     talk_seconds: int = 0
     status: str = ""  # the call's final CallStatus, once the status callback came
@@ -108,6 +110,7 @@ class CallRecord:
                     self.first_transfer_at = event.at
             case EventKind.TRANSFER_ENDED:
                 self.dials[event.step] = f"{data.get('hotline', '')}:{data.get('status', '')}"
+                self.dial_hours[event.step] = f"{hour_of(event.at):02d}"
                 self.talk_seconds += int(data.get("duration") or 0)
             case EventKind.CALL_ENDED:
                 self.status = str(data.get("status", ""))
@@ -123,6 +126,7 @@ class CallRecord:
         """A copy sharing no set or dict with this record: folding into it leaves this one."""
         return replace(self, path=dict(self.path), nodes=set(self.nodes),
                        transfers=dict(self.transfers), dials=dict(self.dials),
+                       dial_hours=dict(self.dial_hours),
                        inputs=set(self.inputs), seen=set(self.seen),
                        counted=dict(self.counted))
 
@@ -216,6 +220,7 @@ class CallRecord:
             "category": self.category, "category_step": str(self.category_step),
             "path": _steps_to_str(self.path), "nodes": ",".join(sorted(self.nodes)),
             "transfers": _steps_to_str(self.transfers), "dials": _steps_to_str(self.dials),
+            "dial_hours": _steps_to_str(self.dial_hours),
             "first_transfer_at": f"{self.first_transfer_at:.3f}",
             "talk_seconds": str(self.talk_seconds), "status": self.status,
             "duration": str(self.duration), "no_input": str(self.no_input),
@@ -241,6 +246,7 @@ class CallRecord:
             nodes=set(filter(None, get("nodes", "").split(","))),
             transfers=_str_to_steps(get("transfers", "")),
             dials=_str_to_steps(get("dials", "")),
+            dial_hours=_str_to_steps(get("dial_hours", "")),
             first_transfer_at=float(get("first_transfer_at", 0)),
             talk_seconds=int(get("talk_seconds", 0)), status=get("status", ""),
             duration=int(get("duration", 0)), no_input=int(get("no_input", 0)),

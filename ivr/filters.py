@@ -26,7 +26,16 @@ from functools import lru_cache
 
 from ivr.call_record import CallRecord
 from ivr.message import N_, Message
-from ivr.vocabulary import ANONYMOUS, Count, Facet, counter, hour_counter, hour_of
+from ivr.vocabulary import (
+    ANONYMOUS,
+    Attempt,
+    Count,
+    Facet,
+    counter,
+    dial_hour_counter,
+    hour_counter,
+    hour_of,
+)
 
 FACETS = tuple(Facet)  # the order of a combination's parts
 PART, MANY = "/", "+"
@@ -119,6 +128,11 @@ def contributions(record: CallRecord) -> tuple[str, Counter]:
         counts[counter(Count.TO_TRANSFER, seconds)] = 1
     counts.update(counter(Count.TRANSFER, h) for h in record.transfers.values())
     counts.update(counter(Count.DIAL, d) for d in record.dials.values())
+    for step, dial in record.dials.items():  # a record from before dial_hours has none
+        if step in record.dial_hours:
+            hotline, status = dial.rsplit(":", 1)
+            counts[dial_hour_counter(hotline, int(record.dial_hours[step]),
+                                     Attempt.of(status))] += 1
     counts.update(counter(Count.ASKED, node) for node in record.nodes)
     if record.no_input:
         counts[Count.NO_INPUT] = record.no_input
