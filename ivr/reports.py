@@ -448,7 +448,7 @@ def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, st
         Facet.HOTLINE: [(h, i18n.hotline_name(h)) for h in menu.hotlines],
         Facet.OUTCOME: [(o.value, i18n.outcome_name(o.value)) for o in Outcome],
         Facet.CATEGORY: [(c, i18n.category_name(c)) for c in categories],
-        Facet.LANG: [(lang, i18n.LANGUAGE_NAMES.get(lang, lang)) for lang in menu.languages],
+        Facet.LANG: [(lang, i18n.language_read(lang)) for lang in menu.languages],
         Facet.INPUT: [(way.value, i18n.input_name(way)) for way in Input],
         Facet.HANGUP: [(q, i18n.question_name(q)) for q in questions_in_order(menu)],
     }
