@@ -9,6 +9,9 @@ calls), each combination with the counters the dashboard draws. A filtered figur
 up the combinations the filter matches, in the day counters' own names
 (`counters_matching`), so ivr.summary reads it as it reads a day's counters.
 
+Only ended calls are in the combinations (ivr.tally: counting calls still going would
+cost the drain too much), so a filtered view leaves out the few calls in progress.
+
 The combination's key spells one value list per facet, in `Facet` order:
 "labour+national/transferred/labour/es/speech/" (a call transferred to two lines, no
 hang-up question). ivr.store keeps, for each day, its calls by combination in one small
@@ -27,7 +30,6 @@ from functools import lru_cache
 from ivr.call_record import CallRecord
 from ivr.message import N_, Message
 from ivr.vocabulary import (
-    ANONYMOUS,
     Attempt,
     Count,
     Facet,
@@ -45,6 +47,8 @@ VALUE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Kept in a record's "counted" fields (c:facets) once its day's facet counts hold it: a
 # record counted by an older version, without them, is not taken out of them.
 COUNTED = "facets"
+# Day counters no filtered figure draws, so not kept by combination.
+NOT_KEPT = (Count.IDENTIFIED, Count.NO_INPUT, Count.INVALID_INPUT)
 
 
 class FilterError(ValueError):
@@ -118,11 +122,11 @@ def parse_combination(key: str) -> dict[Facet, tuple[str, ...]]:
 def contributions(record: CallRecord) -> tuple[str, Counter]:
     """(the call's combination, the counters it adds there): what ivr.summary draws and
     the combination does not already say (its outcome, category, language, hang-up
-    question, input are the combination's own, counted by its calls)."""
+    question, input are the combination's own, counted by its calls). Only what a
+    filtered figure draws (NOT_KEPT: no repeat calls, silences or wrong keys): every
+    counter here is a write per batch."""
     counts: Counter = Counter()
     counts[hour_counter(hour_of(record.started))] = 1
-    if record.caller and record.caller != ANONYMOUS:
-        counts[Count.IDENTIFIED] = 1
     seconds = record.dimensions()[Count.TO_TRANSFER]
     if seconds:
         counts[counter(Count.TO_TRANSFER, seconds)] = 1
@@ -134,10 +138,6 @@ def contributions(record: CallRecord) -> tuple[str, Counter]:
             counts[dial_hour_counter(hotline, int(record.dial_hours[step]),
                                      Attempt.of(status))] += 1
     counts.update(counter(Count.ASKED, node) for node in record.nodes)
-    if record.no_input:
-        counts[Count.NO_INPUT] = record.no_input
-    if record.invalid_input:
-        counts[Count.INVALID_INPUT] = record.invalid_input
     return combination(record.facets()), counts
 
 

@@ -446,7 +446,8 @@ def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, st
                          if o.category} | {c.value for c in Category} | set(summary.categories))
     return {
         Facet.HOTLINE: [(h, i18n.hotline_name(h)) for h in menu.hotlines],
-        Facet.OUTCOME: [(o.value, i18n.outcome_name(o.value)) for o in Outcome],
+        Facet.OUTCOME: [(o.value, i18n.outcome_name(o.value)) for o in Outcome
+                        if o is not Outcome.IN_PROGRESS],  # filters see ended calls
         Facet.CATEGORY: [(c, i18n.category_name(c)) for c in categories],
         Facet.LANG: [(lang, i18n.language_read(lang)) for lang in menu.languages],
         Facet.INPUT: [(way.value, i18n.input_name(way)) for way in Input],

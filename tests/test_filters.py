@@ -1,6 +1,6 @@
 """The dashboard's filters (ivr.filters): the facet counts converge like the day counters,
-and with no filter they are the day counters; a filter picks exactly the calls whose
-records have its values."""
+and with no filter they are the day counters of the ended calls; a filter picks exactly
+the ended calls whose records have its values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from test_tally import deliveries, labour_call, write_all
 
-from ivr.filters import NONE, FilterError, Filters, counters_matching
+from ivr.filters import NONE, NOT_KEPT, FilterError, Filters, counters_matching
 from ivr.tally import tally
 from ivr.vocabulary import Facet, Input
 
@@ -49,9 +49,11 @@ def unfiltered(by_day, counts, filters=NONE):
 @given(deliveries())
 def test_with_no_filter_the_facet_counts_are_the_day_counters(delivery):
     events, batches = delivery
-    by_day, counts, _index, _stored = facet_totals(batches)
-    total, _ = write_all(batches)
-    days = {d: {k: n for k, n in c.items() if n} for d, c in total.days.items()}
+    by_day, counts, _index, stored = facet_totals(batches)
+    ended = {sid for sid, r in stored.items() if r.status}  # calls going on: not yet in
+    total, _ = write_all([[e for e in batch if e.call in ended] for batch in batches])
+    days = {d: {k: n for k, n in c.items() if n and k not in NOT_KEPT}
+            for d, c in total.days.items()}
     assert unfiltered(by_day, counts) == {d: c for d, c in days.items() if c}
 
 
@@ -64,7 +66,8 @@ def test_a_filter_counts_and_lists_exactly_the_calls_with_its_value(delivery):
         values = {v for r in stored.values() if r.day for v in r.facets()[facet]}
         for value in values:
             picked = Filters(**{facet.value: value})
-            want = {sid for sid, r in stored.items() if r.day and picked.matches(r.facets())}
+            want = {sid for sid, r in stored.items()
+                    if r.day and r.status and picked.matches(r.facets())}
             listed = set().union(*(sids for (d, f, v), sids in index.items()
                                    if f == facet and v == value))
             assert listed == want
