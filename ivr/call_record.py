@@ -199,10 +199,11 @@ class CallRecord:
             Count.INPUT: self.input,
         }
 
-    def facets(self) -> dict[Facet, tuple[str, ...]]:
+    def facets(self, dims: dict[str, str] | None = None) -> dict[Facet, tuple[str, ...]]:
         """The values the dashboard's filters match this call on; a call transferred to
-        two lines has both, a call with no value for a facet has none ()."""
-        dims = self.dimensions()
+        two lines has both, a call with no value for a facet has none (). `dims`: its
+        dimensions(), when the caller has them already."""
+        dims = dims or self.dimensions()
         one = {Facet.OUTCOME: dims[Count.OUTCOME], Facet.CATEGORY: dims[Count.CATEGORY],
                Facet.LANG: dims[Count.LANG], Facet.HANGUP: dims[Count.HANGUP],
                Facet.INPUT: dims[Count.INPUT]}

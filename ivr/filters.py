@@ -119,15 +119,17 @@ def parse_combination(key: str) -> dict[Facet, tuple[str, ...]]:
             for facet, part in zip(FACETS, parts, strict=False)}
 
 
-def contributions(record: CallRecord) -> tuple[str, Counter]:
+def contributions(record: CallRecord,
+                  dims: dict[str, str] | None = None) -> tuple[str, Counter]:
     """(the call's combination, the counters it adds there): what ivr.summary draws and
     the combination does not already say (its outcome, category, language, hang-up
     question, input are the combination's own, counted by its calls). Only what a
     filtered figure draws (NOT_KEPT: no repeat calls, silences or wrong keys): every
-    counter here is a write per batch."""
+    counter here is a write per batch. `dims`: the record's dimensions(), when known."""
+    dims = dims or record.dimensions()
     counts: Counter = Counter()
     counts[hour_counter(hour_of(record.started))] = 1
-    seconds = record.dimensions()[Count.TO_TRANSFER]
+    seconds = dims[Count.TO_TRANSFER]
     if seconds:
         counts[counter(Count.TO_TRANSFER, seconds)] = 1
     counts.update(counter(Count.TRANSFER, h) for h in record.transfers.values())
@@ -138,7 +140,7 @@ def contributions(record: CallRecord) -> tuple[str, Counter]:
             counts[dial_hour_counter(hotline, int(record.dial_hours[step]),
                                      Attempt.of(status))] += 1
     counts.update(counter(Count.ASKED, node) for node in record.nodes)
-    return combination(record.facets()), counts
+    return combination(record.facets(dims)), counts
 
 
 # --- reading: a filter's counters --------------------------------------------------------

@@ -113,7 +113,8 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
         if not record.day:  # only its status callback so far: counted once it has a day
             continue
         day = changes.days[record.day]
-        for dimension, value in record.dimensions().items():
+        dims = record.dimensions()
+        for dimension, value in dims.items():
             old = record.counted.get(dimension, "")
             if value != old:  # move this call's count from the old value to the new
                 if old:
@@ -121,11 +122,12 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
                 if value:
                     day[counter(dimension, value)] += 1
                 record.counted[dimension] = value
-        _move_facets(changes, records.get(record.call), record)
+        _move_facets(changes, records.get(record.call), record, dims)
     return changes
 
 
-def _move_facets(changes: Changes, before: CallRecord | None, record: CallRecord) -> None:
+def _move_facets(changes: Changes, before: CallRecord | None, record: CallRecord,
+                 dims: dict[str, str]) -> None:
     """Take out of the facet counts and index what `before` added, put in what `record`
     adds. Only an ended call is in them: a call's facets change at nearly every event
     while it goes on, and moving all its counters each time would cost the drain about
@@ -135,7 +137,7 @@ def _move_facets(changes: Changes, before: CallRecord | None, record: CallRecord
         return
     day = record.day
     old_key, old_counts = filters.contributions(before) if counted else ("", Counter())
-    key, counts = filters.contributions(record)
+    key, counts = filters.contributions(record, dims)
     record.counted[filters.COUNTED] = "1"
     if (key, counts) == (old_key, old_counts):
         return
@@ -144,7 +146,7 @@ def _move_facets(changes: Changes, before: CallRecord | None, record: CallRecord
         changes.facet_counts[day, old_key].subtract(old_counts)
     changes.facet_calls[day][key] += 1
     changes.facet_counts[day, key].update(counts)
-    old, new = (before.facets() if counted else {}), record.facets()
+    old, new = (before.facets() if counted else {}), record.facets(dims)
     for facet in new.keys() | old.keys():
         was, now = set(old.get(facet, ())), set(new.get(facet, ()))
         for value in now - was:
