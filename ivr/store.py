@@ -446,20 +446,28 @@ class Store:
                 smallest, start, start + chunk - 1)
             if not sids:
                 return
-            if others:
-                read = self.r.pipeline(transaction=False)
-                for key in others:
-                    read.zmscore(key, sids)
-                found = read.execute()
-                sids = [sid for i, sid in enumerate(sids)
-                        if all(scores[i] is not None for scores in found)]
-            yield from sids
+            yield from self._in_all(others, sids)
             start += chunk
 
-    def calls_from(self, days: list[str], position: tuple[int, int], limit: int):
-        """Up to `limit` calls of the days, oldest first, from `position` (day index,
-        offset in that day), and where the next read starts (None after the last day).
-        A long export reads its range this way, part by part, in separate jobs."""
+    def _in_all(self, keys: list[str], sids: list[str]) -> list[str]:
+        """The `sids` found in every one of these indexes (sorted sets), in their order."""
+        if not keys or not sids:
+            return sids
+        read = self.r.pipeline(transaction=False)
+        for key in keys:
+            read.zmscore(key, sids)
+        found = read.execute()
+        return [sid for i, sid in enumerate(sids)
+                if all(scores[i] is not None for scores in found)]
+
+    def calls_from(self, days: list[str], position: tuple[int, int], limit: int,
+                   filters: Filters = NONE):
+        """Up to `limit` calls of the days that `filters` pick, oldest first, from
+        `position` (day index, offset in that day), and where the next read starts (None
+        after the last day). A long export reads its range this way, part by part, in
+        separate jobs."""
+        if filters:
+            return self._matching_from(days, position, limit, filters)
         day, offset = position
         sids: list[str] = []
         while day < len(days) and len(sids) < limit:
@@ -468,6 +476,23 @@ class Store:
             sids += got
             offset += len(got)
             if len(sids) < limit:  # this day is over
+                day, offset = day + 1, 0
+        return self._records(sids), ((day, offset) if day < len(days) else None)
+
+    def _matching_from(self, days: list[str], position: tuple[int, int], limit: int,
+                       filters: Filters):
+        """calls_from, filtered: the offset is in the day's index of the first facet
+        filtered on (the same index from part to part, whatever the indexes' sizes)."""
+        day, offset = position
+        sids: list[str] = []
+        while day < len(days) and len(sids) < limit:
+            first, *others = [facet_calls_key(days[day], f, v)
+                              for f, v in filters.asked().items()]
+            want = limit - len(sids)
+            got = self.r.zrange(first, offset, offset + want - 1)
+            offset += len(got)
+            sids += self._in_all(others, got)
+            if len(got) < want:  # this day is over
                 day, offset = day + 1, 0
         return self._records(sids), ((day, offset) if day < len(days) else None)
 
