@@ -22,9 +22,11 @@ from ivr.vocabulary import (
     DialStatus,
     Event,
     EventKind,
+    Facet,
     Input,
     Outcome,
     day_of,
+    hour_of,
 )
 
 MAX_COUNTED_WAIT = 600  # seconds to transfer above this are counted as this
@@ -50,6 +52,7 @@ class CallRecord:
     nodes: set[str] = field(default_factory=set)  # questions the caller reached
     transfers: dict[int, str] = field(default_factory=dict)  # step -> hotline
     dials: dict[int, str] = field(default_factory=dict)  # step -> "hotline:status"
+    dial_hours: dict[int, str] = field(default_factory=dict)  # step -> Bogotá hour it ended
     first_transfer_at: float = 0.0
     talk_seconds: int = 0
     status: str = ""  # the call's final CallStatus, once the status callback came
@@ -107,6 +110,7 @@ class CallRecord:
                     self.first_transfer_at = event.at
             case EventKind.TRANSFER_ENDED:
                 self.dials[event.step] = f"{data.get('hotline', '')}:{data.get('status', '')}"
+                self.dial_hours[event.step] = f"{hour_of(event.at):02d}"
                 self.talk_seconds += int(data.get("duration") or 0)
             case EventKind.CALL_ENDED:
                 self.status = str(data.get("status", ""))
@@ -122,6 +126,7 @@ class CallRecord:
         """A copy sharing no set or dict with this record: folding into it leaves this one."""
         return replace(self, path=dict(self.path), nodes=set(self.nodes),
                        transfers=dict(self.transfers), dials=dict(self.dials),
+                       dial_hours=dict(self.dial_hours),
                        inputs=set(self.inputs), seen=set(self.seen),
                        counted=dict(self.counted))
 
@@ -194,6 +199,17 @@ class CallRecord:
             Count.INPUT: self.input,
         }
 
+    def facets(self, dims: dict[str, str] | None = None) -> dict[Facet, tuple[str, ...]]:
+        """The values the dashboard's filters match this call on; a call transferred to
+        two lines has both, a call with no value for a facet has none (). `dims`: its
+        dimensions(), when the caller has them already."""
+        dims = dims or self.dimensions()
+        one = {Facet.OUTCOME: dims[Count.OUTCOME], Facet.CATEGORY: dims[Count.CATEGORY],
+               Facet.LANG: dims[Count.LANG], Facet.HANGUP: dims[Count.HANGUP],
+               Facet.INPUT: dims[Count.INPUT]}
+        return {Facet.HOTLINE: tuple(sorted(set(self.transfers.values()) - {""})),
+                **{facet: (value,) if value else () for facet, value in one.items()}}
+
     # --- storage as a flat hash -------------------------------------------------------
 
     def to_fields(self) -> dict[str, str]:
@@ -205,6 +221,7 @@ class CallRecord:
             "category": self.category, "category_step": str(self.category_step),
             "path": _steps_to_str(self.path), "nodes": ",".join(sorted(self.nodes)),
             "transfers": _steps_to_str(self.transfers), "dials": _steps_to_str(self.dials),
+            "dial_hours": _steps_to_str(self.dial_hours),
             "first_transfer_at": f"{self.first_transfer_at:.3f}",
             "talk_seconds": str(self.talk_seconds), "status": self.status,
             "duration": str(self.duration), "no_input": str(self.no_input),
@@ -230,6 +247,7 @@ class CallRecord:
             nodes=set(filter(None, get("nodes", "").split(","))),
             transfers=_str_to_steps(get("transfers", "")),
             dials=_str_to_steps(get("dials", "")),
+            dial_hours=_str_to_steps(get("dial_hours", "")),
             first_transfer_at=float(get("first_transfer_at", 0)),
             talk_seconds=int(get("talk_seconds", 0)), status=get("status", ""),
             duration=int(get("duration", 0)), no_input=int(get("no_input", 0)),

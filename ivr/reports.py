@@ -43,6 +43,7 @@ from ivr import (
 )
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
+from ivr.filters import NONE, FilterError, Filters
 from ivr.menu import Menu
 from ivr.message import LANGUAGES, N_, Message
 from ivr.security import (
@@ -71,7 +72,7 @@ from ivr.summary import (
     summarize,
 )
 from ivr.versions import AuditAction, audit
-from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS
+from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS, Category, Facet, Input, Outcome
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
@@ -112,16 +113,25 @@ def questions_in_order(menu: Menu) -> list[str]:
     return order
 
 
-def build_summary(store: Store, menu: Menu, days: list[str], threshold: float) -> Summary:
+def build_summary(store: Store, menu: Menu, days: list[str], threshold: float,
+                  filters: Filters = NONE) -> Summary:
     """Read only counters: a 30-day summary is 30 small hashes, and as many for the
     previous 30 days it is compared with (and the hotlines' latest test calls, one small
-    hash)."""
+    hash); filtered, the facet counts of the combinations picked (ivr.filters). Distinct
+    callers are known for all calls only, so a filtered summary has no repeat calls; a
+    hotline filter keeps that line's health."""
     questions = questions_in_order(menu)
-    summary = summarize(days, store.counters_for(days), store.unique_callers(days),
-                        questions, threshold, line_tests=store.line_tests())
-    before = previous_period(days)
-    summary.previous = summarize(before, store.counters_for(before),
-                                 store.unique_callers(before), questions, threshold).headline()
+
+    def period(days: list[str], line_tests: dict | None = None) -> Summary:
+        counters = (store.filtered_counters(days, filters) if filters
+                    else store.counters_for(days))
+        return summarize(days, counters, None if filters else store.unique_callers(days),
+                         questions, threshold, line_tests=line_tests)
+
+    summary = period(days, store.line_tests())
+    summary.previous = period(previous_period(days)).headline()
+    if filters.hotline:
+        summary.health = [h for h in summary.health if h.hotline == filters.hotline]
     return summary
 
 
@@ -178,6 +188,14 @@ def _days() -> list[str]:
         return parse_range(request.args.get("from"), request.args.get("to"),
                            request.args.get("range"))
     except RangeError as e:
+        abort(400, e.message)
+
+
+def _filters() -> Filters:
+    """The filters asked for (?hotline=&outcome=&category=&lang=&input=&hangup=)."""
+    try:
+        return Filters.from_args(request.args)
+    except FilterError as e:
         abort(400, e.message)
 
 
@@ -459,12 +477,15 @@ def home():
 @staff_required()
 def dashboard():
     """A range's headline numbers, charts, health strip and the calls table."""
-    days = _days()
+    days, filters = _days(), _filters()
     page, per_page = _page_args()
     store = _store()
-    summary = build_summary(store, _menu(), days,
-                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]))
-    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    menu = _menu()
+    summary = build_summary(store, menu, days,
+                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]), filters)
+    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page,
+                                      filters)
+    range_args = {k: v for k, v in request.args.items() if k in ("from", "to", "range")}
     return render_template(
         "reports.html",
         summary=summary,
@@ -476,12 +497,34 @@ def dashboard():
         total=total,
         page=page,
         pages=max(1, -(-total // per_page)),
-        range_args={k: v for k, v in request.args.items() if k in ("from", "to", "range")},
+        range_args={**range_args, **filters.args()},
+        range_only=range_args,
+        filters=filters,
+        filter_choices=filter_choices(menu, summary),
+        # A figure's link to the calls it counts: these filters, narrowed.
+        calls_of=lambda **narrower: url_for(
+            "reports.dashboard", **range_args, **filters.narrowed(**narrower).args(),
+            _anchor="calls"),
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
         caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
         alerts=_alerts(store),
     )
+
+
+def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, str]]]:
+    """Each filter's values, named in the reader's language: (value, name)."""
+    categories = sorted({o.category for n in menu.nodes.values() for o in n.options
+                         if o.category} | {c.value for c in Category} | set(summary.categories))
+    return {
+        Facet.HOTLINE: [(h, i18n.hotline_name(h)) for h in menu.hotlines],
+        Facet.OUTCOME: [(o.value, i18n.outcome_name(o.value)) for o in Outcome
+                        if o is not Outcome.IN_PROGRESS],  # filters see ended calls
+        Facet.CATEGORY: [(c, i18n.category_name(c)) for c in categories],
+        Facet.LANG: [(lang, i18n.language_read(lang)) for lang in menu.languages],
+        Facet.INPUT: [(way.value, i18n.input_name(way)) for way in Input],
+        Facet.HANGUP: [(q, i18n.question_name(q)) for q in questions_in_order(menu)],
+    }
 
 
 def _alerts(store: Store) -> dict:
@@ -647,17 +690,17 @@ def calls_csv():
     streamed here; a bigger one is built by the worker in parts (ivr.export_jobs), and
     the supervisor is sent to its progress page.
     """
-    days = _days()
+    days, filters = _days(), _filters()
     store = _store()
     form = export_form()
-    total = store.count_calls(days)
+    total = store.count_calls(days, filters)
     stem = f"ruta-calls-{days[0]}-to-{days[-1]}"
     if total > CSV_MAX_ROWS:
         export_id = export_jobs.start(
             services.of().redis, current_staff().name, form.value, str(get_locale()),
             dict(request.args), stem, total)
         return redirect(url_for("downloads.progress", export_id=export_id))
-    rows = csv_rows(store.iter_calls(days), form, KeyEpochs.read(store.r))
+    rows = csv_rows(store.iter_calls(days, filters=filters), form, KeyEpochs.read(store.r))
     return csv_response(exports.CALL_COLUMNS, rows, stem, names=csv_names())
 
 
@@ -678,19 +721,21 @@ def csv_names() -> dict:
 @bp.get("/api/reports/summary")
 @staff_required(api=True)
 def api_summary():
-    days = _days()
+    days, filters = _days(), _filters()
     summary = build_summary(_store(), _menu(), days,
-                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]))
-    return summary.to_dict()
+                            float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]), filters)
+    return {**summary.to_dict(), "filters": filters.args()}
 
 
 @bp.get("/api/reports/calls")
 @staff_required(api=True)
 def api_calls():
-    days = _days()
+    days, filters = _days(), _filters()
     page, per_page = _page_args()
     store = _store()
-    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page)
+    records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page,
+                                      filters)
     epochs = KeyEpochs.read(store.r)
-    return {"from": days[0], "to": days[-1], "total": total, "page": page,
+    return {"from": days[0], "to": days[-1], "filters": filters.args(), "total": total,
+            "page": page,
             "per_page": per_page, "calls": [call_row(r, epochs) for r in records]}

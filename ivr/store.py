@@ -14,6 +14,11 @@ Redis Cluster all of them live in one slot (why: below). The layout:
                                retention: how often they called (never for "anonymous")
     {ruta}:calls:<YYYY-MM-DD>  sorted set: the day's calls by start time
     {ruta}:day:<YYYY-MM-DD>    hash: the day's counters (kept for ever)
+    {ruta}:facets:<YYYY-MM-DD> hash: the day's calls by combination of facet values (the
+                               dashboard's filters, ivr.filters)
+    {ruta}:facet:<YYYY-MM-DD>:<combination> hash: that combination's counters
+    {ruta}:calls:<YYYY-MM-DD>:<facet>=<value> sorted set: the day's calls with that value,
+                               by start time (a filtered calls table)
     {ruta}:callers:<YYYY-MM-DD> HyperLogLog: the day's caller pseudonyms (repeat calls)
     {ruta}:hour:<YYYY-MM-DDTHH> hash: dial results in that hour (the 24-hour health strip)
     {ruta}:user:<name>         hash: a staff account (role, password hash)
@@ -52,7 +57,8 @@ Redis Cluster all of them live in one slot (why: below). The layout:
                                `limits` library's keys, under our prefix; they expire)
 
 Days are America/Bogota days. Call records, timelines, day indexes, callers' calls and the
-log expire after the retention period (RUTA_RETENTION_DAYS, default 180); the day counters stay.
+log expire after the retention period (RUTA_RETENTION_DAYS, default 180), and so do the facet
+counts and indexes (a filter reads the calls the table can still list); the day counters stay.
 
 One hash tag, so one slot, on purpose. Redis Cluster runs a Lua script or a MULTI/EXEC
 only when all its keys are in one slot (CROSSSLOT otherwise), and ours span the layout:
@@ -76,12 +82,14 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 
 import redis
 from rq import Queue
 
 from ivr import redis_url, timeline
 from ivr.call_record import CallRecord
+from ivr.filters import NONE, Filters, calls_matching, combinations_matching, counters_matching
 from ivr.tally import tally
 from ivr.vocabulary import ANONYMOUS, BOGOTA, Event, day_of
 
@@ -121,6 +129,18 @@ def day_calls_key(day: str) -> str:
 
 def day_key(day: str) -> str:
     return f"{PREFIX}day:{day}"
+
+
+def facets_key(day: str) -> str:
+    return f"{PREFIX}facets:{day}"
+
+
+def facet_counts_key(day: str, combination: str) -> str:
+    return f"{PREFIX}facet:{day}:{combination}"
+
+
+def facet_calls_key(day: str, facet: str, value: str) -> str:
+    return f"{PREFIX}calls:{day}:{facet}={value}"
 
 
 def day_callers_key(day: str) -> str:
@@ -185,6 +205,24 @@ def staff_pages_client(config) -> redis.Redis | None:
                              socket_timeout=5) if url else None
 
 
+# Many counters of many hashes moved in one command, each hash then given its expiry:
+# KEYS are the hashes; ARGV, for each, its number of counters, then counter and delta
+# pairs, then the expiry (Unix seconds). A batch moves hundreds of facet counters, and a
+# command each cost the drain more than the counting itself.
+HINCRBY_MANY = """
+local at = 1
+for _, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[at])
+  for i = at + 1, at + 2 * n, 2 do
+    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+  end
+  at = at + 2 * n + 1
+  redis.call('EXPIREAT', key, ARGV[at])
+  at = at + 1
+end
+"""
+
+
 class LostLock(Exception):
     """Another drain took the write lock: this one must stop without writing."""
 
@@ -195,6 +233,7 @@ class Store:
     def __init__(self, r: redis.Redis, retention_days: int = 180):
         self.r = r
         self.retention = timedelta(days=retention_days)
+        self.hincrby_many = r.register_script(HINCRBY_MANY)
 
     # --- writing (the drain job) ----------------------------------------------------
 
@@ -255,6 +294,7 @@ class Store:
                     for name, delta in counts.items():
                         if delta:
                             pipe.hincrby(day_key(day), name, delta)
+                self.write_facets(pipe, changes)
                 for day, pseudonyms in changes.callers.items():
                     pipe.pfadd(day_callers_key(day), *pseudonyms)
                     pipe.expireat(day_callers_key(day), self._expiry(day))
@@ -296,6 +336,25 @@ class Store:
     def _retained_since(self) -> float:
         """The oldest start time the retention still keeps."""
         return time.time() - self.retention.total_seconds()
+
+    def write_facets(self, pipe, changes) -> None:
+        """The facet counts and indexes a batch moves (ivr.tally), kept as long as calls."""
+        moves = {facets_key(day): (day, counts) for day, counts in changes.facet_calls.items()}
+        moves |= {facet_counts_key(day, key): (day, counts)
+                  for (day, key), counts in changes.facet_counts.items()}
+        keys, args = [], []
+        for key, (day, counts) in moves.items():
+            moved = [(name, delta) for name, delta in counts.items() if delta]
+            if moved:
+                keys.append(key)
+                args += [len(moved), *(x for pair in moved for x in pair), self._expiry(day)]
+        if keys:
+            self.hincrby_many(keys=keys, args=args, client=pipe)
+        for (day, facet, value), calls in changes.index_add.items():
+            pipe.zadd(facet_calls_key(day, facet, value), calls)
+            pipe.expireat(facet_calls_key(day, facet, value), self._expiry(day))
+        for (day, facet, value), calls in changes.index_remove.items():
+            pipe.zrem(facet_calls_key(day, facet, value), *calls)
 
     def trim_log(self) -> None:
         """Drop logged events older than the retention period."""
@@ -344,6 +403,28 @@ class Store:
         found = zip(days, read.execute(), strict=True)
         return {day: {k: int(v) for k, v in fields.items()} for day, fields in found}
 
+    def filtered_counters(self, days: list[str], filters: Filters) -> dict[str, dict[str, int]]:
+        """Each day's counters for the calls `filters` pick (ivr.filters), named as the
+        day counters are: the days' small combination hashes, then only the counters of
+        the combinations picked (two round trips, whatever the number of calls)."""
+        by_day = self._facet_calls(days)
+        picked = [(day, key) for day in days
+                  for key in combinations_matching(by_day[day], filters)]
+        read = self.r.pipeline(transaction=False)
+        for day, key in picked:
+            read.hgetall(facet_counts_key(day, key))
+        counts: dict[str, dict[str, dict[str, int]]] = {day: {} for day in days}
+        for (day, key), fields in zip(picked, read.execute(), strict=True):
+            counts[day][key] = {k: int(v) for k, v in fields.items()}
+        return {day: counters_matching(by_day[day], counts[day], filters) for day in days}
+
+    def _facet_calls(self, days: list[str]) -> dict[str, dict[str, int]]:
+        read = self.r.pipeline(transaction=False)
+        for day in days:
+            read.hgetall(facets_key(day))
+        found = zip(days, read.execute(), strict=True)
+        return {day: {k: int(v) for k, v in fields.items()} for day, fields in found}
+
     def unique_callers(self, days: list[str]) -> int:
         """Distinct caller pseudonyms over the days (HyperLogLog: within about 1%)."""
         return self.r.pfcount(*[day_callers_key(d) for d in days]) if days else 0
@@ -358,7 +439,10 @@ class Store:
             total.update({k: int(v) for k, v in fields.items()})
         return dict(total)
 
-    def count_calls(self, days: list[str]) -> int:
+    def count_calls(self, days: list[str], filters: Filters = NONE) -> int:
+        if filters:
+            return sum(calls_matching(found, filters)
+                       for found in self._facet_calls(days).values())
         return sum(self._day_sizes(days))
 
     def _day_sizes(self, days: list[str]) -> list[int]:
@@ -368,9 +452,13 @@ class Store:
             read.zcard(day_calls_key(day))
         return read.execute()
 
-    def calls_page(self, days_newest_first: list[str], offset: int, limit: int):
-        """One page of the calls of these days, newest first, and the total count."""
-        sizes = self._day_sizes(days_newest_first)
+    def calls_page(self, days_newest_first: list[str], offset: int, limit: int,
+                   filters: Filters = NONE):
+        """One page of the calls of these days that `filters` pick, newest first, and
+        how many they pick in all."""
+        sizes = (self._day_sizes(days_newest_first) if not filters else
+                 [calls_matching(found, filters)
+                  for found in self._facet_calls(days_newest_first).values()])
         total, picked = sum(sizes), []
         skip = offset
         for day, size in zip(days_newest_first, sizes, strict=True):
@@ -380,13 +468,23 @@ class Store:
                 skip -= size
                 continue
             want = limit - len(picked)
-            picked += self.r.zrevrange(day_calls_key(day), skip, skip + want - 1)
+            if filters:
+                found = self._day_matching(day, filters, newest_first=True)
+                picked += list(islice(found, skip, skip + want))
+            else:
+                picked += self.r.zrevrange(day_calls_key(day), skip, skip + want - 1)
             skip = 0
         return self._records(picked), total
 
-    def iter_calls(self, days: list[str], chunk: int = 500):
-        """Every call of the days, oldest first, read `chunk` at a time (flat memory)."""
+    def iter_calls(self, days: list[str], chunk: int = 500, filters: Filters = NONE):
+        """Every call of the days that `filters` pick, oldest first, read `chunk` at a
+        time (flat memory)."""
         for day in days:
+            if filters:
+                found = self._day_matching(day, filters, chunk=chunk)
+                while sids := list(islice(found, chunk)):
+                    yield from self._records(sids)
+                continue
             start = 0
             while True:
                 sids = self.r.zrange(day_calls_key(day), start, start + chunk - 1)
@@ -395,10 +493,43 @@ class Store:
                 yield from self._records(sids)
                 start += chunk
 
-    def calls_from(self, days: list[str], position: tuple[int, int], limit: int):
-        """Up to `limit` calls of the days, oldest first, from `position` (day index,
-        offset in that day), and where the next read starts (None after the last day).
-        A long export reads its range this way, part by part, in separate jobs."""
+    def _day_matching(self, day: str, filters: Filters, newest_first: bool = False,
+                      chunk: int = 500):
+        """The CallSids of one day that `filters` pick, in start order: the smallest of
+        the filters' indexes read `chunk` at a time, each call checked in the others."""
+        keys = [facet_calls_key(day, f, v) for f, v in filters.asked().items()]
+        read = self.r.pipeline(transaction=False)
+        for key in keys:
+            read.zcard(key)
+        smallest, *others = [k for _n, k in sorted(zip(read.execute(), keys, strict=True))]
+        start = 0
+        while True:
+            sids = (self.r.zrevrange if newest_first else self.r.zrange)(
+                smallest, start, start + chunk - 1)
+            if not sids:
+                return
+            yield from self._in_all(others, sids)
+            start += chunk
+
+    def _in_all(self, keys: list[str], sids: list[str]) -> list[str]:
+        """The `sids` found in every one of these indexes (sorted sets), in their order."""
+        if not keys or not sids:
+            return sids
+        read = self.r.pipeline(transaction=False)
+        for key in keys:
+            read.zmscore(key, sids)
+        found = read.execute()
+        return [sid for i, sid in enumerate(sids)
+                if all(scores[i] is not None for scores in found)]
+
+    def calls_from(self, days: list[str], position: tuple[int, int], limit: int,
+                   filters: Filters = NONE):
+        """Up to `limit` calls of the days that `filters` pick, oldest first, from
+        `position` (day index, offset in that day), and where the next read starts (None
+        after the last day). A long export reads its range this way, part by part, in
+        separate jobs."""
+        if filters:
+            return self._matching_from(days, position, limit, filters)
         day, offset = position
         sids: list[str] = []
         while day < len(days) and len(sids) < limit:
@@ -407,6 +538,23 @@ class Store:
             sids += got
             offset += len(got)
             if len(sids) < limit:  # this day is over
+                day, offset = day + 1, 0
+        return self._records(sids), ((day, offset) if day < len(days) else None)
+
+    def _matching_from(self, days: list[str], position: tuple[int, int], limit: int,
+                       filters: Filters):
+        """calls_from, filtered: the offset is in the day's index of the first facet
+        filtered on (the same index from part to part, whatever the indexes' sizes)."""
+        day, offset = position
+        sids: list[str] = []
+        while day < len(days) and len(sids) < limit:
+            first, *others = [facet_calls_key(days[day], f, v)
+                              for f, v in filters.asked().items()]
+            want = limit - len(sids)
+            got = self.r.zrange(first, offset, offset + want - 1)
+            offset += len(got)
+            sids += self._in_all(others, got)
+            if len(got) < want:  # this day is over
                 day, offset = day + 1, 0
         return self._records(sids), ((day, offset) if day < len(days) else None)
 

@@ -146,7 +146,7 @@ class Summary:
     outcomes: dict[str, int]
     emergency_transfers: int
     median_seconds_to_transfer: int | None
-    repeat_calls: int
+    repeat_calls: int | None  # None: not known (a filtered summary)
     categories: dict[str, list[int]]  # category -> calls per day
     languages: dict[str, int]
     hotlines: list[HotlineRow]
@@ -228,7 +228,7 @@ class Summary:
 def summarize(
     days: list[str],
     counters: dict[str, dict[str, int]],
-    unique_callers: int,
+    unique_callers: int | None,
     questions: list[str],
     health_threshold: float = 0.3,
     health_min_attempts: int = HEALTH_MIN_ATTEMPTS,
@@ -262,7 +262,8 @@ def summarize(
         emergency_transfers=by_name.get(Count.OUTCOME, {}).get(Outcome.EMERGENCY_TRANSFERRED, 0),
         median_seconds_to_transfer=_median({int(k): n for k, n in
                                             by_name.get(Count.TO_TRANSFER, {}).items()}),
-        repeat_calls=max(0, total.get(Count.IDENTIFIED, 0) - unique_callers),
+        repeat_calls=(None if unique_callers is None
+                      else max(0, total.get(Count.IDENTIFIED, 0) - unique_callers)),
         categories=per_day,
         languages=by_name.get(Count.LANG, {}),
         hotlines=sorted(hotlines.values(), key=lambda h: -h.transfers),

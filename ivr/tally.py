@@ -10,7 +10,11 @@ converge whatever the order the events arrive in, and however often:
 - asked:<node> counts a call once per question, when the call first reaches it;
 - a call's dimensions (outcome, category, lang, hangup, to_transfer, input) count it once, under
   the value its whole record gives now; when that value changes, the count moves from the
-  old value to the new one (the record keeps what it was counted under).
+  old value to the new one (the record keeps what it was counted under);
+- the facet counts (ivr.filters: the dashboard's filters) hold each ended call once,
+  under its combination of facet values with its counters, all derived from its whole
+  record: a batch takes out what the record before it added and puts in what the record
+  adds now. The day's index of calls by facet value moves the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ivr import filters
 from ivr.call_record import CallRecord
 from ivr.vocabulary import (
     ANONYMOUS,
@@ -45,6 +50,15 @@ class Changes:
     days: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     hours: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     callers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # By day: calls by facet combination; by (day, combination): its counters.
+    facet_calls: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    facet_counts: dict[tuple[str, str], Counter] = field(
+        default_factory=lambda: defaultdict(Counter))
+    # By (day, facet, value): calls to add to its index (CallSid -> start), to take out.
+    index_add: dict[tuple[str, str, str], dict[str, float]] = field(
+        default_factory=lambda: defaultdict(dict))
+    index_remove: dict[tuple[str, str, str], set[str]] = field(
+        default_factory=lambda: defaultdict(set))
     # The alerts' inputs (ivr.alerts): each line's transfer results in order of
     # arrival, (when, DialStatus), and when the newest call of the batch started.
     attempts: dict[str, list[tuple[float, str]]] = field(
@@ -99,7 +113,8 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
         if not record.day:  # only its status callback so far: counted once it has a day
             continue
         day = changes.days[record.day]
-        for dimension, value in record.dimensions().items():
+        dims = record.dimensions()
+        for dimension, value in dims.items():
             old = record.counted.get(dimension, "")
             if value != old:  # move this call's count from the old value to the new
                 if old:
@@ -107,4 +122,34 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
                 if value:
                     day[counter(dimension, value)] += 1
                 record.counted[dimension] = value
+        _move_facets(changes, records.get(record.call), record, dims)
     return changes
+
+
+def _move_facets(changes: Changes, before: CallRecord | None, record: CallRecord,
+                 dims: dict[str, str]) -> None:
+    """Take out of the facet counts and index what `before` added, put in what `record`
+    adds. Only an ended call is in them: a call's facets change at nearly every event
+    while it goes on, and moving all its counters each time would cost the drain about
+    a third of its speed; once ended they rarely change (a late transfer result)."""
+    counted = before is not None and bool(before.counted.get(filters.COUNTED))
+    if not counted and not record.status:
+        return
+    day = record.day
+    old_key, old_counts = filters.contributions(before) if counted else ("", Counter())
+    key, counts = filters.contributions(record, dims)
+    record.counted[filters.COUNTED] = "1"
+    if (key, counts) == (old_key, old_counts):
+        return
+    if counted:
+        changes.facet_calls[day][old_key] -= 1
+        changes.facet_counts[day, old_key].subtract(old_counts)
+    changes.facet_calls[day][key] += 1
+    changes.facet_counts[day, key].update(counts)
+    old, new = (before.facets() if counted else {}), record.facets(dims)
+    for facet in new.keys() | old.keys():
+        was, now = set(old.get(facet, ())), set(new.get(facet, ()))
+        for value in now - was:
+            changes.index_add[day, facet, value][record.call] = record.started
+        for value in was - now:
+            changes.index_remove[day, facet, value].add(record.call)

@@ -195,6 +195,20 @@ class Category(StrEnum):
     NONE = "none"  # the call ended before any answer
 
 
+class Facet(StrEnum):
+    """What the dashboard filters calls on (its URL parameters): each a value of the
+    whole call record (ivr.call_record.CallRecord.facets), kept for each day as calls per
+    combination of values (ivr.filters) and as an index of the day's calls by value
+    (ivr.store)."""
+
+    HOTLINE = "hotline"  # a line the call was transferred to (a call may have several)
+    OUTCOME = "outcome"
+    CATEGORY = "category"
+    LANG = "lang"
+    INPUT = "input"  # an Input
+    HANGUP = "hangup"  # the question where the caller hung up (abandoned in the menu)
+
+
 # --- the day counters ------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import http.cookiejar
 import io
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -883,3 +884,34 @@ def test_an_english_speaking_admin_reads_english_whatever_the_browser_asks(app, 
         assert page.locator("h1").inner_text() == "Administración"
     finally:
         ctx.close()
+
+
+def test_every_figure_links_to_exactly_the_calls_it_counts(app, base, page, seeded):
+    """Headline numbers, health chips and funnel steps lead to the calls table filtered
+    to their calls: the table's total is the figure's number, and the filter stays in
+    the URL (a bookmark shows the same)."""
+    add_user(app, "sofia", "supervisor")
+    log_in(page, base, "sofia")
+    page.goto(base + "/reports?range=30")
+    links = []
+    for a in page.locator('[data-stat] a, .health a, ul.drill a').all():
+        href, text = a.get_attribute("href"), a.inner_text()
+        shown = re.findall(r"\d+", text)
+        links.append((href, int(shown[0]) if shown else None))
+    assert len(links) >= 5
+    checked = 0
+    for href, shown in links:
+        page.goto(base + href)
+        assert "range=30" in page.url
+        total = int(re.search(r"\((\d+),", page.locator("#calls-heading").inner_text())[1])
+        if shown is not None:
+            assert total == shown, href
+            checked += 1
+        if "outcome=" in href:
+            outcome = href.split("outcome=")[1].split("&")[0].split("#")[0]
+            assert all(c == OUTCOME_EN.get(outcome, c) for c in
+                       page.locator("table.calls td.outcome").all_inner_texts())
+    assert checked >= 4
+    page.goto(base + "/reports?range=30&hotline=labour")
+    assert page.locator('select[name="hotline"]').input_value() == "labour"
+    assert page.locator(".health li").count() <= 1

@@ -691,3 +691,11 @@ def test_the_cross_validation_figure_is_what_the_benchmark_measures():
                             r"utterances", out)[1])
     accuracy = re.search(r"first-try accuracy +([\d.]+%)", out)[1]
     assert f"on the {learned:,} of the learn part: {accuracy})" in understanding_row()
+
+
+def test_the_filters_documented_are_the_ones_the_url_takes():
+    from ivr.vocabulary import Facet, Input
+
+    text = " ".join(read("docs/staff.md").split())
+    said = text[text.index("**Filters**"):text.index("one value each")]
+    assert set(re.findall(r"`(\w+)`", said)) == {*Facet, *Input}

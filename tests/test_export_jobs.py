@@ -79,3 +79,23 @@ def test_a_range_too_big_to_stream_is_built_in_parts_with_its_progress_shown(
         assert gzip.decompress(packed.get_data()) == got.get_data()
         assert PHONE_DIGITS not in got.text and CALLER not in got.text
     assert rows == every_row
+
+
+@pytest.mark.usefixtures("calls")  # three of today's calls, two of them about work
+def test_a_filtered_export_built_by_the_worker_has_the_filtered_calls_only(
+        app, worker, monkeypatch):
+    marta = log_in(app, "marta", "supervisor", "es")
+    asked = "/reports/calls.csv?range=today&form=datos&category=labour"
+    header, *streamed = data_rows(marta.get(asked).get_data())
+    assert 0 < len(streamed) < 3
+
+    monkeypatch.setattr(reports, "CSV_MAX_ROWS", 1)  # too many to stream: the worker's
+    monkeypatch.setattr(export_jobs, "PART_ROWS", 1)  # one call a part
+    page_url = marta.get(asked).headers["Location"]
+    worker()
+    rows = []
+    for n in range(len(streamed)):
+        part_header, *part_rows = data_rows(marta.get(f"{page_url}/{n}").get_data())
+        rows += part_rows
+    assert marta.get(f"{page_url}/{len(streamed)}").status_code == 404
+    assert rows == streamed

@@ -619,6 +619,10 @@ def test_the_dashboard_shows_names_and_the_readers_forms_never_ids(app, seeded):
                           "What the call is about: 2"], en)]:
         for name in names:
             assert name in text, name
+        # An English name may hold an id as a word ("Where to report a crime", a question
+        # the hang-up filter lists): ids are looked for outside the names shown for them.
+        for shown in (*i18n.QUESTION_NAMES.values(), *i18n.CATEGORY_NAMES.values()):
+            text = text.replace(shown, "")
         ids = set(re.findall(r"[\w-]+", text)) & {
             "icbf", "labour", "national", "migrant", "welcome", "report", "transferred",
             "transfer_failed", "abandoned_in_menu", "no-answer", "completed"}

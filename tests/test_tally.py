@@ -13,6 +13,7 @@ from datetime import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr import filters
 from ivr.call_record import CallRecord
 from ivr.tally import Changes, tally
 from ivr.vocabulary import (
@@ -131,7 +132,7 @@ def test_a_labour_call_moves_each_counter_once():
     assert list(changes.records) == [call.sid]
     assert changes.records[call.sid].counted == {  # no "hangup": never counted
         Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour", Count.LANG: "es",
-        Count.TO_TRANSFER: "15", Count.INPUT: Input.KEYPAD}
+        Count.TO_TRANSFER: "15", Count.INPUT: Input.KEYPAD, filters.COUNTED: "1"}
 
 
 def test_a_caller_who_spoke_one_answer_and_keyed_another_answered_by_both():

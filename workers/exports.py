@@ -19,6 +19,7 @@ from rq import get_current_job
 from ivr import create_app, export_jobs, exports, reports, services
 from ivr.caller_keys import KeyEpochs
 from ivr.export_jobs import Export, Part
+from ivr.filters import NONE, FilterError, Filters
 from ivr.summary import RangeError, parse_range
 from ivr.vocabulary import BOGOTA
 
@@ -83,7 +84,11 @@ class _Reading:
 
     def __init__(self, r: redis.Redis, store, days: list[str], export: Export):
         self.r, self.store, self.days, self.export = r, store, days, export
-        self.position = export.position if days else None
+        try:  # the dashboard's filters, as the web read them when asked
+            self.filters = Filters.from_args(export.query)
+        except FilterError:
+            self.filters, self.days = NONE, []  # checked when asked for: cannot happen
+        self.position = export.position if self.days else None
         self.rows = 0
         self.first = self.last = ""
 
@@ -91,7 +96,8 @@ class _Reading:
         if self.position is None or self.rows >= export_jobs.PART_ROWS:
             return []
         limit = min(READ_CALLS, export_jobs.PART_ROWS - self.rows)
-        records, self.position = self.store.calls_from(self.days, self.position, limit)
+        records, self.position = self.store.calls_from(self.days, self.position, limit,
+                                                       self.filters)
         if records:
             self.first = self.first or _iso(records[0].started)
             self.last = _iso(records[-1].started)
