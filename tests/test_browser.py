@@ -874,9 +874,10 @@ def test_an_english_speaking_admin_reads_english_whatever_the_browser_asks(app, 
         # She switches to Spanish on her account page, reached from the header.
         page.locator("header .who").click()
         page.wait_for_url("**/account")
-        page.get_by_label("Español").check()
+        account = page.locator("section").filter(has=page.get_by_label("Español"))
+        account.get_by_label("Español").check()
         with page.expect_navigation():
-            page.get_by_role("button", name="Save").click()
+            account.get_by_role("button", name="Save").click()
         assert page.locator("html").get_attribute("lang") == "es-CO"
         assert page.get_by_role("status").inner_text() == (
             "Guardado: estas páginas están en Español.")
