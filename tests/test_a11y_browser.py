@@ -8,6 +8,7 @@ stacked so time, category, outcome and hotlines all show.
 from __future__ import annotations
 
 import os
+import time
 
 import pyotp
 import pytest
@@ -20,7 +21,7 @@ if not os.path.exists(CHROMIUM):
 from axe_playwright_python.sync_playwright import Axe  # noqa: E402
 from test_browser import PASSWORD, TODAY, drain, password_hash, play  # noqa: E402
 
-from ivr import services  # noqa: E402
+from ivr import alerts, export_jobs, incidents, services  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a browser and a served app
 
@@ -113,6 +114,18 @@ def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
         with page.expect_navigation():
             page.locator("table.calls tbody tr a").first.click()
         assert page.locator("ol.timeline li").count() >= 2  # at least its start and end
+        problems += check_page(axe, page, viewport)
+
+        # The dashboard with an alert listed, and a big export's progress page.
+        r = services.of(app).redis
+        failing = alerts.Finding("labour:failing", alerts.Problem.FAILING, "labour", 5, 4)
+        incidents.open_incident(r, failing, alerts.message(failing, "Ministerio del Trabajo"),
+                                time.time())
+        page.goto(base + "/reports")
+        assert page.locator("text=Ministerio del Trabajo").count() >= 1
+        problems += check_page(axe, page, viewport)
+        export_id = export_jobs.start(r, "ana", "excel", lang, {"range": "30"}, "calls", 40_000)
+        assert page.goto(f"{base}/reports/exports/{export_id}").status == 200
         problems += check_page(axe, page, viewport)
 
         for path in ["/account", "/no-such-page", *ADMIN_PAGES]:

@@ -30,9 +30,10 @@ from babel.messages.pofile import read_po
 from click.testing import CliRunner
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, i18n, services, store
+from ivr import alerts, create_app, export_jobs, i18n, incidents, services, store
 from ivr.cli import main as ivr_main
 from ivr.menu import read_shipped
+from ivr.message import InLanguages
 from ivr.simulator import Move
 from ivr.versions import ConfigVersions
 from ivr.vocabulary import BOGOTA, day_of
@@ -384,6 +385,21 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("CSRF", anonymous.post("/login", data={"name": "ana", "password": "x"}), 400)
 
     keep("/reports", person.get("/reports"))
+    # A line that stopped answering: the dashboard lists the alert, then its recovery.
+    failing = alerts.Finding("labour:failing", alerts.Problem.FAILING, "labour", 5, 4)
+    line = InLanguages({"es": "Línea del Ministerio del Trabajo",
+                        "en": "Ministry of Labour line"})
+    incidents.open_incident(redis_client, failing, alerts.message(failing, line), time.time())
+    keep("/reports with an alert open", person.get("/reports"))
+    assert line.text(person.lang) in pages["/reports with an alert open"]
+    incidents.close_incident(redis_client, failing, alerts.message(failing, line, cleared=True),
+                             time.time())
+    keep("/reports with an alert cleared", person.get("/reports"))
+    # A range too big to stream: the worker builds it, this page shows how far it got.
+    export_id = export_jobs.start(redis_client, "ana", "excel", person.lang,
+                                  {"range": "30"}, "ruta-calls", 40_000)
+    keep("big export in progress", person.get(f"/reports/exports/{export_id}"))
+    assert "40" in pages["big export in progress"]  # of 40,000 calls, in the reader's forms
     keep("/reports today", person.get("/reports?range=today&per_page=2"))
     keep("/reports page 2", person.get("/reports?range=today&per_page=2&page=2"))
     keep("/reports empty", person.get("/reports?from=2020-01-01&to=2020-01-02"))
