@@ -727,7 +727,10 @@ def prompts_import(directory):
     """Put the prompts of DIRECTORY/<language>.toml into the draft (not live yet)."""
     import tomllib
 
+    from ivr.versions import PublishError
+
     v = _versions()
+    seen = v.revision()  # the draft these files are laid over: refused if it moves meanwhile
     texts: dict[str, dict[str, str]] = {}
     for lang, shipped in v.shipped.prompts.items():
         path = Path(directory) / f"{lang}.toml"
@@ -739,7 +742,10 @@ def prompts_import(directory):
             raise click.ClickException(f"{path}: not valid TOML: {e}") from e
         texts[lang] = {k: str(t) for k, t in found.items() if str(t) != shipped.get(k)}
     doc = {**v.draft_or_live(), "prompts": texts}
-    v.save_draft(doc, _operator())
+    try:
+        v.save_draft(doc, _operator(), seen)
+    except PublishError as e:
+        raise click.ClickException(f"not saved: {e}") from e
     _, problems = v.check(doc)
     click.echo(f"draft saved from {directory}")
     for problem in problems:

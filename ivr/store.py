@@ -182,6 +182,12 @@ TOKENS = f"{PREFIX}tokens"
 CONFIG_VERSION = f"{PREFIX}config:version"
 CONFIG_VERSION_SEQ = f"{PREFIX}config:seq"
 CONFIG_DRAFT = f"{PREFIX}config:draft"
+# Moves at every change to the draft (save, publish request, approval, discard...): what a
+# form names as the draft it was made on (ivr.versions.ConfigVersions.revision).
+CONFIG_DRAFT_REVISION = f"{PREFIX}config:draft:revision"
+# Each revision's draft, by revision number (a stream, ids "<revision>-0", capped): what
+# another admin changed since, and the drafts a rollback or a discard set aside.
+CONFIG_DRAFTS_KEPT = f"{PREFIX}config:drafts"
 AUDIT = f"{PREFIX}audit"
 SECURITY_LOG = f"{PREFIX}security"
 FAILED_LOGINS = f"{PREFIX}failed-logins"

@@ -20,7 +20,6 @@ them somewhere new (`approval_reasons`), whatever the rule says.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -37,6 +36,7 @@ from ivr.message import DEFAULT_LANGUAGE, N_, InLanguages, Message
 from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
+DRAFTS_KEPT = 500  # the draft's revisions kept: for "what changed since", and set aside
 CHECK_EVERY = 1.0  # seconds between two looks at the version counter, per process
 RAISE_TO = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
@@ -56,6 +56,7 @@ class AuditAction(StrEnum):
     TYPED_LOGINS_REMOVED = "failed logins with typed names removed"  # detail: how many
     DRAFT_SAVED = "draft saved"
     DRAFT_DISCARDED = "draft discarded"
+    DRAFT_RESTORED = "draft restored"  # detail: whose draft it was
     PUBLISH = "publish"  # also a version's kind
     PUBLISH_REQUESTED = "publish requested"
     ROLLBACK = "rollback"  # also a version's kind
@@ -82,6 +83,13 @@ FORMER_APPROVAL_REASONS = (
 )
 
 
+# The mail every other administrator gets when a change waits for approval (sent by the
+# worker: workers.alerts.mail_approval_request), in each one's language.
+APPROVAL_MAIL_SUBJECT = N_("Ruta: a change waits for your approval")
+APPROVAL_MAIL = N_("%(name)s asked to publish a change to what callers hear: “%(note)s”. "
+                   "It needs the approval of another administrator. Review it at %(link)s")
+
+
 class PublishError(Exception):
     """The draft cannot go live; `problems` says why (a ConfigError line, or a Message)."""
 
@@ -92,6 +100,27 @@ class PublishError(Exception):
 
 def refused(template: str, **values) -> PublishError:
     return PublishError([Message(template, values)])
+
+
+class DraftMoved(PublishError):
+    """A change made on a draft that has moved since (another admin saved, published,
+    discarded...): nothing was changed. `seen_doc`, the document the admin's page showed
+    (None if not known), `now_doc`, the one there now, `by`, who moved it."""
+
+    def __init__(self, versions: ConfigVersions, seen: str):
+        self.seen_doc = versions.document_at(seen)
+        self.now_doc = versions.draft_or_live()
+        self.by = versions.changed_by(seen)
+        super().__init__([Message(N_(
+            "the draft changed since you looked at it: review it again"))])
+
+
+class DraftInTheWay(Exception):
+    """A rollback would replace the draft: the admin must say so first."""
+
+    def __init__(self, draft: dict):
+        self.draft = draft
+        super().__init__("a rollback would replace the draft")
 
 
 @dataclass(frozen=True)
@@ -233,10 +262,60 @@ class ConfigVersions:
         raw = self.r.get(store.CONFIG_DRAFT)
         return json.loads(raw) if raw else None
 
-    def draft_digest(self) -> str:
-        """Names the draft as it is now: a form sends it back, so that a publish or an
-        approval applies to the draft the admin looked at, not one changed since."""
-        return hashlib.sha256((self.r.get(store.CONFIG_DRAFT) or "").encode()).hexdigest()[:16]
+    def revision(self) -> str:
+        """Names the draft as it is now, "<live version>.<draft revision>": every form that
+        changes the draft sends it back, and a change made on a draft (or a live version)
+        that has moved since is refused (DraftMoved), so nobody overwrites another's work."""
+        return _revision_of(self.r)
+
+    def document_at(self, seen: str) -> dict | None:
+        """The document an admin looked at when the page said `seen` (ivr.versions
+        .revision): that revision's draft, or the live version's if there was none; None if
+        it is not known (an odd token, or a revision trimmed long ago)."""
+        try:
+            version, revision = (int(part) for part in seen.split("."))
+            found, draft = self._draft_at(revision)
+            if not found:
+                return None
+            return draft["doc"] if draft else self.document(version)
+        except (ValueError, KeyError):
+            return None
+
+    def changed_by(self, seen: str) -> list[str]:
+        """Who changed the draft or published since the page said `seen`."""
+        try:
+            version, revision = (int(part) for part in seen.split("."))
+        except ValueError:
+            return []
+        names = {fields.get("who", "") for _, fields in
+                 self.r.xrange(store.CONFIG_DRAFTS_KEPT, min=f"{revision + 1}-0")}
+        names |= {v.author for v in self.history() if v.number > version}
+        return sorted(n for n in names if n)
+
+    def _draft_at(self, revision: int) -> tuple[bool, dict | None]:
+        """(known, the draft after change number `revision`, None: no draft then)."""
+        if revision == 0:
+            return True, None
+        entries = self.r.xrange(store.CONFIG_DRAFTS_KEPT, min=f"{revision}-0",
+                                max=f"{revision}-0")
+        if not entries:
+            return False, None
+        raw = entries[0][1].get("draft")
+        return True, (json.loads(raw) if raw else None)
+
+    def set_aside(self) -> list[dict]:
+        """Drafts a rollback request replaced or an admin discarded, newest first, each
+        {"revision", "who", "at", "action", "doc", "author"}: kept, to be brought back."""
+        out = []
+        for _id, fields in self.r.xrevrange(store.CONFIG_DRAFTS_KEPT, count=DRAFTS_KEPT):
+            if not fields.get("set_aside"):
+                continue
+            known, draft = self._draft_at(int(fields["set_aside"]))
+            if known and draft:
+                out.append({"revision": int(fields["set_aside"]), "who": fields.get("who"),
+                            "at": fields.get("at"), "action": fields.get("action"),
+                            "doc": draft["doc"], "author": draft.get("author", "")})
+        return out
 
     def draft_or_live(self) -> dict:
         """What the admin page edits: the draft, or else a copy of the live version."""
@@ -298,28 +377,82 @@ class ConfigVersions:
 
     # --- changing -----------------------------------------------------------------
 
-    def save_draft(self, doc: dict, author: str) -> None:
-        """Keep the edits (even broken ones: they are shown with their problems)."""
+    def save_draft(self, doc: dict, author: str, seen: str | None = None) -> None:
+        """Keep the edits (even broken ones: they are shown with their problems), if the
+        draft is still the one `seen` names (None: whatever it is now)."""
         current = self.draft()
         draft = {"doc": normalize(doc), "base": current["base"] if current else self.latest(),
                  "author": author, "at": now_text()}
-        self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+        self._change_draft(seen, draft, author, AuditAction.DRAFT_SAVED)
         self.audit(author, AuditAction.DRAFT_SAVED, "")
 
-    def discard_draft(self, author: str) -> None:
-        if self.r.delete(store.CONFIG_DRAFT):
-            self.audit(author, AuditAction.DRAFT_DISCARDED, "")
+    def discard_draft(self, author: str, seen: str | None = None) -> None:
+        """Drop the draft `seen` names; it stays among the drafts set aside."""
+        if self.draft() is None:
+            raise refused(N_("there is no draft to discard"))
+        self._change_draft(seen, None, author, AuditAction.DRAFT_DISCARDED)
+        self.audit(author, AuditAction.DRAFT_DISCARDED, "")
+
+    def restore(self, revision: int, author: str, seen: str | None = None) -> None:
+        """Bring back a draft that was set aside, when there is no draft now."""
+        if self.draft() is not None:
+            raise refused(N_("publish or discard the current draft first"))
+        known, draft = self._draft_at(revision)
+        if not known or draft is None:
+            raise refused(N_("that draft is no longer kept"))
+        self._change_draft(seen, {"doc": draft["doc"], "base": self.latest(),
+                                  "author": author, "at": now_text()},
+                           author, AuditAction.DRAFT_RESTORED)
+        self.audit(author, AuditAction.DRAFT_RESTORED, draft.get("author", ""))
+
+    def _change_draft(self, seen: str | None, draft: dict | None, who: str,
+                      action: str) -> None:
+        """Set the draft (None: remove it) only if it is still the one `seen` names,
+        atomically: WATCH the draft, its revision and the live version, then MULTI. The
+        draft this replaces stays in the kept revisions (`set_aside` lists it)."""
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(store.CONFIG_DRAFT, store.CONFIG_DRAFT_REVISION,
+                           store.CONFIG_VERSION)
+                now = _revision_of(pipe)
+                if seen is not None and seen != now:
+                    raise DraftMoved(self, seen)
+                revision = int(now.split(".")[1]) + 1
+                replaced = pipe.exists(store.CONFIG_DRAFT) and (
+                    draft is None or action == AuditAction.ROLLBACK_REQUESTED)
+                pipe.multi()
+                if draft is None:
+                    pipe.delete(store.CONFIG_DRAFT)
+                else:
+                    pipe.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+                self._kept(pipe, revision, draft, who, action,
+                           set_aside=revision - 1 if replaced else None)
+                pipe.execute()
+            except redis.WatchError as e:
+                raise DraftMoved(self, seen or now) from e
+
+    @staticmethod
+    def _kept(pipe, revision: int, draft: dict | None, who: str, action: str,
+              set_aside: int | None = None) -> None:
+        """Queue the draft after change `revision` into the kept revisions."""
+        pipe.set(store.CONFIG_DRAFT_REVISION, revision)
+        pipe.xadd(store.CONFIG_DRAFTS_KEPT, {
+            "draft": json.dumps(draft, ensure_ascii=False) if draft else "", "who": who,
+            "at": now_text(), "action": action,
+            "set_aside": "" if set_aside is None else set_aside,
+        }, id=f"{revision}-0", maxlen=DRAFTS_KEPT, approximate=False)
 
     def publish(self, author: str, note: str, seen: str | None = None) -> int | None:
         """Publish the draft: returns the new version, or None when it now waits for a
-        second admin's approval (two-person rule). Raises PublishError if broken, or if
-        the draft is no longer the one `seen` (its digest) when one is given."""
+        second admin's approval (two-person rule). Raises PublishError if broken, and
+        DraftMoved if the draft is no longer the one `seen` names (None: the one now)."""
         note = (note or "").strip()
         if not note:
             raise refused(N_("a short note saying what changed is required"))
-        draft = self._draft_as_seen(seen)
+        draft = self.draft()
         if draft is None:
             raise refused(N_("there is no draft to publish"))
+        seen = self._as_seen(seen)
         _, problems = self.check(draft["doc"])
         if problems:
             raise PublishError(problems)
@@ -327,29 +460,33 @@ class ConfigVersions:
         if self.two_person_rule or why:
             draft |= {"pending_note": note, "pending_by": author,
                       "pending_why": [m.to_json() for m in why]}
-            self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+            self._change_draft(seen, draft, author, AuditAction.PUBLISH_REQUESTED)
             self.audit(author, AuditAction.PUBLISH_REQUESTED, Message.joined([note, *why]))
             return None
-        return self._new_version(draft["doc"], author, note, AuditAction.PUBLISH,
-                                 clear_draft=True)
+        return self._new_version(draft["doc"], author, note, AuditAction.PUBLISH, seen=seen)
 
     def approve(self, approver: str, seen: str | None = None) -> int:
         """A second admin approves the pending draft (the one `seen`), which goes live."""
-        draft = self._draft_as_seen(seen)
+        draft = self.draft()
         if not draft or not draft.get("pending_by"):
             raise refused(N_("no publish is waiting for approval"))
+        seen = self._as_seen(seen)
+        draft = self.draft()
         if draft["pending_by"] == approver:
             raise refused(N_("the two-person rule needs another admin to approve"))
         _, problems = self.check(draft["doc"])
         if problems:
             raise PublishError(problems)
         return self._new_version(draft["doc"], draft["pending_by"], draft["pending_note"],
-                                 AuditAction.PUBLISH, clear_draft=True, approved_by=approver,
+                                 AuditAction.PUBLISH, seen=seen, approved_by=approver,
                                  rollback_of=draft.get("pending_rollback_of"))
 
-    def rollback(self, number: int, author: str, note: str) -> int | None:
+    def rollback(self, number: int, author: str, note: str, seen: str | None = None,
+                 replace_draft: bool = False) -> int | None:
         """Publish version `number`'s document again, as a new version (with the
-        two-person rule: put it in the draft, waiting for a second admin)."""
+        two-person rule: put it in the draft, waiting for a second admin; a draft there
+        is replaced only when `replace_draft` says the admin agreed, else DraftInTheWay,
+        and it stays among the drafts set aside)."""
         note = (note or "").strip()
         if not note:
             raise refused(N_("a short note saying why is required"))
@@ -362,31 +499,39 @@ class ConfigVersions:
             raise PublishError(problems)
         why = self.approval_reasons(doc)
         if self.two_person_rule or why:
+            seen = self._as_seen(seen)
+            if self.draft() is not None and not replace_draft:
+                raise DraftInTheWay(self.draft())
             draft = {"doc": normalize(doc), "base": self.latest(), "author": author,
                      "at": now_text(), "pending_note": note, "pending_rollback_of": number,
                      "pending_by": author, "pending_why": [m.to_json() for m in why]}
-            self.r.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
+            self._change_draft(seen, draft, author, AuditAction.ROLLBACK_REQUESTED)
             self.audit(author, AuditAction.ROLLBACK_REQUESTED,
                        Message.joined([note_of(note, number), *why]))
             return None
-        return self._new_version(doc, author, note, AuditAction.ROLLBACK, clear_draft=False,
-                                 rollback_of=number)
+        return self._new_version(doc, author, note, AuditAction.ROLLBACK, rollback_of=number)
 
-    def _draft_as_seen(self, seen: str | None) -> dict | None:
-        if seen is not None and seen != self.draft_digest():
-            raise refused(N_("the draft changed since you looked at it: review it again"))
-        return self.draft()
+    def _as_seen(self, seen: str | None) -> str:
+        """The revision a change is made on: the one the form named, checked now (and
+        again, atomically, when the change is written)."""
+        if seen is None:
+            return self.revision()
+        if seen != self.revision():
+            raise DraftMoved(self, seen)
+        return seen
 
-    def _new_version(self, doc, author, note, kind, clear_draft, approved_by="",
-                     rollback_of: int | None = None) -> int:
+    def _new_version(self, doc, author, note, kind, seen: str | None = None,
+                     approved_by="", rollback_of: int | None = None) -> int:
+        """Store `doc` as the next version; with `seen` (a publish, an approval), only if
+        the draft is still that one, which it then clears."""
         number = self.r.incr(store.CONFIG_VERSION_SEQ)
         with self.r.pipeline() as pipe:
             try:
-                if clear_draft:  # the draft we checked must be the one we clear
-                    pipe.watch(store.CONFIG_DRAFT)
-                    current = pipe.get(store.CONFIG_DRAFT)
-                    if not current or normalize(json.loads(current)["doc"]) != normalize(doc):
-                        raise refused(N_("the draft changed meanwhile: review it again"))
+                if seen is not None:  # the draft we checked must be the one we clear
+                    pipe.watch(store.CONFIG_DRAFT, store.CONFIG_DRAFT_REVISION,
+                               store.CONFIG_VERSION)
+                    if _revision_of(pipe) != seen:
+                        raise DraftMoved(self, seen)
                 pipe.multi()
                 pipe.hset(store.config_version_key(number), mapping={
                     "doc": json.dumps(normalize(doc), ensure_ascii=False), "author": author,
@@ -396,11 +541,13 @@ class ConfigVersions:
                 # Web processes watch this counter; it moves only once the version is
                 # stored, and only forward (two publishing at once: the higher wins).
                 pipe.eval(RAISE_TO, 1, store.CONFIG_VERSION, number)
-                if clear_draft:
+                if seen is not None:
                     pipe.delete(store.CONFIG_DRAFT)
+                    self._kept(pipe, int(seen.split(".")[1]) + 1, None,
+                               approved_by or author, kind)
                 pipe.execute()
             except redis.WatchError as e:
-                raise refused(N_("the draft changed meanwhile: review it again")) from e
+                raise DraftMoved(self, seen) from e
         values = {"number": number, "note": note_of(note, rollback_of), "name": approved_by}
         self.audit(author, kind, Message(
             N_("version %(number)s: %(note)s (approved by %(name)s)") if approved_by
@@ -411,6 +558,13 @@ class ConfigVersions:
 
     def audit(self, who: str, action: str, detail: Message | str) -> None:
         audit(self.r, who, action, detail)
+
+
+def _revision_of(r) -> str:
+    """"<live version>.<draft revision>", read through `r` (a client, or a pipeline
+    that is watching the keys)."""
+    version = int(r.get(store.CONFIG_VERSION) or 0)
+    return f"{version}.{int(r.get(store.CONFIG_DRAFT_REVISION) or 0)}"
 
 
 def audit(r: redis.Redis, who: str, action: str, detail: Message | str = "") -> None:
