@@ -7,6 +7,7 @@ page here needs the admin role; every form carries a CSRF token (Flask-WTF, app-
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -14,11 +15,13 @@ from collections import OrderedDict
 from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 from flask import (
     Blueprint,
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -26,6 +29,8 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from markupsafe import Markup, escape
+from rq import Queue
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import exports, opening_hours, services, settings, store, twiml
@@ -36,14 +41,19 @@ from ivr.i18n import (
     decimal,
     moment,
     page_language,
+    question_name,
     security_event,
     shown,
 )
 from ivr.menu import (
     HOTLINE_FIELDS,
+    PROMPT_PLACEHOLDERS,
+    ConfigError,
+    build,
     offering_sentence,
     sentences,
     spoken_number,
+    spoken_paths,
     word_count,
 )
 from ivr.message import Message
@@ -53,7 +63,14 @@ from ivr.services import current_menu
 from ivr.sessions import SecurityEvent, log_security_event
 from ivr.simulator import DIAL_RESULTS, MOVE_KINDS, Move, SimulatedCall, flask_transport
 from ivr.speech import best_match
-from ivr.versions import ConfigVersions, PublishError, pending_note, text_language
+from ivr.versions import (
+    ConfigVersions,
+    DraftInTheWay,
+    DraftMoved,
+    PublishError,
+    pending_note,
+    text_language,
+)
 from ivr.vocabulary import BOGOTA, DialStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -64,6 +81,8 @@ FAILED_LOGINS_SHOWN = 200  # and, in a section of their own, its latest failed l
 # The audit page's CSV exports: ?log= names a log, the audit log without it.
 LOGS = {"security": (store.SECURITY_LOG, "ruta-security-log"),
         "failed-logins": (store.FAILED_LOGINS, "ruta-failed-logins")}
+SET_ASIDE_SHOWN = 20  # the history page's latest drafts set aside
+APPROVAL_MAIL_JOB = "workers.alerts.mail_approval_request"  # by name (ivr.events' rule)
 
 
 @bp.before_request
@@ -88,7 +107,7 @@ def _render(template: str, **context):
     v = versions()
     return render_template(template, staff=current_staff(), live=v.version(v.latest()),
                            live_number=v.latest(), draft=v.draft(),
-                           draft_digest=v.draft_digest(),
+                           revision=v.revision(),
                            two_person_rule=v.two_person_rule,
                            # Said on every admin page: production's default is on.
                            two_person_rule_turned_off=not v.two_person_rule
@@ -97,9 +116,84 @@ def _render(template: str, **context):
                            **context)
 
 
+@bp.app_context_processor
+def approval_mark():
+    """For the navigation of every staff page: does a publish wait for this admin?"""
+    def awaiting_your_approval() -> bool:
+        staff = current_staff()
+        if not staff or not staff.is_admin or services.of().store is None:
+            return False
+        try:
+            draft = versions().draft()
+        except redis.RedisError:
+            return False
+        return bool(draft and draft.get("pending_by") and draft["pending_by"] != staff.name)
+    return {"awaiting_your_approval": awaiting_your_approval}
+
+
+def word_diff(before: str, after: str) -> tuple[Markup, Markup]:
+    """Two texts with the words that differ marked: deleted words in <del> in the first,
+    inserted ones in <ins> in the second (difflib, word by word, spaces kept)."""
+    # Each word with the spaces after it; compared without them, so that a run of changed
+    # words is one mark, and the spaces a text had are kept.
+    old, new = re.findall(r"\s*\S+\s*|\s+", before), re.findall(r"\s*\S+\s*|\s+", after)
+    left, right = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(
+            None, [w.strip() for w in old], [w.strip() for w in new],
+            autojunk=False).get_opcodes():
+        gone, came = "".join(old[i1:i2]), "".join(new[j1:j2])
+        if op == "equal":
+            left.append(escape(gone))
+            right.append(escape(came))
+            continue
+        for text, marked, tag in ((gone, left, "del"), (came, right, "ins")):
+            if text.strip():  # the mark around the words, the spaces outside it
+                start, end = len(text) - len(text.lstrip()), len(text.rstrip())
+                marked.append(Markup("{}<{}>{}</{}>{}").format(
+                    text[:start], Markup(tag), text[start:end], Markup(tag), text[end:]))
+    return Markup("").join(left), Markup("").join(right)
+
+
+bp.add_app_template_global(word_diff)
+
+
+def _moved(e: DraftMoved, attempted: dict | None = None):
+    """The 409 page: what other admins changed since this admin's page was made, and the
+    change this admin tried (kept on the page, to make again), nothing overwritten."""
+    v = versions()
+    theirs = v.changes(e.seen_doc, e.now_doc, page_language()) if e.seen_doc is not None \
+        else v.changes(v.document(v.latest()), e.now_doc, page_language())
+    yours = (v.changes(e.seen_doc, attempted, page_language())
+             if attempted is not None and e.seen_doc is not None else [])
+    return _render("admin/moved.html", theirs=theirs, yours=yours, by=e.by,
+                   back=request.referrer or url_for("admin.index")), 409
+
+
 def _pending_why(draft: dict | None) -> list[Message]:
     """Why the pending draft waits for a second admin (besides the two-person rule)."""
     return [Message.from_json(w) for w in (draft or {}).get("pending_why") or []]
+
+
+# The edit page of each kind of field (ivr.menu.Problem.field: "prompt:es:greeting"...).
+FIELD_PAGES = {"prompt": "admin.prompts", "language": "admin.prompts",
+               "hotline": "admin.hotlines", "voice": "admin.hotlines",
+               "examples": "admin.examples"}
+
+
+def _summary(problems: list[str], page: str) -> list[tuple[str, str]]:
+    """(link to the field, the problem in the reader's words) for every problem: a field
+    on `page` by its #id, one on another page by that page's address; a path over the
+    budget to the prompts page's budget table."""
+    out = []
+    for problem in problems:
+        field = getattr(problem, "field", "")
+        kind, _colon, rest = field.partition(":")
+        target = ("budget" if kind == "language"
+                  else f"hotline-{rest}" if kind == "hotline" and ":" not in rest else field)
+        on = FIELD_PAGES.get(kind)
+        href = "" if not on else f"#{target}" if on == page else f"{url_for(on)}#{target}"
+        out.append((href, shown(problem)))
+    return out
 
 
 def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
@@ -109,6 +203,21 @@ def _problems_by_field(problems: list[str]) -> dict[str, list[str]]:
     for problem in problems:
         grouped.setdefault(getattr(problem, "field", ""), []).append(problem)
     return grouped
+
+
+def _save(v: ConfigVersions, doc: dict, page: str):
+    """Save an edit page's form into the draft the page was made on (its hidden "draft"
+    field), then show the page again: its problems first, if it has any."""
+    try:
+        v.save_draft(doc, current_staff().name, request.form.get("draft", ""))
+    except DraftMoved as e:
+        return _moved(e, doc)
+    if v.check(doc)[1]:
+        flash(_("Draft saved, but it cannot be published yet: the problems are listed "
+                "below."), "error")
+    else:
+        flash(_("Draft saved. It is not live until you publish it."))
+    return redirect(url_for(page))
 
 
 # --- overview, prompts, hotlines -----------------------------------------------------
@@ -131,32 +240,104 @@ def index():
 
 @bp.route("/prompts", methods=["GET", "POST"])
 def prompts():
-    """Every prompt, per language side by side, with the shipped text to compare."""
+    """Every prompt in the order a caller meets them, per language side by side, with
+    when it is heard, the placeholders it may use, the shipped text to compare, and the
+    spoken seconds of every path."""
     v = versions()
     doc = v.draft_or_live()
     shipped = v.shipped.prompts
     languages = list(shipped)
     keys = sorted({k for texts in shipped.values() for k in texts})
     if request.method == "POST":
-        texts: dict[str, dict[str, str]] = {lang: {} for lang in languages}
-        for lang in languages:
-            for key in keys:
-                value = request.form.get(f"prompt:{lang}:{key}")
-                if value is None:
-                    continue
-                value = value.replace("\r\n", "\n").strip()
-                if value != shipped[lang].get(key, "").strip():
-                    texts[lang][key] = value
-        doc = {**doc, "prompts": texts}
-        v.save_draft(doc, current_staff().name)
-        flash(_("Draft saved. It is not live until you publish it."))
-        return redirect(url_for("admin.prompts"))
+        return _save(v, {**doc, "prompts": _prompts_from_form(shipped, keys)},
+                     "admin.prompts")
     menu, problems = v.check(doc)
     current = {lang: {**shipped[lang], **(doc.get("prompts", {}).get(lang) or {})}
                for lang in languages}
-    return _render("admin/prompts.html", languages=languages, keys=keys, shipped=shipped,
+    return _render("admin/prompts.html", languages=languages,
+                   sections=_prompt_sections(current_menu(), keys), shipped=shipped,
                    current=current, problems=_problems_by_field(problems),
+                   summary=_summary(problems, "admin.prompts"),
+                   placeholders={k: sorted(PROMPT_PLACEHOLDERS.get(k, ())) for k in keys},
+                   budget=_budget(v, doc),
                    previews=_previews(menu, current) if menu else {})
+
+
+@bp.post("/prompts/budget")
+def prompts_budget():
+    """The spoken seconds of every path with the prompts as typed, unsaved: what the
+    prompts page's small script (static/budget.js) shows while an admin types."""
+    v = versions()
+    doc = {**v.draft_or_live(), "prompts": _prompts_from_form(
+        v.shipped.prompts, sorted({k for t in v.shipped.prompts.values() for k in t}))}
+    rows = _budget(v, doc)
+    return jsonify({"paths": None if rows is None else [
+        {"path": row["path"], "seconds": row["shown"], "over": row["over"]}
+        for row in rows]})
+
+
+def _prompts_from_form(shipped: dict[str, dict[str, str]], keys: list[str]) -> dict:
+    """The prompts the form sets apart from the shipped text, by language."""
+    texts: dict[str, dict[str, str]] = {lang: {} for lang in shipped}
+    for lang in shipped:
+        for key in keys:
+            value = request.form.get(f"prompt:{lang}:{key}")
+            if value is None:
+                continue
+            value = value.replace("\r\n", "\n").strip()
+            if value != shipped[lang].get(key, "").strip():
+                texts[lang][key] = value
+    return texts
+
+
+def _budget(v: ConfigVersions, doc: dict) -> list[dict] | None:
+    """Every path to a line under `doc` with its spoken seconds, over the budget or
+    not (None: the draft has problems that stop the menu being built at all)."""
+    try:
+        menu = build(v.shipped, doc)  # not strict: a path over the budget is shown
+    except ConfigError:
+        return None
+    return [{"path": path.label, "language": path.language, "keys": " ".join(path.keys),
+             "hotline": path.hotline, "seconds": path.seconds, "connected": path.connected,
+             "shown": decimal(path.seconds, 1),
+             "over": path.seconds > menu.budget_seconds, "budget": menu.budget_seconds}
+            for path in spoken_paths(menu)]
+
+
+def _prompt_sections(menu, keys: list[str]) -> list[tuple[str, list[str]]]:
+    """(heading, prompt keys) in the order a caller meets them: the greeting, each
+    question (the main menu first), what helps at any question, the transfer, failures,
+    the numbers to write down, the goodbye; what a screening line hears; the rest."""
+    questions, stack = [], [menu.start]
+    while stack:  # the questions from the first one on, as a caller goes deeper
+        nid = stack.pop(0)
+        if nid in questions or nid not in menu.nodes:
+            continue
+        questions.append(nid)
+        stack += [o.next for o in menu.nodes[nid].options if o.next]
+    sections = [(_("The start of the call"),
+                 ["greeting", *[menu.nodes[n].greeting for n in questions
+                                if menu.nodes[n].greeting and menu.nodes[n].greeting
+                                != "greeting"], "language_offer"])]
+    sections += [(_("Question: %(question)s", question=question_name(n)),
+                  [menu.nodes[n].prompt]) for n in questions]
+    sections += [
+        (_("At any question, when the caller is not understood"),
+         ["no_input", "invalid", "danger_question", "either_or", "keys_only", "keys_item"]),
+        (_("The transfer"), ["transfer", "still_trying", "direct_only", "emergency_advice",
+                             "emergency_stay"]),
+        (_("When a line or Ruta fails"), ["unreachable", "out_of_service"]),
+        (_("Numbers to write down"), ["numbers_intro", "numbers_item", "numbers_again"]),
+        (_("Goodbye"), ["goodbye"]),
+        (_("To a screening line, not heard by callers"),
+         ["screen_whisper", *[k for k in keys if k.startswith("language_")
+                              and k != "language_offer"],
+          *[k for k in keys if k.startswith("about_")]]),
+    ]
+    placed = {k for _title, group in sections for k in group}
+    rest = [k for k in keys if k not in placed]
+    sections = [(title, [k for k in group if k in keys]) for title, group in sections]
+    return [s for s in sections + [(_("Other prompts"), rest)] if s[1]]
 
 
 def _previews(menu, current) -> dict[str, str]:
@@ -220,9 +401,7 @@ def hotlines():
             changed = {k: val for k, val in edited.items() if val != fields.get(k, "")}
             if changed:
                 voices[lang] = changed
-        v.save_draft({**doc, "hotlines": lines, "voices": voices}, current_staff().name)
-        flash(_("Draft saved. It is not live until you publish it."))
-        return redirect(url_for("admin.hotlines"))
+        return _save(v, {**doc, "hotlines": lines, "voices": voices}, "admin.hotlines")
     problems = v.check(doc)[1]
     current = {hid: {"min_answered_seconds": min_answered, **fields,
                      **(doc.get("hotlines", {}).get(hid) or {})}
@@ -233,7 +412,8 @@ def hotlines():
     return _render("admin/hotlines.html", current=current, shipped=shipped.hotlines,
                    voices=voices, fields=HOTLINE_FIELDS,
                    hours_text=lambda hours: opening_hours.shown(hours, staff_lang),
-                   problems=_problems_by_field(problems))
+                   problems=_problems_by_field(problems),
+                   summary=_summary(problems, "admin.hotlines"))
 
 
 @bp.route("/examples", methods=["GET", "POST"])
@@ -261,15 +441,14 @@ def examples():
                 else:
                     changed.get(name, {}).pop(lang, None)
         changed = {name: langs for name, langs in changed.items() if langs}
-        v.save_draft({**doc, "examples": changed}, current_staff().name)
-        flash(_("Draft saved. It is not live until you publish it."))
-        return redirect(url_for("admin.examples"))
+        return _save(v, {**doc, "examples": changed}, "admin.examples")
     problems = v.check(doc)[1]
     current = {name: {lang: list((doc.get("examples", {}).get(name) or {}).get(
         lang, (shipped.examples.get(name) or {}).get(lang, []))) for lang in menu.languages}
         for name, *_option in groups}
     return _render("admin/examples.html", groups=groups, languages=menu.languages,
-                   current=current, problems=_problems_by_field(problems))
+                   current=current, problems=_problems_by_field(problems),
+                   summary=_summary(problems, "admin.examples"))
 
 
 def _example_groups(menu) -> list[tuple[str, str, str, dict[str, str]]]:
@@ -304,12 +483,15 @@ def publish():
     v = versions()
     try:
         number = v.publish(current_staff().name, request.form.get("note", ""),
-                           request.form.get("draft") or None)
+                           request.form.get("draft", ""))
+    except DraftMoved as e:
+        return _moved(e)
     except PublishError as e:
         for problem in e.problems:
             flash(shown(problem), "error")
         return redirect(url_for("admin.index"))
     if number is None:
+        _mail_approvers(v)
         why = _pending_why(v.draft())
         flash(_("This change needs approval from a second administrator before it goes "
                 "live: %(reasons)s.", reasons="; ".join(map(shown, why))) if why else
@@ -320,11 +502,21 @@ def publish():
     return redirect(url_for("admin.index"))
 
 
+def _mail_approvers(v: ConfigVersions) -> None:
+    """Tell the other admins by e-mail that a change waits for them (an RQ job: the
+    request never waits for a mail server), when mail is set up (RUTA_SMTP_URL)."""
+    if current_app.config["RUTA_SMTP_URL"]:
+        Queue(store.QUEUE, connection=services.of().store.r).enqueue(
+            APPROVAL_MAIL_JOB, current_staff().name, v.draft().get("pending_note", ""))
+
+
 @bp.post("/approve")
 def approve():
     try:
-        number = versions().approve(current_staff().name, request.form.get("draft") or None)
+        number = versions().approve(current_staff().name, request.form.get("draft", ""))
         flash(_("Approved: version %(number)s is live.", number=number))
+    except DraftMoved as e:
+        return _moved(e)
     except PublishError as e:
         for problem in e.problems:
             flash(shown(problem), "error")
@@ -333,8 +525,40 @@ def approve():
 
 @bp.post("/discard")
 def discard():
-    versions().discard_draft(current_staff().name)
-    flash(_("Draft discarded."))
+    """Asks first (what would be lost, whose it is); discards once confirmed."""
+    v = versions()
+    draft = v.draft()
+    if draft is None:
+        flash(_("There is no draft to discard."), "error")
+        return redirect(url_for("admin.index"))
+    if request.form.get("confirm") != "yes":
+        return _render("admin/discard.html", seen=request.form.get("draft", ""),
+                       changes=v.changes(v.document(v.latest()), draft["doc"],
+                                         page_language()))
+    try:
+        v.discard_draft(current_staff().name, request.form.get("draft", ""))
+    except DraftMoved as e:
+        return _moved(e)
+    flash(_("Draft discarded. It is kept in the history, where it can be brought back."))
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/restore")
+def restore():
+    """Bring back a draft a rollback replaced or an admin discarded."""
+    v = versions()
+    try:
+        v.restore(int(request.form.get("revision", "0")), current_staff().name,
+                  request.form.get("draft", ""))
+    except DraftMoved as e:
+        return _moved(e)
+    except PublishError as e:
+        for problem in e.problems:
+            flash(shown(problem), "error")
+        return redirect(url_for("admin.history"))
+    except ValueError:
+        abort(400)
+    flash(_("The draft is back. It is not live until you publish it."))
     return redirect(url_for("admin.index"))
 
 
@@ -353,7 +577,10 @@ def history():
         flash(_("Pick two versions that exist."), "error")
         old, new = max(latest - 1, 0), latest
         diff = v.diff(old, new, page_language())
-    return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff)
+    live_doc = v.document(latest)
+    return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff,
+                   set_aside=v.set_aside()[:SET_ASIDE_SHOWN],
+                   kept_changes=lambda doc: v.changes(live_doc, doc, page_language()))
 
 
 @bp.post("/rollback")
@@ -361,7 +588,10 @@ def rollback():
     v = versions()
     try:
         number = v.rollback(int(request.form.get("version", "-1")), current_staff().name,
-                            request.form.get("note", ""))
+                            request.form.get("note", ""), request.form.get("draft", ""),
+                            replace_draft=request.form.get("replace") == "yes")
+        if number is None:
+            _mail_approvers(v)
         why = _pending_why(v.draft()) if number is None else None
         flash(_("Rolled back: version %(number)s is live.", number=number)
               if number is not None else
@@ -369,6 +599,14 @@ def rollback():
                 "live: %(reasons)s.", reasons="; ".join(map(shown, why))) if why else
               _("The rollback waits for a second administrator's approval (two-person "
                 "rule)."))
+    except DraftInTheWay as e:  # asks first: the draft would be replaced
+        v = versions()
+        return _render("admin/rollback_confirm.html", number=int(request.form["version"]),
+                       note=request.form.get("note", ""), seen=request.form.get("draft", ""),
+                       changes=v.changes(v.document(v.latest()), e.draft["doc"],
+                                         page_language()), replaced=e.draft)
+    except DraftMoved as e:
+        return _moved(e)
     except PublishError as e:
         for problem in e.problems:
             flash(shown(problem), "error")
@@ -481,6 +719,13 @@ def try_call():
     v = versions()
     doc = v.draft_or_live()
     problems = v.check(doc)[1]
+    # A draft whose only problem is a path over the budget plays, with a warning (so
+    # that the admin hears what to trim); publishing still refuses it.
+    over_budget = [p for p in problems if getattr(p, "field", "").startswith("language:")]
+    if over_budget and len(over_budget) == len(problems):
+        problems = []
+    else:
+        over_budget = []
     moves = _earlier_moves(request.form.get("moves", "[]"))
     dials = _earlier_dials(request.form.get("dials", "[]"))
     if request.method == "POST" and not request.form.get("restart"):
@@ -507,7 +752,8 @@ def try_call():
         why = _why_understood(transcript, preview)
     return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,
                    why=why,
-                   seconds=seconds, problems=problems, moves_json=json.dumps(moves),
+                   seconds=seconds, problems=problems, over_budget=over_budget,
+                   moves_json=json.dumps(moves),
                    dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
 
 

@@ -218,6 +218,7 @@ AUDIT_ACTION_NAMES = {
     AuditAction.LOGIN_FAILED: _l("failed login"),
     AuditAction.DRAFT_SAVED: _l("draft saved"),
     AuditAction.DRAFT_DISCARDED: _l("draft discarded"),
+    AuditAction.DRAFT_RESTORED: _l("draft brought back"),
     AuditAction.PUBLISH: _l("published"),
     AuditAction.PUBLISH_REQUESTED: _l("publish requested"),
     AuditAction.ROLLBACK: _l("rolled back"),
@@ -315,6 +316,44 @@ PROMPT_NAMES = {
     "language_es": N_("To a screening line: the word for Spanish"),
     "language_en": N_("To a screening line: the word for English"),
 }
+# When a caller hears each prompt: one line beside it on the prompts page.
+PROMPT_WHEN = {
+    "greeting": N_("First words of every call."),
+    "language_offer": N_("Right after the greeting, in the other language."),
+    "main_menu": N_("After the greeting: the first question."),
+    "report_menu": N_("After a caller chooses to report a crime."),
+    "no_input": N_("When a caller says and presses nothing at a question; the question follows."),
+    "invalid": N_("When what a caller said or pressed matches no option; the question follows."),
+    "danger_question": N_("When a caller's words may mean someone is in danger."),
+    "either_or": N_("When a caller's words fit two options equally."),
+    "keys_only": N_("After a second miss: the options are then read as keys only."),
+    "keys_item": N_("After a second miss, once for each option."),
+    "transfer": N_("Just before a caller is connected to a line."),
+    "still_trying": N_("While a line keeps ringing, before its next number is tried."),
+    "direct_only": N_("For a line Twilio cannot dial: its number, for the caller to dial."),
+    "emergency_advice": N_("When a caller says someone is in danger: the number to call."),
+    "emergency_stay": N_("Right after the emergency number, before connecting."),
+    "unreachable": N_("When no number of a line answers."),
+    "out_of_service": N_("When Ruta itself fails: instead of the whole call."),
+    "numbers_intro": N_("When no line could be reached, before the numbers."),
+    "numbers_item": N_("Once for each number to write down."),
+    "numbers_again": N_("After the numbers."),
+    "goodbye": N_("Last words, before Ruta hangs up."),
+    "screen_whisper": N_("Heard by whoever answers a screening line, never by the caller."),
+}
+# What each placeholder a prompt may use is filled with (ivr.menu.PROMPT_PLACEHOLDERS).
+PLACEHOLDER_NAMES = {
+    "hotline": N_("a line's name"),
+    "number": N_("a number, read digit by digit"),
+    "about": N_("what the call is about"),
+    "language": N_("the caller's language"),
+    "first": N_("the first option"),
+    "first_key": N_("its key"),
+    "second": N_("the second option"),
+    "second_key": N_("its key"),
+    "key": N_("a key"),
+    "label": N_("an option"),
+}
 # The screening line hears what a call is about (ivr.menu.screen_prompts): about_<category>.
 ABOUT_PROMPT = "about_"
 HOTLINE_FIELD_NAMES = {
@@ -406,6 +445,18 @@ def prompt_name(key: str) -> str:
     return _name(PROMPT_NAMES, key)
 
 
+def prompt_when(key: str) -> str:
+    """When a caller hears the prompt `key`, in one line ("" when not said)."""
+    if key.startswith(ABOUT_PROMPT) or key.startswith("language_") and key != "language_offer":
+        return _("Heard by whoever answers a screening line, never by the caller.")
+    return _name(PROMPT_WHEN, key) if key in PROMPT_WHEN else ""
+
+
+def placeholder_name(name: str) -> str:
+    """What a prompt's placeholder ({hotline}) is filled with."""
+    return _name(PLACEHOLDER_NAMES, name)
+
+
 def field_label(field: str) -> str:
     """What an admin form's field id (ivr.menu.Problem.field, ivr.versions.effective)
     stands for, in the reader's language: "hotline:labour:dial" -> "Línea del Ministerio
@@ -481,7 +532,8 @@ def init_app(app) -> None:
                                  language_name=language_name, time_zone=TIME_ZONE)
     for name_of in (shown, audit_action, audit_detail, security_event, role_name, category_name,
                     outcome_name, question_name, dial_result_name, hotline_name, as_label, number,
-                    percent, moment, day, prompt_name, field_label):
+                    percent, moment, day, prompt_name, field_label, prompt_when,
+                    placeholder_name):
         app.add_template_filter(name_of)
     missing = [lang for lang in LANGUAGES if lang != "en" and not any(
         (TRANSLATIONS / lang / "LC_MESSAGES").glob("*.mo"))]

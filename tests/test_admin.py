@@ -181,6 +181,13 @@ def add_user(app, name: str, role: str, lang: str = "en") -> None:
 
 DRAFT_SAVED = {"en": "Draft saved. It is not live until you publish it.",
                "es": "Borrador guardado. No entra en vigor hasta que usted lo publique."}
+SAVED_WITH_PROBLEMS = {
+    "en": "Draft saved, but it cannot be published yet: the problems are listed below.",
+    "es": "Borrador guardado, pero todavía no se puede publicar: los problemas se indican "
+          "abajo."}
+# The forms that change the draft: each names the draft it was made on (a hidden field).
+DRAFT_CHANGES = ("/admin/publish", "/admin/approve", "/admin/discard", "/admin/rollback",
+                 "/admin/restore")
 
 
 class Staff:
@@ -205,9 +212,24 @@ class Staff:
         return resp.text
 
     def post(self, path: str, data: dict | None = None, csrf: bool = True):
-        """POST a form and follow the redirect to the page that shows what happened."""
+        """POST a form and follow the redirect to the page that shows what happened. A
+        change to the draft names the draft as a page shows it now, as a browser's form
+        would, unless `data` names one."""
         data = {**({"csrf_token": self.token} if csrf else {}), **(data or {})}
+        if path in DRAFT_CHANGES and "draft" not in data:
+            data["draft"] = self.revision()
         return self.client.post(path, data=data, follow_redirects=True)
+
+    def revision(self) -> str:
+        """The draft as the pages name it now (every edit form's hidden "draft" field)."""
+        return parse(self.page("/admin/prompts")).one("input", name="draft").attrs["value"]
+
+    def discard(self):
+        """Press "Discard the draft", then confirm."""
+        asked = self.post("/admin/discard")
+        form = parse(asked.text).one("form", cls="confirm-discard")
+        return self.post("/admin/discard", {
+            el.attrs["name"]: el.attrs.get("value", "") for el in form.all("input")})
 
     def edit(self, path: str, changes: dict[str, str]):
         """Open an edit page, change some fields, and press "Save to draft"."""
@@ -216,7 +238,8 @@ class Staff:
         assert not missing, f"no such field on {path}: {missing}"
         resp = self.post(path, {**values, **changes})
         assert resp.status_code == 200
-        assert DRAFT_SAVED[self.lang] in flashes(resp.text)
+        saved = flashes(resp.text)
+        assert DRAFT_SAVED[self.lang] in saved or SAVED_WITH_PROBLEMS[self.lang] in saved
         return resp
 
     def publish(self, note: str):
@@ -616,9 +639,10 @@ def test_rollback_makes_a_new_version_with_the_old_text_and_the_next_call_hears_
 def test_discarding_drops_the_draft(app, ana, other_process, redis_client):
     edited = "Línea Ruta. Un borrador."
     ana.edit("/admin/prompts", {"prompt:es:greeting": edited})
-    assert edited in ana.page("/admin")
-    resp = ana.post("/admin/discard")
-    assert flashes(resp.text) == ["Draft discarded."]
+    assert edited in parse(ana.page("/admin")).text()
+    resp = ana.discard()
+    assert flashes(resp.text) == [
+        "Draft discarded. It is kept in the history, where it can be brought back."]
     assert "No draft." in resp.text
     assert redis_client.get(store.CONFIG_DRAFT) is None
     prompts = parse(ana.page("/admin/prompts"))
@@ -683,8 +707,14 @@ def test_an_approval_applies_only_to_the_draft_the_approver_saw(app_config, redi
     ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Cuelgue y llame mañana."})
     ana.publish("another greeting")
     resp = bob.post("/admin/approve", {"draft": seen})
-    assert flashes(resp.text, "error") == [
-        "the draft changed since you looked at it: review it again"]
+    assert resp.status_code == 409
+    moved = parse(resp.text)
+    assert "Nothing was changed: your page showed an older draft." in moved.one(
+        "section", cls="moved").text()
+    # What Ana changed since, word by word: the words she took out and put in.
+    row = moved.one("section", cls="theirs").one("table", cls="diff").all("tr")[1]
+    assert [d.text() for d in row.all("del")] == ["Versión revisada."]
+    assert [i.text() for i in row.all("ins")] == ["Cuelgue y llame mañana."]
     assert live_version(redis_client) == 0
 
 
@@ -986,8 +1016,9 @@ def test_markup_in_a_prompt_is_shown_escaped_and_spoken_as_text(app, ana, redis_
     ana.edit("/admin/prompts", {"prompt:es:greeting": hostile})
     for path in ("/admin/prompts", "/admin"):
         html = ana.page(path)
-        assert "<script" not in html.lower(), path
-        assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quotes&#34;" in html, path
+        assert "<script>alert" not in html.lower(), path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
+        assert hostile in parse(html).text(), path  # (on /admin, its words marked new)
     field = parse(ana.page("/admin/prompts")).one("textarea", name="prompt:es:greeting")
     assert field.text() == hostile  # what the admin typed, intact
     ana.publish("markup test")

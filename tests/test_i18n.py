@@ -39,6 +39,10 @@ from ivr.versions import ConfigVersions
 from ivr.vocabulary import BOGOTA, day_of
 from workers.drain import Drainer
 
+# The forms that change the draft (ivr.admin): each names the draft it was made on.
+DRAFT_CHANGES = ("/admin/prompts", "/admin/hotlines", "/admin/examples", "/admin/publish",
+                 "/admin/approve", "/admin/discard", "/admin/rollback", "/admin/restore")
+
 REPO = Path(__file__).resolve().parent.parent
 TRANSLATIONS = REPO / "ivr" / "translations"
 PASSWORD = "correct horse battery"
@@ -331,7 +335,12 @@ class Person(Visitor):
         assert resp.status_code == 302, resp.text
 
     def post(self, path: str, data: dict, **kw):
+        """A form with the CSRF token; a change to the draft names the draft as the pages
+        show it now (their hidden "draft" field), unless `data` names one."""
         token = csrf_of(self.get("/account").text)
+        if path in DRAFT_CHANGES and "draft" not in data:
+            data = {**data, "draft": re.search(r'name="draft" value="([^"]*)"',
+                                               self.get("/admin/prompts").text)[1]}
         return super().post(path, {"csrf_token": token, **data}, **kw)
 
 
@@ -464,7 +473,11 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("asked for approval", person.post("/admin/publish", {"note": "prueba"},
                                            follow_redirects=True))
     keep("/admin waiting", person.get("/admin"))
-    keep("discarded", person.post("/admin/discard", {}, follow_redirects=True))
+    keep("discard asks first", person.post("/admin/discard", {}))
+    keep("discarded", person.post("/admin/discard", {"confirm": "yes"}, follow_redirects=True))
+    keep("/admin/history with a draft set aside", person.get("/admin/history"))
+    moved = person.post("/admin/prompts", {"draft": "0.0", "prompt:es:goodbye": "Chao."})
+    keep("the draft moved", moved, 409)
     keep("/admin/audit", person.get("/admin/audit"))
     keep("/admin/sessions", person.get("/admin/sessions"))
     keep("no such session", person.post("/admin/sessions/end", {"session": "0" * 64},

@@ -273,14 +273,20 @@ def test_webhooks_get_no_browser_headers(twilio):
     assert "Set-Cookie" not in resp.headers
 
 
+# A <script> only as an empty element that loads one of our files from /static.
+OUR_SCRIPT_ONLY = (r"<script(?! src=\"\{\{ url_for\('static', filename='\w+\.js'\) \}\}\""
+                   r" defer></script>)")
+
+
 def test_templates_need_nothing_the_policy_forbids():
-    """No script, inline style, inline event handler or outside resource in any template
-    or in the charts: the browser tests load them under the policy with no violation."""
+    """No inline script, inline style, inline event handler or outside resource in any
+    template or in the charts (a script is a file of our own, from /static): the browser
+    tests load them under the policy with no violation."""
     sources = [*REPO.glob("ivr/templates/**/*.html"), REPO / "ivr" / "charts.py"]
     assert len(sources) > 5
     for source in sources:
         text = source.read_text(encoding="utf-8")
-        for pattern in (r"<script", r"<style", r"\sstyle=", r"\son[a-z]+=", r"javascript:",
+        for pattern in (OUR_SCRIPT_ONLY, r"<style", r"\sstyle=", r"\son[a-z]+=", r"javascript:",
                         r"(src|href|action|data)=\S*https?:", r"url\("):
             assert not re.search(pattern, text), f"{pattern} in {source.name}"
 

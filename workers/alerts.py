@@ -8,6 +8,9 @@ through RUTA_SMTP_URL; a failure is retried by RQ (`Retry`, run by the worker's
 scheduler) with growing waits, so a webhook down for a while still gets the alert.
 Alerts go to staff only and carry no caller's number (ivr.alerts).
 
+`mail_approval_request` (enqueued by /admin when a publish or a rollback waits for a
+second administrator) mails every other administrator who gave an address on /account.
+
 `send_digests` (hourly, on the same clock) mails last week's digest to each account that
 asked for it on /account, in that account's language. It sends only from Monday 07:00
 Bogotá, once per account and week (a Redis key set with NX): the `cron:` process's own
@@ -36,8 +39,8 @@ from ivr.alerts import Rules
 from ivr.menu import Menu, build, read_shipped
 from ivr.message import DEFAULT_LANGUAGE, InLanguages, Message
 from ivr.reports import build_summary
-from ivr.staff import StaffAccounts
-from ivr.versions import LiveMenu
+from ivr.staff import DIGEST_FIELD, StaffAccounts, language_of
+from ivr.versions import APPROVAL_MAIL, APPROVAL_MAIL_SUBJECT, LiveMenu
 from ivr.vocabulary import BOGOTA
 from workers import drain
 
@@ -241,3 +244,25 @@ def deliver_digest(address: str, subject: str, text: str) -> None:
     config = settings.load()
     send_email(config["RUTA_SMTP_URL"], config["RUTA_SMTP_FROM"], [address], text,
                       subject=subject)
+
+
+def mail_approval_request(requester: str, note: str) -> list[str]:
+    """The RQ job: tell every other administrator with an address, in their language,
+    that `requester`'s change waits for approval. Returns who was mailed."""
+    from rq import get_current_job
+
+    config = settings.load()
+    r = drain.text_client(get_current_job().connection)
+    link = config["PUBLIC_BASE_URL"].rstrip("/") + "/admin"
+    text = Message(APPROVAL_MAIL, {"name": requester, "note": note, "link": link})
+    mailed = []
+    for name, account in StaffAccounts(r).users():
+        address = account.get(DIGEST_FIELD)  # the address the account gave on /account
+        if name == requester or account.get("role") != "admin" or not address:
+            continue
+        lang = language_of(account)
+        subject = in_language(Message(APPROVAL_MAIL_SUBJECT), lang)
+        send_email(config["RUTA_SMTP_URL"], config["RUTA_SMTP_FROM"], [address],
+                   in_language(text, lang), subject=subject)
+        mailed.append(name)
+    return mailed
