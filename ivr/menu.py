@@ -594,9 +594,13 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
                 problems.append(_prompt_problem(lang, key, Message(N_(
                     "it cannot be read: %(error)s"), {"error": e})))
                 continue
-            for name in sorted(used - allowed):
+            for name in sorted(used - allowed):  # said with what the prompt may use
                 problems.append(_prompt_problem(lang, key, Message(N_(
-                    "unknown placeholder {%(name)s}"), {"name": name})))
+                    "{%(name)s} cannot be filled in here; this prompt may use %(allowed)s"),
+                    {"name": name, "allowed": " ".join(f"{{{a}}}" for a in sorted(allowed))})
+                    if allowed else Message(N_(
+                        "{%(name)s} cannot be filled in here; this prompt uses no "
+                        "placeholders"), {"name": name})))
 
     if menu.start not in menu.nodes:
         problems.append(f"menu.toml: start node {menu.start!r} does not exist")

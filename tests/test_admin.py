@@ -352,7 +352,7 @@ REFUSED = [  # page, fields sent, each field's problems as said next to it
                  {"prompt:en:greeting": ["this prompt is empty"]},
                  id="emptied-english-prompt"),
     pytest.param("/admin/prompts", {"prompt:es:transfer": "Le comunico con {hotlin}. No cuelgue."},
-                 {"prompt:es:transfer": ["unknown placeholder {hotlin}"]},
+                 {"prompt:es:transfer": ["{hotlin} cannot be filled in here; this prompt may use {hotline}"]},
                  id="unknown-placeholder"),
     pytest.param("/admin/hotlines", {"hotline:labour:dial": "+57abc"},
                  {"hotline:labour:dial": ["'+57abc' is not a valid E.164 number"]},
@@ -1157,7 +1157,8 @@ def test_try_the_call_plays_the_draft_not_the_live_version(app, ana, other_proce
     ana.edit("/admin/prompts", {"prompt:es:transfer": "Le paso con {hotlin}."})
     tree = parse(ana.page("/admin/try"))
     assert [li.text() for li in tree.one("ul", cls="problems").all("li")] == [
-        "Before a transfer (Español): unknown placeholder {hotlin}"]
+        "Before a transfer (Español): {hotlin} cannot be filled in here; this prompt may use "
+        "{hotline}"]
     assert not tree.all("section", cls="transcript")
 
 
@@ -1341,3 +1342,240 @@ def test_the_two_person_rule_is_on_in_production_unless_turned_off(env, setting,
     a second administrator in production unless RUTA_TWO_PERSON_RULE=0 says otherwise."""
     assert settings.two_person_rule({"RUTA_ENV": env,
                                      "RUTA_TWO_PERSON_RULE": setting}) is needs_two
+
+
+# --- 8. two administrators at once: nobody's change is lost --------------------------------
+
+
+def test_a_save_on_a_draft_another_admin_changed_is_refused_showing_both_changes(
+        app, ana, redis_client):
+    """Bob opens the prompts page; Ana saves the goodbye; Bob saves the greeting from his
+    page, which still shows the old goodbye: refused (409), Ana's goodbye kept, and the
+    page shows what she changed and what he tried, word by word."""
+    bob = Staff(app, "bob")
+    bobs_page = form_values(bob.page("/admin/prompts"))
+    ana.edit("/admin/prompts", {"prompt:es:goodbye": "Gracias por llamar. Que esté bien. "
+                                                     "Hasta luego."})
+    kept = redis_client.get(store.CONFIG_DRAFT)
+
+    resp = bob.client.post("/admin/prompts", data={
+        **bobs_page, "prompt:es:greeting": "Línea Ruta. Le escuchamos."})
+    assert resp.status_code == 409
+    assert redis_client.get(store.CONFIG_DRAFT) == kept  # nothing overwritten
+    page = parse(resp.text)
+    assert page.one("section", cls="moved").attrs["role"] == "alert"
+    assert "Changed since by: ana." in page.one("section", cls="moved").text()
+    theirs = page.one("section", cls="theirs").one("table", cls="diff").all("tr")[1]
+    assert theirs.all("td")[0].text() == "Goodbye (Español)"
+    assert [w.text() for w in theirs.all("del")] == ["Cuídese mucho."]
+    assert [w.text() for w in theirs.all("ins")] == ["Que esté bien."]
+    yours = page.one("section", cls="yours").one("table", cls="diff").all("tr")[1]
+    assert yours.all("td")[0].text() == "Greeting (Español)"
+    assert [w.text() for w in yours.all("del")] == ["Su llamada es confidencial."]
+    assert [w.text() for w in yours.all("ins")] == ["Le escuchamos."]
+
+    # Bob opens the page again: both changes can now live together.
+    bob.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Le escuchamos."})
+    draft = json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["prompts"]["es"]
+    assert draft == {"goodbye": "Gracias por llamar. Que esté bien. Hasta luego.",
+                     "greeting": "Línea Ruta. Le escuchamos."}
+
+
+def test_a_publish_made_on_a_page_older_than_the_draft_publishes_nothing(app, ana,
+                                                                          redis_client):
+    ana.edit("/admin/prompts", {"prompt:es:goodbye": "Adiós."})
+    seen = ana.revision()
+    Staff(app, "bob").edit("/admin/prompts", {"prompt:es:goodbye": "Hasta pronto."})
+    resp = ana.client.post("/admin/publish", data={"csrf_token": ana.token, "draft": seen,
+                                                   "note": "short goodbye"})
+    assert resp.status_code == 409
+    assert live_version(redis_client) == 0
+    row = parse(resp.text).one("section", cls="theirs").all("tr")[1]
+    assert (row.one("del").text(), row.one("ins").text()) == ("Adiós.", "Hasta pronto.")
+
+
+def test_discard_asks_first_is_recorded_with_who_and_the_draft_can_be_brought_back(
+        app, ana, redis_client):
+    edited = "Línea Ruta. Un borrador de Ana."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": edited})
+    bob = Staff(app, "bob")
+    asked = bob.post("/admin/discard")
+    assert asked.request.path == "/admin/discard"  # a question, nothing done yet
+    assert redis_client.get(store.CONFIG_DRAFT)
+    question = parse(asked.text)
+    assert "The draft by ana" in question.text()
+    assert [w.text() for w in question.one("table", cls="diff").all("ins")] == [
+        "Un borrador de Ana."]
+    resp = bob.discard()
+    assert redis_client.get(store.CONFIG_DRAFT) is None
+    assert flashes(resp.text) == [
+        "Draft discarded. It is kept in the history, where it can be brought back."]
+    who = [(e["who"], e["action"]) for _, e in redis_client.xrange(store.AUDIT)]
+    assert who[-1] == ("bob", "draft discarded")
+
+    # The history keeps it; Ana brings it back.
+    history = parse(ana.page("/admin/history"))
+    kept = history.one("section", cls="set-aside").one("details", cls="kept-draft")
+    assert "Draft by ana, set aside by bob" in kept.one("summary").text()
+    assert "(draft discarded)" in kept.one("summary").text()
+    restore = kept.one("form", cls="restore")
+    resp = ana.post("/admin/restore", {"revision": restore.one(
+        "input", name="revision").attrs["value"]})
+    assert flashes(resp.text) == ["The draft is back. It is not live until you publish it."]
+    assert json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"] == {
+        "prompts": {"es": {"greeting": edited}}}
+    assert who_did(redis_client)[-1] == ("ana", "draft restored")
+
+
+def who_did(redis_client) -> list[tuple[str, str]]:
+    return [(e["who"], e["action"]) for _, e in redis_client.xrange(store.AUDIT)]
+
+
+def test_a_rollback_asks_before_replacing_a_draft_which_stays_recoverable(
+        app_config, redis_client):
+    """With the two-person rule a rollback waits in the draft: with Ana's draft there,
+    Bob is asked first (in his language); once he agrees, Ana's draft is set aside in the
+    history, where it can be brought back."""
+    strict = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1})
+    ana, bob = Staff(strict, "ana"), Staff(strict, "bob", lang="es")
+    ana.edit("/admin/prompts", {"prompt:es:greeting": "Línea Ruta. Versión uno."})
+    ana.publish("v1")
+    bob.post("/admin/approve")
+    assert live_version(redis_client) == 1
+    anas = "Línea Ruta. El trabajo de Ana, sin publicar."
+    ana.edit("/admin/prompts", {"prompt:es:greeting": anas})
+
+    asked = bob.post("/admin/rollback", {"version": "0", "note": "volver a los archivos"})
+    assert json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["prompts"]["es"][
+        "greeting"] == anas  # nothing replaced yet
+    question = parse(asked.text)
+    assert question.one("h1").text() == "¿Reemplazar el borrador por la versión 0?"
+    assert "reemplazaría el borrador de ana" in question.text()
+    form = question.one("form", cls="confirm-rollback")
+    bob.post("/admin/rollback", {el.attrs["name"]: el.attrs.get("value", "")
+                                 for el in form.all("input")})
+    draft = json.loads(redis_client.get(store.CONFIG_DRAFT))
+    assert (draft["pending_by"], draft["pending_rollback_of"], draft["doc"]) == ("bob", 0, {})
+
+    kept = parse(ana.page("/admin/history")).one("section", cls="set-aside")
+    summary = kept.one("details", cls="kept-draft").one("summary").text()
+    assert "Draft by ana, set aside by bob" in summary and "(rollback requested)" in summary
+    assert anas in kept.text()
+
+
+def test_the_prompts_page_reads_like_the_call(app, ana):
+    """Sections in the order a caller meets them, each prompt with when it is heard and,
+    beside the prompts that may use them, the placeholders."""
+    page = parse(ana.page("/admin/prompts"))
+    sections = [s.one("h2").text() for s in page.all("section", cls="prompt-group")]
+    assert sections == [
+        "The start of the call", "Question: What the call is about",
+        "Question: Where to report a crime",
+        "At any question, when the caller is not understood", "The transfer",
+        "When a line or Ruta fails", "Numbers to write down", "Goodbye",
+        "To a screening line, not heard by callers"]
+    order = [f.attrs["id"].removeprefix("prompt-") for f in page.all("fieldset", cls="prompt")]
+    assert order[:4] == ["greeting", "language_offer", "main_menu", "report_menu"]
+    assert order.index("transfer") < order.index("numbers_intro") < order.index("goodbye")
+    assert order.index("goodbye") < order.index("screen_whisper")
+    assert len(order) == len(set(order)) == len({k for t in SHIPPED.prompts.values() for k in t})
+
+    transfer = page.one("fieldset", id="prompt-transfer")
+    assert transfer.one("p", cls="when").text() == "Just before a caller is connected to a line."
+    assert transfer.one("p", cls="placeholders").text() == "May use: {hotline} (a line's name)"
+    goodbye = page.one("fieldset", id="prompt-goodbye")
+    assert goodbye.all("p", cls="placeholders") == []
+
+
+def test_after_a_save_with_problems_a_summary_at_the_top_links_to_each_field(app, redis_client):
+    for lang, saved, item in (
+            ("en", SAVED_WITH_PROBLEMS["en"],
+             "Before a transfer (English): {linea} cannot be filled in here; this prompt may "
+             "use {hotline}"),
+            ("es", SAVED_WITH_PROBLEMS["es"],
+             "Antes de comunicar con una línea (English): aquí no se puede poner {linea}; este "
+             "mensaje puede usar {hotline}")):
+        redis_client.delete(store.CONFIG_DRAFT)
+        person = Staff(app, f"admin-{lang}", lang=lang)
+        resp = person.edit("/admin/prompts", {
+            "prompt:en:transfer": "Connecting you to {linea}. Please hold."})
+        assert flashes(resp.text, "error") == [saved]
+        main = parse(resp.text).one("main")
+        summary = main.one("section", cls="problems-summary")
+        # First after the flash, announced, and where the keyboard starts.
+        before = [el for el in main.children if not isinstance(el, str)]
+        before = before[:before.index(summary)]
+        assert [(el.tag, el.attrs.get("class")) for el in before] == [
+            ("p", "flash error"), ("h1", None), ("nav", "subnav"), ("p", "muted status-line")]
+        assert summary.attrs["role"] == "alert"
+        assert summary.attrs["tabindex"] == "-1" and "autofocus" in summary.attrs
+        link = summary.one("a")
+        assert link.text() == item
+        assert link.attrs["href"] == "#prompt:en:transfer"
+        assert main.one("textarea", id="prompt:en:transfer").attrs["aria-invalid"] == "true"
+    # On another page, a problem links to the page of its field.
+    hotlines = parse(person.page("/admin/hotlines"))
+    link = hotlines.one("section", cls="problems-summary").one("a")
+    assert link.attrs["href"] == "/admin/prompts#prompt:en:transfer"
+
+
+def test_the_spoken_seconds_of_each_path_are_shown_after_a_save_and_as_the_admin_types(
+        app, ana):
+    def budget(html: str) -> dict[str, str]:
+        table = parse(html).one("table", cls="budget-paths")
+        return {tr.attrs["data-path"]: tr.one("td", cls="seconds").text().strip()
+                for tr in table.all("tr") if "data-path" in tr.attrs}
+
+    shipped_paths = {p.label: p for p in spoken_paths(current_menu_of(app))}
+    before = budget(ana.page("/admin/prompts"))
+    assert set(before) == set(shipped_paths)
+    labour = "es 2 -> labour (number read)"
+    assert before[labour] == f"{shipped_paths[labour].seconds:.1f}"
+
+    resp = ana.edit("/admin/prompts", {"prompt:es:transfer": LONG_TRANSFER})
+    after = budget(resp.text)
+    assert after["es 5 -> national"].endswith("over the budget")
+    assert float(after["es 5 -> national"].split()[0]) > 30
+    assert not after["en 9 5 -> national"].endswith("over the budget")
+
+    # As the admin types (the page's script asks this with the form, unsaved).
+    values = form_values(ana.page("/admin/prompts"))
+    typed = ana.post("/admin/prompts/budget", {**values, "prompt:es:transfer": "Un momento."})
+    paths = {p["path"]: p for p in typed.json["paths"]}
+    assert paths["es 5 -> national"]["over"] is False
+    assert float(paths["es 5 -> national"]["seconds"]) < shipped_paths["es 5 -> national"].seconds
+    saved = json.loads(services.of(app).store.r.get(store.CONFIG_DRAFT))
+    assert saved["doc"]["prompts"]["es"]["transfer"] == LONG_TRANSFER  # nothing saved
+
+
+def test_try_the_call_plays_an_over_budget_draft_with_a_warning_and_publishing_refuses_it(
+        app, ana, redis_client):
+    ana.edit("/admin/prompts", {"prompt:es:transfer": LONG_TRANSFER})
+    page = parse(ana.page("/admin/try"))
+    warning = page.one("div", cls="over-budget")
+    assert "it takes too long to reach a line" in warning.text()
+    assert all(PATH_OVER_BUDGET.fullmatch(li.text()) for li in warning.all("li"))
+    shown = try_page(ana.post("/admin/try", {"moves": "[]", "press": "5"}).text)
+    assert shown["seconds"] > 30
+    assert any("Por favor siga en la línea." in text for _, text in shown["lines"])
+    assert flashes(ana.publish("too long").text, "error")
+    assert live_version(redis_client) == 0
+
+
+def test_a_publish_waiting_for_approval_is_marked_in_every_other_admins_navigation(
+        app_config, redis_client):
+    strict = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1})
+    ana, bob = Staff(strict, "ana"), Staff(strict, "bob", lang="es")
+    supervisor = Staff(strict, "sam", role="supervisor")
+
+    def marked(person) -> list[str]:
+        return [el.text() for el in parse(person.page("/reports")).all(
+            "span", cls="awaiting-approval")]
+
+    assert marked(ana) == marked(bob) == []
+    ana.edit("/admin/prompts", {"prompt:es:goodbye": "Adiós."})
+    ana.publish("short goodbye")
+    assert marked(bob) == ["espera su aprobación"]
+    assert marked(ana) == [] and marked(supervisor) == []  # hers; not an admin
+    bob.post("/admin/approve")
+    assert marked(bob) == []

@@ -213,10 +213,12 @@ BROKEN = [
     ("blank prompt", EN, r"^invalid = .*$", 'invalid = "   "',
      "prompts/en: prompt 'invalid': this prompt is empty"),
     ("unknown placeholder", ES, r"^transfer = .*$", 'transfer = "Le comunico con {linea}."',
-     "prompts/es: prompt 'transfer': unknown placeholder {linea}"),
+     "prompts/es: prompt 'transfer': {linea} cannot be filled in here; this prompt may use "
+     "{hotline}"),
     ("placeholder in a prompt that takes none", EN, r"^goodbye = .*$",
      'goodbye = "Goodbye from {hotline}."',
-     "prompts/en: prompt 'goodbye': unknown placeholder {hotline}"),
+     "prompts/en: prompt 'goodbye': {hotline} cannot be filled in here; this prompt uses no "
+     "placeholders"),
     ("unbalanced brace in a prompt", EN, r"^goodbye = .*$", 'goodbye = "Goodbye {"',
      "prompts/en: prompt 'goodbye': it cannot be read: "),
     ("prompt never names an offered key", EN, r"press 3\.", "press three.",
