@@ -352,7 +352,8 @@ REFUSED = [  # page, fields sent, each field's problems as said next to it
                  {"prompt:en:greeting": ["this prompt is empty"]},
                  id="emptied-english-prompt"),
     pytest.param("/admin/prompts", {"prompt:es:transfer": "Le comunico con {hotlin}. No cuelgue."},
-                 {"prompt:es:transfer": ["{hotlin} cannot be filled in here; this prompt may use {hotline}"]},
+                 {"prompt:es:transfer": [
+                     "{hotlin} cannot be filled in here; this prompt may use {hotline}"]},
                  id="unknown-placeholder"),
     pytest.param("/admin/hotlines", {"hotline:labour:dial": "+57abc"},
                  {"hotline:labour:dial": ["'+57abc' is not a valid E.164 number"]},

@@ -7,6 +7,7 @@ Screenshots of /admin/prompts and /admin/try are saved under test-output/.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -127,8 +128,17 @@ def test_admin_edits_fixes_publishes_and_rolls_back_and_callers_hear_each_change
     prompt_field(page, "es", "greeting").fill(new)
     prompt_field(page, "en", "greeting").fill("")
     click_and_wait(page, page.get_by_role("button", name="Save to draft"))
-    expect(flash(page)).to_have_text("Draft saved. It is not live until you publish it.")
+    expect(flash(page, "alert")).to_have_text(
+        "Draft saved, but it cannot be published yet: the problems are listed below.")
     expect(prompt_field(page, "es", "greeting")).to_have_value(new)
+
+    # A summary at the top, focused, links to the field.
+    summary = page.locator("section.problems-summary")
+    expect(summary).to_be_focused()
+    expect(summary.get_by_role("link")).to_have_text(
+        ["Greeting (English): this prompt is empty"])
+    summary.get_by_role("link").click()
+    assert page.evaluate("location.hash") == "#prompt:en:greeting"
 
     # The problem is shown right under the emptied field, and only there.
     english = prompt_field(page, "en", "greeting")
@@ -273,3 +283,73 @@ def test_a_supervisor_cannot_reach_the_admin_pages(app, base, page):
         expect(page.locator("body")).to_contain_text("This page is not for your account")
         expect(page.get_by_role("link", name="Admin")).to_have_count(0)
         expect(page.locator("main textarea, main form")).to_have_count(0)
+
+
+# --- 5. two administrators at once --------------------------------------------------------
+
+
+def test_two_administrators_editing_at_once_never_lose_a_change(app, base, browser,
+                                                                 redis_client):
+    """Ana and Bob, each in their own browser, open the prompts page. Ana saves the
+    goodbye; Bob, whose page still shows the old one, saves the greeting: refused, with
+    what Ana changed and what he tried, word by word. He opens the page again and saves:
+    both changes are in the draft. A publish from a page older than the draft publishes
+    nothing. Bob's page counts the spoken seconds as he types."""
+    add_user(app, "ana", "admin")
+    add_user(app, "bob", "admin")
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+                for _ in range(2)]
+    ana, bob = (ctx.new_page() for ctx in contexts)
+    try:
+        for person, name in ((ana, "ana"), (bob, "bob")):
+            log_in(person, base, name)
+            person.goto(base + "/admin/prompts")
+        anas = "Gracias por llamar. Que esté bien. Hasta luego."
+        prompt_field(ana, "es", "goodbye").fill(anas)
+        click_and_wait(ana, ana.get_by_role("button", name="Save to draft"))
+        expect(flash(ana)).to_have_text("Draft saved. It is not live until you publish it.")
+
+        bobs = "Línea Ruta. Le escuchamos, es confidencial."
+        prompt_field(bob, "es", "greeting").fill(bobs)
+        click_and_wait(bob, bob.get_by_role("button", name="Save to draft"))
+        expect(bob.locator("h1")).to_have_text("Another administrator changed the draft")
+        expect(bob.locator("section.moved")).to_contain_text("Changed since by: ana.")
+        theirs = bob.locator("section.theirs table.diff tbody tr")
+        expect(theirs.locator("td").first).to_have_text("Goodbye (Español)")
+        expect(theirs.locator("del")).to_have_text(["Cuídese mucho."])
+        expect(theirs.locator("ins")).to_have_text(["Que esté bien."])
+        expect(bob.locator("section.yours table.diff tbody tr td").first).to_have_text(
+            "Greeting (Español)")
+        assert json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"] == {
+            "prompts": {"es": {"goodbye": anas}}}  # Ana's change, whole
+
+        click_and_wait(bob, bob.get_by_role("link", name="Open the page again"))
+        expect(prompt_field(bob, "es", "goodbye")).to_have_value(anas)
+        prompt_field(bob, "es", "greeting").fill(bobs)
+        click_and_wait(bob, bob.get_by_role("button", name="Save to draft"))
+        expect(flash(bob)).to_have_text("Draft saved. It is not live until you publish it.")
+        assert json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"] == {
+            "prompts": {"es": {"goodbye": anas, "greeting": bobs}}}
+
+        # Ana's overview was made before Bob's save: her publish goes nowhere.
+        ana.goto(base + "/admin")
+        ana.get_by_label("What changed, and why (required)").fill("kinder goodbye")
+        prompt_field(bob, "es", "transfer").fill("Un momento.")
+        click_and_wait(bob, bob.get_by_role("button", name="Save to draft"))
+        click_and_wait(ana, ana.get_by_role("button", name="Publish"))
+        expect(ana.locator("h1")).to_have_text("Another administrator changed the draft")
+        expect(ana.locator("section.theirs table.diff tbody tr td").first).to_have_text(
+            "Before a transfer (Español)")
+        assert int(redis_client.get(store.CONFIG_VERSION) or 0) == 0
+
+        # As Bob types, the spoken seconds of each path follow (nothing saved).
+        national = bob.locator('tr[data-path="es 5 -> national"] td.seconds')
+        expect(national).not_to_contain_text("over the budget")
+        prompt_field(bob, "es", "transfer").fill(
+            "Le comunico con {hotline}. " + "Por favor siga en la línea. " * 10)
+        expect(national).to_contain_text("over the budget")
+        assert json.loads(redis_client.get(store.CONFIG_DRAFT))["doc"]["prompts"]["es"][
+            "transfer"] == "Un momento."
+    finally:
+        for ctx in contexts:
+            ctx.close()

@@ -317,3 +317,44 @@ def test_the_procfiles_cron_and_worker_raise_one_alert_then_one_recovery(
         assert len(webhook.posts) == 2
     finally:
         procfile.stop_processes(worker, cron)
+
+
+# --- a publish waiting for approval: the other administrators are mailed ----------------
+
+
+@pytest.mark.slow
+def test_a_publish_waiting_for_approval_mails_the_other_admins_from_the_worker(
+        app_config, rq_client, mailbox, monkeypatch, redis_server):
+    """Under the two-person rule, Ana asks to publish: the request only enqueues a job; the
+    worker mails Bob and Carla (administrators with an address, each in their language),
+    not Ana herself, nor a supervisor, nor an admin who gave no address."""
+    from ivr import create_app
+
+    box, smtp_url = mailbox
+    for name, value in {"RUTA_SMTP_URL": smtp_url, "RUTA_SMTP_FROM": "ruta@example.org",
+                        "REDIS_URL": redis_server.url,
+                        "PUBLIC_BASE_URL": "https://ruta.example.org"}.items():
+        monkeypatch.setenv(name, value)
+    app = create_app({**app_config, "RUTA_TWO_PERSON_RULE": 1, "RUTA_SMTP_URL": smtp_url})
+    people = {"ana": ("admin", "es"), "bob": ("admin", "es"), "carla": ("admin", "en"),
+              "dora": ("admin", "es"), "sam": ("supervisor", "es")}
+    for name, (role, lang) in people.items():
+        person = Staff(app, name, role, lang=lang)
+        if name != "dora":
+            person.post("/account/digest", {"address": f"{name}@example.org"})
+        if name == "ana":
+            ana = person
+    ana.edit("/admin/prompts", {"prompt:es:goodbye": "Adiós."})
+    ana.publish("despedida corta")
+    assert box.messages == []  # the request sent nothing itself: a job is waiting
+    run_deliveries(rq_client)
+    mails = {to[0]: mail for to, mail in box.messages}
+    assert sorted(mails) == ["bob@example.org", "carla@example.org"]
+    spanish, english = mails["bob@example.org"], mails["carla@example.org"]
+    assert spanish["Subject"] == "Ruta: un cambio espera su aprobación"
+    assert english["Subject"] == "Ruta: a change waits for your approval"
+    assert spanish.get_content().strip() == (
+        "ana pidió publicar un cambio en lo que oyen quienes llaman: «despedida corta». "
+        "Necesita la aprobación de otra persona de administración. Revíselo en "
+        "https://ruta.example.org/admin")
+    assert "ana asked to publish a change" in english.get_content()
