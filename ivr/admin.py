@@ -157,7 +157,7 @@ def word_diff(before: str, after: str) -> tuple[Markup, Markup]:
 bp.add_app_template_global(word_diff)
 
 
-def _moved(e: DraftMoved, attempted: dict | None = None):
+def _moved(e: DraftMoved, attempted: dict | None = None, back: str = "admin.index"):
     """The 409 page: what other admins changed since this admin's page was made, and the
     change this admin tried (kept on the page, to make again), nothing overwritten."""
     v = versions()
@@ -166,7 +166,7 @@ def _moved(e: DraftMoved, attempted: dict | None = None):
     yours = (v.changes(e.seen_doc, attempted, page_language())
              if attempted is not None and e.seen_doc is not None else [])
     return _render("admin/moved.html", theirs=theirs, yours=yours, by=e.by,
-                   back=request.referrer or url_for("admin.index")), 409
+                   back=url_for(back)), 409
 
 
 def _pending_why(draft: dict | None) -> list[Message]:
@@ -211,7 +211,7 @@ def _save(v: ConfigVersions, doc: dict, page: str):
     try:
         v.save_draft(doc, current_staff().name, request.form.get("draft", ""))
     except DraftMoved as e:
-        return _moved(e, doc)
+        return _moved(e, doc, back=page)
     if v.check(doc)[1]:
         flash(_("Draft saved, but it cannot be published yet: the problems are listed "
                 "below."), "error")
@@ -551,7 +551,7 @@ def restore():
         v.restore(int(request.form.get("revision", "0")), current_staff().name,
                   request.form.get("draft", ""))
     except DraftMoved as e:
-        return _moved(e)
+        return _moved(e, back="admin.history")
     except PublishError as e:
         for problem in e.problems:
             flash(shown(problem), "error")
@@ -606,7 +606,7 @@ def rollback():
                        changes=v.changes(v.document(v.latest()), e.draft["doc"],
                                          page_language()), replaced=e.draft)
     except DraftMoved as e:
-        return _moved(e)
+        return _moved(e, back="admin.history")
     except PublishError as e:
         for problem in e.problems:
             flash(shown(problem), "error")

@@ -287,6 +287,7 @@ class ConfigVersions:
             version, revision = (int(part) for part in seen.split("."))
         except ValueError:
             return []
+        revision = min(max(revision, 0), int(self.r.get(store.CONFIG_DRAFT_REVISION) or 0))
         names = {fields.get("who", "") for _, fields in
                  self.r.xrange(store.CONFIG_DRAFTS_KEPT, min=f"{revision + 1}-0")}
         names |= {v.author for v in self.history() if v.number > version}
@@ -296,6 +297,8 @@ class ConfigVersions:
         """(known, the draft after change number `revision`, None: no draft then)."""
         if revision == 0:
             return True, None
+        if not 0 < revision <= int(self.r.get(store.CONFIG_DRAFT_REVISION) or 0):
+            return False, None  # a revision no change made (a form's odd value)
         entries = self.r.xrange(store.CONFIG_DRAFTS_KEPT, min=f"{revision}-0",
                                 max=f"{revision}-0")
         if not entries:

@@ -22,6 +22,7 @@ from axe_playwright_python.sync_playwright import Axe  # noqa: E402
 from test_browser import PASSWORD, TODAY, drain, password_hash, play  # noqa: E402
 
 from ivr import alerts, export_jobs, incidents, services  # noqa: E402
+from ivr.versions import ConfigVersions  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a browser and a served app
 
@@ -132,6 +133,26 @@ def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
             response = page.goto(base + path)
             assert response.status == (404 if path == "/no-such-page" else 200), path
             problems += check_page(axe, page, viewport)
+
+        # A draft with a problem (its summary at the top of the prompts page), the page a
+        # save on a draft another admin moved gets, and the question before a discard.
+        versions = ConfigVersions(services.of(app).store.r, services.of(app).shipped)
+        versions.save_draft({"prompts": {"en": {"transfer": "Connecting you to {line}."}}},
+                            "bob")
+        page.goto(base + "/admin/prompts")
+        assert page.locator("section.problems-summary a").count() == 1
+        problems += check_page(axe, page, viewport)
+        versions.save_draft({"prompts": {"en": {"transfer": "Connecting you, {line}."}}},
+                            "bob")
+        with page.expect_navigation():
+            page.locator("form.prompts-form > button[type=submit]").click()
+        assert page.locator("section.moved").count() == 1
+        problems += check_page(axe, page, viewport)
+        page.goto(base + "/admin")
+        with page.expect_navigation():
+            page.locator("form.discard button").click()
+        assert page.locator("form.confirm-discard").count() == 1
+        problems += check_page(axe, page, viewport)
 
         # Two-step sign-in: its set-up page, the recovery codes, the login's code step.
         page.goto(base + "/account/two-factor")
