@@ -81,7 +81,6 @@ FAILED_LOGINS_SHOWN = 200  # and, in a section of their own, its latest failed l
 # The audit page's CSV exports: ?log= names a log, the audit log without it.
 LOGS = {"security": (store.SECURITY_LOG, "ruta-security-log"),
         "failed-logins": (store.FAILED_LOGINS, "ruta-failed-logins")}
-SET_ASIDE_SHOWN = 20  # the history page's latest drafts set aside
 APPROVAL_MAIL_JOB = "workers.alerts.mail_approval_request"  # by name (ivr.events' rule)
 
 
@@ -579,7 +578,7 @@ def history():
         diff = v.diff(old, new, page_language())
     live_doc = v.document(latest)
     return _render("admin/history.html", versions=v.history(), old=old, new=new, diff=diff,
-                   set_aside=v.set_aside()[:SET_ASIDE_SHOWN],
+                   set_aside=v.set_aside(),
                    kept_changes=lambda doc: v.changes(live_doc, doc, page_language()))
 
 

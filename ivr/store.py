@@ -186,8 +186,10 @@ CONFIG_DRAFT = f"{PREFIX}config:draft"
 # form names as the draft it was made on (ivr.versions.ConfigVersions.revision).
 CONFIG_DRAFT_REVISION = f"{PREFIX}config:draft:revision"
 # Each revision's draft, by revision number (a stream, ids "<revision>-0", capped): what
-# another admin changed since, and the drafts a rollback or a discard set aside.
+# another admin changed since a page was made.
 CONFIG_DRAFTS_KEPT = f"{PREFIX}config:drafts"
+# The drafts a rollback replaced or an admin discarded, newest first (a capped list).
+CONFIG_DRAFTS_SET_ASIDE = f"{PREFIX}config:drafts:set-aside"
 AUDIT = f"{PREFIX}audit"
 SECURITY_LOG = f"{PREFIX}security"
 FAILED_LOGINS = f"{PREFIX}failed-logins"

@@ -36,7 +36,8 @@ from ivr.message import DEFAULT_LANGUAGE, N_, InLanguages, Message
 from ivr.vocabulary import BOGOTA
 
 log = logging.getLogger(__name__)
-DRAFTS_KEPT = 500  # the draft's revisions kept: for "what changed since", and set aside
+DRAFTS_KEPT = 100  # the draft's latest revisions kept: for "what changed since"
+SET_ASIDE_KEPT = 20  # the latest drafts a rollback replaced or an admin discarded
 CHECK_EVERY = 1.0  # seconds between two looks at the version counter, per process
 RAISE_TO = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
@@ -308,17 +309,8 @@ class ConfigVersions:
 
     def set_aside(self) -> list[dict]:
         """Drafts a rollback request replaced or an admin discarded, newest first, each
-        {"revision", "who", "at", "action", "doc", "author"}: kept, to be brought back."""
-        out = []
-        for _id, fields in self.r.xrevrange(store.CONFIG_DRAFTS_KEPT, count=DRAFTS_KEPT):
-            if not fields.get("set_aside"):
-                continue
-            known, draft = self._draft_at(int(fields["set_aside"]))
-            if known and draft:
-                out.append({"revision": int(fields["set_aside"]), "who": fields.get("who"),
-                            "at": fields.get("at"), "action": fields.get("action"),
-                            "doc": draft["doc"], "author": draft.get("author", "")})
-        return out
+        {"revision", "who", "at", "action", "draft"}: kept, to be brought back."""
+        return [json.loads(raw) for raw in self.r.lrange(store.CONFIG_DRAFTS_SET_ASIDE, 0, -1)]
 
     def draft_or_live(self) -> dict:
         """What the admin page edits: the draft, or else a copy of the live version."""
@@ -400,8 +392,9 @@ class ConfigVersions:
         """Bring back a draft that was set aside, when there is no draft now."""
         if self.draft() is not None:
             raise refused(N_("publish or discard the current draft first"))
-        known, draft = self._draft_at(revision)
-        if not known or draft is None:
+        draft = next((kept["draft"] for kept in self.set_aside()
+                      if kept["revision"] == revision), None)
+        if draft is None:
             raise refused(N_("that draft is no longer kept"))
         self._change_draft(seen, {"doc": draft["doc"], "base": self.latest(),
                                   "author": author, "at": now_text()},
@@ -411,8 +404,8 @@ class ConfigVersions:
     def _change_draft(self, seen: str | None, draft: dict | None, who: str,
                       action: str) -> None:
         """Set the draft (None: remove it) only if it is still the one `seen` names,
-        atomically: WATCH the draft, its revision and the live version, then MULTI. The
-        draft this replaces stays in the kept revisions (`set_aside` lists it)."""
+        atomically: WATCH the draft, its revision and the live version, then MULTI. A
+        draft a rollback request replaces or a discard drops is set aside (`set_aside`)."""
         with self.r.pipeline() as pipe:
             try:
                 pipe.watch(store.CONFIG_DRAFT, store.CONFIG_DRAFT_REVISION,
@@ -421,28 +414,29 @@ class ConfigVersions:
                 if seen is not None and seen != now:
                     raise DraftMoved(self, seen)
                 revision = int(now.split(".")[1]) + 1
-                replaced = pipe.exists(store.CONFIG_DRAFT) and (
-                    draft is None or action == AuditAction.ROLLBACK_REQUESTED)
+                old = pipe.get(store.CONFIG_DRAFT)
                 pipe.multi()
                 if draft is None:
                     pipe.delete(store.CONFIG_DRAFT)
                 else:
                     pipe.set(store.CONFIG_DRAFT, json.dumps(draft, ensure_ascii=False))
-                self._kept(pipe, revision, draft, who, action,
-                           set_aside=revision - 1 if replaced else None)
+                self._kept(pipe, revision, draft, who, action)
+                if old and (draft is None or action == AuditAction.ROLLBACK_REQUESTED):
+                    pipe.lpush(store.CONFIG_DRAFTS_SET_ASIDE, json.dumps({
+                        "revision": revision - 1, "who": who, "at": now_text(),
+                        "action": action, "draft": json.loads(old)}, ensure_ascii=False))
+                    pipe.ltrim(store.CONFIG_DRAFTS_SET_ASIDE, 0, SET_ASIDE_KEPT - 1)
                 pipe.execute()
             except redis.WatchError as e:
                 raise DraftMoved(self, seen or now) from e
 
     @staticmethod
-    def _kept(pipe, revision: int, draft: dict | None, who: str, action: str,
-              set_aside: int | None = None) -> None:
+    def _kept(pipe, revision: int, draft: dict | None, who: str, action: str) -> None:
         """Queue the draft after change `revision` into the kept revisions."""
         pipe.set(store.CONFIG_DRAFT_REVISION, revision)
         pipe.xadd(store.CONFIG_DRAFTS_KEPT, {
             "draft": json.dumps(draft, ensure_ascii=False) if draft else "", "who": who,
             "at": now_text(), "action": action,
-            "set_aside": "" if set_aside is None else set_aside,
         }, id=f"{revision}-0", maxlen=DRAFTS_KEPT, approximate=False)
 
     def publish(self, author: str, note: str, seen: str | None = None) -> int | None:

@@ -225,7 +225,6 @@ def doc_figures() -> list[tuple[str, str]]:
     from hypothesis import settings as hypothesis_settings
 
     from ivr import (
-        admin,
         events,
         export_jobs,
         flow,
@@ -281,7 +280,7 @@ def doc_figures() -> list[tuple[str, str]]:
         ("docs/staff.md", f"parts of at most {export_jobs.PART_ROWS:,} calls"),
         ("docs/staff.md", f"kept {export_jobs.KEEP_SECONDS // 3600} hours"),
         ("docs/staff.md", f"version counter in Redis at most {check_every}"),
-        ("docs/staff.md", f"in the history (the latest {admin.SET_ASIDE_SHOWN})"),
+        ("docs/staff.md", f"in the history (the latest {versions.SET_ASIDE_KEPT})"),
         ("docs/design.md", f"at `words_per_minute` ({m.words_per_minute})"),
         ("docs/design.md", f"over `budget_seconds` ({m.budget_seconds:g})"),
         ("docs/design.md", "Today the longest path is "
