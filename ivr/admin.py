@@ -48,6 +48,8 @@ from ivr.i18n import (
 from ivr.menu import (
     HOTLINE_FIELDS,
     PROMPT_PLACEHOLDERS,
+    PROMPTS_BY_PART,
+    SCREEN_PROMPT,
     ConfigError,
     build,
     offering_sentence,
@@ -314,29 +316,31 @@ def _prompt_sections(menu, keys: list[str]) -> list[tuple[str, list[str]]]:
             continue
         questions.append(nid)
         stack += [o.next for o in menu.nodes[nid].options if o.next]
+    part = PROMPTS_BY_PART
+    greetings = [menu.nodes[n].greeting for n in questions if menu.nodes[n].greeting]
     sections = [(_("The start of the call"),
-                 ["greeting", *[menu.nodes[n].greeting for n in questions
-                                if menu.nodes[n].greeting and menu.nodes[n].greeting
-                                != "greeting"], "language_offer"])]
+                 [*dict.fromkeys([*part["start"][:1], *greetings, *part["start"][1:]])])]
     sections += [(_("Question: %(question)s", question=question_name(n)),
                   [menu.nodes[n].prompt]) for n in questions]
     sections += [
-        (_("At any question, when the caller is not understood"),
-         ["no_input", "invalid", "danger_question", "either_or", "keys_only", "keys_item"]),
-        (_("The transfer"), ["transfer", "still_trying", "direct_only", "emergency_advice",
-                             "emergency_stay"]),
-        (_("When a line or Ruta fails"), ["unreachable", "out_of_service"]),
-        (_("Numbers to write down"), ["numbers_intro", "numbers_item", "numbers_again"]),
-        (_("Goodbye"), ["goodbye"]),
+        (_("At any question, when the caller is not understood"), part["not_understood"]),
+        (_("The transfer"), part["transfer"]),
+        (_("When a line or Ruta fails"), part["failure"]),
+        (_("Numbers to write down"), part["numbers"]),
+        (_("Goodbye"), part["goodbye"]),
         (_("To a screening line, not heard by callers"),
-         ["screen_whisper", *[k for k in keys if k.startswith("language_")
-                              and k != "language_offer"],
+         [SCREEN_PROMPT, *[k for k in keys if k.startswith("language_")
+                           and k not in part["start"]],
           *[k for k in keys if k.startswith("about_")]]),
     ]
-    placed = {k for _title, group in sections for k in group}
-    rest = [k for k in keys if k not in placed]
-    sections = [(title, [k for k in group if k in keys]) for title, group in sections]
-    return [s for s in sections + [(_("Other prompts"), rest)] if s[1]]
+    placed: set[str] = set()
+    out = []
+    for title, group in [*sections, (_("Other prompts"), keys)]:
+        group = [k for k in group if k in keys and k not in placed]  # each once, first place
+        placed.update(group)
+        if group:
+            out.append((title, group))
+    return out
 
 
 def _previews(menu, current) -> dict[str, str]:

@@ -46,6 +46,18 @@ ENGINE_PROMPTS = [
     "out_of_service", "emergency_advice", "emergency_stay", "danger_question", "either_or",
     "keys_only", "keys_item",
 ]
+# The engine's prompts by part of the call, in the order a caller meets them (the admin's
+# prompts page lists them so, the questions' own prompts after "start").
+PROMPTS_BY_PART = {
+    "start": ("greeting", "language_offer"),
+    "not_understood": ("no_input", "invalid", "danger_question", "either_or", "keys_only",
+                       "keys_item"),
+    "transfer": ("transfer", "still_trying", "direct_only", "emergency_advice",
+                 "emergency_stay"),
+    "failure": ("unreachable", "out_of_service"),
+    "numbers": ("numbers_intro", "numbers_item", "numbers_again"),
+    "goodbye": ("goodbye",),
+}
 # Said to a hotline that screens its calls (`screen = true`), in the first language
 # only: the lines are Colombian. `about_<category>` names what the call is about.
 SCREEN_PROMPT = "screen_whisper"
