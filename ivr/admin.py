@@ -30,7 +30,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from markupsafe import Markup, escape
-from rq import Queue
+from rq import Queue, Retry
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import exports, opening_hours, services, settings, store, twiml
@@ -510,7 +510,8 @@ def _mail_approvers(v: ConfigVersions) -> None:
     request never waits for a mail server), when mail is set up (RUTA_SMTP_URL)."""
     if current_app.config["RUTA_SMTP_URL"]:
         Queue(store.QUEUE, connection=services.of().store.r).enqueue(
-            APPROVAL_MAIL_JOB, current_staff().name, v.draft().get("pending_note", ""))
+            APPROVAL_MAIL_JOB, current_staff().name, v.draft().get("pending_note", ""),
+            retry=Retry(max=3, interval=[10, 60, 300]))  # a mail server down for a while
 
 
 @bp.post("/approve")
