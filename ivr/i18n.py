@@ -418,6 +418,9 @@ def field_label(field: str) -> str:
             return f"{line}, {_name(HOTLINE_FIELD_NAMES, second)}" if second else line
         case "prompt":
             return f"{prompt_name(second)} ({language})"
+        case "recording":
+            return _("Recording: %(prompt)s (%(language)s)", prompt=prompt_name(second),
+                     language=language)
         case "voice":
             return f"{_('Voice for %(language)s', language=language)}, " \
                    f"{_name(VOICE_FIELD_NAMES, second)}"
