@@ -150,12 +150,14 @@ class Node:
 class Voice:
     """How a language is spoken and heard: its text-to-speech voice and language ("" for
     none: every prompt it needs is recorded), its speech recognition language ("" for
-    none: keypad only), and the key that picks it at the language question."""
+    none: keypad only), the key that picks it at the language question, and its name in
+    itself ("Wayuunaiki") for the staff pages."""
 
     voice: str
     say_language: str
     speech_language: str
     key: str = "9"
+    name: str = ""
 
     @property
     def speaks(self) -> bool:
@@ -473,7 +475,8 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
             continue
         voices[lang] = Voice(v.get("voice", ""), v.get("say_language", lang),
                              v.get("speech_language", lang),
-                             str(v.get("key", menu_raw.get("language_key", "9"))))
+                             str(v.get("key", menu_raw.get("language_key", "9"))),
+                             str(v.get("name", "")))
     settings = {
         k: menu_raw[k]
         for k in (
