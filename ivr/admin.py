@@ -173,7 +173,11 @@ def _previews(menu, current) -> dict[str, str]:
                 out[f"{lang}:{key}"] = twiml.render(step, lambda s: "/voice/menu?…")
             else:
                 response = VoiceResponse()
-                response.say(text, voice=voice.voice, language=voice.say_language)
+                recording = menu.recording(lang, key)
+                if recording is not None:  # what Twilio is told to play, text aside
+                    response.play(AUDIO_PATH + recording.name)
+                else:
+                    response.say(text, voice=voice.voice, language=voice.say_language)
                 out[f"{lang}:{key}"] = str(response)
     return out
 

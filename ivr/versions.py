@@ -35,6 +35,7 @@ from datetime import datetime
 from enum import StrEnum
 
 import redis
+from babel.numbers import format_decimal
 
 from ivr import opening_hours, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Problem, Shipped, build
@@ -184,7 +185,8 @@ def effective(shipped: Shipped, doc: dict,
                   **((doc.get("recordings") or {}).get(lang) or {})}
         for key, raw in merged.items():
             if raw:  # its length and the start of its name: a replaced one differs
-                flat[f"recording:{lang}:{key}"] = f"{raw['seconds']:g} s · {raw['sha256'][:10]}"
+                seconds = format_decimal(raw["seconds"], "0.0", locale=staff_lang)
+                flat[f"recording:{lang}:{key}"] = f"{seconds} s · {raw['sha256'][:10]}"
     for name in sorted({*shipped.examples, *(doc.get("examples") or {})}):
         merged = {**(shipped.examples.get(name) or {}),
                   **((doc.get("examples") or {}).get(name) or {})}

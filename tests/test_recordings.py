@@ -12,13 +12,16 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
+from babel.numbers import format_decimal
 from conftest import CONNECTED_HOTLINES, Twilio
 from test_admin import Staff, flashes
 
@@ -296,12 +299,12 @@ def test_an_uploaded_recording_is_kept_in_the_draft_and_served_by_its_hash(app, 
     data = spoken("Línea Ruta. Le escuchamos.", tmp_path / "saludo.wav")
     page = upload(ana, "es", "greeting", data, "saludo.wav")
     kept = checked(data, "saludo.wav")
-    seconds = f"{kept.seconds:.1f}"
-    assert flashes(page.text) == [
-        f"Recording of {seconds} s kept in the draft. It is not live until you publish it."]
+    seconds = format_decimal(kept.seconds, "0.0", locale="en")  # as the page rounds it
+    assert flashes(page.text) == [f"Recording of {seconds} s kept in the draft. It is not "
+                                  "live until you publish it."]
     overview = ana.page("/admin")
     assert "Recording: Greeting (Español)" in overview
-    assert f"{kept.seconds:g} s · {kept.sha256[:10]}" in overview
+    assert f"{seconds} s · {kept.sha256[:10]}" in overview
     served = app.test_client().get(f"/audio/{kept.name}")  # no login
     assert served.data == data and served.mimetype == "audio/wav"
     # Removed again: the draft is back to no recording.
@@ -309,3 +312,79 @@ def test_an_uploaded_recording_is_kept_in_the_draft_and_served_by_its_hash(app, 
                                          "remove": "1"})
     assert flashes(page.text) == ["Recording removed from the draft."]
     assert "Recording: Greeting" not in ana.page("/admin")
+
+
+# --- 5. in a real browser: upload, the next call plays it, the try panel too, rollback ------
+
+
+@pytest.mark.slow
+def test_a_recording_uploaded_in_the_browser_is_played_until_a_rollback(
+        app, base, browser, tmp_path):
+    from playwright.sync_api import expect
+    from test_admin_browser import add_user, click_and_wait, flash, log_in
+
+    from ivr.simulator import SimulatedCall
+
+    # Shorter than the voice reading the text: the paths stay within the budget.
+    data = spoken("Línea Ruta. Confidencial.", tmp_path / "saludo.wav")
+    kept = checked(data, "saludo.wav")
+    token = app.config["TWILIO_AUTH_TOKEN"]
+
+    def first_heard():
+        """What a new call over HTTP hears first, once the server serves the newest
+        version (it looks at most once a second)."""
+        return SimulatedCall(base, token).run([]).lines[0]
+
+    add_user(app, "ana", "admin")
+    page = browser.new_context(viewport={"width": 1280, "height": 900},
+                               locale="en-US").new_page()
+    log_in(page, base, "ana")
+    page.goto(base + "/admin")
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Recordings"))
+    expect(page.locator("h1")).to_have_text("Recorded prompts")
+    page.locator("#upload-es-greeting").set_input_files(str(tmp_path / "saludo.wav"))
+    click_and_wait(page, page.locator("form:has(#upload-es-greeting) button"))
+    expect(flash(page)).to_have_text(re.compile(
+        r"Recording of \d\.\d s kept in the draft\. It is not live until you publish it\."))
+    player = page.locator(f'#recording-greeting audio[src="/audio/{kept.name}"]')
+    expect(player).to_have_count(1)
+
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Overview"))
+    expect(page.locator("table.diff tbody tr td").first).to_have_text(
+        "Recording: Greeting (Español)")
+    page.get_by_label("What changed, and why (required)").fill("a human greeting")
+    click_and_wait(page, page.get_by_role("button", name="Publish"))
+    expect(flash(page)).to_have_text("Version 1 is live: callers hear it from their next call.")
+
+    heard = wait_for(first_heard, lambda line: line.audio)
+    assert heard.audio == f"/audio/{kept.name}"  # <Play>, from our public URL
+    with urlopen(base + heard.audio) as got:  # as Twilio fetches it: no login
+        assert got.read() == data and got.headers["Content-Type"] == "audio/wav"
+
+    # "Try the call": the browser plays the recording, its text beside it.
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="Try the call"))
+    played = page.locator(f'.transcript li audio[src="/audio/{kept.name}"]')
+    expect(played).to_have_count(1)
+    seconds = played.evaluate("""el => new Promise(done => {
+        el.onloadedmetadata = () => done(el.duration); el.onerror = () => done(-1);
+        el.preload = 'auto'; el.load(); })""")
+    assert seconds == pytest.approx(kept.seconds, abs=0.1)
+    expect(page.locator(".transcript li .transcript-text").first).to_have_text(
+        SHIPPED.prompts["es"]["greeting"])
+
+    # Rolled back to the shipped files: the next call hears the voice again.
+    click_and_wait(page, page.locator("nav.subnav").get_by_role("link", name="History"))
+    page.get_by_label("Why roll back to version 0").fill("back to the voice")
+    click_and_wait(page, page.get_by_role("button", name="Roll back to 0"))
+    expect(flash(page)).to_have_text("Rolled back: version 2 is live.")
+    heard = wait_for(first_heard, lambda line: not line.audio)
+    assert heard.text == SHIPPED.prompts["es"]["greeting"] and not heard.audio
+    page.context.close()
+
+
+def wait_for(get, done, seconds: float = 3.0):
+    """get() until done(it), for at most `seconds`; the last one got."""
+    deadline = time.monotonic() + seconds
+    while not done(got := get()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return got
