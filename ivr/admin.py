@@ -302,7 +302,7 @@ def recordings():
             done = _("Recording removed from the draft.")
         else:
             upload = request.files.get("recording")
-            data = upload.read(MAX_BYTES + 1) if upload else b""
+            data = upload.read() if upload else b""  # at most the body's limit
             try:
                 recording = checked(data, upload.filename if upload else "")
             except RecordingRefused as e:

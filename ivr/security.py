@@ -237,9 +237,10 @@ def staff_headers(response, hsts: bool):
 
 
 # An admin's recording (ivr.admin.recordings) is the one body allowed past the limit: a
-# file of at most ivr.recordings.MAX_BYTES, and its form's few fields.
+# file of at most ivr.recordings.MAX_BYTES, with room for one somewhat larger, so that
+# its admin reads how large it is rather than a bare "too large" page.
 RECORDING_UPLOAD = "admin.recordings"
-RECORDING_UPLOAD_BYTES = MAX_BYTES + 16 * 1024
+RECORDING_UPLOAD_BYTES = 2 * MAX_BYTES
 
 
 def refuse_large_bodies():

@@ -291,12 +291,18 @@ def test_an_upload_that_is_not_audio_is_refused_in_the_admins_language(app, tmp_
     assert flashes(page.text, "error") == [
         "La grabación no se guardó: el archivo no se puede reproducir: no es una grabación "
         "WAV ni MP3."]
+    too_big = b"\0" * 1_200_000
+    page = upload(ana, "es", "greeting", too_big, "saludo.wav")
+    assert flashes(page.text, "error") == [
+        "La grabación no se guardó: la grabación pesa 1200 kB; se permiten máximo 1000 kB."]
     assert services.of(app).store.r.get(store.CONFIG_DRAFT) is None  # nothing kept
 
 
 def test_an_uploaded_recording_is_kept_in_the_draft_and_served_by_its_hash(app, tmp_path):
     ana = Staff(app, "ana")
-    data = spoken("Línea Ruta. Le escuchamos.", tmp_path / "saludo.wav")
+    data = spoken("Línea Ruta. Gracias por llamar. Le escuchamos. Su llamada es confidencial.",
+                  tmp_path / "saludo.wav")
+    assert len(data) > app.config["MAX_CONTENT_LENGTH"]  # larger than any other form
     page = upload(ana, "es", "greeting", data, "saludo.wav")
     kept = checked(data, "saludo.wav")
     seconds = format_decimal(kept.seconds, "0.0", locale="en")  # as the page rounds it
