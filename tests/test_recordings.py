@@ -242,6 +242,8 @@ def test_a_keypad_only_language_is_reached_with_its_key_and_heard_in_recordings(
     assert "".join(gather[1].itertext()) == SHIPPED.prompts["es"]["language_offer"]
     action = gather.get("action").removeprefix("http://ruta.test")
     assert "l=guc" in action
+    back = twilio.twiml(action, Digits="9").find("Gather")  # Spanish's key, 9: back
+    assert back.get("input") == "dtmf speech" and back.get("language") == "es-CO"
     transfer = twilio.twiml(action, Digits="2")
     assert [v.tag for v in transfer] == ["Play", "Dial"]
     assert transfer.find("Dial/Number").text == "+5716000120"
