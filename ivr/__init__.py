@@ -103,6 +103,7 @@ def create_app(config: dict | None = None) -> Flask:
     from ivr import admin, downloads, ops, reports, voice
 
     app.register_blueprint(voice.bp)
+    app.register_blueprint(voice.audio_bp)  # recorded prompts, fetched by Twilio
     security.csrf.exempt(voice.bp)  # Twilio proves itself with its signature instead
     app.register_blueprint(reports.bp)
     app.register_blueprint(admin.bp)

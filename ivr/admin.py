@@ -59,6 +59,7 @@ from ivr.menu import (
     word_count,
 )
 from ivr.message import Message
+from ivr.recordings import MAX_BYTES, MAX_SECONDS, Recording, RecordingRefused, checked
 from ivr.reports import csv_response, export_form
 from ivr.security import current_staff, staff_required
 from ivr.services import current_menu
@@ -74,6 +75,7 @@ from ivr.versions import (
     text_language,
 )
 from ivr.vocabulary import BOGOTA, DialStatus
+from ivr.voice import AUDIO_PATH
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PREVIEW_TOKEN = "preview-only-token"  # signs the preview app's requests; never served
@@ -355,7 +357,11 @@ def _previews(menu, current) -> dict[str, str]:
                 out[f"{lang}:{key}"] = twiml.render(step, lambda s: "/voice/menu?…")
             else:
                 response = VoiceResponse()
-                response.say(text, voice=voice.voice, language=voice.say_language)
+                recording = menu.recording(lang, key)
+                if recording is not None:  # what Twilio is told to play, text aside
+                    response.play(AUDIO_PATH + recording.name)
+                else:
+                    response.say(text, voice=voice.voice, language=voice.say_language)
                 out[f"{lang}:{key}"] = str(response)
     return out
 
@@ -452,6 +458,69 @@ def examples():
     return _render("admin/examples.html", groups=groups, languages=menu.languages,
                    current=current, problems=_problems_by_field(problems),
                    summary=_summary(problems, "admin.examples"))
+
+
+@bp.route("/recordings", methods=["GET", "POST"])
+def recordings():
+    """A recording for any prompt in any language, played instead of the voice (its
+    text stays the transcript); versioned, published and rolled back with the text.
+    Each prompt and language is a form of its own: one upload, or one removal."""
+    v = versions()
+    doc = v.draft_or_live()
+    shipped = v.shipped
+    languages = list(shipped.prompts)
+    keys = sorted({k for texts in shipped.prompts.values() for k in texts})
+    if request.method == "POST":
+        lang, key = request.form.get("language", ""), request.form.get("prompt", "")
+        if lang not in languages or key not in keys:
+            abort(400)
+        found = {la: dict(rs) for la, rs in (doc.get("recordings") or {}).items()}
+        if request.form.get("remove"):
+            # A shipped recording is taken away by a None; an uploaded one is forgotten.
+            if key in shipped.recordings.get(lang, {}):
+                found.setdefault(lang, {})[key] = None
+            else:
+                found.get(lang, {}).pop(key, None)
+            done = _("Recording removed from the draft.")
+        else:
+            upload = request.files.get("recording")
+            data = upload.read() if upload else b""  # at most the body's limit
+            try:
+                recording = checked(data, upload.filename if upload else "")
+            except RecordingRefused as e:
+                flash(_("The recording was not kept: %(why)s.", why=shown(e.message)),
+                      "error")
+                return redirect(url_for("admin.recordings", _anchor=f"recording-{key}"))
+            store.keep_audio(v.r, recording.sha256, data)
+            found.setdefault(lang, {})[key] = recording.to_json()
+            done = _("Recording of %(seconds)s s kept in the draft. It is not live until "
+                     "you publish it.", seconds=decimal(recording.seconds, 1))
+        changed = {**doc, "recordings": found}
+        try:
+            v.save_draft(changed, current_staff().name, request.form.get("draft", ""))
+        except DraftMoved as e:
+            return _moved(e, changed, back="admin.recordings")
+        flash(done)
+        return redirect(url_for("admin.recordings", _anchor=f"recording-{key}"))
+    menu, problems = v.check(doc)
+    current = {lang: {key: r for key in keys
+                      if (r := _recording_in(shipped, doc, lang, key)) is not None}
+               for lang in languages}
+    return _render("admin/recordings.html", languages=languages, keys=keys,
+                   current=current, problems=_problems_by_field(problems),
+                   summary=_summary(problems, "admin.recordings"),
+                   most_kb=MAX_BYTES // 1000, most_seconds=MAX_SECONDS,
+                   texts={lang: {**shipped.prompts[lang],
+                                 **(doc.get("prompts", {}).get(lang) or {})}
+                          for lang in languages})
+
+
+def _recording_in(shipped, doc: dict, lang: str, key: str):
+    """The recording prompt `key` has in `lang` under `doc`, or None."""
+    overrides = (doc.get("recordings") or {}).get(lang) or {}
+    if key in overrides:
+        return Recording.from_json(overrides[key]) if overrides[key] else None
+    return shipped.recordings.get(lang, {}).get(key)
 
 
 def _example_groups(menu) -> list[tuple[str, str, str, dict[str, str]]]:
@@ -745,7 +814,7 @@ def try_call():
         dials = [dial_result] * MAX_TRY_MOVES
     elif request.form.get("restart"):
         moves, dials = [], []
-    transcript, seconds, why = None, None, {}
+    transcript, seconds, why, recorded = None, None, {}, {}
     if not problems:
         preview = _preview_app(doc)
         call = SimulatedCall("http://preview.ruta", PREVIEW_TOKEN,
@@ -754,11 +823,20 @@ def try_call():
                               dials or [DialStatus.COMPLETED])
         seconds = _seconds_before_transfer(transcript, preview)
         why = _why_understood(transcript, preview)
+        recorded = _recorded_texts(preview)
     return _render("admin/try.html", moves=moves, dials=dials[:1], transcript=transcript,
-                   why=why,
+                   why=why, recorded=recorded,
                    seconds=seconds, problems=problems, over_budget=over_budget,
                    moves_json=json.dumps(moves),
                    dials_json=json.dumps(dials[:MAX_TRY_MOVES]))
+
+
+def _recorded_texts(preview) -> dict[str, tuple[str, str]]:
+    """A recording's URL as the transcript names it -> (its language, its prompt's text)."""
+    with preview.app_context():
+        menu = current_menu()
+    return {AUDIO_PATH + r.name: (lang, menu.prompts[lang][key])
+            for lang, found in menu.recordings.items() for key, r in found.items()}
 
 
 def _earlier_moves(raw: str) -> list[list[str]]:
@@ -837,35 +915,46 @@ def _seconds_before_transfer(transcript, preview) -> float | None:
     """Spoken seconds before the first transfer, or before the number of a line Twilio
     cannot dial is read, counted as the 30-second budget counts them
     (ivr.menu.spoken_paths): a caller who presses a key stops the prompt at the sentence
-    that offers it; one who speaks or waits heard it all."""
+    that offers it; one who speaks or waits heard it all; a recording counts whole."""
     with preview.app_context():
         menu = current_menu()
     number_read = {menu.text(lang, "direct_only", hotline=h.names[lang],
                              number=spoken_number(h.say))
                    for h in menu.hotlines.values() if not h.dial for lang in menu.languages}
-    words_per_minute = menu.words_per_minute
-    words, heard = 0, []  # `heard`: what Ruta said since the caller's last move
+    lengths = {r.name: r.seconds for found in menu.recordings.values() for r in found.values()}
+    per_word = 60 / menu.words_per_minute
+    seconds, heard = 0.0, []  # `heard`: what Ruta said since the caller's last move
+
+    def total() -> float:
+        return round(seconds + sum(_seconds_of(t, per_word) for t in heard), 1)
+
     for line in transcript.lines:
         if line.who == "ruta" and line.text in number_read:
             heard.append(line.text)
-            return round((words + sum(word_count(t) for t in heard)) * 60 / words_per_minute, 1)
-        if line.who == "ruta" and not line.text.startswith("("):
+            return total()
+        if line.audio:
+            heard.append(lengths.get(line.audio.rsplit("/", 1)[-1], 0.0))
+        elif line.who == "ruta" and not line.text.startswith("("):
             heard.append(line.text)
         elif line.who == "caller":
             key = line.text.removeprefix("presses ") if line.text.startswith("presses ") else ""
-            words += _words_until_offer(heard, key)
+            seconds += _until_offer(heard, key, per_word)
             heard = []
         elif line.who == "dial":
-            return round((words + sum(word_count(t) for t in heard)) * 60 / words_per_minute, 1)
+            return total()
     return None
 
 
-def _words_until_offer(heard: list[str], key: str) -> int:
-    """Words up to the sentence that offers `key` (all of them if none does)."""
-    total = 0
+def _seconds_of(heard: str | float, per_word: float) -> float:
+    return heard if isinstance(heard, float) else word_count(heard) * per_word
+
+
+def _until_offer(heard: list[str | float], key: str, per_word: float) -> float:
+    """Seconds up to the sentence that offers `key` (all of them if none does)."""
+    total = 0.0
     for text in heard:
-        offered = offering_sentence(text, key) if key else None
+        offered = offering_sentence(text, key) if key and isinstance(text, str) else None
         if offered is not None:
-            return total + sum(word_count(t) for t in sentences(text)[: offered + 1])
-        total += word_count(text)
+            return total + sum(word_count(t) for t in sentences(text)[: offered + 1]) * per_word
+        total += _seconds_of(text, per_word)
     return total

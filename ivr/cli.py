@@ -59,6 +59,12 @@ def config_check(config_dir, prompts_dir):
         sys.exit(1)
     click.echo(f"menu ok: {len(menu.nodes)} questions, {len(menu.hotlines)} hotlines, "
                f"languages {', '.join(menu.languages)}")
+    for lang in menu.languages:
+        voice = menu.voices[lang]
+        said = f"voice {voice.voice}" if voice.speaks else "no voice: recordings only"
+        heard = "keypad and speech" if voice.listens else "keypad only"
+        click.echo(f"  language {lang} (key {voice.key}): {said}, {heard}, "
+                   f"{len(menu.recordings.get(lang, {}))} recording(s)")
     click.echo(f"spoken seconds before the transfer, or the number of a line Twilio cannot "
                f"dial (budget {menu.budget_seconds:g} s, {menu.words_per_minute} words a "
                "minute):")
@@ -93,7 +99,11 @@ def fallback_twiml(config_dir, prompts_dir, live):
             menu = menu_config.load(config_dir, prompts_dir)
         except menu_config.ConfigError as e:
             raise click.ClickException("; ".join(e.problems)) from e
-    click.echo(twiml.render(flow.out_of_service(menu), url_for=lambda _: ""))
+    # A TwiML Bin is not on our host: recordings are fetched from PUBLIC_BASE_URL.
+    from ivr.voice import AUDIO_PATH
+
+    audio = settings.load()["PUBLIC_BASE_URL"].rstrip("/") + AUDIO_PATH
+    click.echo(twiml.render(flow.out_of_service(menu), url_for=lambda _: "", audio_url=audio))
 
 
 # --- ivr call ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ivr import speech
-from ivr.menu import Hotline, Menu, Node, spoken_number, word_count
+from ivr.menu import Hotline, Menu, Node, numbers_of, spoken_number, word_count
 from ivr.speech import Decision
 from ivr.vocabulary import ANSWERED, TWILIO_DIAL_STATUSES, Category, DialStatus, EventKind
 
@@ -157,10 +157,14 @@ class Answer:
 
 @dataclass(frozen=True)
 class Say:
+    """Words for the caller: read by the voice, or, with `recording` (a recording's file
+    name, ivr.recordings.Recording.name), played; `text` is then its transcript."""
+
     text: str
     voice: str
     language: str
     slow: bool = False  # numbers a caller should write down
+    recording: str = ""
 
 
 @dataclass(frozen=True)
@@ -287,8 +291,8 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
         return _ask(menu, state, events=(answered,))
     if key == menu.emergency_key:
         return _emergency(menu, state, now, events=(answered,))
-    if key == menu.language_key and node.offers_language:
-        other = menu.other_language(state.lang)
+    other = menu.language_at_key(state.lang, key) if node.offers_language else None
+    if other:
         changed = FlowEvent(EventKind.LANGUAGE_CHANGED, {"lang": other})
         return _ask(menu, replace(state, lang=other, attempt=0), events=(answered, changed))
     state = replace(state, category=category or state.category)
@@ -390,7 +394,7 @@ def _understand(menu: Menu, state: CallState, node: Node, given: Answer):
     """(a speech.Decision, "dtmf" or "speech") for the caller's answer."""
     valid = {o.key for o in node.options} | {menu.emergency_key, menu.repeat_key}
     if node.offers_language and not state.ask:
-        valid.add(menu.language_key)
+        valid |= {menu.voices[lang].key for lang in menu.offered_languages(state.lang)}
     digits = given.digits.strip()
     if digits:
         return Decision("route" if digits in valid else "none", digits, method="digit"), "dtmf"
@@ -453,8 +457,9 @@ def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
     else:
         if greet and node.greeting:
             prompts += _says(menu, lang, node.greeting)
-        offer = (_says(menu, menu.other_language(lang), "language_offer")
-                 if node.offers_language else ())
+        offer = tuple(say for other in menu.offered_languages(lang)
+                      for say in _says(menu, other, "language_offer")
+                      ) if node.offers_language else ()
         # The caller of the first language hears the offer before the menu (they may not
         # understand it); one who already switched hears the way back after it.
         first = lang == menu.languages[0]
@@ -466,6 +471,7 @@ def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
         speech_language=menu.voices[lang].speech_language,
         hints=hints(menu, node, lang, state.ask),
         timeout=menu.gather_timeout,
+        speech=menu.voices[lang].listens,  # a language no recogniser knows: keypad only
     )
     return Result(step, tuple(events))
 
@@ -598,9 +604,19 @@ def out_of_service(menu: Menu) -> Hangup:
 
 
 def _says(menu: Menu, lang: str, prompt: str, /, slow: bool = False,
-          **values: str) -> tuple[Say]:
+          **values: str) -> tuple[Say, ...]:
+    """The prompt as the caller hears it: read by the language's voice, or its recording
+    played, then the numbers it holds read (by the first language's voice for a language
+    that has none: digits are understood across the border)."""
     voice = menu.voices[lang]
-    return (Say(menu.text(lang, prompt, **values), voice.voice, voice.say_language, slow),)
+    text = menu.text(lang, prompt, **values)
+    recording = menu.recording(lang, prompt)
+    if recording is None:
+        return (Say(text, voice.voice, voice.say_language, slow),)
+    numbers = numbers_of(menu, lang, prompt, **values)
+    reader = voice if voice.speaks else menu.voices[menu.languages[0]]
+    return (Say(text, voice.voice, voice.say_language, slow, recording.name),
+            *((Say(numbers, reader.voice, reader.say_language, True),) if numbers else ()))
 
 
 def question(menu: Menu, lang: str, node: str, greet: bool = False) -> Ask:

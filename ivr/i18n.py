@@ -462,19 +462,22 @@ def field_label(field: str) -> str:
     stands for, in the reader's language: "hotline:labour:dial" -> "Línea del Ministerio
     del Trabajo, Destinos de marcación"; "prompt:es:goodbye" -> "Despedida (Español)"."""
     kind, first, second = (field.split(":", 3) + ["", ""])[:3]
-    language = LANGUAGE_NAMES.get(first, first)
+    language = own_name(first)
     match kind:
         case "hotline":
             line = hotline_name(first)
             return f"{line}, {_name(HOTLINE_FIELD_NAMES, second)}" if second else line
         case "prompt":
             return f"{prompt_name(second)} ({language})"
+        case "recording":
+            return _("Recording: %(prompt)s (%(language)s)", prompt=prompt_name(second),
+                     language=language)
         case "voice":
             return f"{_('Voice for %(language)s', language=language)}, " \
                    f"{_name(VOICE_FIELD_NAMES, second)}"
         case "examples":
             return _("How callers say it: %(option)s (%(language)s)",
-                     option=option_name(first), language=LANGUAGE_NAMES.get(second, second))
+                     option=option_name(first), language=own_name(second))
         case "language":
             return language
     return field
@@ -518,7 +521,16 @@ def role_name(role: str) -> str:
 
 def language_name(lang: str) -> Markup:
     """A language's own name, marked with its language for screen readers."""
-    return Markup('<span lang="{0}">{1}</span>').format(lang, LANGUAGE_NAMES.get(lang, lang))
+    return Markup('<span lang="{0}">{1}</span>').format(lang, own_name(lang))
+
+
+def own_name(lang: str) -> str:
+    """A language's name in itself: a staff language's, else the one config/menu.toml
+    gives a callers' language ("Wayuunaiki"), else its code."""
+    if lang in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[lang]
+    voice = services.current_menu().voices.get(lang) if has_app_context() else None
+    return (voice.name if voice else "") or lang
 
 
 def init_app(app) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ivr import opening_hours
 from ivr.message import N_, InLanguages, Message
+from ivr.recordings import Recording, RecordingRefused, checked
 from ivr.speech import Choice, Danger, Matcher
 from ivr.vocabulary import BOGOTA, Category
 
@@ -39,6 +40,10 @@ PROMPT_PLACEHOLDERS: dict[str, set[str]] = {
     "keys_only": {"key"},
     "keys_item": {"label", "key"},
 }
+# Placeholders that are numbers: a recorded prompt plays its recording, then says these
+# with text-to-speech (no recording can hold every number).
+NUMBER_PLACEHOLDERS = ("number", "key", "first_key", "second_key")
+RECORDING_KINDS = ("wav", "mp3")  # a shipped recording: prompts/<lang>/<prompt>.wav
 # Prompts the engine itself says, whatever the menu tree looks like.
 ENGINE_PROMPTS = [
     "language_offer", "no_input", "invalid", "transfer", "unreachable", "direct_only",
@@ -155,9 +160,24 @@ class Node:
 
 @dataclass(frozen=True)
 class Voice:
+    """How a language is spoken and heard: its text-to-speech voice and language ("" for
+    none: every prompt it needs is recorded), its speech recognition language ("" for
+    none: keypad only), the key that picks it at the language question, and its name in
+    itself ("Wayuunaiki") for the staff pages."""
+
     voice: str
     say_language: str
     speech_language: str
+    key: str = "9"
+    name: str = ""
+
+    @property
+    def speaks(self) -> bool:
+        return bool(self.voice)
+
+    @property
+    def listens(self) -> bool:
+        return bool(self.speech_language)
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,11 @@ class Menu:
     # (node, language, after the danger question) -> Twilio's speech hints, likewise
     hints: dict[tuple[str, str, bool], tuple[str, ...]] = field(default_factory=dict,
                                                                 compare=False)
+    recordings: dict[str, dict[str, Recording]] = field(default_factory=dict)  # lang -> key
+
+    def recording(self, language: str, key: str) -> Recording | None:
+        """The recording a caller hears for prompt `key` in `language`, if it has one."""
+        return self.recordings.get(language, {}).get(key)
 
     def text(self, language: str, key: str, /, **values: str) -> str:
         """The prompt `key` in `language`, placeholders filled; a sentence that starts
@@ -204,9 +229,22 @@ class Menu:
         return text[:1].upper() + text[1:]
 
     def other_language(self, language: str) -> str:
-        """The language a caller switches to with the language key."""
+        """The language a caller's words for "the other language" switch to: from the
+        first, the second; from any other, back to the first."""
         others = [lang for lang in self.languages if lang != language]
         return others[0] if others else language
+
+    def offered_languages(self, language: str) -> tuple[str, ...]:
+        """The languages the language question offers a caller of `language`: from the
+        first, every other one; from any other, the way back to the first."""
+        first = self.languages[0]
+        return tuple(lang for lang in self.languages if lang != first) \
+            if language == first else (first,)
+
+    def language_at_key(self, language: str, key: str) -> str | None:
+        """The language a key picks at the language question, asked in `language`."""
+        return next((lang for lang in self.offered_languages(language)
+                     if self.voices[lang].key == key), None)
 
 
 def is_dialable(target: str) -> bool:
@@ -230,6 +268,8 @@ class Shipped:
     hotlines: dict
     prompts: dict[str, dict[str, str]]
     examples: dict = field(default_factory=dict)  # "node.key" or "danger" -> lang -> phrases
+    recordings: dict[str, dict[str, Recording]] = field(default_factory=dict)  # lang -> key
+    audio_files: dict[str, Path] = field(default_factory=dict)  # Recording.name -> its file
 
 
 # What an administrator may override (see ivr/versions.py): the rest stays in the files.
@@ -250,9 +290,29 @@ def read_shipped(config_dir: Path | str = CONFIG_DIR,
     languages = menu_raw.get("languages", ["es", "en"])
     prompts = {lang: _read_toml(prompts_dir / f"{lang}.toml", problems) for lang in languages}
     examples = _flat_examples(_read_toml(config_dir / "examples.toml", problems))
+    recordings, files = _read_recordings(prompts_dir, languages, problems)
     if problems:
         raise ConfigError(problems)
-    return Shipped(menu_raw, hotlines_raw, prompts, examples)
+    return Shipped(menu_raw, hotlines_raw, prompts, examples, recordings, files)
+
+
+def _read_recordings(prompts_dir: Path, languages, problems: list[str]):
+    """The shipped recordings, prompts/<lang>/<prompt>.wav (or .mp3), checked as an
+    upload is: (lang -> prompt -> Recording, Recording.name -> file)."""
+    recordings: dict[str, dict[str, Recording]] = {}
+    files: dict[str, Path] = {}
+    for lang in languages:
+        folder = prompts_dir / lang
+        found = sorted(f for kind in RECORDING_KINDS for f in folder.glob(f"*.{kind}"))
+        for path in found if folder.is_dir() else ():
+            try:
+                recording = checked(path.read_bytes(), path.name)
+            except RecordingRefused as e:
+                problems.append(f"{path}: {e}")
+                continue
+            recordings.setdefault(lang, {})[path.stem] = recording
+            files[recording.name] = path
+    return recordings, files
 
 
 def _flat_examples(raw: dict) -> dict:
@@ -308,8 +368,17 @@ def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False)
     examples = _copied(shipped.examples)
     for name, langs in (overrides.get("examples") or {}).items():
         examples[name] = {**(examples.get(name) or {}), **langs}
+    recordings = {lang: dict(found) for lang, found in shipped.recordings.items()}
+    for lang, found in (overrides.get("recordings") or {}).items():
+        for key, raw in found.items():  # None: a shipped recording taken away
+            if raw:
+                recordings.setdefault(lang, {})[key] = Recording.from_json(raw)
+            else:
+                recordings.get(lang, {}).pop(key, None)
     languages = tuple(menu_raw.get("languages", ["es", "en"]))
     menu = _build(menu_raw, hotlines_raw, prompts, examples, languages, problems)
+    if menu:
+        menu = replace(menu, recordings=recordings)
     warnings = _validate(menu, problems) if menu else []
     if menu:
         options = {f"{n.id}.{o.key}" for n in menu.nodes.values() for o in n.options}
@@ -417,7 +486,9 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
             problems.append(f"voices.{lang}: missing voice settings for language {lang}")
             continue
         voices[lang] = Voice(v.get("voice", ""), v.get("say_language", lang),
-                             v.get("speech_language", lang))
+                             v.get("speech_language", lang),
+                             str(v.get("key", menu_raw.get("language_key", "9"))),
+                             str(v.get("name", "")))
     settings = {
         k: menu_raw[k]
         for k in (
@@ -507,8 +578,9 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
         for node in menu.nodes.values():
             choices = [Choice(o.key, o.keywords(lang), o.examples.get(lang, ()),
                               o.priority, o.loose.get(lang, ())) for o in node.options]
-            if node.offers_language:
-                choices.append(Choice(menu.language_key, menu.language_words.get(lang, ())))
+            if node.offers_language:  # words for "the other language" (Menu.other_language)
+                choices.append(Choice(menu.voices[menu.other_language(lang)].key,
+                                      menu.language_words.get(lang, ())))
             out[node.id, lang] = Matcher(lang, choices, danger, menu.emergency_key)
     return out
 
@@ -590,6 +662,7 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
         needed |= {n.greeting for n in menu.nodes.values() if n.greeting}
         if lang == menu.languages[0] and any(h.screen for h in menu.hotlines.values()):
             needed |= set(screen_prompts(menu))
+        speaks = lang not in menu.voices or menu.voices[lang].speaks
         for key in sorted(needed):
             text = texts.get(key)
             if text is None:
@@ -598,6 +671,12 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
             elif not str(text).strip():
                 problems.append(_prompt_problem(lang, key, Message(N_(
                     "this prompt is empty"))))
+            # The text stays the transcript; with no voice to read it, a caller hears
+            # nothing but the recording.
+            if not speaks and menu.recording(lang, key) is None:
+                problems.append(_prompt_problem(lang, key, Message(N_(
+                    "this language has no text-to-speech voice: this prompt needs a "
+                    "recording"))))
         for key, text in texts.items():
             allowed = PROMPT_PLACEHOLDERS.get(key, set())
             try:
@@ -614,6 +693,7 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
                         "{%(name)s} cannot be filled in here; this prompt uses no "
                         "placeholders"), {"name": name})))
 
+    _validate_language_keys(menu, problems)
     if menu.start not in menu.nodes:
         problems.append(f"menu.toml: start node {menu.start!r} does not exist")
         return warnings
@@ -625,14 +705,17 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
                 problems.append(f"node {node.id}, key {opt.key}: unknown node {opt.next!r}")
             if opt.hotline and opt.hotline not in menu.hotlines:
                 problems.append(f"node {node.id}, key {opt.key}: unknown hotline {opt.hotline!r}")
-            if opt.key in (menu.emergency_key, menu.language_key if node.offers_language else ""):
+            languages_keys = ({v.key for v in menu.voices.values()} if node.offers_language
+                              else set())
+            if opt.key == menu.emergency_key or opt.key in languages_keys:
                 problems.append(f"node {node.id}: key {opt.key} is reserved")
             for lang in menu.languages:
                 prompt = menu.prompts.get(lang, {}).get(node.prompt, "")
                 if prompt and offering_sentence(prompt, opt.key) is None:
                     problems.append(_prompt_problem(lang, node.prompt, Message(N_(
                         "it never names key %(option)s"), {"option": opt.key})))
-                if not opt.speech.get(lang):
+                listens = lang not in menu.voices or menu.voices[lang].listens
+                if listens and not opt.speech.get(lang):  # keypad-only: needs none
                     problems.append(f"node {node.id}, key {opt.key}: no speech words for {lang}")
     reachable, stack = set(), [menu.start]
     while stack:
@@ -656,6 +739,24 @@ def _validate(menu: Menu, problems: list[str]) -> list[str]:
                         "hotline": names[path.hotline], "budget": menu.budget_seconds}),
                     f"language:{path.language}"))
     return warnings
+
+
+def _validate_language_keys(menu: Menu, problems: list[str]) -> None:
+    """Each language's key is one digit, and no two languages offered together share
+    one (ivr.menu.Menu.offered_languages)."""
+    for lang, voice in menu.voices.items():
+        if not re.fullmatch(r"[0-9]", voice.key) or voice.key == menu.emergency_key:
+            problems.append(Problem(f"voices.{lang}", Message(N_(
+                "the key that picks this language must be one digit other than %(key)s"),
+                {"key": menu.emergency_key}), f"language:{lang}"))
+    for lang in menu.languages[:1]:
+        offered = [o for o in menu.offered_languages(lang) if o in menu.voices]
+        keys = [menu.voices[o].key for o in offered]
+        for other in offered:
+            if keys.count(menu.voices[other].key) > 1:
+                problems.append(Problem(f"voices.{other}", Message(N_(
+                    "another language is picked with key %(key)s too"),
+                    {"key": menu.voices[other].key}), f"language:{other}"))
 
 
 def _prompt_problem(lang: str, key: str, message: Message) -> Problem:
@@ -718,45 +819,61 @@ def spoken_paths(menu: Menu) -> list[SpokenPath]:
     A caller who presses (or says) their option as soon as it is offered cuts the prompt
     there (Twilio's <Gather> barge-in), so a step counts the prompt up to and including
     the sentence that offers the option taken; a language switch at the start counts the
-    greeting and the offer before the menu is heard again in the other language.
+    greeting and the offers before the menu is heard again in the other language. A
+    recorded prompt counts its recording's real length, whole, and its numbers' words.
     """
     paths = []
     first = menu.languages[0]
     start = menu.nodes[menu.start]
-    greeting = [menu.prompts[first][start.greeting]] if start.greeting else []
+    greeting = heard(menu, first, start.greeting) if start.greeting else []
+    offers = [item for lang in menu.offered_languages(first)
+              for item in heard(menu, lang, "language_offer")] if start.offers_language else []
     for lang in menu.languages:
-        # The first language's menu starts with the offer of the other one (see flow._ask).
-        heard, keys = [*greeting], []
-        if start.offers_language:
-            heard.append(menu.prompts[menu.other_language(first)]["language_offer"])
+        # The first language's menu starts with the offers of the others (see flow._ask).
+        said, keys = [*greeting, *offers], []
         if lang != first:
-            keys.append(menu.language_key)
-        _walk(menu, menu.start, lang, heard, keys, (), paths)
+            keys.append(menu.voices[lang].key)
+        _walk(menu, menu.start, lang, said, keys, (), paths)
     emergency = menu.hotlines[menu.emergency_hotline]
     for lang in menu.languages:  # 0 is offered in the first sentence of the main menu
         prompt = menu.prompts[lang][start.prompt]
         idx = offering_sentence(prompt, menu.emergency_key)
         if idx is not None:
-            heard, keys = [*greeting], [menu.emergency_key]
-            if start.offers_language:
-                heard.append(menu.prompts[menu.other_language(first)]["language_offer"])
+            said, keys = [*greeting, *offers], [menu.emergency_key]
             if lang != first:
-                keys.insert(0, menu.language_key)
-            heard += sentences(prompt)[: idx + 1]
-            heard.append(menu.text(lang, "emergency_advice",
-                                   number=spoken_number(emergency.say)))
-            paths.append(_spoken(menu, lang, tuple(keys), emergency, heard,
+                keys.insert(0, menu.voices[lang].key)
+            said += heard(menu, lang, start.prompt, upto=idx)
+            said += heard(menu, lang, "emergency_advice", number=spoken_number(emergency.say))
+            paths.append(_spoken(menu, lang, tuple(keys), emergency, said,
                                  announce="emergency_stay", told=(emergency.id,)))
     return paths
 
 
-def _walk(menu, nid, lang, heard, keys, visited, paths):
+def heard(menu: Menu, lang: str, key: str, /, upto: int | None = None,
+          **values: str) -> list[str | float]:
+    """What a caller hears of prompt `key`: its recording's seconds and the numbers said
+    after it, or its text (up to sentence `upto` where a key press cuts it)."""
+    recording = menu.recording(lang, key)
+    if recording is not None:
+        return [recording.seconds, numbers_of(menu, lang, key, **values)]
+    text = menu.text(lang, key, **values)
+    return [" ".join(sentences(text)[: upto + 1]) if upto is not None else text]
+
+
+def numbers_of(menu: Menu, lang: str, key: str, /, **values: str) -> str:
+    """The numbers prompt `key` says (its number placeholders, filled), in its order."""
+    used = [f for _, f, _, _ in string.Formatter().parse(menu.prompts[lang][key])
+            if f in NUMBER_PLACEHOLDERS]
+    return ", ".join(values[f] for f in used if values.get(f))
+
+
+def _walk(menu, nid, lang, said, keys, visited, paths):
     node = menu.nodes[nid]
     visited = (*visited, nid)
     prompt = menu.prompts[lang][node.prompt]
     for opt in node.options:
         idx = offering_sentence(prompt, opt.key) or 0
-        step_heard = [*heard, *sentences(prompt)[: idx + 1]]
+        step_heard = [*said, *heard(menu, lang, node.prompt, upto=idx)]
         if opt.hotline:
             hotline = menu.hotlines[opt.hotline]
             paths.append(_spoken(menu, lang, (*keys, opt.key), hotline, step_heard))
@@ -764,17 +881,20 @@ def _walk(menu, nid, lang, heard, keys, visited, paths):
             _walk(menu, opt.next, lang, step_heard, [*keys, opt.key], visited, paths)
 
 
-def _spoken(menu: Menu, lang: str, keys, hotline: Hotline, heard: list[str],
+def _spoken(menu: Menu, lang: str, keys, hotline: Hotline, said: list[str | float],
             announce: str = "transfer", told=()) -> SpokenPath:
     """The path's words until the caller is given the line they chose: its ring, or, for
     a line Twilio cannot dial, its number read to them (as ivr.flow says it)."""
     if hotline.dial:
-        last = menu.text(lang, announce, hotline=hotline.names[lang])
+        last = heard(menu, lang, announce, hotline=hotline.names[lang])
     elif hotline.id in told:  # the emergency advice already gave its number
-        last = ""
+        last = []
     else:
-        last = menu.text(lang, "direct_only", hotline=hotline.names[lang],
-                         number=spoken_number(hotline.say))
-    words = sum(word_count(t) for t in [*heard, last])
-    return SpokenPath(lang, tuple(keys), hotline.id, words, words * 60 / menu.words_per_minute,
+        last = heard(menu, lang, "direct_only", hotline=hotline.names[lang],
+                     number=spoken_number(hotline.say))
+    items = [*said, *last]
+    words = sum(word_count(t) for t in items if isinstance(t, str))
+    recorded = sum(t for t in items if isinstance(t, float))
+    return SpokenPath(lang, tuple(keys), hotline.id, words,
+                      recorded + words * 60 / menu.words_per_minute,
                       connected=bool(hotline.dial))

@@ -24,6 +24,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr import redis_url, services, store
 from ivr.message import DEFAULT_LANGUAGE
+from ivr.recordings import MAX_BYTES
 from ivr.sessions import SecurityEvent, log_security_event
 from ivr.staff import has_two_factor, language_of
 
@@ -229,9 +230,17 @@ def staff_headers(response, hsts: bool):
         response.headers.setdefault(name, value)
     if hsts:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
-    if not request.path.startswith("/static/"):
+    # Recordings' URLs change with their content: those may be cached for ever.
+    if not request.path.startswith(("/static/", "/audio/")):
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# An admin's recording (ivr.admin.recordings) is the one body allowed past the limit: a
+# file of at most ivr.recordings.MAX_BYTES, with room for one somewhat larger, so that
+# its admin reads how large it is rather than a bare "too large" page.
+RECORDING_UPLOAD = "admin.recordings"
+RECORDING_UPLOAD_BYTES = 2 * MAX_BYTES
 
 
 def refuse_large_bodies():
@@ -240,6 +249,8 @@ def refuse_large_bodies():
     length (chunked, which the server de-chunks) is read here up to the limit: Werkzeug
     would quietly cut it off there instead."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.endpoint == RECORDING_UPLOAD and request.method == "POST":
+        limit = request.max_content_length = RECORDING_UPLOAD_BYTES
     if request.content_length is not None:
         if request.content_length > limit:
             abort(413)

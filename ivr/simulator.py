@@ -2,7 +2,7 @@
 
 It posts the parameters Twilio posts, signs every request with twilio's own
 `RequestValidator` algorithm and the auth token, follows the TwiML we answer with
-(Say, Pause, Gather, Redirect, Dial, Hangup), and answers each question with the
+(Say, Play, Pause, Gather, Redirect, Dial, Hangup), and answers each question with the
 caller's next move. Used by `ivr call`, by the tests, and by the load benchmarks.
 """
 
@@ -65,6 +65,7 @@ class Line:
     language: str = ""
     asked_at: str = ""  # a caller's move: the URL of the question it answers
     message: Message | None = None
+    audio: str = ""  # a recording played (<Play>): its URL
 
     def __str__(self) -> str:
         lang = f" [{self.language}]" if self.language else ""
@@ -146,9 +147,10 @@ class SimulatedCall:
             "Direction": "inbound",
         }
 
-        def note(who: str, said: str | Message, language: str = "", asked_at: str = "") -> None:
+        def note(who: str, said: str | Message, language: str = "", asked_at: str = "",
+                 audio: str = "") -> None:
             message = said if isinstance(said, Message) else None
-            call.lines.append(Line(who, str(said), language, asked_at, message))
+            call.lines.append(Line(who, str(said), language, asked_at, message, audio))
             if on_line:
                 on_line(call.lines[-1])
 
@@ -177,12 +179,16 @@ class SimulatedCall:
         for verb in response:
             if verb.tag == "Say":
                 note("ruta", "".join(verb.itertext()).strip(), verb.get("language", ""))
+            elif verb.tag == "Play":
+                _play(verb, note)
             elif verb.tag == "Pause":
                 note("ruta", _pause(verb))
             elif verb.tag == "Gather":
                 for inner in verb:
                     if inner.tag == "Say":
                         note("ruta", "".join(inner.itertext()).strip(), inner.get("language", ""))
+                    elif inner.tag == "Play":
+                        _play(inner, note)
                     elif inner.tag == "Pause":
                         note("ruta", _pause(inner))
                 if not moves:
@@ -268,6 +274,13 @@ class SimulatedCall:
             raise RuntimeError(f"accepting the whisper got HTTP {status}: {body[:200]}")
         note("hotline", Message(N_("connected")))
         return spoken + 1
+
+
+def _play(verb, note) -> None:
+    """A recording played: the transcript names it, and keeps its URL."""
+    url = (verb.text or "").strip()
+    note("ruta", Message(N_("(plays the recording %(name)s)"),
+                         {"name": url.rsplit("/", 1)[-1]}), audio=url)
 
 
 def _pause(verb) -> Message:

@@ -32,6 +32,8 @@ Redis Cluster all of them live in one slot (why: below). The layout:
     {ruta}:config:seq          the last version number given out
     {ruta}:config:v:<n>        hash: version n (overrides document, author, time, note)
     {ruta}:config:draft        JSON: the administrators' draft
+    {ruta}:audio:<sha256>      bytes: a recorded prompt (WAV or MP3) by its content's
+                               sha256, kept for ever: drafts and versions name it
     {ruta}:audit               stream: who published, rolled back, changed a user... (kept)
     {ruta}:security            stream: signed-in staff's and operators' logins, logouts,
                                two-step changes, ended sessions (capped; ivr.sessions)
@@ -200,6 +202,20 @@ MIGRATIONS = f"{PREFIX}migrations"
 
 def config_version_key(number: int) -> str:
     return f"{PREFIX}config:v:{number}"
+
+
+def audio_key(sha256: str) -> str:
+    return f"{PREFIX}audio:{sha256}"
+
+
+def keep_audio(r: redis.Redis, sha256: str, data: bytes) -> None:
+    """Keep a recording's bytes under their sha256 (the same bytes: once)."""
+    r.set(audio_key(sha256), data, nx=True)
+
+
+def audio(r: redis.Redis, sha256: str) -> bytes | None:
+    """A recording's bytes (`r` must not decode responses), or None."""
+    return r.get(audio_key(sha256))
 
 HOUR_KEEP_SECONDS = 3 * 24 * 3600
 

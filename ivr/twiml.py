@@ -1,4 +1,8 @@
-"""Render a flow Step to TwiML, with twilio's VoiceResponse only (it escapes all text)."""
+"""Render a flow Step to TwiML, with twilio's VoiceResponse only (it escapes all text).
+
+A recorded prompt is a <Play> of its public URL, `audio_url` + the recording's file name
+(the web app serves it: ivr.voice.AUDIO_PATH); its text is not sent to Twilio.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ def dial_timeout(ring_seconds: int) -> int:
     return max(MIN_DIAL_TIMEOUT, ring_seconds - TWILIO_RING_PADDING)
 
 
-def render(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
+def render(step: Step, url_for: UrlFor, our_number: str | None = None,
+           audio_url: str = "/audio/") -> str:
     """TwiML for `step`; `url_for` turns the state to resume at into a URL.
 
     A question's TwiML is the same for every caller but for the URLs that carry the
@@ -44,9 +49,10 @@ def render(step: Step, url_for: UrlFor, our_number: str | None = None) -> str:
         case Screen():
             resume, shape = step.accept, replace(step, accept=None)
         case _:
-            return _build(step, "", "", our_number)
+            return _build(step, "", "", our_number, audio_url)
     screen = getattr(step, "screen", None)
-    xml = _cached(replace(shape, screen=None) if screen else shape, our_number, bool(screen))
+    xml = _cached(replace(shape, screen=None) if screen else shape, our_number, bool(screen),
+                  audio_url)
     if screen:
         xml = xml.replace(SCREEN_MARK, _attr(url_for(screen)))
     return xml.replace(URL_MARK, _attr(url_for(resume)))
@@ -57,11 +63,15 @@ def _attr(url: str) -> str:
 
 
 @lru_cache(maxsize=2048)
-def _cached(shape: Step, our_number: str | None, screened: bool) -> str:
-    return _build(shape, URL_MARK, SCREEN_MARK if screened else "", our_number)
+def _cached(shape: Step, our_number: str | None, screened: bool, audio_url: str) -> str:
+    return _build(shape, URL_MARK, SCREEN_MARK if screened else "", our_number, audio_url)
 
 
-def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None) -> str:
+def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None,
+           audio_url: str = "/audio/") -> str:
+    def speak(verb, prompts) -> None:
+        _speak(verb, prompts, audio_url)
+
     response = VoiceResponse()
     match step:
         case Ask():
@@ -71,19 +81,19 @@ def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None)
                 method="POST",
                 num_digits=1,
                 timeout=step.timeout,
-                language=step.speech_language,
+                language=step.speech_language or None,
                 **({"speech_timeout": "auto", "hints": ", ".join(step.hints)}
                    if step.speech else {}),
             )
-            _speak(gather, step.prompts)
+            speak(gather, step.prompts)
             response.append(gather)
             if step.goodbye:  # silence after the numbers: say goodbye and end politely
-                _speak(response, step.goodbye)
+                speak(response, step.goodbye)
                 response.hangup()
             else:  # silence leads back to the same question, never to a dead line
                 response.redirect(resume_url, method="POST")
         case Transfer():
-            _speak(response, step.prompts)
+            speak(response, step.prompts)
             # No answerOnBridge: Twilio documents it for a <Dial> that answers an
             # unanswered call, and ours was answered by the first <Say> of the menu.
             dial = response.dial(
@@ -100,21 +110,23 @@ def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None)
         case Screen():  # played to the answering side; silence hangs up on it alone
             gather = Gather(input="dtmf", action=resume_url, method="POST", num_digits=1,
                             timeout=step.timeout)
-            _speak(gather, step.prompts)
+            speak(gather, step.prompts)
             response.append(gather)
             response.hangup()
         case Bridge():  # an empty document: the answering side is connected
             pass
         case Hangup():
-            _speak(response, step.prompts)
+            speak(response, step.prompts)
             response.hangup()
     return str(response)
 
 
-def _speak(verb, prompts: tuple[Say | Pause, ...]) -> None:
+def _speak(verb, prompts: tuple[Say | Pause, ...], audio_url: str) -> None:
     for prompt in prompts:
         if isinstance(prompt, Pause):
             verb.pause(length=prompt.seconds)
+        elif prompt.recording:
+            verb.play(audio_url + prompt.recording)
         elif prompt.slow and prompt.voice.startswith(SSML_VOICES):
             verb.say(voice=prompt.voice, language=prompt.language).prosody(
                 prompt.text, rate="slow"

@@ -6,7 +6,12 @@ What an administrator can change is an *overrides* document over the shipped fil
      "examples": {"welcome.2": {"es": ["el patrón no me paga", ...]}, "danger": {...}},
      "hotlines": {"labour": {"dial": ["+57..."], "say": "120", "hours": "24/7",
                              "fallback": "national", "show_caller": false}},
-     "voices":   {"es": {"voice": "...", "say_language": "...", "speech_language": "..."}}}
+     "voices":   {"es": {"voice": "...", "say_language": "...", "speech_language": "..."}},
+     "recordings": {"es": {"greeting": {"sha256": "...", "kind": "wav", "seconds": 2.4},
+                           "goodbye": None}}}   # None: a shipped recording taken away
+
+A recording's bytes are kept apart, once, by their sha256 (ivr.store.keep_audio): a
+version names them, so a rollback brings back the recordings with the text.
 
 Edits go into the draft. Publishing builds the whole menu exactly as the loader does
 (`ivr.menu.build`, strictly: a path over the spoken-seconds budget is refused too) and
@@ -29,6 +34,7 @@ from datetime import datetime
 from enum import StrEnum
 
 import redis
+from babel.numbers import format_decimal
 
 from ivr import opening_hours, store
 from ivr.menu import HOTLINE_FIELDS, ConfigError, Menu, Problem, Shipped, build
@@ -161,7 +167,7 @@ def now_text() -> str:
 def normalize(doc: dict) -> dict:
     """Keep only what may be overridden, dropping empty sections (stable to compare)."""
     out = {}
-    for section in ("prompts", "hotlines", "voices", "examples"):
+    for section in ("prompts", "hotlines", "voices", "examples", "recordings"):
         entries = {k: dict(v) for k, v in (doc.get(section) or {}).items() if v}
         if entries:
             out[section] = entries
@@ -204,6 +210,13 @@ def effective(shipped: Shipped, doc: dict,
         merged = {**fields, **(doc.get("voices", {}).get(lang) or {})}
         for name, value in merged.items():
             flat[f"voice:{lang}:{name}"] = str(value)
+    for lang in shipped.prompts:
+        merged = {**{k: r.to_json() for k, r in shipped.recordings.get(lang, {}).items()},
+                  **((doc.get("recordings") or {}).get(lang) or {})}
+        for key, raw in merged.items():
+            if raw:  # its length and the start of its name: a replaced one differs
+                seconds = format_decimal(raw["seconds"], "0.0", locale=staff_lang)
+                flat[f"recording:{lang}:{key}"] = f"{seconds} s · {raw['sha256'][:10]}"
     for name in sorted({*shipped.examples, *(doc.get("examples") or {})}):
         merged = {**(shipped.examples.get(name) or {}),
                   **((doc.get("examples") or {}).get(name) or {})}

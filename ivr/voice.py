@@ -3,7 +3,8 @@
 Thin on purpose: every decision is in `ivr.flow`. Routes: POST /voice (the number's Voice
 URL), /voice/menu, /voice/dial and /voice/numbers (the URLs our TwiML names, with the
 call's position in the query string), /voice/screen (the whisper a screened hotline hears
-before it accepts), and /voice/status (the status callback).
+before it accepts), and /voice/status (the status callback). And GET /audio/<name>: a
+recorded prompt, fetched by Twilio for a <Play> (public: its name is its content's hash).
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, g, request
+import redis
+from flask import Blueprint, Response, abort, current_app, g, request
 
-from ivr import events, flow, ops, services, twiml
+from ivr import events, flow, ops, services, store, twiml
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
 from ivr.menu import E164, Menu
+from ivr.recordings import CONTENT_TYPES
 from ivr.security import twilio_signed
 from ivr.services import current_menu
 from ivr.vocabulary import FINAL_CALL_STATUSES, Event, EventKind
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
+audio_bp = Blueprint("audio", __name__)
+AUDIO_PATH = "/audio/"  # + a recording's name: `<sha256>.wav` or `.mp3`
+AUDIO_CACHE = "public, max-age=31536000, immutable"  # its name changes with its content
 
 
 def _state(phase: Phase, menu: Menu) -> CallState:
@@ -71,7 +77,35 @@ def _respond(result: flow.Result, before: CallState | None = None) -> Response:
         for i, e in enumerate(result.events)
     ])
     ops.count(result.events)  # the Prometheus counters, after the events that matter more
-    return Response(twiml.render(step, _resume_url, caller_id), mimetype="text/xml")
+    return Response(twiml.render(step, _resume_url, caller_id, _audio_url()),
+                    mimetype="text/xml")
+
+
+def _audio_url() -> str:
+    """Where Twilio fetches recordings: absolute when we know our public URL."""
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + AUDIO_PATH
+
+
+@audio_bp.get(AUDIO_PATH + "<sha256>.<kind>")
+def audio(sha256: str, kind: str):
+    """A recorded prompt, for Twilio's <Play> and the admins' "try the call": no login
+    (Twilio sends none), cached for ever, 404 for a name we do not hold."""
+    name = f"{sha256}.{kind}"
+    if kind not in CONTENT_TYPES or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        abort(404)
+    running = services.of()
+    shipped = running.shipped.audio_files.get(name)
+    data = shipped.read_bytes() if shipped else None
+    if data is None and running.redis is not None:
+        try:
+            data = store.audio(running.redis, sha256)
+        except redis.RedisError:
+            abort(503)
+    if data is None:
+        abort(404)
+    response = Response(data, mimetype=CONTENT_TYPES[kind])
+    response.headers["Cache-Control"] = AUDIO_CACHE
+    return response
 
 
 def _placeable(result: flow.Result, caller_id: str | None) -> flow.Result:
@@ -158,7 +192,8 @@ def screen():
     """
     menu = current_menu()
     result = flow.screen(menu, _state(Phase.SCREEN, menu), _answer())
-    return Response(twiml.render(result.step, _resume_url), mimetype="text/xml")
+    return Response(twiml.render(result.step, _resume_url, audio_url=_audio_url()),
+                    mimetype="text/xml")
 
 
 @bp.post("/status")
@@ -191,4 +226,5 @@ def never_silent(error):
     result = flow.safe_transfer(menu, lang)
     caller_id = _caller_id()
     result = _placeable(result, caller_id)
-    return Response(twiml.render(result.step, _resume_url, caller_id), mimetype="text/xml")
+    return Response(twiml.render(result.step, _resume_url, caller_id, _audio_url()),
+                    mimetype="text/xml")

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow  # a browser and a served app
 VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 BROWSER_LOCALE = {"es": "es-CO", "en": "en-US"}
 ADMIN_PAGES = ["/admin", "/admin/hotlines", "/admin/prompts", "/admin/examples",
-               "/admin/history", "/admin/audit", "/admin/sessions", "/admin/try"]
+               "/admin/history", "/admin/audit", "/admin/sessions", "/admin/try",
+               "/admin/recordings"]
 SERIOUS = {"serious", "critical"}
 # axe-core leaves WCAG 2.2's target size (2.5.8) out unless asked.
 AXE_OPTIONS = {"resultTypes": ["violations"], "rules": {"target-size": {"enabled": True}}}

@@ -42,9 +42,11 @@ SHIPPED = read_shipped()
 ES_GREETING = SHIPPED.prompts["es"]["greeting"]  # "Línea Ruta. Su llamada es confidencial."
 EN_GREETING = SHIPPED.prompts["en"]["greeting"]
 ADMIN_GETS = ["/admin", "/admin/prompts", "/admin/hotlines", "/admin/history",
-              "/admin/audit", "/admin/audit.csv", "/admin/try", "/admin/sessions"]
+              "/admin/audit", "/admin/audit.csv", "/admin/try", "/admin/sessions",
+              "/admin/recordings"]
 ADMIN_POSTS = ["/admin/prompts", "/admin/hotlines", "/admin/publish", "/admin/approve",
-               "/admin/discard", "/admin/rollback", "/admin/try", "/admin/sessions/end"]
+               "/admin/discard", "/admin/rollback", "/admin/try", "/admin/sessions/end",
+               "/admin/recordings"]
 
 # A moment as an English reader sees it (ivr.i18n.moment): "Nov 26, 2026, 7:40 AM".
 MOMENT_EN = r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d\d\s[AP]M"
@@ -187,7 +189,7 @@ SAVED_WITH_PROBLEMS = {
           "abajo."}
 # The forms that change the draft: each names the draft it was made on (a hidden field).
 DRAFT_CHANGES = ("/admin/publish", "/admin/approve", "/admin/discard", "/admin/rollback",
-                 "/admin/restore")
+                 "/admin/restore", "/admin/recordings")
 
 
 class Staff:
@@ -998,6 +1000,7 @@ def test_admin_forms_without_a_csrf_token_are_refused(app, ana, redis_client):
         "/admin/approve": {},
         "/admin/try": {"press": "2"},
         "/admin/sessions/end": {"session": "0" * 64},
+        "/admin/recordings": {"language": "es", "prompt": "greeting", "remove": "1"},
     }
     for path, data in attempts.items():
         for token in (None, "made-up-token"):

@@ -230,6 +230,7 @@ def doc_figures() -> list[tuple[str, str]]:
         flow,
         menu,
         ops,
+        recordings,
         redis_url,
         reports,
         security,
@@ -268,6 +269,8 @@ def doc_figures() -> list[tuple[str, str]]:
     return [
         ("README.md", figure) for figure in readme_figures()
     ] + [
+        ("docs/staff.md", f"a WAV or MP3 of at most {recordings.MAX_BYTES // 1_000_000} MB "
+                          f"and {recordings.MAX_SECONDS} s"),
         ("docs/staff.md", f"(default the last {len(summary.parse_range(None, None))}; "
                           f"presets {presets[0]}, {' or '.join(presets[1:])} days"),
         ("docs/staff.md", f"`?range={'|'.join(presets)}`"),

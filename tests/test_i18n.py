@@ -34,6 +34,7 @@ from ivr import alerts, create_app, export_jobs, i18n, incidents, services, stor
 from ivr.cli import main as ivr_main
 from ivr.menu import read_shipped
 from ivr.message import InLanguages
+from ivr.recordings import Recording
 from ivr.simulator import Move
 from ivr.versions import ConfigVersions
 from ivr.vocabulary import BOGOTA, day_of
@@ -429,6 +430,13 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("/admin/prompts", person.get("/admin/prompts"))
     keep("/admin/hotlines", person.get("/admin/hotlines"))
     keep("/admin/examples", person.get("/admin/examples"))
+    keep("/admin/recordings", person.get("/admin/recordings"))
+    recorded = ConfigVersions(redis_client, services.of(app).shipped)
+    recorded.save_draft({"recordings": {"es": {"greeting": Recording(
+        "ab" * 32, "wav", 2.5).to_json()}}}, "ana")
+    keep("/admin/recordings with one", person.get("/admin/recordings"))
+    keep("/admin with a recording", person.get("/admin"))
+    recorded.discard_draft("ana")
     keep("/admin/try", person.get("/admin/try"))
     keep("try: press", person.post("/admin/try", {"press": "2"}))
     keep("try: say", person.post("/admin/try", {
