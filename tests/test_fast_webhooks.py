@@ -9,6 +9,7 @@ for both (the start time travels in the TwiML's URLs).
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ from test_hostile import WEBHOOKS, state_queries, twilio_forms
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
-from ivr import create_app, flow, store, twiml, voice
+from ivr import create_app, flow, logs, store, twiml, voice
 from ivr.fast_webhooks import FastWebhooks
 
 NOW = datetime(2026, 11, 20, 15, 30, 12, 345678, tzinfo=UTC)
@@ -158,28 +159,53 @@ def test_a_request_signed_wrong_goes_to_flask_and_gets_its_403(apps):
     assert fast == flask_only and fast[0] == "403 FORBIDDEN" and fast[3] == ([], [])
 
 
+class Lines(logging.Handler):
+    """Log lines as ivr.logs writes them in development."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logs.TextFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
 def test_an_error_after_the_events_are_out_gets_the_safety_net_once(apps, monkeypatch):
     """The step's events are kept, then rendering fails: the caller goes to the default
-    line, from the fast path as from Flask, and the step is not run a second time."""
+    line, from the fast path as from Flask, and the step is not run a second time. The
+    log line names the call and hides the caller's number, from both."""
     render = twiml.render
     failures = []
 
     def fails_once(step, *args):
         if not failures:
             failures.append(step)
-            raise RuntimeError("a bug in rendering")
+            raise RuntimeError("a bug in rendering, for +573001234567")
         return render(step, *args)
 
     path, query, pairs, headers = ordinary("/voice/menu", ANSWER, Digits="2")
-    answers = []
+    answers, logged = [], []
     for app in (apps.fast, apps.flask_only):
         failures.clear()
         monkeypatch.setattr(twiml, "render", fails_once)
         monkeypatch.setattr(voice, "_now", lambda: NOW)
-        answers.append(exchange(app, apps.redis, "POST", ORDINARY_HOST, path + "?" + query,
-                                urlencode(pairs).encode(), headers))
+        lines = Lines()
+        logging.getLogger("ivr.voice").addHandler(lines)
+        try:
+            answers.append(exchange(app, apps.redis, "POST", ORDINARY_HOST, f"{path}?{query}",
+                                    urlencode(pairs).encode(), headers))
+        finally:
+            logging.getLogger("ivr.voice").removeHandler(lines)
+        logged.append(lines.lines)
     fast, flask_only = answers
     assert fast == flask_only
+    # The same line from both (after its time); the tracebacks differ by where they pass.
+    assert [[line.split(" ", 2)[2].split("\n")[0] for line in lines] for lines in logged] == [
+        [f"ERROR ivr.voice [CA{'7' * 32}]: webhook failed; sending the caller to the default "
+         "hotline"]] * 2
+    for lines in logged:
+        assert "for [caller]" in lines[0] and "3001234567" not in lines[0]
     assert fast[0] == "200 OK" and b"<Dial" in fast[2]  # the safety net's transfer
     events = fast[3][0]
     assert events and len(events) == len(set(events))  # the step's events, once
