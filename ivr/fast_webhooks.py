@@ -21,7 +21,7 @@ import hmac
 import io
 import re
 from functools import cached_property
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import werkzeug.urls  # noqa: F401 - registers the "werkzeug.url_quote" decoding errors
 from werkzeug.http import HTTP_STATUS_CODES
@@ -146,9 +146,22 @@ def _plain(scheme: str, host: str) -> bool:
 
 
 def _fields(raw: bytes) -> dict[str, str]:
-    """A form or query string parsed as Werkzeug parses it; ValueError if a name repeats."""
-    pairs = parse_qsl(raw.decode(), keep_blank_values=True, errors="werkzeug.url_quote")
-    fields = dict(pairs)
-    if len(fields) != len(pairs):
-        raise ValueError("a repeated parameter")
+    """A form or query string parsed as Werkzeug parses it (urllib's parse_qsl, blank
+    values kept, bad escapes left as sent), with only the escaped parts unquoted: most of
+    Twilio's fields have none. ValueError if it is not UTF-8 or a name repeats."""
+    fields = {}
+    for pair in raw.decode().split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        name = _unquoted(name)
+        if name in fields:
+            raise ValueError("a repeated parameter")
+        fields[name] = _unquoted(value)
     return fields
+
+
+def _unquoted(text: str) -> str:
+    if "+" in text or "%" in text:
+        return unquote(text.replace("+", " "), errors="werkzeug.url_quote")
+    return text
