@@ -215,25 +215,10 @@ WEBHOOKS: dict[str, Callable[[Webhook], str | None]] = {
 # --- Flask's views: thin adapters ------------------------------------------------------
 
 
-class _RequestArgs(Mapping):
-    """request.args read only when asked: a query string Werkzeug cannot decode fails
-    inside the webhook (and so meets the safety net), as it always has."""
-
-    def __getitem__(self, key):
-        return request.args[key]
-
-    def get(self, key, default=None):
-        return request.args.get(key, default)
-
-    def __iter__(self):
-        return iter(request.args)
-
-    def __len__(self):
-        return len(request.args)
-
-
 def _webhook() -> Webhook:
-    return Webhook(request.form, _RequestArgs(), current_app.config, services.of())
+    """This request, as the webhooks read it (its form and query already read by the
+    signature check)."""
+    return Webhook(request.form, request.args, current_app.config, services.of())
 
 
 def _xml(body: str) -> Response:
