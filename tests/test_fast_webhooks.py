@@ -1,8 +1,9 @@
 """The fast path (ivr.fast_webhooks) against Flask alone: the same answers, the same events.
 
-Two apps on the session's Redis, one with RUTA_FAST_WEBHOOKS on and one with it off, get
-the same requests: the hostile-input generators of tests/test_hostile.py, sent with
-right, wrong or no signatures, odd content types, hosts and methods. Status, headers,
+Two apps on the session's Redis, one with RUTA_FAST_WEBHOOKS on and one with it off (and
+two more behind a proxy, with PUBLIC_BASE_URL), get the same requests: the hostile-input
+generators of tests/test_hostile.py, sent with right, wrong or no signatures, odd content
+types, hosts and methods. Status, headers,
 body and the events in Redis must be byte for byte the same. The clock is held still
 for both (the start time travels in the TwiML's URLs).
 """
@@ -31,6 +32,7 @@ NOW = datetime(2026, 11, 20, 15, 30, 12, 345678, tzinfo=UTC)
 FORM = "application/x-www-form-urlencoded"
 VALIDATOR = RequestValidator(TOKEN)
 ORDINARY_HOST = "http://ruta.test"
+PUBLIC = "https://ruta.example.org"  # PUBLIC_BASE_URL behind a proxy
 # Hosts the fast path takes as they are, and hosts Werkzeug rewrites (case, a default
 # port, IDNA, a port out of range or written with a zero), which go to Flask.
 HOSTS = [ORDINARY_HOST, "http://ruta.test:8000", "https://ruta.test", "http://10.0.0.7:5000",
@@ -60,6 +62,10 @@ def apps(redis_server, tmp_path_factory):
     }
     fast = create_app({**config, "RUTA_FAST_WEBHOOKS": True})
     flask_only = create_app({**config, "RUTA_FAST_WEBHOOKS": False})
+    # Behind a TLS proxy: the URL Twilio signed is PUBLIC_BASE_URL's, whatever the Host.
+    proxied = {**config, "PUBLIC_BASE_URL": PUBLIC}
+    behind_proxy = (create_app({**proxied, "RUTA_FAST_WEBHOOKS": True}),
+                    create_app({**proxied, "RUTA_FAST_WEBHOOKS": False}))
     handed = []
     layer = layer_of(fast)
     inner = layer.flask
@@ -71,7 +77,8 @@ def apps(redis_server, tmp_path_factory):
     layer.flask = record
     r = redis.Redis.from_url(redis_server.url)
     try:
-        yield SimpleNamespace(fast=fast, flask_only=flask_only, handed=handed, redis=r)
+        yield SimpleNamespace(fast=fast, flask_only=flask_only, handed=handed, redis=r,
+                              pairs={"direct": (fast, flask_only), "proxied": behind_proxy})
     finally:
         r.close()
 
@@ -93,14 +100,15 @@ def exchange(app, r: redis.Redis, method: str, host: str, path: str, body: bytes
     return resp.status, resp.headers.to_wsgi_list(), resp.get_data(), redis_state(r)
 
 
-def both(apps, method, host, path, query, pairs, headers) -> tuple[tuple, tuple]:
+def both(apps, method, host, path, query, pairs, headers, which="direct") -> tuple[tuple, tuple]:
     """The same request through the fast path and through Flask alone, at NOW."""
     full = path + (f"?{query}" if query else "")
     body = urlencode(pairs).encode()
+    fast, flask_only = apps.pairs[which]
     with pytest.MonkeyPatch.context() as clock:
         clock.setattr(voice, "_now", lambda: NOW)
-        return (exchange(apps.fast, apps.redis, method, host, full, body, headers),
-                exchange(apps.flask_only, apps.redis, method, host, full, body, headers))
+        return (exchange(fast, apps.redis, method, host, full, body, headers),
+                exchange(flask_only, apps.redis, method, host, full, body, headers))
 
 
 def signed(host: str, path: str, query: str, pairs) -> str:
@@ -111,17 +119,20 @@ def signed(host: str, path: str, query: str, pairs) -> str:
 @given(path=st.sampled_from(WEBHOOKS), form=st.data(), query=state_queries(),
        host=st.sampled_from(HOSTS), content_type=st.sampled_from(CONTENT_TYPES),
        signature=st.sampled_from(["right", "right", "right", "wrong", "none"]),
-       method=st.sampled_from(["POST"] * 6 + ["GET", "PUT"]))
-@settings(max_examples=150, deadline=None)
+       method=st.sampled_from(["POST"] * 6 + ["GET", "PUT"]),
+       which=st.sampled_from(["direct", "proxied"]))
+@settings(max_examples=200, deadline=None)
 def test_the_fast_path_answers_and_keeps_what_flask_does(apps, path, form, query, host,
-                                                         content_type, signature, method):
+                                                         content_type, signature, method,
+                                                         which):
     pairs, _ = form.draw(twilio_forms(path))
     headers = {"Content-Type": content_type}
+    signed_base = PUBLIC if which == "proxied" else host
     if signature == "right":
-        headers["X-Twilio-Signature"] = signed(host, path, query, pairs)
+        headers["X-Twilio-Signature"] = signed(signed_base, path, query, pairs)
     elif signature == "wrong":
-        headers["X-Twilio-Signature"] = signed(host, path, query + "&n=report", pairs)
-    fast, flask_only = both(apps, method, host, path, query, pairs, headers)
+        headers["X-Twilio-Signature"] = signed(signed_base, path, query + "&n=report", pairs)
+    fast, flask_only = both(apps, method, host, path, query, pairs, headers, which)
     assert fast == flask_only
 
 
