@@ -100,7 +100,7 @@ def create_app(config: dict | None = None) -> Flask:
     # The newest version an administrator published, else the shipped files.
     services.live_menu = LiveMenu(shipped, client, menu)
 
-    from ivr import admin, downloads, ops, reports, voice
+    from ivr import admin, downloads, fast_webhooks, ops, reports, voice
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(voice.audio_bp)  # recorded prompts, fetched by Twilio
@@ -108,6 +108,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(reports.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(downloads.bp)  # the big CSV exports, built by the worker
+    fast_webhooks.init_app(app)  # the webhooks' ordinary case, answered without Flask
     ops.init_app(app)  # /healthz, /readyz, /metrics and the webhook counters
     security.init_app(app)
     i18n.init_app(app)  # the staff pages in Spanish (Colombia) or English

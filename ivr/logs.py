@@ -18,11 +18,14 @@ import logging
 import re
 import sys
 import time
+from contextvars import ContextVar
 
 FORMATS = ("json", "text")
 HIDDEN = "[caller]"
 _CALL_SID = re.compile(r"[A-Za-z0-9]{1,64}")
 _MARK = "_ruta_handler"
+# The form of the webhook ivr.fast_webhooks is answering outside Flask, while it does.
+FAST_WEBHOOK_FORM: ContextVar[dict | None] = ContextVar("ruta_fast_webhook", default=None)
 
 
 def log_format(config) -> str:
@@ -38,11 +41,13 @@ def log_format(config) -> str:
 def _webhook_request():
     """(CallSid, caller numbers) of the Twilio webhook being served, else (None, ())."""
     try:
-        from flask import has_request_context, request
+        form = FAST_WEBHOOK_FORM.get()
+        if form is None:
+            from flask import has_request_context, request
 
-        if not has_request_context() or request.blueprint != "voice":
-            return None, ()
-        form = request.form
+            if not has_request_context() or request.blueprint != "voice":
+                return None, ()
+            form = request.form
         sid = form.get("CallSid", "")
         numbers = [form.get("From", ""), form.get("Caller", "")]
     except Exception:  # noqa: BLE001 - a log line must never fail for its decoration

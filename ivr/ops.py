@@ -179,15 +179,13 @@ def init_app(app) -> None:
     app.wsgi_app = _Timed(app.wsgi_app, metrics, webhooks)
 
 
-def count(events) -> None:
+def count(metrics: Metrics | None, events) -> None:
     """Count a webhook's flow events (ivr.voice calls this for every step)."""
-    metrics = services.of().metrics
     if metrics is not None:
         _never_raise(metrics.count, events)
 
 
-def count_failure() -> None:
-    metrics = services.of().metrics
+def count_failure(metrics: Metrics | None) -> None:
     if metrics is not None:
         _never_raise(metrics.failures.inc)
 

@@ -40,7 +40,10 @@ DEFAULTS: dict[str, object] = {
     # this many minutes unused (ivr.sessions).
     "RUTA_SESSION_HOURS": 8,
     "RUTA_SESSION_IDLE_MINUTES": 30,
-    "RUTA_TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-* headers we trust
+    "RUTA_TRUSTED_PROXIES": 0,
+    # 1: Twilio's ordinary webhook requests are answered without Flask (ivr.fast_webhooks),
+    # with the same answers and events; 0: Flask answers every request.
+    "RUTA_FAST_WEBHOOKS": True,  # proxies in front whose X-Forwarded-* headers we trust
     # Operations (ivr.ops, ivr.logs):
     "RUTA_READY_MAX_QUEUE": 500,  # /readyz: 503 past this many drain jobs waiting in RQ
     # (at most 5 are enqueued a second: over a minute and a half of busy calls, no worker)

@@ -62,6 +62,10 @@ class EventKind(StrEnum):
     FOLLOW_UP = "follow_up"  # a short question instead of the whole menu again
 
 
+# One encoder for every event: json.dumps with options builds a new one each call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class Event:
     """One step of one call, as the web app saw it. `id` is stable for a Twilio request.
@@ -80,7 +84,7 @@ class Event:
     data: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False)
+        return _COMPACT_JSON.encode(self.__dict__)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:

@@ -5,13 +5,20 @@ URL), /voice/menu, /voice/dial and /voice/numbers (the URLs our TwiML names, wit
 call's position in the query string), /voice/screen (the whisper a screened hotline hears
 before it accepts), and /voice/status (the status callback). And GET /audio/<name>: a
 recorded prompt, fetched by Twilio for a <Play> (public: its name is its content's hash).
+
+Each webhook is a function of a `Webhook` (the request's form and query, and the app),
+free of Flask's request context: the Flask views below adapt to it, and so does
+`ivr.fast_webhooks`, which answers the ordinary case without Flask.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from urllib.parse import urlencode
 
 import redis
@@ -19,31 +26,43 @@ from flask import Blueprint, Response, abort, current_app, g, request
 
 from ivr import events, flow, ops, services, store, twiml
 from ivr.flow import Answer, Ask, CallState, Phase, Transfer
-from ivr.menu import E164, Menu
+from ivr.menu import E164
 from ivr.recordings import CONTENT_TYPES
 from ivr.security import twilio_signed
-from ivr.services import current_menu
 from ivr.vocabulary import FINAL_CALL_STATUSES, Event, EventKind
 
 log = logging.getLogger(__name__)
-bp = Blueprint("voice", __name__, url_prefix="/voice")
+PREFIX = "/voice"
+bp = Blueprint("voice", __name__, url_prefix=PREFIX)
+XML = "text/xml"
 audio_bp = Blueprint("audio", __name__)
 AUDIO_PATH = "/audio/"  # + a recording's name: `<sha256>.wav` or `.mp3`
 AUDIO_CACHE = "public, max-age=31536000, immutable"  # its name changes with its content
 
 
-def _state(phase: Phase, menu: Menu) -> CallState:
-    return CallState.from_params(phase, request.args, menu)
+@dataclass
+class Webhook:
+    """One signed Twilio request, as the webhooks read it."""
+
+    form: Mapping[str, str]
+    args: Mapping[str, str]
+    config: Mapping[str, object]
+    running: services.Services
+    events_out: bool = False  # its events are in Redis or the spool: it must not run again
 
 
-def _answer() -> Answer:
+def _state(hook: Webhook, phase: Phase, menu) -> CallState:
+    return CallState.from_params(phase, hook.args, menu)
+
+
+def _answer(form: Mapping[str, str]) -> Answer:
     try:
-        confidence = float(request.form["Confidence"]) if request.form.get("Confidence") else None
+        confidence = float(form["Confidence"]) if form.get("Confidence") else None
     except ValueError:
         confidence = 0.0
     return Answer(
-        digits=request.form.get("Digits", "")[:32],
-        speech=request.form.get("SpeechResult", "")[:500],
+        digits=form.get("Digits", "")[:32],
+        speech=form.get("SpeechResult", "")[:500],
         confidence=confidence,
     )
 
@@ -57,33 +76,37 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _resume_url(state: CallState) -> str:
+def _resume_url(base: str, state: CallState) -> str:
     """Where Twilio posts next; absolute when we know our public URL."""
-    path = f"{bp.url_prefix}/{state.phase.value}?{urlencode(state.to_params())}"
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    path = f"{PREFIX}/{state.phase.value}?{urlencode(state.to_params())}"
     return base + path if base else path
 
 
-def _respond(result: flow.Result, before: CallState | None = None) -> Response:
+def _url_for(hook: Webhook) -> Callable[[CallState], str]:
+    return partial(_resume_url, str(hook.config["PUBLIC_BASE_URL"]).rstrip("/"))
+
+
+def _respond(hook: Webhook, result: flow.Result, before: CallState | None = None) -> str:
     """TwiML for the step; the step's events leave for Redis (or the spool) here."""
-    caller_id = _caller_id()
-    result = _placeable(result, caller_id)
+    caller_id = _caller_id(hook)
+    result = _placeable(hook, result, caller_id)
     step = result.step
     after = getattr(step, "resume", None) or before
     number = (before.step + 1) if before else 1
     asked = after.node if isinstance(step, Ask) and after.phase is Phase.MENU else ""
-    _emit([
-        _event(f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked, e.detail)
+    _emit(hook, [
+        _event(hook, f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked,
+               e.detail)
         for i, e in enumerate(result.events)
     ])
-    ops.count(result.events)  # the Prometheus counters, after the events that matter more
-    return Response(twiml.render(step, _resume_url, caller_id, _audio_url()),
-                    mimetype="text/xml")
+    # the Prometheus counters, after the events that matter more
+    ops.count(hook.running.metrics, result.events)
+    return twiml.render(step, _url_for(hook), caller_id, _audio_url(hook))
 
 
-def _audio_url() -> str:
+def _audio_url(hook: Webhook) -> str:
     """Where Twilio fetches recordings: absolute when we know our public URL."""
-    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + AUDIO_PATH
+    return str(hook.config["PUBLIC_BASE_URL"]).rstrip("/") + AUDIO_PATH
 
 
 @audio_bp.get(AUDIO_PATH + "<sha256>.<kind>")
@@ -108,104 +131,167 @@ def audio(sha256: str, kind: str):
     return response
 
 
-def _placeable(result: flow.Result, caller_id: str | None) -> flow.Result:
+def _placeable(hook: Webhook, result: flow.Result, caller_id: str | None) -> flow.Result:
     """The result, unless it is a transfer we cannot place safely: without a number of
     ours to show, Twilio would pass the caller's own number on to the hotline. Then the
     caller hears the numbers to call instead, and the log says why."""
     if isinstance(result.step, Transfer) and not result.step.show_caller and not caller_id:
         log.error("no caller ID for a transfer (set RUTA_CALLER_ID): numbers read instead")
-        return flow.numbers_instead(current_menu(), result)
+        return flow.numbers_instead(hook.running.live_menu.get(), result)
     return result
 
 
-def _caller_id() -> str | None:
+def _caller_id(hook: Webhook) -> str | None:
     """The number hotlines see: RUTA_CALLER_ID, else the number the caller dialled
     (Twilio's `To`) when it is E.164. A `sip:` or other `To` gives none: Twilio would
     then show the caller's own number, so no such transfer is placed."""
-    ours = current_app.config["RUTA_CALLER_ID"]
+    ours = hook.config["RUTA_CALLER_ID"]
     if ours:
         return ours
-    to = request.form.get("To", "")
+    to = hook.form.get("To", "")
     return to if E164.match(to) else None
 
 
-def _event(suffix, kind, step, started, lang, asked, data) -> Event:
+def _event(hook: Webhook, suffix, kind, step, started, lang, asked, data) -> Event:
     """An event whose id is the same each time Twilio repeats this request."""
-    sid = request.form.get("CallSid", "")
+    sid = hook.form.get("CallSid", "")
     now = _now().timestamp()
     return Event(id=f"{sid}:{suffix}", call=sid, kind=kind, step=step, at=now,
                  started=float(started or now), lang=lang, asked=asked, data=data)
 
 
-def _emit(happened: list[Event]) -> None:
-    emitter = services.of().emitter
-    if emitter and happened and request.form.get("CallSid"):  # no CallSid: no call to file
+def _emit(hook: Webhook, happened: list[Event]) -> None:
+    emitter = hook.running.emitter
+    if emitter and happened and hook.form.get("CallSid"):  # no CallSid: no call to file
+        hook.events_out = True  # from here on, even half sent: never run twice
         emitter.emit(happened)
 
 
-@bp.post("")
-@twilio_signed
-def incoming():
+# --- the webhooks, as functions of a Webhook: TwiML, or None for "204 No Content" -------
+
+
+def on_incoming(hook: Webhook) -> str:
     """A new call on our number. The caller ID becomes a pseudonym here, and only here."""
-    running = services.of()
+    running = hook.running
     running.caller_key.note_in_use(running.redis)  # once: from when this key is in use
-    caller = events.caller_pseudonym(request.form.get("From"), running.caller_key.secret)
-    return _respond(flow.start(current_menu(), _now(), caller))
+    caller = events.caller_pseudonym(hook.form.get("From"), running.caller_key.secret)
+    return _respond(hook, flow.start(running.live_menu.get(), _now(), caller))
 
 
-@bp.post("/menu")
-@twilio_signed
-def menu():
+def on_menu(hook: Webhook) -> str:
     """The caller's answer to a question, or the Redirect that follows silence."""
-    menu = current_menu()  # once per request: a new version may arrive meanwhile
-    state = _state(Phase.MENU, menu)
-    return _respond(flow.answer(menu, state, _answer(), _now()), state)
+    menu = hook.running.live_menu.get()  # once per request: a new version may arrive
+    state = _state(hook, Phase.MENU, menu)
+    return _respond(hook, flow.answer(menu, state, _answer(hook.form), _now()), state)
 
 
-@bp.post("/dial")
-@twilio_signed
-def dial():
+def on_dial(hook: Webhook) -> str:
     """How a transfer ended (busy, no-answer, failed, canceled or completed)."""
-    status = request.form.get("DialCallStatus", "failed")
-    seconds = _seconds(request.form.get("DialCallDuration"))
-    menu = current_menu()
-    state = _state(Phase.DIAL, menu)
-    return _respond(flow.dial_result(menu, state, status, seconds, _now()), state)
+    status = hook.form.get("DialCallStatus", "failed")
+    seconds = _seconds(hook.form.get("DialCallDuration"))
+    menu = hook.running.live_menu.get()
+    state = _state(hook, Phase.DIAL, menu)
+    return _respond(hook, flow.dial_result(menu, state, status, seconds, _now()), state)
 
 
-@bp.post("/numbers")
-@twilio_signed
-def numbers():
+def on_numbers(hook: Webhook) -> str:
     """A key pressed after the numbers were read: read them again."""
-    menu = current_menu()
-    state = _state(Phase.NUMBERS, menu)
-    return _respond(flow.numbers_answer(menu, state, _answer(), _now()), state)
+    menu = hook.running.live_menu.get()
+    state = _state(hook, Phase.NUMBERS, menu)
+    return _respond(hook, flow.numbers_answer(menu, state, _answer(hook.form), _now()), state)
 
 
-@bp.post("/screen")
-@twilio_signed
-def screen():
+def on_screen(hook: Webhook) -> str:
     """A screened hotline answered (Twilio's <Number url>): the whisper, then its key.
 
     This request is about the hotline's side of the call (its CallSid is that leg's),
     so it emits nothing; the caller's <Dial> action reports how the transfer ended.
     """
-    menu = current_menu()
-    result = flow.screen(menu, _state(Phase.SCREEN, menu), _answer())
-    return Response(twiml.render(result.step, _resume_url, audio_url=_audio_url()),
-                    mimetype="text/xml")
+    menu = hook.running.live_menu.get()
+    result = flow.screen(menu, _state(hook, Phase.SCREEN, menu), _answer(hook.form))
+    return twiml.render(result.step, _url_for(hook), audio_url=_audio_url(hook))
+
+
+def on_status(hook: Webhook) -> None:
+    """Twilio's status callback: the call's final state and length."""
+    call_status = hook.form.get("CallStatus", "")
+    if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
+        duration = _seconds(hook.form.get("CallDuration"))
+        started = _now().timestamp() - duration
+        _emit(hook, [_event(hook, "end", EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
+                            {"status": call_status, "duration": duration})])
+    return None
+
+
+def safety_net(hook: Webhook) -> str:
+    """A bug must not cut a caller off: the call goes to the default line instead."""
+    log.exception("webhook failed; sending the caller to the default hotline")
+    ops.count_failure(hook.running.metrics)
+    try:
+        lang = hook.args.get("l", "")
+    except Exception:  # noqa: BLE001 - an unreadable query string: Spanish, the default
+        lang = ""
+    result = flow.safe_transfer(hook.running.live_menu.get(), lang)
+    caller_id = _caller_id(hook)
+    result = _placeable(hook, result, caller_id)
+    return twiml.render(result.step, _url_for(hook), caller_id, _audio_url(hook))
+
+
+# Each webhook's path, and the function that answers it.
+WEBHOOKS: dict[str, Callable[[Webhook], str | None]] = {
+    PREFIX: on_incoming, f"{PREFIX}/menu": on_menu, f"{PREFIX}/dial": on_dial,
+    f"{PREFIX}/numbers": on_numbers, f"{PREFIX}/screen": on_screen,
+    f"{PREFIX}/status": on_status,
+}
+
+
+# --- Flask's views: thin adapters ------------------------------------------------------
+
+
+def _webhook() -> Webhook:
+    """This request, as the webhooks read it (its form and query already read by the
+    signature check)."""
+    return Webhook(request.form, request.args, current_app.config, services.of())
+
+
+def _xml(body: str) -> Response:
+    return Response(body, mimetype=XML)
+
+
+@bp.post("")
+@twilio_signed
+def incoming():
+    return _xml(on_incoming(_webhook()))
+
+
+@bp.post("/menu")
+@twilio_signed
+def menu():
+    return _xml(on_menu(_webhook()))
+
+
+@bp.post("/dial")
+@twilio_signed
+def dial():
+    return _xml(on_dial(_webhook()))
+
+
+@bp.post("/numbers")
+@twilio_signed
+def numbers():
+    return _xml(on_numbers(_webhook()))
+
+
+@bp.post("/screen")
+@twilio_signed
+def screen():
+    return _xml(on_screen(_webhook()))
 
 
 @bp.post("/status")
 @twilio_signed
 def status():
-    """Twilio's status callback: the call's final state and length."""
-    call_status = request.form.get("CallStatus", "")
-    if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
-        duration = _seconds(request.form.get("CallDuration"))
-        started = _now().timestamp() - duration
-        _emit([_event("end", EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
-                      {"status": call_status, "duration": duration})])
+    on_status(_webhook())
     return Response(status=204)
 
 
@@ -216,15 +302,4 @@ def never_silent(error):
         return error
     if not g.get("twilio_verified"):  # it broke before the signature was checked
         return Response(status=403)
-    log.exception("webhook failed; sending the caller to the default hotline")
-    ops.count_failure()
-    menu = current_menu()
-    try:
-        lang = request.args.get("l", "")
-    except Exception:  # noqa: BLE001 - an unreadable query string: Spanish, the default
-        lang = ""
-    result = flow.safe_transfer(menu, lang)
-    caller_id = _caller_id()
-    result = _placeable(result, caller_id)
-    return Response(twiml.render(result.step, _resume_url, caller_id, _audio_url()),
-                    mimetype="text/xml")
+    return _xml(safety_net(_webhook()))

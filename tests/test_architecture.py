@@ -28,7 +28,8 @@ class Layer:
 
 
 def read_map(text: str) -> dict[str, Layer]:
-    """Each module of the doc's table, with its layer: the bold row above it."""
+    """Each module of the doc's table (a row may name a few), with its layer: the bold row
+    above it."""
     layer_of: dict[str, Layer] = {}
     layer = None
     ranks = 0
@@ -41,9 +42,10 @@ def read_map(text: str) -> dict[str, Layer]:
             layer = Layer(heading[1], ranks, frozenset(re.findall(r"`(\w+)`", never[1])
                                                        if never else ()))
             ranks += 1
-        elif module := re.fullmatch(r"`([\w.]+)`", first):
-            assert layer is not None, f"{module[1]} comes before any layer"
-            layer_of[module[1]] = layer
+        elif re.fullmatch(r"`[\w.]+`(, `[\w.]+`)*", first):  # one module, or a few together
+            for module in re.findall(r"`([\w.]+)`", first):
+                assert layer is not None, f"{module} comes before any layer"
+                layer_of[module] = layer
     return layer_of
 
 

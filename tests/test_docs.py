@@ -428,7 +428,10 @@ def test_the_readmes_settings_table_gives_each_settings_default():
 
 
 def shown(value) -> str:
-    """A default as the README shows it: a folder of ours relative to the repository."""
+    """A default as the README shows it: a folder of ours relative to the repository, a
+    switch as 1 or 0 (how the environment sets it)."""
+    if isinstance(value, bool):
+        return str(int(value))
     if isinstance(value, str) and value.startswith(str(REPO)):
         return Path(value).relative_to(REPO).as_posix()
     return str(value)
@@ -533,7 +536,9 @@ def benchmark_figures() -> list[tuple[str, str]]:
         f"(target {bench_target('bench/reports', 'page_ms_target')})",
         f"wrk with {webhook['--connections']} connections, {webhook['--rounds']} rounds",
         f"({webhook['--seconds']} s each)",
-        f"(0.9×, p99 < {bench_target('bench/webhook', 'target_p99_ms')} ms;"
+        f"(0.9×, ≥ {bench_target('bench/webhook', 'target_to_peer')}× the peer, "
+        f"p99 < {bench_target('bench/webhook', 'target_p99_ms')} ms; CPU ≤ "
+        f"{bench_target('bench/webhook', 'target_cpu_ratio')}× the floor's)"
         if bench_target("bench/webhook", "target_ratio") == "0.9" else "target_ratio",
         f"{load['--callers']} callers over {load['--seconds']:g} s",
         f"Redis stopped for {load['--outage']:g} s",

@@ -536,6 +536,24 @@ def test_unsigned_or_wrongly_signed_requests_are_refused_and_leave_nothing(
     assert "webhook failed" not in hostile["logs"].text
 
 
+def test_a_parameter_repeated_with_its_own_value_keeps_the_signature_and_is_refused(hostile):
+    """Twilio's algorithm signs each distinct value of a field once, so `Digits=1&Digits=1`
+    carries the very signature of `Digits=1`: no 403 can tell it from Twilio's. Twilio
+    never repeats a parameter, so it is refused as a repeat (400) and writes nothing."""
+    fresh(hostile)
+    target = hostile["targets"]["direct"]
+    once = [("CallSid", "CA" + "3" * 32), ("Digits", "1")]
+    twice = [*once, ("Digits", "1")]
+    url = target.signed_base + "/voice/menu"
+    signature = VALIDATOR.compute_signature(url, MultiDict(once))
+    assert VALIDATOR.compute_signature(url, MultiDict(twice)) == signature
+    assert send(target, "/voice/menu", "", once, signature=signature).status_code == 200
+    fresh(hostile)
+    resp = send(target, "/voice/menu", "", twice, signature=signature)
+    assert resp.status_code == 400
+    assert hostile["redis"].dbsize() == 0
+
+
 # --- 3. replayed and reordered callbacks ---------------------------------------------------------
 
 
