@@ -525,3 +525,32 @@ def test_ivr_dev_sums_its_workers_metrics_from_a_fresh_folder(redis_server, redi
         except subprocess.TimeoutExpired:
             stop_processes(dev)
     assert f"{base}/metrics" in log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_the_readmes_two_commands_work_from_a_fresh_clone(tmp_path):
+    """The README's quick start, from a clone of this commit: `./scripts/test` makes its
+    .venv and passes (on one module: the whole suite is this one's caller), and
+    `./scripts/dev` serves, with its own Redis, a call placed through it, until SIGTERM."""
+    clone = tmp_path / "ruta"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUTA_", "REDIS_", "VIRTUAL_ENV", "PYTEST_"))}
+    tested = subprocess.run(["./scripts/test", "tests/test_smoke.py", "-p", "no:xdist"],
+                            cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr[-2000:]
+    assert " passed" in tested.stdout.splitlines()[-1]
+    port, log = free_port(), tmp_path / "dev.log"
+    with log.open("ab") as out:
+        dev = subprocess.Popen(["./scripts/dev", "--port", str(port)], cwd=clone, env=env,
+                               stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_web(base, dev, log, timeout=120)
+        token = re.search(r"throwaway TWILIO_AUTH_TOKEN=(\w+)", log.read_text())[1]
+        call = SimulatedCall(base, token, transport=http_transport).run(
+            [Move("press", "2")], ["completed"])
+        assert call.dialed and call.requests >= 2
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(timeout=30) == 0, log.read_text()[-2000:]
