@@ -228,12 +228,13 @@ def digest_body(summary: Summary, line_name, link: str) -> list[Message]:
     out.append(Message(""))
     failing = [h for h in summary.health if h.flagged]
     if failing:
-        out.append(Message(N_("Lines that failed (more transfers not connected than allowed):")))
+        out.append(Message(N_("Lines failing (more transfer attempts not connected than "
+                              "allowed):")))
         out += [Message(N_("- %(line)s: %(failed)s of %(attempts)s transfer attempts not "
                            "connected"), {"line": line_name(h.hotline), "failed": h.not_connected,
                                           "attempts": h.attempts}) for h in failing]
     else:
-        out.append(Message(N_("No line failed.")))
+        out.append(Message(N_("No line was failing.")))
     if link:
         out += [Message(""), Message(N_("The week on the dashboard: %(link)s"), {"link": link})]
     return out

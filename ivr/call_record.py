@@ -15,7 +15,10 @@ from dataclasses import dataclass, field, replace
 
 from ivr.vocabulary import (
     ANSWERED,
+    ANY_HOTLINE,
     INPUT_OF_EVENT,
+    REACHED_NO,
+    REACHED_YES,
     Attempt,
     Category,
     Count,
@@ -207,8 +210,19 @@ class CallRecord:
         one = {Facet.OUTCOME: dims[Count.OUTCOME], Facet.CATEGORY: dims[Count.CATEGORY],
                Facet.LANG: dims[Count.LANG], Facet.HANGUP: dims[Count.HANGUP],
                Facet.INPUT: dims[Count.INPUT]}
+        lines: dict[Attempt, set[str]] = {Attempt.CONNECTED: set(), Attempt.NOT_CONNECTED: set()}
+        for dial in self.dials.values():
+            hotline, status = dial.rsplit(":", 1)
+            lines[Attempt.of(status)].add(hotline)
+        missed = sorted(lines[Attempt.NOT_CONNECTED])
+        # A call still going has not "never reached" anyone yet.
+        reached = (REACHED_YES,) if self.reached_person else (REACHED_NO,) if self.status else ()
         return {Facet.HOTLINE: tuple(sorted(set(self.transfers.values()) - {""})),
-                **{facet: (value,) if value else () for facet, value in one.items()}}
+                **{facet: (value,) if value else () for facet, value in one.items()},
+                Facet.HEARD: tuple(sorted(self.nodes)),
+                Facet.REACHED: reached,
+                Facet.CONNECTED: tuple(sorted(lines[Attempt.CONNECTED])),
+                Facet.NOT_CONNECTED: (*missed, ANY_HOTLINE) if missed else ()}
 
     # --- storage as a flat hash -------------------------------------------------------
 

@@ -8,7 +8,9 @@ container a max-width (e.g. `.ruta-chart { max-width: 40rem }`) or the text grow
 
 Every label and series name is escaped. Each chart carries a <title> and a <desc> that
 states its data in words (aria-labelledby points at both) for screen readers, and every
-bar has a <title> tooltip with its number.
+bar has a <title> tooltip with its number. Given a `link` (a function of the bar's place
+that returns a URL), every bar is an SVG <a> to it, named by that tooltip: the calls
+table filtered to the calls the bar counts.
 
 The few words a chart adds itself (a legend, "no data") are English msgids of the staff
 pages' catalogue: the caller passes its `gettext` (Flask-Babel's) to have them in the
@@ -92,6 +94,10 @@ def english(msgid: str, **values) -> str:
     return msgid % values if values else msgid
 
 
+# A bar's drill-down URL, from its place in the chart (row or column index, then series,
+# or cell column), or None for no link.
+Link = Callable[..., str | None]
+
 # How a chart writes a count and a percentage (given as 0-100): plain by default.
 Number = Callable[[int], str]
 Percent = Callable[[float], str]
@@ -109,28 +115,30 @@ def color_for(name: str) -> str:
 
 
 def stacked_columns(labels: list[str], series: dict[str, list[int]], title: str, *,
-                    names: Mapping[str, str] | None = None,
+                    names: Mapping[str, str] | None = None, link: Link | None = None,
                     gettext: Gettext = english, number: Number = str) -> Markup:
-    """Vertical columns, one per label (e.g. a day), stacked by series, with legend and y-axis."""
+    """Vertical columns, one per label (e.g. a day), stacked by series, with legend and
+    y-axis; `link(i, series)` is a segment's URL."""
     data = _series(series, len(labels))
     totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
     if not any(totals):
         return _no_data(title, gettext)
     colors, shown = _palette(data), _display(data, names)
-    cols = [[(data[s][i], colors[s], f"{labels[i]} · {shown[s]}: {number(data[s][i])}")
-             for s in data] for i in range(len(labels))]
+    cols = [[(data[s][i], colors[s], f"{labels[i]} · {shown[s]}: {number(data[s][i])}",
+              link(i, s) if link else None) for s in data] for i in range(len(labels))]
     parts = [f"{label}: {number(total)}{_breakdown(data, shown, i, number)}"
              for i, (label, total) in enumerate(zip(labels, totals, strict=True))]
     desc = f"{title}, {_span(labels, gettext)}: {'; '.join(parts)}."
     legend, y = _legend([(shown[s], colors[s]) for s in data], PAD)
     body, height = _column_plot(labels, cols, y + 6, number)
-    return _svg("stacked_columns", title, desc, height, legend + body)
+    return _svg("stacked_columns", title, desc, height, legend + body, linked=bool(link))
 
 
 def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
-                 names: Mapping[str, str] | None = None,
+                 names: Mapping[str, str] | None = None, link: Link | None = None,
                  gettext: Gettext = english, number: Number = str) -> Markup:
-    """Horizontal bars, one per row (e.g. a hotline), stacked by series, each ending in a total."""
+    """Horizontal bars, one per row (e.g. a hotline), stacked by series, each ending in a
+    total; `link(i, series)` is a segment's URL."""
     data = _series(series, len(rows))
     totals = [sum(col) for col in zip(*data.values(), strict=True)] if data else []
     if not any(totals):
@@ -153,17 +161,19 @@ def stacked_bars(rows: list[str], series: dict[str, list[int]], title: str, *,
             w = data[s][i] / peak * bar_max
             if w:
                 tip = f"{row} · {shown[s]}: {number(data[s][i])}"
-                out.append(_rect(x, y, w, BAR_H, colors[s], tip))
+                out.append(_rect(x, y, w, BAR_H, colors[s], tip,
+                                 href=link(i, s) if link else None))
             x += w
         out.append(_text(x + 4, y + BAR_H - 3, number(totals[i]), cls="total"))
         y += BAR_H + 10
-    return _svg("stacked_bars", title, desc, y, "".join(out))
+    return _svg("stacked_bars", title, desc, y, "".join(out), linked=bool(link))
 
 
-def funnel(rows: list[tuple[str, int, int]], title: str, *,
+def funnel(rows: list[tuple[str, int, int]], title: str, *, link: Link | None = None,
            gettext: Gettext = english, number: Number = str,
            percent: Percent = whole_percent) -> Markup:
-    """Per menu question: a bar for the callers who reached it, its hung-up part drawn inside."""
+    """Per menu question: a bar for the callers who reached it, its hung-up part drawn
+    inside; `link(i, "reached" or "hung_up")` is a part's URL."""
     clean = [(str(label), max(0, int(r)), min(max(0, int(h)), max(0, int(r))))
              for label, r, h in rows]  # more hang-ups than arrivals cannot be drawn
     top = max((r for _, r, _ in clean), default=0)
@@ -178,7 +188,7 @@ def funnel(rows: list[tuple[str, int, int]], title: str, *,
     y += 4
     bar_max = WIDTH - 2 * PAD
     out = [legend]
-    for label, reached, hung in clean:
+    for i, (label, reached, hung) in enumerate(clean):
         # The numbers sit right-aligned on the label's line, so the bar can use the full width.
         numbers = gettext("%(reached)s reached · %(hung_up)s hung up",
                           reached=number(reached), hung_up=number(hung)) + (
@@ -191,35 +201,40 @@ def funnel(rows: list[tuple[str, int, int]], title: str, *,
         if w_reached:
             out.append(_rect(PAD, y, w_reached, BAR_H, REACHED_COLOR,
                              gettext("%(question)s · reached: %(n)s", question=label,
-                                     n=number(reached)), cls="seg reached"))
+                                     n=number(reached)), cls="seg reached",
+                             href=link(i, "reached") if link else None))
         if w_hung:  # at the bar's end: the callers lost at this question
             out.append(_rect(PAD + w_reached - w_hung, y, w_hung, BAR_H, HUNG_UP_COLOR,
                              gettext("%(question)s · hung up: %(n)s", question=label,
-                                     n=number(hung)), cls="seg hung"))
+                                     n=number(hung)), cls="seg hung",
+                             href=link(i, "hung_up") if link else None))
         y += BAR_H + 10
-    return _svg("funnel", title, desc, y, "".join(out))
+    return _svg("funnel", title, desc, y, "".join(out), linked=bool(link))
 
 
-def columns(labels: list[str], values: list[int], title: str, *,
+def columns(labels: list[str], values: list[int], title: str, *, link: Link | None = None,
             gettext: Gettext = english, number: Number = str) -> Markup:
-    """Simple vertical columns (e.g. calls by hour of day), with a y-axis."""
+    """Simple vertical columns (e.g. calls by hour of day), with a y-axis; `link(i)` is a
+    column's URL."""
     counts = _counts(values, len(labels), "values")
     if not any(counts):
         return _no_data(title, gettext)
-    cols = [[(v, COLUMN_COLOR, f"{label}: {number(v)}")]
-            for label, v in zip(labels, counts, strict=True)]
+    cols = [[(v, COLUMN_COLOR, f"{label}: {number(v)}", link(i) if link else None)]
+            for i, (label, v) in enumerate(zip(labels, counts, strict=True))]
     desc = f"{title}, {_span(labels, gettext)}: " + "; ".join(
         f"{label}: {number(v)}" for label, v in zip(labels, counts, strict=True)) + "."
     body, height = _column_plot(labels, cols, PAD + 4, number)
-    return _svg("columns", title, desc, height, body)
+    return _svg("columns", title, desc, height, body, linked=bool(link))
 
 
 def heat_map(rows: list[str], columns: list[str], values: Sequence[Sequence[int]],
              title: str, *, out_of: Sequence[Sequence[int]] | None = None,
-             gettext: Gettext = english, number: Number = str) -> Markup:
+             link: Link | None = None, gettext: Gettext = english,
+             number: Number = str) -> Markup:
     """A grid of cells, one row per label (e.g. a hotline), one column per column label
     (e.g. an hour of day), each cell darker the larger its value; `out_of` gives what
-    each value is a part of (e.g. all attempts), for the tooltips and the description."""
+    each value is a part of (e.g. all attempts), for the tooltips and the description;
+    `link(i, j)` is a cell's URL."""
     grid = [_counts(vals, len(columns), f"row {row!r}") for row, vals in
             zip(rows, values, strict=True)]
     whole = ([_counts(vals, len(columns), f"row {row!r}") for row, vals in
@@ -255,7 +270,8 @@ def heat_map(rows: list[str], columns: list[str], values: Sequence[Sequence[int]
             if v:
                 level = min(levels - 1, (v - 1) * levels // peak)
                 tip = f"{row} · {columns[j]}: {said(i, j)}"
-                out.append(_rect(x, y, cell_w, HEAT_ROW_H, HEAT_COLORS[level], tip))
+                out.append(_rect(x, y, cell_w, HEAT_ROW_H, HEAT_COLORS[level], tip,
+                                 href=link(i, j) if link else None))
             else:
                 out.append(f'<rect class="empty-cell" x="{_f(x)}" y="{_f(y)}" '
                            f'width="{_f(cell_w)}" height="{HEAT_ROW_H}" fill="none" '
@@ -265,7 +281,7 @@ def heat_map(rows: list[str], columns: list[str], values: Sequence[Sequence[int]
     for j in _thinned(len(columns), col_w, WIDTH - PAD - x0):
         out.append(_text(x0 + (j + 0.5) * cell_w, y + SMALL + 2, columns[j], anchor="middle",
                          size=SMALL, fill=MUTED, cls="xlabel"))
-    return _svg("heat_map", title, desc, y + SMALL + 8, "".join(out))
+    return _svg("heat_map", title, desc, y + SMALL + 8, "".join(out), linked=bool(link))
 
 
 def data_table(row_header: str, rows: Sequence[str], columns: Mapping[str, Sequence[int]],
@@ -357,10 +373,10 @@ def _thinned(n: int, label_width: float, plot_width: float) -> list[int]:
 
 # --- drawing ---------------------------------------------------------------------------
 
-def _column_plot(labels: Sequence[str], cols: list[list[tuple[int, str, str]]],
+def _column_plot(labels: Sequence[str], cols: list[list[tuple[int, str, str, str | None]]],
                  top_y: float, number: Number) -> tuple[str, float]:
     """Gridlines, y ticks, stacked columns and thinned x labels; returns (svg, bottom y)."""
-    top, step = _nice_axis(max(sum(v for v, _, _ in col) for col in cols))
+    top, step = _nice_axis(max(sum(v for v, *_rest in col) for col in cols))
     x0 = PAD + _text_width(number(top), SMALL) + 6
     x1 = WIDTH - PAD
     base = top_y + SMALL / 2 + PLOT_H  # room above the top gridline for its tick text
@@ -375,11 +391,11 @@ def _column_plot(labels: Sequence[str], cols: list[list[tuple[int, str, str]]],
     bar_w = slot * 0.75
     for i, col in enumerate(cols):
         x, y = x0 + i * slot + (slot - bar_w) / 2, base
-        for value, color, tip in col:
+        for value, color, tip, href in col:
             if value:
                 h = value / top * PLOT_H
                 y -= h
-                out.append(_rect(x, y, bar_w, h, color, tip))
+                out.append(_rect(x, y, bar_w, h, color, tip, href=href))
     label_w = max(_text_width(str(label), SMALL) for label in labels)
     for i in _thinned(len(labels), label_w, x1 - x0):
         # Centred under its column, but kept inside the viewBox at both ends.
@@ -403,12 +419,16 @@ def _legend(items: list[tuple[str, str]], y: float) -> tuple[str, float]:
     return "".join(out), y + line + 2
 
 
-def _svg(kind: str, title: str, desc: str, height: float, body: str) -> Markup:
+def _svg(kind: str, title: str, desc: str, height: float, body: str,
+         linked: bool = False) -> Markup:
     # ids from the content: stable output, and distinct for different charts on one page.
     uid = "chart-" + hashlib.sha1(f"{kind}\0{title}\0{desc}".encode()).hexdigest()[:10]
+    # An image's inside is hidden from screen readers, links and all: a chart with links
+    # is a group, so each bar's link is reached by its name.
+    role = "group" if linked else "img"
     return Markup(
         f'<svg xmlns="{SVG_NS}" class="ruta-chart" viewBox="0 0 {WIDTH} {_f(height)}" '
-        f'width="100%" role="img" aria-labelledby="{uid}-t {uid}-d" '
+        f'width="100%" role="{role}" aria-labelledby="{uid}-t {uid}-d" '
         f'font-family="inherit" font-size="{FONT}" fill="{TEXT}">'
         f'<title id="{uid}-t">{escape(title)}</title><desc id="{uid}-d">{escape(desc)}</desc>'
         f"{body}</svg>")
@@ -420,12 +440,15 @@ def _no_data(title: str, gettext: Gettext) -> Markup:
 
 
 def _rect(x: float, y: float, w: float, h: float, color: str, tip: str,
-          cls: str = "seg") -> str:
+          cls: str = "seg", href: str | None = None) -> str:
     # A thin white outline keeps neighbouring segments apart even when colours are close,
     # but it would swallow a sliver (a year of days gives columns under 1 unit wide).
     outline = ' stroke="#FFFFFF" stroke-width="0.5"' if min(w, h) >= 3 else ""
-    return (f'<rect class="{cls}" x="{_f(x)}" y="{_f(y)}" width="{_f(w)}" height="{_f(h)}" '
+    rect = (f'<rect class="{cls}" x="{_f(x)}" y="{_f(y)}" width="{_f(w)}" height="{_f(h)}" '
             f'fill="{color}"{outline}><title>{escape(tip)}</title></rect>')
+    if href is None:
+        return rect
+    return f'<a class="drill" href="{escape(href)}" aria-label="{escape(tip)}">{rect}</a>'
 
 
 def _text(x: float, y: float, s: str, *, anchor: str = "start", size: int = FONT,

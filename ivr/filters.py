@@ -13,10 +13,12 @@ Only ended calls are in the combinations (ivr.tally: counting calls still going 
 cost the drain too much), so a filtered view leaves out the few calls in progress.
 
 The combination's key spells one value list per facet, in `Facet` order:
-"labour+national/transferred/labour/es/speech/" (a call transferred to two lines, no
-hang-up question). ivr.store keeps, for each day, its calls by combination in one small
-hash, and each combination's counters in a hash of its own: a filter reads only the
-combinations it picks.
+"labour+national/transferred/labour/es/speech//welcome/yes/national/labour+any" (a
+call transferred to two lines, the first busy, no hang-up question); a key written
+before a facet was added lacks its part, so a filter on that facet does not pick its
+calls. ivr.store keeps, for each day, its calls by combination in one small hash, and
+each combination's counters in a hash of its own: a filter reads only the combinations
+it picks.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class Filters:
     lang: str = ""
     input: str = ""
     hangup: str = ""
+    heard: str = ""
+    reached: str = ""
+    connected: str = ""
+    not_connected: str = ""
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> Filters:
@@ -157,8 +163,9 @@ def calls_matching(facet_calls: Mapping[str, int], filters: Filters) -> int:
 
 def combinations_matching(facet_calls: Mapping[str, int], filters: Filters) -> list[str]:
     """The combinations of a day (its calls by combination) that the filters pick."""
+    asked = filters.asked().items()  # once, not once per combination: a day has hundreds
     return [key for key, n in facet_calls.items()
-            if n and filters.matches(parse_combination(key))]
+            if n and all(value in parse_combination(key).get(facet, ()) for facet, value in asked)]
 
 
 def counters_matching(facet_calls: Mapping[str, int],

@@ -277,7 +277,7 @@ OUTCOME_NAMES = {
     Outcome.IN_PROGRESS: N_("In progress"),
     Outcome.TRANSFERRED: N_("Transferred"),
     Outcome.EMERGENCY_TRANSFERRED: N_("Transferred to emergencies"),
-    Outcome.TRANSFER_FAILED: N_("Transfer failed"),
+    Outcome.TRANSFER_FAILED: N_("Transfers never connected"),
     Outcome.ABANDONED_IN_MENU: N_("Hung up in the menu"),
     Outcome.EMERGENCY_HUNG_UP_TO_DIAL: N_("Hung up to dial 123"),
 }

@@ -140,3 +140,43 @@ def adopt(*names: str) -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
+
+
+class QuietRoutineJobs(logging.Filter):
+    """Drops RQ's INFO lines about routine jobs (`functions`, dotted names): under `ivr dev`
+    the alert check every minute made five lines a minute that say nothing happened (the
+    cron's "Enqueued job check", the worker's start, success, "Job OK" and result lines),
+    burying the calls' own. Warnings and errors (a job failing) always pass, and so do
+    the alerts: the check logs each one itself, and their delivery jobs are not routine."""
+
+    def __init__(self, *functions: str):
+        super().__init__()
+        self.described = tuple(f"{name}(" for name in functions)  # a job's description
+        self.enqueued = tuple(f"Enqueued job {name.rsplit('.', 1)[-1]} to "
+                              for name in functions)  # rq cron's line
+        self.running: set[str] = set()  # ids of the routine jobs seen starting
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        text = record.getMessage()
+        if text.startswith(self.enqueued):
+            return False
+        if any(name in text for name in self.described):
+            # The worker's "Worker w: queue: description (job id)": later lines name the id.
+            if str(record.msg).endswith("(%s)") and isinstance(record.args, tuple):
+                self.running.add(str(record.args[-1]))
+            return False
+        job = next((job for job in self.running if job in text), None)
+        if job is None:
+            return True
+        if " result " in text:  # RQ's last line for a job that succeeded
+            self.running.discard(job)
+        return False
+
+
+def quiet_routine_jobs(logger: str, *functions: str) -> None:
+    """Give `logger` (RQ's) a QuietRoutineJobs filter for `functions`, once."""
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, QuietRoutineJobs) for f in target.filters):
+        target.addFilter(QuietRoutineJobs(*functions))

@@ -4,6 +4,7 @@ dashboard, the calls table, CSV export and the JSON API."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -72,7 +73,18 @@ from ivr.summary import (
     summarize,
 )
 from ivr.versions import AuditAction, audit
-from ivr.vocabulary import ANSWERED, BOGOTA, FAILED_DIALS, Category, Facet, Input, Outcome
+from ivr.vocabulary import (
+    ANSWERED,
+    ANY_HOTLINE,
+    BOGOTA,
+    FAILED_DIALS,
+    REACHED_NO,
+    REACHED_YES,
+    Category,
+    Facet,
+    Input,
+    Outcome,
+)
 
 bp = Blueprint("reports", __name__)
 PER_PAGE = 25
@@ -486,11 +498,18 @@ def dashboard():
     records, total = store.calls_page(list(reversed(days)), (page - 1) * per_page, per_page,
                                       filters)
     range_args = {k: v for k, v in request.args.items() if k in ("from", "to", "range")}
+
+    def calls_of(day: str | None = None, **narrower: str) -> str:
+        """A figure's link to the calls it counts: these filters, narrowed (to one day)."""
+        dates = {"from": day, "to": day} if day else range_args
+        return url_for("reports.dashboard", **dates, **filters.narrowed(**narrower).args(),
+                       _anchor="calls")
+
     return render_template(
         "reports.html",
         summary=summary,
         headline=summary.headline(),
-        charts=_charts(summary) if summary.calls else None,
+        charts=_charts(summary, calls_of) if summary.calls else None,
         changes=_changes(summary),
         min_attempts=HEALTH_MIN_ATTEMPTS,
         rows=[table_row(r) for r in records],
@@ -501,10 +520,7 @@ def dashboard():
         range_only=range_args,
         filters=filters,
         filter_choices=filter_choices(menu, summary),
-        # A figure's link to the calls it counts: these filters, narrowed.
-        calls_of=lambda **narrower: url_for(
-            "reports.dashboard", **range_args, **filters.narrowed(**narrower).args(),
-            _anchor="calls"),
+        calls_of=calls_of,
         staff=current_staff(),
         threshold=float(current_app.config["RUTA_HEALTH_FAILED_SHARE"]),
         caller_key_changes=KeyEpochs.read(store.r).changes_between(*day_span(days)),
@@ -524,6 +540,12 @@ def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, st
         Facet.LANG: [(lang, i18n.language_read(lang)) for lang in menu.languages],
         Facet.INPUT: [(way.value, i18n.input_name(way)) for way in Input],
         Facet.HANGUP: [(q, i18n.question_name(q)) for q in questions_in_order(menu)],
+        Facet.HEARD: [(q, i18n.question_name(q)) for q in questions_in_order(menu)],
+        Facet.REACHED: [(REACHED_YES, _("reached a person")),
+                        (REACHED_NO, _("never reached a person"))],
+        Facet.CONNECTED: [(h, i18n.hotline_name(h)) for h in menu.hotlines],
+        Facet.NOT_CONNECTED: [(ANY_HOTLINE, _("any hotline"))] + [
+            (h, i18n.hotline_name(h)) for h in menu.hotlines],
     }
 
 
@@ -608,9 +630,10 @@ class Figure(NamedTuple):
     table: Markup
 
 
-def _charts(summary: Summary) -> dict[str, Figure]:
+def _charts(summary: Summary, calls_of: Callable[..., str]) -> dict[str, Figure]:
     """The dashboard's charts, with names and numbers in the reader's language, each with
-    its numbers as a table."""
+    its numbers as a table; each bar links to the calls it counts (`calls_of(**filters)`),
+    or for transfer attempts to the calls that had such an attempt."""
     labels = [i18n.day_of_month(d) for d in summary.days]  # "26/11"
     rows = [i18n.hotline_name(h.hotline) for h in summary.hotlines]
     results = {"answered": [sum(h.results.get(s, 0) for s in ANSWERED)
@@ -626,23 +649,34 @@ def _charts(summary: Summary) -> dict[str, Figure]:
     heat_rows = [i18n.hotline_name(h) for h in summary.not_connected_by_hour]
     languages = [i18n.language_read(lang) for lang in summary.languages]
     inputs = [i18n.input_name(way) for way in summary.inputs]
+    hotline_ids = [h.hotline for h in summary.hotlines]
+    question_ids = [q for q, _r, _h in summary.funnel]
+
+    def attempts_of(i: int, result: str) -> str:
+        line = hotline_ids[i]
+        return (calls_of(connected=line) if result == "answered"
+                else calls_of(not_connected=line))
+
     return {
         "per_day": Figure(
             charts.stacked_columns(labels, summary.categories,
                                    _("Calls per day, by what they were about"),
-                                   names=category_names, **forms),
+                                   names=category_names, **forms,
+                                   link=lambda i, c: calls_of(day=summary.days[i], category=c)),
             charts.data_table(_("Day"), labels,
                               {category_names[c]: v for c, v in summary.categories.items()},
                               total=_("In all"), number=i18n.number)),
         "hotlines": Figure(
             charts.stacked_bars(rows, results, _("Transfers per hotline, by result"),
-                                names=result_names, **forms),
+                                names=result_names, link=attempts_of, **forms),
             charts.data_table(_("Hotline"), rows,
                               {result_names[r]: v for r, v in results.items()},
                               total=_("In all"), number=i18n.number)),
         "funnel": Figure(
             charts.funnel(funnel, _("Callers at each question, and who hung up"),
-                          percent=lambda p: i18n.percent(p, 0), **forms),
+                          percent=lambda p: i18n.percent(p, 0), **forms,
+                          link=lambda i, part: calls_of(**{
+                              "heard" if part == "reached" else "hangup": question_ids[i]})),
             charts.data_table(_("Question"), questions,
                               {_("reached"): [r for _q, r, _h in funnel],
                                _("hung up here"): [h for _q, _r, h in funnel]},
@@ -659,13 +693,15 @@ def _charts(summary: Summary) -> dict[str, Figure]:
                 number=i18n.number)),
         "languages": Figure(
             charts.stacked_bars(languages, {_("Calls"): list(summary.languages.values())},
-                                _("Calls by language"), **forms),
+                                _("Calls by language"), **forms,
+                                link=lambda i, _s: calls_of(lang=list(summary.languages)[i])),
             charts.data_table(_("Language"), languages,
                               {_("Calls"): list(summary.languages.values())},
                               number=i18n.number)),
         "inputs": Figure(
             charts.stacked_bars(inputs, {_("Calls"): list(summary.inputs.values())},
-                                _("Calls by how the caller answered"), **forms),
+                                _("Calls by how the caller answered"), **forms,
+                                link=lambda i, _s: calls_of(input=list(summary.inputs)[i])),
             charts.data_table(_("Answered by"), inputs,
                               {_("Calls"): list(summary.inputs.values())},
                               number=i18n.number)),

@@ -211,6 +211,16 @@ class Facet(StrEnum):
     LANG = "lang"
     INPUT = "input"  # an Input
     HANGUP = "hangup"  # the question where the caller hung up (abandoned in the menu)
+    HEARD = "heard"  # a question the caller heard (the funnel's steps)
+    REACHED = "reached"  # REACHED_YES or REACHED_NO: the call reached a person, or never did
+    # The lines where one of its transfer attempts was connected, or not connected (then
+    # also ANY_HOTLINE): the calls behind the attempts' figures.
+    CONNECTED = "connected"
+    NOT_CONNECTED = "not_connected"
+
+
+REACHED_YES, REACHED_NO = "yes", "no"
+ANY_HOTLINE = "any"
 
 
 # --- the day counters ------------------------------------------------------------------------

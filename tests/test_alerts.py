@@ -358,3 +358,47 @@ def test_a_publish_waiting_for_approval_mails_the_other_admins_from_the_worker(
         "Necesita la aprobación de otra persona de administración. Revíselo en "
         "https://ruta.example.org/admin")
     assert "ana asked to publish a change" in english.get_content()
+
+
+def test_ivr_dev_logs_no_line_for_the_routine_checks_but_shows_the_alert(
+        simulate, redis_server, rq_client, tmp_path):
+    """Under `ivr dev` (RUTA_ENV=development) the Procfile's cron: and worker: run the
+    check every second without a line about it (it used to be five a minute); the alert
+    it raises for a line made to fail through the webhooks is in the log, once, with the
+    warning that it has nowhere to go."""
+    from rq.job import Job
+    from rq.registry import FinishedJobRegistry
+
+    from ivr import procfile
+
+    for _ in range(3):
+        simulate(LABOUR, ["busy"])
+    Drainer(redis_url.decoding(rq_client)).run()
+    env = procfile.service_env(redis_server.url, tmp_path / "spool") | {
+        "RUTA_ALERT_CHECK_SECONDS": "1", "RUTA_ALERT_WEBHOOK_URL": "", "RUTA_SMTP_URL": "",
+        "RUTA_ALERT_FAILED_IN_A_ROW": "3", "RUTA_ALERT_SILENCE_MINUTES": "0"}
+    assert env["RUTA_ENV"] == "development"
+    lines = procfile.commands(env)
+    log = tmp_path / "processes.log"
+    worker = procfile.start(lines["worker"], env, log)
+    cron = procfile.start(lines["cron"], env, log)
+    finished = FinishedJobRegistry(store.QUEUE, connection=rq_client)
+
+    def checks() -> list[str]:
+        jobs = Job.fetch_many(finished.get_job_ids(), connection=rq_client)
+        return [job.id for job in jobs if job and job.func_name == "workers.alerts.check"]
+
+    try:
+        deadline = time.monotonic() + 90
+        while len(checks()) < 4 and time.monotonic() < deadline:
+            assert worker.poll() is None and cron.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert len(checks()) >= 4, log.read_text()[-3000:]
+    finally:
+        procfile.stop_processes(worker, cron)
+    said = log.read_text()
+    assert "Registered 'workers.alerts.check'" in said  # the cron started, and said so
+    assert "workers.drain.drain()" in said  # other jobs' lines stay
+    for routine in ("Enqueued job check", "workers.alerts.check(", *checks()):
+        assert routine not in said, routine
+    assert said.count("alert: ") == 1 and "alert with nowhere to send it" in said, said

@@ -162,7 +162,7 @@ def shown_day(day: str, lang: str = "en") -> str:
 # What an English reader sees instead of the ids (ivr.i18n and config/hotlines.toml).
 CATEGORY_EN = {"child": "Children", "labour": "Work", "migrant": "Migrants",
                "report": "Reporting a crime", "emergency": "Emergency", "": ""}
-OUTCOME_EN = {"transferred": "Transferred", "transfer_failed": "Transfer failed",
+OUTCOME_EN = {"transferred": "Transferred", "transfer_failed": "Transfers never connected",
               "abandoned_in_menu": "Hung up in the menu"}
 HOTLINE_EN = {"icbf": "ICBF child protection line", "labour": "Ministry of Labour line",
               "national": "National Anti-Trafficking Line", "emergency": "Emergency line",
@@ -888,9 +888,11 @@ def test_an_english_speaking_admin_reads_english_whatever_the_browser_asks(app, 
 
 
 def test_every_figure_links_to_exactly_the_calls_it_counts(app, base, page, seeded):
-    """Headline numbers, health chips and funnel steps lead to the calls table filtered
-    to their calls: the table's total is the figure's number, and the filter stays in
-    the URL (a bookmark shows the same)."""
+    """Headline numbers, health chips, funnel steps and every bar of the charts lead to
+    the calls table filtered to their calls: the table's total is the figure's number,
+    and the filter stays in the URL (a bookmark shows the same). A figure of transfer
+    attempts leads to the calls that had such an attempt: at most as many calls as
+    attempts, each with one."""
     add_user(app, "sofia", "supervisor")
     log_in(page, base, "sofia")
     page.goto(base + "/reports?range=30")
@@ -899,20 +901,38 @@ def test_every_figure_links_to_exactly_the_calls_it_counts(app, base, page, seed
         href, text = a.get_attribute("href"), a.inner_text()
         shown = re.findall(r"\d+", text)
         links.append((href, int(shown[0]) if shown else None))
-    assert len(links) >= 5
-    checked = 0
+    bars = page.locator("section.charts svg a")
+    for a in bars.all():  # each named by its bar's tooltip, ending in the figure
+        name = a.get_attribute("aria-label")
+        assert name == a.locator("title").text_content()
+        href = a.get_attribute("href")
+        # A result's segment (busy...) leads to the calls with any attempt not connected.
+        figure = None if "not_connected=" in href else int(re.findall(r"\d+", name)[-1])
+        links.append((href, figure))
+    assert bars.count() >= 12
+    assert page.locator("section.charts svg").first.get_attribute("role") == "group"
+    checked = attempts = 0
     for href, shown in links:
         page.goto(base + href)
-        assert "range=30" in page.url
+        assert "range=30" in page.url or re.search(r"from=([-\d]+)&to=\1", page.url), href
         total = int(re.search(r"\((\d+),", page.locator("#calls-heading").inner_text())[1])
-        if shown is not None:
+        hotlines = [cells[4] for cells in table_rows(page).values()]
+        if line := re.search(r"[?&](not_)?connected=(\w+)", href):
+            assert shown is None or (total <= shown and (total > 0) == (shown > 0)), href
+            assert shown is not None or total > 0, href
+            if line[2] != "any":
+                said = re.escape(HOTLINE_EN[line[2]]) + (r" \((?!answered)" if line[1]
+                                                         else r" \(answered")
+                assert all(re.search(said, cell) for cell in hotlines), href
+            attempts += 1
+        elif shown is not None:
             assert total == shown, href
             checked += 1
         if "outcome=" in href:
             outcome = href.split("outcome=")[1].split("&")[0].split("#")[0]
             assert all(c == OUTCOME_EN.get(outcome, c) for c in
                        page.locator("table.calls td.outcome").all_inner_texts())
-    assert checked >= 4
+    assert checked >= 15 and attempts >= 4
     page.goto(base + "/reports?range=30&hotline=labour")
     assert page.locator('select[name="hotline"]').input_value() == "labour"
     assert page.locator(".health li").count() <= 1

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 # job in its failed registry (`rq info`).
 RETRY_SECONDS = [10, 30, 60, 300, 900, 1800, 3600]
 DELIVER_JOB = "workers.alerts.deliver"
+# The jobs on a clock (workers.cron): their routine lines are left out of `ivr dev`'s log.
+ROUTINE_JOBS = ("workers.alerts.check", "workers.alerts.send_digests")
 SEND_TIMEOUT = 10  # seconds for one webhook POST or SMTP session
 
 
@@ -77,6 +79,7 @@ def check(connection: redis.Redis | None = None, now: float | None = None) -> di
         text = alerts.message(finding, line_name(menu, finding.hotline))
         if incidents.open_incident(r, finding, text, now):
             raised.append(key)
+            log.warning("alert: %s", text)
             _send(connection, config, text)
     for key, (since, finding) in incidents.open_incidents(r).items():
         if key in holding or not alerts.recovered(key, since, attempts, last_call):
@@ -85,6 +88,7 @@ def check(connection: redis.Redis | None = None, now: float | None = None) -> di
         text = alerts.message(finding, line_name(menu, finding.hotline), cleared=True)
         if incidents.close_incident(r, finding, text, now):
             cleared.append(key)
+            log.warning("recovered: %s", text)
             _send(connection, config, text)
     r.delete(store.ALERT_CHECK_LOCK)
     return {"raised": raised, "cleared": cleared}

@@ -8,15 +8,19 @@ process: two would enqueue every check twice (harmless, the check takes a lock, 
 wasted). RUTA_ALERT_CHECK_SECONDS (60) sets how often the alert check runs. The weekly
 digest's job runs every hour and sends once a week, from Monday 07:00 Bogotá
 (workers.alerts.send_digests): so the cron process's own time zone does not matter.
+Under `ivr dev` the routine lines (each job enqueued, run, done) are left out of the log
+of this process and the worker's; failures and alerts stay.
 """
 
 from __future__ import annotations
 
 from rq import cron
 
-from ivr import settings, store
+from ivr import logs, settings, store
 from workers import alerts
 
+if settings.load()["RUTA_ENV"] == "development":  # `ivr dev`: no line a minute saying nothing
+    logs.quiet_routine_jobs("rq.cron", *alerts.ROUTINE_JOBS)
 cron.register(alerts.check, queue_name=store.QUEUE,
               interval=int(settings.load()["RUTA_ALERT_CHECK_SECONDS"]), job_timeout=60)
 cron.register(alerts.send_digests, queue_name=store.QUEUE, interval=3600, job_timeout=300)

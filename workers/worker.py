@@ -18,7 +18,7 @@ import redis
 from rq import Queue, SimpleWorker
 
 from ivr import events, key_migration, logs, settings, store
-from workers import drain
+from workers import alerts, drain
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class RutaWorker(SimpleWorker):
         rq_log = logging.getLogger("rq.worker")
         if not any(isinstance(f, _QuietSweeps) for f in rq_log.filters):
             rq_log.addFilter(_QuietSweeps())
+        if config["RUTA_ENV"] == "development":  # `ivr dev`: the clock's jobs said quietly
+            logs.quiet_routine_jobs("rq.worker", *alerts.ROUTINE_JOBS)
         super().__init__(*args, **kwargs)
         try:
             if key_migration.has_legacy_keys(self.connection):
