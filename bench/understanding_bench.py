@@ -15,6 +15,9 @@ cross-validation on the learn part, each writer's examples left out of the menu)
 - the time a decision takes (median, p99; after one warm-up decision per language, as a
   running web process has made).
 
+With --learn --peer, the cross-validation also decides each writer's utterances with a
+plain TF-IDF classifier (`peer_cross_validate`): the yardstick a design has to beat.
+
 The last line is `RESULT key=value ...`.
 """
 
@@ -125,6 +128,47 @@ def cross_validate(shipped, learn: list[dict]) -> dict:
     }
 
 
+PEER_ASK = 0.35  # the peer asks the danger question at this probability of key 0...
+PEER_DANGER = 0.5  # ...and sends the caller to the emergency path at this one
+
+
+def peer_cross_validate(learn: list[dict]) -> dict:
+    """The same leave-one-writer-out split, decided by what a user would build instead: TF-IDF
+    over folded words, word pairs and letter 2-5-grams of each word, one logistic
+    regression over every key (0 included; an utterance with 0 among its right keys is
+    learnt as 0), the best key taken, the danger question asked in between. No keywords,
+    no rules, no child's priority: the yardstick the matcher's design has to beat."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    from ivr.speech import tokens
+
+    def text(u):
+        return " ".join(tokens(u["text"]))
+
+    rows, seconds = [], []
+    for writer in sorted({u["writer"] for u in learn}):
+        train = [u for u in learn if u["writer"] != writer]
+        model = make_pipeline(
+            make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5),
+                                       sublinear_tf=True, min_df=2)),
+            LogisticRegression(C=20, max_iter=3000))
+        model.fit([text(u) for u in train],
+                  [EMERGENCY if EMERGENCY in u["right"] else u["right"][0] for u in train])
+        keys = list(model.classes_)
+        for u in (u for u in learn if u["writer"] == writer):
+            start = time.perf_counter()
+            p = model.predict_proba([text(u)])[0]
+            seconds.append(time.perf_counter() - start)
+            danger, best = p[keys.index(EMERGENCY)], keys[int(p.argmax())]
+            got = (EMERGENCY if danger >= PEER_DANGER
+                   else "ask 0" if best == EMERGENCY or danger >= PEER_ASK else best)
+            rows.append((u, got))
+    return score(rows, seconds)
+
+
 def show(title: str, r: dict, misses: bool) -> None:
     print(f"\n== {title}: {r['n']} utterances")
     print(f"first-try accuracy        {r['accuracy']:.1%}")
@@ -152,6 +196,9 @@ def main() -> None:
                         help="also a leave-one-writer-out cross-validation on the learn part")
     parser.add_argument("--misses", action="store_true",
                         help="list the learn part's misses (never the test part's)")
+    parser.add_argument("--peer", action="store_true",
+                        help="with --learn: the same split decided by a plain TF-IDF "
+                             "classifier, the yardstick for the matcher's design")
     parser.add_argument("--no-test", action="store_true",
                         help="leave the test part out (while tuning on the learn part)")
     args = parser.parse_args()
@@ -163,6 +210,9 @@ def main() -> None:
     if args.learn:
         show("learn part, leave-one-writer-out cross-validation", cross_validate(shipped, learn),
              args.misses)
+        if args.peer:
+            show("learn part, the same split, a plain TF-IDF classifier (the peer)",
+                 peer_cross_validate(learn), False)
     if args.no_test:
         return
     result = evaluate(menu, test)

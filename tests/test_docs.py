@@ -694,12 +694,15 @@ def test_the_understanding_figures_are_what_the_benchmark_measures():
 
 @pytest.mark.slow
 def test_the_cross_validation_figure_is_what_the_benchmark_measures():
-    """`bench/understanding --learn`: the learn part's cross-validated accuracy."""
-    out = run_understanding_bench("--learn", "--no-test")
+    """`bench/understanding --learn --peer`: the learn part's cross-validated accuracy, the
+    matcher's and the plain classifier's on the same split."""
+    out = run_understanding_bench("--learn", "--peer", "--no-test")
     learned = int(re.search(r"== learn part, leave-one-writer-out cross-validation: (\d+) "
                             r"utterances", out)[1])
-    accuracy = re.search(r"first-try accuracy +([\d.]+%)", out)[1]
-    assert f"on the {learned:,} of the learn part: {accuracy})" in understanding_row()
+    matcher, peer = re.findall(r"first-try accuracy +([\d.]+%)", out)
+    assert f"on the {learned:,} of the learn part: {matcher}; " in understanding_row()
+    assert f"a plain TF-IDF classifier on the same split, `--peer`: {peer})" in (
+        understanding_row())
 
 
 def test_the_filters_documented_are_the_ones_the_url_takes():
