@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ivr.call_record import CallRecord
@@ -51,13 +51,14 @@ VALUE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 COUNTED = "facets"
 # Day counters no filtered figure draws, so not kept by combination.
 NOT_KEPT = (Count.IDENTIFIED, Count.NO_INPUT, Count.INVALID_INPUT)
+HOUR = "hour"  # the filter on the hour a call started (Filters.hour)
 
 
 class FilterError(ValueError):
     """A filter value we cannot use; the message says which."""
 
-    def __init__(self, facet: Facet):
-        self.message = Message(N_("not a value for the filter %(name)s"), {"name": facet.value})
+    def __init__(self, name: str):
+        self.message = Message(N_("not a value for the filter %(name)s"), {"name": name})
         super().__init__(str(self.message))
 
 
@@ -75,6 +76,10 @@ class Filters:
     reached: str = ""
     connected: str = ""
     not_connected: str = ""
+    # Not a facet: the hour of day (0-23, Bogotá) the call started, a time window in each
+    # day's calls (ivr.store reads it from the calls by start time). No combination
+    # counts it, so it narrows the calls table, the CSV and the calls API, not figures.
+    hour: str = ""
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> Filters:
@@ -84,9 +89,12 @@ class Filters:
         for facet in FACETS:
             value = (args.get(facet.value) or "").strip()
             if value and not VALUE.fullmatch(value):
-                raise FilterError(facet)
+                raise FilterError(facet.value)
             values[facet.value] = value
-        return cls(**values)
+        hour = (args.get(HOUR) or "").strip()
+        if hour and not (hour.isdigit() and int(hour) < 24):
+            raise FilterError(HOUR)
+        return cls(**values, hour=str(int(hour)) if hour else "")
 
     def asked(self) -> dict[Facet, str]:
         """The facets filtered on, with their values."""
@@ -94,15 +102,20 @@ class Filters:
                 if getattr(self, facet.value)}
 
     def args(self) -> dict[str, str]:
-        """For a URL: only the facets filtered on."""
-        return {facet.value: value for facet, value in self.asked().items()}
+        """For a URL: only the filters asked for."""
+        hour = {HOUR: self.hour} if self.hour else {}
+        return {**{facet.value: value for facet, value in self.asked().items()}, **hour}
 
     def __bool__(self) -> bool:
-        return bool(self.asked())
+        return bool(self.asked() or self.hour)
 
     def narrowed(self, **values: str) -> Filters:
         """These filters and more (a drill-down link): narrowed(outcome="transferred")."""
-        return Filters(**{**{f.value: getattr(self, f.value) for f in FACETS}, **values})
+        return replace(self, **values)
+
+    def whole_days(self) -> Filters:
+        """These filters without the hour: what the figures can follow."""
+        return replace(self, hour="")
 
     def matches(self, facets: Mapping[Facet, tuple[str, ...]]) -> bool:
         return all(value in facets.get(facet, ()) for facet, value in self.asked().items())

@@ -44,7 +44,7 @@ from ivr import (
 )
 from ivr.call_record import CallRecord
 from ivr.caller_keys import KeyEpochs
-from ivr.filters import NONE, FilterError, Filters
+from ivr.filters import HOUR, NONE, FilterError, Filters
 from ivr.menu import Menu
 from ivr.message import LANGUAGES, N_, Message
 from ivr.security import (
@@ -134,6 +134,8 @@ def build_summary(store: Store, menu: Menu, days: list[str], threshold: float,
     hotline filter keeps that line's health."""
     questions = questions_in_order(menu)
 
+    filters = filters.whole_days()  # no counter is kept by hour and combination
+
     def period(days: list[str], line_tests: dict | None = None) -> Summary:
         counters = (store.filtered_counters(days, filters) if filters
                     else store.counters_for(days))
@@ -204,7 +206,7 @@ def _days() -> list[str]:
 
 
 def _filters() -> Filters:
-    """The filters asked for (?hotline=&outcome=&category=&lang=&input=&hangup=)."""
+    """The filters asked for (?hotline=&outcome=&category=&lang=&input=&hangup=&hour=)."""
     try:
         return Filters.from_args(request.args)
     except FilterError as e:
@@ -546,6 +548,7 @@ def filter_choices(menu: Menu, summary: Summary) -> dict[str, list[tuple[str, st
         Facet.CONNECTED: [(h, i18n.hotline_name(h)) for h in menu.hotlines],
         Facet.NOT_CONNECTED: [(ANY_HOTLINE, _("any hotline"))] + [
             (h, i18n.hotline_name(h)) for h in menu.hotlines],
+        HOUR: [(str(h), f"{h:02d}:00–{h:02d}:59") for h in range(24)],
     }
 
 
@@ -646,7 +649,8 @@ def _charts(summary: Summary, calls_of: Callable[..., str]) -> dict[str, Figure]
     category_names = {c: i18n.category_name(c) for c in summary.categories}
     questions = [q for q, _r, _h in funnel]
     hours = [f"{h:02d}" for h in range(24)]
-    heat_rows = [i18n.hotline_name(h) for h in summary.not_connected_by_hour]
+    heat_ids = list(summary.not_connected_by_hour)
+    heat_rows = [i18n.hotline_name(h) for h in heat_ids]
     languages = [i18n.language_read(lang) for lang in summary.languages]
     inputs = [i18n.input_name(way) for way in summary.inputs]
     hotline_ids = [h.hotline for h in summary.hotlines]
@@ -686,7 +690,9 @@ def _charts(summary: Summary, calls_of: Callable[..., str]) -> dict[str, Figure]
         "not_connected": Figure(
             charts.heat_map(heat_rows, hours, list(summary.not_connected_by_hour.values()),
                             _("Transfer attempts not connected, by hotline and hour (Bogotá)"),
-                            out_of=list(summary.attempts_by_hour.values()), **forms),
+                            out_of=list(summary.attempts_by_hour.values()), **forms,
+                            link=lambda i, j: calls_of(hour=str(j),
+                                                       not_connected=heat_ids[i])),
             charts.data_table(_("Hour"), hours, {
                 _("%(hotline)s: not connected", hotline=name): summary.not_connected_by_hour[h]
                 for h, name in zip(summary.not_connected_by_hour, heat_rows, strict=True)},
@@ -707,7 +713,7 @@ def _charts(summary: Summary, calls_of: Callable[..., str]) -> dict[str, Figure]
                               number=i18n.number)),
         "by_hour": Figure(
             charts.columns(hours, summary.by_hour, _("Calls by hour of day (Bogotá)"),
-                           **forms),
+                           **forms, link=lambda i: calls_of(hour=str(i))),
             charts.data_table(_("Hour"), hours, {_("Calls"): summary.by_hour},
                               number=i18n.number)),
     }

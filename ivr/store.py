@@ -464,10 +464,19 @@ class Store:
         return dict(total)
 
     def count_calls(self, days: list[str], filters: Filters = NONE) -> int:
-        if filters:
-            return sum(calls_matching(found, filters)
-                       for found in self._facet_calls(days).values())
-        return sum(self._day_sizes(days))
+        return sum(self._matching_sizes(days, filters) if filters else self._day_sizes(days))
+
+    def _matching_sizes(self, days: list[str], filters: Filters) -> list[int]:
+        """How many calls of each day `filters` pick: from the day's combinations, or
+        its calls by start time in the hour; both, by reading that hour's calls."""
+        if not filters.hour:
+            return [calls_matching(found, filters) for found in self._facet_calls(days).values()]
+        if filters.asked():
+            return [sum(1 for _sid in self._day_matching(day, filters)) for day in days]
+        read = self.r.pipeline(transaction=False)
+        for day in days:
+            read.zcount(day_calls_key(day), *_hour_window(day, filters.hour))
+        return read.execute()
 
     def _day_sizes(self, days: list[str]) -> list[int]:
         """How many calls each day has, in one round trip."""
@@ -480,9 +489,8 @@ class Store:
                    filters: Filters = NONE):
         """One page of the calls of these days that `filters` pick, newest first, and
         how many they pick in all."""
-        sizes = (self._day_sizes(days_newest_first) if not filters else
-                 [calls_matching(found, filters)
-                  for found in self._facet_calls(days_newest_first).values()])
+        sizes = (self._matching_sizes(days_newest_first, filters) if filters else
+                 self._day_sizes(days_newest_first))
         total, picked = sum(sizes), []
         skip = offset
         for day, size in zip(days_newest_first, sizes, strict=True):
@@ -520,16 +528,19 @@ class Store:
     def _day_matching(self, day: str, filters: Filters, newest_first: bool = False,
                       chunk: int = 500):
         """The CallSids of one day that `filters` pick, in start order: the smallest of
-        the filters' indexes read `chunk` at a time, each call checked in the others."""
-        keys = [facet_calls_key(day, f, v) for f, v in filters.asked().items()]
+        the filters' indexes (the day's calls if only the hour is asked) read `chunk` at
+        a time within the hour, each call checked in the others."""
+        keys = _indexes(day, filters)
         read = self.r.pipeline(transaction=False)
         for key in keys:
             read.zcard(key)
         smallest, *others = [k for _n, k in sorted(zip(read.execute(), keys, strict=True))]
+        low, high = _hour_window(day, filters.hour)
         start = 0
         while True:
-            sids = (self.r.zrevrange if newest_first else self.r.zrange)(
-                smallest, start, start + chunk - 1)
+            sids = (self.r.zrevrangebyscore(smallest, high, low, start=start, num=chunk)
+                    if newest_first else
+                    self.r.zrangebyscore(smallest, low, high, start=start, num=chunk))
             if not sids:
                 return
             yield from self._in_all(others, sids)
@@ -572,10 +583,10 @@ class Store:
         day, offset = position
         sids: list[str] = []
         while day < len(days) and len(sids) < limit:
-            first, *others = [facet_calls_key(days[day], f, v)
-                              for f, v in filters.asked().items()]
+            first, *others = _indexes(days[day], filters)
             want = limit - len(sids)
-            got = self.r.zrange(first, offset, offset + want - 1)
+            got = self.r.zrangebyscore(first, *_hour_window(days[day], filters.hour),
+                                       start=offset, num=want)
             offset += len(got)
             sids += self._in_all(others, got)
             if len(got) < want:  # this day is over
@@ -634,6 +645,21 @@ def work_counts(r: redis.Redis) -> dict[str, int]:
 
 
 @lru_cache(maxsize=1024)
+def _indexes(day: str, filters: Filters) -> list[str]:
+    """The sorted sets of a day's calls (by start time) a filtered read intersects."""
+    return ([facet_calls_key(day, f, v) for f, v in filters.asked().items()]
+            or [day_calls_key(day)])
+
+
+def _hour_window(day: str, hour: str) -> tuple[int | str, int | str]:
+    """The scores (start times) of a day's calls that started in that hour (Bogotá, no
+    daylight saving time), for ZRANGEBYSCORE; the whole day if no hour is asked."""
+    if not hour:
+        return "-inf", "+inf"
+    start = _day_end(day) - 86400 + int(hour) * 3600
+    return start, f"({start + 3600}"
+
+
 def _day_end(day: str) -> int:
     start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BOGOTA)
     return int((start + timedelta(days=1)).timestamp())

@@ -706,10 +706,11 @@ def test_the_cross_validation_figure_is_what_the_benchmark_measures():
 
 
 def test_the_filters_documented_are_the_ones_the_url_takes():
+    from ivr.filters import HOUR
     from ivr.vocabulary import ANY_HOTLINE, REACHED_NO, REACHED_YES, Facet, Input
 
     text = " ".join(read("docs/staff.md").split())
     said = text[text.index("**Filters**"):text.index("one value each")]
     assert set(re.findall(r"`(\w+)(?:=\w+)?`", said)) == {
-        *Facet, *Input, REACHED_YES, REACHED_NO}
+        *Facet, *Input, REACHED_YES, REACHED_NO, HOUR}
     assert f"`not_connected={ANY_HOTLINE}`" in said

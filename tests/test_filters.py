@@ -91,3 +91,11 @@ def test_filters_come_from_the_url_and_go_back_to_it():
     assert not Filters.from_args({})
     with pytest.raises(FilterError):
         Filters.from_args({"hotline": "labour/es"})
+    at_nine = Filters.from_args({"hour": "09", "lang": "es"})
+    assert at_nine.args() == {"lang": "es", "hour": "9"}
+    assert at_nine.whole_days().args() == {"lang": "es"}
+    assert Filters.from_args({"hour": "0"}) and Filters().narrowed(hour="23").args() == {
+        "hour": "23"}
+    for wrong in ("24", "-1", "nine"):
+        with pytest.raises(FilterError):
+            Filters.from_args({"hour": wrong})
