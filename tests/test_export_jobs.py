@@ -6,6 +6,7 @@ app, real Redis, real RQ worker (in this process), calls played through the webh
 from __future__ import annotations
 
 import gzip
+from datetime import datetime
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from test_exports import CALLER, PHONE_DIGITS, calls, data_rows, excel_rows, log
 
 import workers.exports
 from ivr import export_jobs, reports, store
+from ivr.vocabulary import BOGOTA
 
 
 @pytest.fixture
@@ -82,12 +84,17 @@ def test_a_range_too_big_to_stream_is_built_in_parts_with_its_progress_shown(
 
 
 @pytest.mark.usefixtures("calls")  # three of today's calls, two of them about work
+@pytest.mark.parametrize("narrower", ["category=labour", "hour=H", "hour=H&category=labour"])
 def test_a_filtered_export_built_by_the_worker_has_the_filtered_calls_only(
-        app, worker, monkeypatch):
+        app, worker, monkeypatch, narrower):
     marta = log_in(app, "marta", "supervisor", "es")
-    asked = "/reports/calls.csv?range=today&form=datos&category=labour"
+    header, first, *_rest = data_rows(marta.get("/reports/calls.csv?range=today").get_data())
+    started = datetime.fromisoformat(first[header.index("started")])
+    narrower = narrower.replace("H", str(started.astimezone(BOGOTA).hour))  # first call's
+    asked = f"/reports/calls.csv?range=today&form=datos&{narrower}"
     header, *streamed = data_rows(marta.get(asked).get_data())
-    assert 0 < len(streamed) < 3
+    assert 0 < len(streamed) < (3 if "category" in narrower else 4)
+    assert first in streamed or "category" in narrower
 
     monkeypatch.setattr(reports, "CSV_MAX_ROWS", 1)  # too many to stream: the worker's
     monkeypatch.setattr(export_jobs, "PART_ROWS", 1)  # one call a part
