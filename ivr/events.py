@@ -52,7 +52,7 @@ def connect(config) -> tuple[redis.Redis | None, Emitter | None, CallerKey]:
     """The webhooks' Redis client, their Emitter and the callers' pseudonym key.
 
     The web's client fails fast and never retries: a webhook must not wait on a sick
-    Redis, it spools instead. Connections are pooled, so an emit is one round trip.
+    Redis, it spools instead. Each web thread keeps one connection: an emit is one round trip.
     """
     client = None
     if config["REDIS_URL"]:  # any REDIS_URL form; Sentinel: the sentinels fail fast too
