@@ -1,6 +1,7 @@
 """Events on their way out of the web process: to a Redis stream, or to the spool.
 
-`Emitter.emit()` costs a webhook one Redis round trip: one script appends the call's
+`Emitter.emit()` costs a webhook one Redis round trip on its thread's kept connection
+(taken from the client's pool once, not per request): one script appends the call's
 events to the `{ruta}:events` stream and sets a `SET NX PX` flag; only the
 request that sets the flag (a few times a second at most) also enqueues an RQ drain job
 (`workers.drain.drain`), which writes the events to the call records and counters.
@@ -51,7 +52,7 @@ def connect(config) -> tuple[redis.Redis | None, Emitter | None, CallerKey]:
     """The webhooks' Redis client, their Emitter and the callers' pseudonym key.
 
     The web's client fails fast and never retries: a webhook must not wait on a sick
-    Redis, it spools instead. Connections are pooled, so an emit is one round trip.
+    Redis, it spools instead. Each web thread keeps one connection: an emit is one round trip.
     """
     client = None
     if config["REDIS_URL"]:  # any REDIS_URL form; Sentinel: the sentinels fail fast too
@@ -174,6 +175,7 @@ class Emitter:
         self._append = r.register_script(APPEND_EVENTS) if r is not None else None
         self._redis_down_until = 0.0
         self._lock = threading.Lock()
+        self._kept = threading.local()  # each web thread's own connection, held between emits
 
     def emit(self, events: list[Event]) -> str:
         """Hand the events on; returns where they went: "redis" or "spool"."""
@@ -184,8 +186,7 @@ class Emitter:
             return "spool"
         try:
             # One command: append the events and claim the "drain scheduled" flag.
-            scheduled = self._append(keys=[store.EVENTS, store.DRAIN_SCHEDULED],
-                                     args=[DRAIN_EVERY_MS, *(e.to_json() for e in events)])
+            scheduled = self._append_events([e.to_json() for e in events])
             if scheduled:
                 enqueue_drain(self.queue)
             return "redis"
@@ -197,3 +198,39 @@ class Emitter:
                         len(events))
             self.spool.append(events)
             return "spool"
+
+    def _append_events(self, lines: list[str]) -> int:
+        """Run APPEND_EVENTS on this thread's kept connection: the pool's get and release
+        cost more than the round trip. The connection keeps the client's options (TLS,
+        AUTH, Sentinel, time-outs, health checks); any error drops it, so the next emit
+        connects afresh (after a failover, to the new master)."""
+        conn = self._connection()
+        command = (2, store.EVENTS, store.DRAIN_SCHEDULED, DRAIN_EVERY_MS, *lines)
+        try:
+            try:
+                conn.send_command("EVALSHA", self._append.sha, *command)
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:  # a restarted Redis: send the script
+                conn.send_command("EVAL", APPEND_EVENTS, *command)
+                return conn.read_response()
+        except BaseException:
+            self._kept.conn = None
+            conn.disconnect()
+            self.r.connection_pool.release(conn)
+            raise
+
+    def _connection(self):
+        conn = getattr(self._kept, "conn", None)
+        if conn is None or self._kept.pid != os.getpid():  # a forked child connects anew
+            conn = self.r.connection_pool.get_connection()
+            self._kept.conn, self._kept.pid = conn, os.getpid()
+            return conn
+        # As the pool checks a connection it hands out: one Redis (or its `timeout`, or a
+        # proxy) closed while idle is reconnected now rather than failing the emit.
+        try:
+            if conn.can_read():
+                raise redis.ConnectionError("the kept connection has data or was closed")
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            conn.connect()
+        return conn

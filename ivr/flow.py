@@ -607,7 +607,16 @@ def _says(menu: Menu, lang: str, prompt: str, /, slow: bool = False,
           **values: str) -> tuple[Say, ...]:
     """The prompt as the caller hears it: read by the language's voice, or its recording
     played, then the numbers it holds read (by the first language's voice for a language
-    that has none: digits are understood across the border)."""
+    that has none: digits are understood across the border). Made once per menu version:
+    the values come from the menu too."""
+    key = (lang, prompt, slow, *values.items())
+    said = menu.spoken.get(key)
+    if said is None:
+        said = menu.spoken[key] = _say(menu, lang, prompt, slow, values)
+    return said
+
+
+def _say(menu: Menu, lang: str, prompt: str, slow: bool, values: dict) -> tuple[Say, ...]:
     voice = menu.voices[lang]
     text = menu.text(lang, prompt, **values)
     recording = menu.recording(lang, prompt)

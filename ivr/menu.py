@@ -217,6 +217,11 @@ class Menu:
     hints: dict[tuple[str, str, bool], tuple[str, ...]] = field(default_factory=dict,
                                                                 compare=False)
     recordings: dict[str, dict[str, Recording]] = field(default_factory=dict)  # lang -> key
+    # (language, prompt, slow, values) -> what a caller hears (ivr.flow's Says): the same
+    # for every call of this version, so made once. Not an argument: a menu made from
+    # this one (dataclasses.replace) starts empty rather than share stale prompts.
+    spoken: dict[tuple, tuple] = field(default_factory=dict, init=False, compare=False,
+                                       repr=False)
 
     def recording(self, language: str, key: str) -> Recording | None:
         """The recording a caller hears for prompt `key` in `language`, if it has one."""

@@ -7,8 +7,8 @@ A recorded prompt is a <Play> of its public URL, `audio_url` + the recording's f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from functools import lru_cache
+from dataclasses import fields
+from operator import attrgetter
 from xml.sax.saxutils import escape
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
@@ -43,16 +43,19 @@ def render(step: Step, url_for: UrlFor, our_number: str | None = None,
     """
     if isinstance(step, Transfer) and not step.show_caller and not our_number:
         raise ValueError("a transfer that hides the caller's number needs our caller ID")
-    match step:
-        case Ask() | Transfer():
-            resume, shape = step.resume, replace(step, resume=None)
-        case Screen():
-            resume, shape = step.accept, replace(step, accept=None)
-        case _:
-            return _build(step, "", "", our_number, audio_url)
+    shape = _SHAPE.get(type(step))
+    if shape is None:  # Hangup, Bridge: no URL in them
+        return _build(step, "", "", our_number, audio_url)
+    resume = step.accept if isinstance(step, Screen) else step.resume
     screen = getattr(step, "screen", None)
-    xml = _cached(replace(shape, screen=None) if screen else shape, our_number, bool(screen),
-                  audio_url)
+    # The key is the step's own fields, not a copy of the step without its URLs.
+    key = (type(step), shape(step), bool(screen), our_number, audio_url)
+    xml = _TWIML.get(key)
+    if xml is None:
+        if len(_TWIML) >= TWIML_CACHE_SIZE:
+            _TWIML.clear()  # many menus' worth: start again rather than grow
+        xml = _TWIML[key] = _build(step, URL_MARK, SCREEN_MARK if screen else "",
+                                   our_number, audio_url)
     if screen:
         xml = xml.replace(SCREEN_MARK, _attr(url_for(screen)))
     return xml.replace(URL_MARK, _attr(url_for(resume)))
@@ -62,9 +65,12 @@ def _attr(url: str) -> str:
     return escape(url, {'"': "&quot;"})
 
 
-@lru_cache(maxsize=2048)
-def _cached(shape: Step, our_number: str | None, screened: bool, audio_url: str) -> str:
-    return _build(shape, URL_MARK, SCREEN_MARK if screened else "", our_number, audio_url)
+# A step's fields that make its TwiML, all but the call's position (the URLs put in after).
+_URL_FIELDS = ("resume", "accept", "screen")
+_SHAPE = {cls: attrgetter(*(f.name for f in fields(cls) if f.name not in _URL_FIELDS))
+          for cls in (Ask, Transfer, Screen)}
+TWIML_CACHE_SIZE = 2048
+_TWIML: dict[tuple, str] = {}
 
 
 def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None,

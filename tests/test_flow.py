@@ -11,7 +11,7 @@ from datetime import UTC, datetime, time
 import pytest
 from conftest import connected_menu
 
-from ivr import flow
+from ivr import flow, twiml
 from ivr.flow import (
     Answer,
     Ask,
@@ -124,6 +124,23 @@ def test_start_greets_in_spanish_offers_english_and_asks_welcome():
     assert step.timeout == MENU.gather_timeout
     assert {"niño", "emergencia", "inglés"} <= set(step.hints)
     assert result.events == (FlowEvent(EventKind.CALL_STARTED, {"lang": "es", "caller": ""}),)
+
+
+def test_a_new_menu_version_is_heard_at_once_though_the_old_ones_prompts_are_kept():
+    """What callers hear is made once per menu version (prompts, their TwiML): a menu with
+    another greeting, made after the first was heard, says its own and the first its."""
+    def heard(menu) -> tuple[str, str]:
+        step = flow.start(menu, NOW).step
+        return texts(step)[0], twiml.render(step, lambda state: "/voice/menu")
+
+    old_text, old_xml = heard(MENU)
+    new = "Línea Ruta, nueva versión."
+    changed = dataclasses.replace(
+        MENU, prompts={**MENU.prompts, "es": {**MENU.prompts["es"], "greeting": new}})
+    new_text, new_xml = heard(changed)
+    assert (old_text, new_text) == (say("es", "greeting"), new)
+    assert new in new_xml and new not in old_xml
+    assert heard(MENU) == (old_text, old_xml)
 
 
 # --- keypad answers -----------------------------------------------------------------

@@ -216,6 +216,20 @@ def test_writing_every_event_again_changes_nothing(simulate, redis_client):
     assert redis_client.xlen(store.EVENTS) == 0
 
 
+def test_calls_are_counted_after_redis_drops_the_webs_connections_and_its_scripts(
+        simulate, redis_client, app_config):
+    """A web thread keeps its Redis connection between calls: one Redis closed while idle
+    (its `timeout`, a proxy, a restart) and a script cache Redis emptied spool nothing."""
+    simulate([Move("press", "1")])
+    redis_client.script_flush()
+    simulate([Move("press", "1")])
+    assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
+    simulate([Move("press", "1")])
+    assert Spool(app_config["RUTA_SPOOL_DIR"]).size() == 0
+    Drainer(redis_url.decoding(redis_client)).run()
+    assert counters(redis_client, today())[Count.CALLS] == 3
+
+
 # --- b. Twilio repeating its callbacks ---------------------------------------------------
 
 
