@@ -481,6 +481,12 @@ def every_page(app, person: Person, supervisor: Person, anonymous, redis_client)
     keep("asked for approval", person.post("/admin/publish", {"note": "prueba"},
                                            follow_redirects=True))
     keep("/admin waiting", person.get("/admin"))
+    rule, app.config["RUTA_TWO_PERSON_RULE"] = app.config["RUTA_TWO_PERSON_RULE"], 1
+    # Under the two-person rule a rollback would replace the pending draft: it asks first.
+    asked = person.post("/admin/rollback", {"version": "0", "note": "x"})
+    assert 'class="confirm-rollback"' in asked.text
+    keep("rollback asks first", asked)
+    app.config["RUTA_TWO_PERSON_RULE"] = rule
     keep("discard asks first", person.post("/admin/discard", {}))
     keep("discarded", person.post("/admin/discard", {"confirm": "yes"}, follow_redirects=True))
     keep("/admin/history with a draft set aside", person.get("/admin/history"))
