@@ -421,9 +421,13 @@ class Store:
 
     def counters_for(self, days: list[str]) -> dict[str, dict[str, int]]:
         """Each day's counters, in one round trip."""
+        return self._day_hashes(days, day_key)
+
+    def _day_hashes(self, days: list[str], key_of) -> dict[str, dict[str, int]]:
+        """Each day's hash of counts at `key_of(day)`, in one round trip."""
         read = self.r.pipeline(transaction=False)
         for day in days:
-            read.hgetall(day_key(day))
+            read.hgetall(key_of(day))
         found = zip(days, read.execute(), strict=True)
         return {day: {k: int(v) for k, v in fields.items()} for day, fields in found}
 
@@ -443,11 +447,8 @@ class Store:
         return {day: counters_matching(by_day[day], counts[day], filters) for day in days}
 
     def _facet_calls(self, days: list[str]) -> dict[str, dict[str, int]]:
-        read = self.r.pipeline(transaction=False)
-        for day in days:
-            read.hgetall(facets_key(day))
-        found = zip(days, read.execute(), strict=True)
-        return {day: {k: int(v) for k, v in fields.items()} for day, fields in found}
+        """Each day's calls by facet combination, in one round trip."""
+        return self._day_hashes(days, facets_key)
 
     def unique_callers(self, days: list[str]) -> int:
         """Distinct caller pseudonyms over the days (HyperLogLog: within about 1%)."""
