@@ -88,7 +88,11 @@ def create_app(config: dict | None = None) -> Flask:
     if not app.config["RUTA_PREVIEW"]:
         _refuse_the_old_key_layout(client)
     services = app.extensions["ruta"] = Services(shipped, client, emitter, caller_key)
-    caller_key.note_in_use(client)  # a new key's "from when" (ivr.caller_keys)
+    if app.config["CALLER_ID_KEY"]:  # a new key's "from when" (ivr.caller_keys)
+        # A process without the key (a reports host, a test) makes a throwaway one: it is
+        # recorded only if a call is pseudonymised with it (ivr.voice), never at start,
+        # or the reports would show a change of pseudonyms that no caller met.
+        caller_key.note_in_use(client)
     if staff_client := store.staff_pages_client(app.config):
         services.store = store.Store(staff_client, int(app.config["RUTA_RETENTION_DAYS"]))
         services.staff = StaffAccounts(staff_client)

@@ -160,3 +160,12 @@ def test_one_key_all_along_counts_the_repeat_call_and_says_nothing(app, redis_se
     assert re.search(r'data-stat="repeat"><span class="n">1</span>', page)
     assert NOTICE_ES not in page
     assert services.of(app).caller_key.recorded
+
+
+def test_a_host_without_the_key_records_no_change_of_pseudonyms(app_config, redis_client):
+    """A reports host (no CALLER_ID_KEY) makes a throwaway key: starting it must not show
+    supervisors a change of pseudonyms that no caller met."""
+    web(app_config, OLD_KEY)
+    create_app({**app_config, "CALLER_ID_KEY": ""})
+    assert [e.fingerprint for e in KeyEpochs.read(redis_client).epochs] == [
+        caller_keys.fingerprint(OLD_KEY.encode())]
