@@ -200,6 +200,9 @@ class CallRecord:
             Count.HANGUP: self.asked if outcome is Outcome.ABANDONED_IN_MENU else "",
             Count.TO_TRANSFER: seconds,
             Count.INPUT: self.input,
+            # Once ended, as every filter sees calls: an hour's bar counts the calls its
+            # link lists (a call still going has only its start).
+            Count.HOUR: f"{hour_of(self.started):02d}" if self.status and self.started else "",
         }
 
     def facets(self, dims: dict[str, str] | None = None) -> dict[Facet, tuple[str, ...]]:

@@ -77,8 +77,9 @@ class Filters:
     connected: str = ""
     not_connected: str = ""
     # Not a facet: the hour of day (0-23, Bogotá) the call started, a time window in each
-    # day's calls (ivr.store reads it from the calls by start time). No combination
-    # counts it, so it narrows the calls table, the CSV and the calls API, not figures.
+    # day's ended calls, alone as beside a facet (ivr.store reads it from the calls by
+    # start time). No combination counts it, so it narrows the calls table, the CSV and
+    # the calls API, not figures.
     hour: str = ""
 
     @classmethod

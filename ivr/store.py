@@ -93,7 +93,7 @@ from ivr import redis_url, timeline
 from ivr.call_record import CallRecord
 from ivr.filters import NONE, Filters, calls_matching, combinations_matching, counters_matching
 from ivr.tally import tally
-from ivr.vocabulary import ANONYMOUS, BOGOTA, Event, day_of
+from ivr.vocabulary import ANONYMOUS, BOGOTA, REACHED_NO, REACHED_YES, Event, Facet, day_of
 
 PREFIX = "{ruta}:"  # the hash tag: every key in one cluster slot (see above)
 EVENTS = f"{PREFIX}events"
@@ -469,15 +469,17 @@ class Store:
 
     def _matching_sizes(self, days: list[str], filters: Filters) -> list[int]:
         """How many calls of each day `filters` pick: from the day's combinations, or
-        its calls by start time in the hour; both, by reading that hour's calls."""
+        its ended calls by start time in the hour; both, by reading that hour's calls."""
         if not filters.hour:
             return [calls_matching(found, filters) for found in self._facet_calls(days).values()]
         if filters.asked():
             return [sum(1 for _sid in self._day_matching(day, filters)) for day in days]
         read = self.r.pipeline(transaction=False)
         for day in days:
-            read.zcount(day_calls_key(day), *_hour_window(day, filters.hour))
-        return read.execute()
+            for key in _ended_indexes(day):
+                read.zcount(key, *_hour_window(day, filters.hour))
+        counts = read.execute()
+        return [reached + never for reached, never in zip(counts[::2], counts[1::2], strict=True)]
 
     def _day_sizes(self, days: list[str]) -> list[int]:
         """How many calls each day has, in one round trip."""
@@ -530,7 +532,7 @@ class Store:
                       chunk: int = 500):
         """The CallSids of one day that `filters` pick, in start order: the smallest of
         the filters' indexes (the day's calls if only the hour is asked) read `chunk` at
-        a time within the hour, each call checked in the others."""
+        a time within the hour, each call checked in the others (`_kept`)."""
         keys = _indexes(day, filters)
         read = self.r.pipeline(transaction=False)
         for key in keys:
@@ -544,8 +546,21 @@ class Store:
                     self.r.zrangebyscore(smallest, low, high, start=start, num=chunk))
             if not sids:
                 return
-            yield from self._in_all(others, sids)
+            yield from self._kept(day, filters, others, sids)
             start += chunk
+
+    def _kept(self, day: str, filters: Filters, others: list[str], sids: list[str]) -> list[str]:
+        """The `sids` read from a filter's first index that `filters` pick: those in all
+        the `others`; with the hour alone (read from the day's calls, which hold calls
+        still going too), the ended ones, as every facet's index holds only them."""
+        if filters.asked() or not sids:
+            return self._in_all(others, sids)
+        read = self.r.pipeline(transaction=False)
+        for key in _ended_indexes(day):
+            read.zmscore(key, sids)
+        reached, never = read.execute()
+        return [sid for sid, yes, no in zip(sids, reached, never, strict=True)
+                if yes is not None or no is not None]
 
     def _in_all(self, keys: list[str], sids: list[str]) -> list[str]:
         """The `sids` found in every one of these indexes (sorted sets), in their order."""
@@ -589,7 +604,7 @@ class Store:
             got = self.r.zrangebyscore(first, *_hour_window(days[day], filters.hour),
                                        start=offset, num=want)
             offset += len(got)
-            sids += self._in_all(others, got)
+            sids += self._kept(days[day], filters, others, got)
             if len(got) < want:  # this day is over
                 day, offset = day + 1, 0
         return self._records(sids), ((day, offset) if day < len(days) else None)
@@ -650,6 +665,12 @@ def _indexes(day: str, filters: Filters) -> list[str]:
     """The sorted sets of a day's calls (by start time) a filtered read intersects."""
     return ([facet_calls_key(day, f, v) for f, v in filters.asked().items()]
             or [day_calls_key(day)])
+
+
+def _ended_indexes(day: str) -> list[str]:
+    """A day's ended calls, in two indexes that share none: each reached a person or
+    never did (ivr.call_record.CallRecord.facets); a call still going is in neither."""
+    return [facet_calls_key(day, Facet.REACHED, value) for value in (REACHED_YES, REACHED_NO)]
 
 
 def _hour_window(day: str, hour: str) -> tuple[int | str, int | str]:

@@ -5,12 +5,13 @@ The drain (workers.drain) reads the batch's call records, tallies, and writes th
 in one transaction (ivr.store.Store.write_batch). The rules that make the day's counters
 converge whatever the order the events arrive in, and however often:
 - an event counts once, the first time its call's record takes it (`CallRecord.apply`
-  skips an event it has seen): calls, hour, identified, transfer, dial, no_input,
+  skips an event it has seen): calls, identified, transfer, dial, no_input,
   invalid_input, dial_hour (by the hour the attempt ended);
 - asked:<node> counts a call once per question, when the call first reaches it;
-- a call's dimensions (outcome, category, lang, hangup, to_transfer, input) count it once, under
-  the value its whole record gives now; when that value changes, the count moves from the
-  old value to the new one (the record keeps what it was counted under);
+- a call's dimensions (outcome, category, lang, hangup, to_transfer, input, and once it
+  has ended the hour it started) count it once, under the value its whole record gives
+  now; when that value changes, the count moves from the old value to the new one (the
+  record keeps what it was counted under);
 - the facet counts (ivr.filters: the dashboard's filters) hold each ended call once,
   under its combination of facet values with its counters, all derived from its whole
   record: a batch takes out what the record before it added and puts in what the record
@@ -34,7 +35,6 @@ from ivr.vocabulary import (
     EventKind,
     counter,
     dial_hour_counter,
-    hour_counter,
     hour_of,
     hour_of_day,
 )
@@ -92,7 +92,7 @@ def tally(records: Mapping[str, CallRecord], events: Iterable[Event]) -> Changes
         data = event.data
         match event.kind:
             case EventKind.CALL_STARTED:
-                day.update([Count.CALLS, hour_counter(hour_of(record.started))])
+                day[Count.CALLS] += 1
                 changes.last_call = max(changes.last_call, record.started)
                 if record.caller and record.caller != ANONYMOUS:
                     day[Count.IDENTIFIED] += 1

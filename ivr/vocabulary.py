@@ -228,12 +228,12 @@ ANY_HOTLINE = "any"
 
 class Count(StrEnum):
     """The names in a day's counters ({ruta}:day:<YYYY-MM-DD>): a name alone, or
-    `<name>:<value>`. From OUTCOME down, a call counts once, under the value its whole
-    record gives now (ivr.tally moves it when that changes); the others count events."""
+    `<name>:<value>`. From OUTCOME to HOUR, a call counts once, under the value its
+    whole record gives now (ivr.tally moves it when that changes); the others count
+    events."""
 
     CALLS = "calls"  # calls started
     IDENTIFIED = "identified"  # ... with a caller ID: repeat calls = this - distinct callers
-    HOUR = "hour"  # hour:<HH>: calls started in that Bogotá hour
     TRANSFER = "transfer"  # transfer:<hotline>: transfers started
     # dial:<hotline>:<DialStatus>: transfers ended (also in the hour hashes, for the
     # health strip)
@@ -249,6 +249,7 @@ class Count(StrEnum):
     # ivr.call_record.MAX_COUNTED_WAIT (a histogram: the dashboard reads its median)
     TO_TRANSFER = "to_transfer"
     INPUT = "input"  # input:<Input>: how the caller answered
+    HOUR = "hour"  # hour:<HH>: ended calls that started in that Bogotá hour
     # dial_hour:<hotline>:<HH>:<Attempt>: transfers ended in that Bogotá hour of day (the
     # failures heat map)
     DIAL_HOUR = "dial_hour"

@@ -93,6 +93,7 @@ def test_a_labour_call_answered_after_a_busy_line_is_transferred():
         Count.HANGUP: "",
         Count.TO_TRANSFER: "10",  # 10.3 s from t0 to the first transfer, in whole seconds
         Count.INPUT: Input.SPEECH,
+        Count.HOUR: "15",  # ended: counted by the Bogotá hour it started
     }
     # Two attempts, one connected: the call reached a person.
     assert (record.attempts, record.connected, record.reached_person) == (2, 1, True)
@@ -136,7 +137,7 @@ def test_a_child_call_by_keypad_answered_at_once():
     assert record.outcome is Outcome.TRANSFERRED
     assert record.dimensions() == {Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "child",
                                    Count.LANG: "es", Count.HANGUP: "", Count.TO_TRANSFER: "4",
-                                   Count.INPUT: Input.KEYPAD}
+                                   Count.INPUT: Input.KEYPAD, Count.HOUR: "15"}
 
 
 def test_three_silences_are_unclear_and_go_to_the_national_line():
@@ -304,7 +305,7 @@ def test_a_caller_hanging_up_in_the_menu_is_counted_at_the_last_question_asked()
     assert record.dimensions() == {Count.OUTCOME: Outcome.ABANDONED_IN_MENU,
                                    Count.CATEGORY: "report", Count.LANG: "es",
                                    Count.HANGUP: "report", Count.TO_TRANSFER: "",
-                                   Count.INPUT: Input.KEYPAD}
+                                   Count.INPUT: Input.KEYPAD, Count.HOUR: "15"}
 
 
 def test_the_last_question_asked_wins_whatever_the_order():
@@ -318,7 +319,7 @@ def test_hanging_up_at_the_greeting_is_uncategorised():
     assert record.dimensions() == {Count.OUTCOME: Outcome.ABANDONED_IN_MENU,
                                    Count.CATEGORY: Category.NONE, Count.LANG: "es",
                                    Count.HANGUP: "welcome", Count.TO_TRANSFER: "",
-                                   Count.INPUT: Input.NONE}
+                                   Count.INPUT: Input.NONE, Count.HOUR: "15"}
 
 
 # --- any order, any number of times ---------------------------------------------------

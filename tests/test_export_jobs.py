@@ -11,7 +11,15 @@ from datetime import datetime
 import pytest
 import redis
 from rq import Queue, SimpleWorker
-from test_exports import CALLER, PHONE_DIGITS, calls, data_rows, excel_rows, log_in  # noqa: F401 - a fixture
+from test_exports import (  # noqa: F401 - calls and one_going are fixtures
+    CALLER,
+    PHONE_DIGITS,
+    calls,
+    data_rows,
+    excel_rows,
+    log_in,
+    one_going,
+)
 
 import workers.exports
 from ivr import export_jobs, reports, store
@@ -83,18 +91,22 @@ def test_a_range_too_big_to_stream_is_built_in_parts_with_its_progress_shown(
     assert rows == every_row
 
 
-@pytest.mark.usefixtures("calls")  # three of today's calls, two of them about work
+@pytest.mark.usefixtures("one_going")
 @pytest.mark.parametrize("narrower", ["category=labour", "hour=H", "hour=H&category=labour"])
 def test_a_filtered_export_built_by_the_worker_has_the_filtered_calls_only(
-        app, worker, monkeypatch, narrower):
+        app, worker, monkeypatch, narrower, twilio):
+    """Three of today's calls, two of them about work, and one still going: a filter,
+    the hour alone too, lists the ended calls only."""
     marta = log_in(app, "marta", "supervisor", "es")
-    header, first, *_rest = data_rows(marta.get("/reports/calls.csv?range=today").get_data())
+    header, *every = data_rows(marta.get("/reports/calls.csv?range=today").get_data())
+    first = next(row for row in every if twilio.call_sid not in row)  # the first ended
     started = datetime.fromisoformat(first[header.index("started")])
     narrower = narrower.replace("H", str(started.astimezone(BOGOTA).hour))  # first call's
     asked = f"/reports/calls.csv?range=today&form=datos&{narrower}"
     header, *streamed = data_rows(marta.get(asked).get_data())
     assert 0 < len(streamed) < (3 if "category" in narrower else 4)
     assert first in streamed or "category" in narrower
+    assert not [row for row in streamed if twilio.call_sid in row]  # the call going
 
     monkeypatch.setattr(reports, "CSV_MAX_ROWS", 1)  # too many to stream: the worker's
     monkeypatch.setattr(export_jobs, "PART_ROWS", 1)  # one call a part

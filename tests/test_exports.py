@@ -6,6 +6,7 @@ app, real Redis, calls played through the webhooks; neither form ever holds a nu
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from datetime import datetime
@@ -175,6 +176,59 @@ def test_the_hour_filter_keeps_the_calls_started_in_that_hour(app, calls):
     assert any(r["category"] == "labour" for r in every)
     for wrong in ("24", "-1", "9am"):
         assert ana.get(f"/reports/calls.csv?range=today&hour={wrong}").status_code == 400
+
+
+@pytest.fixture
+def one_going(calls, twilio, redis_client) -> str:
+    """Beside the three ended calls, a fourth answered and still going (no status
+    callback yet), written by the real drain: its CallSid."""
+    assert twilio.post("/voice").status_code == 200
+    assert Drainer(redis_client).run(5).dead == 0
+    return twilio.call_sid
+
+
+def test_an_hours_bar_lists_its_ended_calls_and_a_call_still_going_waits(
+        app, one_going, twilio, redis_client):
+    """Each calls-by-hour bar counts the ended calls that started in its hour, and its
+    link (`hour` alone) lists exactly them, as every other filter lists ended calls: in
+    the table, both CSVs and the calls API. The call still going is among the day's
+    calls, in no hour until it ends; then its hour's bar and list both take it."""
+    ana = log_in(app, "ana", "supervisor", "en")
+
+    def hours() -> dict[str, tuple[int, int]]:
+        """Each bar's link: (its figure, the calls table's total there)."""
+        page = ana.get("/reports?range=today").text
+        bars = {html.unescape(href): int(re.findall(r"\d+", name)[-1]) for href, name in
+                re.findall(r'<a class="drill" href="([^"]*hour=[^"]*)" aria-label="([^"]+)"',
+                           page) if "connected=" not in href}
+        return {href: (shown, int(re.search(r"\((\d+),", ana.get(href).text)[1]))
+                for href, shown in bars.items()}
+
+    def listed(href: str) -> set[str]:
+        """The CallSids the bar's link gives in each of its forms (the same in each)."""
+        query = href.split("?", 1)[1].split("#")[0]
+        header, *found = data_rows(ana.get(f"/reports/calls.csv?{query}").get_data())
+        in_csv = {row[header.index("call_sid")] for row in found}
+        _header, *in_excel = excel_rows(ana.get(f"/reports/calls.csv?{query}&form=excel")
+                                        .get_data())
+        api = ana.get(f"/api/reports/calls?{query}&per_page=100").json
+        assert len(in_excel) == api["total"] == len(in_csv)
+        assert {call["call_sid"] for call in api["calls"]} == in_csv
+        return in_csv
+
+    every = {row[0] for row in data_rows(ana.get("/reports/calls.csv?range=today").get_data())[1:]}
+    assert one_going in every and len(every) == 4
+    bars = hours()
+    assert all(shown == total for shown, total in bars.values())
+    assert sum(shown for shown, _total in bars.values()) == 3
+    assert all(one_going not in listed(href) for href in bars)
+
+    twilio.post("/voice/status", CallStatus="completed", CallDuration="20")
+    assert Drainer(redis_client).run(5).dead == 0
+    bars = hours()
+    assert all(shown == total for shown, total in bars.values())
+    assert sum(shown for shown, _total in bars.values()) == 4
+    assert any(one_going in listed(href) for href in bars)
 
 
 def test_a_spanish_supervisors_page_offers_both_forms(app, calls):

@@ -132,7 +132,8 @@ def test_a_labour_call_moves_each_counter_once():
     assert list(changes.records) == [call.sid]
     assert changes.records[call.sid].counted == {  # no "hangup": never counted
         Count.OUTCOME: Outcome.TRANSFERRED, Count.CATEGORY: "labour", Count.LANG: "es",
-        Count.TO_TRANSFER: "15", Count.INPUT: Input.KEYPAD, filters.COUNTED: "1"}
+        Count.TO_TRANSFER: "15", Count.INPUT: Input.KEYPAD, Count.HOUR: "15",
+        filters.COUNTED: "1"}
 
 
 def test_a_caller_who_spoke_one_answer_and_keyed_another_answered_by_both():
@@ -192,10 +193,12 @@ def test_a_count_moves_when_a_later_batch_changes_the_calls_outcome():
     [day] = first.days.values()
     assert day[IN_PROGRESS] == 1
     assert day[LABOUR] == 1
+    assert hour_counter(15) not in day  # an hour's calls are ended ones, as filters see
     second = tally(first.records, call.events[3:])
     [day] = second.days.values()
     assert day[IN_PROGRESS] == -1
     assert day[TRANSFERRED] == 1
+    assert day[hour_counter(15)] == 1  # ended now: counted by the hour it started
     assert LABOUR not in day  # unchanged: not counted again
     assert Count.CALLS not in day
 
