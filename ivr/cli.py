@@ -290,6 +290,9 @@ def _print_report(summary, menu, days: list[str], lang: str, key_changes=()) -> 
     from ivr import i18n
 
     _ = i18n.catalogue(lang).gettext
+    # Every count said with its plural form ("1 llamada", "2 llamadas"; Spanish verbs
+    # agree with it too): `num` is the count as the reader writes it.
+    ngettext = i18n.catalogue(lang).ngettext
 
     def number(n) -> str:
         return i18n.number(n, lang)
@@ -301,23 +304,28 @@ def _print_report(summary, menu, days: list[str], lang: str, key_changes=()) -> 
     first, last = i18n.day(days[0], lang), i18n.day(days[-1], lang)
     span = first if len(days) == 1 else _("%(first)s to %(last)s") % {
         "first": first, "last": last}
-    click.echo(_("%(span)s (America/Bogota): %(calls)s calls") % {
-        "span": span, "calls": number(summary.calls)})
+    click.echo(ngettext("%(span)s (America/Bogota): %(num)s call",
+                        "%(span)s (America/Bogota): %(num)s calls", summary.calls) % {
+        "span": span, "num": number(summary.calls)})
     if not summary.calls:
         click.echo(_("No calls yet — place one with `ivr call`."))
         return
-    click.echo("  " + _(
-        "reached a person %(reached)s (%(reached_share)s), never reached a person "
-        "%(never)s (%(never_share)s), hung up in the menu %(hung_up)s (%(hung_up_share)s)") % {
-        "reached": number(head["reached_person"]),
-        "reached_share": share(head["reached_person_pct"]),
-        "never": number(head["never_reached_person"]),
-        "never_share": share(head["never_reached_person_pct"]),
-        "hung_up": number(head["hung_up_in_menu"]),
-        "hung_up_share": share(head["hung_up_in_menu_pct"])})
-    click.echo("  " + _(
-        "transfer attempts %(attempts)s: not connected %(not_connected)s (%(share)s)") % {
-        "attempts": number(head["attempts"]),
+    reached, never = head["reached_person"], head["never_reached_person"]
+    hung_up, attempts = head["hung_up_in_menu"], head["attempts"]
+    click.echo("  " + ", ".join([
+        ngettext("%(num)s reached a person (%(share)s)",
+                 "%(num)s reached a person (%(share)s)", reached) % {
+            "num": number(reached), "share": share(head["reached_person_pct"])},
+        ngettext("%(num)s never reached a person (%(share)s)",
+                 "%(num)s never reached a person (%(share)s)", never) % {
+            "num": number(never), "share": share(head["never_reached_person_pct"])},
+        ngettext("%(num)s hung up in the menu (%(share)s)",
+                 "%(num)s hung up in the menu (%(share)s)", hung_up) % {
+            "num": number(hung_up), "share": share(head["hung_up_in_menu_pct"])}]))
+    click.echo("  " + ngettext(
+        "%(num)s transfer attempt: %(not_connected)s not connected (%(share)s)",
+        "%(num)s transfer attempts: %(not_connected)s not connected (%(share)s)", attempts) % {
+        "num": number(attempts),
         "not_connected": number(head["attempts_not_connected"]),
         "share": share(head["attempts_not_connected_pct"])})
     groups = {

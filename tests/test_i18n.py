@@ -576,7 +576,7 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     if reads == "es":
         assert re.fullmatch(r"\d+/\d\d/\d{4} \(America/Bogota\): 5 llamadas", lines[0]), lines[0]
         # The pages' forms: a no-break space before %, as the RAE writes it.
-        assert re.match(r"  hablaron con una persona \d+ \(\d+(,\d)?\xa0%\), nunca "
+        assert re.match(r"  \d+ hablaron con una persona \(\d+(,\d)?\xa0%\), \d+ nunca "
                         r"hablaron con una persona",
                         lines[1]), lines[1]
         for heading in ("  por motivo:", "  por idioma:", "  por resultado:",
@@ -585,7 +585,7 @@ def test_ivr_report_prints_in_the_language_asked_or_the_environments(
     else:
         assert re.fullmatch(r"[A-Z][a-z]{2} \d+, \d{4} \(America/Bogota\): 5 calls", lines[0]), (
             lines[0])
-        assert re.match(r"  reached a person \d+ \(\d+(\.\d)?%\), never reached a person",
+        assert re.match(r"  \d+ reached a person \(\d+(\.\d)?%\), \d+ never reached a person",
                         lines[1]), lines[1]
         for heading in ("  by category:", "  by language:", "  by outcome:",
                         "  transfers by hotline (dial results):"):
@@ -610,6 +610,36 @@ def test_ivr_report_names_groups_as_the_staff_pages_do(seeded, redis_server, lan
         assert name in result.output, (name, result.output)
     shown_ids = set(re.findall(r"[\w-]+", result.output)) & set(ids)
     assert not shown_ids, (shown_ids, result.output)
+
+
+@pytest.mark.parametrize("lang, one, two", [
+    ("es", ["1 llamada", "1 habló con una persona (100\xa0%)",
+            "0 nunca hablaron con una persona (0\xa0%)", "0 colgaron en el menú (0\xa0%)",
+            "1 intento de transferencia: 0 sin comunicar (0\xa0%)"],
+     ["2 llamadas", "2 hablaron con una persona (100\xa0%)",
+      "2 intentos de transferencia: 0 sin comunicar (0\xa0%)"]),
+    ("en", ["1 call", "1 reached a person (100%)", "0 never reached a person (0%)",
+            "0 hung up in the menu (0%)", "1 transfer attempt: 0 not connected (0%)"],
+     ["2 calls", "2 reached a person (100%)", "2 transfer attempts: 0 not connected (0%)"]),
+])
+def test_ivr_report_says_each_count_with_its_plural(simulate, redis_client, redis_server,
+                                                   lang, one, two):
+    """One call is "1 llamada" and the one who reached a person "habló" (the
+    catalogue's plural forms, as the pages say them); two, "2 llamadas", "hablaron"."""
+    runner = CliRunner(env={"REDIS_URL": redis_server.url, **UNSET})
+
+    def report_after_one_more_call() -> str:
+        simulate([Move("press", "1")], ["completed"])  # to the children's line: answered
+        assert Drainer(redis_client).run(5).dead == 0
+        result = runner.invoke(ivr_main, ["report", "--day", day_of(time.time()),
+                                          "--lang", lang])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    printed = report_after_one_more_call()
+    assert all(said in printed for said in one), printed
+    printed = report_after_one_more_call()
+    assert all(said in printed for said in two), printed
 
 
 def test_ivr_report_with_no_calls_says_so_in_spanish(redis_server, redis_client):
