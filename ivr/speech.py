@@ -13,9 +13,13 @@ when a menu version is built, reads what was said as features:
   short one before it ("mehija"); the danger words likewise; a child's age ("mi hija de
   13 años") as a child's word;
 
-and weighs them with two small logistic regressions (scikit-learn) trained on the
-options' example phrases (config/examples.toml) and keywords: one for "someone is in
-danger now", tuned for recall, one for which option. Decisions, in order:
+and weighs them with small logistic regressions (scikit-learn) trained on the options'
+example phrases (config/examples.toml) and keywords. Where a question's options have
+examples and danger is asked about (the first question), one model of the whole
+utterance (`_Whole`: TF-IDF of its words, word pairs and letter n-grams) weighs the
+options and "someone is in danger now" together, so danger competes with every line
+for each utterance; elsewhere a detector for danger, tuned for recall, sits beside one
+for the options. Decisions, in order:
 
 1. a lone spoken digit ("dos", "press one") is that key;
 2. danger likely: the emergency path; possible: ask "is someone in danger right now?";
@@ -25,7 +29,7 @@ danger now", tuned for recall, one for which option. Decisions, in order:
 
 Every `Decision` says which keywords or example phrases decided it (the menu's words,
 never the caller's), so the admin page can show why and events can record how. Training
-a question takes a few tens of milliseconds and is cached by its content; a decision
+takes a few seconds when a menu version is built and is cached by its phrases; a decision
 takes well under a millisecond (the weights are applied in plain Python).
 """
 
@@ -110,6 +114,17 @@ NGRAM = 4
 NGRAM_WEIGHT = 0.5
 REGULARISATION = 10.0  # scikit-learn's C, for the option model
 DANGER_REGULARISATION = 1.0  # softer for danger: a weak sign lands in the asking band
+# The whole-utterance model (_Whole): its words and word pairs, and letter 2-5-grams of
+# each word, weighed by TF-IDF; one logistic regression over the options and danger.
+# Tuned like the others, by leaving one writer out (bench/understanding --learn): 0.40
+# and 0.25 found 1.1 points more emergencies at once than 0.50 and 0.35, and 1.1 more with
+# the question, for 1.6 more false emergencies (4.7 % of the others).
+WHOLE_DANGER = 0.40  # danger this likely: the emergency path
+WHOLE_ASK = 0.25  # this likely (or likelier than any option): the danger question
+WHOLE_MARGIN = 0.05  # the best option's lead that routes (MARGIN's); 0.10 asked more
+WHOLE_REGULARISATION = 20.0
+WHOLE_LETTERS = (2, 5)
+WHOLE_MIN_PHRASES = 2  # a letter n-gram counts when this many phrases have it
 # The fit stops at this tolerance (scikit-learn's default is 1e-4): half the time to build
 # a menu's matchers, and the same decisions by cross-validation.
 FIT_TOLERANCE = 1e-3
@@ -276,7 +291,12 @@ class Matcher:
         self.lang = lang
         self.choices = tuple(choices)
         self.danger, self.danger_key = (danger, danger_key) if danger_key else (None, None)
-        self.reader, self._options = _trained(lang, self.choices)
+        # Where the options have example phrases and danger is asked about, one model of
+        # the whole utterance weighs the options and danger together (see _Whole).
+        whole = self.danger is not None and any(c.examples for c in self.choices)
+        self._whole = (_whole_model(lang, self.choices, danger.words, danger.examples)
+                       if whole else None)
+        self.reader, self._options = _trained(lang, self.choices, fit=not self._whole)
 
     def decide(self, text: str) -> Decision:
         words = tokens(text)
@@ -293,7 +313,18 @@ class Matcher:
         if not (age or danger_hits or any(hits.values())) and max(
                 reader.nearest.closest(said), near_danger) < EVIDENCE:
             return Decision("none")  # no keyword, and no example shares enough with it
-        if danger >= DANGER:
+        sure, unsure, margin = DANGER, DANGER_ASK, MARGIN
+        if self._whole:
+            ranked = self._whole.ranked(text)
+            danger = dict(ranked).get(DANGER_OWNER, 0.0)
+            sure, unsure = WHOLE_DANGER, (0.0 if ranked[0][0] == DANGER_OWNER else WHOLE_ASK)
+            margin = WHOLE_MARGIN
+            options = [(k, p) for k, p in ranked if k != DANGER_OWNER]
+            rest = sum(p for _, p in options) or 1.0
+            ranked = [(k, p / rest) for k, p in options]  # as likely as each other
+        else:
+            ranked = self._options.ranked(features) if self._options else _by_hits(hits)
+        if danger >= sure:
             return self._why("danger", self.danger_key, danger, danger_hits, said, words)
         child = next((c.key for c in self.choices if c.priority and (
             age or any(k not in c.loose for k in hits[c.key]))), None)
@@ -301,18 +332,17 @@ class Matcher:
         # by cross-validation, "any danger word asks" cost 2 points of accuracy and 3 of
         # false emergencies and found no emergency the probability missed. For a child, a
         # "no" to the question goes straight to the child's line (`key`).
-        ranked = self._options.ranked(features) if self._options else _by_hits(hits)
         (best, top), (second, runner) = ranked[0], (ranked[1] if len(ranked) > 1 else ("", 0))
-        if self.danger_key is not None and danger >= DANGER_ASK:
+        if self.danger_key is not None and danger >= unsure:
             asked = self._why("ask_danger", None, danger, danger_hits, said, words)
-            clear = best if top >= ROUTE and top - runner >= MARGIN else None
+            clear = best if top >= ROUTE and top - runner >= margin else None
             return replace(asked, key=child or clear)
         if child:  # a child named, as a whole word or an age, wins over any other line
             evidence = hits[child] or [f"{age} años" if self.lang == "es" else f"{age} years"]
             return Decision("route", child, score=1.0,
                             method="keyword" if hits[child] else "age",
                             evidence=tuple(evidence[:3]))
-        if top >= ROUTE and top - runner >= MARGIN:
+        if top >= ROUTE and top - runner >= margin:
             return self._why("route", best, top, hits[best], said)
         if second and top + runner >= EITHER:
             return Decision("either", keys=(best, second), score=round(top, 2),
@@ -527,11 +557,110 @@ class _Linear:
         return dict(self.ranked(features)).get("yes", 0.0)
 
 
+def whole_words(text: str) -> list[str]:
+    """The whole-utterance model's word terms: folded words (of two letters or more, as
+    scikit-learn's default) and adjacent pairs: "me tienen encerrada" -> "me", ...,
+    "me tienen", "tienen encerrada"."""
+    words = [w for w in tokens(text) if len(w) > 1]
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+
+
+def whole_letters(text: str) -> list[str]:
+    """Its letter terms: the 2- to 5-grams of each folded word padded with spaces (as
+    scikit-learn's "char_wb"), which survive a recognition error ("ensserrada")."""
+    low, high = WHOLE_LETTERS
+    terms = []
+    for word in tokens(text):
+        padded = f" {word} "
+        for n in range(low, high + 1):
+            terms.extend(padded[i:i + n] for i in range(max(1, len(padded) - n + 1)))
+            if len(padded) <= n:  # a short word is counted once, whole
+                break
+    return terms
+
+
+class _Whole:
+    """TF-IDF of whole_words and whole_letters (sublinear counts, each part scaled to
+    length 1, as scikit-learn's TfidfVectorizer) into a logistic regression over the
+    options and DANGER_OWNER; applied in plain Python: each term's weights are kept
+    multiplied by its idf, so a decision is one pass over the utterance's terms."""
+
+    def __init__(self, classes: list[str], intercepts: list[float],
+                 parts: list[tuple[object, dict[str, tuple[float, list[float]]]]]):
+        self.classes, self.intercepts, self.parts = classes, intercepts, parts
+
+    def ranked(self, text: str) -> list[tuple[str, float]]:
+        scores = list(self.intercepts)
+        for analyse, terms in self.parts:
+            counts: dict[str, int] = defaultdict(int)
+            for term in analyse(text):
+                if term in terms:
+                    counts[term] += 1
+            total, length = [0.0] * len(scores), 0.0
+            for term, count in counts.items():
+                idf, row = terms[term]
+                tf = 1 + math.log(count)
+                length += (tf * idf) ** 2
+                for i, w in enumerate(row):
+                    total[i] += tf * w
+            length = math.sqrt(length) or 1.0
+            scores = [s + t / length for s, t in zip(scores, total, strict=True)]
+        top = max(scores)
+        exps = [math.exp(s - top) for s in scores]
+        sum_exps = sum(exps)
+        return sorted(((c, e / sum_exps) for c, e in zip(self.classes, exps, strict=True)),
+                      key=lambda kv: -kv[1])
+
+
+@lru_cache(maxsize=16)
+def _whole_model(lang: str, choices: tuple[Choice, ...], danger_words: tuple[str, ...],
+                 danger_examples: tuple[str, ...]) -> _Whole | None:
+    """The whole-utterance model of a question: its options' examples and keywords, and
+    the danger examples (and words, a light sample each: said alone they are danger, but
+    one word must not outweigh a sentence). Trained by scikit-learn when a menu is built;
+    cached by its phrases."""
+    from scipy.sparse import hstack  # only when a menu is built
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    # A danger example may also be an option's ("a man took my girl of 12, just now"): it
+    # is learnt as danger alone, so an emergency naming a line is not split between them.
+    dangerous = set(danger_examples)
+    samples = [(t, c.key, 1.0) for c in choices for t in (*c.examples, *c.keywords)
+               if t not in dangerous]
+    samples += [(t, DANGER_OWNER, 1.0) for t in danger_examples]
+    samples += [(t, DANGER_OWNER, WORD_SAMPLE_WEIGHT) for t in danger_words]
+    if len({label for _, label, _ in samples}) < 2:
+        return None
+    texts = [t for t, _, _ in samples]
+    vectorizers = [(whole_words, TfidfVectorizer(analyzer=whole_words, sublinear_tf=True)),
+                   (whole_letters, TfidfVectorizer(analyzer=whole_letters, sublinear_tf=True,
+                                                   min_df=WHOLE_MIN_PHRASES))]
+    x = hstack([v.fit_transform(texts) for _, v in vectorizers]).tocsr()
+    # newton-cg: the same optimum as the default solver, a few times faster here.
+    model = LogisticRegression(C=WHOLE_REGULARISATION, solver="newton-cg", max_iter=3000)
+    model.fit(x, [label for _, label, _ in samples],
+              sample_weight=[weight for _, _, weight in samples])
+    parts, column = [], 0
+    for analyse, vectorizer in vectorizers:
+        terms = {}
+        for term, i in vectorizer.vocabulary_.items():
+            idf = float(vectorizer.idf_[i])
+            terms[term] = (idf, [idf * float(w) for w in model.coef_[:, column + i]])
+        parts.append((analyse, terms))
+        column += len(vectorizer.vocabulary_)
+    return _Whole([str(c) for c in model.classes_], [float(b) for b in model.intercept_],
+                  parts)
+
+
 @lru_cache(maxsize=64)
-def _trained(lang: str, choices: tuple[Choice, ...]):
+def _trained(lang: str, choices: tuple[Choice, ...], fit: bool = True):
     """(reader, option model) of a question, trained on its options' examples and
-    keywords; cached by them, so building the same menu again costs nothing."""
+    keywords (unless `fit` is false: the whole-utterance model weighs them); cached by
+    them, so building the same menu again costs nothing."""
     reader = _Reader(lang, choices, (), ())
+    if not fit:
+        return reader, None
     options = _fit([(reader.features(text), c.key, 1.0) for c in choices
                     for text in (*c.examples, *c.keywords)])
     return reader, options
@@ -544,6 +673,7 @@ class Danger:
 
     def __init__(self, lang: str, words: tuple[str, ...], examples: tuple[str, ...],
                  others: tuple[str, ...], signs: tuple[tuple[str, tuple[str, ...]], ...] = ()):
+        self.words, self.examples = tuple(words), tuple(examples)
         self.reader, self.signs, self.model = _danger(lang, tuple(words), tuple(examples),
                                                       tuple(others), tuple(signs))
 
