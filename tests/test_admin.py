@@ -27,7 +27,7 @@ from werkzeug.security import generate_password_hash
 from ivr import create_app, i18n, services, settings, store
 from ivr.cli import main as ivr_main
 from ivr.events import Spool
-from ivr.menu import read_shipped, spoken_paths
+from ivr.menu import MAX_EXAMPLE_CHARS, read_shipped, spoken_paths
 from ivr.redis_server import RedisServer
 from ivr.services import current_menu
 from ivr.simulator import Move, SimulatedCall, flask_transport
@@ -1306,12 +1306,13 @@ def test_try_the_call_shows_which_words_or_example_decided_a_match(app, ana):
 
 
 def test_example_phrases_that_are_too_long_are_refused_next_to_their_field(app, ana):
-    ana.edit("/admin/examples", {"examples:danger:en": "x" * 201})
+    too_long = "x" * (MAX_EXAMPLE_CHARS + 1)
+    ana.edit("/admin/examples", {"examples:danger:en": too_long})
     resp = ana.publish("too long")
     assert flashes(resp.text, "error") == ["How callers say it: someone is in danger now "
-                                           "(English): 1 phrase(s) longer than 200 characters"]
+                                           "(English): 1 phrase(s) longer than 300 characters"]
     invalid, listed = problems_next_to(ana.page("/admin/examples"), "examples:danger:en")
-    assert invalid == "true" and listed == ["1 phrase(s) longer than 200 characters"]
+    assert invalid == "true" and listed == ["1 phrase(s) longer than 300 characters"]
 
 
 def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(
