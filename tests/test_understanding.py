@@ -347,3 +347,15 @@ def test_the_whole_utterance_model_decides_in_plain_python_as_scikit_learn_would
         expected = reference.predict_proba(hstack([p.transform([said]) for p in parts]))[0]
         got = dict(whole.ranked(said))
         assert [round(got[c], 9) for c in reference.classes_] == [round(p, 9) for p in expected]
+
+
+def test_the_same_words_are_danger_now_and_a_report_of_the_past_as_design_md_says():
+    """Danger is one class beside the lines: the words' company decides (docs/design.md
+    gives these two, with the certainty shown here)."""
+    matcher = MENU.matchers["welcome", "es"]
+    now = matcher.decide("me tienen encerrada")
+    past = matcher.decide("me tenían encerrada en el trabajo el año pasado y quiero denunciar")
+    assert (now.action, past.action, past.key) == ("danger", "route", "4")
+    design = " ".join((SET.parent.parent / "docs" / "design.md").read_text().split())
+    assert f'"me tienen encerrada" is danger ({now.score:.2f})' in design
+    assert f'quiero denunciar" a report ({past.score:.2f})' in design
