@@ -198,6 +198,16 @@ class Ask:
     timeout: int = 6
     speech: bool = True
     goodbye: tuple[Say, ...] = ()
+    # A question made once per menu version keeps its TwiML here (ivr.twiml fills it, by
+    # our number and audio URL), shared by every call that hears it; None: made for one.
+    rendered: dict | None = field(default=None, compare=False, repr=False)
+
+    def resuming(self, resume: CallState) -> Ask:
+        """This question, answered back to `resume` (a copy that shares its prompts and
+        TwiML; cheaper than dataclasses.replace, and a webhook asks one each time)."""
+        ask = object.__new__(Ask)
+        ask.__dict__.update(self.__dict__, resume=resume)
+        return ask
 
 
 @dataclass(frozen=True)
@@ -449,21 +459,34 @@ def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None
     detail = {"node": node.id, "attempt": attempt}
     if given is not None:
         detail["input"] = "dtmf" if given.digits.strip() else "speech"
-    lead = _says(menu, state.lang, prompt_key)
     if attempt >= menu.max_attempts:
         event = FlowEvent(kind, {**detail, "gave_up": True, "category": Category.UNCLEAR})
         state = state.changed(category=state.category or Category.UNCLEAR)
+        lead = _says(menu, state.lang, prompt_key)
         return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
     event = FlowEvent(kind, detail)
     # The whole question once more, then only its keys: never the whole menu three times.
     ask = "k" if attempt >= menu.max_attempts - 1 else ""
-    return _ask(menu, state.changed(attempt=attempt, ask=ask), lead=lead, events=(event,))
+    return _ask(menu, state.changed(attempt=attempt, ask=ask), lead=prompt_key,
+                events=(event,))
 
 
-def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
+def _ask(menu, state, *, greet=False, lead="", events=()) -> Result:
+    """Ask `state.node` (after the prompt `lead`, e.g. "no_input"). The question is the
+    same for every call of a menu version but for where it resumes, so it is made once
+    per version (Menu.questions) and each call gets it with its own position."""
+    key = (state.node, state.lang, state.ask, greet, lead)
+    question = menu.questions.get(key)
+    if question is None:
+        question = menu.questions[key] = _question(menu, state, greet, lead)
+    return Result(question.resuming(state.changed(phase=Phase.MENU, hotline="", target=0)),
+                  tuple(events))
+
+
+def _question(menu, state, greet: bool, lead: str) -> Ask:
     node = menu.nodes[state.node]
     lang = state.lang
-    prompts = list(lead)
+    prompts = list(_says(menu, lang, lead) if lead else ())
     if state.ask:
         prompts += _follow_up_prompts(menu, node, state)
     else:
@@ -477,15 +500,15 @@ def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
         first = lang == menu.languages[0]
         question = _says(menu, lang, node.prompt)
         prompts += [*offer, *question] if first else [*question, *offer]
-    step = Ask(
+    return Ask(
         prompts=tuple(prompts),
         resume=state.changed(phase=Phase.MENU, hotline="", target=0),
         speech_language=menu.voices[lang].speech_language,
         hints=hints(menu, node, lang, state.ask),
         timeout=menu.gather_timeout,
         speech=menu.voices[lang].listens,  # a language no recogniser knows: keypad only
+        rendered={},
     )
-    return Result(step, tuple(events))
 
 
 def _follow_up_prompts(menu: Menu, node: Node, state: CallState) -> tuple[Say, ...]:
