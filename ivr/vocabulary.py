@@ -83,8 +83,8 @@ class Event:
 
     def to_json(self) -> str:
         """Compact JSON, UTF-8 unescaped: what json.dumps(separators=(",", ":"),
-        ensure_ascii=False) writes, by orjson at a tenth of its cost (each webhook sends
-        one or two events before it answers)."""
+        ensure_ascii=False) writes (but null for a NaN, which is not JSON), by orjson at a
+        tenth of its cost (each webhook sends one or two events before it answers)."""
         try:
             return orjson.dumps(self.__dict__).decode()
         except TypeError:  # what orjson refuses (a lone surrogate, an int past 64 bits)
