@@ -10,14 +10,23 @@ calls) for the first question (/voice) and for a menu answer (/voice/menu, Digit
 transfer); ours emits its events to a real Redis. Prints requests/s, latency and app CPU
 per request for each (the median of --rounds rounds of all five), the ratios to the
 floor and to the peer (the medians of the rounds' ratios), and a RESULT line.
+
+With --in-process N the three apps are called as WSGI apps in this one process instead,
+N requests each per round, and only the CPU a request costs (the least of the rounds) is
+printed: no gunicorn, no wrk, no sockets but Redis's, so it is steadier on a busy shared
+machine than throughput, and it is what a change to the app's own code is measured by.
+Without gunicorn's own cost per request (a few hundred us) the ratios are steeper than
+under gunicorn; compare them only with each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -125,19 +134,88 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
+def wsgi_request(path: str, body: str, signature: str) -> dict:
+    """The WSGI environ gunicorn would hand an app for wrk's request."""
+    path, _, query = path.partition("?")
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": query,
+            "SCRIPT_NAME": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1:8000",
+            "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.version": (1, 0),
+            "wsgi.input": io.BytesIO(body.encode()), "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_LENGTH": str(len(body.encode())), "HTTP_X_TWILIO_SIGNATURE": signature}
+
+
+def in_process(requests: int, rounds: int, env: dict) -> None:
+    """CPU per request of the floor, the peer and ours, each called as a WSGI app here."""
+    os.environ.update(env)
+    from bench import floor_app, peer_app
+    from ivr import create_app
+
+    apps = {"floor": floor_app.create_app(), "peer": peer_app.create_app(),
+            "ruta": create_app()}
+    validator = RequestValidator(TOKEN)
+    targets = {"floor": ("floor", "/voice", urllib.parse.urlencode(BASE_PARAMS), "-")}
+    for name, path, extra in REQUESTS:
+        params = {**BASE_PARAMS, **extra}
+        signature = validator.compute_signature(f"http://127.0.0.1:8000{path}", params)
+        for app in ("peer", "ruta"):
+            targets[f"{app} {name}"] = (app, path, urllib.parse.urlencode(params), signature)
+
+    def answered(status, headers):
+        assert status.startswith("200"), status
+
+    def cpu_us(target: str, n: int) -> float:
+        app, path, body, signature = targets[target]
+        environs = [wsgi_request(path, body, signature) for _ in range(n)]
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        before = usage.ru_utime + usage.ru_stime
+        for environ in environs:
+            b"".join(apps[app](environ, answered))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return (usage.ru_utime + usage.ru_stime - before) / n * 1e6
+
+    for target in targets:  # warm up: first requests build caches, import lazily
+        cpu_us(target, 200)
+    rounds_cpu = [{target: cpu_us(target, requests) for target in targets}
+                  for _ in range(rounds)]
+    # The least of the rounds: a neighbour's work only ever adds to a request's CPU.
+    cpu = {target: min(r[target] for r in rounds_cpu) for target in targets}
+    for target in list(targets)[1:]:
+        app, name = target.split()
+        print(f"{target:<11} CPU/request {cpu[target]:.0f} us ({cpu[target] / cpu['floor']:.2f}x "
+              f"the floor's {cpu['floor']:.0f} us)" + (
+                  f", {cpu[target] / cpu[f'peer {name}']:.2f}x the peer's" if app == "ruta"
+                  else ""))
+    worst = max(cpu[t] for t in targets if t.startswith("ruta")) / cpu["floor"]
+    print(f"RESULT mode=in_process floor_cpu_us={cpu['floor']:.0f} "
+          f"voice_cpu_us={cpu['ruta voice']:.0f} answer_cpu_us={cpu['ruta answer']:.0f} "
+          f"peer_answer_cpu_us={cpu['peer answer']:.0f} cpu_ratio={worst:.2f} "
+          f"requests={requests} rounds={rounds}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=5, help="per target and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-process", type=int, metavar="N", default=0,
+                        help="CPU per request only: N requests per app and round, in process")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
+    if not args.in_process and not shutil.which("wrk"):
         sys.exit("bench/webhook needs wrk: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="ruta-bench-webhook-"))
     redis_server = RedisServer(tmp / "redis").start()
     env = dict(os.environ, RUTA_ENV="development", TWILIO_AUTH_TOKEN=TOKEN,
                SECRET_KEY="bench", REDIS_URL=redis_server.url, PUBLIC_BASE_URL="",
                RUTA_SPOOL_DIR=str(tmp / "spool"))
+    if args.in_process:
+        try:
+            in_process(args.in_process, args.rounds, env)
+        finally:
+            redis_server.stop()
+        return
     processes = []
     try:
         floor_port, peer_port, our_port = free_port(), free_port(), free_port()

@@ -91,10 +91,9 @@ class FastWebhooks:
         if answer is None:
             start_response(*NO_CONTENT)
             return []
-        data = answer.encode()
         start_response("200 OK", [("Content-Type", XML_HEADERS),
-                                  ("Content-Length", str(len(data)))])
-        return [data]
+                                  ("Content-Length", str(len(answer)))])
+        return [answer]
 
     def _body(self, environ) -> bytes | None:
         """The form as sent, when it is an ordinary one: None hands the request on."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 
@@ -76,6 +76,15 @@ class CallState:
     ask: str = ""  # how the question is put: "" whole, "d" danger? ("d1": a no is 1),
     # "e12" 1 or 2?, "k" only the keys
 
+    def changed(self, **changes) -> CallState:
+        """This state with `changes`, as dataclasses.replace makes it at a fifth of its
+        cost (a webhook makes several): no field has a check or a factory to run."""
+        if not changes.keys() <= _STATE_FIELDS:
+            raise TypeError(f"not a CallState field: {sorted(changes.keys() - _STATE_FIELDS)}")
+        state = object.__new__(CallState)
+        state.__dict__.update(self.__dict__, **changes)
+        return state
+
     def to_params(self) -> dict[str, str]:
         """Query-string parameters; empty fields are left out."""
         params = {"l": self.lang, "s": str(self.step), "t0": str(self.started)}
@@ -116,6 +125,9 @@ class CallState:
             rung=_small_int(params.get("r")),
             ask=_follow_up(params.get("q")),
         )
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(CallState))
 
 
 def _small_int(raw) -> int:
@@ -186,6 +198,16 @@ class Ask:
     timeout: int = 6
     speech: bool = True
     goodbye: tuple[Say, ...] = ()
+    # A question made once per menu version keeps its TwiML here (ivr.twiml fills it, by
+    # our number and audio URL), shared by every call that hears it; None: made for one.
+    rendered: dict | None = field(default=None, compare=False, repr=False)
+
+    def resuming(self, resume: CallState) -> Ask:
+        """This question, answered back to `resume` (a copy that shares its prompts and
+        TwiML; cheaper than dataclasses.replace, and a webhook asks one each time)."""
+        ask = object.__new__(Ask)
+        ask.__dict__.update(self.__dict__, resume=resume)
+        return ask
 
 
 @dataclass(frozen=True)
@@ -250,7 +272,7 @@ def start(menu: Menu, now: datetime, caller: str = "") -> Result:
 
 def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result:
     """The caller answered (or did not answer) the question `state.node`."""
-    state = replace(state, step=state.step + 1)
+    state = state.changed(step=state.step + 1)
     if state.step > menu.step_limit and given.digits.strip() != menu.emergency_key:
         return _wind_up(menu, state)
     node = menu.nodes[state.node]
@@ -260,7 +282,7 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
         silent = FlowEvent(EventKind.NO_INPUT, {
             "node": node.id, "attempt": state.attempt + 1, "asked": "d",
             "category": Category.EMERGENCY})
-        return _emergency(menu, replace(state, ask=""), now, events=(silent,))
+        return _emergency(menu, state.changed(ask=""), now, events=(silent,))
     if given.silent:
         return _retry(menu, state, node, "no_input", EventKind.NO_INPUT, now)
     decision, kind = _understand(menu, state, node, given)
@@ -268,7 +290,7 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
         if state.ask[1:] and node.option(state.ask[1:]):  # nobody in danger: the line
             decision = Decision("route", state.ask[1:], score=1.0, method="keyword")
         else:  # nobody in danger, and no line yet: only the keys, short
-            return _ask(menu, replace(state, ask="k"))
+            return _ask(menu, state.changed(ask="k"))
     # Unsure: one short question. The danger question may come at any follow-up (safety
     # first), but only once; the either/or only instead of the whole question.
     if (decision.action == "ask_danger" and not state.ask.startswith("d")) or (
@@ -286,7 +308,7 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
         **({"asked": state.ask[:1]} if state.ask else {}),
         **({"decided": decision.method, "score": decision.score} if kind == "speech" else {}),
     })
-    state = replace(state, ask="")
+    state = state.changed(ask="")
     if key == menu.repeat_key:
         return _ask(menu, state, events=(answered,))
     if key == menu.emergency_key:
@@ -294,10 +316,10 @@ def answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result
     other = menu.language_at_key(state.lang, key) if node.offers_language else None
     if other:
         changed = FlowEvent(EventKind.LANGUAGE_CHANGED, {"lang": other})
-        return _ask(menu, replace(state, lang=other, attempt=0), events=(answered, changed))
-    state = replace(state, category=category or state.category)
+        return _ask(menu, state.changed(lang=other, attempt=0), events=(answered, changed))
+    state = state.changed(category=category or state.category)
     if option.next:
-        return _ask(menu, replace(state, node=option.next, attempt=0), events=(answered,))
+        return _ask(menu, state.changed(node=option.next, attempt=0), events=(answered,))
     return _transfer(menu, state, option.hotline, now, events=(answered,))
 
 
@@ -320,7 +342,7 @@ def dial_result(
     rung = state.rung
     if status in (DialStatus.NO_ANSWER, DialStatus.DROPPED):
         rung += ring_for(menu, state.rung)
-    state = replace(state, step=state.step + 1, rung=rung)
+    state = state.changed(step=state.step + 1, rung=rung)
     ended = FlowEvent(EventKind.TRANSFER_ENDED, {
         "hotline": state.hotline, "target": state.target, "status": status,
         "duration": duration,
@@ -338,7 +360,7 @@ def dial_result(
 def numbers_answer(menu: Menu, state: CallState, given: Answer, now: datetime) -> Result:
     """After the numbers were read: 0 tries the emergency line again, another key reads
     the numbers again, silence ends the call."""
-    state = replace(state, step=state.step + 1)
+    state = state.changed(step=state.step + 1)
     if given.silent or state.step > menu.step_limit:
         return Result(Hangup(_says(menu, state.lang, "goodbye")))
     if given.digits.strip() == menu.emergency_key:
@@ -346,7 +368,7 @@ def numbers_answer(menu: Menu, state: CallState, given: Answer, now: datetime) -
             "node": "numbers", "input": "dtmf", "option": menu.emergency_key,
             "category": Category.EMERGENCY,
         })
-        return _emergency(menu, replace(state, tried=(), rung=0), now, events=(answered,))
+        return _emergency(menu, state.changed(tried=(), rung=0), now, events=(answered,))
     return _numbers(menu, state, intro=False)
 
 
@@ -356,7 +378,7 @@ def screen(menu: Menu, state: CallState, given: Answer) -> Result:
     if given.digits.strip():
         return Result(Bridge())
     return Result(Screen(whisper(menu, state.category, state.lang),
-                         replace(state, phase=Phase.SCREEN)))
+                         state.changed(phase=Phase.SCREEN)))
 
 
 def whisper(menu: Menu, category: str, caller_lang: str) -> tuple[Say, ...]:
@@ -428,7 +450,7 @@ def _follow(menu: Menu, state: CallState, node: Node, decision: Decision) -> Res
         "options": [menu.emergency_key, *ask[1:]] if ask[0] == "d" else list(decision.keys),
         "attempt": state.attempt, "decided": decision.method, "score": decision.score,
     })
-    return _ask(menu, replace(state, ask=ask, attempt=state.attempt + 1), events=(event,))
+    return _ask(menu, state.changed(ask=ask, attempt=state.attempt + 1), events=(event,))
 
 
 def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None) -> Result:
@@ -437,21 +459,34 @@ def _retry(menu, state, node, prompt_key, kind, now, given: Answer | None = None
     detail = {"node": node.id, "attempt": attempt}
     if given is not None:
         detail["input"] = "dtmf" if given.digits.strip() else "speech"
-    lead = _says(menu, state.lang, prompt_key)
     if attempt >= menu.max_attempts:
         event = FlowEvent(kind, {**detail, "gave_up": True, "category": Category.UNCLEAR})
-        state = replace(state, category=state.category or Category.UNCLEAR)
+        state = state.changed(category=state.category or Category.UNCLEAR)
+        lead = _says(menu, state.lang, prompt_key)
         return _transfer(menu, state, menu.default_hotline, now, lead=lead, events=(event,))
     event = FlowEvent(kind, detail)
     # The whole question once more, then only its keys: never the whole menu three times.
     ask = "k" if attempt >= menu.max_attempts - 1 else ""
-    return _ask(menu, replace(state, attempt=attempt, ask=ask), lead=lead, events=(event,))
+    return _ask(menu, state.changed(attempt=attempt, ask=ask), lead=prompt_key,
+                events=(event,))
 
 
-def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
+def _ask(menu, state, *, greet=False, lead="", events=()) -> Result:
+    """Ask `state.node` (after the prompt `lead`, e.g. "no_input"). The question is the
+    same for every call of a menu version but for where it resumes, so it is made once
+    per version (Menu.questions) and each call gets it with its own position."""
+    key = (state.node, state.lang, state.ask, greet, lead)
+    question = menu.questions.get(key)
+    if question is None:
+        question = menu.questions[key] = _question(menu, state, greet, lead)
+    return Result(question.resuming(state.changed(phase=Phase.MENU, hotline="", target=0)),
+                  tuple(events))
+
+
+def _question(menu, state, greet: bool, lead: str) -> Ask:
     node = menu.nodes[state.node]
     lang = state.lang
-    prompts = list(lead)
+    prompts = list(_says(menu, lang, lead) if lead else ())
     if state.ask:
         prompts += _follow_up_prompts(menu, node, state)
     else:
@@ -465,15 +500,15 @@ def _ask(menu, state, *, greet=False, lead=(), events=()) -> Result:
         first = lang == menu.languages[0]
         question = _says(menu, lang, node.prompt)
         prompts += [*offer, *question] if first else [*question, *offer]
-    step = Ask(
+    return Ask(
         prompts=tuple(prompts),
-        resume=replace(state, phase=Phase.MENU, hotline="", target=0),
+        resume=state.changed(phase=Phase.MENU, hotline="", target=0),
         speech_language=menu.voices[lang].speech_language,
         hints=hints(menu, node, lang, state.ask),
         timeout=menu.gather_timeout,
         speech=menu.voices[lang].listens,  # a language no recogniser knows: keypad only
+        rendered={},
     )
-    return Result(step, tuple(events))
 
 
 def _follow_up_prompts(menu: Menu, node: Node, state: CallState) -> tuple[Say, ...]:
@@ -505,7 +540,7 @@ def _emergency(menu: Menu, state: CallState, now: datetime, events=()) -> Result
     them to the emergency line, or along its chain when it has no target of its own."""
     emergency = menu.hotlines[menu.emergency_hotline]
     advice = _says(menu, state.lang, "emergency_advice", number=spoken_number(emergency.say))
-    state = replace(state, category=Category.EMERGENCY)
+    state = state.changed(category=Category.EMERGENCY)
     return _transfer(menu, state, emergency.id, now, lead=advice, events=events,
                      announce="emergency_stay", told=(emergency.id,))
 
@@ -528,12 +563,12 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
                 prompts += _says(menu, lang, announce, hotline=hotline.names[lang])
             else:  # the same hotline's next target: say why the ringing starts again
                 prompts += _says(menu, lang, "still_trying")
-            resume = replace(state, phase=Phase.DIAL, hotline=hotline.id, target=target,
+            resume = state.changed(phase=Phase.DIAL, hotline=hotline.id, target=target,
                              tried=tried)
             started = FlowEvent(EventKind.TRANSFER_STARTED, {
                 "hotline": hotline.id, "target": target,
             })
-            screen = replace(resume, phase=Phase.SCREEN) if hotline.screen else None
+            screen = resume.changed(phase=Phase.SCREEN) if hotline.screen else None
             step = Transfer(tuple(prompts), hotline.dial[target], resume, ring,
                             hotline.show_caller, screen)
             return Result(step, (*events, started))
@@ -547,7 +582,7 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
                              number=spoken_number(given_up.say), slow=True)
     if hotline is not None:  # the ring budget is spent: its number is read with the rest
         tried = (*tried, hotline.id)
-    result = _numbers(menu, replace(state, phase=Phase.NUMBERS, tried=tried), lead=prompts)
+    result = _numbers(menu, state.changed(phase=Phase.NUMBERS, tried=tried), lead=prompts)
     return Result(result.step, (*events, *result.events))
 
 
@@ -571,7 +606,7 @@ def _numbers(menu, state, *, lead=(), intro=True) -> Result:
     prompts += [*items, Pause(1), *items, *_says(menu, lang, "numbers_again")]
     step = Ask(
         prompts=tuple(prompts),
-        resume=replace(state, phase=Phase.NUMBERS),
+        resume=state.changed(phase=Phase.NUMBERS),
         speech_language=menu.voices[lang].speech_language,
         timeout=menu.gather_timeout,
         speech=False,
@@ -639,7 +674,7 @@ def numbers_instead(menu: Menu, result: Result) -> Result:
     step = result.step
     tried = (*step.resume.tried, step.resume.hotline)
     events = tuple(e for e in result.events if e.kind is not EventKind.TRANSFER_STARTED)
-    numbers = _numbers(menu, replace(step.resume, phase=Phase.NUMBERS, tried=tried),
+    numbers = _numbers(menu, step.resume.changed(phase=Phase.NUMBERS, tried=tried),
                        lead=list(step.prompts[:-1]))  # all but "Le comunico con ..."
     return Result(numbers.step, (*events, *numbers.events))
 

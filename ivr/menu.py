@@ -222,6 +222,10 @@ class Menu:
     # this one (dataclasses.replace) starts empty rather than share stale prompts.
     spoken: dict[tuple, tuple] = field(default_factory=dict, init=False, compare=False,
                                        repr=False)
+    # (node, language, follow-up, greeted, lead prompt) -> the question (ivr.flow's Ask)
+    # as every call of this version hears it, likewise made once.
+    questions: dict[tuple, object] = field(default_factory=dict, init=False, compare=False,
+                                           repr=False)
 
     def recording(self, language: str, key: str) -> Recording | None:
         """The recording a caller hears for prompt `key` in `language`, if it has one."""

@@ -34,10 +34,21 @@ def dial_timeout(ring_seconds: int) -> int:
 
 def render(step: Step, url_for: UrlFor, our_number: str | None = None,
            audio_url: str = "/audio/") -> str:
-    """TwiML for `step`; `url_for` turns the state to resume at into a URL.
+    """TwiML for `step` as text (the admin's pages, the CLI); `body` gives it as sent."""
+    return body(step, url_for, our_number, audio_url).decode()
+
+
+def body(step: Step, url_for: UrlFor, our_number: str | None = None,
+         audio_url: str = "/audio/") -> bytes:
+    """TwiML for `step`, UTF-8 encoded as the webhooks send it; `url_for` turns the state
+    to resume at into a URL.
 
     A question's TwiML is the same for every caller but for the URLs that carry the
-    call's position, so it is built once per distinct step and the URLs are put in after.
+    call's position, so it is built once per distinct step and the URLs are put in after:
+    kept with the question when it is one made once per menu version (`Ask.rendered`),
+    else found by the step's fields. It is kept encoded and split at the resume URL: a
+    question's is long (its speech hints, accented words), and encoding or searching it
+    each time would cost more than the rest of the step.
     `our_number` is the caller ID hotlines see. A transfer that must hide the caller's
     number is refused without one: Twilio would pass the caller's own number on.
     """
@@ -45,20 +56,24 @@ def render(step: Step, url_for: UrlFor, our_number: str | None = None,
         raise ValueError("a transfer that hides the caller's number needs our caller ID")
     shape = _SHAPE.get(type(step))
     if shape is None:  # Hangup, Bridge: no URL in them
-        return _build(step, "", "", our_number, audio_url)
+        return _build(step, "", "", our_number, audio_url).encode()
     resume = step.accept if isinstance(step, Screen) else step.resume
     screen = getattr(step, "screen", None)
-    # The key is the step's own fields, not a copy of the step without its URLs.
-    key = (type(step), shape(step), bool(screen), our_number, audio_url)
-    xml = _TWIML.get(key)
-    if xml is None:
-        if len(_TWIML) >= TWIML_CACHE_SIZE:
-            _TWIML.clear()  # many menus' worth: start again rather than grow
-        xml = _TWIML[key] = _build(step, URL_MARK, SCREEN_MARK if screen else "",
-                                   our_number, audio_url)
-    if screen:
-        xml = xml.replace(SCREEN_MARK, _attr(url_for(screen)))
-    return xml.replace(URL_MARK, _attr(url_for(resume)))
+    kept = getattr(step, "rendered", None)
+    if kept is not None:  # a question made once per menu version keeps its own TwiML
+        cache, key = kept, (our_number, audio_url)
+    else:  # the key is the step's own fields, not a copy of the step without its URLs
+        cache, key = _TWIML, (type(step), shape(step), bool(screen), our_number, audio_url)
+    around_urls = cache.get(key)
+    if around_urls is None:
+        if len(cache) >= TWIML_CACHE_SIZE:
+            cache.clear()  # many menus' worth: start again rather than grow
+        xml = _build(step, URL_MARK, SCREEN_MARK if screen else "", our_number, audio_url)
+        around_urls = cache[key] = [part.encode() for part in xml.split(URL_MARK)]
+    if screen:  # a transfer's TwiML, short
+        screen_url = _attr(url_for(screen)).encode()
+        around_urls = [part.replace(SCREEN_MARK.encode(), screen_url) for part in around_urls]
+    return _attr(url_for(resume)).encode().join(around_urls)
 
 
 def _attr(url: str) -> str:
@@ -70,7 +85,7 @@ _URL_FIELDS = ("resume", "accept", "screen")
 _SHAPE = {cls: attrgetter(*(f.name for f in fields(cls) if f.name not in _URL_FIELDS))
           for cls in (Ask, Transfer, Screen)}
 TWIML_CACHE_SIZE = 2048
-_TWIML: dict[tuple, str] = {}
+_TWIML: dict[tuple, list[bytes]] = {}
 
 
 def _build(step: Step, resume_url: str, screen_url: str, our_number: str | None,

@@ -78,15 +78,27 @@ def _now() -> datetime:
 
 def _resume_url(base: str, state: CallState) -> str:
     """Where Twilio posts next; absolute when we know our public URL."""
-    path = f"{PREFIX}/{state.phase.value}?{urlencode(state.to_params())}"
+    path = f"{PREFIX}/{state.phase.value}?{_query(state.to_params())}"
     return base + path if base else path
+
+
+# The characters urlencode leaves as they are (our parameters' names are all such).
+UNESCAPED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _query(params: dict[str, str]) -> str:
+    """urlencode(params), written directly when no value needs escaping (ids, numbers:
+    a call's position nearly always), at a fifth of urlencode's cost."""
+    if UNESCAPED.fullmatch("".join(params.values())):
+        return "&".join([f"{name}={value}" for name, value in params.items()])
+    return urlencode(params)
 
 
 def _url_for(hook: Webhook) -> Callable[[CallState], str]:
     return partial(_resume_url, str(hook.config["PUBLIC_BASE_URL"]).rstrip("/"))
 
 
-def _respond(hook: Webhook, result: flow.Result, before: CallState | None = None) -> str:
+def _respond(hook: Webhook, result: flow.Result, before: CallState | None = None) -> bytes:
     """TwiML for the step; the step's events leave for Redis (or the spool) here."""
     caller_id = _caller_id(hook)
     result = _placeable(hook, result, caller_id)
@@ -101,7 +113,7 @@ def _respond(hook: Webhook, result: flow.Result, before: CallState | None = None
     ])
     # the Prometheus counters, after the events that matter more
     ops.count(hook.running.metrics, result.events)
-    return twiml.render(step, _url_for(hook), caller_id, _audio_url(hook))
+    return twiml.body(step, _url_for(hook), caller_id, _audio_url(hook))
 
 
 def _audio_url(hook: Webhook) -> str:
@@ -167,10 +179,10 @@ def _emit(hook: Webhook, happened: list[Event]) -> None:
         emitter.emit(happened)
 
 
-# --- the webhooks, as functions of a Webhook: TwiML, or None for "204 No Content" -------
+# --- the webhooks, as functions of a Webhook: TwiML (UTF-8), or None for "204 No Content"
 
 
-def on_incoming(hook: Webhook) -> str:
+def on_incoming(hook: Webhook) -> bytes:
     """A new call on our number. The caller ID becomes a pseudonym here, and only here."""
     running = hook.running
     running.caller_key.note_in_use(running.redis)  # once: from when this key is in use
@@ -178,14 +190,14 @@ def on_incoming(hook: Webhook) -> str:
     return _respond(hook, flow.start(running.live_menu.get(), _now(), caller))
 
 
-def on_menu(hook: Webhook) -> str:
+def on_menu(hook: Webhook) -> bytes:
     """The caller's answer to a question, or the Redirect that follows silence."""
     menu = hook.running.live_menu.get()  # once per request: a new version may arrive
     state = _state(hook, Phase.MENU, menu)
     return _respond(hook, flow.answer(menu, state, _answer(hook.form), _now()), state)
 
 
-def on_dial(hook: Webhook) -> str:
+def on_dial(hook: Webhook) -> bytes:
     """How a transfer ended (busy, no-answer, failed, canceled or completed)."""
     status = hook.form.get("DialCallStatus", "failed")
     seconds = _seconds(hook.form.get("DialCallDuration"))
@@ -194,14 +206,14 @@ def on_dial(hook: Webhook) -> str:
     return _respond(hook, flow.dial_result(menu, state, status, seconds, _now()), state)
 
 
-def on_numbers(hook: Webhook) -> str:
+def on_numbers(hook: Webhook) -> bytes:
     """A key pressed after the numbers were read: read them again."""
     menu = hook.running.live_menu.get()
     state = _state(hook, Phase.NUMBERS, menu)
     return _respond(hook, flow.numbers_answer(menu, state, _answer(hook.form), _now()), state)
 
 
-def on_screen(hook: Webhook) -> str:
+def on_screen(hook: Webhook) -> bytes:
     """A screened hotline answered (Twilio's <Number url>): the whisper, then its key.
 
     This request is about the hotline's side of the call (its CallSid is that leg's),
@@ -209,7 +221,7 @@ def on_screen(hook: Webhook) -> str:
     """
     menu = hook.running.live_menu.get()
     result = flow.screen(menu, _state(hook, Phase.SCREEN, menu), _answer(hook.form))
-    return twiml.render(result.step, _url_for(hook), audio_url=_audio_url(hook))
+    return twiml.body(result.step, _url_for(hook), audio_url=_audio_url(hook))
 
 
 def on_status(hook: Webhook) -> None:
@@ -223,7 +235,7 @@ def on_status(hook: Webhook) -> None:
     return None
 
 
-def safety_net(hook: Webhook) -> str:
+def safety_net(hook: Webhook) -> bytes:
     """A bug must not cut a caller off: the call goes to the default line instead."""
     log.exception("webhook failed; sending the caller to the default hotline")
     ops.count_failure(hook.running.metrics)
@@ -234,11 +246,11 @@ def safety_net(hook: Webhook) -> str:
     result = flow.safe_transfer(hook.running.live_menu.get(), lang)
     caller_id = _caller_id(hook)
     result = _placeable(hook, result, caller_id)
-    return twiml.render(result.step, _url_for(hook), caller_id, _audio_url(hook))
+    return twiml.body(result.step, _url_for(hook), caller_id, _audio_url(hook))
 
 
 # Each webhook's path, and the function that answers it.
-WEBHOOKS: dict[str, Callable[[Webhook], str | None]] = {
+WEBHOOKS: dict[str, Callable[[Webhook], bytes | None]] = {
     PREFIX: on_incoming, f"{PREFIX}/menu": on_menu, f"{PREFIX}/dial": on_dial,
     f"{PREFIX}/numbers": on_numbers, f"{PREFIX}/screen": on_screen,
     f"{PREFIX}/status": on_status,
@@ -254,7 +266,7 @@ def _webhook() -> Webhook:
     return Webhook(request.form, request.args, current_app.config, services.of())
 
 
-def _xml(body: str) -> Response:
+def _xml(body: bytes) -> Response:
     return Response(body, mimetype=XML)
 
 

@@ -186,7 +186,7 @@ def test_an_error_after_the_events_are_out_gets_the_safety_net_once(apps, monkey
     """The step's events are kept, then rendering fails: the caller goes to the default
     line, from the fast path as from Flask, and the step is not run a second time. The
     log line names the call and hides the caller's number, from both."""
-    render = twiml.render
+    render = twiml.body
     failures = []
 
     def fails_once(step, *args):
@@ -199,7 +199,7 @@ def test_an_error_after_the_events_are_out_gets_the_safety_net_once(apps, monkey
     answers, logged = [], []
     for app in (apps.fast, apps.flask_only):
         failures.clear()
-        monkeypatch.setattr(twiml, "render", fails_once)
+        monkeypatch.setattr(twiml, "body", fails_once)
         monkeypatch.setattr(voice, "_now", lambda: NOW)
         lines = Lines()
         logging.getLogger("ivr.voice").addHandler(lines)

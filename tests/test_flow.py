@@ -6,6 +6,7 @@ No Flask, no Twilio, no Redis: the shipped menu, a fixed clock, and the engine's
 from __future__ import annotations
 
 import dataclasses
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, time
 
 import pytest
@@ -141,6 +142,33 @@ def test_a_new_menu_version_is_heard_at_once_though_the_old_ones_prompts_are_kep
     assert (old_text, new_text) == (say("es", "greeting"), new)
     assert new in new_xml and new not in old_xml
     assert heard(MENU) == (old_text, old_xml)
+    # The question asked again after silence, likewise: its lead and its question.
+    retry = "No le escuché, versión nueva."
+    changed = dataclasses.replace(
+        MENU, prompts={**MENU.prompts, "es": {**MENU.prompts["es"], "no_input": retry}})
+    assert texts(silence(welcome()).step)[0] == say("es", "no_input")
+    assert texts(silence(welcome(menu=changed), menu=changed).step)[0] == retry
+    assert texts(silence(welcome()).step)[0] == say("es", "no_input")
+
+
+def test_two_calls_asked_the_same_question_each_answer_back_to_their_own_position():
+    """A question is made once per menu version, but each call's TwiML sends its answer
+    (and its silence) back to where that call is: its step, start and attempt."""
+    def asked_again(step: int, started: int) -> tuple[Ask, ET.Element]:
+        state = dataclasses.replace(welcome(), step=step, started=started)
+        ask = silence(state).step
+        return ask, ET.fromstring(twiml.render(ask, position))
+
+    def position(state: CallState) -> str:
+        return f"/voice/menu?s={state.step}&t0={state.started}&a={state.attempt}"
+
+    first, first_xml = asked_again(1, 1741186800)
+    later, later_xml = asked_again(7, 1741190400)
+    assert texts(first) == texts(later)
+    for xml, url in [(first_xml, "/voice/menu?s=2&t0=1741186800&a=1"),
+                     (later_xml, "/voice/menu?s=8&t0=1741190400&a=1")]:
+        assert xml.find("./Gather").get("action") == url
+        assert xml.find("./Redirect").text == url
 
 
 # --- keypad answers -----------------------------------------------------------------

@@ -5,10 +5,13 @@ workers/, tests/ and bench/."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ivr import vocabulary
 from ivr.vocabulary import (
@@ -21,6 +24,7 @@ from ivr.vocabulary import (
     Category,
     Count,
     DialStatus,
+    Event,
     EventKind,
     Input,
     Outcome,
@@ -55,6 +59,29 @@ SAME_SPELLING_OTHER_MEANING = {
     ("ivr/i18n.py", EventKind.NO_INPUT): "a prompt's name, named for staff",
     ("tests/test_flow.py", EventKind.NO_INPUT): "the prompt a silence is answered with",
 }
+
+
+# What a step's event may hold: text in any script (a lone surrogate too), counts (big
+# ones too), scores, lists of ids.
+DETAIL_VALUES = st.one_of(st.text(), st.text("añ\ud800\udfff", max_size=3),
+                          st.integers(-(2**70), 2**70),
+                          st.floats(allow_nan=False, allow_infinity=False),
+                          st.lists(st.text(), max_size=3))
+
+
+@given(st.dictionaries(st.text(), DETAIL_VALUES, max_size=6), st.text(max_size=40))
+def test_an_event_reaches_the_worker_as_sent_in_compact_json_unescaped(detail, call):
+    """The web writes each event as one JSON line (orjson): the worker reads back the
+    same event, and the line is what json.dumps wrote before (compact, UTF-8 as is)."""
+    event = Event(id=f"{call}:2.0", call=call, kind=EventKind.MENU_ANSWERED.value, step=2,
+                  at=1795380000.25, started=1795379990.0, lang="es", asked="welcome",
+                  data=detail)
+    line = event.to_json()
+    before = json.dumps(event.__dict__, separators=(",", ":"), ensure_ascii=False)
+    assert Event.from_json(line) == event
+    assert json.loads(line) == json.loads(before)
+    if not any(isinstance(v, float) for v in detail.values()):  # 1e-05 is 0.00001 now
+        assert line == before
 
 
 # --- the stored names: a contract ---------------------------------------------------------

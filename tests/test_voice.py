@@ -13,16 +13,18 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from conftest import CONNECTED_HOTLINES
+from hypothesis import given
+from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 import ivr
 import ivr.flow
-from ivr import create_app, events, services, store
+from ivr import create_app, events, services, store, voice
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -91,6 +93,31 @@ def test_the_question_url_carries_the_call_position(twilio):
     assert position["l"] == "es"
     assert position["a"] == "0"
     assert position["s"] == "1"
+
+
+# A call position's values: ids and numbers as our URLs write them, with now and then a
+# character that needs escaping, or any text.
+POSITION_VALUES = st.one_of(st.text("az09_.-~", max_size=8),
+                            st.text("az09_.-~ &=+%/?#ñé\n", max_size=8),
+                            st.text(st.characters(blacklist_categories=("Cs",))))
+
+
+@given(st.dictionaries(st.sampled_from(["l", "s", "t0", "n", "a", "h", "t", "tr", "c", "q"]),
+                       POSITION_VALUES))
+def test_the_next_url_reads_back_the_position_it_was_written_with(params):
+    """Twilio posts the caller's next move to the URL our TwiML names: whatever the
+    position holds (an id with an accent, a space, an ampersand), it is written as
+    urlencode writes it and reads back the same, or the caller would be lost."""
+    query = voice._query(params)
+    assert query == urlencode(params)
+    assert dict(parse_qsl(query, keep_blank_values=True)) == params
+
+
+def test_each_character_that_needs_escaping_is_escaped_in_the_next_url():
+    """One odd character among plain ones is enough to need urlencode's escaping."""
+    for odd in " &=+%/?#ñé\n":
+        params = {"l": "es", "s": "2", "n": f"trata{odd}personas"}
+        assert voice._query(params) == urlencode(params), odd
 
 
 def test_greeting_and_menu_in_spanish_voice_with_the_english_offer_in_english(twilio):
