@@ -27,9 +27,10 @@ DEFAULTS: dict[str, object] = {
     "RUTA_SPOOL_DIR": "spool",  # where events wait while Redis is down
     "RUTA_RETENTION_DAYS": 180,  # call records and events; day counters stay
     # Largest request body accepted (bytes); bigger ones get a 413 before anything reads
-    # them. Twilio's webhook bodies are 1-3 KB and the largest staff form (every prompt
-    # of both languages) under 10 KB: 64 KiB leaves room for both to grow.
-    "RUTA_MAX_REQUEST_BYTES": 64 * 1024,
+    # them. Twilio's webhook bodies are 1-3 KB; the largest staff form is one option's
+    # example phrases (the Spanish danger examples: about 67 KB url-encoded): 256 KiB
+    # leaves room for administrators to add to them.
+    "RUTA_MAX_REQUEST_BYTES": 256 * 1024,
     "RUTA_HEALTH_FAILED_SHARE": 0.3,  # flag a hotline failing more than this in 24 h
     # 1: a publish needs a second admin's approval, 0: it does not; unset: 1 in production
     "RUTA_TWO_PERSON_RULE": "",

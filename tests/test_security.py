@@ -25,7 +25,7 @@ from ivr.redis_server import free_port
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GUNICORN_CONFIG = REPO / "config" / "gunicorn.conf.py"
-LIMIT = 64 * 1024
+LIMIT = 256 * 1024
 PASSWORD = "correct horse battery"
 PRODUCTION = "https://ruta.example.org"
 
