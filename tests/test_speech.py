@@ -175,15 +175,15 @@ def test_caller_sentence_lands_on_its_option(text, lang, key):
     assert (outcome(result), chosen_option(result)) == (expected(key, lang), key)
 
 
-def test_a_caller_asking_for_the_police_is_asked_between_the_two_lines_it_may_mean():
-    """"Necesito hablar con la policía" is said both by callers who want to report and by
-    callers who are not sure where to turn: they are asked which, both lines named, and
-    a second word settles it."""
-    result = ask("Necesito hablar con la policia", "es")
-    assert isinstance(result.step, Ask)
-    assert "denunciar un delito" in result.step.prompts[0].text
-    then = flow.answer(MENU, result.step.resume, Answer(speech="la policía", confidence=0.9), NOW)
-    assert (outcome(then), chosen_option(then)) == ("ask report", "4")
+def test_a_short_answer_naming_one_line_goes_there_whatever_the_model_leans_to():
+    """A few words say little to the whole-utterance model but their keyword: "Necesito
+    hablar con la policía" goes to the line that takes reports, "Spanish please" to the
+    Spanish menu; a phrase of words no example has ("el cucho no me afloja la lana") is
+    never sent to the emergency path at once: nothing the menu knows as danger was said."""
+    police = ask("Necesito hablar con la policia", "es")
+    assert (outcome(police), chosen_option(police)) == ("ask report", "4")
+    unknown = MENU.matchers["welcome", "es"].decide("el cucho no me afloja la lana")
+    assert unknown.action != "danger"
 
 
 def test_table_is_big_enough_and_covers_every_key():
@@ -213,8 +213,8 @@ def test_emergency_word_wins_over_other_words(text, lang):
 
 
 def test_a_threatened_teenager_is_asked_whether_someone_is_in_danger():
-    """A threat to a 15-year-old: not sure it is happening now, so the one question."""
-    result = ask("tengo 15 años y un señor me amenaza", "es")
+    """A threat to a 14-year-old: not sure it is happening now, so the one question."""
+    result = ask("tengo 14 años y un señor me dice que si no voy me hace algo", "es")
     assert isinstance(result.step, Ask)
     assert result.step.prompts[0].text == MENU.text("es", "danger_question")
     assert [e.kind for e in result.events] == [EventKind.FOLLOW_UP]
