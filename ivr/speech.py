@@ -833,8 +833,9 @@ class _Nearest:
         return max(sims.values(), default=0.0)
 
     def of(self, label: str, said: list[str]) -> str:
-        """The example of `label` nearest to `said` ("" if none shares a word)."""
-        sims = self._similarities(self._vector(said))
+        """The example of `label` nearest to `said` ("" if none shares a word), by the
+        words that carry meaning (the fillers' postings are most of the index's)."""
+        sims = self._similarities(self._vector([w for w in said if w not in FILLERS] or said))
         best = max((i for i in sims if self.docs[i][0] == label), key=sims.get, default=None)
         return self.docs[best][1] if best is not None else ""
 
