@@ -252,6 +252,7 @@ def _duration(words: list[str], i: int) -> bool:
             or words[i + 2:i + 3] and words[i + 2] in DURATION_AFTER)
 
 
+@lru_cache(maxsize=4096)
 def _age(word: str) -> int | None:
     """A number of years as said: "13", "trece", "catorse"."""
     if word.isdigit() and len(word) <= 2:
@@ -324,7 +325,7 @@ class Matcher:
             return Decision("none")  # no keyword, and no example shares enough with it
         sure, unsure, margin = DANGER, DANGER_ASK, MARGIN
         if self._whole:
-            ranked = self._whole.ranked(text)
+            ranked = self._whole.ranked(words)
             danger = dict(ranked).get(DANGER_OWNER, 0.0)
             unsure, margin = (0.0 if ranked[0][0] == DANGER_OWNER else WHOLE_ASK), WHOLE_MARGIN
             if danger_hits:  # a danger word said, and danger possible: no need to ask
@@ -596,25 +597,27 @@ class _Linear:
         return dict(self.ranked(features)).get("yes", 0.0)
 
 
-def whole_words(text: str) -> list[str]:
-    """The whole-utterance model's word terms: folded words (of two letters or more, as
-    scikit-learn's default) and adjacent pairs: "me tienen encerrada" -> "me", ...,
-    "me tienen", "tienen encerrada"."""
-    words = [w for w in tokens(text) if len(w) > 1]
+def whole_words(words: list[str]) -> list[str]:
+    """The whole-utterance model's word terms, of the folded words (`tokens`): those of
+    two letters or more (as scikit-learn's default) and adjacent pairs: "me tienen
+    encerrada" -> "me", ..., "me tienen", "tienen encerrada"."""
+    words = [w for w in words if len(w) > 1]
     return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
 
 
-def whole_letters(text: str) -> list[str]:
+def whole_letters(words: list[str]) -> list[str]:
     """Its letter terms: the 2- to 5-grams of each folded word padded with spaces (as
     scikit-learn's "char_wb"), which survive a recognition error ("ensserrada")."""
+    return [term for word in words for term in word_letters(word)]
+
+
+def word_letters(word: str) -> list[str]:
     low, high = WHOLE_LETTERS
-    terms = []
-    for word in tokens(text):
-        padded = f" {word} "
-        for n in range(low, high + 1):
-            terms.extend(padded[i:i + n] for i in range(max(1, len(padded) - n + 1)))
-            if len(padded) <= n:  # a short word is counted once, whole
-                break
+    padded, terms = f" {word} ", []
+    for n in range(low, high + 1):
+        terms.extend(padded[i:i + n] for i in range(max(1, len(padded) - n + 1)))
+        if len(padded) <= n:  # a short word is counted once, whole
+            break
     return terms
 
 
@@ -622,25 +625,39 @@ class _Whole:
     """TF-IDF of whole_words and whole_letters (sublinear counts, each part scaled to
     length 1, as scikit-learn's TfidfVectorizer) into a logistic regression over the
     options and DANGER_OWNER, applied without scikit-learn: an utterance has a few
-    hundred letter n-grams, so numpy weighs them (70 % of a Python loop's time)."""
+    hundred letter n-grams, so numpy weighs them, and each word's are looked up once."""
 
-    def __init__(self, classes: list[str], intercepts, parts):
-        """`parts`: (analyser, term -> row, idf per row, weights: a row per term)."""
-        self.classes, self.intercepts, self.parts = classes, intercepts, parts
+    def __init__(self, classes: list[str], intercepts, words, letters):
+        """`words`, `letters`: (term -> row, idf per row, weights: a row per term)."""
+        self.classes, self.intercepts = classes, intercepts
+        self.words, self.letters = words, letters
+        self._letter_rows: dict[str, tuple[int, ...]] = {}
 
-    def ranked(self, text: str) -> list[tuple[str, float]]:
+    def ranked(self, words: list[str]) -> list[tuple[str, float]]:
+        """The classes, likeliest first, for the folded words said."""
+        rows = self.words[0]
         scores = self.intercepts.copy()
-        for analyse, rows, idf, weights in self.parts:
-            counts = Counter(rows[term] for term in analyse(text) if term in rows)
-            if not counts:
-                continue
-            at = np.fromiter(counts, dtype=np.intp, count=len(counts))
-            tfidf = (1 + np.log(np.fromiter(counts.values(), dtype=float,
-                                            count=len(counts)))) * idf[at]
-            scores += tfidf @ weights[at] / np.sqrt(tfidf @ tfidf)
+        for part, found in ((self.words, [rows[t] for t in whole_words(words) if t in rows]),
+                            (self.letters, [r for w in words for r in self._letters_of(w)])):
+            if found:
+                counts = Counter(found)
+                at = np.fromiter(counts, dtype=np.intp, count=len(counts))
+                tfidf = (1 + np.log(np.fromiter(counts.values(), dtype=float,
+                                                count=len(counts)))) * part[1][at]
+                scores += tfidf @ part[2][at] / np.sqrt(tfidf @ tfidf)
         exps = np.exp(scores - scores.max())
         probabilities = (exps / exps.sum()).tolist()
         return sorted(zip(self.classes, probabilities, strict=True), key=lambda kv: -kv[1])
+
+    def _letters_of(self, word: str) -> tuple[int, ...]:
+        found = self._letter_rows.get(word)
+        if found is None:
+            rows = self.letters[0]
+            found = tuple(rows[t] for t in word_letters(word) if t in rows)
+            if len(self._letter_rows) > 20000:  # a bound on what odd input can make us keep
+                self._letter_rows.clear()
+            self._letter_rows[word] = found
+        return found
 
 
 @lru_cache(maxsize=16)
@@ -663,22 +680,22 @@ def _whole_model(lang: str, choices: tuple[Choice, ...], danger_words: tuple[str
     samples += [(t, DANGER_OWNER, WORD_SAMPLE_WEIGHT) for t in danger_words]
     if len({label for _, label, _ in samples}) < 2:
         return None
-    texts = [t for t, _, _ in samples]
-    vectorizers = [(whole_words, TfidfVectorizer(analyzer=whole_words, sublinear_tf=True)),
-                   (whole_letters, TfidfVectorizer(analyzer=whole_letters, sublinear_tf=True,
-                                                   min_df=WHOLE_MIN_PHRASES))]
-    x = hstack([v.fit_transform(texts) for _, v in vectorizers]).tocsr()
+    said = [tokens(t) for t, _, _ in samples]
+    vectorizers = [TfidfVectorizer(analyzer=whole_words, sublinear_tf=True),
+                   TfidfVectorizer(analyzer=whole_letters, sublinear_tf=True,
+                                   min_df=WHOLE_MIN_PHRASES)]
+    x = hstack([v.fit_transform(said) for v in vectorizers]).tocsr()
     # newton-cg: the same optimum as the default solver, a few times faster here.
     model = LogisticRegression(C=WHOLE_REGULARISATION, solver="newton-cg", max_iter=3000)
     model.fit(x, [label for _, label, _ in samples],
               sample_weight=[weight for _, _, weight in samples])
     parts, column = [], 0
-    for analyse, vectorizer in vectorizers:
+    for vectorizer in vectorizers:
         width = len(vectorizer.vocabulary_)
-        parts.append((analyse, dict(vectorizer.vocabulary_), vectorizer.idf_.copy(),
+        parts.append((dict(vectorizer.vocabulary_), vectorizer.idf_.copy(),
                       np.ascontiguousarray(model.coef_[:, column:column + width].T)))
         column += width
-    return _Whole([str(c) for c in model.classes_], model.intercept_.copy(), parts)
+    return _Whole([str(c) for c in model.classes_], model.intercept_.copy(), *parts)
 
 
 @lru_cache(maxsize=64)

@@ -319,7 +319,7 @@ def test_a_decision_by_signs_names_only_the_kinds_that_count_for_danger():
     assert danger.signs_of_danger(heard) == {"held": "encerr"}
 
 
-def test_the_whole_utterance_model_decides_in_plain_python_as_scikit_learn_would():
+def test_the_whole_utterance_model_decides_without_scikit_learn_as_it_would():
     """The model a menu trains is applied without scikit-learn (a decision stays well
     under a millisecond): its probabilities are the ones scikit-learn's own pipeline
     gives for the same phrases, misspelt and unseen words included."""
@@ -339,13 +339,13 @@ def test_the_whole_utterance_model_decides_in_plain_python_as_scikit_learn_would
     parts = [TfidfVectorizer(analyzer=speech.whole_words, sublinear_tf=True),
              TfidfVectorizer(analyzer=speech.whole_letters, sublinear_tf=True,
                              min_df=speech.WHOLE_MIN_PHRASES)]
+    x = hstack([p.fit_transform([speech.tokens(t) for t in texts]) for p in parts]).tocsr()
     reference = LogisticRegression(C=speech.WHOLE_REGULARISATION, solver="newton-cg",
-                                   max_iter=3000).fit(
-        hstack([p.fit_transform(texts) for p in parts]).tocsr(), labels,
-        sample_weight=weights)
+                                   max_iter=3000).fit(x, labels, sample_weight=weights)
     for said in ("la niña no volvió", "nos tienen ensserradas ahorita", "xyz", "trabajo trabajo"):
-        expected = reference.predict_proba(hstack([p.transform([said]) for p in parts]))[0]
-        got = dict(whole.ranked(said))
+        words = speech.tokens(said)
+        expected = reference.predict_proba(hstack([p.transform([words]) for p in parts]))[0]
+        got = dict(whole.ranked(words))
         assert [round(got[c], 9) for c in reference.classes_] == [round(p, 9) for p in expected]
 
 
