@@ -102,8 +102,9 @@ FUZZY_MIN_LEN = 5  # shorter stems must match exactly: "chamo" is not "chamba"
 FUZZY_RATIO = 86  # rapidfuzz ratio for a recognition error ("secuestardo")
 PREFIX_SLACK = 4  # a keyword stem also matches a word this much longer that starts with it
 
-# How sure a decision must be: probabilities of the two regressions. Tuned by 5-fold
-# cross-validation on the learn part of bench/understanding_set (never on its test part).
+# How sure a decision must be: probabilities of the two regressions (the other questions).
+# Tuned by cross-validation on the learn part of bench/understanding_set (never on its test
+# part).
 DANGER = 0.40  # straight to the emergency path
 DANGER_ASK = 0.20  # "¿Alguien está en peligro ahora mismo?"
 ROUTE = 0.35  # the best option routes at this probability...
@@ -564,7 +565,7 @@ def _text_features(said: list[str]) -> dict[str, float]:
     return features
 
 
-# --- the two regressions --------------------------------------------------------------
+# --- the regressions ------------------------------------------------------------------
 
 
 class _Linear:
