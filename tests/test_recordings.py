@@ -318,8 +318,8 @@ def test_an_upload_that_is_not_audio_is_refused_in_the_admins_language(app, tmp_
 
 def test_an_uploaded_recording_is_kept_in_the_draft_and_served_by_its_hash(app, tmp_path):
     ana = Staff(app, "ana")
-    data = spoken("Línea Ruta. Gracias por llamar. Le escuchamos. Su llamada es confidencial.",
-                  tmp_path / "saludo.wav")
+    data = spoken(" ".join(["Línea Ruta. Gracias por llamar. Le escuchamos. Su llamada es "
+                            "confidencial."] * 5), tmp_path / "saludo.wav")
     assert len(data) > app.config["MAX_CONTENT_LENGTH"]  # larger than any other form
     page = upload(ana, "es", "greeting", data, "saludo.wav")
     kept = checked(data, "saludo.wav")
