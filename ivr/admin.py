@@ -605,9 +605,17 @@ def discard():
         flash(_("There is no draft to discard."), "error")
         return redirect(url_for("admin.index"))
     if request.form.get("confirm") != "yes":
-        return _render("admin/discard.html", seen=request.form.get("draft", ""),
-                       changes=v.changes(v.document(v.latest()), draft["doc"],
-                                         page_language()))
+        return _render(
+            "admin/confirm_draft.html", title=_("Discard the draft?"),
+            heading=_("Discard the draft?"),
+            explanation=_("The draft by %(author)s (%(at)s) holds these changes. Discarding it "
+                          "takes them out of the draft; the history keeps it, and you are "
+                          "recorded as the one who discarded it.",
+                          author=draft["author"], at=moment(draft["at"])),
+            changes=v.changes(v.document(v.latest()), draft["doc"], page_language()),
+            action=url_for("admin.discard"), form_class="confirm-discard",
+            seen=request.form.get("draft", ""), fields=[("confirm", "yes")],
+            yes=_("Yes, discard the draft"), back=url_for("admin.index"), no=_("No, keep it"))
     try:
         v.discard_draft(current_staff().name, request.form.get("draft", ""))
     except DraftMoved as e:
@@ -674,10 +682,21 @@ def rollback():
                 "rule)."))
     except DraftInTheWay as e:  # asks first: the draft would be replaced
         v = versions()
-        return _render("admin/rollback_confirm.html", number=int(request.form["version"]),
-                       note=request.form.get("note", ""), seen=request.form.get("draft", ""),
-                       changes=v.changes(v.document(v.latest()), e.draft["doc"],
-                                         page_language()), replaced=e.draft)
+        number = int(request.form["version"])
+        return _render(
+            "admin/confirm_draft.html", title=_("Replace the draft?"),
+            heading=_("Replace the draft with version %(number)s?", number=number),
+            explanation=_("This rollback waits for a second administrator, in the draft: it "
+                          "would replace the draft by %(author)s (%(at)s), which holds these "
+                          "changes. The replaced draft stays in the history, where it can be "
+                          "brought back.", author=e.draft["author"], at=moment(e.draft["at"])),
+            changes=v.changes(v.document(v.latest()), e.draft["doc"], page_language()),
+            action=url_for("admin.rollback"), form_class="confirm-rollback",
+            seen=request.form.get("draft", ""),
+            fields=[("version", number), ("note", request.form.get("note", "")),
+                    ("replace", "yes")],
+            yes=_("Yes, replace the draft"), back=url_for("admin.history"),
+            no=_("No, keep the draft"))
     except DraftMoved as e:
         return _moved(e, back="admin.history")
     except PublishError as e:
