@@ -68,7 +68,7 @@ PROMPTS_BY_PART = {
 SCREEN_PROMPT = "screen_whisper"
 
 DANGER_EXAMPLES = "danger"  # config/examples.toml: how callers say someone is in danger
-MAX_EXAMPLE_CHARS = 300  # callers ramble: the evaluation set's longest is 215
+MAX_EXAMPLE_CHARS = 500  # callers ramble: the evaluation set's longest is 415
 SIP_URI = re.compile(r"^sips?:[^@\s]+@[^\s]+$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -191,6 +191,7 @@ class Menu:
     prompts: dict[str, dict[str, str]]  # language -> key -> text
     voices: dict[str, Voice]
     emergency_words: dict[str, tuple[str, ...]]
+    danger_named: dict[str, tuple[str, ...]]  # said and not denied: the emergency path
     language_words: dict[str, tuple[str, ...]]
     danger_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
     yes_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -517,6 +518,7 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
         prompts=prompts,
         voices=voices,
         emergency_words=_words(menu_raw.get("emergency_words")),
+        danger_named=_words(menu_raw.get("danger_named")),
         language_words=_words(menu_raw.get("language_words")),
         danger_examples=_phrases(DANGER_EXAMPLES, examples.get(DANGER_EXAMPLES), problems),
         yes_words=_words(menu_raw.get("yes_words")),
@@ -583,7 +585,7 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
                        if t not in dangerous)
         danger = Danger(lang, menu.emergency_words.get(lang, ()),
                         menu.danger_examples.get(lang, ()), others,
-                        menu.danger_signs.get(lang, ()))
+                        menu.danger_signs.get(lang, ()), menu.danger_named.get(lang, ()))
         for node in menu.nodes.values():
             choices = [Choice(o.key, o.keywords(lang), o.examples.get(lang, ()),
                               o.priority, o.loose.get(lang, ())) for o in node.options]
