@@ -212,6 +212,20 @@ def test_emergency_word_wins_over_other_words(text, lang):
     assert chosen_option(result) == "0"
 
 
+@pytest.mark.parametrize(("text", "lang", "heard"), [
+    ("mi sobrino está en peligro, se lo llevaron unos señores", "es", "transfer emergency"),
+    ("my granddaughter is in danger", "en", "transfer emergency"),
+    ("Hello, this is a report, not an emergency: cars bring young women to a house on my "
+     "street every night", "en", "ask report"),
+    ("Ya no estoy en peligro, gracias a Dios, pero quiero denunciar el estudio webcam donde "
+     "me tenían", "es", "ask report"),
+])
+def test_the_menus_own_word_for_danger_is_the_emergency_path_unless_denied(text, lang, heard):
+    """"Peligro" or "danger" answers the menu's own question: the emergency path, however
+    strongly the rest names a child; "not an emergency" is not one."""
+    assert outcome(ask(text, lang)) == heard
+
+
 def test_a_threatened_teenager_is_asked_whether_someone_is_in_danger():
     """A threat to a 14-year-old: not sure it is happening now, so the one question."""
     result = ask("tengo 14 años y un señor me dice que si no voy me hace algo", "es")
