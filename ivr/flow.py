@@ -109,46 +109,53 @@ class CallState:
         The URL is signed by Twilio, but the menu may have been changed since it was
         written, so a node or hotline that no longer exists restarts at a safe place.
         """
-        lang = params.get("l", "")
-        tried = tuple(h for h in params.get("tr", "").split(".") if h in menu.hotlines)
-        return cls(
+        get = params.get
+        lang, node, hotline = get("l", ""), get("n", ""), get("h", "")
+        tried = get("tr")
+        state = object.__new__(cls)  # as changed(): a frozen dataclass's __init__ costs more
+        state.__dict__.update(
             lang=lang if lang in menu.languages else menu.languages[0],
             phase=phase,
-            node=params.get("n", "") if params.get("n") in menu.nodes else menu.start,
-            attempt=_small_int(params.get("a")),
-            hotline=params.get("h", "") if params.get("h") in menu.hotlines else "",
-            target=_small_int(params.get("t")),
-            tried=tried,
-            step=_small_int(params.get("s")),
-            started=_unix_seconds(params.get("t0")),
-            category=_word(params.get("c")),
-            rung=_small_int(params.get("r")),
-            ask=_follow_up(params.get("q")),
+            node=node if node and node in menu.nodes else menu.start,
+            attempt=_small_int(get("a")),
+            hotline=hotline if hotline in menu.hotlines else "",
+            target=_small_int(get("t")),
+            tried=tuple(h for h in tried.split(".") if h in menu.hotlines) if tried else (),
+            step=_small_int(get("s")),
+            started=_unix_seconds(get("t0")),
+            category=_word(get("c")),
+            rung=_small_int(get("r")),
+            ask=_follow_up(get("q")),
         )
+        return state
 
 
 _STATE_FIELDS = frozenset(f.name for f in fields(CallState))
+# How our URLs write a state's values (anything else falls back): compiled once, as a
+# webhook reads several.
+SMALL_INT, UNIX_SECONDS = re.compile(r"\d{1,4}"), re.compile(r"[0-9]{1,10}")
+FOLLOW_UP, WORD = re.compile(r"d\d?|k|e\d\d"), re.compile(r"[a-z_]{1,24}")
 
 
 def _small_int(raw) -> int:
-    return int(raw) if raw and re.fullmatch(r"\d{1,4}", str(raw)) else 0
+    return int(raw) if raw and SMALL_INT.fullmatch(str(raw)) else 0
 
 
 def _follow_up(raw) -> str:
     """A follow-up as our URLs write it ("d", "d1", "k", "e12"); anything else: the whole
     menu."""
-    return raw if raw and re.fullmatch(r"d\d?|k|e\d\d", str(raw)) else ""
+    return raw if raw and FOLLOW_UP.fullmatch(str(raw)) else ""
 
 
 def _word(raw) -> str:
     """A category id as our URLs write it; anything else is no category."""
-    return raw if raw and re.fullmatch(r"[a-z_]{1,24}", str(raw)) else ""
+    return raw if raw and WORD.fullmatch(str(raw)) else ""
 
 
 def _unix_seconds(raw) -> int:
     """The call's start as our URLs write it; anything else (too long for a float, "²"
     that passes str.isdigit() but not int()) is 0, and events then use the time now."""
-    return int(raw) if raw and re.fullmatch(r"[0-9]{1,10}", str(raw)) else 0
+    return int(raw) if raw and UNIX_SECONDS.fullmatch(str(raw)) else 0
 
 
 @dataclass(frozen=True)

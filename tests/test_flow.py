@@ -637,6 +637,14 @@ def test_state_from_the_engine_round_trips():
     ({"t": "1e3"}, "target", 0),
     ({"s": "99999"}, "step", 0),
     ({"t0": "yesterday"}, "started", 0),
+    ({"t0": "17953800000"}, "started", 0),
+    ({"tr": ""}, "tried", ()),
+    ({"c": "Child"}, "category", ""),
+    ({"c": "child"}, "category", "child"),
+    ({"r": "²"}, "rung", 0),
+    ({"r": "85"}, "rung", 85),
+    ({"q": "e1"}, "ask", ""),
+    ({"q": "d1"}, "ask", "d1"),
 ])
 def test_unknown_values_in_params_fall_back_safely(params, field, value):
     """A node, hotline or language no longer in the menu, or junk numbers, are replaced."""
