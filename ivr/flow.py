@@ -234,6 +234,16 @@ class Transfer:
     ring_seconds: int
     show_caller: bool = False
     screen: CallState | None = None
+    # As Ask's: a transfer made once per menu version keeps its TwiML here.
+    rendered: dict | None = field(default=None, compare=False, repr=False)
+
+    def resuming(self, resume: CallState) -> Transfer:
+        """This transfer, reporting back to `resume` (and its whisper fetched for it): a
+        copy that shares its prompts and TwiML."""
+        transfer = object.__new__(Transfer)
+        screen = resume.changed(phase=Phase.SCREEN) if self.screen is not None else None
+        transfer.__dict__.update(self.__dict__, resume=resume, screen=screen)
+        return transfer
 
 
 @dataclass(frozen=True)
@@ -560,10 +570,42 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
     failed, is given up on: the caller is told its number (unless `told` already did),
     and the chain moves to its fallback, then to the default hotline. Past the call's
     ring budget nothing more rings: the caller hears the numbers.
+
+    Where it goes is the same for every call of a menu version that starts it from the
+    same place while the same lines are open, so it is worked out once for each
+    (Menu.transfers) and each call gets it with its own position: a line that closes
+    at the hour is skipped from that minute on.
     """
+    lead, ring = tuple(lead), ring_for(menu, state.rung)
+    key = (state.lang, hotline_id, target, lead, announce, told, state.tried, ring,
+           menu.open_now(now))
+    route = menu.transfers.get(key)
+    if route is None:
+        if len(menu.transfers) >= TRANSFERS_KEPT:
+            menu.transfers.clear()  # odd URLs' worth of tried lines: start again
+        route = menu.transfers[key] = _route(menu, state, hotline_id, now, target, lead,
+                                             announce, told, ring)
+    if isinstance(route, Transfer):
+        at = route.resume
+        resume = state.changed(phase=Phase.DIAL, hotline=at.hotline, target=at.target,
+                               tried=at.tried)
+        started = FlowEvent(EventKind.TRANSFER_STARTED, {
+            "hotline": at.hotline, "target": at.target,
+        })
+        return Result(route.resuming(resume), (*events, started))
+    tried, prompts = route  # nothing rings: the numbers of the lines given up on
+    result = _numbers(menu, state.changed(phase=Phase.NUMBERS, tried=tried), lead=prompts)
+    return Result(result.step, (*events, *result.events))
+
+
+TRANSFERS_KEPT = 4096  # a menu version's transfers: far more than its paths
+
+
+def _route(menu, state, hotline_id, now, target, lead, announce, told, ring):
+    """Where `_transfer` goes: the Transfer (its TwiML kept with it), or, when nothing
+    can ring, (the lines given up on, what the caller hears before their numbers)."""
     lang, prompts, tried = state.lang, list(lead), state.tried
     hotline: Hotline | None = menu.hotlines[hotline_id]
-    ring = ring_for(menu, state.rung)
     while hotline is not None and ring >= MIN_RING:
         if hotline.hours.is_open(now) and target < len(hotline.dial):
             if target == 0:
@@ -571,14 +613,10 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
             else:  # the same hotline's next target: say why the ringing starts again
                 prompts += _says(menu, lang, "still_trying")
             resume = state.changed(phase=Phase.DIAL, hotline=hotline.id, target=target,
-                             tried=tried)
-            started = FlowEvent(EventKind.TRANSFER_STARTED, {
-                "hotline": hotline.id, "target": target,
-            })
+                                   tried=tried)
             screen = resume.changed(phase=Phase.SCREEN) if hotline.screen else None
-            step = Transfer(tuple(prompts), hotline.dial[target], resume, ring,
-                            hotline.show_caller, screen)
-            return Result(step, (*events, started))
+            return Transfer(tuple(prompts), hotline.dial[target], resume, ring,
+                            hotline.show_caller, screen, rendered={})
         tried = (*tried, hotline.id)
         given_up, hotline = hotline, _next_in_chain(menu, hotline, tried)
         # A line with targets was closed or failed; one without any is called directly.
@@ -589,8 +627,7 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
                              number=spoken_number(given_up.say), slow=True)
     if hotline is not None:  # the ring budget is spent: its number is read with the rest
         tried = (*tried, hotline.id)
-    result = _numbers(menu, state.changed(phase=Phase.NUMBERS, tried=tried), lead=prompts)
-    return Result(result.step, (*events, *result.events))
+    return tried, tuple(prompts)
 
 
 def _next_in_chain(menu: Menu, hotline: Hotline, tried) -> Hotline | None:
