@@ -220,8 +220,9 @@ def test_an_events_text_reaches_redis_as_its_json_says(redis_server, redis_clien
     """Accents, an emoji, a number past 32 bits: an event is kept byte for byte as its
     JSON, on the webhooks' connection (and after Redis lost the script)."""
     emitter = Emitter(redis.Redis.from_url(redis_server.url), Spool(tmp_path / "spool"))
-    sent = [Event(id=f"CA{'1' * 32}:2.{i}", call=f"CA{'1' * 32}", kind="menu_answered",
-                  step=2, at=1795380004.25, started=1795380000, lang="es",
+    sid = "CA" + "1" * 32
+    sent = [Event(id=f"{sid}:2.{i}", call=sid, kind=EventKind.MENU_ANSWERED.value, step=2,
+                  at=1795380004.25, started=1795380000, lang="es",
                   data={"hotline": "la Línea Púrpura ¿sí? 😀", "n": 2**40 + i})
             for i in range(2)]
     assert emitter.emit(sent[:1]) == "redis"

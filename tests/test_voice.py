@@ -25,6 +25,7 @@ from werkzeug.datastructures import MultiDict
 import ivr
 import ivr.flow
 from ivr import create_app, events, services, store, voice
+from ivr.vocabulary import EventKind
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -263,7 +264,7 @@ def test_a_steps_events_are_filed_at_one_moment(twilio, redis_client):
     answered, started, ended = (json.loads(fields["e"])
                                 for _, fields in redis_client.xrange(store.EVENTS))
     assert [answered["kind"], started["kind"], ended["kind"]] == [
-        "menu_answered", "transfer_started", "call_ended"]
+        EventKind.MENU_ANSWERED, EventKind.TRANSFER_STARTED, EventKind.CALL_ENDED]
     assert answered["at"] == started["at"]
     assert ended["started"] == ended["at"] - 42
 
