@@ -109,46 +109,53 @@ class CallState:
         The URL is signed by Twilio, but the menu may have been changed since it was
         written, so a node or hotline that no longer exists restarts at a safe place.
         """
-        lang = params.get("l", "")
-        tried = tuple(h for h in params.get("tr", "").split(".") if h in menu.hotlines)
-        return cls(
+        get = params.get
+        lang, node, hotline = get("l", ""), get("n", ""), get("h", "")
+        tried = get("tr")
+        state = object.__new__(cls)  # as changed(): a frozen dataclass's __init__ costs more
+        state.__dict__.update(
             lang=lang if lang in menu.languages else menu.languages[0],
             phase=phase,
-            node=params.get("n", "") if params.get("n") in menu.nodes else menu.start,
-            attempt=_small_int(params.get("a")),
-            hotline=params.get("h", "") if params.get("h") in menu.hotlines else "",
-            target=_small_int(params.get("t")),
-            tried=tried,
-            step=_small_int(params.get("s")),
-            started=_unix_seconds(params.get("t0")),
-            category=_word(params.get("c")),
-            rung=_small_int(params.get("r")),
-            ask=_follow_up(params.get("q")),
+            node=node if node and node in menu.nodes else menu.start,
+            attempt=_small_int(get("a")),
+            hotline=hotline if hotline in menu.hotlines else "",
+            target=_small_int(get("t")),
+            tried=tuple(h for h in tried.split(".") if h in menu.hotlines) if tried else (),
+            step=_small_int(get("s")),
+            started=_unix_seconds(get("t0")),
+            category=_word(get("c")),
+            rung=_small_int(get("r")),
+            ask=_follow_up(get("q")),
         )
+        return state
 
 
 _STATE_FIELDS = frozenset(f.name for f in fields(CallState))
+# How our URLs write a state's values (anything else falls back): compiled once, as a
+# webhook reads several.
+SMALL_INT, UNIX_SECONDS = re.compile(r"\d{1,4}"), re.compile(r"[0-9]{1,10}")
+FOLLOW_UP, WORD = re.compile(r"d\d?|k|e\d\d"), re.compile(r"[a-z_]{1,24}")
 
 
 def _small_int(raw) -> int:
-    return int(raw) if raw and re.fullmatch(r"\d{1,4}", str(raw)) else 0
+    return int(raw) if raw and SMALL_INT.fullmatch(str(raw)) else 0
 
 
 def _follow_up(raw) -> str:
     """A follow-up as our URLs write it ("d", "d1", "k", "e12"); anything else: the whole
     menu."""
-    return raw if raw and re.fullmatch(r"d\d?|k|e\d\d", str(raw)) else ""
+    return raw if raw and FOLLOW_UP.fullmatch(str(raw)) else ""
 
 
 def _word(raw) -> str:
     """A category id as our URLs write it; anything else is no category."""
-    return raw if raw and re.fullmatch(r"[a-z_]{1,24}", str(raw)) else ""
+    return raw if raw and WORD.fullmatch(str(raw)) else ""
 
 
 def _unix_seconds(raw) -> int:
     """The call's start as our URLs write it; anything else (too long for a float, "²"
     that passes str.isdigit() but not int()) is 0, and events then use the time now."""
-    return int(raw) if raw and re.fullmatch(r"[0-9]{1,10}", str(raw)) else 0
+    return int(raw) if raw and UNIX_SECONDS.fullmatch(str(raw)) else 0
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,16 @@ class Transfer:
     ring_seconds: int
     show_caller: bool = False
     screen: CallState | None = None
+    # As Ask's: a transfer made once per menu version keeps its TwiML here.
+    rendered: dict | None = field(default=None, compare=False, repr=False)
+
+    def resuming(self, resume: CallState) -> Transfer:
+        """This transfer, reporting back to `resume` (and its whisper fetched for it): a
+        copy that shares its prompts and TwiML."""
+        transfer = object.__new__(Transfer)
+        screen = resume.changed(phase=Phase.SCREEN) if self.screen is not None else None
+        transfer.__dict__.update(self.__dict__, resume=resume, screen=screen)
+        return transfer
 
 
 @dataclass(frozen=True)
@@ -553,10 +570,42 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
     failed, is given up on: the caller is told its number (unless `told` already did),
     and the chain moves to its fallback, then to the default hotline. Past the call's
     ring budget nothing more rings: the caller hears the numbers.
+
+    Where it goes is the same for every call of a menu version that starts it from the
+    same place while the same lines are open, so it is worked out once for each
+    (Menu.transfers) and each call gets it with its own position: a line that closes
+    at the hour is skipped from that minute on.
     """
+    lead, ring = tuple(lead), ring_for(menu, state.rung)
+    key = (state.lang, hotline_id, target, lead, announce, told, state.tried, ring,
+           menu.open_now(now))
+    route = menu.transfers.get(key)
+    if route is None:
+        if len(menu.transfers) >= TRANSFERS_KEPT:
+            menu.transfers.clear()  # odd URLs' worth of tried lines: start again
+        route = menu.transfers[key] = _route(menu, state, hotline_id, now, target, lead,
+                                             announce, told, ring)
+    if isinstance(route, Transfer):
+        at = route.resume
+        resume = state.changed(phase=Phase.DIAL, hotline=at.hotline, target=at.target,
+                               tried=at.tried)
+        started = FlowEvent(EventKind.TRANSFER_STARTED, {
+            "hotline": at.hotline, "target": at.target,
+        })
+        return Result(route.resuming(resume), (*events, started))
+    tried, prompts = route  # nothing rings: the numbers of the lines given up on
+    result = _numbers(menu, state.changed(phase=Phase.NUMBERS, tried=tried), lead=prompts)
+    return Result(result.step, (*events, *result.events))
+
+
+TRANSFERS_KEPT = 4096  # a menu version's transfers: far more than its paths
+
+
+def _route(menu, state, hotline_id, now, target, lead, announce, told, ring):
+    """Where `_transfer` goes: the Transfer (its TwiML kept with it), or, when nothing
+    can ring, (the lines given up on, what the caller hears before their numbers)."""
     lang, prompts, tried = state.lang, list(lead), state.tried
     hotline: Hotline | None = menu.hotlines[hotline_id]
-    ring = ring_for(menu, state.rung)
     while hotline is not None and ring >= MIN_RING:
         if hotline.hours.is_open(now) and target < len(hotline.dial):
             if target == 0:
@@ -564,14 +613,10 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
             else:  # the same hotline's next target: say why the ringing starts again
                 prompts += _says(menu, lang, "still_trying")
             resume = state.changed(phase=Phase.DIAL, hotline=hotline.id, target=target,
-                             tried=tried)
-            started = FlowEvent(EventKind.TRANSFER_STARTED, {
-                "hotline": hotline.id, "target": target,
-            })
+                                   tried=tried)
             screen = resume.changed(phase=Phase.SCREEN) if hotline.screen else None
-            step = Transfer(tuple(prompts), hotline.dial[target], resume, ring,
-                            hotline.show_caller, screen)
-            return Result(step, (*events, started))
+            return Transfer(tuple(prompts), hotline.dial[target], resume, ring,
+                            hotline.show_caller, screen, rendered={})
         tried = (*tried, hotline.id)
         given_up, hotline = hotline, _next_in_chain(menu, hotline, tried)
         # A line with targets was closed or failed; one without any is called directly.
@@ -582,8 +627,7 @@ def _transfer(menu, state, hotline_id, now, *, target=0, lead=(), events=(),
                              number=spoken_number(given_up.say), slow=True)
     if hotline is not None:  # the ring budget is spent: its number is read with the rest
         tried = (*tried, hotline.id)
-    result = _numbers(menu, state.changed(phase=Phase.NUMBERS, tried=tried), lead=prompts)
-    return Result(result.step, (*events, *result.events))
+    return tried, tuple(prompts)
 
 
 def _next_in_chain(menu: Menu, hotline: Hotline, tried) -> Hotline | None:

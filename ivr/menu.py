@@ -13,7 +13,7 @@ import string
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ivr import opening_hours
@@ -227,6 +227,10 @@ class Menu:
     # as every call of this version hears it, likewise made once.
     questions: dict[tuple, object] = field(default_factory=dict, init=False, compare=False,
                                            repr=False)
+    # (where a transfer starts, which lines are open now) -> where it goes (ivr.flow), the
+    # same for every call of this version at such an hour, likewise made once.
+    transfers: dict[tuple, object] = field(default_factory=dict, init=False, compare=False,
+                                           repr=False)
 
     def recording(self, language: str, key: str) -> Recording | None:
         """The recording a caller hears for prompt `key` in `language`, if it has one."""
@@ -250,6 +254,16 @@ class Menu:
         first = self.languages[0]
         return tuple(lang for lang in self.languages if lang != first) \
             if language == first else (first,)
+
+    @cached_property
+    def timed_hotlines(self) -> tuple[Hotline, ...]:
+        """The hotlines with opening hours: the others are always open."""
+        return tuple(h for h in self.hotlines.values() if h.hours.windows)
+
+    def open_now(self, now: datetime) -> tuple[bool, ...]:
+        """Whether each hotline with opening hours is open at `now`: all of the time of
+        day a transfer's route depends on."""
+        return tuple(h.hours.is_open(now) for h in self.timed_hotlines)
 
     def language_at_key(self, language: str, key: str) -> str | None:
         """The language a key picks at the language question, asked in `language`."""

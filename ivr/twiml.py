@@ -43,9 +43,9 @@ def body(step: Step, url_for: UrlFor, our_number: str | None = None,
     """TwiML for `step`, UTF-8 encoded as the webhooks send it; `url_for` turns the state
     to resume at into a URL.
 
-    A question's TwiML is the same for every caller but for the URLs that carry the
-    call's position, so it is built once per distinct step and the URLs are put in after:
-    kept with the question when it is one made once per menu version (`Ask.rendered`),
+    A question's or a transfer's TwiML is the same for every caller but for the URLs that
+    carry the call's position, so it is built once per distinct step and the URLs are put
+    in after: kept with the step when it is one made once per menu version (`rendered`),
     else found by the step's fields. It is kept encoded and split at the resume URL: a
     question's is long (its speech hints, accented words), and encoding or searching it
     each time would cost more than the rest of the step.

@@ -106,9 +106,10 @@ def _respond(hook: Webhook, result: flow.Result, before: CallState | None = None
     after = getattr(step, "resume", None) or before
     number = (before.step + 1) if before else 1
     asked = after.node if isinstance(step, Ask) and after.phase is Phase.MENU else ""
+    sid, now = hook.form.get("CallSid", ""), _now().timestamp()  # a step's events: one time
     _emit(hook, [
-        _event(hook, f"{number}.{i}", e.kind.value, number, after.started, after.lang, asked,
-               e.detail)
+        _event(sid, now, f"{number}.{i}", e.kind.value, number, after.started, after.lang,
+               asked, e.detail)
         for i, e in enumerate(result.events)
     ])
     # the Prometheus counters, after the events that matter more
@@ -164,10 +165,9 @@ def _caller_id(hook: Webhook) -> str | None:
     return to if E164.match(to) else None
 
 
-def _event(hook: Webhook, suffix, kind, step, started, lang, asked, data) -> Event:
-    """An event whose id is the same each time Twilio repeats this request."""
-    sid = hook.form.get("CallSid", "")
-    now = _now().timestamp()
+def _event(sid: str, now: float, suffix, kind, step, started, lang, asked, data) -> Event:
+    """An event of call `sid` at `now`, whose id is the same each time Twilio repeats this
+    request."""
     return Event(id=f"{sid}:{suffix}", call=sid, kind=kind, step=step, at=now,
                  started=float(started or now), lang=lang, asked=asked, data=data)
 
@@ -229,8 +229,9 @@ def on_status(hook: Webhook) -> None:
     call_status = hook.form.get("CallStatus", "")
     if call_status in FINAL_CALL_STATUSES:  # ringing, in-progress...: not an ending
         duration = _seconds(hook.form.get("CallDuration"))
-        started = _now().timestamp() - duration
-        _emit(hook, [_event(hook, "end", EventKind.CALL_ENDED.value, 1 << 20, started, "", "",
+        now = _now().timestamp()
+        _emit(hook, [_event(hook.form.get("CallSid", ""), now, "end",
+                            EventKind.CALL_ENDED.value, 1 << 20, now - duration, "", "",
                             {"status": call_status, "duration": duration})])
     return None
 

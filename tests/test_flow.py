@@ -148,6 +148,13 @@ def test_a_new_menu_version_is_heard_at_once_though_the_old_ones_prompts_are_kep
         MENU, prompts={**MENU.prompts, "es": {**MENU.prompts["es"], "no_input": retry}})
     assert texts(silence(welcome()).step)[0] == say("es", "no_input")
     assert texts(silence(welcome(menu=changed), menu=changed).step)[0] == retry
+    # A transfer, likewise: a version that moves the labour line dials its new number.
+    press(welcome(), "2")
+    moved = dataclasses.replace(MENU, hotlines={
+        **MENU.hotlines, "labour": dataclasses.replace(MENU.hotlines["labour"],
+                                                       dial=("+5716000999",))})
+    assert dialled(press(welcome(menu=moved), "2", menu=moved).step) == "+5716000999"
+    assert dialled(press(welcome(), "2").step) == "+5716000120"
     assert texts(silence(welcome()).step)[0] == say("es", "no_input")
 
 
@@ -566,6 +573,46 @@ def test_opening_hours_are_bogota_time(utc, is_open):
     assert (step.resume.hotline == "labour") is is_open
 
 
+def dialled(step) -> str:
+    """The number Twilio is told to dial, as our TwiML says it."""
+    xml = ET.fromstring(twiml.render(step, lambda state: "/voice/dial", "+576015550100"))
+    return xml.find("./Dial/Number").text
+
+
+def test_a_line_that_closes_at_the_hour_is_no_longer_dialled_from_that_minute():
+    """A transfer's route is worked out once per menu version and the lines open now: the
+    same version and answer at 18:59:59 dials the labour line, at 19:00 tells its number
+    and dials the national line, and at 18:59 the next day dials the labour line again."""
+    menu = with_hours(MENU, labour=WEEKDAYS_7_TO_19)
+
+    def heard(now: datetime) -> tuple[list[str], str]:
+        step = press(welcome(menu=menu), "2", menu=menu, now=now).step
+        return texts(step), dialled(step)
+
+    open_ = ([say("es", "transfer", hotline=name("labour"))], "+5716000120")
+    assert heard(datetime(2025, 3, 5, 23, 59, 59, tzinfo=UTC)) == open_  # Wed 18:59:59
+    assert heard(datetime(2025, 3, 6, 0, 0, tzinfo=UTC)) == (  # Wed 19:00 Bogotá
+        [unreachable("labour", menu=menu), say("es", "transfer", hotline=name("national"))],
+        menu.hotlines["national"].dial[0])
+    assert heard(datetime(2025, 3, 6, 23, 59, tzinfo=UTC)) == open_  # Thu 18:59
+
+
+def test_each_call_gets_a_transfer_made_once_with_its_own_position():
+    """Two calls put through at the same point share the route, not the position: each
+    transfer reports back (and its events are filed) for its own call's step and day."""
+    first = press(welcome(), "1")
+    later = dataclasses.replace(welcome(), step=7, started=int(SATURDAY.timestamp()))
+    second = press(later, "1", now=SATURDAY)
+    assert texts(first.step) == texts(second.step)
+    assert dialled(first.step) == dialled(second.step)
+    assert (first.step.resume.step, first.step.resume.started) == (2, int(NOW.timestamp()))
+    assert (second.step.resume.step, second.step.resume.started) == (
+        8, int(SATURDAY.timestamp()))
+    urls = [twiml.render(r.step, lambda state: f"/voice/dial?s={state.step}", "+576015550100")
+            for r in (first, second)]
+    assert 'action="/voice/dial?s=2"' in urls[0] and 'action="/voice/dial?s=8"' in urls[1]
+
+
 def test_closed_hotline_with_two_targets_is_skipped_entirely():
     """A closed ICBF is not rung on either of its numbers."""
     menu = with_hours(MENU, icbf=WEEKDAYS_7_TO_19)
@@ -637,6 +684,14 @@ def test_state_from_the_engine_round_trips():
     ({"t": "1e3"}, "target", 0),
     ({"s": "99999"}, "step", 0),
     ({"t0": "yesterday"}, "started", 0),
+    ({"t0": "17953800000"}, "started", 0),
+    ({"tr": ""}, "tried", ()),
+    ({"c": "Child"}, "category", ""),
+    ({"c": "child"}, "category", "child"),
+    ({"r": "²"}, "rung", 0),
+    ({"r": "85"}, "rung", 85),
+    ({"q": "e1"}, "ask", ""),
+    ({"q": "d1"}, "ask", "d1"),
 ])
 def test_unknown_values_in_params_fall_back_safely(params, field, value):
     """A node, hotline or language no longer in the menu, or junk numbers, are replaced."""

@@ -216,6 +216,23 @@ def test_writing_every_event_again_changes_nothing(simulate, redis_client):
     assert redis_client.xlen(store.EVENTS) == 0
 
 
+def test_an_events_text_reaches_redis_as_its_json_says(redis_server, redis_client, tmp_path):
+    """Accents, an emoji, a number past 32 bits: an event is kept byte for byte as its
+    JSON, on the webhooks' connection (and after Redis lost the script)."""
+    emitter = Emitter(redis.Redis.from_url(redis_server.url), Spool(tmp_path / "spool"))
+    sid = "CA" + "1" * 32
+    sent = [Event(id=f"{sid}:2.{i}", call=sid, kind=EventKind.MENU_ANSWERED.value, step=2,
+                  at=1795380004.25, started=1795380000, lang="es",
+                  data={"hotline": "la Línea Púrpura ¿sí? 😀", "n": 2**40 + i})
+            for i in range(2)]
+    assert emitter.emit(sent[:1]) == "redis"
+    redis_client.script_flush()
+    assert emitter.emit(sent[1:]) == "redis"
+    kept = [fields["e"] for _, fields in redis_client.xrange(store.EVENTS)]
+    assert kept == [e.to_json() for e in sent]
+    assert json.loads(kept[0])["data"]["hotline"] == "la Línea Púrpura ¿sí? 😀"
+
+
 def test_calls_are_counted_after_redis_drops_the_webs_connections_and_its_scripts(
         simulate, redis_client, app_config):
     """A web thread keeps its Redis connection between calls: one Redis closed while idle

@@ -25,6 +25,7 @@ from werkzeug.datastructures import MultiDict
 import ivr
 import ivr.flow
 from ivr import create_app, events, services, store, voice
+from ivr.vocabulary import EventKind
 
 NATIONAL = "+5718000522020"
 E164_OR_SIP = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^@\s]+@\S+)$")
@@ -252,6 +253,20 @@ def test_status_callback_answers_204_without_twiml(twilio):
     resp = twilio.post("/voice/status", CallStatus="completed", CallDuration="42")
     assert resp.status_code == 204
     assert resp.get_data() == b""
+
+
+def test_a_steps_events_are_filed_at_one_moment(twilio, redis_client):
+    """The answer and the transfer it starts are one step: the call's page shows them at
+    the same moment, in the engine's order. A call that ended after 42 s started 42 s
+    before its end."""
+    twilio.twiml(MENU, Digits="2")
+    twilio.post("/voice/status", CallStatus="completed", CallDuration="42")
+    answered, started, ended = (json.loads(fields["e"])
+                                for _, fields in redis_client.xrange(store.EVENTS))
+    assert [answered["kind"], started["kind"], ended["kind"]] == [
+        EventKind.MENU_ANSWERED, EventKind.TRANSFER_STARTED, EventKind.CALL_ENDED]
+    assert answered["at"] == started["at"]
+    assert ended["started"] == ended["at"] - 42
 
 
 # --- signatures ------------------------------------------------------------------------
