@@ -181,6 +181,7 @@ def _ages_sounding() -> dict[str, int]:
     return {sounds(w): n for w, n in AGE_WORDS.items() if len(w) > 3}
 
 
+@lru_cache(maxsize=8192)  # every word said is looked up: "peligro" at every answer
 def sounds(word: str) -> str:
     """A rough Spanish sound-alike key of a word: "serradas" and "cerradas" meet."""
     for a, b in SOUNDS:
@@ -322,7 +323,7 @@ class Matcher:
         if named:  # the answer to the menu's own question: no model weighs it away
             return Decision("danger", self.danger_key, score=1.0, method="keyword",
                             evidence=(named,))
-        hits, age, features = reader.read(words, said)
+        hits, age, features = reader.read(words, said, weigh=not self._whole)
         if self._whole:  # it weighs danger below
             danger, danger_hits = 0.0, self.danger.heard(words)
         else:
@@ -452,11 +453,14 @@ class _Reader:
     def _phrase(self, keyword: str) -> tuple[str, ...]:
         return tuple(stem(w, self.lang) for w in tokens(keyword))
 
-    def read(self, words: list[str], said: list[str]):
-        """(keywords heard per option or DANGER_OWNER, a child's age, features)."""
+    def read(self, words: list[str], said: list[str], weigh: bool = True):
+        """(keywords heard per option or DANGER_OWNER, a child's age, features: None
+        unless `weigh`, when the whole-utterance model needs only the first two)."""
         heard = self.keywords_heard(said, self.split(words))
         hits = {owner: heard.get(owner, []) for owner in self.owners}
         age = minor_age(words)
+        if not weigh:
+            return hits, age, None
         features = _text_features(said)
         for owner, keywords in hits.items():
             sure = [k for k in keywords if k not in self._loose.get(owner, ())]
