@@ -26,10 +26,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,14 +111,7 @@ def cross_validate(shipped, learn: list[dict]) -> dict:
     """Leave one writer out: each writer's utterances are decided by a menu whose
     examples are the other writers'. What a new writer's words meet, as in the test part
     (a random split would leave each writer's own turns of phrase on both sides)."""
-    parts = []
-    for writer in sorted({u["writer"] for u in learn}):
-        texts = {u["text"] for u in learn if u["writer"] == writer}
-        examples = {name: {lang: [p for p in phrases if p not in texts]
-                           for lang, phrases in langs.items()}
-                    for name, langs in shipped.examples.items()}
-        menu = menu_config.build(shipped, {"examples": examples})
-        parts.append(evaluate(menu, [u for u in learn if u["writer"] == writer]))
+    parts = _each_writer(_matcher_fold, shipped, learn)
     n = sum(p["n"] for p in parts)
     return {
         "n": n,
@@ -128,6 +125,24 @@ def cross_validate(shipped, learn: list[dict]) -> dict:
     }
 
 
+def _each_writer(fold, shipped, learn: list[dict]) -> list:
+    """fold(shipped, learn, writer) for each writer, in writers' order, on every core:
+    each fold trains its own models, so the folds are independent."""
+    writers = sorted({u["writer"] for u in learn})
+    cores = min(len(writers), os.cpu_count() or 1)
+    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(partial(fold, shipped, learn), writers))
+
+
+def _matcher_fold(shipped, learn: list[dict], writer: str) -> dict:
+    texts = {u["text"] for u in learn if u["writer"] == writer}
+    examples = {name: {lang: [p for p in phrases if p not in texts]
+                       for lang, phrases in langs.items()}
+                for name, langs in shipped.examples.items()}
+    menu = menu_config.build(shipped, {"examples": examples})
+    return evaluate(menu, [u for u in learn if u["writer"] == writer])
+
+
 PEER_ASK = 0.35  # the peer asks the danger question at this probability of key 0...
 PEER_DANGER = 0.5  # ...and sends the caller to the emergency path at this one
 
@@ -138,6 +153,14 @@ def peer_cross_validate(learn: list[dict]) -> dict:
     regression over every key (0 included; an utterance with 0 among its right keys is
     learnt as 0), the best key taken, the danger question asked in between. No keywords,
     no rules, no child's priority: the yardstick the matcher's design has to beat."""
+    rows, seconds = [], []
+    for fold_rows, fold_seconds in _each_writer(_peer_fold, None, learn):
+        rows += fold_rows
+        seconds += fold_seconds
+    return score(rows, seconds)
+
+
+def _peer_fold(_shipped, learn: list[dict], writer: str) -> tuple[list, list[float]]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
@@ -148,25 +171,24 @@ def peer_cross_validate(learn: list[dict]) -> dict:
         return " ".join(tokens(u["text"]))
 
     rows, seconds = [], []
-    for writer in sorted({u["writer"] for u in learn}):
-        train = [u for u in learn if u["writer"] != writer]
-        model = make_pipeline(
-            make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5),
-                                       sublinear_tf=True, min_df=2)),
-            LogisticRegression(C=20, max_iter=3000))
-        model.fit([text(u) for u in train],
-                  [EMERGENCY if EMERGENCY in u["right"] else u["right"][0] for u in train])
-        keys = list(model.classes_)
-        for u in (u for u in learn if u["writer"] == writer):
-            start = time.perf_counter()
-            p = model.predict_proba([text(u)])[0]
-            seconds.append(time.perf_counter() - start)
-            danger, best = p[keys.index(EMERGENCY)], keys[int(p.argmax())]
-            got = (EMERGENCY if danger >= PEER_DANGER
-                   else "ask 0" if best == EMERGENCY or danger >= PEER_ASK else best)
-            rows.append((u, got))
-    return score(rows, seconds)
+    train = [u for u in learn if u["writer"] != writer]
+    model = make_pipeline(
+        make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                   TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5),
+                                   sublinear_tf=True, min_df=2)),
+        LogisticRegression(C=20, max_iter=3000))
+    model.fit([text(u) for u in train],
+              [EMERGENCY if EMERGENCY in u["right"] else u["right"][0] for u in train])
+    keys = list(model.classes_)
+    for u in (u for u in learn if u["writer"] == writer):
+        start = time.perf_counter()
+        p = model.predict_proba([text(u)])[0]
+        seconds.append(time.perf_counter() - start)
+        danger, best = p[keys.index(EMERGENCY)], keys[int(p.argmax())]
+        got = (EMERGENCY if danger >= PEER_DANGER
+               else "ask 0" if best == EMERGENCY or danger >= PEER_ASK else best)
+        rows.append((u, got))
+    return rows, seconds
 
 
 def show(title: str, r: dict, misses: bool) -> None:
