@@ -739,16 +739,23 @@ class Danger:
                  others: tuple[str, ...], signs: tuple[tuple[str, tuple[str, ...]], ...] = (),
                  named: tuple[str, ...] = ()):
         self.words, self.examples = tuple(words), tuple(examples)
-        self.named = frozenset(sounds(w) for w in tokens(" ".join(named)))
+        self.named: dict[str, set[tuple[str, ...]]] = defaultdict(set)  # by first word
+        for phrase in named:
+            heard = tuple(sounds(w) for w in tokens(phrase))
+            if heard:
+                self.named[heard[0]].add(heard)
         self.reader, self.signs, self.model = _danger(lang, tuple(words), tuple(examples),
                                                       tuple(others), tuple(signs))
 
     def named_in(self, words: list[str]) -> str | None:
-        """The menu's own word for danger ("peligro", "emergency"), said and not denied."""
-        for i, word in enumerate(words):
-            if sounds(word) in self.named and not DENIALS.intersection(
-                    words[max(0, i - DENIAL_REACH):i]):
-                return word
+        """The menu's own words for danger ("peligro", "emergency", or a phrase of them),
+        said and not denied."""
+        heard = [sounds(w) for w in words]
+        for i, first in enumerate(heard):
+            for phrase in self.named.get(first, ()):
+                if (tuple(heard[i:i + len(phrase)]) == phrase
+                        and not DENIALS.intersection(words[max(0, i - DENIAL_REACH):i])):
+                    return " ".join(words[i:i + len(phrase)])
         return None
 
     def assess(self, words: list[str]) -> tuple[float, list[str]]:

@@ -319,6 +319,17 @@ def test_a_decision_by_signs_names_only_the_kinds_that_count_for_danger():
     assert danger.signs_of_danger(heard) == {"held": "encerr"}
 
 
+def test_a_named_danger_of_several_words_is_heard_only_whole_and_not_denied():
+    """An administrator's `danger_named` phrase ("help me") is heard as the phrase, never
+    by one of its words ("tell me"), and not when it is denied ("no es emergencia")."""
+    danger = speech.Danger("es", words=(), examples=("me tienen encerrada",),
+                           others=("quiero información",), named=("help me", "emergencia"))
+    assert danger.named_in(speech.tokens("help me please")) == "help me"
+    assert danger.named_in(speech.tokens("tell me about the job")) is None
+    assert danger.named_in(speech.tokens("es una emergensia")) == "emergensia"
+    assert danger.named_in(speech.tokens("no es una emergencia, es una pregunta")) is None
+
+
 def test_the_whole_utterance_model_decides_without_scikit_learn_as_it_would():
     """The model a menu trains is applied without scikit-learn (a decision stays well
     under a millisecond): its probabilities are the ones scikit-learn's own pipeline
