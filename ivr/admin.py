@@ -435,7 +435,7 @@ def examples():
     menu = current_menu()
     groups = _example_groups(menu)
     if request.method == "POST":
-        # Each option is its own form (all of them at once would pass the request size
+        # Each option and language is its own form (all of them at once would pass the size
         # limit): the fields sent replace theirs, the draft keeps every other change.
         changed = {name: dict(langs) for name, langs in doc.get("examples", {}).items()}
         for name, *_option in groups:

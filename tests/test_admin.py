@@ -16,6 +16,7 @@ import time
 import tomllib
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -1318,14 +1319,20 @@ def test_example_phrases_that_are_too_long_are_refused_next_to_their_field(app, 
 
 def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(
         app, ana, redis_client):
-    """One form per option (every phrase at once would pass the request size limit):
-    saving one keeps what was saved for another, and putting an option back as shipped
-    drops it from the draft."""
+    """One form per option and language (every phrase at once would pass the request
+    size limit, the danger phrases of both languages nearly): saving one keeps what was
+    saved for another, and putting an option back as shipped drops it from the draft."""
     page = ana.page("/admin/examples")
     forms = [f for f in parse(page).all("form")
              if f.attrs.get("method") == "post" and not f.attrs.get("action")]
-    options = sum(len(node.options) for node in current_menu_of(app).nodes.values())
-    assert len(forms) == 1 + options  # danger, then every option
+    menu = current_menu_of(app)
+    options = sum(len(node.options) for node in menu.nodes.values())
+    assert len(forms) == (1 + options) * len(menu.languages)  # danger, then every option
+    for form in forms:  # what pressing its button sends is within the limit, with room
+        sent = urlencode({el.attrs["name"]: el.text() if el.tag == "textarea"
+                          else el.attrs.get("value", "") for el in form.iter()
+                          if el.attrs.get("name")})
+        assert len(sent) < app.config["MAX_CONTENT_LENGTH"] / 2
     labour = form_values(page, {"examples:welcome.2:es"})["examples:welcome.2:es"]
     child = form_values(page, {"examples:welcome.1:en"})["examples:welcome.1:en"]
     ana.edit("/admin/examples",
