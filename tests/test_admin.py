@@ -1264,6 +1264,7 @@ def test_prompts_as_files_export_import_publish_history_rollback(
 # --- 11. example phrases: how callers say each option ----------------------------------------
 
 
+@pytest.mark.slow  # the published phrases train the speech models again (5 s)
 def test_an_admin_teaches_a_new_way_of_saying_an_option_and_the_next_call_understands(
         app, ana, other_process, redis_client):
     """A paisa way of saying the boss keeps the wages, understood by no keyword nor
@@ -1317,6 +1318,7 @@ def test_example_phrases_that_are_too_long_are_refused_next_to_their_field(app, 
     assert invalid == "true" and listed == [longer]
 
 
+@pytest.mark.slow  # each save trains the speech models again (5 s)
 def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(
         app, ana, redis_client):
     """One form per option and language (every phrase at once would pass the request

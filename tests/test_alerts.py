@@ -360,6 +360,7 @@ def test_a_publish_waiting_for_approval_mails_the_other_admins_from_the_worker(
     assert "ana asked to publish a change" in english.get_content()
 
 
+@pytest.mark.slow  # the real `ivr dev` (its web trains the speech models)
 def test_ivr_dev_logs_no_line_for_the_routine_checks_but_shows_the_alert(
         simulate, redis_server, rq_client, tmp_path):
     """Under `ivr dev` (RUTA_ENV=development) the Procfile's cron: and worker: run the

@@ -120,6 +120,7 @@ def test_a_filtered_export_built_by_the_worker_has_the_filtered_calls_only(
     assert rows == streamed
 
 
+@pytest.mark.slow  # a benchmark run: a real web, worker and Redis, 25 s
 def test_bench_reports_runs_to_its_end_and_its_checks_pass_on_a_small_month(tmp_path):
     """`bench/reports` (its full run is 1,000,000 calls: minutes) on 6,000 calls over 3
     days, whole: the bulk load equals the real write path, every figure it times meets its
