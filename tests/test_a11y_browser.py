@@ -154,6 +154,23 @@ def test_every_staff_page_passes_axe_in_both_languages_on_desktop_and_phone(
             page.locator("form.discard button").click()
         assert page.locator("form.confirm-discard").count() == 1
         problems += check_page(axe, page, viewport)
+        # The same question before a rollback would replace the draft (two-person rule):
+        # sent as the history page's rollback form would send it.
+        app.config["RUTA_TWO_PERSON_RULE"] = "1"
+        with page.expect_navigation():
+            page.evaluate("""() => {
+                const form = document.querySelector("form.confirm-discard");
+                form.action = "/admin/rollback";
+                for (const [name, value] of [["version", "0"], ["note", "volver"]]) {
+                    const field = document.createElement("input");
+                    Object.assign(field, {type: "hidden", name, value});
+                    form.append(field);
+                }
+                form.querySelector("input[name=confirm]").remove();
+                form.submit();
+            }""")
+        assert page.locator("form.confirm-rollback").count() == 1
+        problems += check_page(axe, page, viewport)
 
         # Two-step sign-in: its set-up page, the recovery codes, the login's code step.
         page.goto(base + "/account/two-factor")
