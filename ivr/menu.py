@@ -141,6 +141,9 @@ class Option:
     # Keywords said of grown-ups or places too ("la pelada", "una charla en el colegio"): they
     # count toward a priority option, but do not win for it alone.
     loose: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Its callers are often in danger now (a child taken, migrants held, a worker locked
+    # in): a sign of danger heard with it asks the danger question sooner.
+    near_danger: bool = False
 
     def keywords(self, lang: str) -> tuple[str, ...]:
         return (*self.speech.get(lang, ()), *self.loose.get(lang, ()))
@@ -495,7 +498,7 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
                                   str(opt.get("category", "")), bool(opt.get("priority")),
                                   said, {lang: str(text) for lang, text in
                                          (opt.get("label") or {}).items()},
-                                  _words(opt.get("loose"))))
+                                  _words(opt.get("loose")), bool(opt.get("near_danger"))))
         nodes[nid] = Node(
             id=nid,
             prompt=raw.get("prompt", ""),
@@ -602,7 +605,8 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
                         menu.danger_signs.get(lang, ()), menu.danger_named.get(lang, ()))
         for node in menu.nodes.values():
             choices = [Choice(o.key, o.keywords(lang), o.examples.get(lang, ()),
-                              o.priority, o.loose.get(lang, ())) for o in node.options]
+                              o.priority, o.loose.get(lang, ()), o.near_danger)
+                       for o in node.options]
             if node.offers_language:  # words for "the other language" (Menu.other_language)
                 choices.append(Choice(menu.voices[menu.other_language(lang)].key,
                                       menu.language_words.get(lang, ())))

@@ -146,6 +146,59 @@ def test_a_childs_own_word_in_any_gender_or_number_goes_to_the_child_line(text, 
     assert (decision.action, decision.key) in (("route", "1"), ("ask_danger", "1")), decision
 
 
+@pytest.mark.parametrize(("grown", "child", "lang"), [
+    ("mi hija de 23 trabaja en una finca y no le pagan",
+     "mi hija de 15 trabaja en una finca y no le pagan", "es"),
+    ("my daughter is 25, her boss at the factory keeps her passport and does not pay her",
+     "my daughter is 15, her boss at the factory keeps her passport and does not pay her", "en"),
+])
+def test_a_son_or_daughter_with_a_grown_ups_age_is_not_sent_to_the_child_line(grown, child,
+                                                                               lang):
+    """"Mi hija de 23" is a grown-up's case: her work goes to the labour line. The same
+    daughter at 15 goes to the child's line."""
+    matcher = MENU.matchers["welcome", lang]
+    assert (matcher.decide(grown).action, matcher.decide(grown).key) == ("route", "2")
+    assert (matcher.decide(child).action, matcher.decide(child).key) == ("route", "1")
+
+
+@pytest.mark.parametrize(("text", "age"), [
+    ("una niña de 9 anios vendiendo dulces", 9), ("my son is 25 and his boss", 25),
+    ("my daughter is 15, she is with a man", 15), ("my son is 2 hours away", None),
+])
+def test_an_age_is_heard_as_a_recogniser_writes_it_or_as_english_says_it(text, age):
+    assert next(speech.ages_said(speech.tokens(text)), None) == age
+
+
+# Stories of a line whose callers are often in danger now, with one small sign that it is
+# happening: which of them the model puts below the asking probability moves as its
+# examples grow; the rule must ask about any such.
+STORY_WITH_A_SIGN = (
+    "a mi hija de 16 le ofrecieron trabajo de modelo y ahorita está en un apartamento con "
+    "unos señores",
+    "el patrón de la finca le pegó a mi compañero y dice que nadie se va hasta pagar",
+    "mi nieta de 14 está chateando con un señor y ahorita se fue a verse con él sin avisar",
+    "a mi prima la llevaron a trabajar a una mina y no la dejan volver",
+)
+
+
+def test_a_sign_of_danger_in_a_childs_or_workers_story_asks_about_danger_sooner():
+    """The model splits "a girl of 16, now in a flat with some men" between the child's
+    line and danger: with a sign of danger heard, the question is asked from
+    WHOLE_SIGN_ASK, below the usual WHOLE_ASK, and a "no" goes to the line understood."""
+    matcher = MENU.matchers["welcome", "es"]
+    asked = []
+    for text in STORY_WITH_A_SIGN:
+        danger = dict(matcher._whole.ranked(speech.tokens(text)))[speech.DANGER_OWNER]
+        decision = matcher.decide(text)
+        if speech.WHOLE_SIGN_ASK <= danger < speech.WHOLE_ASK:
+            assert decision.action == "ask_danger" and decision.key in ("1", "2"), decision
+            asked.append(text)
+    assert asked, "no story is between WHOLE_SIGN_ASK and WHOLE_ASK: find a new one"
+    # The same story without the sign: the child's line at once.
+    calm = matcher.decide("a mi hija de 16 le ofrecieron trabajo de modelo en otra ciudad")
+    assert (calm.action, calm.key) == ("route", "1")
+
+
 def test_a_decision_says_which_keywords_or_example_decided_it():
     by_keyword = MENU.matchers["welcome", "es"].decide("mi patrón no me paga el sueldo")
     assert by_keyword.method == "keyword" and "patrón" in by_keyword.evidence
