@@ -241,6 +241,10 @@ def staff_headers(response, hsts: bool):
 # its admin reads how large it is rather than a bare "too large" page.
 RECORDING_UPLOAD = "admin.recordings"
 RECORDING_UPLOAD_BYTES = 2 * MAX_BYTES
+# One option's example phrases in one language, sent whole by its form: the danger
+# phrases of one language are over 130 KB once encoded, and grow as admins add more.
+EXAMPLES_FORM = "admin.examples"
+EXAMPLES_FORM_BYTES = 1024 * 1024
 
 
 def refuse_large_bodies():
@@ -251,6 +255,9 @@ def refuse_large_bodies():
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.endpoint == RECORDING_UPLOAD and request.method == "POST":
         limit = request.max_content_length = RECORDING_UPLOAD_BYTES
+    elif request.endpoint == EXAMPLES_FORM and request.method == "POST":
+        limit = request.max_content_length = EXAMPLES_FORM_BYTES
+        request.max_form_memory_size = EXAMPLES_FORM_BYTES  # one field is all of it
     if request.content_length is not None:
         if request.content_length > limit:
             abort(413)

@@ -98,6 +98,19 @@ def test_a_staff_body_over_the_limit_is_refused_with_413(admin, path):
     assert client.post(path, data={"name": "x"}).status_code != 413
 
 
+def test_the_examples_form_takes_one_languages_phrases_and_no_more(admin):
+    """One option's example phrases in one language may pass the general limit (the
+    danger phrases of one language are over 130 KB): that form has a limit of its own,
+    and is refused with 413 above it, before the CSRF check."""
+    client = admin.test_client()
+    assert log_in(client).status_code == 302
+    big = "x" * (LIMIT + 1000)
+    assert client.post("/admin/examples", data={"name": big}).status_code == 400  # CSRF
+    over = "x" * security.EXAMPLES_FORM_BYTES
+    assert client.post("/admin/examples", data={"name": over}).status_code == 413
+    assert client.post("/admin/prompts", data={"name": big}).status_code == 413
+
+
 def chunked_post(client, path: str, body: bytes):
     """A body without Content-Length (chunked), as a server that de-chunks hands it on."""
     return client.post(path, input_stream=io.BytesIO(body),
