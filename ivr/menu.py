@@ -363,11 +363,14 @@ def load(
     return build(read_shipped(config_dir, prompts_dir), overrides)
 
 
-def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False) -> Menu:
+def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False,
+          speech: bool = True) -> Menu:
     """The menu from the shipped files with an administrator's overrides applied.
 
     Raises ConfigError with every problem. `strict` (a publish) also refuses what is
-    only a warning for shipped files: a path over the spoken-seconds budget.
+    only a warning for shipped files: a path over the spoken-seconds budget. Without
+    `speech` (a process that never hears a caller: the worker) no speech model is
+    trained, which is most of a build's seconds.
     """
     overrides = overrides or {}
     problems: list[str] = []
@@ -415,7 +418,7 @@ def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False)
         problems += [w for w in warnings if w.startswith("path ")]
     if problems:
         raise ConfigError(problems)
-    return replace(menu, warnings=tuple(warnings), matchers=matchers(menu),
+    return replace(menu, warnings=tuple(warnings), matchers=matchers(menu) if speech else {},
                    hints=speech_hints(menu))
 
 

@@ -599,8 +599,9 @@ class LiveMenu:
     """The menu a web process serves: the newest published version, checked at most once
     a second, parsed once per version; the last good one if Redis is unreachable."""
 
-    def __init__(self, shipped: Shipped, r: redis.Redis | None, fallback: Menu):
-        self.shipped = shipped
+    def __init__(self, shipped: Shipped, r: redis.Redis | None, fallback: Menu,
+                 speech: bool = True):
+        self.shipped, self.speech = shipped, speech  # speech: see menu.build
         self.r = r
         self.menu, self.version = fallback, 0
         self._checked_at = 0.0
@@ -621,7 +622,8 @@ class LiveMenu:
             if latest == self.version:
                 return
             raw = self.r.hget(store.config_version_key(latest), "doc") if latest else "{}"
-            self.menu, self.version = build(self.shipped, json.loads(raw or "{}")), latest
+            self.menu, self.version = build(self.shipped, json.loads(raw or "{}"),
+                                            speech=self.speech), latest
             log.info("now serving configuration version %d", latest)
         except redis.RedisError as e:
             log.warning("cannot check the configuration version (%s); keeping %d",

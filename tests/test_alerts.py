@@ -241,6 +241,16 @@ def test_a_line_answering_busy_raises_one_alert_by_webhook_and_mail_then_one_rec
     assert "Alert: the Ministry of Labour line did not connect its last 3" in english
 
 
+def test_a_worker_names_the_lines_without_training_the_speech_models(rq_client, alert_env):
+    """A worker hears no caller: its menu has the lines' names in both languages and no
+    speech model, whose training is most of the seconds a menu takes to build."""
+    from ivr import settings
+
+    menu = alert_jobs.live_menu(rq_client, settings.load())
+    assert menu.matchers == {}
+    assert "Ministerio del Trabajo" in alert_jobs.line_name(menu, "labour")["es"]
+
+
 @pytest.mark.slow
 def test_a_webhook_that_fails_gets_the_alert_when_it_answers_again(
         simulate, rq_client, alert_env, webhook, mailbox, monkeypatch):

@@ -184,11 +184,12 @@ _menus: dict[int, LiveMenu] = {}
 
 
 def live_menu(r: redis.Redis, config) -> Menu:
-    """The published menu (the lines' names), one LiveMenu per worker process."""
+    """The published menu (the lines' names), one LiveMenu per worker process: a worker
+    hears no caller, so no speech model is trained."""
     key = id(r.connection_pool)
     if key not in _menus:
         shipped = read_shipped(config["RUTA_CONFIG_DIR"], config["RUTA_PROMPTS_DIR"])
-        _menus[key] = LiveMenu(shipped, r, build(shipped))
+        _menus[key] = LiveMenu(shipped, r, build(shipped, speech=False), speech=False)
     return _menus[key].get()
 
 
