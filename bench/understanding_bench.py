@@ -135,6 +135,7 @@ def _each_writer(fold, shipped, learn: list[dict]) -> list:
 
 
 def _matcher_fold(shipped, learn: list[dict], writer: str) -> dict:
+    os.environ["RUTA_MODEL_CACHE"] = "off"  # in this fold's process: its models serve once
     texts = {u["text"] for u in learn if u["writer"] == writer}
     examples = {name: {lang: [p for p in phrases if p not in texts]
                        for lang, phrases in langs.items()}

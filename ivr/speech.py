@@ -49,6 +49,8 @@ import numpy as np
 import snowballstemmer
 from rapidfuzz import fuzz, process
 
+from ivr import model_cache
+
 NUMBER_WORDS = {
     "cero": "0", "uno": "1", "una": "1", "dos": "2", "tres": "3", "cuatro": "4",
     "cinco": "5", "seis": "6", "siete": "7", "ocho": "8", "nueve": "9",
@@ -695,6 +697,7 @@ class _Whole:
 
 
 @lru_cache(maxsize=16)
+@model_cache.kept
 def _whole_model(lang: str, choices: tuple[Choice, ...], danger_words: tuple[str, ...],
                  danger_examples: tuple[str, ...]) -> _Whole | None:
     """The whole-utterance model of a question: its options' examples and keywords, and
@@ -733,6 +736,7 @@ def _whole_model(lang: str, choices: tuple[Choice, ...], danger_words: tuple[str
 
 
 @lru_cache(maxsize=64)
+@model_cache.kept
 def _trained(lang: str, choices: tuple[Choice, ...], fit: bool = True):
     """(reader, option model) of a question, trained on its options' examples and
     keywords (unless `fit` is false: the whole-utterance model weighs them); cached by
@@ -832,6 +836,7 @@ class _Signs:
 
 
 @lru_cache(maxsize=16)
+@model_cache.kept
 def _danger(lang, words, examples, others, signs):
     reader, kinds = _Reader(lang, (), words, examples), _Signs(signs)
 
