@@ -458,7 +458,7 @@ class _Reader:
         for k in keyword_stems:
             if len(sounds(k)) >= FUZZY_MIN_LEN - 1:  # short keys would meet too much
                 self._sounds[sounds(k)].add(k)
-        self._like: dict[str, frozenset[str]] = {}
+        self._like: dict[str, tuple[str, ...]] = {}
         self._split: dict[str, tuple[str, ...]] = {}  # a word -> as said ("mihija": mi hija)
         self._starts: dict[str, list] = defaultdict(list)  # first stem -> phrases
         for c in choices:
@@ -530,9 +530,10 @@ class _Reader:
             self._split[word] = parts
         return parts
 
-    def _keywords_like(self, said: str) -> frozenset[str]:
+    def _keywords_like(self, said: str) -> tuple[str, ...]:
         """The keyword stems a spoken stem stands for: itself, a keyword it starts with
-        ("trabaj" in "trabajador"), or one a recognition error away ("secuestr")."""
+        ("trabaj" in "trabajador"), or one a recognition error away ("secuestr"). In a
+        fixed order, so that every process explains a decision by the same keywords."""
         like = self._like.get(said)
         if like is None:
             shortest = max(FUZZY_MIN_LEN - 1, len(said) - PREFIX_SLACK)
@@ -545,7 +546,7 @@ class _Reader:
                     limit=None)}
             if len(self._like) > 20000:  # a bound on what odd input can make us keep
                 self._like.clear()
-            like = self._like[said] = frozenset({said, *found})
+            like = self._like[said] = (said, *sorted(found - {said}))
         return like
 
     def keywords_heard(self, said: list[str], words: list[str]) -> dict[str, list[str]]:
