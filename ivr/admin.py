@@ -435,8 +435,8 @@ def examples():
     menu = current_menu()
     groups = _example_groups(menu)
     if request.method == "POST":
-        # Each option and language is its own form (all of them at once would pass the size
-        # limit): the fields sent replace theirs, the draft keeps every other change.
+        # Each option and language is its own form (security.LARGER_BODIES): the fields
+        # sent replace theirs, the draft keeps every other change.
         changed = {name: dict(langs) for name, langs in doc.get("examples", {}).items()}
         for name, *_option in groups:
             for lang in menu.languages:

@@ -236,15 +236,14 @@ def staff_headers(response, hsts: bool):
     return response
 
 
-# An admin's recording (ivr.admin.recordings) is the one body allowed past the limit: a
-# file of at most ivr.recordings.MAX_BYTES, with room for one somewhat larger, so that
-# its admin reads how large it is rather than a bare "too large" page.
-RECORDING_UPLOAD = "admin.recordings"
-RECORDING_UPLOAD_BYTES = 2 * MAX_BYTES
-# One option's example phrases in one language, sent whole by its form: the danger
-# phrases of one language are over 130 KB once encoded, and grow as admins add more.
-EXAMPLES_FORM = "admin.examples"
-EXAMPLES_FORM_BYTES = 1024 * 1024
+# The staff forms whose POST may pass the general limit, and by how much:
+# - an admin's recording (ivr.admin.recordings): a file of at most ivr.recordings.MAX_BYTES,
+#   with room for one somewhat larger, so that its admin reads how large it is rather than
+#   a bare "too large" page;
+# - one option's example phrases in one language (ivr.admin.examples), sent whole in one
+#   field: the danger phrases of one language are over 130 KB once encoded, and grow as
+#   admins add more.
+LARGER_BODIES = {"admin.recordings": 2 * MAX_BYTES, "admin.examples": 1024 * 1024}
 
 
 def refuse_large_bodies():
@@ -253,11 +252,9 @@ def refuse_large_bodies():
     length (chunked, which the server de-chunks) is read here up to the limit: Werkzeug
     would quietly cut it off there instead."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.endpoint == RECORDING_UPLOAD and request.method == "POST":
-        limit = request.max_content_length = RECORDING_UPLOAD_BYTES
-    elif request.endpoint == EXAMPLES_FORM and request.method == "POST":
-        limit = request.max_content_length = EXAMPLES_FORM_BYTES
-        request.max_form_memory_size = EXAMPLES_FORM_BYTES  # one field is all of it
+    if request.method == "POST" and request.endpoint in LARGER_BODIES:
+        limit = request.max_content_length = LARGER_BODIES[request.endpoint]
+        request.max_form_memory_size = limit  # a field may be most of it
     if request.content_length is not None:
         if request.content_length > limit:
             abort(413)

@@ -1334,7 +1334,7 @@ def test_each_option_saves_its_phrases_on_its_own_and_keeps_the_others_draft(
         sent = urlencode({el.attrs["name"]: el.text() if el.tag == "textarea"
                           else el.attrs.get("value", "") for el in form.iter()
                           if el.attrs.get("name")})
-        assert len(sent) < security.EXAMPLES_FORM_BYTES / 2
+        assert len(sent) < security.LARGER_BODIES["admin.examples"] / 2
     labour = form_values(page, {"examples:welcome.2:es"})["examples:welcome.2:es"]
     child = form_values(page, {"examples:welcome.1:en"})["examples:welcome.1:en"]
     ana.edit("/admin/examples",

@@ -106,7 +106,7 @@ def test_the_examples_form_takes_one_languages_phrases_and_no_more(admin):
     assert log_in(client).status_code == 302
     big = "x" * (LIMIT + 1000)
     assert client.post("/admin/examples", data={"name": big}).status_code == 400  # CSRF
-    over = "x" * security.EXAMPLES_FORM_BYTES
+    over = "x" * security.LARGER_BODIES["admin.examples"]
     assert client.post("/admin/examples", data={"name": over}).status_code == 413
     assert client.post("/admin/prompts", data={"name": big}).status_code == 413
 
