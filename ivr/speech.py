@@ -374,9 +374,9 @@ class Matcher:
             return self._why("danger", self.danger_key, danger, danger_hits, said, words)
         # A son or daughter named is a child's case unless only a grown-up's age is said
         # ("mi hija de 23"): then the words weigh in the model like any other.
-        grown = age is None and adult_age(words) is not None
         child = next((c.key for c in self.choices if c.priority and (
-            age or (not grown and any(k not in c.loose for k in hits[c.key])))), None)
+            age or (any(k not in c.loose for k in hits[c.key])
+                    and adult_age(words) is None))), None)
         # Without the whole-utterance model the danger words weigh in the detector's
         # probability, not as a rule of their own: by cross-validation, "any danger word
         # asks" cost 2 points of accuracy and 3 of false emergencies and found no
