@@ -33,6 +33,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def _matcher_fold(shipped, learn: list[dict], writer: str) -> dict:
     examples = {name: {lang: [p for p in phrases if p not in texts]
                        for lang, phrases in langs.items()}
                 for name, langs in shipped.examples.items()}
-    menu = menu_config.build(shipped, {"examples": examples})
+    # Only the first question's matchers: no other question's answer is decided here.
+    menu = menu_config.build(shipped, {"examples": examples}, speech=False)
+    menu = replace(menu, matchers=menu_config.matchers(menu, (QUESTION,)))
     return evaluate(menu, [u for u in learn if u["writer"] == writer])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from functools import cached_property, lru_cache
@@ -200,6 +201,10 @@ class Menu:
     yes_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # language -> ((kind, word beginnings), ...): weak signs the danger detector weighs
     danger_signs: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
+        default_factory=dict)
+    # likewise, signs that say "not now" (a past tense, a wish to report): they weigh
+    # against danger, and never explain a decision for it
+    not_now_signs: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
         default_factory=dict)
     default_hotline: str = "national"
     emergency_hotline: str = "emergency"
@@ -542,8 +547,8 @@ def _build(menu_raw, hotlines_raw, prompts, examples, languages, problems) -> Me
         language_words=_words(menu_raw.get("language_words")),
         danger_examples=_phrases(DANGER_EXAMPLES, examples.get(DANGER_EXAMPLES), problems),
         yes_words=_words(menu_raw.get("yes_words")),
-        danger_signs={lang: tuple((kind, tuple(words)) for kind, words in kinds.items())
-                      for lang, kinds in (menu_raw.get("danger_signs") or {}).items()},
+        danger_signs=_signs(menu_raw.get("danger_signs")),
+        not_now_signs=_signs(menu_raw.get("not_now_signs")),
         **settings,
     )
 
@@ -591,9 +596,12 @@ def speech_hints(menu: Menu) -> dict[tuple[str, str, bool], tuple[str, ...]]:
     return out
 
 
-def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
-    """A speech matcher per question and language: keywords and examples of its options
-    (and of the language switch where offered), danger words and examples first."""
+def matchers(menu: Menu, questions: Iterable[str] | None = None
+             ) -> dict[tuple[str, str], Matcher]:
+    """A speech matcher per question (of `questions`, else all) and language: keywords
+    and examples of its options (and of the language switch where offered), danger words
+    and examples first."""
+    nodes = [menu.nodes[q] for q in questions] if questions else list(menu.nodes.values())
     out = {}
     for lang in menu.languages:
         # An example of danger may also be an option's ("my girl of 15 is locked in"):
@@ -605,8 +613,9 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
                        if t not in dangerous)
         danger = Danger(lang, menu.emergency_words.get(lang, ()),
                         menu.danger_examples.get(lang, ()), others,
-                        menu.danger_signs.get(lang, ()), menu.danger_named.get(lang, ()))
-        for node in menu.nodes.values():
+                        menu.danger_signs.get(lang, ()), menu.danger_named.get(lang, ()),
+                        menu.not_now_signs.get(lang, ()))
+        for node in nodes:
             choices = [Choice(o.key, o.keywords(lang), o.examples.get(lang, ()),
                               o.priority, o.loose.get(lang, ()), o.near_danger)
                        for o in node.options]
@@ -615,6 +624,12 @@ def matchers(menu: Menu) -> dict[tuple[str, str], Matcher]:
                                       menu.language_words.get(lang, ())))
             out[node.id, lang] = Matcher(lang, choices, danger, menu.emergency_key)
     return out
+
+
+def _signs(raw) -> dict[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """A [danger_signs] or [not_now_signs] table: language -> ((kind, beginnings), ...)."""
+    return {lang: tuple((kind, tuple(words)) for kind, words in kinds.items())
+            for lang, kinds in (raw or {}).items()}
 
 
 def _words(raw) -> dict[str, tuple[str, ...]]:

@@ -43,7 +43,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import snowballstemmer
@@ -323,6 +323,8 @@ class Matcher:
         self._whole = (_whole_model(lang, self.choices, danger.words, danger.examples)
                        if whole else None)
         self.reader, self._options = _trained(lang, self.choices, fit=not self._whole)
+        if self.danger is not None and not self._whole:
+            self.danger.model  # noqa: B018 - trained now, not at a caller's first answer
         self._near_danger = frozenset(c.key for c in self.choices if c.near_danger)
 
     def decide(self, text: str) -> Decision:
@@ -352,7 +354,9 @@ class Matcher:
             ranked = self._whole.ranked(words)
             danger = dict(ranked).get(DANGER_OWNER, 0.0)
             unsure, margin = (0.0 if ranked[0][0] == DANGER_OWNER else WHOLE_ASK), WHOLE_MARGIN
-            signs = bool(self.danger.signs.heard(words))
+            # Any sign, a "not now" one too: the model weighs what it says (counting
+            # only signs of danger here found 0.3 points fewer emergencies at once).
+            signs = self.danger.any_sign(words)
             if danger_hits:  # a danger word said, and danger possible: no need to ask
                 sure = unsure
             elif signs:
@@ -419,7 +423,7 @@ class Matcher:
         if hits:
             return Decision(action, key, score=round(probability, 2), method="keyword",
                             evidence=tuple(hits[:3]))
-        signs = self.danger.signs_of_danger(words) if action in ("danger", "ask_danger") else {}
+        signs = self.danger.signs.heard(words) if action in ("danger", "ask_danger") else {}
         if signs:
             return Decision(action, key, score=round(probability, 2), method="signs",
                             evidence=tuple(f"{kind}: {sign}" for kind, sign in signs.items()))
@@ -648,14 +652,15 @@ def whole_letters(words: list[str]) -> list[str]:
     return [term for word in words for term in word_letters(word)]
 
 
-def word_letters(word: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)  # training meets each word many times (a third of its time)
+def word_letters(word: str) -> tuple[str, ...]:
     low, high = WHOLE_LETTERS
     padded, terms = f" {word} ", []
     for n in range(low, high + 1):
         terms.extend(padded[i:i + n] for i in range(max(1, len(padded) - n + 1)))
         if len(padded) <= n:  # a short word is counted once, whole
             break
-    return terms
+    return tuple(terms)
 
 
 class _Whole:
@@ -764,15 +769,27 @@ class Danger:
 
     def __init__(self, lang: str, words: tuple[str, ...], examples: tuple[str, ...],
                  others: tuple[str, ...], signs: tuple[tuple[str, tuple[str, ...]], ...] = (),
-                 named: tuple[str, ...] = ()):
-        self.words, self.examples = tuple(words), tuple(examples)
+                 named: tuple[str, ...] = (),
+                 not_now: tuple[tuple[str, tuple[str, ...]], ...] = ()):
+        self.lang, self.words, self.examples = lang, tuple(words), tuple(examples)
+        self.others = tuple(others)
         self.named: dict[str, set[tuple[str, ...]]] = defaultdict(set)  # by first word
         for phrase in named:
             heard = tuple(sounds(w) for w in tokens(phrase))
             if heard:
                 self.named[heard[0]].add(heard)
-        self.reader, self.signs, self.model = _danger(lang, tuple(words), tuple(examples),
-                                                      tuple(others), tuple(signs))
+        self.reader = _danger_reader(lang, self.words, self.examples)
+        # The kinds of sign that say danger, and those that say "not now" ("hace un año",
+        # "quiero denunciar"): the detector weighs both; only the first explain a decision.
+        self.signs, self._all_signs = _Signs(tuple(signs)), tuple(signs) + tuple(not_now)
+        self._weighed = _Signs(self._all_signs)
+
+    @cached_property
+    def model(self) -> _Linear | None:
+        """The detector, trained when first needed: only a question without examples
+        weighs danger by it (`assess`); the whole-utterance model weighs it elsewhere."""
+        return _danger_model(self.lang, self.words, self.examples, self.others,
+                             self._all_signs)
 
     def named_in(self, words: list[str]) -> str | None:
         """The menu's own words for danger ("peligro", "emergency", or a phrase of them),
@@ -789,9 +806,13 @@ class Danger:
         """(probability, the danger words heard)."""
         said = self.reader.heard(words)
         hits, _, features = self.reader.read(words, said)
-        features.update(self.signs.features(words))
+        features.update(self._weighed.features(words))
         probability = self.model.probability(features) if self.model else 0.0
         return probability, hits.get(DANGER_OWNER, [])
+
+    def any_sign(self, words: list[str]) -> bool:
+        """A sign heard, of danger or of "not now"."""
+        return bool(self._weighed.heard(words))
 
     def heard(self, words: list[str]) -> list[str]:
         """The danger words heard, without the probability: where the whole-utterance
@@ -802,14 +823,6 @@ class Danger:
     def closest(self, words: list[str]) -> float:
         """The nearest danger example's cosine."""
         return self.reader.nearest.closest(self.reader.heard(words))
-
-    def signs_of_danger(self, words: list[str]) -> dict[str, str]:
-        """The signs heard whose kind the model learned to count for danger (not the
-        "not now" kinds, such as a past tense), for explaining a decision."""
-        weights = self.model.weights if self.model else {}
-        return {kind: sign for kind, sign in self.signs.heard(words).items()
-                if weights.get(f"sign:{kind}", [0.0])[0] > 0}
-
 
 class _Signs:
     """Weak signs of danger by kind ("held": "encerr", "no me dejan"...): a sign is heard
@@ -837,9 +850,14 @@ class _Signs:
 
 
 @lru_cache(maxsize=16)
+def _danger_reader(lang, words, examples) -> _Reader:
+    return _Reader(lang, (), words, examples)
+
+
+@lru_cache(maxsize=16)
 @model_cache.kept
-def _danger(lang, words, examples, others, signs):
-    reader, kinds = _Reader(lang, (), words, examples), _Signs(signs)
+def _danger_model(lang, words, examples, others, signs) -> _Linear | None:
+    reader, kinds = _danger_reader(lang, words, examples), _Signs(signs)
 
     def features(text: str) -> dict[str, float]:
         return {**reader.features(text), **kinds.features(tokens(text))}
@@ -852,8 +870,7 @@ def _danger(lang, words, examples, others, signs):
     samples = [(features(t), "yes", 1.0) for t in examples]
     samples += [(features(t), "yes", word_weight) for t in words]
     samples += [(features(t), "no", 1.0) for t in others]
-    model = _fit(samples, balanced=True, c=DANGER_REGULARISATION) if examples or words else None
-    return reader, kinds, model
+    return _fit(samples, balanced=True, c=DANGER_REGULARISATION) if examples or words else None
 
 
 def _fit(samples: list[tuple[dict[str, float], str, float]], balanced: bool = False,

@@ -359,17 +359,19 @@ def test_a_sign_of_danger_at_the_keys_only_question_still_asks_about_danger():
 
 
 def test_a_decision_by_signs_names_only_the_kinds_that_count_for_danger():
-    """Signs weigh in the detector; a decision explained by them names the kinds the
-    model learned to count for danger, never a "not now" kind such as a past tense."""
+    """A decision explained by signs names the signs of danger heard, never a "not now"
+    one such as a past tense, which the detector weighs against danger."""
     danger = speech.Danger(
         "es", words=(), examples=("nos tienen encerradas", "me tienen amarrada ahorita",
                                   "lo encerraron en un cuarto"),
         others=("hace un mes quise denunciar", "hace un año trabajé en una finca",
                 "quiero información"),
-        signs=(("held", ("encerr", "amarr")), ("past", ("hace un",))))
+        signs=(("held", ("encerr", "amarr")),), not_now=(("past", ("hace un",)),))
     heard = speech.tokens("hace un mes me encerraron")
-    assert danger.signs.heard(heard) == {"held": "encerr", "past": "hace un"}
-    assert danger.signs_of_danger(heard) == {"held": "encerr"}
+    assert danger.signs.heard(heard) == {"held": "encerr"}
+    past, now = (danger.assess(speech.tokens(t))[0]
+                 for t in ("hace un mes me encerraron", "me encerraron"))
+    assert past < now
 
 
 def test_a_named_danger_of_several_words_is_heard_only_whole_and_not_denied():
@@ -423,3 +425,14 @@ def test_the_same_words_are_danger_now_and_a_report_of_the_past_as_design_md_say
     design = " ".join((SET.parent.parent / "docs" / "design.md").read_text().split())
     assert f'"me tienen encerrada" is danger ({now.score:.2f})' in design
     assert f'quiero denunciar" a report ({past.score:.2f})' in design
+
+
+def test_a_question_without_examples_has_its_danger_detector_ready_when_built():
+    """The danger detector is trained only where it decides (a question whose options
+    have no examples: "report"), and there when the menu is built, not at a caller's
+    first answer; the first question weighs danger in its whole-utterance model."""
+    built = menu_config.load()  # its own Danger objects: nothing has decided with them yet
+    report, welcome = built.matchers["report", "es"], built.matchers["welcome", "es"]
+    assert "model" in vars(report.danger)  # a cached_property: trained and kept
+    assert report.decide("me tienen encerrada ahorita").action in ("danger", "ask_danger")
+    assert welcome.decide("me tienen encerrada ahorita").action in ("danger", "ask_danger")
