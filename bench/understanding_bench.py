@@ -180,7 +180,9 @@ def _peer_fold(_shipped, learn: list[dict], writer: str) -> tuple[list, list[flo
         make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
                    TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5),
                                    sublinear_tf=True, min_df=2)),
-        LogisticRegression(C=20, max_iter=3000))
+        # newton-cg: the default solver's optimum (lbfgs stops a little short of it), in
+        # less than half its time
+        LogisticRegression(C=20, max_iter=3000, solver="newton-cg"))
     model.fit([text(u) for u in train],
               [EMERGENCY if EMERGENCY in u["right"] else u["right"][0] for u in train])
     keys = list(model.classes_)

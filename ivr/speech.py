@@ -202,12 +202,14 @@ def sounds(word: str) -> str:
 
 
 AGES_SOUNDING = _ages_sounding()  # "catorse" is "catorce"
+DIGITS_SOUNDING = {sounds(w): d for w, d in NUMBER_WORDS.items()}  # "sero", "sinco"
 
 
 def spoken_digit(text: str) -> str | None:
     """The key a short answer names: "1", "dos", "marco el tres", "press one"."""
     words = tokens(text)
-    digits = [NUMBER_WORDS.get(w, w) for w in words if w not in DIGIT_FILLERS]
+    digits = [NUMBER_WORDS.get(w) or DIGITS_SOUNDING.get(sounds(w), w)
+              for w in words if w not in DIGIT_FILLERS]
     if len(digits) == 1 and re.fullmatch(r"\d", digits[0]):
         return digits[0]
     return None

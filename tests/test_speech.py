@@ -457,6 +457,7 @@ def test_best_match_phrase_needs_its_words_in_order():
 @pytest.mark.parametrize(("text", "digit"), [
     ("1", "1"), ("dos", "2"), ("marco el tres", "3"), ("la opción número nueve", "9"),
     ("press one", "1"), ("number 7", "7"), ("Cero.", "0"), ("quiero el cuatro", "4"),
+    ("sero", "0"), ("marco el sinco", "5"), ("nuebe", "9"),  # as a recogniser may spell them
 ])
 def test_spoken_digit_reads_one_digit(text, digit):
     """A short answer that names one digit gives that digit."""
