@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import string
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from functools import cached_property, lru_cache
+from itertools import chain, zip_longest
 from pathlib import Path
 
 from ivr import opening_hours
@@ -400,7 +401,7 @@ def build(shipped: Shipped, overrides: dict | None = None, strict: bool = False,
             problems.append(f"voices.{lang}: no such language")
             continue
         voices[lang].update({k: v for k, v in fields.items() if k in VOICE_FIELDS})
-    examples = _copied(shipped.examples)
+    examples = dict(shipped.examples)  # read only below: an override replaces a name's table
     for name, langs in (overrides.get("examples") or {}).items():
         examples[name] = {**(examples.get(name) or {}), **langs}
     recordings = {lang: dict(found) for lang, found in shipped.recordings.items()}
@@ -576,24 +577,41 @@ MAX_HINTS, MAX_HINT_CHARS = 500, 100  # Twilio's limits on <Gather hints>
 def speech_hints(menu: Menu) -> dict[tuple[str, str, bool], tuple[str, ...]]:
     """Twilio's speech hints per (question, language, after the danger question): the yes
     words after that question, the options' keywords, the danger words, the language
-    words where offered, then the options' example phrases and the danger examples; at
-    most 500 entries of at most 100 characters, as Twilio documents. Made once per menu
-    version: thousands of examples are too many to sort through on every webhook."""
+    words where offered, then example phrases, one of each option's and of danger's in
+    turn (so that no one line's examples fill the list); at most 500 entries of at most
+    100 characters, as Twilio documents. Made once per menu version, and only as far as
+    the 500th: thousands of examples are too many to sort through on every webhook."""
     out = {}
     for node in menu.nodes.values():
         for lang in menu.languages:
-            words = [w for o in node.options for w in o.keywords(lang)]
-            words += menu.emergency_words.get(lang, ())
-            if node.offers_language:
-                words += menu.language_words.get(lang, ())
-            words += [e for o in node.options for e in o.examples.get(lang, ())]
-            words += menu.danger_examples.get(lang, ())
             for danger_question in (False, True):
-                said = [*menu.yes_words.get(lang, ()), *words] if danger_question else words
-                kept = [w.replace(",", " ")[:MAX_HINT_CHARS].strip() for w in said]
-                out[node.id, lang, danger_question] = tuple(
-                    dict.fromkeys(w for w in kept if w))[:MAX_HINTS]
+                yes = menu.yes_words.get(lang, ()) if danger_question else ()
+                out[node.id, lang, danger_question] = _first_hints(
+                    chain(yes, _hint_candidates(menu, node, lang)))
     return out
+
+
+def _hint_candidates(menu: Menu, node: Node, lang: str) -> Iterator[str]:
+    yield from (w for o in node.options for w in o.keywords(lang))
+    yield from menu.emergency_words.get(lang, ())
+    if node.offers_language:
+        yield from menu.language_words.get(lang, ())
+    phrases = [o.examples.get(lang, ()) for o in node.options]
+    for turn in zip_longest(*phrases, menu.danger_examples.get(lang, ())):
+        yield from (phrase for phrase in turn if phrase is not None)
+
+
+def _first_hints(said: Iterable[str]) -> tuple[str, ...]:
+    """The first MAX_HINTS different entries, each without commas (Twilio's separator)
+    and cut to MAX_HINT_CHARS."""
+    kept: dict[str, None] = {}
+    for entry in said:
+        entry = entry.replace(",", " ")[:MAX_HINT_CHARS].strip()
+        if entry:
+            kept[entry] = None
+            if len(kept) == MAX_HINTS:
+                break
+    return tuple(kept)
 
 
 def matchers(menu: Menu, questions: Iterable[str] | None = None

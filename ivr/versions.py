@@ -345,15 +345,18 @@ class ConfigVersions:
 
     # --- checking -----------------------------------------------------------------
 
-    def check(self, doc: dict) -> tuple[Menu | None, list[str]]:
-        """The menu this document gives, or the problems that stop it going live."""
+    def check(self, doc: dict, speech: bool = True) -> tuple[Menu | None, list[str]]:
+        """The menu this document gives, or the problems that stop it going live. A page
+        that shows the problems only checks without `speech` (menu.build): training the
+        speech models takes seconds, and a publish trains them (kept on disk for the web
+        processes that will load the version)."""
         # Only a real true/false: the loader's bool() would read "false" as true.
         odd = [Problem(f"hotline {hid}, show_caller", Message(N_("must be yes or no")),
                        f"hotline:{hid}:show_caller")
                for hid, fields in (doc.get("hotlines") or {}).items()
                if not isinstance(fields.get("show_caller", False), bool)]
         try:
-            menu = build(self.shipped, doc, strict=True)
+            menu = build(self.shipped, doc, strict=True, speech=speech)
         except ConfigError as e:
             return None, e.problems + odd
         return (None, odd) if odd else (menu, [])
