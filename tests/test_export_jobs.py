@@ -43,6 +43,7 @@ def worker(app_config, redis_server, monkeypatch):
     return run
 
 
+@pytest.mark.slow  # a second or more
 @pytest.mark.usefixtures("calls")  # three of today's calls
 @pytest.mark.parametrize(("form", "part_rows", "parts"), [("excel", 2, 2), ("datos", 3, 1)])
 def test_a_range_too_big_to_stream_is_built_in_parts_with_its_progress_shown(
@@ -91,6 +92,7 @@ def test_a_range_too_big_to_stream_is_built_in_parts_with_its_progress_shown(
     assert rows == every_row
 
 
+@pytest.mark.slow  # a second or more
 @pytest.mark.usefixtures("one_going")
 @pytest.mark.parametrize("narrower", ["category=labour", "hour=H", "hour=H&category=labour"])
 def test_a_filtered_export_built_by_the_worker_has_the_filtered_calls_only(

@@ -116,6 +116,7 @@ def signed(host: str, path: str, query: str, pairs) -> str:
     return VALIDATOR.compute_signature(url, MultiDict(pairs))
 
 
+@pytest.mark.slow  # a second or more
 @given(path=st.sampled_from(WEBHOOKS), form=st.data(), query=state_queries(),
        host=st.sampled_from(HOSTS), content_type=st.sampled_from(CONTENT_TYPES),
        signature=st.sampled_from(["right", "right", "right", "wrong", "none"]),

@@ -45,6 +45,7 @@ def unfiltered(by_day, counts, filters=NONE):
         for day, found in by_day.items()}
 
 
+@pytest.mark.slow  # a second or more
 @settings(max_examples=200, deadline=None)
 @given(deliveries())
 def test_with_no_filter_the_facet_counts_are_the_day_counters(delivery):
@@ -57,6 +58,7 @@ def test_with_no_filter_the_facet_counts_are_the_day_counters(delivery):
     assert unfiltered(by_day, counts) == {d: c for d, c in days.items() if c}
 
 
+@pytest.mark.slow  # a second or more
 @settings(max_examples=200, deadline=None)
 @given(deliveries())
 def test_a_filter_counts_and_lists_exactly_the_calls_with_its_value(delivery):

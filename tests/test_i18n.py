@@ -539,6 +539,7 @@ def render(app, redis_client, seeded):
     return pages_in
 
 
+@pytest.mark.slow  # a second or more
 def test_every_staff_page_reads_in_spanish_and_in_english_with_nothing_left_untranslated(
         render):
     es, en = render("es"), render("en")
@@ -781,6 +782,7 @@ def test_audit_details_and_version_notes_read_in_the_readers_language(
 
 
 
+@pytest.mark.slow  # a second or more
 def test_spanish_pages_write_times_decimals_and_line_names_as_a_reader_expects(render):
     """Walking the admin pages in Spanish: the security log's and the sessions' times in
     CLDR's forms, the try-the-call panel's seconds and certainty with decimal commas, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -322,6 +323,7 @@ def counted(changes: Changes) -> tuple[dict, dict, dict]:
     return days, hours, dict(changes.callers)
 
 
+@pytest.mark.slow  # a second or more
 @settings(max_examples=300, deadline=None)
 @given(deliveries())
 def test_any_order_any_batches_and_repeats_give_the_same_counters(delivery):

@@ -386,6 +386,7 @@ def test_a_named_danger_of_several_words_is_heard_only_whole_and_not_denied():
     assert danger.named_in(speech.tokens("no es una emergencia, es una pregunta")) is None
 
 
+@pytest.mark.slow  # a second or more
 def test_the_whole_utterance_model_decides_without_scikit_learn_as_it_would():
     """The model a menu trains is applied without scikit-learn (a decision stays well
     under a millisecond): its probabilities are the ones scikit-learn's own pipeline

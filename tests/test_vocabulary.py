@@ -212,6 +212,7 @@ def spelled_out(source: str, where: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # a second or more
 def test_no_event_kind_or_counter_name_is_spelled_outside_the_vocabulary():
     found = [problem for path in sources()
              for problem in spelled_out(path.read_text(encoding="utf-8"),
@@ -255,6 +256,7 @@ def test_each_allowed_spelling_is_still_there(where, text):
     assert text in {t for _, t in strings(tree)}
 
 
+@pytest.mark.slow  # a second or more
 def test_the_time_zone_and_the_vocabularys_classes_have_one_owner():
     owned = {"EventKind", "Event", "DialStatus", "CallStatus", "Outcome", "Category", "Count"}
     found = []
