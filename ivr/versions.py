@@ -600,15 +600,25 @@ def audit_detail(entry: dict) -> Message | str:
 
 class LiveMenu:
     """The menu a web process serves: the newest published version, checked at most once
-    a second, parsed once per version; the last good one if Redis is unreachable."""
+    a second, parsed once per version; the last good one if Redis is unreachable.
+
+    A version with speech models to train (new examples: seconds of work) is built in a
+    thread of its own while callers keep the version they have: a webhook must not wait
+    for it, nor a sync worker miss gunicorn's timeout and be killed with a caller on the
+    line. The version live when the process starts is built at once, in its first
+    request: a process must not serve the shipped menu when another is live (a line's
+    number may have been mended). Without `speech` (the worker) a build takes
+    milliseconds and is always done at once."""
 
     def __init__(self, shipped: Shipped, r: redis.Redis | None, fallback: Menu,
                  speech: bool = True):
         self.shipped, self.speech = shipped, speech  # speech: see menu.build
         self.r = r
         self.menu, self.version = fallback, 0
+        self._wanted = 0  # the newest version seen, being built or served
+        self._started = False  # the version counter read once
         self._checked_at = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a build without speech serves under get's hold
 
     def get(self) -> Menu:
         if self.r is None or time.monotonic() - self._checked_at < CHECK_EVERY:
@@ -622,16 +632,34 @@ class LiveMenu:
     def _refresh(self) -> None:
         try:
             latest = int(self.r.get(store.CONFIG_VERSION) or 0)
-            if latest == self.version:
+            if latest in (self.version, self._wanted):
+                self._started = True
                 return
             raw = self.r.hget(store.config_version_key(latest), "doc") if latest else "{}"
-            self.menu, self.version = build(self.shipped, json.loads(raw or "{}"),
-                                            speech=self.speech), latest
-            log.info("now serving configuration version %d", latest)
         except redis.RedisError as e:
             log.warning("cannot check the configuration version (%s); keeping %d",
                         type(e).__name__, self.version)
+            return
+        self._wanted, doc = latest, json.loads(raw or "{}")
+        started, self._started = self._started, True
+        if self.speech and started:
+            threading.Thread(target=self._load, args=(latest, doc), daemon=True,
+                             name=f"menu-version-{latest}").start()
+        else:
+            self._load(latest, doc)
+
+    def _load(self, latest: int, doc: dict) -> None:
+        """Build version `latest` and serve it, unless a newer one was seen meanwhile."""
+        try:
+            menu = build(self.shipped, doc, speech=self.speech)
         except ConfigError as e:
             log.error("configuration version %s does not load; keeping %d: %s",
                       latest, self.version, e)
-            self.version = latest  # do not retry it every second
+            menu = None  # its number is kept as seen: it is not tried again every second
+        with self._lock:
+            if latest != self._wanted:
+                return
+            if menu is not None:
+                self.menu = menu
+                log.info("now serving configuration version %d", latest)
+            self.version = latest

@@ -25,14 +25,14 @@ from conftest import Twilio
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from ivr import create_app, i18n, security, services, settings, store
+from ivr import create_app, i18n, security, services, settings, speech, store
 from ivr.cli import main as ivr_main
 from ivr.events import Spool
-from ivr.menu import MAX_EXAMPLE_CHARS, read_shipped, spoken_paths
+from ivr.menu import MAX_EXAMPLE_CHARS, build, read_shipped, spoken_paths
 from ivr.redis_server import RedisServer
 from ivr.services import current_menu
 from ivr.simulator import Move, SimulatedCall, flask_transport
-from ivr.versions import ConfigVersions
+from ivr.versions import ConfigVersions, LiveMenu
 
 PASSWORD = "correct horse battery"
 # Real scrypt, at a lower cost than security.hash_password's so that each login of the
@@ -1043,6 +1043,35 @@ def test_markup_in_a_prompt_is_shown_escaped_and_spoken_as_text(app, ana, redis_
     assert says[0].text == hostile
     assert list(says[0]) == []  # no <script> element inside the <Say>
     assert not list(twiml.iter("script"))
+
+
+@pytest.mark.slow
+def test_new_examples_are_trained_while_callers_keep_the_version_they_have(
+        redis_client, monkeypatch):
+    """A version whose examples changed needs its speech models trained (seconds): a web
+    process keeps answering with the version it has, at once, and serves the new one
+    when it is ready, never a webhook left waiting for the training."""
+    shipped = read_shipped()
+    live = LiveMenu(shipped, redis_client, build(shipped))
+    before = live.get()  # the process is serving: version 0, the shipped menu
+    phrase = f"me tienen cosechando sin pago en una finca {time.time_ns()}"
+    versions = ConfigVersions(redis_client, shipped)
+    versions.save_draft({"examples": {"welcome.2": {
+        "es": [*shipped.examples["welcome.2"]["es"], phrase]}}}, "ana")
+    versions.publish("ana", "one more example")
+    # As a web process that did not publish it: nothing trained is kept for it.
+    monkeypatch.setenv("RUTA_MODEL_CACHE", "off")
+    for trained in (speech._whole_model, speech._trained, speech._danger_model):
+        trained.cache_clear()
+    time.sleep(1.0)  # a process looks for a new version at most once a second
+    started = time.monotonic()
+    assert live.get() is before  # answered at once, with the version it has
+    assert time.monotonic() - started < 0.5
+    deadline = time.monotonic() + 120
+    while live.version != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live.version == 1
+    assert phrase in live.get().nodes["welcome"].option("2").examples["es"]
 
 
 # --- 8. try the call ---------------------------------------------------------------------------
