@@ -826,6 +826,7 @@ class Danger:
         """The nearest danger example's cosine."""
         return self.reader.nearest.closest(self.reader.heard(words))
 
+
 class _Signs:
     """Weak signs of danger by kind ("held": "encerr", "no me dejan"...): a sign is heard
     when a word of the utterance begins with it, or the words of a phrase follow one
@@ -852,6 +853,7 @@ class _Signs:
 
 
 @lru_cache(maxsize=16)
+@model_cache.kept
 def _danger_reader(lang, words, examples) -> _Reader:
     return _Reader(lang, (), words, examples)
 
