@@ -619,7 +619,8 @@ def matchers(menu: Menu, questions: Iterable[str] | None = None
     """A speech matcher per question (of `questions`, else all) and language: keywords
     and examples of its options (and of the language switch where offered), danger words
     and examples first."""
-    nodes = [menu.nodes[q] for q in questions] if questions else list(menu.nodes.values())
+    nodes = (list(menu.nodes.values()) if questions is None
+             else [menu.nodes[q] for q in questions])
     out = {}
     for lang in menu.languages:
         # An example of danger may also be an option's ("my girl of 15 is locked in"):

@@ -615,7 +615,7 @@ class LiveMenu:
         self.shipped, self.speech = shipped, speech  # speech: see menu.build
         self.r = r
         self.menu, self.version = fallback, 0
-        self._wanted = 0  # the newest version seen, being built or served
+        self._wanted = 0  # the newest version seen: being built, served, or failed
         self._started = False  # the version counter read once
         self._checked_at = 0.0
         self._lock = threading.RLock()  # a build without speech serves under get's hold
@@ -632,7 +632,7 @@ class LiveMenu:
     def _refresh(self) -> None:
         try:
             latest = int(self.r.get(store.CONFIG_VERSION) or 0)
-            if latest in (self.version, self._wanted):
+            if latest == self._wanted:
                 self._started = True
                 return
             raw = self.r.hget(store.config_version_key(latest), "doc") if latest else "{}"
@@ -640,26 +640,32 @@ class LiveMenu:
             log.warning("cannot check the configuration version (%s); keeping %d",
                         type(e).__name__, self.version)
             return
-        self._wanted, doc = latest, json.loads(raw or "{}")
+        self._wanted = latest
         started, self._started = self._started, True
+        if latest == self.version:  # back to the version served: a build under way is dropped
+            return
         if self.speech and started:
-            threading.Thread(target=self._load, args=(latest, doc), daemon=True,
+            threading.Thread(target=self._load, args=(latest, raw), daemon=True,
                              name=f"menu-version-{latest}").start()
         else:
-            self._load(latest, doc)
+            self._load(latest, raw)
 
-    def _load(self, latest: int, doc: dict) -> None:
-        """Build version `latest` and serve it, unless a newer one was seen meanwhile."""
+    def _load(self, latest: int, raw: str | None) -> None:
+        """Build version `latest` and serve it, unless a newer one was seen meanwhile
+        (then it is served only until that one is ready: it is still newer than what
+        callers had)."""
+        menu = None
         try:
-            menu = build(self.shipped, doc, speech=self.speech)
+            menu = build(self.shipped, json.loads(raw or "{}"), speech=self.speech)
         except ConfigError as e:
             log.error("configuration version %s does not load; keeping %d: %s",
                       latest, self.version, e)
-            menu = None  # its number is kept as seen: it is not tried again every second
+        except Exception:  # whatever it is, callers keep the version they have
+            log.exception("configuration version %s could not be built; keeping %d",
+                          latest, self.version)
+        # One that fails stays the newest seen: it is not tried again every second.
         with self._lock:
-            if latest != self._wanted:
-                return
-            if menu is not None:
-                self.menu = menu
+            if menu is not None and (latest == self._wanted
+                                     or self.version < latest < self._wanted):
+                self.menu, self.version = menu, latest
                 log.info("now serving configuration version %d", latest)
-            self.version = latest

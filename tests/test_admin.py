@@ -1074,6 +1074,42 @@ def test_new_examples_are_trained_while_callers_keep_the_version_they_have(
     assert phrase in live.get().nodes["welcome"].option("2").examples["es"]
 
 
+@pytest.mark.slow
+def test_a_version_still_training_is_served_when_a_newer_one_does_not_load(
+        redis_client, monkeypatch, caplog):
+    """Version 1 is training when version 2 arrives, and 2 does not load (stored by a
+    release that knew a line this one does not): callers get 1 when it is ready, rather
+    than keep the shipped menu, and 2 is not built again every second."""
+    shipped = read_shipped()
+    live = LiveMenu(shipped, redis_client, build(shipped))
+    live.get()
+    phrase = f"nos tienen sin pago en una bodega {time.time_ns()}"
+    versions = ConfigVersions(redis_client, shipped)
+    versions.save_draft({"examples": {"welcome.2": {
+        "es": [*shipped.examples["welcome.2"]["es"], phrase]}}}, "ana")
+    versions.publish("ana", "one more example")
+    monkeypatch.setenv("RUTA_MODEL_CACHE", "off")
+    for trained in (speech._whole_model, speech._trained, speech._danger_model):
+        trained.cache_clear()
+    time.sleep(1.0)
+    live.get()  # version 1 starts training
+    redis_client.hset(store.config_version_key(2), "doc",
+                      json.dumps({"hotlines": {"a_line_of_a_later_release": {}}}))
+    redis_client.set(store.CONFIG_VERSION, 2)
+    time.sleep(1.0)
+    live.get()  # version 2 is seen, and does not load
+    deadline = time.monotonic() + 120
+    while live.version != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live.version == 1
+    assert phrase in live.get().nodes["welcome"].option("2").examples["es"]
+    time.sleep(1.1)
+    live.get()
+    assert live.version == 1
+    refused = [r for r in caplog.records if "version 2 does not load" in r.getMessage()]
+    assert len(refused) == 1  # tried once, not again every second
+
+
 # --- 8. try the call ---------------------------------------------------------------------------
 
 
