@@ -38,7 +38,7 @@ def folder() -> Path | None:
 
 
 # The libraries that train or apply the models: a new version of any trains anew.
-LIBRARIES = ("numpy", "scikit-learn", "scipy", "snowballstemmer", "rapidfuzz")
+LIBRARIES = ("numpy", "scikit-learn", "scipy", "snowballstemmer", "PyStemmer", "rapidfuzz")
 
 
 @functools.cache
