@@ -602,8 +602,9 @@ class LiveMenu:
     """The menu a web process serves: the newest published version, checked at most once
     a second, parsed once per version; the last good one if Redis is unreachable.
 
-    A version with speech models to train (new examples: seconds of work) is built in a
-    thread of its own while callers keep the version they have: a webhook must not wait
+    A version with speech models to train (new examples: seconds of work) is built by a
+    thread of its own (one build at a time, the newest version seen next) while callers
+    keep the version they have: a webhook must not wait
     for it, nor a sync worker miss gunicorn's timeout and be killed with a caller on the
     line. The version live when the process starts is built at once, in its first
     request: a process must not serve the shipped menu when another is live (a line's
@@ -616,6 +617,8 @@ class LiveMenu:
         self.r = r
         self.menu, self.version = fallback, 0
         self._wanted = 0  # the newest version seen: being built, served, or failed
+        self._wanted_doc: str | None = "{}"  # its stored document
+        self._building = False  # a builder thread is at work
         self._started = False  # the version counter read once
         self._checked_at = 0.0
         self._lock = threading.RLock()  # a build without speech serves under get's hold
@@ -640,14 +643,28 @@ class LiveMenu:
             log.warning("cannot check the configuration version (%s); keeping %d",
                         type(e).__name__, self.version)
             return
-        self._wanted = latest
+        self._wanted, self._wanted_doc = latest, raw
         started, self._started = self._started, True
         if latest == self.version:  # back to the version served: a build under way is dropped
             return
-        if self.speech and started:
-            threading.Thread(target=self._load, args=(latest, raw), daemon=True,
-                             name=f"menu-version-{latest}").start()
-        else:
+        if not (self.speech and started):
+            self._load(latest, raw)
+        elif not self._building:  # one build at a time, however fast versions come
+            self._building = True
+            threading.Thread(target=self._build_wanted, daemon=True,
+                             name="menu-builder").start()
+
+    def _build_wanted(self) -> None:
+        """Build the newest version seen, then the next if another came meanwhile, until
+        the newest is served or has failed."""
+        tried = None
+        while True:
+            with self._lock:
+                latest, raw = self._wanted, self._wanted_doc
+                if latest in (self.version, tried):
+                    self._building = False
+                    return
+            tried = latest
             self._load(latest, raw)
 
     def _load(self, latest: int, raw: str | None) -> None:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import threading
 import time
 import tomllib
 import xml.etree.ElementTree as ET
@@ -1098,6 +1099,8 @@ def test_a_version_still_training_is_served_when_a_newer_one_does_not_load(
     redis_client.set(store.CONFIG_VERSION, 2)
     time.sleep(1.0)
     live.get()  # version 2 is seen, and does not load
+    # One build at a time: version 2 waits for 1, however fast versions come.
+    assert [t.name for t in threading.enumerate()].count("menu-builder") == 1
     deadline = time.monotonic() + 120
     while live.version != 1 and time.monotonic() < deadline:
         time.sleep(0.2)
