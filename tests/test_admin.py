@@ -1046,6 +1046,21 @@ def test_markup_in_a_prompt_is_shown_escaped_and_spoken_as_text(app, ana, redis_
     assert not list(twiml.iter("script"))
 
 
+def publish_an_example_to_train(redis_client, shipped, monkeypatch) -> str:
+    """Publish a version with one more example phrase (new to every cache), as a web
+    process that did not publish it sees it: nothing trained is kept for it, so loading
+    it trains for seconds. Returns the phrase."""
+    phrase = f"me tienen cosechando sin pago en una finca {time.time_ns()}"
+    versions = ConfigVersions(redis_client, shipped)
+    versions.save_draft({"examples": {"welcome.2": {
+        "es": [*shipped.examples["welcome.2"]["es"], phrase]}}}, "ana")
+    versions.publish("ana", "one more example")
+    monkeypatch.setenv("RUTA_MODEL_CACHE", "off")
+    for trained in (speech._whole_model, speech._trained, speech._danger_model):
+        trained.cache_clear()
+    return phrase
+
+
 @pytest.mark.slow
 def test_new_examples_are_trained_while_callers_keep_the_version_they_have(
         redis_client, monkeypatch):
@@ -1055,15 +1070,7 @@ def test_new_examples_are_trained_while_callers_keep_the_version_they_have(
     shipped = read_shipped()
     live = LiveMenu(shipped, redis_client, build(shipped))
     before = live.get()  # the process is serving: version 0, the shipped menu
-    phrase = f"me tienen cosechando sin pago en una finca {time.time_ns()}"
-    versions = ConfigVersions(redis_client, shipped)
-    versions.save_draft({"examples": {"welcome.2": {
-        "es": [*shipped.examples["welcome.2"]["es"], phrase]}}}, "ana")
-    versions.publish("ana", "one more example")
-    # As a web process that did not publish it: nothing trained is kept for it.
-    monkeypatch.setenv("RUTA_MODEL_CACHE", "off")
-    for trained in (speech._whole_model, speech._trained, speech._danger_model):
-        trained.cache_clear()
+    phrase = publish_an_example_to_train(redis_client, shipped, monkeypatch)
     time.sleep(1.0)  # a process looks for a new version at most once a second
     started = time.monotonic()
     assert live.get() is before  # answered at once, with the version it has
@@ -1084,14 +1091,7 @@ def test_a_version_still_training_is_served_when_a_newer_one_does_not_load(
     shipped = read_shipped()
     live = LiveMenu(shipped, redis_client, build(shipped))
     live.get()
-    phrase = f"nos tienen sin pago en una bodega {time.time_ns()}"
-    versions = ConfigVersions(redis_client, shipped)
-    versions.save_draft({"examples": {"welcome.2": {
-        "es": [*shipped.examples["welcome.2"]["es"], phrase]}}}, "ana")
-    versions.publish("ana", "one more example")
-    monkeypatch.setenv("RUTA_MODEL_CACHE", "off")
-    for trained in (speech._whole_model, speech._trained, speech._danger_model):
-        trained.cache_clear()
+    phrase = publish_an_example_to_train(redis_client, shipped, monkeypatch)
     time.sleep(1.0)
     live.get()  # version 1 starts training
     redis_client.hset(store.config_version_key(2), "doc",
