@@ -215,7 +215,7 @@ def _save(v: ConfigVersions, doc: dict, page: str):
         v.save_draft(doc, current_staff().name, request.form.get("draft", ""))
     except DraftMoved as e:
         return _moved(e, doc, back=page)
-    if v.check(doc, speech=False)[1]:
+    if v.check(doc)[1]:
         flash(_("Draft saved, but it cannot be published yet: the problems are listed "
                 "below."), "error")
     else:
@@ -231,7 +231,7 @@ def index():
     """Where things stand: the live version, the draft, what to do next."""
     v = versions()
     draft = v.draft()
-    problems = v.check(draft["doc"], speech=False)[1] if draft else []
+    problems = v.check(draft["doc"])[1] if draft else []
     changes = (v.changes(v.document(v.latest()), draft["doc"], page_language())
                if draft else [])
     # Said before anyone presses the button: why this draft needs a second admin.
@@ -254,7 +254,7 @@ def prompts():
     if request.method == "POST":
         return _save(v, {**doc, "prompts": _prompts_from_form(shipped, keys)},
                      "admin.prompts")
-    menu, problems = v.check(doc, speech=False)  # the previews need no speech model
+    menu, problems = v.check(doc)
     current = {lang: {**shipped[lang], **(doc.get("prompts", {}).get(lang) or {})}
                for lang in languages}
     return _render("admin/prompts.html", languages=languages,
@@ -297,7 +297,7 @@ def _budget(v: ConfigVersions, doc: dict) -> list[dict] | None:
     """Every path to a line under `doc` with its spoken seconds, over the budget or
     not (None: the draft has problems that stop the menu being built at all)."""
     try:
-        menu = build(v.shipped, doc, speech=False)  # not strict: over the budget is shown
+        menu = build(v.shipped, doc)  # not strict: over the budget is shown
     except ConfigError:
         return None
     return [{"path": path.label, "language": path.language, "keys": " ".join(path.keys),
@@ -411,7 +411,7 @@ def hotlines():
             if changed:
                 voices[lang] = changed
         return _save(v, {**doc, "hotlines": lines, "voices": voices}, "admin.hotlines")
-    problems = v.check(doc, speech=False)[1]
+    problems = v.check(doc)[1]
     current = {hid: {"min_answered_seconds": min_answered, **fields,
                      **(doc.get("hotlines", {}).get(hid) or {})}
                for hid, fields in shipped.hotlines.items()}
@@ -451,7 +451,7 @@ def examples():
                     changed.get(name, {}).pop(lang, None)
         changed = {name: langs for name, langs in changed.items() if langs}
         return _save(v, {**doc, "examples": changed}, "admin.examples")
-    problems = v.check(doc, speech=False)[1]
+    problems = v.check(doc)[1]
     current = {name: {lang: list((doc.get("examples", {}).get(name) or {}).get(
         lang, (shipped.examples.get(name) or {}).get(lang, []))) for lang in menu.languages}
         for name, *_option in groups}
@@ -502,7 +502,7 @@ def recordings():
             return _moved(e, changed, back="admin.recordings")
         flash(done)
         return redirect(url_for("admin.recordings", _anchor=f"recording-{key}"))
-    problems = v.check(doc, speech=False)[1]
+    problems = v.check(doc)[1]
     current = {lang: {key: r for key in keys
                       if (r := _recording_in(shipped, doc, lang, key)) is not None}
                for lang in languages}
@@ -810,7 +810,7 @@ def try_call():
     """Play a call against the draft: a keypad and a speech box, one move at a time."""
     v = versions()
     doc = v.draft_or_live()
-    problems = v.check(doc, speech=False)[1]
+    problems = v.check(doc)[1]
     # A draft whose only problem is a path over the budget plays, with a warning (so
     # that the admin hears what to trim); publishing still refuses it.
     over_budget = [p for p in problems if getattr(p, "field", "").startswith("language:")]

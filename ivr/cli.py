@@ -764,7 +764,7 @@ def prompts_import(directory):
         v.save_draft(doc, _operator(), seen)
     except PublishError as e:
         raise click.ClickException(f"not saved: {e}") from e
-    _, problems = v.check(doc, speech=False)
+    _, problems = v.check(doc)
     click.echo(f"draft saved from {directory}")
     for problem in problems:
         click.echo(f"  error: {problem}", err=True)

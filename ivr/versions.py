@@ -345,11 +345,11 @@ class ConfigVersions:
 
     # --- checking -----------------------------------------------------------------
 
-    def check(self, doc: dict, speech: bool = True) -> tuple[Menu | None, list[str]]:
-        """The menu this document gives, or the problems that stop it going live. A page
-        that shows the problems only checks without `speech` (menu.build): training the
-        speech models takes seconds, and a publish trains them (kept on disk for the web
-        processes that will load the version)."""
+    def check(self, doc: dict, speech: bool = False) -> tuple[Menu | None, list[str]]:
+        """The menu this document gives, or the problems that stop it going live; its
+        speech models trained only with `speech` (menu.build: seconds of work), which a
+        publish asks for so that they are kept on disk for the web processes that load
+        the version."""
         # Only a real true/false: the loader's bool() would read "false" as true.
         odd = [Problem(f"hotline {hid}, show_caller", Message(N_("must be yes or no")),
                        f"hotline:{hid}:show_caller")
@@ -466,7 +466,7 @@ class ConfigVersions:
         if draft is None:
             raise refused(N_("there is no draft to publish"))
         seen = self._as_seen(seen)
-        _, problems = self.check(draft["doc"])
+        _, problems = self.check(draft["doc"], speech=True)
         if problems:
             raise PublishError(problems)
         why = self.approval_reasons(draft["doc"])
@@ -487,7 +487,7 @@ class ConfigVersions:
         draft = self.draft()
         if draft["pending_by"] == approver:
             raise refused(N_("the two-person rule needs another admin to approve"))
-        _, problems = self.check(draft["doc"])
+        _, problems = self.check(draft["doc"], speech=True)
         if problems:
             raise PublishError(problems)
         return self._new_version(draft["doc"], draft["pending_by"], draft["pending_note"],
@@ -507,7 +507,7 @@ class ConfigVersions:
             doc = self.document(number)
         except KeyError as e:
             raise refused(N_("there is no version %(number)s"), number=number) from e
-        _, problems = self.check(doc)
+        _, problems = self.check(doc, speech=True)
         if problems:  # the shipped files changed since: that old version no longer loads
             raise PublishError(problems)
         why = self.approval_reasons(doc)
