@@ -561,8 +561,8 @@ class _Reader:
     def _fuzzy_within_reach(self, length: int) -> list[str]:
         """The keyword stems a stem of `length` letters can be FUZZY_RATIO alike: fuzz.ratio
         is 2 x (letters in common) / (both lengths), so a much shorter or longer one never
-        is. The same matches, for a fraction of the comparisons (a new word's first
-        hearing was most of a decision's time)."""
+        is. The same matches, for a fraction of the comparisons (a good part of a new
+        word's first hearing)."""
         near = self._fuzzy_near.get(length)
         if near is None:
             near = self._fuzzy_near[length] = [

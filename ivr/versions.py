@@ -604,12 +604,11 @@ class LiveMenu:
 
     A version with speech models to train (new examples: seconds of work) is built by a
     thread of its own (one build at a time, the newest version seen next) while callers
-    keep the version they have: a webhook must not wait
-    for it, nor a sync worker miss gunicorn's timeout and be killed with a caller on the
-    line. The version live when the process starts is built at once, in its first
-    request: a process must not serve the shipped menu when another is live (a line's
-    number may have been mended). Without `speech` (the worker) a build takes
-    milliseconds and is always done at once."""
+    keep the version they have: a webhook must not wait for it, nor a sync worker miss
+    gunicorn's timeout and be killed with a caller on the line. The version live when the
+    process starts is built at once, in its first request: a process must not serve the
+    shipped menu when another is live (a line's number may have been mended). Without
+    `speech` (the worker) a build takes milliseconds and is always done at once."""
 
     def __init__(self, shipped: Shipped, r: redis.Redis | None, fallback: Menu,
                  speech: bool = True):
