@@ -1,6 +1,6 @@
 """bench/webhook: the full signed webhook path against a bare Flask floor and a peer.
 
-Three apps run under the Procfile's gunicorn settings (config/gunicorn.conf.py: 2 sync
+Three apps run under the Procfile's gunicorn settings (config/gunicorn.conf.py: 4 sync
 workers) on loopback and are loaded by wrk (Debian's package) with the same connections
 and duration: the floor (bench/floor_app.py: bare Flask answering TwiML, nothing else),
 the peer (bench/peer_app.py: what Twilio's samples lead a user to build, RequestValidator
@@ -8,8 +8,10 @@ on request.url and one RQ enqueue per webhook) and ours. Ours and the peer get r
 Twilio-signed POSTs (signature computed with twilio's RequestValidator for the URL wrk
 calls) for the first question (/voice) and for a menu answer (/voice/menu, Digits=2: a
 transfer); ours emits its events to a real Redis. Prints requests/s, latency and app CPU
-per request for each (the median of --rounds rounds of all five), the ratios to the
-floor and to the peer (the medians of the rounds' ratios), and a RESULT line.
+per request for each (the median of --rounds rounds of all five), how much of the
+machine's CPU sat idle meanwhile (a worker waiting on Redis leaves its core to others,
+or to nobody), the ratios to the floor and to the peer (the medians of the rounds'
+ratios), and a RESULT line.
 
 With --in-process N the three apps are called as WSGI apps in this one process instead,
 N requests each per round, and only the CPU a request costs (the least of the rounds) is
@@ -103,6 +105,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def idle_and_total_ticks() -> tuple[int, int]:
+    """The whole machine's idle (and I/O wait) ticks and all its ticks so far (/proc/stat)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 def workers_of(server: subprocess.Popen) -> list[int]:
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     return [int(pid) for pid in children]
@@ -113,11 +121,13 @@ def run_wrk(port: int, script: Path, connections: int, seconds: int,
     """Load one app with wrk; also what each request cost in CPU, in the app's workers
     and in Redis: on a saturated machine throughput is CPU, so this says where it goes."""
     app_before, redis_before = cpu_seconds(app_pids), cpu_seconds([redis_pid])
+    idle_before, total_before = idle_and_total_ticks()
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, check=True,
     ).stdout
+    idle_after, total_after = idle_and_total_ticks()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
     p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
@@ -126,7 +136,8 @@ def run_wrk(port: int, script: Path, connections: int, seconds: int,
     app_cpu = (cpu_seconds(app_pids) - app_before) / requests * 1e6
     redis_cpu = (cpu_seconds([redis_pid]) - redis_before) / requests * 1e6
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0,
-            "app_cpu_us": app_cpu, "redis_cpu_us": redis_cpu}
+            "app_cpu_us": app_cpu, "redis_cpu_us": redis_cpu,
+            "idle": (idle_after - idle_before) / max(total_after - total_before, 1)}
 
 
 def _ms(text: str) -> float:
@@ -247,11 +258,11 @@ def main() -> None:
                 f"{name} {r['rps']:,.0f} req/s p99 {r['p99']:.1f} ms"
                 + (f" ({r['rps'] / runs['floor']['rps']:.2f}x)" if name != "floor" else "")
                 for name, r in runs.items()))
-        figures = ("rps", "p50", "p99", "app_cpu_us", "redis_cpu_us")
+        figures = ("rps", "p50", "p99", "app_cpu_us", "redis_cpu_us", "idle")
         floor = {k: median(r["floor"][k] for r in rounds) for k in figures}
         print(f"floor       (bare Flask + VoiceResponse): {floor['rps']:,.0f} req/s, "
               f"p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms, "
-              f"CPU/request {floor['app_cpu_us']:.0f} us")
+              f"CPU/request {floor['app_cpu_us']:.0f} us, machine idle {floor['idle']:.1%}")
         results = {}
         for target in list(targets)[1:]:
             app, name = target.split()
@@ -271,7 +282,7 @@ def main() -> None:
                   f"{r['ratio']:.2f}x the floor"
                   + (f", {r['to_peer']:.2f}x the peer" if "to_peer" in r else "")
                   + f", CPU/request {r['app_cpu_us']:.0f} us ({r['cpu_ratio']:.2f}x the floor's)"
-                  f" + Redis {r['redis_cpu_us']:.0f} us")
+                  f" + Redis {r['redis_cpu_us']:.0f} us, machine idle {r['idle']:.1%}")
         ours = {name: r for name, r in results.items() if name.startswith("ruta")}
         worst = min(r["ratio"] for r in ours.values())
         to_peer = min(r["to_peer"] for r in ours.values())
@@ -279,6 +290,7 @@ def main() -> None:
         peer = min(r["ratio"] for name, r in results.items() if name.startswith("peer"))
         p99 = max(r["p99"] for r in ours.values())
         errors = sum(r["non2xx"] for r in results.values())
+        idle = max(r["idle"] for r in ours.values())
         ok = worst >= 0.9 and to_peer >= 2 and p99 < 25 and cpu <= 1.1 and errors == 0
         print(f"RESULT floor_rps={floor['rps']:.0f} "
               f"voice_rps={ours['ruta voice']['rps']:.0f} "
@@ -289,7 +301,9 @@ def main() -> None:
               f"answer_cpu_us={ours['ruta answer']['app_cpu_us']:.0f} "
               f"peer_answer_cpu_us={results['peer answer']['app_cpu_us']:.0f} "
               f"cpu_ratio={cpu:.2f} target_cpu_ratio=1.1 "
-              f"connections={args.connections} rounds={args.rounds} pass={'yes' if ok else 'no'}")
+              f"idle_floor={floor['idle']:.3f} idle_ours={idle:.3f} "
+              f"workers={len(our_pids)} connections={args.connections} rounds={args.rounds} "
+              f"pass={'yes' if ok else 'no'}")
     finally:
         for process in processes:
             process.terminate()

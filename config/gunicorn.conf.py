@@ -1,6 +1,9 @@
 """gunicorn settings for Ruta's web role (the Procfile's `web:` line), from the environment.
 
-    WEB_CONCURRENCY       worker processes (default 2; about one per core)
+    WEB_CONCURRENCY       worker processes (default 4; about two per core). Each webhook
+                          waits for Redis to take its events before it answers: with
+                          one worker per core, a core sits idle while its worker waits
+                          (bench/webhook prints how idle the machine is)
     WEB_THREADS           threads per worker (default 1: sync workers; a webhook does not
                           wait on anything slow, so more processes beat more threads)
     WEB_TIMEOUT           seconds before a stuck worker is replaced (default 10, must stay
@@ -36,7 +39,7 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
-workers = _positive_int("WEB_CONCURRENCY", 2)
+workers = _positive_int("WEB_CONCURRENCY", 4)
 threads = _positive_int("WEB_THREADS", 1)
 timeout = _positive_int("WEB_TIMEOUT", 10)
 if timeout >= 15:
