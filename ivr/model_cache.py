@@ -21,12 +21,15 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 KEPT_FILES = 24  # the newest kept; older files go (a menu's models are a few MB)
+# A half-written file this old was left by a process killed while writing: it goes.
+ABANDONED_PART_SECONDS = 3600
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / ".ruta-cache" / "models"
 
 
@@ -77,15 +80,26 @@ def kept(train):
 
 
 def _keep(where: Path, path: Path, result) -> None:
-    """Write atomically (a reader never sees half a file), then prune the oldest."""
+    """Write atomically (a reader never sees half a file), then prune the oldest, and
+    what killed writers left half-written."""
+    temporary = None
     try:
         where.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, temporary = tempfile.mkstemp(dir=where, suffix=".part")
         with os.fdopen(fd, "wb") as f:
             pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
+        temporary = None
         files = sorted(where.glob("*.pickle"), key=lambda p: p.stat().st_mtime)
         for old in files[:-KEPT_FILES]:
             old.unlink(missing_ok=True)
-    except OSError as e:  # a read-only or full disk: the models were trained anyway
+        abandoned = time.time() - ABANDONED_PART_SECONDS
+        for part in where.glob("*.part"):  # another process may be writing a newer one
+            if part.stat().st_mtime < abandoned:
+                part.unlink(missing_ok=True)
+    except Exception as e:  # noqa: BLE001 - a full disk, a result pickle refuses: the
+        # models were trained anyway, and only this file is not kept
         log.info("speech models not kept on disk (%s)", e)
+    finally:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)

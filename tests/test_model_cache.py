@@ -96,3 +96,26 @@ def test_a_second_process_builds_the_shipped_menu_without_training_and_decides_t
     first, second = run(), run()
     assert first["trained"] and not second["trained"]
     assert second["decisions"] == first["decisions"]
+
+
+@model_cache.kept
+def _train_a_function(name: str):
+    trained.append((name,))
+    return lambda: name  # pickle refuses a lambda
+
+
+def test_a_result_that_cannot_be_written_is_returned_and_leaves_no_half_file(cache):
+    assert _train_a_function("hola")() == "hola"
+    assert _train_a_function("hola")() == "hola" and len(trained) == 2  # not kept
+    assert list(cache.iterdir()) == []
+
+
+def test_half_files_of_a_killed_writer_go_but_not_one_being_written(cache):
+    cache.mkdir(mode=0o700)
+    abandoned, being_written = cache / "killed.part", cache / "writing.part"
+    abandoned.write_bytes(b"half")
+    being_written.write_bytes(b"half")
+    hours_ago = abandoned.stat().st_mtime - 2 * model_cache.ABANDONED_PART_SECONDS
+    os.utime(abandoned, (hours_ago, hours_ago))
+    _train(("hola",))
+    assert not abandoned.exists() and being_written.exists()
