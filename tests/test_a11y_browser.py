@@ -8,6 +8,7 @@ stacked so time, category, outcome and hotlines all show.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pyotp
@@ -232,5 +233,28 @@ def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, 
         assert by_hour.is_visible()
         counts = [int(t) for t in by_hour.locator("tbody td").all_inner_texts()]
         assert len(counts) == 24 and sum(counts) == len(TODAY)
+    finally:
+        ctx.close()
+
+
+def test_each_save_button_of_the_example_phrases_says_what_it_saves(app, base, browser):
+    """/admin/examples has one "Guardar en el borrador" per option and language: a screen
+    reader's list of buttons tells them apart by the option and the language."""
+    services.of(app).staff.save_user("ana", "admin", password_hash(PASSWORD), "es")
+    ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale="es-CO")
+    page = ctx.new_page()
+    try:
+        page.goto(base + "/login")
+        page.locator("#name").fill("ana")
+        page.locator("#password").fill(PASSWORD)
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+        page.goto(base + "/admin/examples")
+        # The accessible names, as the page's accessibility tree gives them.
+        tree = page.locator("main").aria_snapshot()
+        names = re.findall(r'button "(Guardar en el borrador[^"]*)"', tree)
+        assert len(names) >= 4 and len(set(names)) == len(names), names
+        assert sum("Español" in n for n in names) == sum("English" in n for n in names)
+        assert any(re.search(r"\b2: .*Español", n) for n in names), names
     finally:
         ctx.close()
