@@ -1,9 +1,10 @@
 """gunicorn settings for Ruta's web role (the Procfile's `web:` line), from the environment.
 
-    WEB_CONCURRENCY       worker processes (default 4; about two per core). Each webhook
-                          waits for Redis to take its events before it answers: with
-                          one worker per core, a core sits idle while its worker waits
-                          (bench/webhook prints how idle the machine is)
+    WEB_CONCURRENCY       worker processes (default 4; about two per core, the low end of
+                          gunicorn's own advice). Each webhook waits for Redis to take
+                          its events before it answers: with one worker per core, a core
+                          sits idle while its worker waits (bench/webhook prints how
+                          idle the machine is). A worker holds about 64 MB
     WEB_THREADS           threads per worker (default 1: sync workers; a webhook does not
                           wait on anything slow, so more processes beat more threads)
     WEB_TIMEOUT           seconds before a stuck worker is replaced (default 10, must stay
