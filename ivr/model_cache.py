@@ -14,6 +14,7 @@ folder (mode 0700): whoever can write there could as well change the code beside
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -95,8 +96,9 @@ def _keep(where: Path, path: Path, result) -> None:
             old.unlink(missing_ok=True)
         abandoned = time.time() - ABANDONED_PART_SECONDS
         for part in where.glob("*.part"):  # another process may be writing a newer one
-            if part.stat().st_mtime < abandoned:
-                part.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # or renamed it meanwhile
+                if part.stat().st_mtime < abandoned:
+                    part.unlink()
     except Exception as e:  # noqa: BLE001 - a full disk, a result pickle refuses: the
         # models were trained anyway, and only this file is not kept
         log.info("speech models not kept on disk (%s)", e)
