@@ -211,6 +211,15 @@ def calls_table_fits(page) -> list[str]:
     return problems
 
 
+def sign_in(page, base: str, name: str) -> None:
+    """Log in by the form's field ids, the same in either language."""
+    page.goto(base + "/login")
+    page.locator("#name").fill(name)
+    page.locator("#password").fill(PASSWORD)
+    with page.expect_navigation():
+        page.locator("main button[type=submit]").click()
+
+
 def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, redis_server):
     """Under each chart, a folded table with the same numbers (here: calls per hour)."""
     play(simulate, TODAY)
@@ -219,11 +228,7 @@ def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, 
     ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale="en-US")
     page = ctx.new_page()
     try:
-        page.goto(base + "/login")
-        page.locator("#name").fill("ana")
-        page.locator("#password").fill(PASSWORD)
-        with page.expect_navigation():
-            page.locator("main button[type=submit]").click()
+        sign_in(page, base, "ana")
         page.goto(base + "/reports")
         tables = page.locator("section.charts figure details.chart-table")
         assert tables.count() == 7
@@ -244,11 +249,7 @@ def test_each_save_button_of_the_example_phrases_says_what_it_saves(app, base, b
     ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale="es-CO")
     page = ctx.new_page()
     try:
-        page.goto(base + "/login")
-        page.locator("#name").fill("ana")
-        page.locator("#password").fill(PASSWORD)
-        with page.expect_navigation():
-            page.locator("main button[type=submit]").click()
+        sign_in(page, base, "ana")
         page.goto(base + "/admin/examples")
         # The accessible names, as the page's accessibility tree gives them.
         tree = page.locator("main").aria_snapshot()
