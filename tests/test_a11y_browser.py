@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import contextmanager
 
 import pyotp
 import pytest
@@ -211,24 +212,29 @@ def calls_table_fits(page) -> list[str]:
     return problems
 
 
-def sign_in(page, base: str, name: str) -> None:
-    """Log in by the form's field ids, the same in either language."""
-    page.goto(base + "/login")
-    page.locator("#name").fill(name)
-    page.locator("#password").fill(PASSWORD)
-    with page.expect_navigation():
-        page.locator("main button[type=submit]").click()
+@contextmanager
+def signed_in(app, base: str, browser, role: str, lang: str):
+    """A desktop page in `lang`, logged in as "ana" with `role` (by the form's field ids,
+    the same in either language); its browser context closed after."""
+    services.of(app).staff.save_user("ana", role, password_hash(PASSWORD), lang)
+    ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale=BROWSER_LOCALE[lang])
+    try:
+        page = ctx.new_page()
+        page.goto(base + "/login")
+        page.locator("#name").fill("ana")
+        page.locator("#password").fill(PASSWORD)
+        with page.expect_navigation():
+            page.locator("main button[type=submit]").click()
+        yield page
+    finally:
+        ctx.close()
 
 
 def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, redis_server):
     """Under each chart, a folded table with the same numbers (here: calls per hour)."""
     play(simulate, TODAY)
     drain(redis_server.url)
-    services.of(app).staff.save_user("ana", "supervisor", password_hash(PASSWORD), "en")
-    ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale="en-US")
-    page = ctx.new_page()
-    try:
-        sign_in(page, base, "ana")
+    with signed_in(app, base, browser, "supervisor", "en") as page:
         page.goto(base + "/reports")
         tables = page.locator("section.charts figure details.chart-table")
         assert tables.count() == 7
@@ -238,24 +244,16 @@ def test_the_charts_tables_hold_the_numbers_drawn(app, base, browser, simulate, 
         assert by_hour.is_visible()
         counts = [int(t) for t in by_hour.locator("tbody td").all_inner_texts()]
         assert len(counts) == 24 and sum(counts) == len(TODAY)
-    finally:
-        ctx.close()
 
 
 def test_each_save_button_of_the_example_phrases_says_what_it_saves(app, base, browser):
     """/admin/examples has one "Guardar en el borrador" per option and language: a screen
     reader's list of buttons tells them apart by the option and the language."""
-    services.of(app).staff.save_user("ana", "admin", password_hash(PASSWORD), "es")
-    ctx = browser.new_context(viewport=VIEWPORTS["desktop"], locale="es-CO")
-    page = ctx.new_page()
-    try:
-        sign_in(page, base, "ana")
+    with signed_in(app, base, browser, "admin", "es") as page:
         page.goto(base + "/admin/examples")
         # The accessible names, as the page's accessibility tree gives them.
         tree = page.locator("main").aria_snapshot()
-        names = re.findall(r'button "(Guardar en el borrador[^"]*)"', tree)
-        assert len(names) >= 4 and len(set(names)) == len(names), names
-        assert sum("Español" in n for n in names) == sum("English" in n for n in names)
-        assert any(re.search(r"\b2: .*Español", n) for n in names), names
-    finally:
-        ctx.close()
+    names = re.findall(r'button "(Guardar en el borrador[^"]*)"', tree)
+    assert len(names) >= 4 and len(set(names)) == len(names), names
+    assert sum("Español" in n for n in names) == sum("English" in n for n in names)
+    assert any(re.search(r"\b2: .*Español", n) for n in names), names
