@@ -490,7 +490,7 @@ def test_ivr_dev_sums_its_workers_metrics_from_a_fresh_folder(redis_server, redi
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = service_env(redis_server.url, dev_dir / "spool")
-    env.update(RUTA_DEV_DIR=str(dev_dir))
+    env.update(RUTA_DEV_DIR=str(dev_dir), WEB_CONCURRENCY="2")  # two to sum, each seen
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = tmp_path / "dev.log"
     with log.open("ab") as out:
