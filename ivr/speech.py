@@ -82,7 +82,9 @@ PERSON_WORDS = {
     "cousin", "brother", "sister", "grandson", "granddaughter", "kid"}
 PERSON_IS = {"is"}  # "my son is 25", "my daughter is 15, she...": not "is 2 hours away"
 MEASURES = {"hours", "hour", "minutes", "days", "weeks", "months", "blocks", "miles", "km"}
-AGE_END = {"y", "e", "and", "no", "pero", "but", "anos"}
+# "tiene catorce, la pusieron...": a pronoun after it starts what happens to them.
+AGE_END = {"y", "e", "and", "no", "pero", "but", "anos", "la", "lo", "le", "se", "me", "she",
+           "he"}
 ADULT_AGE = 18
 # Years that measure time, not a person: "hace 2 años", "two years ago", "me tuvo dos años
 # sin sueldo", "viví 10 años en Venezuela", "llevo tres años acá". An age is said with
@@ -152,11 +154,16 @@ WHOLE_MIN_PHRASES = 2  # a letter n-gram counts when this many phrases have it
 FIT_TOLERANCE = 1e-3
 
 
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+
+
 def tokens(text: str) -> list[str]:
-    """Lower-case words without accents or punctuation: "¿Niña?" -> ["nina"]."""
+    """Lower-case words without accents or punctuation: "¿Niña?" -> ["nina"]. An
+    apostrophe inside a word stays ("won't", "daughter's"); one at its edge is a quote
+    mark or a dropped letter ("'teen companions'", "pa' la casa") and goes."""
     folded = unicodedata.normalize("NFKD", text.lower())
     folded = "".join(c for c in folded if not unicodedata.combining(c))
-    return re.findall(r"[a-z0-9']+", folded)
+    return WORD.findall(folded)
 
 
 @lru_cache(maxsize=32768)
