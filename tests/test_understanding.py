@@ -203,6 +203,7 @@ STORY_WITH_A_SIGN = (
     "mi nieta de 14 está chateando con un señor y ahorita se fue a verse con él sin avisar",
     "a mi prima la llevaron a trabajar a una mina y no la dejan volver",
     "a mi prima la llevaron a trabajar a una mina en el Chocó y no la dejan volver a la casa",
+    "el patrón de la mina le pegó a mi compañero y dice que nadie se va hasta pagar",
 )
 
 
