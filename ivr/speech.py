@@ -78,13 +78,15 @@ HAS_AGE = {"tiene", "tengo"}  # "la chama tiene 15 y ...", not "tiene 3 hijos"
 PERSON_WORDS = {
     "hijo", "hija", "chino", "china", "sobrino", "sobrina", "pelado", "pelada", "pelao",
     "nieto", "nieta", "muchacho", "muchacha", "chamo", "chama", "primo", "prima", "hermano",
-    "hermana", "nino", "nina", "sardina", "son", "daughter", "boy", "girl", "niece", "nephew",
-    "cousin", "brother", "sister", "grandson", "granddaughter", "kid"}
+    "hermana", "nino", "nina", "sardina", "mijo", "mija", "son", "daughter", "boy", "girl",
+    "niece", "nephew", "cousin", "brother", "sister", "grandson", "granddaughter", "kid"}
 PERSON_IS = {"is"}  # "my son is 25", "my daughter is 15, she...": not "is 2 hours away"
 MEASURES = {"hours", "hour", "minutes", "days", "weeks", "months", "blocks", "miles", "km"}
-# "tiene catorce, la pusieron...": a pronoun after it starts what happens to them.
-AGE_END = {"y", "e", "and", "no", "pero", "but", "anos", "la", "lo", "le", "se", "me", "she",
-           "he"}
+AGE_END = {"y", "e", "and", "no", "pero", "but", "anos"}
+# After a person's age a pronoun starts what happens to them ("mi prima tiene catorce, la
+# pusieron..."); after anyone else's number it counts people ("la señora tiene 6 le cosen
+# ropa", "como 10 o 12 se quedaron").
+AGE_PRONOUNS = {"la", "lo", "le", "se", "me", "she", "he"}
 ADULT_AGE = 18
 # Years that measure time, not a person: "hace 2 años", "two years ago", "me tuvo dos años
 # sin sueldo", "viví 10 años en Venezuela", "llevo tres años acá". An age is said with
@@ -246,7 +248,8 @@ def ages_said(words: list[str]) -> Iterator[int]:
                 len(before) == 2 and before[0] in PERSON_WORDS and (before[1] in AGE_OF or (
                     before[1] in PERSON_IS and not (after and after[0] in MEASURES)))) or (
                 before[-1:] and before[-1] in AGE_BEFORE_ONE) or (
-                before[-1:] and _has_age(before) and (not after or after[0] in AGE_END)):
+                before[-1:] and _has_age(before) and (not after or after[0] in AGE_END or (
+                    after[0] in AGE_PRONOUNS and before[0] in PERSON_WORDS))):
             yield age
             continue
         paired = ages[i + 2] if i + 2 < len(ages) else None

@@ -117,8 +117,10 @@ def test_callers_own_words_land_on_their_line(text, lang, key):
     ("me despidieron después de cuatro años en la empresa", None),
     ("el pasaje es pa' hoy a las nueve de la noche", None),  # an hour
     ("hace dos años se llevaron a mi hija de 14 años", 14),
-    ("mi sobrina tiene trece, la tienen cuidando niños en una casa", 13),
-    ("ella tiene 16 se fue con un señor", 16),
+    ("mi prima tiene catorce, la pusieron de niñera interna", 14),
+    ("mijo de 16 se fue a trabajar a una mina", 16),  # "mi hijo", as it is said
+    ("la señora tiene 6 le cosen ropa sin sueldo", None),  # six people
+    ("llegamos como 10 o 12 se quedaron en la frontera", None),
 ])
 def test_an_age_under_18_is_heard_as_people_say_it(text, age):
     assert speech.minor_age(speech.tokens(text)) == age
@@ -130,6 +132,8 @@ def test_an_age_under_18_is_heard_as_people_say_it(text, age):
     ("me ofrecieron trabajo de modelo en China", "es"),  # the country, not "chinas"
     ("soy docente en un colegio y quería pedir una charla sobre trata", "es"),
     ("the school that hired me as a teacher kept my passport", "en"),
+    ("una amiga de colegio me consiguió trabajo en Chile y me quitaron el pasaporte", "es"),
+    ("I work at a dog grooming salon and the owner doesn't pay me", "en"),
 ])
 def test_a_word_said_of_adults_or_places_does_not_send_a_caller_to_the_child_line(text, lang):
     """Only a child's own words ("niña", "guambritos", "hija") or an age under 18 win for
@@ -158,9 +162,7 @@ def test_a_quote_mark_or_a_dropped_letter_is_not_part_of_a_word():
 @pytest.mark.parametrize(("text", "lang", "word"), [
     ("I want to report a club advertising 'teen hostesses' for tourists", "en", "teen"),
     ("I want to report a bar that brings young girls for the tourists", "en", "young girl"),
-    ("how do I report a man online who is grooming my neighbour's girl", "en", "grooming"),
-    ("quiero denunciar a un señor que le escribe a unas peladas de colegio", "es",
-     "de colegio"),
+    ("quiero denunciar a un señor que está haciendo grooming a una vecinita", "es", "grooming"),
 ])
 def test_a_child_named_in_a_report_is_the_child_lines_by_the_childs_word(text, lang, word):
     """Reports naming children in these words went to the report line when their writer
@@ -216,6 +218,7 @@ def test_a_sign_of_danger_in_a_childs_or_workers_story_asks_about_danger_sooner(
     for text in STORY_WITH_A_SIGN:
         danger = dict(matcher._whole.ranked(speech.tokens(text)))[speech.DANGER_OWNER]
         decision = matcher.decide(text)
+        assert decision.action in ("ask_danger", "danger"), (text, decision)
         if speech.WHOLE_SIGN_ASK <= danger < speech.WHOLE_ASK:
             assert decision.action == "ask_danger" and decision.key in ("1", "2"), decision
             asked.append(text)
