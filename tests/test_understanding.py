@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,6 +74,23 @@ def test_the_evaluation_set_is_big_varied_and_split_without_overlap():
             w in speech.tokens(u["text"]) for w in ("emergencia", "peligro", "auxilio",
                                                      "emergency", "danger"))]
         assert len(plain) >= 0.8 * sum("0" in u["right"] for u in part)
+
+
+def test_the_sets_readme_counts_what_each_part_and_writer_holds():
+    """bench/understanding_set/README.md gives each part's size and each writer's (or run
+    of writers') count: they are the files' own."""
+    readme = " ".join((SET / "README.md").read_text(encoding="utf-8").split())
+    for part in ("learn", "test"):
+        said = re.search(rf"`{part}\.jsonl` \(([\d,]+)\)", readme)[1]
+        assert int(said.replace(",", "")) == len(read(part)), part
+    learn = Counter(u["writer"] for u in read("learn"))
+    groups = re.findall(r"`w(\d\d)`(?:–`w(\d\d)`)?, ([\d,]+)", readme)
+    assert sum(int(n.replace(",", "")) for _, _, n in groups) == sum(learn.values())
+    for first, last, n in groups:
+        writers = {f"w{i:02d}" for i in range(int(first), int(last or first) + 1)}
+        assert sum(learn[w] for w in writers) == int(n.replace(",", "")), (first, last)
+    test = Counter(u["writer"] for u in read("test"))
+    assert dict(test) == {f"w{w}": int(n) for w, n in re.findall(r"`w(\d\d)` \((\d+)", readme)}
 
 
 def test_the_shipped_examples_come_from_the_learn_part_only():
