@@ -714,6 +714,11 @@ def test_the_cross_validation_figure_is_what_the_benchmark_measures():
     assert f"on the {learned:,} of the learn part: {matcher}; " in understanding_row()
     assert f"a plain TF-IDF classifier on the same split, `--peer`: {peer})" in (
         understanding_row())
+    (matcher_found, peer_found) = re.findall(r"([\d.]+%) with the danger question", out)
+    (matcher_elsewhere, peer_elsewhere) = re.findall(r"child sent elsewhere +(\d+)", out)
+    assert (f"the peer finds fewer emergencies, {peer_found} against {matcher_found} with the "
+            f"question, and sends {peer_elsewhere} children elsewhere against "
+            f"{matcher_elsewhere}") in understanding_row()
 
 
 def test_the_filters_documented_are_the_ones_the_url_takes():
